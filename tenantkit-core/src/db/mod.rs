@@ -1,0 +1,280 @@
+//! The database handle: one type over the SQLite and PostgreSQL backends.
+//!
+//! Raw pool access lives here and in [`crate::TenantTx`] only; everything above works through a
+//! tenant-scoped transaction.
+
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+compile_error!("tenantkit-core needs at least one database backend: enable `sqlite` or `postgres`");
+
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::scope::{Conn, TenantScope, TenantTx};
+use crate::{Error, Result, UserId};
+
+/// Which database engine a [`Database`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// Embedded SQLite (WAL mode).
+    Sqlite,
+    /// PostgreSQL with row-level security.
+    Postgres,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        })
+    }
+}
+
+/// How to connect. `Default` is the secure, production configuration.
+#[derive(Debug, Clone)]
+pub struct DatabaseOptions {
+    /// Most connections the pool opens.
+    pub max_connections: u32,
+    /// How long a request waits for a free connection before failing.
+    pub acquire_timeout: Duration,
+    /// SQLite: how long a writer waits for the write lock.
+    pub busy_timeout: Duration,
+    /// PostgreSQL: refuse to start when the connecting role could bypass row-level security
+    /// (superuser, `BYPASSRLS`, or owner of the tenant tables). On by default.
+    pub require_rls_safe_role: bool,
+}
+
+impl Default for DatabaseOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+            busy_timeout: Duration::from_secs(5),
+            require_rls_safe_role: true,
+        }
+    }
+}
+
+impl DatabaseOptions {
+    /// Options for the connection that applies migrations, which on PostgreSQL must be the
+    /// owner of the tables and therefore is *not* RLS-safe. Never serve requests with it.
+    pub fn for_migrations() -> Self {
+        Self {
+            max_connections: 1,
+            require_rls_safe_role: false,
+            ..Self::default()
+        }
+    }
+}
+
+/// A pool of connections to one database, SQLite or PostgreSQL. Cheap to clone.
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool,
+}
+
+#[derive(Clone)]
+pub(crate) enum Pool {
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlx::SqlitePool),
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::PgPool),
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may carry a password, so only the backend is shown.
+        f.debug_struct("Database")
+            .field("backend", &self.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// Connects with the default, secure [`DatabaseOptions`].
+    ///
+    /// `url` is `sqlite://path/to/file.db` (created with its folder if missing),
+    /// `sqlite::memory:`, or `postgres://user:pass@host/db`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an unknown scheme or (PostgreSQL) an RLS-unsafe role;
+    /// [`Error::Database`] when the database cannot be reached.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, &DatabaseOptions::default()).await
+    }
+
+    /// Connects with explicit options.
+    ///
+    /// # Errors
+    /// As [`Database::connect`].
+    #[tracing::instrument(skip_all, fields(backend))]
+    pub async fn connect_with(url: &str, options: &DatabaseOptions) -> Result<Self> {
+        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+        tracing::Span::current().record("backend", scheme);
+        let pool = match scheme {
+            #[cfg(feature = "sqlite")]
+            "sqlite" => Pool::Sqlite(sqlite::connect(url, options).await?),
+            #[cfg(feature = "postgres")]
+            "postgres" | "postgresql" => {
+                let pool = postgres::connect(url, options).await?;
+                if options.require_rls_safe_role {
+                    postgres::check_rls_safe_role(&pool).await?;
+                }
+                Pool::Postgres(pool)
+            }
+            _ => {
+                return Err(Error::Config(format!(
+                    "unsupported database URL scheme `{scheme}`; this build supports: {}",
+                    Self::supported_schemes()
+                )))
+            }
+        };
+        Ok(Self { pool })
+    }
+
+    fn supported_schemes() -> &'static str {
+        match (cfg!(feature = "sqlite"), cfg!(feature = "postgres")) {
+            (true, true) => "sqlite, postgres",
+            (true, false) => "sqlite",
+            _ => "postgres",
+        }
+    }
+
+    /// Which engine this is.
+    pub fn backend(&self) -> Backend {
+        match &self.pool {
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(_) => Backend::Sqlite,
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies the embedded migrations of this backend that are not applied yet.
+    ///
+    /// On PostgreSQL, run this on a connection made with [`DatabaseOptions::for_migrations`]
+    /// as the role that owns the tables, not as the application role.
+    ///
+    /// # Errors
+    /// [`Error::Migrate`] when a migration fails or an applied one was edited.
+    #[tracing::instrument(skip_all, fields(backend = %self.backend()))]
+    pub async fn migrate(&self) -> Result<()> {
+        match &self.pool {
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
+        }
+        tracing::info!("database migrations applied");
+        Ok(())
+    }
+
+    /// Checks that the database answers, for readiness probes.
+    ///
+    /// # Errors
+    /// [`Error::Database`] when it does not.
+    pub async fn ping(&self) -> Result<()> {
+        match &self.pool {
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
+        };
+        Ok(())
+    }
+
+    /// Begins a read-write transaction scoped to one tenant.
+    ///
+    /// On SQLite the write lock is taken up front (`BEGIN IMMEDIATE`), so concurrent writers
+    /// queue on the busy timeout instead of failing on a lock upgrade. On PostgreSQL the
+    /// tenant is set for row-level security for this transaction only.
+    ///
+    /// # Errors
+    /// [`Error::Database`] when no connection can be had.
+    pub async fn begin(&self, scope: &TenantScope) -> Result<TenantTx> {
+        self.begin_scoped(scope, Mode::ReadWrite).await
+    }
+
+    /// Begins a read-only transaction scoped to one tenant (PostgreSQL: `READ ONLY`;
+    /// SQLite: a deferred transaction that never blocks writers).
+    ///
+    /// # Errors
+    /// [`Error::Database`] when no connection can be had.
+    pub async fn begin_read(&self, scope: &TenantScope) -> Result<TenantTx> {
+        self.begin_scoped(scope, Mode::ReadOnly).await
+    }
+
+    async fn begin_scoped(&self, scope: &TenantScope, mode: Mode) -> Result<TenantTx> {
+        let tenant = scope.tenant_id().to_string();
+        let conn = self.begin_conn(mode, &[("app.tenant_id", &tenant)]).await?;
+        Ok(TenantTx::new(scope.tenant_id(), conn))
+    }
+
+    /// Begins a transaction with session settings for PostgreSQL's row-level security.
+    /// `set_config(..., true)` is transaction-local: nothing leaks to the next user of the
+    /// pooled connection.
+    pub(crate) async fn begin_conn(&self, mode: Mode, settings: &[(&str, &str)]) -> Result<Conn> {
+        match &self.pool {
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(pool) => {
+                let _ = settings; // SQLite has no row-level security; the app filter is the wall.
+                let tx = match mode {
+                    Mode::ReadWrite => pool.begin_with("BEGIN IMMEDIATE").await?,
+                    Mode::ReadOnly => pool.begin().await?,
+                };
+                Ok(Conn::Sqlite(tx))
+            }
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(pool) => {
+                let mut tx = match mode {
+                    Mode::ReadWrite => pool.begin().await?,
+                    Mode::ReadOnly => pool.begin_with("BEGIN READ ONLY").await?,
+                };
+                for (name, value) in settings {
+                    sqlx::query("SELECT set_config($1, $2, true)")
+                        .bind(name)
+                        .bind(value)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Ok(Conn::Postgres(tx))
+            }
+        }
+    }
+
+    /// Begins a transaction that sees one user's rows across tenants (their memberships),
+    /// but no tenant's content.
+    pub(crate) async fn begin_for_user(&self, user: UserId, mode: Mode) -> Result<Conn> {
+        self.begin_conn(mode, &[("app.user_id", &user.to_string())])
+            .await
+    }
+
+    /// Begins a transaction with no tenant set: only global tables (tenants, users) are
+    /// reachable; on PostgreSQL every tenant table reads as empty.
+    pub(crate) async fn begin_global(&self, mode: Mode) -> Result<Conn> {
+        self.begin_conn(mode, &[]).await
+    }
+
+    /// Closes every connection, waiting for checked-out ones to come back.
+    pub async fn close(&self) {
+        match &self.pool {
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(pool) => pool.close().await,
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// Whether a transaction may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    ReadWrite,
+    ReadOnly,
+}

@@ -1,0 +1,306 @@
+//! Tenants, users and memberships: the directory every login starts from.
+//!
+//! Tenants and users are global tables (a user may belong to several tenants). Memberships
+//! are tenant-owned: they are written through a [`TenantTx`], and read across tenants only
+//! for the one user they belong to.
+
+use std::fmt;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::db::Mode;
+use crate::scope::{scoped, with_conn};
+use crate::values::{check_text, finish_validation, now};
+use crate::{Database, Email, Error, Result, Role, Slug, TenantId, TenantTx, UserId};
+
+/// An organisation using the service: the unit of isolation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Tenant {
+    /// The tenant's id.
+    pub id: TenantId,
+    /// Its URL-safe handle, unique and immutable.
+    pub slug: Slug,
+    /// Its display name.
+    pub name: String,
+    /// The billing plan it is on (`free` until billing says otherwise).
+    pub plan: String,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// The fields of a new tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTenant {
+    /// Display name, 1 to 200 characters.
+    pub name: String,
+    /// The slug; derived from the name when `None`.
+    pub slug: Option<Slug>,
+}
+
+/// A password hash in PHC string format. Its `Debug` never shows the hash.
+#[derive(Clone, PartialEq, Eq, sqlx::Type)]
+#[sqlx(transparent)]
+pub struct PasswordHash(String);
+
+impl PasswordHash {
+    /// Wraps a PHC string produced by a password hasher.
+    pub fn new(phc: String) -> Self {
+        Self(phc)
+    }
+
+    /// The PHC string, for verification.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PasswordHash(..)")
+    }
+}
+
+/// A user account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct User {
+    /// The user's id.
+    pub id: UserId,
+    /// The normalized email, unique case-insensitively.
+    pub email: Email,
+    /// The password hash; `None` for accounts that only sign in with SSO. Never serialized.
+    #[serde(skip)]
+    pub password_hash: Option<PasswordHash>,
+    /// When the email was verified, if it was.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub email_verified_at: Option<OffsetDateTime>,
+    /// When the account was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// The fields of a new user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUser {
+    /// The email address.
+    pub email: Email,
+    /// The password hash, if the account has a password.
+    pub password_hash: Option<PasswordHash>,
+}
+
+/// A user's role in one tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Membership {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// The member.
+    pub user_id: UserId,
+    /// The member's role there.
+    #[sqlx(try_from = "String")]
+    pub role: Role,
+    /// When the membership began.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+const TENANT_COLUMNS: &str = "id, slug, name, plan, created_at";
+const USER_COLUMNS: &str = "id, email, password_hash, email_verified_at, created_at";
+
+/// Maps a unique violation to a conflict the client can act on.
+fn conflict_as(message: &str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
+    move |err| match Error::from(err) {
+        Error::Conflict(_) => Error::Conflict(message.to_owned()),
+        other => other,
+    }
+}
+
+impl Database {
+    /// Creates a tenant and returns it with an open transaction scoped to it, so the caller
+    /// can add the first owner in the same transaction and commit once.
+    ///
+    /// # Errors
+    /// [`Error::Validation`] for a bad name, [`Error::Conflict`] when the slug is taken.
+    #[tracing::instrument(skip_all)]
+    pub async fn create_tenant(&self, new: NewTenant) -> Result<(Tenant, TenantTx)> {
+        let name = new.name.trim().to_owned();
+        let mut errors = Vec::new();
+        check_text(&mut errors, "tenant_name", &name, 200);
+        finish_validation(errors)?;
+        let slug = match new.slug {
+            Some(slug) => slug,
+            None => Slug::from_name(&name)?,
+        };
+        let tenant = Tenant {
+            id: TenantId::new(),
+            slug,
+            name,
+            plan: "free".to_owned(),
+            created_at: now(),
+        };
+        let tenant_setting = tenant.id.to_string();
+        let mut conn = self
+            .begin_conn(Mode::ReadWrite, &[("app.tenant_id", &tenant_setting)])
+            .await?;
+        with_conn!(&mut conn, |c| {
+            sqlx::query(
+                "INSERT INTO tenants (id, slug, name, plan, created_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(tenant.id)
+            .bind(&tenant.slug)
+            .bind(&tenant.name)
+            .bind(&tenant.plan)
+            .bind(tenant.created_at)
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected())
+        })
+        .map_err(conflict_as("this tenant slug is already taken"))?;
+        Ok((tenant.clone(), TenantTx::new(tenant.id, conn)))
+    }
+
+    /// Finds a tenant by id.
+    ///
+    /// # Errors
+    /// [`Error::Database`] on failure.
+    pub async fn find_tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
+        let mut conn = self.begin_global(Mode::ReadOnly).await?;
+        Ok(with_conn!(&mut conn, |c| {
+            sqlx::query_as(&sql).bind(id).fetch_optional(c).await
+        })?)
+    }
+
+    /// Finds a tenant by slug.
+    ///
+    /// # Errors
+    /// [`Error::Database`] on failure.
+    pub async fn find_tenant_by_slug(&self, slug: &Slug) -> Result<Option<Tenant>> {
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE slug = $1");
+        let mut conn = self.begin_global(Mode::ReadOnly).await?;
+        Ok(with_conn!(&mut conn, |c| {
+            sqlx::query_as(&sql).bind(slug).fetch_optional(c).await
+        })?)
+    }
+
+    /// Finds a user by id.
+    ///
+    /// # Errors
+    /// [`Error::Database`] on failure.
+    pub async fn find_user(&self, id: UserId) -> Result<Option<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        let mut conn = self.begin_global(Mode::ReadOnly).await?;
+        Ok(with_conn!(&mut conn, |c| {
+            sqlx::query_as(&sql).bind(id).fetch_optional(c).await
+        })?)
+    }
+
+    /// Finds a user by email, case-insensitively.
+    ///
+    /// # Errors
+    /// [`Error::Database`] on failure.
+    pub async fn find_user_by_email(&self, email: &Email) -> Result<Option<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE lower(email) = $1");
+        let mut conn = self.begin_global(Mode::ReadOnly).await?;
+        Ok(with_conn!(&mut conn, |c| {
+            sqlx::query_as(&sql).bind(email).fetch_optional(c).await
+        })?)
+    }
+
+    /// Every membership of one user, across tenants (for login and tenant switching).
+    ///
+    /// # Errors
+    /// [`Error::Database`] on failure.
+    pub async fn memberships_of(&self, user: UserId) -> Result<Vec<Membership>> {
+        let mut conn = self.begin_for_user(user, Mode::ReadOnly).await?;
+        Ok(with_conn!(&mut conn, |c| {
+            sqlx::query_as(
+                "SELECT tenant_id, user_id, role, created_at FROM memberships \
+                 WHERE user_id = $1 ORDER BY created_at, tenant_id",
+            )
+            .bind(user)
+            .fetch_all(c)
+            .await
+        })?)
+    }
+}
+
+impl TenantTx {
+    /// Creates a user account inside this transaction (users are global; creating one here
+    /// lets a signup create tenant, user and membership atomically).
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when the email is already registered.
+    #[tracing::instrument(skip_all)]
+    pub async fn create_user(&mut self, new: NewUser) -> Result<User> {
+        let user = User {
+            id: UserId::new(),
+            email: new.email,
+            password_hash: new.password_hash,
+            email_verified_at: None,
+            created_at: now(),
+        };
+        scoped!(self, |c| {
+            sqlx::query(
+                "INSERT INTO users (id, email, password_hash, email_verified_at, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(user.id)
+            .bind(&user.email)
+            .bind(&user.password_hash)
+            .bind(user.email_verified_at)
+            .bind(user.created_at)
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected())
+        })
+        .map_err(conflict_as("this email address is already registered"))?;
+        Ok(user)
+    }
+
+    /// Makes `user` a member of this tenant with `role`.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when they already are; [`Error::Conflict`] when the user does not exist.
+    #[tracing::instrument(skip_all, fields(tenant = %self.tenant_id(), user = %user))]
+    pub async fn add_member(&mut self, user: UserId, role: Role) -> Result<Membership> {
+        let membership = Membership {
+            tenant_id: self.tenant_id(),
+            user_id: user,
+            role,
+            created_at: now(),
+        };
+        scoped!(self, |c| {
+            sqlx::query(
+                "INSERT INTO memberships (tenant_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(membership.tenant_id)
+            .bind(membership.user_id)
+            .bind(membership.role.as_str())
+            .bind(membership.created_at)
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected())
+        })
+        .map_err(conflict_as("the user is already a member of this tenant"))?;
+        Ok(membership)
+    }
+
+    /// The membership of `user` in this tenant, if any.
+    ///
+    /// # Errors
+    /// [`Error::Database`] on failure.
+    pub async fn member(&mut self, user: UserId) -> Result<Option<Membership>> {
+        let tenant = self.tenant_id();
+        Ok(scoped!(self, |c| {
+            sqlx::query_as(
+                "SELECT tenant_id, user_id, role, created_at FROM memberships \
+                 WHERE tenant_id = $1 AND user_id = $2",
+            )
+            .bind(tenant)
+            .bind(user)
+            .fetch_optional(c)
+            .await
+        })?)
+    }
+}

@@ -1,0 +1,77 @@
+//! # tenantkit-core
+//!
+//! The foundation every tenantkit crate stands on:
+//!
+//! - typed UUIDv7 ids ([`TenantId`], [`UserId`], ...), never a bare `Uuid` across an API;
+//! - the verified caller, [`Principal`], with its [`Role`] and the [`Permission`]s it grants;
+//! - [`Database`], one handle over SQLite (embedded default) and PostgreSQL (with row-level
+//!   security), and [`TenantTx`], the tenant-scoped transaction that is the only way to reach
+//!   tenant-owned rows through the [`TenantScoped`] repositories;
+//! - keyset pagination ([`PageRequest`], [`Page`]) and optimistic concurrency ([`Version`]);
+//! - one [`Error`] type and its single mapping to RFC 9457 [`Problem`] responses.
+//!
+//! ```
+//! use tenantkit_core::{
+//!     Database, NewProject, NewTenant, Permission, Principal, Project, Role, SessionId,
+//!     TenantScope, TenantScoped, PageRequest,
+//! };
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> tenantkit_core::Result<()> {
+//! let db = Database::connect("sqlite::memory:").await?;
+//! db.migrate().await?;
+//!
+//! let (tenant, tx) = db.create_tenant(NewTenant { name: "Acme".into(), slug: None }).await?;
+//! tx.commit().await?;
+//!
+//! // In a server the auth layer builds the principal from a verified token.
+//! let caller = Principal::new(
+//!     tenantkit_core::UserId::new(), tenant.id, Role::Member, [], SessionId::new(),
+//! );
+//! caller.require(Permission::WriteContent)?;
+//!
+//! let mut tx = db.begin(&TenantScope::of(&caller)).await?;
+//! let project = Project::create(&mut tx, NewProject { name: "Launch".into(), description: None }).await?;
+//! let page = Project::list(&mut tx, &Default::default(), PageRequest::default()).await?;
+//! tx.commit().await?;
+//!
+//! assert_eq!(page.items, vec![project]);
+//! assert_eq!(tenant.slug.as_str(), "acme");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Features
+//! - `sqlite` (default): the embedded SQLite backend.
+//! - `postgres`: the PostgreSQL backend with row-level security.
+//! - `axum`: `IntoResponse` for [`Error`] and [`Problem`].
+//! - `testing`: fixtures for this workspace's tests ([`testing`]).
+
+mod db;
+mod directory;
+mod error;
+mod id;
+mod page;
+mod principal;
+mod problem;
+mod repo;
+mod role;
+mod scope;
+mod values;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use db::{Backend, Database, DatabaseOptions};
+pub use directory::{Membership, NewTenant, NewUser, PasswordHash, Tenant, User};
+pub use error::{Error, FieldError, Result};
+pub use id::{ParseIdError, ProjectId, SessionId, TaskId, TenantId, UserId};
+pub use page::{Cursor, Limit, Page, PageRequest};
+pub use principal::Principal;
+pub use problem::{ErrorCode, Problem, PROBLEM_JSON};
+pub use repo::projects::{NewProject, Project, ProjectFilter, ProjectPatch};
+pub use repo::tasks::{NewTask, ParseTaskStatusError, Task, TaskFilter, TaskPatch, TaskStatus};
+pub use repo::TenantScoped;
+pub use role::{ParseRoleError, Permission, Role};
+pub use scope::{RawConn, TenantScope, TenantTx};
+pub use values::{now, Email, Slug, Version};

@@ -1,0 +1,308 @@
+//! RFC 9457 problem details: the one place errors become HTTP answers.
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, FieldError};
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// A stable, machine-readable error code. Clients switch on this, never on `title` or `detail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// 400: the request is malformed (e.g. invalid JSON).
+    BadRequest,
+    /// 401: no credentials were presented.
+    Unauthenticated,
+    /// 401: the presented token is invalid.
+    InvalidToken,
+    /// 401: the presented token has expired.
+    TokenExpired,
+    /// 401: email or password is wrong.
+    InvalidCredentials,
+    /// 401: a rotated refresh token was presented again; its session was revoked.
+    RefreshTokenReused,
+    /// 403: authenticated but not allowed.
+    Forbidden,
+    /// 404: no such resource in the caller's tenant.
+    NotFound,
+    /// 405: the route exists but not with this method.
+    MethodNotAllowed,
+    /// 409: the change conflicts with existing state.
+    Conflict,
+    /// 412: `If-Match` does not match the current version.
+    PreconditionFailed,
+    /// 413: the body is larger than allowed.
+    PayloadTooLarge,
+    /// 415: the body's media type is not accepted.
+    UnsupportedMediaType,
+    /// 422: some fields are invalid; see `errors`.
+    ValidationFailed,
+    /// 429: too many requests; see `Retry-After`.
+    RateLimited,
+    /// 500: the server failed; details are only in the server log.
+    InternalError,
+    /// 503: a dependency (such as the database) is unavailable.
+    ServiceUnavailable,
+}
+
+impl ErrorCode {
+    /// The HTTP status this code is always sent with.
+    pub const fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthenticated
+            | ErrorCode::InvalidToken
+            | ErrorCode::TokenExpired
+            | ErrorCode::InvalidCredentials
+            | ErrorCode::RefreshTokenReused => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The stable snake_case spelling sent as `code`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::InvalidCredentials => "invalid_credentials",
+            ErrorCode::RefreshTokenReused => "refresh_token_reused",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::PreconditionFailed => "precondition_failed",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::ValidationFailed => "validation_failed",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::InternalError => "internal_error",
+            ErrorCode::ServiceUnavailable => "service_unavailable",
+        }
+    }
+
+    /// A short, fixed, human-readable summary (RFC 9457 `title`).
+    pub const fn title(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "Malformed request",
+            ErrorCode::Unauthenticated => "Authentication required",
+            ErrorCode::InvalidToken => "Invalid token",
+            ErrorCode::TokenExpired => "Token expired",
+            ErrorCode::InvalidCredentials => "Invalid credentials",
+            ErrorCode::RefreshTokenReused => "Refresh token reused",
+            ErrorCode::Forbidden => "Forbidden",
+            ErrorCode::NotFound => "Not found",
+            ErrorCode::MethodNotAllowed => "Method not allowed",
+            ErrorCode::Conflict => "Conflict",
+            ErrorCode::PreconditionFailed => "Precondition failed",
+            ErrorCode::PayloadTooLarge => "Payload too large",
+            ErrorCode::UnsupportedMediaType => "Unsupported media type",
+            ErrorCode::ValidationFailed => "Validation failed",
+            ErrorCode::RateLimited => "Too many requests",
+            ErrorCode::InternalError => "Internal server error",
+            ErrorCode::ServiceUnavailable => "Service unavailable",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An RFC 9457 problem details body: `{type, title, status, detail, code, errors?}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// A URI naming the kind of problem; one per [`ErrorCode`].
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    /// The fixed summary of the code.
+    pub title: String,
+    /// The HTTP status code, repeated in the body.
+    pub status: u16,
+    /// What went wrong in this occurrence, safe to show to the client.
+    pub detail: String,
+    /// The stable machine code.
+    pub code: ErrorCode,
+    /// Field errors, for `validation_failed`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+impl Problem {
+    /// A problem of kind `code` with a client-safe `detail`.
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self {
+            type_uri: format!("urn:tenantkit:problem:{}", code.as_str()),
+            title: code.title().to_owned(),
+            status: code.status().as_u16(),
+            detail: detail.into(),
+            code,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Adds field errors (for `validation_failed`).
+    pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
+        self.errors = errors;
+        self
+    }
+
+    /// The HTTP status of this problem.
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    /// The serialized `application/problem+json` body.
+    pub fn to_json(&self) -> Bytes {
+        // Serializing plain strings, numbers and a unit enum cannot fail.
+        serde_json::to_vec(self)
+            .map(Bytes::from)
+            .unwrap_or_else(|_| Bytes::from_static(b"{}"))
+    }
+
+    /// An HTTP response carrying this problem, for any body type built from bytes
+    /// (`axum::body::Body`, `http_body_util::Full<Bytes>`, ...).
+    pub fn into_response<B: From<Bytes>>(self) -> http::Response<B> {
+        let mut response = http::Response::new(B::from(self.to_json()));
+        *response.status_mut() = self.status();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        response
+    }
+}
+
+impl From<&Error> for Problem {
+    /// The one mapping from [`Error`] to HTTP. Internal errors are logged here with their
+    /// cause and answered with a generic body, so no SQL or stack detail reaches a client.
+    fn from(err: &Error) -> Self {
+        match err {
+            Error::NotFound => Problem::new(ErrorCode::NotFound, "The resource does not exist."),
+            Error::Forbidden => Problem::new(
+                ErrorCode::Forbidden,
+                "Your role does not allow this action.",
+            ),
+            Error::BadRequest(detail) => Problem::new(ErrorCode::BadRequest, detail.clone()),
+            Error::Validation(errors) => Problem::new(
+                ErrorCode::ValidationFailed,
+                "Some fields are invalid; see `errors`.",
+            )
+            .with_errors(errors.clone()),
+            Error::Conflict(detail) => Problem::new(ErrorCode::Conflict, detail.clone()),
+            Error::VersionMismatch { current } => Problem::new(
+                ErrorCode::PreconditionFailed,
+                format!("The resource has changed; it is now at version {current}."),
+            ),
+            Error::Aborted | Error::Database(_) | Error::Migrate(_) | Error::Config(_) => {
+                tracing::error!(error = %err, cause = ?std::error::Error::source(err), "internal error");
+                Problem::new(
+                    ErrorCode::InternalError,
+                    "The server failed to handle the request.",
+                )
+            }
+        }
+    }
+}
+
+impl From<Error> for Problem {
+    fn from(err: Error) -> Self {
+        Problem::from(&err)
+    }
+}
+
+#[cfg(feature = "axum")]
+mod axum_impls {
+    use axum::response::{IntoResponse, Response};
+
+    use super::Problem;
+    use crate::Error;
+
+    impl IntoResponse for Problem {
+        fn into_response(self) -> Response {
+            Problem::into_response(self)
+        }
+    }
+
+    impl IntoResponse for Error {
+        fn into_response(self) -> Response {
+            Problem::from(&self).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_a_consistent_status_and_spelling() {
+        use ErrorCode::*;
+        for code in [
+            BadRequest,
+            Unauthenticated,
+            InvalidToken,
+            TokenExpired,
+            InvalidCredentials,
+            RefreshTokenReused,
+            Forbidden,
+            NotFound,
+            MethodNotAllowed,
+            Conflict,
+            PreconditionFailed,
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            ValidationFailed,
+            RateLimited,
+            InternalError,
+            ServiceUnavailable,
+        ] {
+            let json = serde_json::to_string(&code).expect("json");
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            let p = Problem::new(code, "x");
+            assert_eq!(p.status, code.status().as_u16());
+        }
+    }
+
+    #[test]
+    fn problem_response_is_rfc9457_json() {
+        let response: http::Response<Bytes> =
+            Problem::from(Error::invalid("limit", "must be at most 100")).into_response();
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        let body: serde_json::Value = serde_json::from_slice(response.body()).expect("json");
+        assert_eq!(body["type"], "urn:tenantkit:problem:validation_failed");
+        assert_eq!(body["status"], 422);
+        assert_eq!(body["code"], "validation_failed");
+        assert_eq!(body["errors"][0]["field"], "limit");
+        assert!(body["title"].is_string() && body["detail"].is_string());
+    }
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let err = Error::Database(sqlx::Error::Protocol("SELECT secret FROM users".into()));
+        let problem = Problem::from(&err);
+        assert_eq!(problem.code, ErrorCode::InternalError);
+        assert!(!problem.detail.contains("SELECT"));
+        assert!(!String::from_utf8_lossy(&problem.to_json()).contains("secret"));
+    }
+}

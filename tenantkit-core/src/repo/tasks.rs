@@ -1,0 +1,399 @@
+//! Tasks: records inside a project of the same tenant.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{double_option, expect_version, missing_or_stale, TenantScoped};
+use crate::scope::scoped;
+use crate::values::{check_optional_text, check_text, finish_validation, now};
+use crate::{
+    Error, FieldError, Page, PageRequest, ProjectId, Result, TaskId, TenantId, TenantTx, UserId,
+    Version,
+};
+
+const TITLE_MAX: usize = 500;
+const DESCRIPTION_MAX: usize = 10_000;
+
+/// Where a task stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Not started (the default).
+    #[default]
+    Todo,
+    /// Being worked on.
+    InProgress,
+    /// Finished.
+    Done,
+}
+
+impl TaskStatus {
+    /// The stable name used in JSON and the database.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Todo => "todo",
+            TaskStatus::InProgress => "in_progress",
+            TaskStatus::Done => "done",
+        }
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error returned when text names no task status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown task status; expected todo, in_progress or done")]
+pub struct ParseTaskStatusError;
+
+impl FromStr for TaskStatus {
+    type Err = ParseTaskStatusError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [TaskStatus::Todo, TaskStatus::InProgress, TaskStatus::Done]
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or(ParseTaskStatusError)
+    }
+}
+
+impl TryFrom<String> for TaskStatus {
+    type Error = ParseTaskStatusError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+/// A task of a tenant's project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Task {
+    /// The task's id.
+    pub id: TaskId,
+    /// The owning tenant (always the caller's; not sent to clients).
+    #[serde(skip_serializing, default = "TenantId::new")]
+    pub tenant_id: TenantId,
+    /// The project it belongs to, always of the same tenant.
+    pub project_id: ProjectId,
+    /// Title, 1 to 500 characters.
+    pub title: String,
+    /// Free text, up to 10,000 characters.
+    pub description: Option<String>,
+    /// Where it stands.
+    #[sqlx(try_from = "String")]
+    pub status: TaskStatus,
+    /// A member of the tenant it is assigned to.
+    pub assignee_id: Option<UserId>,
+    /// When it is due.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub due_at: Option<OffsetDateTime>,
+    /// Optimistic-concurrency version.
+    pub version: Version,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// The fields of a new task.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTask {
+    /// The project, which must belong to the transaction's tenant. (Servers take it from the
+    /// path, not the body.)
+    #[serde(skip_deserializing, default = "ProjectId::new")]
+    pub project_id: ProjectId,
+    /// Title, 1 to 500 characters (trimmed).
+    pub title: String,
+    /// Optional free text.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Initial status, `todo` by default.
+    #[serde(default)]
+    pub status: TaskStatus,
+    /// A member of the tenant to assign it to.
+    #[serde(default)]
+    pub assignee_id: Option<UserId>,
+    /// When it is due.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub due_at: Option<OffsetDateTime>,
+}
+
+impl NewTask {
+    /// A `todo` task with just a title.
+    pub fn new(project_id: ProjectId, title: impl Into<String>) -> Self {
+        Self {
+            project_id,
+            title: title.into(),
+            description: None,
+            status: TaskStatus::Todo,
+            assignee_id: None,
+            due_at: None,
+        }
+    }
+}
+
+/// Changes to a task; absent fields stay, `null` clears an optional one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskPatch {
+    /// A new title.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// A new description, or `Some(None)` to clear it.
+    #[serde(default, deserialize_with = "double_option")]
+    pub description: Option<Option<String>>,
+    /// A new status.
+    #[serde(default)]
+    pub status: Option<TaskStatus>,
+    /// A new assignee, or `Some(None)` to unassign.
+    #[serde(default, deserialize_with = "double_option")]
+    pub assignee_id: Option<Option<UserId>>,
+    /// A new due time, or `Some(None)` to clear it.
+    #[serde(default, deserialize_with = "double_option_time")]
+    pub due_at: Option<Option<OffsetDateTime>>,
+}
+
+fn double_option_time<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<OffsetDateTime>>, D::Error> {
+    time::serde::rfc3339::option::deserialize(deserializer).map(Some)
+}
+
+/// Which tasks to list; every given condition must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    /// Only tasks of this project.
+    pub project_id: Option<ProjectId>,
+    /// Only tasks in this status.
+    pub status: Option<TaskStatus>,
+    /// Only tasks assigned to this user.
+    pub assignee_id: Option<UserId>,
+}
+
+impl Task {
+    async fn validate(&self, tx: &mut TenantTx) -> Result<()> {
+        let mut errors = Vec::new();
+        check_text(&mut errors, "title", &self.title, TITLE_MAX);
+        check_optional_text(
+            &mut errors,
+            "description",
+            self.description.as_deref(),
+            DESCRIPTION_MAX,
+        );
+        if let Some(assignee) = self.assignee_id {
+            if !is_member(tx, assignee).await? {
+                errors.push(FieldError::new(
+                    "assignee_id",
+                    "is not a member of this tenant",
+                ));
+            }
+        }
+        finish_validation(errors)
+    }
+}
+
+async fn is_member(tx: &mut TenantTx, user: UserId) -> Result<bool> {
+    let tenant = tx.tenant_id();
+    let found: Option<i32> = scoped!(tx, |c| {
+        sqlx::query_scalar("SELECT 1 FROM memberships WHERE tenant_id = $1 AND user_id = $2")
+            .bind(tenant)
+            .bind(user)
+            .fetch_optional(c)
+            .await
+    })?;
+    Ok(found.is_some())
+}
+
+async fn project_exists(tx: &mut TenantTx, project: ProjectId) -> Result<bool> {
+    let tenant = tx.tenant_id();
+    let found: Option<i32> = scoped!(tx, |c| {
+        sqlx::query_scalar("SELECT 1 FROM projects WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant)
+            .bind(project)
+            .fetch_optional(c)
+            .await
+    })?;
+    Ok(found.is_some())
+}
+
+const COLUMNS: &str = "id, tenant_id, project_id, title, description, status, assignee_id, \
+                       due_at, version, created_at, updated_at";
+
+impl TenantScoped for Task {
+    type Id = TaskId;
+    type New = NewTask;
+    type Patch = TaskPatch;
+    type Filter = TaskFilter;
+
+    fn id(&self) -> TaskId {
+        self.id
+    }
+
+    fn version(&self) -> Version {
+        self.version
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %tx.tenant_id(), project = %new.project_id))]
+    async fn create(tx: &mut TenantTx, new: NewTask) -> Result<Self> {
+        // A task can only hang off a project of the same tenant; another tenant's project
+        // answers exactly like a missing one. The composite foreign key is the second wall.
+        if !project_exists(tx, new.project_id).await? {
+            return Err(Error::NotFound);
+        }
+        let at = now();
+        let task = Task {
+            id: TaskId::new(),
+            tenant_id: tx.tenant_id(),
+            project_id: new.project_id,
+            title: new.title.trim().to_owned(),
+            description: new.description,
+            status: new.status,
+            assignee_id: new.assignee_id,
+            due_at: new.due_at,
+            version: Version::INITIAL,
+            created_at: at,
+            updated_at: at,
+        };
+        task.validate(tx).await?;
+        scoped!(tx, |c| {
+            sqlx::query(
+                "INSERT INTO tasks (id, tenant_id, project_id, title, description, status, \
+                 assignee_id, due_at, version, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(task.id)
+            .bind(task.tenant_id)
+            .bind(task.project_id)
+            .bind(&task.title)
+            .bind(&task.description)
+            .bind(task.status.as_str())
+            .bind(task.assignee_id)
+            .bind(task.due_at)
+            .bind(task.version)
+            .bind(task.created_at)
+            .bind(task.updated_at)
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected())
+        })?;
+        Ok(task)
+    }
+
+    async fn find(tx: &mut TenantTx, id: TaskId) -> Result<Option<Self>> {
+        let tenant = tx.tenant_id();
+        let sql = format!("SELECT {COLUMNS} FROM tasks WHERE tenant_id = $1 AND id = $2");
+        Ok(scoped!(tx, |c| {
+            sqlx::query_as(&sql)
+                .bind(tenant)
+                .bind(id)
+                .fetch_optional(c)
+                .await
+        })?)
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %tx.tenant_id(), task = %id))]
+    async fn update(
+        tx: &mut TenantTx,
+        id: TaskId,
+        expected: Version,
+        patch: TaskPatch,
+    ) -> Result<Self> {
+        let mut task = Self::get(tx, id).await?;
+        expect_version(task.version, expected)?;
+        if let Some(title) = patch.title {
+            task.title = title.trim().to_owned();
+        }
+        if let Some(description) = patch.description {
+            task.description = description;
+        }
+        if let Some(status) = patch.status {
+            task.status = status;
+        }
+        if let Some(assignee) = patch.assignee_id {
+            task.assignee_id = assignee;
+        }
+        if let Some(due_at) = patch.due_at {
+            task.due_at = due_at;
+        }
+        task.validate(tx).await?;
+        task.version = Version::new(expected.get() + 1);
+        task.updated_at = now();
+        let tenant = tx.tenant_id();
+        let updated = scoped!(tx, |c| {
+            sqlx::query(
+                "UPDATE tasks SET title = $1, description = $2, status = $3, assignee_id = $4, \
+                 due_at = $5, version = $6, updated_at = $7 \
+                 WHERE tenant_id = $8 AND id = $9 AND version = $10",
+            )
+            .bind(&task.title)
+            .bind(&task.description)
+            .bind(task.status.as_str())
+            .bind(task.assignee_id)
+            .bind(task.due_at)
+            .bind(task.version)
+            .bind(task.updated_at)
+            .bind(tenant)
+            .bind(id)
+            .bind(expected)
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected())
+        })?;
+        if updated == 0 {
+            return Err(missing_or_stale::<Self>(tx, id).await);
+        }
+        Ok(task)
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %tx.tenant_id(), task = %id))]
+    async fn delete(tx: &mut TenantTx, id: TaskId, expected: Option<Version>) -> Result<()> {
+        let tenant = tx.tenant_id();
+        let deleted = scoped!(tx, |c| {
+            sqlx::query(
+                "DELETE FROM tasks WHERE tenant_id = $1 AND id = $2 AND ($3 IS NULL OR version = $3)",
+            )
+            .bind(tenant)
+            .bind(id)
+            .bind(expected)
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected())
+        })?;
+        if deleted == 0 {
+            return Err(missing_or_stale::<Self>(tx, id).await);
+        }
+        Ok(())
+    }
+
+    async fn list(tx: &mut TenantTx, filter: &TaskFilter, page: PageRequest) -> Result<Page<Self>> {
+        let tenant = tx.tenant_id();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM tasks WHERE tenant_id = $1 AND id > $2 \
+             AND ($3 IS NULL OR project_id = $3) \
+             AND ($4 IS NULL OR status = $4) \
+             AND ($5 IS NULL OR assignee_id = $5) \
+             ORDER BY id LIMIT $6"
+        );
+        let rows: Vec<Task> = scoped!(tx, |c| {
+            sqlx::query_as(&sql)
+                .bind(tenant)
+                .bind(TaskId::from_uuid(page.after_key()))
+                .bind(filter.project_id)
+                .bind(filter.status.map(TaskStatus::as_str))
+                .bind(filter.assignee_id)
+                .bind(page.fetch_count())
+                .fetch_all(c)
+                .await
+        })?;
+        Ok(Page::from_rows(rows, &page, |t| t.id.as_uuid()))
+    }
+}

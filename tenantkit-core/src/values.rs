@@ -1,0 +1,249 @@
+//! Small validated value types shared by the repositories.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::{Error, Result};
+
+/// The optimistic-concurrency version of a record: 1 on creation, +1 on every update.
+///
+/// Sent as the `ETag` of a record and expected back in `If-Match`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, sqlx::Type,
+)]
+#[serde(transparent)]
+#[sqlx(transparent)]
+pub struct Version(i64);
+
+impl Version {
+    /// The version of a newly created record.
+    pub const INITIAL: Version = Version(1);
+
+    /// Wraps a raw version number.
+    pub const fn new(version: i64) -> Self {
+        Version(version)
+    }
+
+    /// The raw number.
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A normalized email address: trimmed and lowercased, so uniqueness is case-insensitive.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
+#[serde(transparent)]
+#[sqlx(transparent)]
+pub struct Email(String);
+
+impl Email {
+    /// Checks and normalizes an address.
+    ///
+    /// # Errors
+    /// `validation_failed` on `email` when it is not a plausible address.
+    pub fn parse(input: &str) -> Result<Self> {
+        let email = input.trim().to_lowercase();
+        let plausible = email.len() <= 254
+            && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+            && matches!(email.split_once('@'), Some((local, domain))
+                if !local.is_empty() && local.len() <= 64
+                    && domain.contains('.') && !domain.contains('@')
+                    && !domain.starts_with('.') && !domain.ends_with('.'));
+        if plausible {
+            Ok(Email(email))
+        } else {
+            Err(Error::invalid("email", "is not a valid email address"))
+        }
+    }
+
+    /// The normalized address.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The part after `@`.
+    pub fn domain(&self) -> &str {
+        self.0.rsplit_once('@').map_or("", |(_, domain)| domain)
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Email {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        Email::parse(&raw).map_err(|_| serde::de::Error::custom("invalid email address"))
+    }
+}
+
+/// A tenant's URL-safe handle: 3 to 63 of `a-z`, `0-9` and inner `-`. Immutable once created.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
+#[serde(transparent)]
+#[sqlx(transparent)]
+pub struct Slug(String);
+
+impl Slug {
+    /// Checks a client-chosen slug.
+    ///
+    /// # Errors
+    /// `validation_failed` on `tenant_slug` when it breaks the rules above.
+    pub fn parse(input: &str) -> Result<Self> {
+        let ok = (3..=63).contains(&input.len())
+            && input
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !input.starts_with('-')
+            && !input.ends_with('-');
+        if ok {
+            Ok(Slug(input.to_owned()))
+        } else {
+            Err(Error::invalid(
+                "tenant_slug",
+                "must be 3-63 characters of a-z, 0-9 and '-', not starting or ending with '-'",
+            ))
+        }
+    }
+
+    /// Derives a slug from a display name (`"Acme, Inc."` → `"acme-inc"`).
+    ///
+    /// # Errors
+    /// `validation_failed` when the name has too few letters or digits to make one.
+    pub fn from_name(name: &str) -> Result<Self> {
+        let mut slug = String::with_capacity(name.len());
+        for c in name.chars().flat_map(char::to_lowercase) {
+            if c.is_ascii_alphanumeric() {
+                slug.push(c);
+            } else if !slug.is_empty() && !slug.ends_with('-') {
+                slug.push('-');
+            }
+        }
+        slug.truncate(63);
+        let slug = slug.trim_end_matches('-');
+        Slug::parse(slug)
+    }
+
+    /// The slug text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Slug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The current time at microsecond precision, the precision PostgreSQL stores, so a value
+/// read back equals the value written on both backends.
+pub fn now() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(now)
+}
+
+/// Checks a required, trimmed text field's length in characters.
+pub(crate) fn check_text(
+    errors: &mut Vec<crate::FieldError>,
+    field: &str,
+    value: &str,
+    max_chars: usize,
+) {
+    let len = value.trim().chars().count();
+    if len == 0 {
+        errors.push(crate::FieldError::new(field, "must not be empty"));
+    } else if len > max_chars {
+        errors.push(crate::FieldError::new(
+            field,
+            format!("must be at most {max_chars} characters"),
+        ));
+    }
+}
+
+/// Checks an optional text field's length in characters.
+pub(crate) fn check_optional_text(
+    errors: &mut Vec<crate::FieldError>,
+    field: &str,
+    value: Option<&str>,
+    max_chars: usize,
+) {
+    if value.is_some_and(|v| v.chars().count() > max_chars) {
+        errors.push(crate::FieldError::new(
+            field,
+            format!("must be at most {max_chars} characters"),
+        ));
+    }
+}
+
+/// `Ok(())` when no field failed, else one `validation_failed` error with all of them.
+pub(crate) fn finish_validation(errors: Vec<crate::FieldError>) -> Result<()> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Validation(errors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalized_and_checked() {
+        assert_eq!(
+            Email::parse("  Ada@Example.COM ").expect("valid").as_str(),
+            "ada@example.com"
+        );
+        assert_eq!(Email::parse("a@b.io").expect("valid").domain(), "b.io");
+        for bad in [
+            "",
+            "no-at",
+            "@x.io",
+            "a@",
+            "a@nodot",
+            "a b@x.io",
+            "a@x.io.",
+            &"a".repeat(300),
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn slugs_are_checked_and_derived() {
+        assert!(Slug::parse("acme-42").is_ok());
+        for bad in [
+            "ab",
+            "-acme",
+            "acme-",
+            "Acme",
+            "ac me",
+            "acmé",
+            &"a".repeat(64),
+        ] {
+            assert!(Slug::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            Slug::from_name("Acme, Inc.").expect("derive").as_str(),
+            "acme-inc"
+        );
+        assert!(Slug::from_name("!!").is_err());
+    }
+
+    #[test]
+    fn now_has_microsecond_precision() {
+        assert_eq!(now().nanosecond() % 1_000, 0);
+    }
+}

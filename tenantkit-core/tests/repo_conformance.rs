@@ -1,0 +1,545 @@
+//! One behaviour suite for the repository layer, run against every backend.
+
+use tenantkit_core::testing::{TestDb, TwoTenants};
+use tenantkit_core::{
+    Backend, Database, Email, Error, Limit, NewProject, NewTask, NewTenant, NewUser, Page,
+    PageRequest, Project, ProjectId, ProjectPatch, Role, Slug, Task, TaskFilter, TaskId, TaskPatch,
+    TaskStatus, TenantScope, TenantScoped, Version,
+};
+
+async fn create_project(db: &Database, scope: &TenantScope, name: &str) -> Project {
+    let mut tx = db.begin(scope).await.expect("begin");
+    let project = Project::create(
+        &mut tx,
+        NewProject {
+            name: name.into(),
+            description: None,
+        },
+    )
+    .await
+    .expect("create project");
+    tx.commit().await.expect("commit");
+    project
+}
+
+async fn create_task(db: &Database, scope: &TenantScope, project: ProjectId, title: &str) -> Task {
+    let mut tx = db.begin(scope).await.expect("begin");
+    let task = Task::create(&mut tx, NewTask::new(project, title))
+        .await
+        .expect("create task");
+    tx.commit().await.expect("commit");
+    task
+}
+
+async fn list_all<T: TenantScoped>(
+    db: &Database,
+    scope: &TenantScope,
+    filter: &T::Filter,
+) -> Vec<T> {
+    let mut tx = db.begin_read(scope).await.expect("begin");
+    let page = T::list(
+        &mut tx,
+        filter,
+        PageRequest::first(Limit::new(100).expect("limit")),
+    )
+    .await
+    .expect("list");
+    assert!(page.next_cursor.is_none(), "fixture lists fit one page");
+    page.items
+}
+
+mod suite {
+    use super::*;
+
+    pub(crate) async fn project_crud_round_trips(db: &Database) {
+        let world = TwoTenants::create(db).await;
+        let scope = world.a.scope();
+        let created = create_project(db, &scope, "  Launch  ").await;
+        assert_eq!(created.name, "Launch", "names are trimmed");
+        assert_eq!(created.version, Version::INITIAL);
+
+        let mut tx = db.begin(&scope).await.expect("begin");
+        assert_eq!(
+            Project::get(&mut tx, created.id).await.expect("get"),
+            created
+        );
+        let patch = ProjectPatch {
+            name: Some("Relaunch".into()),
+            description: Some(Some("v2".into())),
+        };
+        let updated = Project::update(&mut tx, created.id, created.version, patch)
+            .await
+            .expect("update");
+        assert_eq!(
+            (updated.name.as_str(), updated.description.as_deref()),
+            ("Relaunch", Some("v2"))
+        );
+        assert_eq!(updated.version, Version::new(2));
+        assert_eq!(updated.created_at, created.created_at);
+        assert!(updated.updated_at >= created.updated_at);
+        assert_eq!(
+            Project::get(&mut tx, created.id).await.expect("reread"),
+            updated
+        );
+
+        let cleared = Project::update(
+            &mut tx,
+            created.id,
+            updated.version,
+            ProjectPatch {
+                name: None,
+                description: Some(None),
+            },
+        )
+        .await
+        .expect("clear description");
+        assert_eq!(cleared.description, None);
+        assert_eq!(cleared.name, "Relaunch");
+
+        Project::delete(&mut tx, created.id, Some(cleared.version))
+            .await
+            .expect("delete");
+        assert_eq!(
+            Project::find(&mut tx, created.id).await.expect("find"),
+            None
+        );
+        assert!(matches!(
+            Project::delete(&mut tx, created.id, None).await,
+            Err(Error::NotFound)
+        ));
+        tx.commit().await.expect("commit");
+    }
+
+    pub(crate) async fn task_crud_and_filters(db: &Database) {
+        let world = TwoTenants::create(db).await;
+        let scope = world.a.scope();
+        let (member, _) = world.a.add_user(db, Role::Member).await;
+        let p1 = create_project(db, &scope, "One").await;
+        let p2 = create_project(db, &scope, "Two").await;
+
+        let mut tx = db.begin(&scope).await.expect("begin");
+        let due = time::macros::datetime!(2030-01-02 03:04:05.123456 UTC);
+        let mut new = NewTask::new(p1.id, "Write spec");
+        new.status = TaskStatus::InProgress;
+        new.assignee_id = Some(member.id);
+        new.due_at = Some(due);
+        new.description = Some("details".into());
+        let t1 = Task::create(&mut tx, new).await.expect("create t1");
+        let t2 = Task::create(&mut tx, NewTask::new(p1.id, "Review"))
+            .await
+            .expect("create t2");
+        let t3 = Task::create(&mut tx, NewTask::new(p2.id, "Ship"))
+            .await
+            .expect("create t3");
+        tx.commit().await.expect("commit");
+
+        let mut tx = db.begin(&scope).await.expect("begin");
+        let read = Task::get(&mut tx, t1.id).await.expect("get");
+        assert_eq!(read, t1);
+        assert_eq!(
+            read.due_at,
+            Some(due),
+            "times round-trip at microsecond precision"
+        );
+        tx.commit().await.expect("commit");
+
+        let ids = |tasks: Vec<Task>| tasks.into_iter().map(|t| t.id).collect::<Vec<_>>();
+        let by_project = TaskFilter {
+            project_id: Some(p1.id),
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(list_all::<Task>(db, &scope, &by_project).await),
+            vec![t1.id, t2.id]
+        );
+        let by_status = TaskFilter {
+            status: Some(TaskStatus::Todo),
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(list_all::<Task>(db, &scope, &by_status).await),
+            vec![t2.id, t3.id]
+        );
+        let by_assignee = TaskFilter {
+            assignee_id: Some(member.id),
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(list_all::<Task>(db, &scope, &by_assignee).await),
+            vec![t1.id]
+        );
+
+        let mut tx = db.begin(&scope).await.expect("begin");
+        let patch = TaskPatch {
+            status: Some(TaskStatus::Done),
+            assignee_id: Some(None),
+            due_at: Some(None),
+            ..Default::default()
+        };
+        let done = Task::update(&mut tx, t1.id, t1.version, patch)
+            .await
+            .expect("update");
+        assert_eq!(
+            (done.status, done.assignee_id, done.due_at),
+            (TaskStatus::Done, None, None)
+        );
+        assert_eq!(done.title, "Write spec");
+        tx.commit().await.expect("commit");
+
+        // Deleting a project deletes its tasks.
+        let mut tx = db.begin(&scope).await.expect("begin");
+        Project::delete(&mut tx, p1.id, None)
+            .await
+            .expect("delete project");
+        assert_eq!(Task::find(&mut tx, t2.id).await.expect("find"), None);
+        assert!(Task::find(&mut tx, t3.id).await.expect("find").is_some());
+        tx.commit().await.expect("commit");
+    }
+
+    pub(crate) async fn pagination_has_no_gaps_or_duplicates_under_inserts(db: &Database) {
+        let world = TwoTenants::create(db).await;
+        let scope = world.a.scope();
+        let mut originals = Vec::new();
+        for i in 0..23 {
+            originals.push(create_project(db, &scope, &format!("p{i}")).await.id);
+        }
+        // Noise in the other tenant must never show up.
+        for i in 0..5 {
+            create_project(db, &world.b.scope(), &format!("b{i}")).await;
+        }
+        let mut seen: Vec<ProjectId> = Vec::new();
+        let mut inserted = Vec::new();
+        let mut request = PageRequest::first(Limit::new(7).expect("limit"));
+        let mut pages = 0;
+        loop {
+            let mut tx = db.begin_read(&scope).await.expect("begin");
+            let page: Page<Project> = Project::list(&mut tx, &Default::default(), request)
+                .await
+                .expect("list");
+            tx.commit().await.expect("commit");
+            pages += 1;
+            assert!(page.items.len() <= 7);
+            seen.extend(page.items.iter().map(|p| p.id));
+            // Insert between page reads, as other clients would.
+            inserted.push(create_project(db, &scope, &format!("late{pages}")).await.id);
+            match page.next_cursor {
+                Some(cursor) => {
+                    request.after = Some(tenantkit_core::Cursor::decode(&cursor).expect("cursor"))
+                }
+                None => break,
+            }
+            assert!(pages < 50, "pagination must terminate");
+        }
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(seen, sorted, "stable creation order");
+        sorted.dedup();
+        assert_eq!(sorted.len(), seen.len(), "no duplicates");
+        for id in &originals {
+            assert!(seen.contains(id), "no gaps: {id:?} missing");
+        }
+        for id in &seen {
+            assert!(
+                originals.contains(id) || inserted.contains(id),
+                "only tenant A's rows"
+            );
+        }
+    }
+
+    pub(crate) async fn stale_versions_are_rejected(db: &Database) {
+        let world = TwoTenants::create(db).await;
+        let scope = world.a.scope();
+        let project = create_project(db, &scope, "Versioned").await;
+        let mut tx = db.begin(&scope).await.expect("begin");
+        let rename = |name: &str| ProjectPatch {
+            name: Some(name.into()),
+            description: None,
+        };
+        let v2 = Project::update(&mut tx, project.id, Version::INITIAL, rename("first"))
+            .await
+            .expect("first");
+        match Project::update(&mut tx, project.id, Version::INITIAL, rename("second")).await {
+            Err(Error::VersionMismatch { current }) => assert_eq!(current, v2.version),
+            other => panic!("expected a version mismatch, got {other:?}"),
+        }
+        match Project::delete(&mut tx, project.id, Some(Version::INITIAL)).await {
+            Err(Error::VersionMismatch { current }) => assert_eq!(current, v2.version),
+            other => panic!("expected a version mismatch, got {other:?}"),
+        }
+        assert_eq!(
+            Project::get(&mut tx, project.id).await.expect("get").name,
+            "first"
+        );
+        tx.commit().await.expect("commit");
+    }
+
+    pub(crate) async fn concurrent_updates_with_one_version_let_exactly_one_win(db: &Database) {
+        let world = TwoTenants::create(db).await;
+        let scope = world.a.scope();
+        let project = create_project(db, &scope, "Contended").await;
+        let project_id = project.id;
+        let mut handles = Vec::new();
+        for i in 0..8 {
+            let db = db.clone();
+            handles.push(tokio::spawn(async move {
+                let mut tx = db.begin(&scope).await?;
+                let patch = ProjectPatch {
+                    name: Some(format!("writer {i}")),
+                    description: None,
+                };
+                let result = Project::update(&mut tx, project_id, Version::INITIAL, patch).await?;
+                tx.commit().await?;
+                Ok::<_, Error>(result)
+            }));
+        }
+        let mut wins = Vec::new();
+        for handle in handles {
+            match handle.await.expect("join") {
+                Ok(project) => wins.push(project),
+                Err(Error::VersionMismatch { current }) => assert_eq!(current, Version::new(2)),
+                Err(other) => panic!("unexpected error {other:?}"),
+            }
+        }
+        assert_eq!(wins.len(), 1, "exactly one writer wins");
+        let mut tx = db.begin_read(&scope).await.expect("begin");
+        let stored = Project::get(&mut tx, project_id).await.expect("get");
+        assert_eq!(
+            stored, wins[0],
+            "the winner's write is the stored one; no lost update"
+        );
+    }
+
+    pub(crate) async fn other_tenants_rows_are_indistinguishable_from_missing(db: &Database) {
+        let world = TwoTenants::create(db).await;
+        let (a, b) = (world.a.scope(), world.b.scope());
+        let project = create_project(db, &a, "Secret").await;
+        let task = create_task(db, &a, project.id, "Secret task").await;
+
+        let mut tx = db.begin(&b).await.expect("begin");
+        // Read.
+        assert_eq!(
+            Project::find(&mut tx, project.id).await.expect("find"),
+            None
+        );
+        assert_eq!(Task::find(&mut tx, task.id).await.expect("find"), None);
+        // List.
+        let projects = Project::list(&mut tx, &Default::default(), PageRequest::default())
+            .await
+            .expect("list");
+        assert!(projects.items.is_empty());
+        let tasks = Task::list(
+            &mut tx,
+            &TaskFilter {
+                project_id: Some(project.id),
+                ..Default::default()
+            },
+            PageRequest::default(),
+        )
+        .await
+        .expect("list");
+        assert!(tasks.items.is_empty());
+        // Update and delete answer exactly like a random id.
+        let patch = || ProjectPatch {
+            name: Some("pwned".into()),
+            description: None,
+        };
+        let foreign = Project::update(&mut tx, project.id, project.version, patch()).await;
+        let random = Project::update(&mut tx, ProjectId::new(), project.version, patch()).await;
+        assert!(
+            matches!(
+                (&foreign, &random),
+                (Err(Error::NotFound), Err(Error::NotFound))
+            ),
+            "{foreign:?} {random:?}"
+        );
+        assert!(matches!(
+            Task::update(&mut tx, task.id, task.version, TaskPatch::default()).await,
+            Err(Error::NotFound)
+        ));
+        assert!(matches!(
+            Project::delete(&mut tx, project.id, None).await,
+            Err(Error::NotFound)
+        ));
+        assert!(matches!(
+            Task::delete(&mut tx, task.id, Some(task.version)).await,
+            Err(Error::NotFound)
+        ));
+        assert!(matches!(
+            Task::delete(&mut tx, TaskId::new(), None).await,
+            Err(Error::NotFound)
+        ));
+        // A task cannot be hung off another tenant's project.
+        assert!(matches!(
+            Task::create(&mut tx, NewTask::new(project.id, "intruder")).await,
+            Err(Error::NotFound)
+        ));
+        tx.commit().await.expect("commit");
+
+        // Tenant A's rows are untouched.
+        let mut tx = db.begin_read(&a).await.expect("begin");
+        assert_eq!(
+            Project::get(&mut tx, project.id).await.expect("get"),
+            project
+        );
+        assert_eq!(Task::get(&mut tx, task.id).await.expect("get"), task);
+    }
+
+    pub(crate) async fn invalid_input_is_rejected_with_field_errors(db: &Database) {
+        let world = TwoTenants::create(db).await;
+        let scope = world.a.scope();
+        let (outsider, _) = world.b.add_user(db, Role::Member).await;
+        let project = create_project(db, &scope, "Valid").await;
+        let mut tx = db.begin(&scope).await.expect("begin");
+        let fields = |result: tenantkit_core::Result<_>| match result {
+            Err(Error::Validation(errors)) => {
+                errors.into_iter().map(|e| e.field).collect::<Vec<_>>()
+            }
+            other => panic!(
+                "expected validation errors, got {:?}",
+                other.map(|_: ()| ())
+            ),
+        };
+        let empty = Project::create(
+            &mut tx,
+            NewProject {
+                name: "   ".into(),
+                description: None,
+            },
+        )
+        .await;
+        assert_eq!(fields(empty.map(drop)), ["name"]);
+        let long = Project::create(
+            &mut tx,
+            NewProject {
+                name: "x".repeat(201),
+                description: Some("y".repeat(10_001)),
+            },
+        )
+        .await;
+        assert_eq!(fields(long.map(drop)), ["name", "description"]);
+        let mut assigned = NewTask::new(project.id, "t");
+        assigned.assignee_id = Some(outsider.id);
+        assert_eq!(
+            fields(Task::create(&mut tx, assigned).await.map(drop)),
+            ["assignee_id"]
+        );
+        tx.commit().await.expect("commit");
+        assert_eq!(
+            list_all::<Task>(db, &scope, &TaskFilter::default()).await,
+            vec![],
+            "nothing partial stored"
+        );
+    }
+
+    pub(crate) async fn directory_enforces_unique_slugs_and_emails(db: &Database) {
+        let world = TwoTenants::create(db).await;
+        let taken = NewTenant {
+            name: "Again".into(),
+            slug: Some(world.a.tenant.slug.clone()),
+        };
+        assert!(matches!(
+            db.create_tenant(taken).await,
+            Err(Error::Conflict(_))
+        ));
+
+        let (_tenant, mut tx) = db
+            .create_tenant(NewTenant {
+                name: "Gamma Corp".into(),
+                slug: None,
+            })
+            .await
+            .expect("create");
+        let shouting = Email::parse(&world.a.owner.email.as_str().to_uppercase()).expect("email");
+        let dup = tx
+            .create_user(NewUser {
+                email: shouting,
+                password_hash: None,
+            })
+            .await;
+        assert!(matches!(dup, Err(Error::Conflict(_))), "{dup:?}");
+        drop(tx);
+        assert!(
+            db.find_tenant_by_slug(&Slug::parse("gamma-corp").expect("slug"))
+                .await
+                .expect("find")
+                .is_none(),
+            "a failed signup leaves no tenant behind"
+        );
+
+        // A user in two tenants sees both memberships, and only theirs.
+        let mut tx = db.begin(&world.b.scope()).await.expect("begin");
+        tx.add_member(world.a.owner.id, Role::Viewer)
+            .await
+            .expect("add");
+        tx.commit().await.expect("commit");
+
+        // A transaction with a failed statement never commits half of its work, on any backend.
+        let mut tx = db.begin(&world.b.scope()).await.expect("begin");
+        let stray = Email::parse("stray@example.test").expect("email");
+        tx.create_user(NewUser {
+            email: stray.clone(),
+            password_hash: None,
+        })
+        .await
+        .expect("user");
+        tx.add_member(world.a.owner.id, Role::Admin)
+            .await
+            .map(drop)
+            .expect_err("already a member");
+        assert!(matches!(tx.commit().await, Err(Error::Aborted)));
+        assert!(
+            db.find_user_by_email(&stray).await.expect("find").is_none(),
+            "first write rolled back"
+        );
+        let memberships = db
+            .memberships_of(world.a.owner.id)
+            .await
+            .expect("memberships");
+        let mut got: Vec<_> = memberships.iter().map(|m| (m.tenant_id, m.role)).collect();
+        got.sort();
+        let mut want = vec![
+            (world.a.tenant.id, Role::Owner),
+            (world.b.tenant.id, Role::Viewer),
+        ];
+        want.sort();
+        assert_eq!(got, want);
+        let found = db
+            .find_user_by_email(&world.a.owner.email)
+            .await
+            .expect("find")
+            .expect("exists");
+        assert_eq!(found.id, world.a.owner.id);
+    }
+}
+
+macro_rules! repo_tests {
+    ($backend:ident => $kind:expr; $($name:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(test_db) = super::TestDb::new($kind).await else { return };
+                    super::suite::$name(&test_db.db).await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! all_backends {
+    ($($name:ident),* $(,)?) => {
+        repo_tests!(sqlite => super::Backend::Sqlite; $($name),*);
+        repo_tests!(postgres => super::Backend::Postgres; $($name),*);
+    };
+}
+
+all_backends!(
+    project_crud_round_trips,
+    task_crud_and_filters,
+    pagination_has_no_gaps_or_duplicates_under_inserts,
+    stale_versions_are_rejected,
+    concurrent_updates_with_one_version_let_exactly_one_win,
+    other_tenants_rows_are_indistinguishable_from_missing,
+    invalid_input_is_rejected_with_field_errors,
+    directory_enforces_unique_slugs_and_emails,
+);
