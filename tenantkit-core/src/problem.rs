@@ -34,6 +34,8 @@ pub enum ErrorCode {
     NotFound,
     /// 405: the route exists but not with this method.
     MethodNotAllowed,
+    /// 408: the request took longer than the server allows.
+    RequestTimeout,
     /// 409: the change conflicts with existing state.
     Conflict,
     /// 412: `If-Match` does not match the current version.
@@ -65,6 +67,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -88,6 +91,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::Conflict => "conflict",
             ErrorCode::PreconditionFailed => "precondition_failed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
@@ -111,6 +115,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "Forbidden",
             ErrorCode::NotFound => "Not found",
             ErrorCode::MethodNotAllowed => "Method not allowed",
+            ErrorCode::RequestTimeout => "Request timeout",
             ErrorCode::Conflict => "Conflict",
             ErrorCode::PreconditionFailed => "Precondition failed",
             ErrorCode::PayloadTooLarge => "Payload too large",
@@ -120,6 +125,32 @@ impl ErrorCode {
             ErrorCode::InternalError => "Internal server error",
             ErrorCode::ServiceUnavailable => "Service unavailable",
         }
+    }
+}
+
+impl ErrorCode {
+    /// The code for an error status produced without one (by a framework, a timeout or a
+    /// body-limit layer), so every error answer can be a problem. `None` for other statuses.
+    pub fn from_status(status: StatusCode) -> Option<ErrorCode> {
+        Some(match status {
+            StatusCode::BAD_REQUEST => ErrorCode::BadRequest,
+            StatusCode::UNAUTHORIZED => ErrorCode::Unauthenticated,
+            StatusCode::FORBIDDEN => ErrorCode::Forbidden,
+            StatusCode::NOT_FOUND => ErrorCode::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+            StatusCode::REQUEST_TIMEOUT => ErrorCode::RequestTimeout,
+            StatusCode::CONFLICT => ErrorCode::Conflict,
+            StatusCode::PRECONDITION_FAILED => ErrorCode::PreconditionFailed,
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+            StatusCode::UNPROCESSABLE_ENTITY => ErrorCode::ValidationFailed,
+            StatusCode::TOO_MANY_REQUESTS => ErrorCode::RateLimited,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
+                ErrorCode::ServiceUnavailable
+            }
+            status if status.is_server_error() => ErrorCode::InternalError,
+            _ => return None,
+        })
     }
 }
 
@@ -248,6 +279,34 @@ mod axum_impls {
             Problem::from(&self).into_response()
         }
     }
+
+    impl<S: Send + Sync> axum::extract::FromRequestParts<S> for crate::Principal {
+        type Rejection = Response;
+
+        /// Reads the [`crate::Principal`] an authentication layer put in the request
+        /// extensions; without one the request is unauthenticated (401 with
+        /// `WWW-Authenticate: Bearer`, RFC 6750).
+        async fn from_request_parts(
+            parts: &mut http::request::Parts,
+            _state: &S,
+        ) -> Result<Self, Self::Rejection> {
+            parts
+                .extensions
+                .get::<crate::Principal>()
+                .cloned()
+                .ok_or_else(|| {
+                    let problem = Problem::new(
+                        super::ErrorCode::Unauthenticated,
+                        "This endpoint requires a bearer access token.",
+                    );
+                    let challenge = [(
+                        http::header::WWW_AUTHENTICATE,
+                        r#"Bearer realm="tenantkit""#,
+                    )];
+                    (challenge, problem).into_response()
+                })
+        }
+    }
 }
 
 #[cfg(test)]
@@ -280,6 +339,13 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", code.as_str()));
             let p = Problem::new(code, "x");
             assert_eq!(p.status, code.status().as_u16());
+            if code != ErrorCode::InvalidToken
+                && code != ErrorCode::TokenExpired
+                && code != ErrorCode::InvalidCredentials
+                && code != ErrorCode::RefreshTokenReused
+            {
+                assert_eq!(ErrorCode::from_status(code.status()), Some(code), "{code}");
+            }
         }
     }
 

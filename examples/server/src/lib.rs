@@ -1,1 +1,39 @@
-//! x
+//! # tenantkit-server
+//!
+//! The reference server: every tenantkit crate wired into one axum application.
+//!
+//! `cargo run -p tenantkit-server` starts it with no setup on an embedded SQLite database
+//! under `./data`; environment variables (see [`Config`]) switch each part to production
+//! components. The library half exists so tests can run the exact same application
+//! in-process: [`app`] builds the router with all of its layers, [`serve`] runs it.
+
+mod config;
+pub mod extract;
+mod layers;
+mod routes;
+mod run;
+mod telemetry;
+
+pub use config::{redact_url, Config, LogFormat};
+pub use layers::app;
+pub use run::{migrate, open_database, run, serve, shutdown_signal, ServerError};
+pub use telemetry::init_tracing;
+
+use tenantkit_core::{Database, Problem};
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The application's database (on PostgreSQL, an RLS-bound role).
+    pub db: Database,
+}
+
+impl AppState {
+    /// State over an open, migrated database.
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+}
+
+/// The result of a handler: errors become `application/problem+json` answers.
+pub type Result<T, E = Problem> = std::result::Result<T, E>;

@@ -1,1 +1,48 @@
-fn main() {}
+//! The tenantkit reference server.
+//!
+//! ```text
+//! cargo run -p tenantkit-server                 # serve on 127.0.0.1:8080, SQLite under ./data
+//! cargo run -p tenantkit-server -- migrate      # apply migrations and exit
+//! cargo run -p tenantkit-server -- --help       # every setting and its environment variable
+//! ```
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tenantkit_server::{init_tracing, migrate, run, shutdown_signal, Config};
+
+/// The tenantkit reference server: a multi-tenant SaaS backend in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "tenantkit-server", version, about)]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve HTTP (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.config.log_format);
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => run(cli.config, shutdown_signal()).await,
+        Command::Migrate => migrate(&cli.config).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "tenantkit-server failed");
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Server configuration: read once from flags and environment variables, then passed down.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Everything the server needs to start. Every field has a flag and an environment variable;
+/// the defaults run the embedded configuration with no setup.
+#[derive(Clone, clap::Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "TENANTKIT_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Folder for the SQLite database, local uploads and development keys.
+    #[arg(long, env = "TENANTKIT_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Database the application connects to: `sqlite://...` or `postgres://...`
+    /// [default: sqlite://<data dir>/tenantkit.db]. On PostgreSQL this must be an RLS-bound
+    /// role (see README).
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// PostgreSQL only: the table owner's URL, used to apply migrations at start-up and by
+    /// `migrate`. Without it `serve` assumes `migrate` was run.
+    #[arg(long, env = "DATABASE_MIGRATION_URL")]
+    pub database_migration_url: Option<String>,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "TENANTKIT_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+
+    /// Seconds a request may take before it is answered 408.
+    #[arg(long, env = "TENANTKIT_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+
+    /// Log line format.
+    #[arg(
+        long,
+        env = "TENANTKIT_LOG_FORMAT",
+        value_enum,
+        default_value = "pretty"
+    )]
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            database_migration_url: None,
+            body_limit: 1024 * 1024,
+            request_timeout_secs: 30,
+            log_format: LogFormat::Pretty,
+        }
+    }
+}
+
+impl Config {
+    /// The database URL, defaulting to a SQLite file in the data folder.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("tenantkit.db").display()))
+    }
+
+    /// The request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("bind", &self.bind)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &redact_url(&self.database_url()))
+            .field(
+                "database_migration_url",
+                &self.database_migration_url.as_deref().map(redact_url),
+            )
+            .field("body_limit", &self.body_limit)
+            .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+/// Hides the password of a `scheme://user:password@host/...` URL, for logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_appear_in_debug_output() {
+        let config = Config {
+            database_url: Some("postgres://app:s3cret@db:5432/tk".into()),
+            database_migration_url: Some("postgres://owner:hunter2@db/tk".into()),
+            ..Config::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(shown.contains("postgres://app:***@db:5432/tk"));
+    }
+
+    #[test]
+    fn the_default_database_is_sqlite_in_the_data_folder() {
+        let config = Config {
+            data_dir: "/tmp/x".into(),
+            ..Config::default()
+        };
+        assert_eq!(config.database_url(), "sqlite:///tmp/x/tenantkit.db");
+        assert_eq!(
+            redact_url("sqlite://data/tenantkit.db"),
+            "sqlite://data/tenantkit.db"
+        );
+    }
+}

@@ -1,0 +1,124 @@
+//! The cross-cutting layers around every route.
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, Request, Response, StatusCode};
+use axum::{BoxError, Router};
+use tenantkit_core::{ErrorCode, Problem, PROBLEM_JSON};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::{AppState, Config};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole application: routes plus request ids, tracing, problem answers for every error,
+/// panic containment, a request timeout and a body limit.
+pub fn app(state: AppState, config: &Config) -> Router {
+    crate::routes::routes()
+        .fallback(|| async { Problem::new(ErrorCode::NotFound, "No such route.") })
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .map_request(drop_untrusted_request_id)
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                )
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .map_response(problem_for_bare_errors)
+                .layer(CatchPanicLayer::custom(panic_response))
+                // Extractors enforce the limit with a clear 413; this layer also stops bodies
+                // streamed without a Content-Length.
+                .layer(RequestBodyLimitLayer::new(config.body_limit))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    config.request_timeout(),
+                ))
+                .layer(DefaultBodyLimit::max(config.body_limit)),
+        )
+}
+
+/// A client may send its own request id for correlation, but only a short, plain one: it is
+/// written to every log line of the request.
+fn drop_untrusted_request_id<B>(mut request: Request<B>) -> Request<B> {
+    let acceptable = request.headers().get(&REQUEST_ID).is_some_and(|value| {
+        let bytes = value.as_bytes();
+        (1..=64).contains(&bytes.len())
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    });
+    if !acceptable {
+        request.headers_mut().remove(&REQUEST_ID);
+    }
+    request
+}
+
+fn request_span<B>(request: &Request<B>) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    // The path only: query strings may carry tokens or cursors and stay out of logs.
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %request_id,
+    )
+}
+
+/// Turns an error answer that is not a problem yet (a 405 from routing, a 408 from the timeout,
+/// a 413 from the body limit) into one, keeping headers such as `Allow` and `Retry-After`.
+fn problem_for_bare_errors<B>(response: Response<B>) -> Response<Body>
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    let Some(code) = ErrorCode::from_status(status).filter(|_| !is_problem) else {
+        return response.map(Body::new);
+    };
+    let detail = match code {
+        ErrorCode::MethodNotAllowed => "This route does not support the method; see `Allow`.",
+        ErrorCode::RequestTimeout => "The request took too long.",
+        ErrorCode::PayloadTooLarge => "The body is larger than this server accepts.",
+        _ => code.title(),
+    };
+    let (parts, _) = response.into_parts();
+    let mut problem: Response<Body> = Problem::new(code, detail).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            problem.headers_mut().append(name, value.clone());
+        }
+    }
+    problem
+}
+
+/// A panic is a bug: the client gets a generic 500, the panic message goes to the log only.
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %message, "handler panicked");
+    Problem::new(
+        ErrorCode::InternalError,
+        "The server failed to handle the request.",
+    )
+    .into_response()
+}

@@ -1,0 +1,64 @@
+//! The HTTP routes of the reference server.
+
+mod health;
+mod projects;
+mod tasks;
+
+use axum::routing::get;
+use axum::Router;
+use tenantkit_core::{Error, FieldError, PageRequest};
+
+use crate::extract::RawQuery;
+use crate::AppState;
+
+/// Every route, without the cross-cutting layers (see [`crate::app`]).
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/v1/projects", get(projects::list).post(projects::create))
+        .route(
+            "/v1/projects/{id}",
+            get(projects::get)
+                .patch(projects::update)
+                .delete(projects::delete),
+        )
+        .route(
+            "/v1/projects/{id}/tasks",
+            get(tasks::list).post(tasks::create),
+        )
+        .route(
+            "/v1/tasks/{id}",
+            get(tasks::get).patch(tasks::update).delete(tasks::delete),
+        )
+}
+
+/// Reads `limit` and `cursor`, and rejects any parameter that is neither those nor one of
+/// `filters`; problems are added to `errors`.
+pub(crate) fn page_request(
+    query: &RawQuery,
+    filters: &[&str],
+    errors: &mut Vec<FieldError>,
+) -> PageRequest {
+    let limit = query.parse::<u32>("limit", "must be an integer between 1 and 100", errors);
+    let cursor = query.get("cursor", errors);
+    let known: Vec<&str> = ["limit", "cursor"].iter().chain(filters).copied().collect();
+    query.reject_unknown(&known, errors);
+    match PageRequest::from_query(limit, cursor) {
+        Ok(page) => page,
+        Err(Error::Validation(more)) => {
+            errors.extend(more);
+            PageRequest::default()
+        }
+        Err(_) => PageRequest::default(),
+    }
+}
+
+/// `Ok` when no field error was found, else one 422 with all of them.
+pub(crate) fn valid(errors: Vec<FieldError>) -> Result<(), Error> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Validation(errors))
+    }
+}

@@ -1,0 +1,117 @@
+//! Starting, serving and stopping.
+
+use std::future::Future;
+use std::io;
+
+use tenantkit_core::{Backend, Database, DatabaseOptions};
+use tokio::net::TcpListener;
+
+use crate::{app, redact_url, AppState, Config};
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The database could not be opened, migrated or was unsafe to use.
+    #[error(transparent)]
+    Core(#[from] tenantkit_core::Error),
+    /// Binding the address or another I/O step failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Applies the migrations: on SQLite to the database file, on PostgreSQL as the table owner
+/// (`DATABASE_MIGRATION_URL`, else `DATABASE_URL`).
+///
+/// # Errors
+/// [`ServerError::Core`] when the database is unreachable or a migration fails.
+pub async fn migrate(config: &Config) -> Result<(), ServerError> {
+    let url = config
+        .database_migration_url
+        .clone()
+        .unwrap_or_else(|| config.database_url());
+    tracing::info!(database = %redact_url(&url), "applying migrations");
+    let owner = Database::connect_with(&url, &DatabaseOptions::for_migrations()).await?;
+    let result = owner.migrate().await;
+    owner.close().await;
+    Ok(result?)
+}
+
+/// Opens the application database, applying migrations first where the server may.
+///
+/// # Errors
+/// [`ServerError::Core`] when the database is unreachable, a migration fails, or (PostgreSQL)
+/// the application role could bypass row-level security.
+pub async fn open_database(config: &Config) -> Result<Database, ServerError> {
+    let url = config.database_url();
+    let db = Database::connect(&url).await?;
+    match db.backend() {
+        Backend::Sqlite => db.migrate().await?,
+        _ if config.database_migration_url.is_some() => migrate(config).await?,
+        _ => tracing::warn!(
+            "DATABASE_MIGRATION_URL is not set: assuming `tenantkit-server migrate` has been run"
+        ),
+    }
+    tracing::info!(database = %redact_url(&url), backend = %db.backend(), "database ready");
+    Ok(db)
+}
+
+/// Serves the application on `listener` until `shutdown` completes, then lets requests in
+/// flight finish.
+///
+/// # Errors
+/// [`ServerError::Io`] when accepting connections fails.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    axum::serve(listener, app(state, config))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Runs the server as configured until `shutdown`: data folder, database, migrations, listen,
+/// serve, drain, close.
+///
+/// # Errors
+/// Any [`ServerError`] from start-up or serving.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let db = open_database(&config).await?;
+    let listener = TcpListener::bind(config.bind).await?;
+    tracing::info!(address = %listener.local_addr()?, "listening");
+    let result = serve(listener, AppState::new(db.clone()), &config, shutdown).await;
+    db.close().await;
+    tracing::info!("stopped");
+    result
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received; shutting down"),
+        () = terminate => tracing::info!("SIGTERM received; shutting down"),
+    }
+}

@@ -1,0 +1,272 @@
+//! PostgreSQL row-level security as the second wall: with the application's tenant filter
+//! deliberately left out, a tenant-scoped connection still sees and changes only its tenant.
+
+use sqlx::{Connection, PgConnection, Row};
+use tenantkit_core::testing::{TestDb, TwoTenants};
+use tenantkit_core::{
+    Database, DatabaseOptions, Error, NewProject, NewTask, Project, RawConn, Task, TenantScope,
+    TenantScoped, TenantTx,
+};
+
+struct World {
+    test_db: TestDb,
+    tenants: TwoTenants,
+}
+
+/// Two tenants with two projects and a task each; `None` when PostgreSQL is not available.
+async fn world() -> Option<World> {
+    let test_db = TestDb::postgres().await?;
+    let tenants = TwoTenants::create(&test_db.db).await;
+    for scope in [tenants.a.scope(), tenants.b.scope()] {
+        let mut tx = test_db.db.begin(&scope).await.expect("begin");
+        for name in ["one", "two"] {
+            let project = Project::create(
+                &mut tx,
+                NewProject {
+                    name: name.into(),
+                    description: None,
+                },
+            )
+            .await
+            .expect("project");
+            Task::create(&mut tx, NewTask::new(project.id, "task"))
+                .await
+                .expect("task");
+        }
+        tx.commit().await.expect("commit");
+    }
+    Some(World { test_db, tenants })
+}
+
+fn pg(tx: &mut TenantTx) -> &mut PgConnection {
+    match tx.raw() {
+        RawConn::Postgres(conn) => conn,
+        #[allow(unreachable_patterns)] // Other variants exist only with other features enabled.
+        _ => panic!("a PostgreSQL test database gives PostgreSQL connections"),
+    }
+}
+
+async fn count(conn: &mut PgConnection, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(conn).await.expect(sql)
+}
+
+#[tokio::test]
+async fn unfiltered_queries_through_a_tenant_scope_see_only_that_tenant() {
+    let Some(World { test_db, tenants }) = world().await else {
+        return;
+    };
+    let mut tx = test_db.db.begin(&tenants.a.scope()).await.expect("begin");
+    let conn = pg(&mut tx);
+    // No WHERE tenant_id = ...: the application filter is deliberately missing.
+    assert_eq!(count(conn, "SELECT count(*) FROM projects").await, 2);
+    assert_eq!(count(conn, "SELECT count(*) FROM tasks").await, 2);
+    assert_eq!(count(conn, "SELECT count(*) FROM memberships").await, 1);
+    let foreign: i64 = sqlx::query_scalar("SELECT count(*) FROM projects WHERE tenant_id = $1")
+        .bind(tenants.b.tenant.id)
+        .fetch_one(&mut *conn)
+        .await
+        .expect("count");
+    assert_eq!(
+        foreign, 0,
+        "asking for tenant B by id through A's scope finds nothing"
+    );
+}
+
+#[tokio::test]
+async fn unfiltered_writes_through_a_tenant_scope_touch_only_that_tenant() {
+    let Some(World { test_db, tenants }) = world().await else {
+        return;
+    };
+    let db = &test_db.db;
+    let mut tx = db.begin(&tenants.a.scope()).await.expect("begin");
+    let conn = pg(&mut tx);
+    let renamed = sqlx::query("UPDATE projects SET name = 'renamed by A'")
+        .execute(&mut *conn)
+        .await
+        .expect("update");
+    assert_eq!(renamed.rows_affected(), 2, "only tenant A's two projects");
+    let deleted = sqlx::query("DELETE FROM tasks")
+        .execute(&mut *conn)
+        .await
+        .expect("delete");
+    assert_eq!(deleted.rows_affected(), 1 + 1, "only tenant A's two tasks");
+    tx.commit().await.expect("commit");
+
+    let mut tx = db.begin_read(&tenants.b.scope()).await.expect("begin");
+    let page = Project::list(&mut tx, &Default::default(), Default::default())
+        .await
+        .expect("list");
+    assert!(
+        page.items.iter().all(|p| p.name != "renamed by A"),
+        "tenant B untouched"
+    );
+    let tasks = Task::list(&mut tx, &Default::default(), Default::default())
+        .await
+        .expect("list");
+    assert_eq!(tasks.items.len(), 2, "tenant B's tasks survive");
+}
+
+#[tokio::test]
+async fn writes_into_another_tenant_are_refused() {
+    let Some(World { test_db, tenants }) = world().await else {
+        return;
+    };
+    let db = &test_db.db;
+    let b = tenants.b.tenant.id;
+
+    // Insert a row that claims tenant B through tenant A's scope.
+    let mut tx = db.begin(&tenants.a.scope()).await.expect("begin");
+    let err = sqlx::query(
+        "INSERT INTO projects (id, tenant_id, name, version, created_at, updated_at) \
+         VALUES (gen_random_uuid(), $1, 'smuggled', 1, now(), now())",
+    )
+    .bind(b)
+    .execute(pg(&mut tx))
+    .await
+    .expect_err("RLS WITH CHECK refuses the row");
+    assert!(err.to_string().contains("row-level security"), "{err}");
+    drop(tx);
+
+    // Move one of A's rows into tenant B.
+    let mut tx = db.begin(&tenants.a.scope()).await.expect("begin");
+    let err = sqlx::query("UPDATE projects SET tenant_id = $1")
+        .bind(b)
+        .execute(pg(&mut tx))
+        .await
+        .expect_err("RLS WITH CHECK refuses the move");
+    assert!(err.to_string().contains("row-level security"), "{err}");
+    drop(tx);
+
+    // Make oneself a member of tenant B.
+    let mut tx = db.begin(&tenants.a.scope()).await.expect("begin");
+    let err = sqlx::query("INSERT INTO memberships (tenant_id, user_id, role, created_at) VALUES ($1, $2, 'owner', now())")
+        .bind(b)
+        .bind(tenants.a.owner.id)
+        .execute(pg(&mut tx))
+        .await
+        .expect_err("RLS refuses a membership in another tenant");
+    assert!(err.to_string().contains("row-level security"), "{err}");
+}
+
+#[tokio::test]
+async fn without_a_tenant_scope_the_app_role_sees_no_tenant_rows() {
+    let Some(World { test_db, .. }) = world().await else {
+        return;
+    };
+    let mut conn = PgConnection::connect(&test_db.app_url)
+        .await
+        .expect("connect as app");
+    assert_eq!(count(&mut conn, "SELECT count(*) FROM projects").await, 0);
+    assert_eq!(count(&mut conn, "SELECT count(*) FROM tasks").await, 0);
+    assert_eq!(
+        count(&mut conn, "SELECT count(*) FROM memberships").await,
+        0
+    );
+    // A tenant set in one transaction does not leak into the next on the same connection.
+    let mut tx = conn.begin().await.expect("begin");
+    sqlx::query("SELECT set_config('app.tenant_id', gen_random_uuid()::text, true)")
+        .execute(&mut *tx)
+        .await
+        .expect("set");
+    tx.commit().await.expect("commit");
+    let setting: Option<String> = sqlx::query("SELECT current_setting('app.tenant_id', true)")
+        .fetch_one(&mut conn)
+        .await
+        .expect("read")
+        .get(0);
+    assert!(
+        setting.unwrap_or_default().is_empty(),
+        "transaction-local setting reset"
+    );
+    assert_eq!(count(&mut conn, "SELECT count(*) FROM projects").await, 0);
+}
+
+#[tokio::test]
+async fn the_app_role_cannot_switch_row_level_security_off() {
+    let Some(World { test_db, .. }) = world().await else {
+        return;
+    };
+    let mut conn = PgConnection::connect(&test_db.app_url)
+        .await
+        .expect("connect as app");
+    for statement in [
+        "ALTER TABLE projects DISABLE ROW LEVEL SECURITY",
+        "ALTER TABLE tasks NO FORCE ROW LEVEL SECURITY",
+        "DROP POLICY tenant_isolation ON memberships",
+        "CREATE POLICY let_me_in ON projects USING (true)",
+        "SET ROLE tenantkit_owner",
+    ] {
+        let err = sqlx::query(statement)
+            .execute(&mut conn)
+            .await
+            .expect_err(statement);
+        assert!(
+            err.to_string().contains("must be owner")
+                || err.to_string().contains("permission denied"),
+            "{statement}: {err}"
+        );
+    }
+    // Asking PostgreSQL to skip policies makes the query fail rather than see everything.
+    sqlx::query("SET row_security = off")
+        .execute(&mut conn)
+        .await
+        .expect("set");
+    let err = sqlx::query("SELECT count(*) FROM projects")
+        .fetch_one(&mut conn)
+        .await
+        .expect_err("row_security=off is refused for a non-bypass role");
+    assert!(err.to_string().contains("row-level security"), "{err}");
+}
+
+#[tokio::test]
+async fn connecting_as_an_rls_bypassing_role_is_refused() {
+    let Some(test_db) = TestDb::postgres().await else {
+        return;
+    };
+    // The owner of the tables could disable RLS; a superuser bypasses it.
+    let admin_url = std::env::var(tenantkit_core::testing::POSTGRES_URL_VAR).expect("set");
+    for url in [&test_db.owner_url, &admin_url] {
+        match Database::connect(url).await {
+            Err(Error::Config(message)) => {
+                assert!(message.contains("row-level security"), "{message}")
+            }
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+        // Explicitly opting out (for migrations) is allowed.
+        let owner = Database::connect_with(url, &DatabaseOptions::for_migrations())
+            .await
+            .expect("opt out");
+        owner.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_user_scope_sees_its_own_memberships_in_every_tenant_and_no_others() {
+    let Some(World { test_db, tenants }) = world().await else {
+        return;
+    };
+    let db = &test_db.db;
+    let (other, _) = tenants.a.add_user(db, tenantkit_core::Role::Viewer).await;
+    let mine = db
+        .memberships_of(tenants.b.owner.id)
+        .await
+        .expect("memberships");
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].tenant_id, tenants.b.tenant.id);
+    let theirs = db.memberships_of(other.id).await.expect("memberships");
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].tenant_id, tenants.a.tenant.id);
+    // The system scope reads exactly like a principal's.
+    let mut tx = db
+        .begin_read(&TenantScope::for_system(tenants.b.tenant.id))
+        .await
+        .expect("begin");
+    assert_eq!(
+        Project::list(&mut tx, &Default::default(), Default::default())
+            .await
+            .expect("list")
+            .items
+            .len(),
+        2
+    );
+}

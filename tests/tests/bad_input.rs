@@ -1,0 +1,358 @@
+//! Bad input of every kind answers 4xx `application/problem+json` with a stable code; never a
+//! 500, never a stack trace, never SQL.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use tenantkit_core::Role;
+use tenantkit_e2e::{on_both_backends, problem, TestServer};
+
+async fn assert_problem(
+    response: reqwest::Response,
+    status: StatusCode,
+    code: &str,
+) -> serde_json::Value {
+    assert_eq!(response.status(), status);
+    let body = problem(response).await;
+    assert_eq!(body["code"], code, "{body}");
+    let text = body.to_string().to_lowercase();
+    for leak in [
+        "select ",
+        "insert ",
+        "sqlx",
+        "panicked",
+        "stack backtrace",
+        "src/",
+    ] {
+        assert!(
+            !text.contains(leak),
+            "problem leaks internals ({leak}): {body}"
+        );
+    }
+    body
+}
+
+fn fields(body: &serde_json::Value) -> Vec<String> {
+    body["errors"].as_array().map_or_else(Vec::new, |errors| {
+        errors
+            .iter()
+            .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    })
+}
+
+async fn malformed_ids_answer_like_missing_ones(server: TestServer) {
+    let owner = &server.world.a.principal;
+    let random = server
+        .request(owner, Method::GET, &format!("/v1/projects/{}", uuid_v7()))
+        .send()
+        .await
+        .expect("send");
+    let random = assert_problem(random, StatusCode::NOT_FOUND, "not_found").await;
+    for bad in [
+        "not-a-uuid",
+        "42",
+        "%27%20OR%201=1--",
+        "00000000000000000000000000000000",
+        &"a".repeat(5000),
+    ] {
+        for path in [
+            format!("/v1/projects/{bad}"),
+            format!("/v1/tasks/{bad}"),
+            format!("/v1/projects/{bad}/tasks"),
+        ] {
+            let response = server
+                .request(owner, Method::GET, &path)
+                .send()
+                .await
+                .expect("send");
+            let body = assert_problem(response, StatusCode::NOT_FOUND, "not_found").await;
+            assert_eq!(
+                body, random,
+                "a malformed id is indistinguishable from a missing one"
+            );
+        }
+        let patch = server
+            .request(owner, Method::PATCH, &format!("/v1/projects/{bad}"))
+            .json(&json!({"name": "x"}))
+            .send()
+            .await
+            .expect("send");
+        assert_problem(patch, StatusCode::NOT_FOUND, "not_found").await;
+    }
+}
+
+async fn malformed_cursors_and_limits_are_validation_errors(server: TestServer) {
+    let owner = &server.world.a.principal;
+    let cases: &[(&str, &[&str])] = &[
+        ("cursor=garbage", &["cursor"]),
+        ("cursor=AAAAAAAAAAAAAAAAAAAAAAA", &["cursor"]),
+        ("limit=0", &["limit"]),
+        ("limit=101", &["limit"]),
+        ("limit=-1", &["limit"]),
+        ("limit=ten", &["limit"]),
+        ("limit=99999999999999999999", &["limit"]),
+        ("limit=1000&cursor=%%%", &["limit", "cursor"]),
+        ("limit=5&limit=6", &["limit"]),
+        ("sort=name", &["sort"]),
+    ];
+    for (query, expected) in cases {
+        let response = server
+            .request(owner, Method::GET, &format!("/v1/projects?{query}"))
+            .send()
+            .await
+            .expect("send");
+        let body = assert_problem(
+            response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(fields(&body), *expected, "{query}: {body}");
+    }
+    let ok = server
+        .request(owner, Method::GET, "/v1/projects?limit=100")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(ok.status(), StatusCode::OK);
+
+    let project = create_project(&server).await;
+    let tasks = format!("/v1/projects/{project}/tasks");
+    for (query, field) in [
+        ("status=doing", "status"),
+        ("assignee_id=bob", "assignee_id"),
+        ("limit=0", "limit"),
+    ] {
+        let response = server
+            .request(owner, Method::GET, &format!("{tasks}?{query}"))
+            .send()
+            .await
+            .expect("send");
+        let body = assert_problem(
+            response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(fields(&body), [field], "{query}");
+    }
+}
+
+async fn malformed_bodies_are_rejected_with_the_right_code(server: TestServer) {
+    let owner = &server.world.a.principal;
+    let post = || server.request(owner, Method::POST, "/v1/projects");
+    let send_raw = |body: &'static str| {
+        post()
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+
+    assert_problem(
+        send_raw("{\"name\": ").await.expect("send"),
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    )
+    .await;
+    assert_problem(
+        send_raw("not json").await.expect("send"),
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    )
+    .await;
+    assert_problem(
+        send_raw("").await.expect("send"),
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    )
+    .await;
+    for shape in [
+        "{\"name\": 5}",
+        "[1, 2]",
+        "{}",
+        "{\"name\": \"ok\", \"tenant_id\": \"x\"}",
+        "null",
+    ] {
+        let response = send_raw(shape).await.expect("send");
+        assert_problem(
+            response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+    }
+    let missing_type = post().body("{\"name\": \"x\"}").send().await.expect("send");
+    assert_problem(
+        missing_type,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+    let wrong_type = post()
+        .header("content-type", "text/plain")
+        .body("{\"name\": \"x\"}")
+        .send()
+        .await
+        .expect("send");
+    assert_problem(
+        wrong_type,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+
+    let huge = json!({ "name": "big", "description": "x".repeat(2 * 1024 * 1024) });
+    let response = post().json(&huge).send().await.expect("send");
+    assert_problem(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+
+    let invalid = post()
+        .json(&json!({ "name": "  ", "description": "y".repeat(10_001) }))
+        .send()
+        .await
+        .expect("send");
+    let body = assert_problem(
+        invalid,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(fields(&body), ["name", "description"]);
+
+    // Nothing was stored by any of the rejected requests.
+    let list: serde_json::Value = server
+        .request(owner, Method::GET, "/v1/projects")
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(list["items"], json!([]));
+}
+
+async fn unauthenticated_forbidden_and_unknown_routes_are_problems(server: TestServer) {
+    let response = server
+        .anonymous(Method::GET, "/v1/projects")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        r#"Bearer realm="tenantkit""#
+    );
+    assert_problem(response, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+
+    let (_, viewer) = server
+        .world
+        .a
+        .add_user(&server.test_db.db, Role::Viewer)
+        .await;
+    let response = server
+        .request(&viewer, Method::POST, "/v1/projects")
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .expect("send");
+    assert_problem(response, StatusCode::FORBIDDEN, "forbidden").await;
+    let response = server
+        .request(&viewer, Method::GET, "/v1/projects")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::OK, "viewers read");
+
+    let response = server
+        .anonymous(Method::GET, "/v1/no-such-route")
+        .send()
+        .await
+        .expect("send");
+    assert_problem(response, StatusCode::NOT_FOUND, "not_found").await;
+    let response = server
+        .anonymous(Method::PUT, "/v1/projects")
+        .send()
+        .await
+        .expect("send");
+    assert!(response.headers()["allow"]
+        .to_str()
+        .expect("allow")
+        .contains("GET"));
+    assert_problem(
+        response,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    )
+    .await;
+}
+
+async fn if_match_must_be_an_etag_we_issued(server: TestServer) {
+    let owner = &server.world.a.principal;
+    let project = create_project(&server).await;
+    for bad in ["garbage", "W/\"1\"", "\"one\"", "1"] {
+        let response = server
+            .request(owner, Method::PATCH, &format!("/v1/projects/{project}"))
+            .header("if-match", bad)
+            .json(&json!({"name": "renamed"}))
+            .send()
+            .await
+            .expect("send");
+        assert_problem(
+            response,
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+        )
+        .await;
+    }
+}
+
+async fn request_ids_are_echoed_only_when_harmless(server: TestServer) {
+    let sane = server
+        .anonymous(Method::GET, "/healthz")
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(sane.headers()["x-request-id"], "abc-123");
+    let hostile = server
+        .anonymous(Method::GET, "/healthz")
+        .header("x-request-id", "a\tb; DROP")
+        .send()
+        .await
+        .expect("send");
+    let replaced = hostile.headers()["x-request-id"]
+        .to_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(replaced.len(), 36, "replaced by a fresh UUID: {replaced}");
+    let fresh = server
+        .anonymous(Method::GET, "/readyz")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(fresh.status(), StatusCode::OK);
+    assert!(fresh.headers().contains_key("x-request-id"));
+}
+
+async fn create_project(server: &TestServer) -> String {
+    let response = server
+        .request(&server.world.a.principal, Method::POST, "/v1/projects")
+        .json(&json!({"name": "Fixture"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: serde_json::Value = response.json().await.expect("json");
+    body["id"].as_str().expect("id").to_owned()
+}
+
+fn uuid_v7() -> tenantkit_core::ProjectId {
+    tenantkit_core::ProjectId::new()
+}
+
+on_both_backends!(
+    malformed_ids_answer_like_missing_ones,
+    malformed_cursors_and_limits_are_validation_errors,
+    malformed_bodies_are_rejected_with_the_right_code,
+    unauthenticated_forbidden_and_unknown_routes_are_problems,
+    if_match_must_be_an_etag_we_issued,
+    request_ids_are_echoed_only_when_harmless,
+);
