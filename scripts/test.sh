@@ -84,7 +84,7 @@ if [[ -n "$PG_BIN" ]]; then
             -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" >/dev/null \
         || { cat "$PG_TMP/server.log" >&2; exit 1; }
     export TENANTKIT_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
-    log "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $NF}') on 127.0.0.1:$PG_PORT"
+    log "$("$PG_BIN/postgres" --version) on 127.0.0.1:$PG_PORT"
 elif is_ci; then
     log "CI=true but PostgreSQL could not be found or installed: failing"
     exit 1

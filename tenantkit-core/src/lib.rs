@@ -47,6 +47,8 @@
 //! - `axum`: `IntoResponse` for [`Error`] and [`Problem`].
 //! - `testing`: fixtures for this workspace's tests ([`testing`]).
 
+#![doc(test(attr(deny(warnings))))]
+
 mod db;
 mod directory;
 mod error;

@@ -154,9 +154,9 @@ impl TenantTx {
     pub fn raw(&mut self) -> RawConn<'_> {
         match &mut self.conn {
             #[cfg(feature = "sqlite")]
-            Conn::Sqlite(tx) => RawConn::Sqlite(&mut **tx),
+            Conn::Sqlite(tx) => RawConn::Sqlite(tx),
             #[cfg(feature = "postgres")]
-            Conn::Postgres(tx) => RawConn::Postgres(&mut **tx),
+            Conn::Postgres(tx) => RawConn::Postgres(tx),
         }
     }
 

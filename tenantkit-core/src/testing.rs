@@ -91,10 +91,7 @@ impl TestDb {
                 "CI=true but {POSTGRES_URL_VAR} is not set: PostgreSQL tests must run in CI \
                  (run them with scripts/test.sh)"
             );
-            eprintln!(
-                "PostgreSQL tests did NOT run: {POSTGRES_URL_VAR} is not set \
-                 (scripts/test.sh starts a throwaway PostgreSQL and sets it)"
-            );
+            say_not_run();
             return None;
         };
         Some(Self::provision_postgres(&admin_url).await)
@@ -156,6 +153,18 @@ impl TestDb {
             _dir: None,
         }
     }
+}
+
+/// Tells the person running `cargo test` that PostgreSQL tests were skipped. Written to the
+/// stderr handle directly, which the test harness does not capture, so it is seen even for
+/// tests that pass.
+fn say_not_run() {
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "note: PostgreSQL tests did NOT run: {POSTGRES_URL_VAR} is not set \
+         (bash scripts/test.sh starts a throwaway PostgreSQL and sets it)"
+    );
 }
 
 /// One tenant with its owner.

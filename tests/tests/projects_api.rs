@@ -132,9 +132,9 @@ async fn concurrent_patches_with_one_etag_let_exactly_one_win(server: TestServer
     assert_eq!(stored["version"], 2, "no lost update");
 }
 
-async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+async fn futures_join<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futures.map(tokio::spawn).collect();

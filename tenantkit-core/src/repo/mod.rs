@@ -15,13 +15,96 @@ use crate::{Error, Page, PageRequest, Result, TenantTx, Version};
 /// indistinguishable from a missing one: `find` gives `Ok(None)`, `update` and `delete` give
 /// [`Error::NotFound`].
 ///
-/// Implement it for your own tables with [`TenantTx::raw`]:
+/// Implement it for your own tables with [`TenantTx::raw`], binding [`TenantTx::tenant_id`]
+/// in every query (on PostgreSQL, give the table the same row-level-security policy as the
+/// built-in ones). A complete example, on SQLite:
 ///
-/// ```ignore
-/// impl TenantScoped for Invoice {
-///     // ... `SELECT ... FROM invoices WHERE tenant_id = $1 AND id = $2`,
-///     //     binding `tx.tenant_id()` first in every query.
+/// ```
+/// use tenantkit_core::{
+///     Database, Error, NewTenant, Page, PageRequest, RawConn, Result, TenantScope,
+///     TenantScoped, TenantTx, Version,
+/// };
+///
+/// #[derive(Debug, PartialEq, sqlx::FromRow)]
+/// struct Note { id: i64, body: String, version: Version }
+///
+/// fn sqlite(tx: &mut TenantTx) -> Result<&mut sqlx::SqliteConnection> {
+///     match tx.raw() {
+///         RawConn::Sqlite(conn) => Ok(conn),
+///         _ => Err(Error::Config("notes are stored in SQLite".into())),
+///     }
 /// }
+///
+/// impl TenantScoped for Note {
+///     type Id = i64;
+///     type New = String;
+///     type Patch = String;
+///     type Filter = ();
+///
+///     fn id(&self) -> i64 { self.id }
+///     fn version(&self) -> Version { self.version }
+///
+///     async fn create(tx: &mut TenantTx, body: String) -> Result<Self> {
+///         let tenant = tx.tenant_id();
+///         Ok(sqlx::query_as("INSERT INTO notes (tenant_id, body, version) VALUES ($1, $2, 1) \
+///                            RETURNING id, body, version")
+///             .bind(tenant).bind(body).fetch_one(sqlite(tx)?).await?)
+///     }
+///     async fn find(tx: &mut TenantTx, id: i64) -> Result<Option<Self>> {
+///         let tenant = tx.tenant_id();
+///         Ok(sqlx::query_as("SELECT id, body, version FROM notes WHERE tenant_id = $1 AND id = $2")
+///             .bind(tenant).bind(id).fetch_optional(sqlite(tx)?).await?)
+///     }
+///     async fn update(tx: &mut TenantTx, id: i64, expected: Version, body: String) -> Result<Self> {
+///         let tenant = tx.tenant_id();
+///         let updated: Option<Note> = sqlx::query_as(
+///             "UPDATE notes SET body = $1, version = version + 1 \
+///              WHERE tenant_id = $2 AND id = $3 AND version = $4 RETURNING id, body, version")
+///             .bind(body).bind(tenant).bind(id).bind(expected)
+///             .fetch_optional(sqlite(tx)?).await?;
+///         match updated {
+///             Some(note) => Ok(note),
+///             None => match Self::find(tx, id).await? {
+///                 Some(current) => Err(Error::VersionMismatch { current: current.version }),
+///                 None => Err(Error::NotFound),
+///             },
+///         }
+///     }
+///     async fn delete(tx: &mut TenantTx, id: i64, _expected: Option<Version>) -> Result<()> {
+///         let tenant = tx.tenant_id();
+///         let done = sqlx::query("DELETE FROM notes WHERE tenant_id = $1 AND id = $2")
+///             .bind(tenant).bind(id).execute(sqlite(tx)?).await?;
+///         if done.rows_affected() == 0 { Err(Error::NotFound) } else { Ok(()) }
+///     }
+///     async fn list(tx: &mut TenantTx, _: &(), page: PageRequest) -> Result<Page<Self>> {
+///         let tenant = tx.tenant_id();
+///         let items = sqlx::query_as("SELECT id, body, version FROM notes WHERE tenant_id = $1 \
+///                                     ORDER BY id LIMIT $2")
+///             .bind(tenant).bind(i64::from(page.limit.get()))
+///             .fetch_all(sqlite(tx)?).await?;
+///         Ok(Page { items, next_cursor: None })
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<()> {
+/// let db = Database::connect("sqlite::memory:").await?;
+/// db.migrate().await?;
+/// let (tenant, mut tx) = db.create_tenant(NewTenant { name: "Acme".into(), slug: None }).await?;
+/// sqlx::query("CREATE TABLE notes (id INTEGER PRIMARY KEY, tenant_id BLOB NOT NULL, \
+///              body TEXT NOT NULL, version INTEGER NOT NULL)")
+///     .execute(sqlite(&mut tx)?).await?;
+/// let note = Note::create(&mut tx, "hello".into()).await?;
+/// let note = Note::update(&mut tx, note.id, note.version, "hello, world".into()).await?;
+/// assert_eq!(note.version, Version::new(2));
+/// tx.commit().await?;
+///
+/// // Another tenant cannot see it.
+/// let (_, mut other) = db.create_tenant(NewTenant { name: "Globex".into(), slug: None }).await?;
+/// assert_eq!(Note::find(&mut other, note.id).await?, None);
+/// # let _ = (tenant, TenantScope::for_system);
+/// # Ok(())
+/// # }
 /// ```
 pub trait TenantScoped: Sized + Send {
     /// The record's identifier type.

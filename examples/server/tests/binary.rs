@@ -1,0 +1,220 @@
+//! The real `tenantkit-server` binary: starts on a fresh data folder with no setup, answers
+//! `/readyz`, stops cleanly on SIGTERM, and refuses unsafe or broken configurations clearly.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_tenantkit-server");
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
+}
+
+fn server(data_dir: &Path, port: u16) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .env_clear()
+        .env("TENANTKIT_DATA_DIR", data_dir)
+        .env("TENANTKIT_BIND", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+async fn wait_ready(base: &str, child: &mut Child) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(response) = client.get(format!("{base}/readyz")).send().await {
+            assert_eq!(response.status(), 200);
+            let body: serde_json::Value = response.json().await.expect("json");
+            assert_eq!(body["status"], "ready");
+            return;
+        }
+        if let Some(status) = child.try_wait().expect("poll child") {
+            panic!("server exited early with {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server did not become ready within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("poll child") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("server did not stop within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn output(child: Child) -> String {
+    let out = child.wait_with_output().expect("output");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test]
+async fn starts_on_a_fresh_data_dir_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("fresh").join("data");
+    let port = free_port();
+    let mut child = server(&data_dir, port).spawn().expect("spawn server");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base, &mut child).await;
+    assert!(
+        data_dir.join("tenantkit.db").exists(),
+        "SQLite file created on first run"
+    );
+
+    let health = reqwest::get(format!("{base}/healthz"))
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+
+    terminate(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(15));
+    assert!(status.success(), "clean exit on SIGTERM, got {status}");
+    let logs = output(child);
+    assert!(logs.contains("SIGTERM received"), "{logs}");
+    assert!(logs.contains("stopped"), "{logs}");
+    assert!(
+        reqwest::get(format!("{base}/healthz")).await.is_err(),
+        "port closed after exit"
+    );
+
+    // A second start on the same folder reuses the database (migrations are idempotent).
+    let mut again = server(&data_dir, port).spawn().expect("spawn again");
+    wait_ready(&base, &mut again).await;
+    terminate(&again);
+    assert!(wait_exit(&mut again, Duration::from_secs(15)).success());
+}
+
+#[test]
+fn migrate_subcommand_creates_and_migrates_the_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let status = server(dir.path(), free_port())
+        .arg("migrate")
+        .status()
+        .expect("run migrate");
+    assert!(status.success());
+    assert!(dir.path().join("tenantkit.db").exists());
+    // Running it twice is fine.
+    assert!(server(dir.path(), free_port())
+        .arg("migrate")
+        .status()
+        .expect("again")
+        .success());
+}
+
+#[test]
+fn broken_configuration_fails_fast_with_a_clear_message_and_no_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let child = server(dir.path(), free_port())
+        .env("DATABASE_URL", "mysql://root:hunter2@localhost/db")
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    let out = child.wait_with_output().expect("wait");
+    assert!(!out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("unsupported database URL scheme"), "{text}");
+    assert!(
+        !text.contains("hunter2"),
+        "the password must not be printed: {text}"
+    );
+
+    let bad_bind = server(dir.path(), free_port())
+        .env("TENANTKIT_BIND", "not-an-address")
+        .output()
+        .expect("run");
+    assert!(!bad_bind.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad_bind.stderr).contains("TENANTKIT_BIND")
+            || String::from_utf8_lossy(&bad_bind.stderr).contains("--bind")
+    );
+}
+
+#[tokio::test]
+async fn refuses_a_postgres_role_that_bypasses_row_level_security() {
+    let Some(admin_url) = std::env::var(tenantkit_core::testing::POSTGRES_URL_VAR).ok() else {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "CI requires PostgreSQL"
+        );
+        eprintln!(
+            "PostgreSQL test did NOT run: {} is not set",
+            tenantkit_core::testing::POSTGRES_URL_VAR
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = server(dir.path(), free_port())
+        .env("DATABASE_URL", &admin_url)
+        .output()
+        .expect("run");
+    assert!(
+        !out.status.success(),
+        "a superuser connection must be refused"
+    );
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("row-level security"), "{text}");
+}
+
+#[tokio::test]
+async fn serves_on_postgres_as_the_app_role_with_migrations_run_as_the_owner() {
+    let Some(test_db) = tenantkit_core::testing::TestDb::postgres().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut child = server(dir.path(), port)
+        .env("DATABASE_URL", &test_db.app_url)
+        .env("DATABASE_MIGRATION_URL", &test_db.owner_url)
+        .spawn()
+        .expect("spawn server");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base, &mut child).await;
+    let ready: serde_json::Value = reqwest::get(format!("{base}/readyz"))
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ready["database"], "postgres");
+    terminate(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
+    let logs = output(child);
+    assert!(
+        !logs.contains("tenantkit-test-only"),
+        "database passwords are redacted in logs"
+    );
+}
