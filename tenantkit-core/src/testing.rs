@@ -11,8 +11,8 @@
 use std::fmt;
 
 use crate::{
-    Backend, Database, DatabaseOptions, Email, NewTenant, NewUser, Principal, Role, SessionId,
-    Slug, Tenant, TenantScope, User,
+    Backend, Database, DatabaseOptions, Email, NewProject, NewTask, NewTenant, NewUser, Principal,
+    Project, ProjectId, Role, SessionId, Slug, Task, Tenant, TenantScope, TenantScoped, User,
 };
 
 /// The variable naming the PostgreSQL superuser URL for tests.
@@ -269,6 +269,39 @@ impl TwoTenants {
             b: TenantFixture::create(db, "bravo").await,
         }
     }
+}
+
+/// Creates and commits a project named `name` in `scope`.
+///
+/// # Panics
+/// When the database refuses.
+pub async fn create_project(db: &Database, scope: &TenantScope, name: &str) -> Project {
+    let mut tx = db.begin(scope).await.expect("begin");
+    let new = NewProject {
+        name: name.to_owned(),
+        description: None,
+    };
+    let project = Project::create(&mut tx, new).await.expect("create project");
+    tx.commit().await.expect("commit project");
+    project
+}
+
+/// Creates and commits a `todo` task titled `title` in `project`.
+///
+/// # Panics
+/// When the database refuses.
+pub async fn create_task(
+    db: &Database,
+    scope: &TenantScope,
+    project: ProjectId,
+    title: &str,
+) -> Task {
+    let mut tx = db.begin(scope).await.expect("begin");
+    let task = Task::create(&mut tx, NewTask::new(project, title))
+        .await
+        .expect("create task");
+    tx.commit().await.expect("commit task");
+    task
 }
 
 /// A verified caller for `user` in `tenant` with `role`, as the auth layer would build it.

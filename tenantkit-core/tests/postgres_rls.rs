@@ -2,10 +2,9 @@
 //! deliberately left out, a tenant-scoped connection still sees and changes only its tenant.
 
 use sqlx::{Connection, PgConnection, Row};
-use tenantkit_core::testing::{TestDb, TwoTenants};
+use tenantkit_core::testing::{create_project, create_task, TestDb, TwoTenants};
 use tenantkit_core::{
-    Database, DatabaseOptions, Error, NewProject, NewTask, Project, RawConn, Task, TenantScope,
-    TenantScoped, TenantTx,
+    Database, DatabaseOptions, Error, Project, RawConn, Task, TenantScope, TenantScoped, TenantTx,
 };
 
 struct World {
@@ -18,22 +17,10 @@ async fn world() -> Option<World> {
     let test_db = TestDb::postgres().await?;
     let tenants = TwoTenants::create(&test_db.db).await;
     for scope in [tenants.a.scope(), tenants.b.scope()] {
-        let mut tx = test_db.db.begin(&scope).await.expect("begin");
         for name in ["one", "two"] {
-            let project = Project::create(
-                &mut tx,
-                NewProject {
-                    name: name.into(),
-                    description: None,
-                },
-            )
-            .await
-            .expect("project");
-            Task::create(&mut tx, NewTask::new(project.id, "task"))
-                .await
-                .expect("task");
+            let project = create_project(&test_db.db, &scope, name).await;
+            create_task(&test_db.db, &scope, project.id, "task").await;
         }
-        tx.commit().await.expect("commit");
     }
     Some(World { test_db, tenants })
 }

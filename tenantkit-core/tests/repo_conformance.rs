@@ -1,35 +1,11 @@
 //! One behaviour suite for the repository layer, run against every backend.
 
-use tenantkit_core::testing::{TestDb, TwoTenants};
+use tenantkit_core::testing::{create_project, create_task, TestDb, TwoTenants};
 use tenantkit_core::{
     Backend, Database, Email, Error, Limit, NewProject, NewTask, NewTenant, NewUser, Page,
     PageRequest, Project, ProjectId, ProjectPatch, Role, Slug, Task, TaskFilter, TaskId, TaskPatch,
     TaskStatus, TenantScope, TenantScoped, Version,
 };
-
-async fn create_project(db: &Database, scope: &TenantScope, name: &str) -> Project {
-    let mut tx = db.begin(scope).await.expect("begin");
-    let project = Project::create(
-        &mut tx,
-        NewProject {
-            name: name.into(),
-            description: None,
-        },
-    )
-    .await
-    .expect("create project");
-    tx.commit().await.expect("commit");
-    project
-}
-
-async fn create_task(db: &Database, scope: &TenantScope, project: ProjectId, title: &str) -> Task {
-    let mut tx = db.begin(scope).await.expect("begin");
-    let task = Task::create(&mut tx, NewTask::new(project, title))
-        .await
-        .expect("create task");
-    tx.commit().await.expect("commit");
-    task
-}
 
 async fn list_all<T: TenantScoped>(
     db: &Database,

@@ -6,6 +6,9 @@ pub(crate) mod tasks;
 use std::fmt::Debug;
 use std::future::Future;
 
+use uuid::Uuid;
+
+use crate::scope::scoped;
 use crate::{Error, Page, PageRequest, Result, TenantTx, Version};
 
 /// A record type owned by a tenant, with the repository operations every such table offers.
@@ -173,6 +176,104 @@ pub trait TenantScoped: Sized + Send {
     /// [`Error::NotFound`], [`Error::Database`].
     fn get(tx: &mut TenantTx, id: Self::Id) -> impl Future<Output = Result<Self>> + Send {
         async move { Self::find(tx, id).await?.ok_or(Error::NotFound) }
+    }
+}
+
+/// A row type that decodes on every enabled backend.
+pub(crate) trait Row: SqliteRow + PgRow + Send + Unpin {}
+impl<T: SqliteRow + PgRow + Send + Unpin> Row for T {}
+
+#[cfg(feature = "sqlite")]
+pub(crate) trait SqliteRow: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> {}
+#[cfg(feature = "sqlite")]
+impl<T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>> SqliteRow for T {}
+#[cfg(not(feature = "sqlite"))]
+pub(crate) trait SqliteRow {}
+#[cfg(not(feature = "sqlite"))]
+impl<T> SqliteRow for T {}
+
+#[cfg(feature = "postgres")]
+pub(crate) trait PgRow: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> {}
+#[cfg(feature = "postgres")]
+impl<T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>> PgRow for T {}
+#[cfg(not(feature = "postgres"))]
+pub(crate) trait PgRow {}
+#[cfg(not(feature = "postgres"))]
+impl<T> PgRow for T {}
+
+/// A tenant-owned table: its name and the columns its row type decodes. Both are constants
+/// of this crate, never input, so they may be spliced into SQL.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Table {
+    pub(crate) name: &'static str,
+    pub(crate) columns: &'static str,
+}
+
+impl Table {
+    /// Reads the row `id` of the transaction's tenant.
+    pub(crate) async fn find<R: Row>(&self, tx: &mut TenantTx, id: Uuid) -> Result<Option<R>> {
+        let tenant = tx.tenant_id();
+        let sql = format!(
+            "SELECT {} FROM {} WHERE tenant_id = $1 AND id = $2",
+            self.columns, self.name
+        );
+        Ok(scoped!(tx, |c| {
+            sqlx::query_as(&sql)
+                .bind(tenant)
+                .bind(id)
+                .fetch_optional(c)
+                .await
+        })?)
+    }
+
+    /// Whether the row `id` exists in the transaction's tenant.
+    pub(crate) async fn contains(&self, tx: &mut TenantTx, id: Uuid) -> Result<bool> {
+        let tenant = tx.tenant_id();
+        let sql = format!(
+            "SELECT 1 FROM {} WHERE tenant_id = $1 AND id = $2",
+            self.name
+        );
+        let found: Option<i32> = scoped!(tx, |c| {
+            sqlx::query_scalar(&sql)
+                .bind(tenant)
+                .bind(id)
+                .fetch_optional(c)
+                .await
+        })?;
+        Ok(found.is_some())
+    }
+
+    /// Deletes the row `id` of the transaction's tenant, if `expected` is given only at that
+    /// version; explains a miss as not-found or stale.
+    pub(crate) async fn delete<T>(
+        &self,
+        tx: &mut TenantTx,
+        id: T::Id,
+        expected: Option<Version>,
+    ) -> Result<()>
+    where
+        T: TenantScoped,
+        T::Id: Into<Uuid>,
+    {
+        let tenant = tx.tenant_id();
+        let sql = format!(
+            "DELETE FROM {} WHERE tenant_id = $1 AND id = $2 AND ($3 IS NULL OR version = $3)",
+            self.name
+        );
+        let key: Uuid = id.into();
+        let deleted = scoped!(tx, |c| {
+            sqlx::query(&sql)
+                .bind(tenant)
+                .bind(key)
+                .bind(expected)
+                .execute(c)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        if deleted == 0 {
+            return Err(missing_or_stale::<T>(tx, id).await);
+        }
+        Ok(())
     }
 }
 

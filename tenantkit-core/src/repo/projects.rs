@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{double_option, expect_version, missing_or_stale, TenantScoped};
+use super::{double_option, expect_version, missing_or_stale, Table, TenantScoped};
 use crate::scope::scoped;
 use crate::values::{check_optional_text, check_text, finish_validation, now};
 use crate::{Page, PageRequest, ProjectId, Result, TenantId, TenantTx, Version};
@@ -76,6 +76,10 @@ impl Project {
 }
 
 const COLUMNS: &str = "id, tenant_id, name, description, version, created_at, updated_at";
+pub(crate) const PROJECTS: Table = Table {
+    name: "projects",
+    columns: COLUMNS,
+};
 
 impl TenantScoped for Project {
     type Id = ProjectId;
@@ -124,15 +128,7 @@ impl TenantScoped for Project {
     }
 
     async fn find(tx: &mut TenantTx, id: ProjectId) -> Result<Option<Self>> {
-        let tenant = tx.tenant_id();
-        let sql = format!("SELECT {COLUMNS} FROM projects WHERE tenant_id = $1 AND id = $2");
-        Ok(scoped!(tx, |c| {
-            sqlx::query_as(&sql)
-                .bind(tenant)
-                .bind(id)
-                .fetch_optional(c)
-                .await
-        })?)
+        PROJECTS.find(tx, id.into()).await
     }
 
     #[tracing::instrument(skip_all, fields(tenant = %tx.tenant_id(), project = %id))]
@@ -178,23 +174,7 @@ impl TenantScoped for Project {
 
     #[tracing::instrument(skip_all, fields(tenant = %tx.tenant_id(), project = %id))]
     async fn delete(tx: &mut TenantTx, id: ProjectId, expected: Option<Version>) -> Result<()> {
-        let tenant = tx.tenant_id();
-        let deleted = scoped!(tx, |c| {
-            sqlx::query(
-                "DELETE FROM projects WHERE tenant_id = $1 AND id = $2 \
-                 AND ($3 IS NULL OR version = $3)",
-            )
-            .bind(tenant)
-            .bind(id)
-            .bind(expected)
-            .execute(c)
-            .await
-            .map(|done| done.rows_affected())
-        })?;
-        if deleted == 0 {
-            return Err(missing_or_stale::<Self>(tx, id).await);
-        }
-        Ok(())
+        PROJECTS.delete::<Self>(tx, id, expected).await
     }
 
     async fn list(

@@ -6,7 +6,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{double_option, expect_version, missing_or_stale, TenantScoped};
+use super::projects::PROJECTS;
+use super::{double_option, expect_version, missing_or_stale, Table, TenantScoped};
 use crate::scope::scoped;
 use crate::values::{check_optional_text, check_text, finish_validation, now};
 use crate::{
@@ -213,20 +214,12 @@ async fn is_member(tx: &mut TenantTx, user: UserId) -> Result<bool> {
     Ok(found.is_some())
 }
 
-async fn project_exists(tx: &mut TenantTx, project: ProjectId) -> Result<bool> {
-    let tenant = tx.tenant_id();
-    let found: Option<i32> = scoped!(tx, |c| {
-        sqlx::query_scalar("SELECT 1 FROM projects WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant)
-            .bind(project)
-            .fetch_optional(c)
-            .await
-    })?;
-    Ok(found.is_some())
-}
-
 const COLUMNS: &str = "id, tenant_id, project_id, title, description, status, assignee_id, \
                        due_at, version, created_at, updated_at";
+const TASKS: Table = Table {
+    name: "tasks",
+    columns: COLUMNS,
+};
 
 impl TenantScoped for Task {
     type Id = TaskId;
@@ -246,7 +239,7 @@ impl TenantScoped for Task {
     async fn create(tx: &mut TenantTx, new: NewTask) -> Result<Self> {
         // A task can only hang off a project of the same tenant; another tenant's project
         // answers exactly like a missing one. The composite foreign key is the second wall.
-        if !project_exists(tx, new.project_id).await? {
+        if !PROJECTS.contains(tx, new.project_id.into()).await? {
             return Err(Error::NotFound);
         }
         let at = now();
@@ -289,15 +282,7 @@ impl TenantScoped for Task {
     }
 
     async fn find(tx: &mut TenantTx, id: TaskId) -> Result<Option<Self>> {
-        let tenant = tx.tenant_id();
-        let sql = format!("SELECT {COLUMNS} FROM tasks WHERE tenant_id = $1 AND id = $2");
-        Ok(scoped!(tx, |c| {
-            sqlx::query_as(&sql)
-                .bind(tenant)
-                .bind(id)
-                .fetch_optional(c)
-                .await
-        })?)
+        TASKS.find(tx, id.into()).await
     }
 
     #[tracing::instrument(skip_all, fields(tenant = %tx.tenant_id(), task = %id))]
@@ -356,22 +341,7 @@ impl TenantScoped for Task {
 
     #[tracing::instrument(skip_all, fields(tenant = %tx.tenant_id(), task = %id))]
     async fn delete(tx: &mut TenantTx, id: TaskId, expected: Option<Version>) -> Result<()> {
-        let tenant = tx.tenant_id();
-        let deleted = scoped!(tx, |c| {
-            sqlx::query(
-                "DELETE FROM tasks WHERE tenant_id = $1 AND id = $2 AND ($3 IS NULL OR version = $3)",
-            )
-            .bind(tenant)
-            .bind(id)
-            .bind(expected)
-            .execute(c)
-            .await
-            .map(|done| done.rows_affected())
-        })?;
-        if deleted == 0 {
-            return Err(missing_or_stale::<Self>(tx, id).await);
-        }
-        Ok(())
+        TASKS.delete::<Self>(tx, id, expected).await
     }
 
     async fn list(tx: &mut TenantTx, filter: &TaskFilter, page: PageRequest) -> Result<Page<Self>> {

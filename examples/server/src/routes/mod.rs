@@ -2,11 +2,12 @@
 
 mod health;
 mod projects;
+mod records;
 mod tasks;
 
 use axum::routing::get;
 use axum::Router;
-use tenantkit_core::{Error, FieldError, PageRequest};
+use tenantkit_core::{Error, FieldError, PageRequest, Project, Task};
 
 use crate::extract::RawQuery;
 use crate::AppState;
@@ -19,9 +20,9 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/projects", get(projects::list).post(projects::create))
         .route(
             "/v1/projects/{id}",
-            get(projects::get)
-                .patch(projects::update)
-                .delete(projects::delete),
+            get(records::get::<Project>)
+                .patch(records::update::<Project>)
+                .delete(records::delete::<Project>),
         )
         .route(
             "/v1/projects/{id}/tasks",
@@ -29,7 +30,9 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route(
             "/v1/tasks/{id}",
-            get(tasks::get).patch(tasks::update).delete(tasks::delete),
+            get(records::get::<Task>)
+                .patch(records::update::<Task>)
+                .delete(records::delete::<Task>),
         )
 }
 

@@ -1,16 +1,16 @@
 //! `/v1/projects/{id}/tasks` and `/v1/tasks/{id}`: tenant-scoped task CRUD.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use tenantkit_core::{
-    NewTask, Page, Permission, Principal, ProjectId, Task, TaskFilter, TaskId, TaskPatch,
-    TaskStatus, TenantScope, TenantScoped, UserId,
+    NewTask, Page, Permission, Principal, ProjectId, Task, TaskFilter, TaskStatus, TenantScope,
+    TenantScoped, UserId,
 };
 
+use super::records::created;
 use super::{page_request, valid};
-use crate::extract::{etag, ApiId, ApiJson, IfMatch, RawQuery};
+use crate::extract::{ApiId, ApiJson, RawQuery};
 use crate::{AppState, Result};
 
 pub(crate) async fn list(
@@ -51,54 +51,6 @@ pub(crate) async fn create(
     let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
     let task = Task::create(&mut tx, new).await?;
     tx.commit().await?;
-    let location = [(header::LOCATION, format!("/v1/tasks/{}", task.id))];
-    Ok((
-        StatusCode::CREATED,
-        etag(task.version),
-        location,
-        Json(task),
-    ))
-}
-
-pub(crate) async fn get(
-    State(state): State<AppState>,
-    principal: Principal,
-    ApiId(id): ApiId<TaskId>,
-) -> Result<impl IntoResponse> {
-    principal.require(Permission::Read)?;
-    let mut tx = state.db.begin_read(&TenantScope::of(&principal)).await?;
-    let task = Task::get(&mut tx, id).await?;
-    tx.commit().await?;
-    Ok((etag(task.version), Json(task)))
-}
-
-pub(crate) async fn update(
-    State(state): State<AppState>,
-    principal: Principal,
-    ApiId(id): ApiId<TaskId>,
-    IfMatch(expected): IfMatch,
-    ApiJson(patch): ApiJson<TaskPatch>,
-) -> Result<impl IntoResponse> {
-    principal.require(Permission::WriteContent)?;
-    let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
-    let expected = match expected {
-        Some(version) => version,
-        None => Task::get(&mut tx, id).await?.version,
-    };
-    let task = Task::update(&mut tx, id, expected, patch).await?;
-    tx.commit().await?;
-    Ok((etag(task.version), Json(task)))
-}
-
-pub(crate) async fn delete(
-    State(state): State<AppState>,
-    principal: Principal,
-    ApiId(id): ApiId<TaskId>,
-    IfMatch(expected): IfMatch,
-) -> Result<StatusCode> {
-    principal.require(Permission::WriteContent)?;
-    let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
-    Task::delete(&mut tx, id, expected).await?;
-    tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
+    let location = format!("/v1/tasks/{}", task.id);
+    Ok(created(task, location))
 }
