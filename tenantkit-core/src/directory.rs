@@ -4,15 +4,13 @@
 //! are tenant-owned: they are written through a [`TenantTx`], and read across tenants only
 //! for the one user they belong to.
 
-use std::fmt;
-
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::db::Mode;
 use crate::scope::{scoped, with_conn};
 use crate::values::{check_text, finish_validation, now};
-use crate::{Database, Email, Error, Result, Role, Slug, TenantId, TenantTx, UserId};
+use crate::{Database, Email, Error, PasswordHash, Result, Role, Slug, TenantId, TenantTx, UserId};
 
 /// An organisation using the service: the unit of isolation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -37,29 +35,6 @@ pub struct NewTenant {
     pub name: String,
     /// The slug; derived from the name when `None`.
     pub slug: Option<Slug>,
-}
-
-/// A password hash in PHC string format. Its `Debug` never shows the hash.
-#[derive(Clone, PartialEq, Eq, sqlx::Type)]
-#[sqlx(transparent)]
-pub struct PasswordHash(String);
-
-impl PasswordHash {
-    /// Wraps a PHC string produced by a password hasher.
-    pub fn new(phc: String) -> Self {
-        Self(phc)
-    }
-
-    /// The PHC string, for verification.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for PasswordHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("PasswordHash(..)")
-    }
 }
 
 /// A user account.

@@ -45,35 +45,53 @@
 //! - `sqlite` (default): the embedded SQLite backend.
 //! - `postgres`: the PostgreSQL backend with row-level security.
 //! - `axum`: `IntoResponse` for [`Error`] and [`Problem`].
-//! - `testing`: fixtures for this workspace's tests ([`testing`]).
+//! - `testing`: fixtures for this workspace's tests (`testing`).
+//!
+//! Without `sqlite` or `postgres` only the database-free types (ids, `Principal`, roles,
+//! errors, problems, pagination, values, clocks) are built, for crates such as
+//! tenantkit-auth that need no storage.
 
 #![doc(test(attr(deny(warnings))))]
+// Without a database backend the storage helpers of `page` and `values` have no callers.
+#![cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 
+mod clock;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod db;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod directory;
 mod error;
 mod id;
 mod page;
 mod principal;
 mod problem;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod repo;
 mod role;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod scope;
 mod values;
 
-#[cfg(feature = "testing")]
+#[cfg(all(feature = "testing", any(feature = "sqlite", feature = "postgres")))]
 pub mod testing;
 
+pub use clock::{Clock, ManualClock, SystemClock};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use db::{Backend, Database, DatabaseOptions};
-pub use directory::{Membership, NewTenant, NewUser, PasswordHash, Tenant, User};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use directory::{Membership, NewTenant, NewUser, Tenant, User};
 pub use error::{Error, FieldError, Result};
 pub use id::{ParseIdError, ProjectId, SessionId, TaskId, TenantId, UserId};
 pub use page::{Cursor, Limit, Page, PageRequest};
 pub use principal::Principal;
 pub use problem::{ErrorCode, Problem, PROBLEM_JSON};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use repo::projects::{NewProject, Project, ProjectFilter, ProjectPatch};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use repo::tasks::{NewTask, ParseTaskStatusError, Task, TaskFilter, TaskPatch, TaskStatus};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use repo::TenantScoped;
 pub use role::{ParseRoleError, Permission, Role};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use scope::{RawConn, TenantScope, TenantTx};
-pub use values::{now, Email, Slug, Version};
+pub use values::{now, Email, PasswordHash, Slug, Version};

@@ -146,6 +146,29 @@ impl fmt::Display for Slug {
     }
 }
 
+/// A password hash in PHC string format. Its `Debug` never shows the hash.
+#[derive(Clone, PartialEq, Eq, sqlx::Type)]
+#[sqlx(transparent)]
+pub struct PasswordHash(String);
+
+impl PasswordHash {
+    /// Wraps a PHC string produced by a password hasher.
+    pub fn new(phc: String) -> Self {
+        Self(phc)
+    }
+
+    /// The PHC string, for verification.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PasswordHash(..)")
+    }
+}
+
 /// The current time at microsecond precision, the precision PostgreSQL stores, so a value
 /// read back equals the value written on both backends.
 pub fn now() -> OffsetDateTime {

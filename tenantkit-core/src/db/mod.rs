@@ -3,9 +3,6 @@
 //! Raw pool access lives here and in [`crate::TenantTx`] only; everything above works through a
 //! tenant-scoped transaction.
 
-#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
-compile_error!("tenantkit-core needs at least one database backend: enable `sqlite` or `postgres`");
-
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]

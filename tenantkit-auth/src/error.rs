@@ -1,0 +1,102 @@
+//! The crate's error type and its one mapping to HTTP problems.
+
+use tenantkit_core::{ErrorCode, FieldError, Problem};
+
+/// A `Result` whose error defaults to [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in tenantkit-auth.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The request carried no bearer token (or not in the `Authorization: Bearer` form).
+    #[error("no bearer token")]
+    MissingToken,
+    /// The token is malformed, forged, signed by an unknown or retired key, for another
+    /// issuer or audience, or not valid yet. The reason is for logs only.
+    #[error("invalid token: {0}")]
+    InvalidToken(&'static str),
+    /// The token was valid but its `exp` has passed.
+    #[error("token expired")]
+    TokenExpired,
+    /// The caller lacks the permission or scope the route needs.
+    #[error("forbidden")]
+    Forbidden,
+    /// A new password breaks the policy (too short, too long, too common).
+    #[error("password rejected by policy")]
+    WeakPassword(Vec<FieldError>),
+    /// A key could not be loaded or generated (bad PEM, wrong type, too-short secret).
+    #[error("key error: {0}")]
+    Key(String),
+    /// Password hashing failed or its worker pool is gone.
+    #[error("password hashing failed: {0}")]
+    Hashing(String),
+    /// A storage error from tenantkit-core.
+    #[error(transparent)]
+    Core(#[from] tenantkit_core::Error),
+}
+
+impl Error {
+    /// The RFC 6750 `WWW-Authenticate` challenge for a 401, if this error is one.
+    pub fn challenge(&self) -> Option<&'static str> {
+        match self {
+            Error::MissingToken => Some(r#"Bearer realm="tenantkit""#),
+            Error::InvalidToken(_) => Some(
+                r#"Bearer realm="tenantkit", error="invalid_token", error_description="The access token is invalid""#,
+            ),
+            Error::TokenExpired => Some(
+                r#"Bearer realm="tenantkit", error="invalid_token", error_description="The access token expired""#,
+            ),
+            _ => None,
+        }
+    }
+}
+
+impl From<&Error> for Problem {
+    /// The one mapping of auth errors to HTTP. Token failures never say more than "invalid"
+    /// or "expired": which check failed is logged, not answered.
+    fn from(err: &Error) -> Self {
+        match err {
+            Error::MissingToken => Problem::new(
+                ErrorCode::Unauthenticated,
+                "This endpoint requires a bearer access token.",
+            ),
+            Error::InvalidToken(reason) => {
+                tracing::debug!(reason, "rejected access token");
+                Problem::new(ErrorCode::InvalidToken, "The access token is invalid.")
+            }
+            Error::TokenExpired => {
+                Problem::new(ErrorCode::TokenExpired, "The access token has expired.")
+            }
+            Error::Forbidden => Problem::new(
+                ErrorCode::Forbidden,
+                "Your role or token does not allow this action.",
+            ),
+            Error::WeakPassword(errors) => Problem::new(
+                ErrorCode::ValidationFailed,
+                "Some fields are invalid; see `errors`.",
+            )
+            .with_errors(errors.clone()),
+            Error::Core(core) => Problem::from(core),
+            Error::Key(_) | Error::Hashing(_) => {
+                tracing::error!(error = %err, "auth internal error");
+                Problem::new(
+                    ErrorCode::InternalError,
+                    "The server failed to handle the request.",
+                )
+            }
+        }
+    }
+}
+
+/// The problem response for `err`, with its `WWW-Authenticate` challenge when it is a 401.
+pub fn problem_response<B: From<bytes::Bytes>>(err: &Error) -> http::Response<B> {
+    let mut response = Problem::from(err).into_response::<B>();
+    if let Some(challenge) = err.challenge() {
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static(challenge),
+        );
+    }
+    response
+}

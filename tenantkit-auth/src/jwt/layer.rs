@@ -1,0 +1,118 @@
+//! `JwtAuthLayer`: verifies `Authorization: Bearer` and puts the `Principal` in the request.
+
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, Request, Response};
+use tower::{Layer, Service};
+
+use super::AccessTokens;
+use crate::future::ResponseFuture;
+use crate::{problem_response, Error, Result};
+
+/// Authenticates requests with a bearer access token.
+///
+/// On success the verified [`tenantkit_core::Principal`] is inserted into the request
+/// extensions; on failure the request never reaches the inner service and is answered
+/// `401` with `WWW-Authenticate: Bearer …` and an `application/problem+json` body.
+#[derive(Debug, Clone)]
+pub struct JwtAuthLayer {
+    tokens: AccessTokens,
+    optional: bool,
+}
+
+impl JwtAuthLayer {
+    /// Every request must carry a valid token.
+    pub fn new(tokens: AccessTokens) -> Self {
+        Self {
+            tokens,
+            optional: false,
+        }
+    }
+
+    /// Requests without any token pass through without a principal (for routes that serve
+    /// both); a token that is present but invalid is still refused.
+    pub fn optional(tokens: AccessTokens) -> Self {
+        Self {
+            tokens,
+            optional: true,
+        }
+    }
+}
+
+impl<S> Layer<S> for JwtAuthLayer {
+    type Service = JwtAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        JwtAuth {
+            inner,
+            tokens: self.tokens.clone(),
+            optional: self.optional,
+        }
+    }
+}
+
+/// The service made by [`JwtAuthLayer`].
+#[derive(Debug, Clone)]
+pub struct JwtAuth<S> {
+    inner: S,
+    tokens: AccessTokens,
+    optional: bool,
+}
+
+/// The bearer token of a request: exactly one `Authorization` header with scheme `Bearer`.
+///
+/// # Errors
+/// [`Error::MissingToken`] without one; [`Error::InvalidToken`] for a malformed header.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next().ok_or(Error::MissingToken)?;
+    if values.next().is_some() {
+        return Err(Error::InvalidToken("several Authorization headers"));
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| Error::InvalidToken("non-ASCII Authorization header"))?;
+    let (scheme, token) = text.split_once(' ').ok_or(Error::MissingToken)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Error::MissingToken);
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(Error::InvalidToken("empty bearer token"));
+    }
+    Ok(token)
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for JwtAuth<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: From<Bytes>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        // A principal must only ever come from this layer: drop any a client could smuggle in
+        // through an earlier layer.
+        request
+            .extensions_mut()
+            .remove::<tenantkit_core::Principal>();
+        let verified = bearer_token(request.headers()).and_then(|token| self.tokens.verify(token));
+        match verified {
+            Ok(principal) => {
+                request.extensions_mut().insert(principal);
+                ResponseFuture::inner(self.inner.call(request))
+            }
+            Err(Error::MissingToken) if self.optional => {
+                ResponseFuture::inner(self.inner.call(request))
+            }
+            Err(err) => ResponseFuture::reject(problem_response(&err)),
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! # tenantkit-auth
+//!
+//! Authentication for multi-tenant services, as framework-agnostic tower layers over the
+//! `http` types:
+//!
+//! - [`PasswordHasher`]: argon2id (OWASP parameters by default) on a bounded blocking pool,
+//!   constant-work verification for unknown accounts, rehash detection, and a
+//!   [`PasswordPolicy`] with a 19,640-entry common-password list;
+//! - [`AccessTokens`]: JWT access tokens (EdDSA by default; RS256, ES256, HS256) signed by a
+//!   rotating [`KeySet`], verified by `kid` with the key's own algorithm, never the header's;
+//! - [`JwtAuthLayer`]: puts the verified [`tenantkit_core::Principal`] in request extensions or
+//!   answers 401; [`RequireLayer`] answers 403 for a missing permission or scope.
+//!
+//! ```
+//! use tenantkit_auth::{AccessTokens, JwtConfig, KeySet, SigningKey};
+//! use tenantkit_core::{Principal, Role, SessionId, TenantId, UserId};
+//!
+//! # fn main() -> tenantkit_auth::Result<()> {
+//! let tokens = AccessTokens::new(
+//!     KeySet::new(SigningKey::generate_ed25519()?),
+//!     JwtConfig::new("https://auth.example", "example-api"),
+//! );
+//! let caller = Principal::new(UserId::new(), TenantId::new(), Role::Admin, [], SessionId::new());
+//! let issued = tokens.issue(&caller)?;
+//! assert_eq!(tokens.verify(&issued.token)?, caller);
+//! assert!(tokens.verify("not.a.token").is_err());
+//! # Ok(())
+//! # }
+//! ```
+#![doc(test(attr(deny(warnings))))]
+
+mod authorize;
+mod error;
+mod future;
+pub mod jwt;
+mod password;
+
+pub use authorize::{Require, RequireLayer, RequirePermissionLayer, RequireScopeLayer};
+pub use error::{problem_response, Error, Result};
+pub use future::ResponseFuture;
+pub use jwt::layer::{bearer_token, JwtAuth, JwtAuthLayer};
+pub use jwt::{
+    generate_ed25519_pem, AccessClaims, AccessTokens, Algorithm, IssuedToken, JwtConfig, KeySet,
+    SigningKey, VerifyingKey,
+};
+pub use password::{Password, PasswordHasher, PasswordPolicy, Verification};

@@ -1,0 +1,203 @@
+//! The tower layers on plain `http` services (no axum): 401 with a challenge and a problem
+//! body, the verified principal in extensions, 403 for missing permissions and scopes.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use tenantkit_auth::{AccessTokens, JwtAuthLayer, JwtConfig, KeySet, RequireLayer, SigningKey};
+use tenantkit_core::{Permission, Principal, Role, SessionId, TenantId, UserId};
+use tower::{service_fn, ServiceExt as _};
+
+fn tokens() -> AccessTokens {
+    AccessTokens::new(
+        KeySet::new(SigningKey::generate_ed25519().expect("key")),
+        JwtConfig::new("iss", "aud"),
+    )
+}
+
+fn caller(role: Role, scopes: &[&str]) -> Principal {
+    Principal::new(
+        UserId::new(),
+        TenantId::new(),
+        role,
+        scopes.iter().map(|s| (*s).to_owned()),
+        SessionId::new(),
+    )
+}
+
+/// Echoes the principal's user id, proving the handler saw it.
+async fn echo(request: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let body = request
+        .extensions()
+        .get::<Principal>()
+        .map_or_else(|| "anonymous".to_owned(), |p| p.user_id().to_string());
+    Ok(Response::new(Full::from(body)))
+}
+
+async fn call<L>(layer: L, authorization: &[&str]) -> (StatusCode, http::HeaderMap, String)
+where
+    L: tower::Layer<tower::util::ServiceFn<fn(Request<Full<Bytes>>) -> EchoFuture>>,
+    L::Service:
+        tower::Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible>,
+{
+    let mut request = Request::builder().uri("/v1/projects");
+    for value in authorization {
+        request = request.header(header::AUTHORIZATION, *value);
+    }
+    let request = request.body(Full::default()).expect("request");
+    let service = layer.layer(service_fn(
+        echo_boxed as fn(Request<Full<Bytes>>) -> EchoFuture,
+    ));
+    let response = service.oneshot(request).await.expect("infallible");
+    let (parts, body) = response.into_parts();
+    let body =
+        String::from_utf8(body.collect().await.expect("body").to_bytes().to_vec()).expect("utf8");
+    (parts.status, parts.headers, body)
+}
+
+type EchoFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send>,
+>;
+
+fn echo_boxed(request: Request<Full<Bytes>>) -> EchoFuture {
+    Box::pin(echo(request))
+}
+
+fn code(body: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(body).expect("problem json");
+    value["code"].as_str().expect("code").to_owned()
+}
+
+#[tokio::test]
+async fn a_valid_bearer_token_reaches_the_handler_with_its_principal() {
+    let tokens = tokens();
+    let who = caller(Role::Member, &[]);
+    let token = tokens.issue(&who).expect("issue").token;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let (status, _, body) = call(
+            JwtAuthLayer::new(tokens.clone()),
+            &[&format!("{scheme} {token}")],
+        )
+        .await;
+        assert_eq!((status, body), (StatusCode::OK, who.user_id().to_string()));
+    }
+}
+
+#[tokio::test]
+async fn missing_malformed_and_forged_credentials_are_401_problems() {
+    let tokens = tokens();
+    let token = tokens
+        .issue(&caller(Role::Owner, &[]))
+        .expect("issue")
+        .token;
+    let other_issuer = AccessTokens::new(
+        KeySet::new(SigningKey::generate_ed25519().expect("key")),
+        JwtConfig::new("iss", "aud"),
+    );
+    let foreign = other_issuer
+        .issue(&caller(Role::Owner, &[]))
+        .expect("issue")
+        .token;
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec![], "unauthenticated"),
+        (vec!["Basic dXNlcjpwYXNz".into()], "unauthenticated"),
+        (vec![token.clone()], "unauthenticated"),
+        (vec!["Bearer".into()], "unauthenticated"),
+        (vec!["Bearer ".into()], "invalid_token"),
+        (vec!["Bearer garbage".into()], "invalid_token"),
+        (vec![format!("Bearer {foreign}")], "invalid_token"),
+        (
+            vec![format!("Bearer {token}"), format!("Bearer {token}")],
+            "invalid_token",
+        ),
+    ];
+    for (headers, expected) in cases {
+        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+        let (status, response_headers, body) =
+            call(JwtAuthLayer::new(tokens.clone()), &headers).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{headers:?}");
+        assert_eq!(
+            response_headers[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let challenge = response_headers[header::WWW_AUTHENTICATE]
+            .to_str()
+            .expect("ascii");
+        assert!(
+            challenge.starts_with("Bearer realm=\"tenantkit\""),
+            "{challenge}"
+        );
+        assert_eq!(
+            challenge.contains("invalid_token"),
+            expected == "invalid_token"
+        );
+        assert_eq!(code(&body), expected, "{headers:?}");
+        assert!(!body.contains(&token), "the token is never echoed");
+    }
+}
+
+#[tokio::test]
+async fn optional_mode_passes_anonymous_requests_but_not_bad_tokens() {
+    let tokens = tokens();
+    let (status, _, body) = call(JwtAuthLayer::optional(tokens.clone()), &[]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "anonymous"));
+    let (status, _, _) = call(JwtAuthLayer::optional(tokens), &["Bearer nope"]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn permissions_and_scopes_are_403_when_missing() {
+    let tokens = tokens();
+    let stack = |requirement: RequireLayer| {
+        tower::ServiceBuilder::new()
+            .layer(JwtAuthLayer::new(tokens.clone()))
+            .layer(requirement)
+            .into_inner()
+    };
+    let viewer = tokens
+        .issue(&caller(Role::Viewer, &["projects:read"]))
+        .expect("issue")
+        .token;
+    let admin = tokens
+        .issue(&caller(Role::Admin, &[]))
+        .expect("issue")
+        .token;
+    let bearer = |t: &str| format!("Bearer {t}");
+
+    let (status, _, body) = call(
+        stack(RequireLayer::permission(Permission::WriteContent)),
+        &[&bearer(&viewer)],
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, "forbidden".to_owned())
+    );
+    let (status, _, _) = call(
+        stack(RequireLayer::permission(Permission::ManageMembers)),
+        &[&bearer(&admin)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = call(
+        stack(RequireLayer::scope("projects:read")),
+        &[&bearer(&viewer)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = call(
+        stack(RequireLayer::scope("projects:write")),
+        &[&bearer(&viewer)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Without the auth layer in front, a requirement can never be met: 401, not a pass.
+    let (status, _, _) = call(
+        RequireLayer::permission(Permission::Read),
+        &[&bearer(&admin)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
