@@ -1,22 +1,13 @@
 //! End-to-end test support: the reference server running in-process on `127.0.0.1:0`, over a
-//! fresh database of either backend, with two tenants ready.
-//!
-//! Until authentication lands, [`TestServer`] stands in for the auth layer: a request may
-//! carry a test-only header naming the principal, which a test-only layer turns into the
-//! `Principal` extension the real auth layer will set. That layer exists only in this test
-//! crate, never in the server.
+//! fresh database of either backend, with two tenants ready and real signed access tokens.
 
-use std::str::FromStr;
-
-use axum::http::{HeaderName, HeaderValue, Request};
 use reqwest::{Client, Method, RequestBuilder};
+use tenantkit_auth::{AccessTokens, JwtConfig, KeySet, SigningKey};
 use tenantkit_core::testing::{TestDb, TwoTenants};
-use tenantkit_core::{Backend, Principal, Role, SessionId, TenantId, UserId};
+use tenantkit_core::{Backend, Principal};
 use tenantkit_server::{app, AppState, Config};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-
-const TEST_PRINCIPAL: HeaderName = HeaderName::from_static("x-test-principal");
 
 /// A running server over a fresh database with two tenants.
 #[derive(Debug)]
@@ -29,6 +20,8 @@ pub struct TestServer {
     pub test_db: TestDb,
     /// Tenants `a` and `b` with their owners.
     pub world: TwoTenants,
+    /// The server's token issuer (same keys and configuration).
+    pub tokens: AccessTokens,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -42,16 +35,20 @@ impl TestServer {
         Self::start_with(backend, Config::default()).await
     }
 
-    /// Starts a server with a custom configuration (its bind address is ignored).
+    /// Starts a server with a custom configuration (its bind address and key settings are
+    /// ignored: the server gets a fresh in-memory Ed25519 key).
     ///
     /// # Panics
     /// When the server cannot start.
     pub async fn start_with(backend: Backend, config: Config) -> Option<TestServer> {
         let test_db = TestDb::new(backend).await?;
         let world = TwoTenants::create(&test_db.db).await;
-        let router = app(AppState::new(test_db.db.clone()), &config).layer(
-            tower::util::MapRequestLayer::new(principal_from_test_header),
+        let key = SigningKey::generate_ed25519().expect("signing key");
+        let tokens = AccessTokens::new(
+            KeySet::new(key),
+            JwtConfig::new(&config.jwt_issuer, &config.jwt_audience),
         );
+        let router = app(AppState::new(test_db.db.clone(), tokens.clone()), &config);
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
@@ -70,6 +67,7 @@ impl TestServer {
             client: Client::new(),
             test_db,
             world,
+            tokens,
             shutdown: Some(shutdown),
         })
     }
@@ -80,16 +78,17 @@ impl TestServer {
             .request(method, format!("{}{path}", self.base_url))
     }
 
-    /// A request to `path` made as `principal`.
+    /// A request to `path` made as `principal`, with a freshly issued bearer token.
+    ///
+    /// # Panics
+    /// When the token cannot be issued.
     pub fn request(&self, principal: &Principal, method: Method, path: &str) -> RequestBuilder {
-        let who = format!(
-            "{}:{}:{}",
-            principal.user_id(),
-            principal.tenant_id(),
-            principal.role()
-        );
-        self.anonymous(method, path)
-            .header(TEST_PRINCIPAL.as_str(), who)
+        let token = self
+            .tokens
+            .issue(principal)
+            .expect("issue access token")
+            .token;
+        self.anonymous(method, path).bearer_auth(token)
     }
 }
 
@@ -99,32 +98,6 @@ impl Drop for TestServer {
             let _ = shutdown.send(());
         }
     }
-}
-
-fn principal_from_test_header<B>(mut request: Request<B>) -> Request<B> {
-    let principal = request
-        .headers()
-        .get(&TEST_PRINCIPAL)
-        .and_then(parse_principal);
-    if let Some(principal) = principal {
-        request.extensions_mut().insert(principal);
-    }
-    request
-}
-
-fn parse_principal(value: &HeaderValue) -> Option<Principal> {
-    let text = value.to_str().ok()?;
-    let mut parts = text.split(':');
-    let user = UserId::from_str(parts.next()?).ok()?;
-    let tenant = TenantId::from_str(parts.next()?).ok()?;
-    let role = Role::from_str(parts.next()?).ok()?;
-    Some(Principal::new(
-        user,
-        tenant,
-        role,
-        Vec::<String>::new(),
-        SessionId::new(),
-    ))
 }
 
 /// Reads a response as problem JSON, checking the media type and the status/body agreement.

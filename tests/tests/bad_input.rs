@@ -267,8 +267,15 @@ async fn unauthenticated_forbidden_and_unknown_routes_are_problems(server: TestS
         .await
         .expect("send");
     assert_problem(response, StatusCode::NOT_FOUND, "not_found").await;
+    // Anonymous callers learn nothing about a protected route's methods: 401 first.
     let response = server
         .anonymous(Method::PUT, "/v1/projects")
+        .send()
+        .await
+        .expect("send");
+    assert_problem(response, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    let response = server
+        .request(&server.world.a.principal, Method::PUT, "/v1/projects")
         .send()
         .await
         .expect("send");

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tenantkit_auth::Algorithm;
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -45,6 +47,23 @@ pub struct Config {
     #[arg(long, env = "TENANTKIT_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
 
+    /// PEM private key that signs access tokens (production). Without it, development keys
+    /// are created and kept under `<data dir>/keys` (see `keys rotate`).
+    #[arg(long, env = "TENANTKIT_JWT_KEY_FILE")]
+    pub jwt_key_file: Option<PathBuf>,
+
+    /// Algorithm of `TENANTKIT_JWT_KEY_FILE`: EdDSA, RS256 or ES256.
+    #[arg(long, env = "TENANTKIT_JWT_ALGORITHM", default_value = "EdDSA", value_parser = parse_algorithm)]
+    pub jwt_algorithm: Algorithm,
+
+    /// The `iss` of access tokens.
+    #[arg(long, env = "TENANTKIT_JWT_ISSUER", default_value = "tenantkit")]
+    pub jwt_issuer: String,
+
+    /// The `aud` of access tokens.
+    #[arg(long, env = "TENANTKIT_JWT_AUDIENCE", default_value = "tenantkit-api")]
+    pub jwt_audience: String,
+
     /// Log line format.
     #[arg(
         long,
@@ -65,6 +84,10 @@ impl Default for Config {
             body_limit: 1024 * 1024,
             request_timeout_secs: 30,
             log_format: LogFormat::Pretty,
+            jwt_key_file: None,
+            jwt_algorithm: Algorithm::EdDSA,
+            jwt_issuer: "tenantkit".to_owned(),
+            jwt_audience: "tenantkit-api".to_owned(),
         }
     }
 }
@@ -96,7 +119,20 @@ impl fmt::Debug for Config {
             .field("body_limit", &self.body_limit)
             .field("request_timeout_secs", &self.request_timeout_secs)
             .field("log_format", &self.log_format)
+            .field("jwt_key_file", &self.jwt_key_file)
+            .field("jwt_algorithm", &self.jwt_algorithm)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
             .finish()
+    }
+}
+
+fn parse_algorithm(text: &str) -> Result<Algorithm, String> {
+    match text {
+        "EdDSA" => Ok(Algorithm::EdDSA),
+        "RS256" => Ok(Algorithm::RS256),
+        "ES256" => Ok(Algorithm::ES256),
+        _ => Err("expected EdDSA, RS256 or ES256".to_owned()),
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod config;
 pub mod extract;
+pub mod keys;
 mod layers;
 mod routes;
 mod run;
@@ -16,9 +17,10 @@ mod telemetry;
 
 pub use config::{redact_url, Config, LogFormat};
 pub use layers::app;
-pub use run::{migrate, open_database, run, serve, shutdown_signal, ServerError};
+pub use run::{access_tokens, migrate, open_database, run, serve, shutdown_signal, ServerError};
 pub use telemetry::init_tracing;
 
+use tenantkit_auth::AccessTokens;
 use tenantkit_core::{Database, Problem};
 
 /// What every handler can reach. Cheap to clone.
@@ -26,12 +28,14 @@ use tenantkit_core::{Database, Problem};
 pub struct AppState {
     /// The application's database (on PostgreSQL, an RLS-bound role).
     pub db: Database,
+    /// Issues and verifies access tokens.
+    pub tokens: AccessTokens,
 }
 
 impl AppState {
-    /// State over an open, migrated database.
-    pub fn new(db: Database) -> Self {
-        Self { db }
+    /// State over an open, migrated database and the token keys.
+    pub fn new(db: Database, tokens: AccessTokens) -> Self {
+        Self { db, tokens }
     }
 }
 

@@ -9,7 +9,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tenantkit_server::{init_tracing, migrate, run, shutdown_signal, Config};
+use tenantkit_server::{init_tracing, keys, migrate, run, shutdown_signal, Config};
 
 /// The tenantkit reference server: a multi-tenant SaaS backend in one binary.
 #[derive(Debug, Parser)]
@@ -27,6 +27,18 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Manage the development signing keys under `<data dir>/keys`.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a new key that signs from the next start on; older keys keep verifying until
+    /// their files are deleted.
+    Rotate,
 }
 
 #[tokio::main]
@@ -36,6 +48,11 @@ async fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => run(cli.config, shutdown_signal()).await,
         Command::Migrate => migrate(&cli.config).await,
+        Command::Keys {
+            command: KeysCommand::Rotate,
+        } => keys::rotate_dev_key(&cli.config).map(|path| {
+            println!("new signing key: {}", path.display());
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

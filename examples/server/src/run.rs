@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::io;
 
+use tenantkit_auth::{AccessTokens, JwtConfig};
 use tenantkit_core::{Backend, Database, DatabaseOptions};
 use tokio::net::TcpListener;
 
@@ -15,6 +16,9 @@ pub enum ServerError {
     /// The database could not be opened, migrated or was unsafe to use.
     #[error(transparent)]
     Core(#[from] tenantkit_core::Error),
+    /// A signing key could not be loaded or created.
+    #[error("signing keys: {0}")]
+    Keys(String),
     /// Binding the address or another I/O step failed.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
@@ -56,6 +60,18 @@ pub async fn open_database(config: &Config) -> Result<Database, ServerError> {
     Ok(db)
 }
 
+/// The access-token issuer and verifier configured by `config`.
+///
+/// # Errors
+/// [`ServerError::Keys`] when the keys cannot be loaded.
+pub fn access_tokens(config: &Config) -> Result<AccessTokens, ServerError> {
+    let keys = crate::keys::load_key_set(config)?;
+    Ok(AccessTokens::new(
+        keys,
+        JwtConfig::new(&config.jwt_issuer, &config.jwt_audience),
+    ))
+}
+
 /// Serves the application on `listener` until `shutdown` completes, then lets requests in
 /// flight finish.
 ///
@@ -84,9 +100,16 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     std::fs::create_dir_all(&config.data_dir)?;
     let db = open_database(&config).await?;
+    let tokens = access_tokens(&config)?;
     let listener = TcpListener::bind(config.bind).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");
-    let result = serve(listener, AppState::new(db.clone()), &config, shutdown).await;
+    let result = serve(
+        listener,
+        AppState::new(db.clone(), tokens),
+        &config,
+        shutdown,
+    )
+    .await;
     db.close().await;
     tracing::info!("stopped");
     result

@@ -218,3 +218,67 @@ async fn serves_on_postgres_as_the_app_role_with_migrations_run_as_the_owner() {
         "database passwords are redacted in logs"
     );
 }
+
+#[tokio::test]
+async fn keys_rotate_adds_a_signing_key_and_keeps_the_old_one_verifying() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let jwks = || async {
+        let body: serde_json::Value = reqwest::get(format!("{base}/.well-known/jwks.json"))
+            .await
+            .expect("jwks")
+            .json()
+            .await
+            .expect("json");
+        body["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|k| k["kid"].as_str().expect("kid").to_owned())
+            .collect::<Vec<_>>()
+    };
+
+    let mut child = server(dir.path(), port).spawn().expect("spawn");
+    wait_ready(&base, &mut child).await;
+    let first = jwks().await;
+    assert_eq!(first.len(), 1, "a development key is created on first run");
+    terminate(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
+
+    let rotate = server(dir.path(), free_port())
+        .args(["keys", "rotate"])
+        .output()
+        .expect("rotate");
+    assert!(
+        rotate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotate.stderr)
+    );
+
+    let mut child = server(dir.path(), port).spawn().expect("spawn");
+    wait_ready(&base, &mut child).await;
+    let second = jwks().await;
+    assert_eq!(second.len(), 2, "old key still verifies, new key signs");
+    assert!(second.contains(&first[0]));
+    terminate(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        for entry in std::fs::read_dir(dir.path().join("keys")).expect("keys dir") {
+            let mode = entry
+                .expect("entry")
+                .metadata()
+                .expect("meta")
+                .permissions()
+                .mode();
+            assert_eq!(
+                mode & 0o777,
+                0o600,
+                "private keys are readable by their owner only"
+            );
+        }
+    }
+}

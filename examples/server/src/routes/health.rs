@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
 use tenantkit_core::{ErrorCode, Problem};
@@ -13,6 +15,13 @@ use crate::AppState;
 /// get the process restarted.
 pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
+}
+
+/// The public keys that verify access tokens. Cached briefly: a rotated key must reach
+/// verifiers before it signs.
+pub(crate) async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
+    let cache = [(header::CACHE_CONTROL, "public, max-age=300")];
+    (cache, Json(state.tokens.keys().jwks()))
 }
 
 /// Readiness: the database answers within two seconds.

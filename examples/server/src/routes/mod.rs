@@ -9,14 +9,24 @@ use axum::routing::get;
 use axum::Router;
 use tenantkit_core::{Error, FieldError, PageRequest, Project, Task};
 
+use tenantkit_auth::JwtAuthLayer;
+
 use crate::extract::RawQuery;
 use crate::AppState;
 
 /// Every route, without the cross-cutting layers (see [`crate::app`]).
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
+pub(crate) fn routes(state: &AppState) -> Router<AppState> {
+    let public = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/.well-known/jwks.json", get(health::jwks));
+    public.merge(protected().route_layer(JwtAuthLayer::new(state.tokens.clone())))
+}
+
+/// The routes that need a verified caller. `route_layer` so an unknown path stays a 404
+/// rather than becoming a 401.
+fn protected() -> Router<AppState> {
+    Router::new()
         .route("/v1/projects", get(projects::list).post(projects::create))
         .route(
             "/v1/projects/{id}",

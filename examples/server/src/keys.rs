@@ -1,0 +1,101 @@
+//! Where the server's signing keys come from: a PEM file in production, or development keys
+//! created on first run under `<data dir>/keys`.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use tenantkit_auth::{generate_ed25519_pem, Algorithm, KeySet, SigningKey};
+
+use crate::{Config, ServerError};
+
+/// The folder of development keys.
+pub fn dev_key_dir(config: &Config) -> PathBuf {
+    config.data_dir.join("keys")
+}
+
+/// The keys to sign and verify with.
+///
+/// With `TENANTKIT_JWT_KEY_FILE` that key signs. Otherwise every `*.pem` in the development
+/// folder verifies and the newest signs; an empty folder gets a fresh Ed25519 key.
+///
+/// # Errors
+/// [`ServerError::Keys`] when a key cannot be read or parsed.
+pub fn load_key_set(config: &Config) -> Result<KeySet, ServerError> {
+    if let Some(path) = &config.jwt_key_file {
+        let pem = fs::read(path).map_err(|e| keys_error(path, &e.to_string()))?;
+        let key = SigningKey::from_pem(config.jwt_algorithm, &pem)
+            .map_err(|e| keys_error(path, &e.to_string()))?;
+        tracing::info!(kid = key.kid(), algorithm = ?key.algorithm(), "signing key loaded");
+        return Ok(KeySet::new(key));
+    }
+    let dir = dev_key_dir(config);
+    let mut files = pem_files(&dir)?;
+    if files.is_empty() {
+        files.push(rotate_dev_key(config)?);
+        tracing::warn!(dir = %dir.display(), "created a development signing key; set TENANTKIT_JWT_KEY_FILE in production");
+    }
+    let mut keys = Vec::new();
+    for file in &files {
+        let pem = fs::read(file).map_err(|e| keys_error(file, &e.to_string()))?;
+        keys.push(
+            SigningKey::from_pem(Algorithm::EdDSA, &pem)
+                .map_err(|e| keys_error(file, &e.to_string()))?,
+        );
+    }
+    // Files are named by creation time, so the last one is the newest.
+    let signing = keys.pop().ok_or_else(|| keys_error(&dir, "no key"))?;
+    tracing::info!(
+        kid = signing.kid(),
+        verify_only = keys.len(),
+        "development signing keys loaded"
+    );
+    Ok(keys.into_iter().fold(KeySet::new(signing), |set, old| {
+        set.with_verifier(old.verifying_key().clone())
+    }))
+}
+
+/// Creates a new development key that will sign from the next start on; older keys keep
+/// verifying until their files are deleted.
+///
+/// # Errors
+/// [`ServerError::Keys`] when the key cannot be written.
+pub fn rotate_dev_key(config: &Config) -> Result<PathBuf, ServerError> {
+    let dir = dev_key_dir(config);
+    fs::create_dir_all(&dir).map_err(|e| keys_error(&dir, &e.to_string()))?;
+    let pem = generate_ed25519_pem().map_err(|e| keys_error(&dir, &e.to_string()))?;
+    let stamp = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+    let path = dir.join(format!("{stamp:024}.pem"));
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600); // A private key: readable by the server's user only.
+    }
+    let mut file = options
+        .open(&path)
+        .map_err(|e| keys_error(&path, &e.to_string()))?;
+    file.write_all(pem.as_bytes())
+        .map_err(|e| keys_error(&path, &e.to_string()))?;
+    Ok(path)
+}
+
+fn pem_files(dir: &Path) -> Result<Vec<PathBuf>, ServerError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(keys_error(dir, &e.to_string())),
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "pem"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn keys_error(path: &Path, why: &str) -> ServerError {
+    ServerError::Keys(format!("{}: {why}", path.display()))
+}
