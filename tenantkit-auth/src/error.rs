@@ -19,6 +19,17 @@ pub enum Error {
     /// The token was valid but its `exp` has passed.
     #[error("token expired")]
     TokenExpired,
+    /// A refresh token that had already been rotated was presented again after the grace
+    /// window: it was copied. Its whole session has been revoked.
+    #[error("refresh token reused; session revoked")]
+    RefreshTokenReused {
+        /// The revoked session.
+        session: tenantkit_core::SessionId,
+        /// Its user.
+        user: tenantkit_core::UserId,
+        /// Its tenant.
+        tenant: tenantkit_core::TenantId,
+    },
     /// The caller lacks the permission or scope the route needs.
     #[error("forbidden")]
     Forbidden,
@@ -63,11 +74,18 @@ impl From<&Error> for Problem {
             ),
             Error::InvalidToken(reason) => {
                 tracing::debug!(reason, "rejected access token");
-                Problem::new(ErrorCode::InvalidToken, "The access token is invalid.")
+                Problem::new(
+                    ErrorCode::InvalidToken,
+                    "The token is invalid, expired or revoked.",
+                )
             }
             Error::TokenExpired => {
                 Problem::new(ErrorCode::TokenExpired, "The access token has expired.")
             }
+            Error::RefreshTokenReused { .. } => Problem::new(
+                ErrorCode::RefreshTokenReused,
+                "This refresh token was already used; the session has been revoked. Log in again.",
+            ),
             Error::Forbidden => Problem::new(
                 ErrorCode::Forbidden,
                 "Your role or token does not allow this action.",

@@ -9,7 +9,10 @@
 //! - [`AccessTokens`]: JWT access tokens (EdDSA by default; RS256, ES256, HS256) signed by a
 //!   rotating [`KeySet`], verified by `kid` with the key's own algorithm, never the header's;
 //! - [`JwtAuthLayer`]: puts the verified [`tenantkit_core::Principal`] in request extensions or
-//!   answers 401; [`RequireLayer`] answers 403 for a missing permission or scope.
+//!   answers 401; [`RequireLayer`] answers 403 for a missing permission or scope;
+//! - [`RefreshSessions`]: opaque refresh tokens stored only hashed, rotated on every use,
+//!   with a grace window for concurrent refreshes and family revocation on reuse, over a
+//!   [`SessionStore`] (in memory, or tenantkit-core's database with `sqlite`/`postgres`).
 //!
 //! ```
 //! use tenantkit_auth::{AccessTokens, JwtConfig, KeySet, SigningKey};
@@ -34,6 +37,7 @@ mod error;
 mod future;
 pub mod jwt;
 mod password;
+pub mod refresh;
 
 pub use authorize::{Require, RequireLayer, RequirePermissionLayer, RequireScopeLayer};
 pub use error::{problem_response, Error, Result};
@@ -44,3 +48,4 @@ pub use jwt::{
     SigningKey, VerifyingKey,
 };
 pub use password::{Password, PasswordHasher, PasswordPolicy, Verification};
+pub use refresh::{MemorySessionStore, RefreshConfig, RefreshSessions, RefreshToken, SessionStore};

@@ -182,6 +182,44 @@ impl Database {
         })?)
     }
 
+    /// Replaces a user's password hash (after a rehash on login or a password change).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the user does not exist.
+    #[tracing::instrument(skip_all, fields(user = %user))]
+    pub async fn set_password_hash(&self, user: UserId, hash: &PasswordHash) -> Result<()> {
+        let mut conn = self.begin_global(Mode::ReadWrite).await?;
+        let updated = with_conn!(&mut conn, |c| {
+            sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                .bind(hash)
+                .bind(user)
+                .execute(c)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        conn.commit().await?;
+        if updated == 0 {
+            return Err(Error::NotFound);
+        }
+        Ok(())
+    }
+
+    /// The membership of `user` in `tenant`, read in the user's own scope.
+    ///
+    /// # Errors
+    /// [`Error::Database`] on failure.
+    pub async fn membership_of(
+        &self,
+        user: UserId,
+        tenant: TenantId,
+    ) -> Result<Option<Membership>> {
+        Ok(self
+            .memberships_of(user)
+            .await?
+            .into_iter()
+            .find(|m| m.tenant_id == tenant))
+    }
+
     /// Every membership of one user, across tenants (for login and tenant switching).
     ///
     /// # Errors

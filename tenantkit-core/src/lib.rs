@@ -70,6 +70,8 @@ mod repo;
 mod role;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod scope;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sessions;
 mod values;
 
 #[cfg(all(feature = "testing", any(feature = "sqlite", feature = "postgres")))]
@@ -94,4 +96,6 @@ pub use repo::TenantScoped;
 pub use role::{ParseRoleError, Permission, Role};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use scope::{RawConn, TenantScope, TenantTx};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use sessions::{RefreshTokenRecord, SessionRecord};
 pub use values::{now, Email, PasswordHash, Slug, Version};

@@ -1,0 +1,259 @@
+//! Rotating refresh tokens grouped in sessions, with reuse detection.
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod database;
+mod store;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use rand_core::RngCore as _;
+use sha2::{Digest, Sha256};
+use tenantkit_core::{Clock, SessionId, SessionRecord, SystemClock, TenantId, UserId};
+
+pub use store::{MemorySessionStore, SessionStore};
+
+use crate::{Error, Result};
+
+/// An opaque refresh token: 256 random bits (or their keyed successor), base64url. Only its
+/// SHA-256 is stored. Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct RefreshToken(String);
+
+impl RefreshToken {
+    /// Wraps a token a client presented.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        rand_core::OsRng.fill_bytes(&mut bytes);
+        Self(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    /// The token text, to send to the client.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// What is stored: SHA-256 of the token. (A fast hash suffices for 256-bit random input.)
+    fn hash(&self) -> [u8; 32] {
+        Sha256::digest(self.0.as_bytes()).into()
+    }
+}
+
+impl fmt::Debug for RefreshToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RefreshToken(..)")
+    }
+}
+
+/// Lifetimes of sessions. `Default`: 5 s grace, 7 days idle, 30 days absolute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshConfig {
+    /// How long after a rotation the old token still yields the same successor (for
+    /// concurrent requests and lost responses), instead of counting as reuse.
+    pub grace: Duration,
+    /// A session unused for this long expires.
+    pub idle: Duration,
+    /// A session expires this long after login, however much it is used.
+    pub absolute: Duration,
+}
+
+impl Default for RefreshConfig {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(5),
+            idle: Duration::from_secs(7 * 24 * 3600),
+            absolute: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// Starts, rotates and revokes sessions. Cheap to clone.
+pub struct RefreshSessions<S> {
+    store: Arc<S>,
+    secret: Arc<[u8]>,
+    config: RefreshConfig,
+    clock: Arc<dyn Clock>,
+}
+
+impl<S> Clone for RefreshSessions<S> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            secret: self.secret.clone(),
+            config: self.config.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for RefreshSessions<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshSessions")
+            .field("store", &self.store)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+const REASON_REUSE: &str = "refresh_token_reused";
+
+impl<S: SessionStore> RefreshSessions<S> {
+    /// Sessions in `store`; `secret` (at least 32 bytes, kept across restarts) derives each
+    /// token's successor.
+    ///
+    /// # Errors
+    /// [`Error::Key`] for a short secret.
+    pub fn new(store: S, secret: &[u8], config: RefreshConfig) -> Result<Self> {
+        Self::with_clock(store, secret, config, Arc::new(SystemClock))
+    }
+
+    /// The same with an explicit clock (tests move it to check expiry).
+    ///
+    /// # Errors
+    /// [`Error::Key`] for a short secret.
+    pub fn with_clock(
+        store: S,
+        secret: &[u8],
+        config: RefreshConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        if secret.len() < 32 {
+            return Err(Error::Key(
+                "the refresh secret must be at least 32 bytes".into(),
+            ));
+        }
+        Ok(Self {
+            store: Arc::new(store),
+            secret: secret.into(),
+            config,
+            clock,
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Starts a session for `user` in `tenant` (a login) and returns its first token.
+    ///
+    /// # Errors
+    /// Storage errors.
+    #[tracing::instrument(skip_all, fields(user = %user, tenant = %tenant))]
+    pub async fn start(
+        &self,
+        user: UserId,
+        tenant: TenantId,
+    ) -> Result<(SessionRecord, RefreshToken)> {
+        let now = self.clock.now();
+        let session = SessionRecord {
+            id: SessionId::new(),
+            user_id: user,
+            tenant_id: tenant,
+            created_at: now,
+            last_used_at: now,
+            expires_at: now + self.config.absolute,
+            revoked_at: None,
+        };
+        let token = RefreshToken::generate();
+        self.store.create(&session, &token.hash()).await?;
+        Ok((session, token))
+    }
+
+    /// Exchanges a refresh token for its successor.
+    ///
+    /// Within the grace window after a rotation the same successor is returned again (so
+    /// concurrent refreshes never fork the session); after it, presenting a rotated token
+    /// means it was stolen or replayed, and the whole session is revoked.
+    ///
+    /// # Errors
+    /// [`Error::InvalidToken`] for an unknown, revoked or expired token;
+    /// [`Error::RefreshTokenReused`] for a replay (the session is then revoked).
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(&self, presented: &RefreshToken) -> Result<(SessionRecord, RefreshToken)> {
+        let hash = presented.hash();
+        let (token, session) = self
+            .store
+            .find(&hash)
+            .await?
+            .ok_or(Error::InvalidToken("unknown refresh token"))?;
+        let now = self.clock.now();
+        if session.revoked_at.is_some() {
+            return Err(Error::InvalidToken("session revoked"));
+        }
+        if now >= session.expires_at || now - session.last_used_at > self.config.idle {
+            return Err(Error::InvalidToken("session expired"));
+        }
+        let successor = self.successor(presented);
+        let rotated_at = match token.rotated_at {
+            Some(at) => at,
+            None if self.store.rotate(&hash, &successor.hash(), now).await? => {
+                return Ok((session, successor))
+            }
+            // Another request rotated it between our read and our write: it is now a
+            // rotated token like any other.
+            None => self
+                .store
+                .find(&hash)
+                .await?
+                .and_then(|(token, _)| token.rotated_at)
+                .ok_or(Error::InvalidToken("refresh token vanished"))?,
+        };
+        if now - rotated_at <= self.config.grace {
+            return Ok((session, successor));
+        }
+        // Reuse of a rotated token: someone holds a copy. Kill the whole family.
+        self.store.revoke(session.id, now, REASON_REUSE).await?;
+        tracing::warn!(session = %session.id, user = %session.user_id, "refresh token reuse detected; session revoked");
+        Err(Error::RefreshTokenReused {
+            session: session.id,
+            user: session.user_id,
+            tenant: session.tenant_id,
+        })
+    }
+
+    /// Revokes the session of `presented` (logout). An unknown token is not an error: logout
+    /// must not reveal which tokens exist.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn revoke(&self, presented: &RefreshToken) -> Result<Option<SessionRecord>> {
+        match self.store.find(&presented.hash()).await? {
+            Some((_, session)) => {
+                self.store
+                    .revoke(session.id, self.clock.now(), "logout")
+                    .await?;
+                Ok(Some(session))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Revokes every session of `user` (logout everywhere, password change or reset).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn revoke_user(&self, user: UserId, reason: &str) -> Result<u64> {
+        self.store.revoke_user(user, self.clock.now(), reason).await
+    }
+
+    /// The successor of a token: a keyed hash of it, so every request presenting the same
+    /// token gets the same successor while only hashes are stored.
+    fn successor(&self, parent: &RefreshToken) -> RefreshToken {
+        // Any key length is valid for HMAC.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
+            .expect("HMAC accepts any key length");
+        mac.update(b"tenantkit refresh successor v1\0");
+        mac.update(parent.expose().as_bytes());
+        RefreshToken(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    }
+}

@@ -1,0 +1,161 @@
+//! Where sessions live: the `SessionStore` trait and its in-memory implementation.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Mutex;
+
+use tenantkit_core::{RefreshTokenRecord, SessionId, SessionRecord, UserId};
+use time::OffsetDateTime;
+
+use crate::Result;
+
+/// Durable storage of sessions and refresh-token hashes. Implementations must make
+/// [`SessionStore::rotate`] atomic: among concurrent calls for one token exactly one returns
+/// `true`.
+///
+/// tenantkit implements it for [`MemorySessionStore`] and, with the `sqlite` or `postgres`
+/// feature, for [`tenantkit_core::Database`]. A custom store (Redis, DynamoDB, ...) implements
+/// these five operations with the same guarantees.
+pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
+    /// Stores a new session with the hash of its first refresh token.
+    fn create(
+        &self,
+        session: &SessionRecord,
+        token_hash: &[u8],
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The token with this hash and its session; `Ok(None)` when unknown.
+    fn find(
+        &self,
+        token_hash: &[u8],
+    ) -> impl Future<Output = Result<Option<(RefreshTokenRecord, SessionRecord)>>> + Send;
+
+    /// Marks the token rotated and stores its successor, only if nobody did before.
+    fn rotate(
+        &self,
+        token_hash: &[u8],
+        successor_hash: &[u8],
+        at: OffsetDateTime,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Revokes one session.
+    fn revoke(
+        &self,
+        session: SessionId,
+        at: OffsetDateTime,
+        reason: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Revokes every live session of a user; returns how many were live.
+    fn revoke_user(
+        &self,
+        user: UserId,
+        at: OffsetDateTime,
+        reason: &str,
+    ) -> impl Future<Output = Result<u64>> + Send;
+}
+
+/// Sessions in process memory: for tests, examples and single-process tools. Everything is
+/// lost on restart.
+#[derive(Debug, Default)]
+pub struct MemorySessionStore {
+    state: Mutex<MemoryState>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryState {
+    sessions: HashMap<SessionId, SessionRecord>,
+    tokens: HashMap<Vec<u8>, RefreshTokenRecord>,
+}
+
+impl MemorySessionStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut MemoryState) -> T) -> T {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut state)
+    }
+}
+
+impl SessionStore for MemorySessionStore {
+    async fn create(&self, session: &SessionRecord, token_hash: &[u8]) -> Result<()> {
+        self.with(|state| {
+            state.sessions.insert(session.id, session.clone());
+            let token = RefreshTokenRecord {
+                session_id: session.id,
+                generation: 1,
+                created_at: session.created_at,
+                rotated_at: None,
+            };
+            state.tokens.insert(token_hash.to_vec(), token);
+        });
+        Ok(())
+    }
+
+    async fn find(&self, token_hash: &[u8]) -> Result<Option<(RefreshTokenRecord, SessionRecord)>> {
+        Ok(self.with(|state| {
+            let token = state.tokens.get(token_hash)?.clone();
+            let session = state.sessions.get(&token.session_id)?.clone();
+            Some((token, session))
+        }))
+    }
+
+    async fn rotate(
+        &self,
+        token_hash: &[u8],
+        successor_hash: &[u8],
+        at: OffsetDateTime,
+    ) -> Result<bool> {
+        Ok(self.with(|state| {
+            let Some(token) = state.tokens.get_mut(token_hash) else {
+                return false;
+            };
+            if token.rotated_at.is_some() {
+                return false;
+            }
+            token.rotated_at = Some(at);
+            let successor = RefreshTokenRecord {
+                session_id: token.session_id,
+                generation: token.generation + 1,
+                created_at: at,
+                rotated_at: None,
+            };
+            if let Some(session) = state.sessions.get_mut(&successor.session_id) {
+                session.last_used_at = at;
+            }
+            state.tokens.insert(successor_hash.to_vec(), successor);
+            true
+        }))
+    }
+
+    async fn revoke(&self, session: SessionId, at: OffsetDateTime, _reason: &str) -> Result<()> {
+        self.with(|state| {
+            if let Some(session) = state.sessions.get_mut(&session) {
+                session.revoked_at.get_or_insert(at);
+            }
+        });
+        Ok(())
+    }
+
+    async fn revoke_user(&self, user: UserId, at: OffsetDateTime, _reason: &str) -> Result<u64> {
+        Ok(self.with(|state| {
+            let mut revoked = 0;
+            for session in state
+                .sessions
+                .values_mut()
+                .filter(|s| s.user_id == user && s.revoked_at.is_none())
+            {
+                session.revoked_at = Some(at);
+                revoked += 1;
+            }
+            revoked
+        }))
+    }
+}
