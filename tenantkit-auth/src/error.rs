@@ -30,6 +30,10 @@ pub enum Error {
         /// Its tenant.
         tenant: tenantkit_core::TenantId,
     },
+    /// Email or password is wrong, or the account cannot log in to the requested tenant.
+    /// Deliberately one error for all of these, so responses do not reveal which accounts exist.
+    #[error("invalid credentials")]
+    InvalidCredentials,
     /// The caller lacks the permission or scope the route needs.
     #[error("forbidden")]
     Forbidden,
@@ -82,6 +86,10 @@ impl From<&Error> for Problem {
             Error::TokenExpired => {
                 Problem::new(ErrorCode::TokenExpired, "The access token has expired.")
             }
+            Error::InvalidCredentials => Problem::new(
+                ErrorCode::InvalidCredentials,
+                "The email or password is incorrect.",
+            ),
             Error::RefreshTokenReused { .. } => Problem::new(
                 ErrorCode::RefreshTokenReused,
                 "This refresh token was already used; the session has been revoked. Log in again.",
@@ -104,6 +112,12 @@ impl From<&Error> for Problem {
                 )
             }
         }
+    }
+}
+
+impl From<Error> for Problem {
+    fn from(err: Error) -> Self {
+        Problem::from(&err)
     }
 }
 

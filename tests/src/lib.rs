@@ -48,7 +48,19 @@ impl TestServer {
             KeySet::new(key),
             JwtConfig::new(&config.jwt_issuer, &config.jwt_audience),
         );
-        let router = app(AppState::new(test_db.db.clone(), tokens.clone()), &config);
+        let sessions = tenantkit_auth::RefreshSessions::new(
+            test_db.db.clone(),
+            b"e2e-refresh-secret-0123456789abcdef",
+            tenantkit_auth::RefreshConfig {
+                grace: std::time::Duration::from_secs(config.refresh_grace_secs),
+                ..Default::default()
+            },
+        )
+        .expect("refresh sessions");
+        let router = app(
+            AppState::new(test_db.db.clone(), tokens.clone(), sessions),
+            &config,
+        );
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");

@@ -64,6 +64,15 @@ pub struct Config {
     #[arg(long, env = "TENANTKIT_JWT_AUDIENCE", default_value = "tenantkit-api")]
     pub jwt_audience: String,
 
+    /// Secret (at least 32 bytes) that derives refresh-token successors; keep it across
+    /// restarts. Default: a development secret under `<data dir>/keys`.
+    #[arg(long, env = "TENANTKIT_REFRESH_SECRET", hide_env_values = true)]
+    pub refresh_secret: Option<String>,
+
+    /// Seconds a rotated refresh token still yields the same successor.
+    #[arg(long, env = "TENANTKIT_REFRESH_GRACE_SECS", default_value_t = 5)]
+    pub refresh_grace_secs: u64,
+
     /// Log line format.
     #[arg(
         long,
@@ -88,6 +97,8 @@ impl Default for Config {
             jwt_algorithm: Algorithm::EdDSA,
             jwt_issuer: "tenantkit".to_owned(),
             jwt_audience: "tenantkit-api".to_owned(),
+            refresh_secret: None,
+            refresh_grace_secs: 5,
         }
     }
 }
@@ -123,6 +134,11 @@ impl fmt::Debug for Config {
             .field("jwt_algorithm", &self.jwt_algorithm)
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
+            .field(
+                "refresh_secret",
+                &self.refresh_secret.as_ref().map(|_| "***"),
+            )
+            .field("refresh_grace_secs", &self.refresh_grace_secs)
             .finish()
     }
 }

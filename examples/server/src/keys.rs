@@ -81,6 +81,52 @@ pub fn rotate_dev_key(config: &Config) -> Result<PathBuf, ServerError> {
     Ok(path)
 }
 
+/// The secret that derives refresh-token successors: `TENANTKIT_REFRESH_SECRET` in
+/// production, else a random development secret kept in `<data dir>/keys/refresh.secret`.
+///
+/// # Errors
+/// [`ServerError::Keys`] when the secret is too short or cannot be read or written.
+pub fn load_refresh_secret(config: &Config) -> Result<Vec<u8>, ServerError> {
+    if let Some(secret) = &config.refresh_secret {
+        if secret.len() < 32 {
+            return Err(ServerError::Keys(
+                "TENANTKIT_REFRESH_SECRET must be at least 32 bytes".into(),
+            ));
+        }
+        return Ok(secret.as_bytes().to_vec());
+    }
+    let path = dev_key_dir(config).join("refresh.secret");
+    match fs::read(&path) {
+        Ok(secret) if secret.len() >= 32 => return Ok(secret),
+        Ok(_) => return Err(keys_error(&path, "shorter than 32 bytes")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(keys_error(&path, &e.to_string())),
+    }
+    let mut secret = vec![0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut secret);
+    write_private(&path, &secret)?;
+    Ok(secret)
+}
+
+/// Writes a new file readable by its owner only.
+fn write_private(path: &Path, contents: &[u8]) -> Result<(), ServerError> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| keys_error(dir, &e.to_string()))?;
+    }
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600); // Secret material: readable by the server's user only.
+    }
+    let mut file = options
+        .open(path)
+        .map_err(|e| keys_error(path, &e.to_string()))?;
+    file.write_all(contents)
+        .map_err(|e| keys_error(path, &e.to_string()))
+}
+
 fn pem_files(dir: &Path) -> Result<Vec<PathBuf>, ServerError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,

@@ -17,10 +17,13 @@ mod telemetry;
 
 pub use config::{redact_url, Config, LogFormat};
 pub use layers::app;
-pub use run::{access_tokens, migrate, open_database, run, serve, shutdown_signal, ServerError};
+pub use run::{
+    access_tokens, migrate, open_database, refresh_sessions, run, serve, shutdown_signal,
+    ServerError,
+};
 pub use telemetry::init_tracing;
 
-use tenantkit_auth::AccessTokens;
+use tenantkit_auth::{AccessTokens, PasswordHasher, RefreshSessions};
 use tenantkit_core::{Database, Problem};
 
 /// What every handler can reach. Cheap to clone.
@@ -30,12 +33,21 @@ pub struct AppState {
     pub db: Database,
     /// Issues and verifies access tokens.
     pub tokens: AccessTokens,
+    /// Refresh sessions, stored in the database.
+    pub sessions: RefreshSessions<Database>,
+    /// Password hashing on a bounded pool.
+    pub passwords: PasswordHasher,
 }
 
 impl AppState {
-    /// State over an open, migrated database and the token keys.
-    pub fn new(db: Database, tokens: AccessTokens) -> Self {
-        Self { db, tokens }
+    /// State over an open, migrated database, the token keys and the refresh sessions.
+    pub fn new(db: Database, tokens: AccessTokens, sessions: RefreshSessions<Database>) -> Self {
+        Self {
+            db,
+            tokens,
+            sessions,
+            passwords: PasswordHasher::new(),
+        }
     }
 }
 

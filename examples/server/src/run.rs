@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::io;
 
-use tenantkit_auth::{AccessTokens, JwtConfig};
+use tenantkit_auth::{AccessTokens, JwtConfig, RefreshConfig, RefreshSessions};
 use tenantkit_core::{Backend, Database, DatabaseOptions};
 use tokio::net::TcpListener;
 
@@ -72,6 +72,23 @@ pub fn access_tokens(config: &Config) -> Result<AccessTokens, ServerError> {
     ))
 }
 
+/// Refresh sessions in `db`, with the configured secret and grace window.
+///
+/// # Errors
+/// [`ServerError::Keys`] when the secret cannot be loaded.
+pub fn refresh_sessions(
+    config: &Config,
+    db: &Database,
+) -> Result<RefreshSessions<Database>, ServerError> {
+    let secret = crate::keys::load_refresh_secret(config)?;
+    let settings = RefreshConfig {
+        grace: std::time::Duration::from_secs(config.refresh_grace_secs),
+        ..RefreshConfig::default()
+    };
+    RefreshSessions::new(db.clone(), &secret, settings)
+        .map_err(|e| ServerError::Keys(e.to_string()))
+}
+
 /// Serves the application on `listener` until `shutdown` completes, then lets requests in
 /// flight finish.
 ///
@@ -101,11 +118,12 @@ pub async fn run(
     std::fs::create_dir_all(&config.data_dir)?;
     let db = open_database(&config).await?;
     let tokens = access_tokens(&config)?;
+    let sessions = refresh_sessions(&config, &db)?;
     let listener = TcpListener::bind(config.bind).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");
     let result = serve(
         listener,
-        AppState::new(db.clone(), tokens),
+        AppState::new(db.clone(), tokens, sessions),
         &config,
         shutdown,
     )

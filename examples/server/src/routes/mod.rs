@@ -1,11 +1,12 @@
 //! The HTTP routes of the reference server.
 
+mod auth;
 mod health;
 mod projects;
 mod records;
 mod tasks;
 
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tenantkit_core::{Error, FieldError, PageRequest, Project, Task};
 
@@ -19,7 +20,11 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
     let public = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/.well-known/jwks.json", get(health::jwks));
+        .route("/.well-known/jwks.json", get(health::jwks))
+        .route("/v1/auth/signup", post(auth::signup))
+        .route("/v1/auth/login", post(auth::login))
+        .route("/v1/auth/refresh", post(auth::refresh))
+        .route("/v1/auth/logout", post(auth::logout));
     public.merge(protected().route_layer(JwtAuthLayer::new(state.tokens.clone())))
 }
 
@@ -27,6 +32,8 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
 /// rather than becoming a 401.
 fn protected() -> Router<AppState> {
     Router::new()
+        .route("/v1/auth/logout-all", post(auth::logout_all))
+        .route("/v1/me", get(auth::me))
         .route("/v1/projects", get(projects::list).post(projects::create))
         .route(
             "/v1/projects/{id}",

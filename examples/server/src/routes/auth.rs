@@ -1,0 +1,290 @@
+//! `/v1/auth/*` and `/v1/me`: signup, login, refresh, logout, and who am I.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use tenantkit_auth::{Error as AuthError, Password, RefreshToken, Verification};
+use tenantkit_core::{
+    Email, Error, FieldError, Membership, NewTenant, NewUser, Principal, Role, SessionRecord, Slug,
+    Tenant, TenantId, User,
+};
+
+use crate::extract::ApiJson;
+use crate::{AppState, Result};
+
+/// `{access_token, token_type, expires_in, refresh_token}`, flat beside any extra fields.
+#[derive(Debug, Serialize)]
+struct TokenPair {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+    refresh_token: String,
+}
+
+impl AppState {
+    /// A token pair for a session in which `user` acts as `role`.
+    fn token_pair(
+        &self,
+        session: &SessionRecord,
+        role: Role,
+        refresh: &RefreshToken,
+    ) -> Result<TokenPair> {
+        let principal = Principal::new(
+            session.user_id,
+            session.tenant_id,
+            role,
+            Vec::<String>::new(),
+            session.id,
+        );
+        let access = self.tokens.issue(&principal)?;
+        Ok(TokenPair {
+            access_token: access.token,
+            token_type: "Bearer",
+            expires_in: access.expires_in,
+            refresh_token: refresh.expose().to_owned(),
+        })
+    }
+}
+
+/// Token responses must never be cached (RFC 6749 §5.1).
+fn no_store() -> [(header::HeaderName, &'static str); 1] {
+    [(header::CACHE_CONTROL, "no-store")]
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SignupRequest {
+    email: String,
+    password: Password,
+    tenant_name: String,
+    #[serde(default)]
+    tenant_slug: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct SignupResponse {
+    #[serde(flatten)]
+    tokens: TokenPair,
+    user: User,
+    tenant: Tenant,
+}
+
+/// `POST /v1/auth/signup`: a new tenant with the new user as its owner, logged in.
+pub(crate) async fn signup(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<SignupRequest>,
+) -> Result<impl IntoResponse> {
+    let mut errors: Vec<FieldError> = Vec::new();
+    let email = collect(Email::parse(&body.email), &mut errors);
+    let slug = body
+        .tenant_slug
+        .as_deref()
+        .and_then(|s| collect(Slug::parse(s), &mut errors));
+    if let Err(AuthError::WeakPassword(more)) =
+        state.passwords.policy().check(&body.password, "password")
+    {
+        errors.extend(more);
+    }
+    if body.tenant_name.trim().is_empty() {
+        errors.push(FieldError::new("tenant_name", "must not be empty"));
+    }
+    let (Some(email), true) = (email, errors.is_empty()) else {
+        return Err(Error::Validation(errors).into());
+    };
+    let hash = state.passwords.hash(&body.password).await?;
+    // Tenant, owner and membership commit together or not at all.
+    let (tenant, mut tx) = state
+        .db
+        .create_tenant(NewTenant {
+            name: body.tenant_name,
+            slug,
+        })
+        .await?;
+    let user = tx
+        .create_user(NewUser {
+            email,
+            password_hash: Some(hash),
+        })
+        .await?;
+    tx.add_member(user.id, Role::Owner).await?;
+    tx.commit().await?;
+    tracing::info!(user = %user.id, tenant = %tenant.id, "signup");
+    let (session, refresh) = state.sessions.start(user.id, tenant.id).await?;
+    let tokens = state.token_pair(&session, Role::Owner, &refresh)?;
+    Ok((
+        StatusCode::CREATED,
+        no_store(),
+        Json(SignupResponse {
+            tokens,
+            user,
+            tenant,
+        }),
+    ))
+}
+
+fn collect<T>(result: tenantkit_core::Result<T>, errors: &mut Vec<FieldError>) -> Option<T> {
+    match result {
+        Ok(value) => Some(value),
+        Err(Error::Validation(more)) => {
+            errors.extend(more);
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LoginRequest {
+    email: String,
+    password: Password,
+    /// A tenant slug or id; the user's first tenant when absent.
+    #[serde(default)]
+    tenant: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct LoginResponse {
+    #[serde(flatten)]
+    tokens: TokenPair,
+    memberships: Vec<Membership>,
+}
+
+/// `POST /v1/auth/login`.
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> Result<impl IntoResponse> {
+    let user = match Email::parse(&body.email) {
+        Ok(email) => state.db.find_user_by_email(&email).await?,
+        Err(_) => None,
+    };
+    // An unknown account costs a full verification against a dummy hash, and every failure
+    // below answers the same, so neither timing nor message reveals which accounts exist.
+    let stored = user.as_ref().and_then(|u| u.password_hash.as_ref());
+    let verification = state.passwords.verify(&body.password, stored).await?;
+    let (Some(user), Verification::Match { needs_rehash }) = (user, verification) else {
+        tracing::info!("login failed");
+        return Err(AuthError::InvalidCredentials.into());
+    };
+    if needs_rehash {
+        let upgraded = state.passwords.hash(&body.password).await?;
+        state.db.set_password_hash(user.id, &upgraded).await?;
+        tracing::info!(user = %user.id, "password rehashed with current parameters");
+    }
+    let memberships = state.db.memberships_of(user.id).await?;
+    let chosen = match body.tenant.as_deref() {
+        None => memberships.first().cloned(),
+        Some(wanted) => {
+            let tenant_id = match wanted.parse::<TenantId>() {
+                Ok(id) => Some(id),
+                Err(_) => match Slug::parse(wanted) {
+                    Ok(slug) => state.db.find_tenant_by_slug(&slug).await?.map(|t| t.id),
+                    Err(_) => None,
+                },
+            };
+            memberships
+                .iter()
+                .find(|m| Some(m.tenant_id) == tenant_id)
+                .cloned()
+        }
+    };
+    let Some(membership) = chosen else {
+        tracing::info!(user = %user.id, "login failed: no membership in the requested tenant");
+        return Err(AuthError::InvalidCredentials.into());
+    };
+    let (session, refresh) = state.sessions.start(user.id, membership.tenant_id).await?;
+    tracing::info!(user = %user.id, tenant = %membership.tenant_id, session = %session.id, "login");
+    let tokens = state.token_pair(&session, membership.role, &refresh)?;
+    Ok((
+        no_store(),
+        Json(LoginResponse {
+            tokens,
+            memberships,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RefreshRequest {
+    refresh_token: RefreshToken,
+}
+
+/// `POST /v1/auth/refresh`: rotates the refresh token. The role is re-read, so a role change
+/// or a removed membership takes effect at the next refresh.
+pub(crate) async fn refresh(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<RefreshRequest>,
+) -> Result<impl IntoResponse> {
+    let (session, next) = state.sessions.refresh(&body.refresh_token).await?;
+    let Some(membership) = state
+        .db
+        .membership_of(session.user_id, session.tenant_id)
+        .await?
+    else {
+        state.sessions.revoke(&next).await?;
+        return Err(AuthError::InvalidToken("membership removed").into());
+    };
+    let tokens = state.token_pair(&session, membership.role, &next)?;
+    Ok((no_store(), Json(tokens)))
+}
+
+/// `POST /v1/auth/logout`: ends the session of the refresh token. Always 204, so it reveals
+/// nothing about the token.
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<RefreshRequest>,
+) -> Result<StatusCode> {
+    if let Some(session) = state.sessions.revoke(&body.refresh_token).await? {
+        tracing::info!(session = %session.id, user = %session.user_id, "logout");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/auth/logout-all`: ends every session of the caller.
+pub(crate) async fn logout_all(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<StatusCode> {
+    let revoked = state
+        .sessions
+        .revoke_user(principal.user_id(), "logout_all")
+        .await?;
+    tracing::info!(user = %principal.user_id(), revoked, "logout everywhere");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize)]
+struct Me {
+    user: User,
+    tenant: Tenant,
+    role: Role,
+    memberships: Vec<Membership>,
+}
+
+/// `GET /v1/me`.
+pub(crate) async fn me(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<impl IntoResponse> {
+    let user = state
+        .db
+        .find_user(principal.user_id())
+        .await?
+        .ok_or(Error::NotFound)?;
+    let tenant = state
+        .db
+        .find_tenant(principal.tenant_id())
+        .await?
+        .ok_or(Error::NotFound)?;
+    let memberships = state.db.memberships_of(user.id).await?;
+    Ok(Json(Me {
+        user,
+        tenant,
+        role: principal.role(),
+        memberships,
+    }))
+}

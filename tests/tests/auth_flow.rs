@@ -1,0 +1,351 @@
+//! The whole account flow over HTTP: sign up, call a protected route, log in, refresh, get
+//! caught replaying, log out — and the bad inputs and attacks along the way.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tenantkit_core::{Backend, Email};
+use tenantkit_e2e::{problem, TestServer};
+use tenantkit_server::Config;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+async fn post(
+    server: &TestServer,
+    path: &str,
+    body: Value,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let response = server
+        .anonymous(Method::POST, path)
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    let (status, headers) = (response.status(), response.headers().clone());
+    let body = if status == StatusCode::NO_CONTENT {
+        Value::Null
+    } else {
+        response.json().await.expect("json")
+    };
+    (status, headers, body)
+}
+
+async fn signup(server: &TestServer, email: &str, slug: &str) -> Value {
+    let (status, headers, body) = post(server, "/v1/auth/signup",
+        json!({"email": email, "password": PASSWORD, "tenant_name": "Acme Rockets", "tenant_slug": slug})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(headers["cache-control"], "no-store");
+    body
+}
+
+async fn get_as(server: &TestServer, token: &str, path: &str) -> (StatusCode, Value) {
+    let response = server
+        .anonymous(Method::GET, path)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("send");
+    let status = response.status();
+    (status, response.json().await.expect("json"))
+}
+
+async fn signup_login_refresh_replay_logout(server: TestServer) {
+    let signed_up = signup(&server, "Founder@Example.com", "acme-rockets").await;
+    assert_eq!(signed_up["token_type"], "Bearer");
+    assert_eq!(signed_up["expires_in"], 900);
+    assert_eq!(signed_up["user"]["email"], "founder@example.com");
+    assert_eq!(signed_up["tenant"]["slug"], "acme-rockets");
+    assert!(
+        signed_up["user"].get("password_hash").is_none(),
+        "hashes never leave the server"
+    );
+    let access = signed_up["access_token"].as_str().expect("access");
+
+    let (status, me) = get_as(&server, access, "/v1/me").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (me["role"].as_str(), me["tenant"]["id"].clone()),
+        (Some("owner"), signed_up["tenant"]["id"].clone())
+    );
+    let created = server
+        .anonymous(Method::POST, "/v1/projects")
+        .bearer_auth(access)
+        .json(&json!({"name": "Launch"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(created.status(), StatusCode::CREATED);
+
+    // Log in again (case-insensitive email; tenant by slug).
+    let (status, headers, login) = post(
+        &server,
+        "/v1/auth/login",
+        json!({"email": "FOUNDER@example.com", "password": PASSWORD, "tenant": "acme-rockets"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{login}");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(login["memberships"][0]["role"], "owner");
+    let r0 = login["refresh_token"].as_str().expect("refresh").to_owned();
+
+    // Rotate, then replay the spent token: the family dies (grace is 0 in this test).
+    let (status, _, rotated) =
+        post(&server, "/v1/auth/refresh", json!({"refresh_token": r0})).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let r1 = rotated["refresh_token"]
+        .as_str()
+        .expect("refresh")
+        .to_owned();
+    assert_ne!(r1, r0);
+    let (status, me) = get_as(
+        &server,
+        rotated["access_token"].as_str().expect("access"),
+        "/v1/me",
+    )
+    .await;
+    assert_eq!(
+        (status, me["role"].as_str()),
+        (StatusCode::OK, Some("owner"))
+    );
+
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let replay = server
+        .anonymous(Method::POST, "/v1/auth/refresh")
+        .json(&json!({"refresh_token": r0}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(replay.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(problem(replay).await["code"], "refresh_token_reused");
+    let (status, _, body) = post(&server, "/v1/auth/refresh", json!({"refresh_token": r1})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_token")),
+        "the successor died with its family"
+    );
+
+    // The signup session is separate and still works; logout ends it.
+    let r_signup = signed_up["refresh_token"].as_str().expect("refresh");
+    let (status, _, _) = post(
+        &server,
+        "/v1/auth/logout",
+        json!({"refresh_token": r_signup}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, _) = post(
+        &server,
+        "/v1/auth/refresh",
+        json!({"refresh_token": r_signup}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = post(
+        &server,
+        "/v1/auth/logout",
+        json!({"refresh_token": "never-issued"}),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::NO_CONTENT,
+        "logout reveals nothing about tokens"
+    );
+}
+
+async fn wrong_password_and_unknown_email_answer_identically(server: TestServer) {
+    signup(&server, "ada@example.com", "analytical").await;
+    let wrong = post(
+        &server,
+        "/v1/auth/login",
+        json!({"email": "ada@example.com", "password": "not the password at all"}),
+    )
+    .await;
+    let unknown = post(
+        &server,
+        "/v1/auth/login",
+        json!({"email": "nobody@example.com", "password": PASSWORD}),
+    )
+    .await;
+    let wrong_tenant = post(
+        &server,
+        "/v1/auth/login",
+        json!({"email": "ada@example.com", "password": PASSWORD, "tenant": "someone-else"}),
+    )
+    .await;
+    assert_eq!(wrong.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong.2["code"], "invalid_credentials");
+    assert_eq!(wrong.2, unknown.2, "no account enumeration by message");
+    assert_eq!(wrong.2, wrong_tenant.2);
+}
+
+async fn signup_rejects_bad_input_and_duplicates(server: TestServer) {
+    let (status, _, body) = post(&server, "/v1/auth/signup",
+        json!({"email": "not-an-email", "password": "password1234", "tenant_name": " ", "tenant_slug": "Bad Slug"})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let mut fields: Vec<&str> = body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["field"].as_str().expect("field"))
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(fields, ["email", "password", "tenant_name", "tenant_slug"]);
+    let (status, _, body) = post(
+        &server,
+        "/v1/auth/signup",
+        json!({"email": "x@example.com", "password": "x".repeat(2000), "tenant_name": "X"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["errors"][0]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("password"))
+    );
+
+    signup(&server, "taken@example.com", "taken-slug").await;
+    let (status, _, body) = post(
+        &server,
+        "/v1/auth/signup",
+        json!({"email": "TAKEN@example.com", "password": PASSWORD, "tenant_name": "Other"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("conflict"))
+    );
+    let (status, _, _) = post(&server, "/v1/auth/signup",
+        json!({"email": "fresh@example.com", "password": PASSWORD, "tenant_name": "Other", "tenant_slug": "taken-slug"})).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    // The failed signup left no user behind: that email can still sign up.
+    signup(&server, "fresh@example.com", "fresh-slug").await;
+    let (status, _, _) = post(
+        &server,
+        "/v1/auth/signup",
+        json!({"email": "a@b.co", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "missing tenant_name"
+    );
+}
+
+async fn login_upgrades_an_outdated_password_hash(server: TestServer) {
+    signup(&server, "legacy@example.com", "legacy").await;
+    let email = Email::parse("legacy@example.com").expect("email");
+    let user = server
+        .test_db
+        .db
+        .find_user_by_email(&email)
+        .await
+        .expect("find")
+        .expect("user");
+    let weak = tenantkit_auth::PasswordHasher::with_params(8 * 1024, 1, 1).expect("params");
+    let legacy = weak
+        .hash(&tenantkit_auth::Password::new(PASSWORD))
+        .await
+        .expect("hash");
+    server
+        .test_db
+        .db
+        .set_password_hash(user.id, &legacy)
+        .await
+        .expect("store legacy hash");
+
+    let (status, _, _) = post(
+        &server,
+        "/v1/auth/login",
+        json!({"email": "legacy@example.com", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let after = server
+        .test_db
+        .db
+        .find_user_by_email(&email)
+        .await
+        .expect("find")
+        .expect("user");
+    let stored = after.password_hash.expect("hash");
+    assert!(
+        stored
+            .as_str()
+            .starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "rehashed on login"
+    );
+}
+
+async fn logout_all_ends_every_session(server: TestServer) {
+    let first = signup(&server, "many@example.com", "many-sessions").await;
+    let (_, _, second) = post(
+        &server,
+        "/v1/auth/login",
+        json!({"email": "many@example.com", "password": PASSWORD}),
+    )
+    .await;
+    let response = server
+        .anonymous(Method::POST, "/v1/auth/logout-all")
+        .bearer_auth(second["access_token"].as_str().expect("access"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    for session in [&first, &second] {
+        let (status, _, _) = post(
+            &server,
+            "/v1/auth/refresh",
+            json!({"refresh_token": session["refresh_token"]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let anonymous = server
+        .anonymous(Method::POST, "/v1/auth/logout-all")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}
+
+async fn malformed_auth_bodies_are_problems(server: TestServer) {
+    for (path, body) in [
+        ("/v1/auth/login", "{"),
+        ("/v1/auth/refresh", "[]"),
+        ("/v1/auth/logout", "{\"refresh_token\": 5}"),
+        ("/v1/auth/signup", "{\"email\": \"a@b.co\", \"password\": \"xxxxxxxxxxxxxxx\", \"tenant_name\": \"a\", \"role\": \"owner\"}"),
+    ] {
+        let response = server.anonymous(Method::POST, path).header("content-type", "application/json").body(body).send().await.expect("send");
+        assert!(response.status().is_client_error(), "{path} {body}");
+        problem(response).await;
+    }
+}
+
+macro_rules! flows {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let config = super::Config { refresh_grace_secs: 0, ..super::Config::default() };
+                let Some(server) = super::TestServer::start_with(super::Backend::Sqlite, config).await else { return };
+                super::$name(server).await;
+            }
+        )* }
+        mod postgres { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let config = super::Config { refresh_grace_secs: 0, ..super::Config::default() };
+                let Some(server) = super::TestServer::start_with(super::Backend::Postgres, config).await else { return };
+                super::$name(server).await;
+            }
+        )* }
+    };
+}
+
+flows!(
+    signup_login_refresh_replay_logout,
+    wrong_password_and_unknown_email_answer_identically,
+    signup_rejects_bad_input_and_duplicates,
+    login_upgrades_an_outdated_password_hash,
+    logout_all_ends_every_session,
+    malformed_auth_bodies_are_problems,
+);

@@ -1,0 +1,124 @@
+//! No password, access token, refresh token or hash ever reaches the logs, at any level.
+//! (Its own test binary: it installs a global subscriber that records everything.)
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use tenantkit_core::Backend;
+use tenantkit_e2e::TestServer;
+use tracing_subscriber::fmt::MakeWriter;
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("capture").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_and_refresh_never_log_secrets() {
+    let capture = Capture::default();
+    tracing_subscriber::fmt()
+        .with_writer(capture.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .init();
+
+    let config = tenantkit_server::Config::default();
+    let Some(server) = TestServer::start_with(Backend::Sqlite, config).await else {
+        return;
+    };
+    let password = "Sup3r-Secret-Passphrase-xyz";
+    let post =
+        |path: &'static str, body: Value| server.anonymous(Method::POST, path).json(&body).send();
+
+    let signup: Value = post(
+        "/v1/auth/signup",
+        json!({"email": "quiet@example.com", "password": password, "tenant_name": "Quiet"}),
+    )
+    .await
+    .expect("send")
+    .json()
+    .await
+    .expect("json");
+    let login: Value = post(
+        "/v1/auth/login",
+        json!({"email": "quiet@example.com", "password": password}),
+    )
+    .await
+    .expect("send")
+    .json()
+    .await
+    .expect("json");
+    let refreshed: Value = post(
+        "/v1/auth/refresh",
+        json!({"refresh_token": login["refresh_token"]}),
+    )
+    .await
+    .expect("send")
+    .json()
+    .await
+    .expect("json");
+    post(
+        "/v1/auth/login",
+        json!({"email": "quiet@example.com", "password": "Wrong-Secret-Passphrase-abc"}),
+    )
+    .await
+    .expect("send");
+    post(
+        "/v1/auth/logout",
+        json!({"refresh_token": refreshed["refresh_token"]}),
+    )
+    .await
+    .expect("send");
+    server
+        .anonymous(Method::GET, "/v1/me")
+        .bearer_auth(refreshed["access_token"].as_str().expect("token"))
+        .send()
+        .await
+        .expect("send");
+
+    let user = server
+        .test_db
+        .db
+        .find_user_by_email(&tenantkit_core::Email::parse("quiet@example.com").expect("email"))
+        .await
+        .expect("find")
+        .expect("user");
+    let hash = user.password_hash.expect("hash").as_str().to_owned();
+    let logs = String::from_utf8(capture.0.lock().expect("capture").clone()).expect("utf8");
+    assert!(logs.contains("login"), "the capture works: {logs}");
+    let secrets = [
+        password.to_owned(),
+        "Wrong-Secret-Passphrase-abc".to_owned(),
+        hash,
+        signup["access_token"].as_str().expect("a").to_owned(),
+        signup["refresh_token"].as_str().expect("r").to_owned(),
+        login["refresh_token"].as_str().expect("r").to_owned(),
+        refreshed["access_token"].as_str().expect("a").to_owned(),
+        refreshed["refresh_token"].as_str().expect("r").to_owned(),
+    ];
+    for secret in &secrets {
+        // Check a distinctive slice too, in case a secret was logged truncated.
+        let slice = &secret[secret.len() / 3..secret.len() / 3 + 16];
+        assert!(
+            !logs.contains(secret.as_str()) && !logs.contains(slice),
+            "a secret leaked into the logs"
+        );
+    }
+}
