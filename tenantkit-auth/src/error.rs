@@ -46,6 +46,12 @@ pub enum Error {
     /// Password hashing failed or its worker pool is gone.
     #[error("password hashing failed: {0}")]
     Hashing(String),
+    /// Too many attempts from this client or for this account; try again after `retry_after`.
+    #[error("rate limited")]
+    RateLimited {
+        /// How long until the next attempt is allowed.
+        retry_after: std::time::Duration,
+    },
     /// A storage error from tenantkit-core.
     #[error(transparent)]
     Core(#[from] tenantkit_core::Error),
@@ -71,46 +77,69 @@ impl From<&Error> for Problem {
     /// The one mapping of auth errors to HTTP. Token failures never say more than "invalid"
     /// or "expired": which check failed is logged, not answered.
     fn from(err: &Error) -> Self {
-        match err {
-            Error::MissingToken => Problem::new(
-                ErrorCode::Unauthenticated,
-                "This endpoint requires a bearer access token.",
-            ),
-            Error::InvalidToken(reason) => {
-                tracing::debug!(reason, "rejected access token");
-                Problem::new(
-                    ErrorCode::InvalidToken,
-                    "The token is invalid, expired or revoked.",
-                )
-            }
-            Error::TokenExpired => {
-                Problem::new(ErrorCode::TokenExpired, "The access token has expired.")
-            }
-            Error::InvalidCredentials => Problem::new(
-                ErrorCode::InvalidCredentials,
-                "The email or password is incorrect.",
-            ),
-            Error::RefreshTokenReused { .. } => Problem::new(
-                ErrorCode::RefreshTokenReused,
-                "This refresh token was already used; the session has been revoked. Log in again.",
-            ),
-            Error::Forbidden => Problem::new(
-                ErrorCode::Forbidden,
-                "Your role or token does not allow this action.",
-            ),
-            Error::WeakPassword(errors) => Problem::new(
-                ErrorCode::ValidationFailed,
-                "Some fields are invalid; see `errors`.",
+        let mut problem = problem_body(err);
+        if let Some(challenge) = err.challenge() {
+            problem = problem.with_header(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static(challenge),
+            );
+        }
+        if let Error::RateLimited { retry_after } = err {
+            // Whole seconds, rounded up, at least 1 (RFC 9110 §10.2.3).
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            problem = problem.with_header(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from(seconds.max(1)),
+            );
+        }
+        problem
+    }
+}
+
+fn problem_body(err: &Error) -> Problem {
+    match err {
+        Error::MissingToken => Problem::new(
+            ErrorCode::Unauthenticated,
+            "This endpoint requires a bearer access token.",
+        ),
+        Error::InvalidToken(reason) => {
+            tracing::debug!(reason, "rejected access token");
+            Problem::new(
+                ErrorCode::InvalidToken,
+                "The token is invalid, expired or revoked.",
             )
-            .with_errors(errors.clone()),
-            Error::Core(core) => Problem::from(core),
-            Error::Key(_) | Error::Hashing(_) => {
-                tracing::error!(error = %err, "auth internal error");
-                Problem::new(
-                    ErrorCode::InternalError,
-                    "The server failed to handle the request.",
-                )
-            }
+        }
+        Error::TokenExpired => {
+            Problem::new(ErrorCode::TokenExpired, "The access token has expired.")
+        }
+        Error::InvalidCredentials => Problem::new(
+            ErrorCode::InvalidCredentials,
+            "The email or password is incorrect.",
+        ),
+        Error::RefreshTokenReused { .. } => Problem::new(
+            ErrorCode::RefreshTokenReused,
+            "This refresh token was already used; the session has been revoked. Log in again.",
+        ),
+        Error::Forbidden => Problem::new(
+            ErrorCode::Forbidden,
+            "Your role or token does not allow this action.",
+        ),
+        Error::WeakPassword(errors) => Problem::new(
+            ErrorCode::ValidationFailed,
+            "Some fields are invalid; see `errors`.",
+        )
+        .with_errors(errors.clone()),
+        Error::RateLimited { .. } => Problem::new(
+            ErrorCode::RateLimited,
+            "Too many attempts; retry after the time in `Retry-After`.",
+        ),
+        Error::Core(core) => Problem::from(core),
+        Error::Key(_) | Error::Hashing(_) => {
+            tracing::error!(error = %err, "auth internal error");
+            Problem::new(
+                ErrorCode::InternalError,
+                "The server failed to handle the request.",
+            )
         }
     }
 }

@@ -37,6 +37,7 @@ mod error;
 mod future;
 pub mod jwt;
 mod password;
+mod rate_limit;
 pub mod refresh;
 
 pub use authorize::{Require, RequireLayer, RequirePermissionLayer, RequireScopeLayer};
@@ -48,4 +49,5 @@ pub use jwt::{
     SigningKey, VerifyingKey,
 };
 pub use password::{Password, PasswordHasher, PasswordPolicy, Verification};
+pub use rate_limit::{RateLimitConfig, RateLimits};
 pub use refresh::{MemorySessionStore, RefreshConfig, RefreshSessions, RefreshToken, SessionStore};

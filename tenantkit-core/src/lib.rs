@@ -70,6 +70,7 @@ mod repo;
 mod role;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod scope;
+mod session;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sessions;
 mod values;
@@ -96,6 +97,5 @@ pub use repo::TenantScoped;
 pub use role::{ParseRoleError, Permission, Role};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use scope::{RawConn, TenantScope, TenantTx};
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use sessions::{RefreshTokenRecord, SessionRecord};
+pub use session::{RefreshTokenRecord, SessionRecord};
 pub use values::{now, Email, PasswordHash, Slug, Version};

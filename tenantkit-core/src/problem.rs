@@ -177,6 +177,10 @@ pub struct Problem {
     /// Field errors, for `validation_failed`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// Response headers that belong with this problem (`WWW-Authenticate` on a 401,
+    /// `Retry-After` on a 429). Not part of the body.
+    #[serde(skip)]
+    pub headers: http::HeaderMap,
 }
 
 impl Problem {
@@ -189,7 +193,14 @@ impl Problem {
             detail: detail.into(),
             code,
             errors: Vec::new(),
+            headers: http::HeaderMap::new(),
         }
+    }
+
+    /// Adds a response header to send with this problem.
+    pub fn with_header(mut self, name: http::HeaderName, value: HeaderValue) -> Self {
+        self.headers.insert(name, value);
+        self
     }
 
     /// Adds field errors (for `validation_failed`).
@@ -216,6 +227,7 @@ impl Problem {
     pub fn into_response<B: From<Bytes>>(self) -> http::Response<B> {
         let mut response = http::Response::new(B::from(self.to_json()));
         *response.status_mut() = self.status();
+        *response.headers_mut() = self.headers;
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));

@@ -1,44 +1,11 @@
 //! Storage of login sessions and refresh-token hashes. The rotation rules live in
 //! tenantkit-auth; this is only the durable, atomic part.
 
-use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::db::Mode;
 use crate::scope::with_conn;
-use crate::{Database, Result, SessionId, TenantId, UserId};
-
-/// A login session: one refresh-token family.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
-pub struct SessionRecord {
-    /// The session id (the `sid` of its access tokens).
-    pub id: SessionId,
-    /// Who logged in.
-    pub user_id: UserId,
-    /// The tenant the session acts in.
-    pub tenant_id: TenantId,
-    /// When it began.
-    pub created_at: OffsetDateTime,
-    /// When a refresh last used it (idle expiry counts from here).
-    pub last_used_at: OffsetDateTime,
-    /// When it ends regardless of use (absolute expiry).
-    pub expires_at: OffsetDateTime,
-    /// When it was revoked, if it was.
-    pub revoked_at: Option<OffsetDateTime>,
-}
-
-/// One refresh token of a session, known only by its hash.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct RefreshTokenRecord {
-    /// The session it belongs to.
-    pub session_id: SessionId,
-    /// 1 for the token issued at login, +1 per rotation.
-    pub generation: i64,
-    /// When it was issued.
-    pub created_at: OffsetDateTime,
-    /// When it was exchanged for its successor, if it was.
-    pub rotated_at: Option<OffsetDateTime>,
-}
+use crate::{Database, RefreshTokenRecord, Result, SessionId, SessionRecord, UserId};
 
 const SESSION_COLUMNS: &str =
     "s.id, s.user_id, s.tenant_id, s.created_at, s.last_used_at, s.expires_at, s.revoked_at";

@@ -58,7 +58,7 @@ impl TestServer {
         )
         .expect("refresh sessions");
         let router = app(
-            AppState::new(test_db.db.clone(), tokens.clone(), sessions),
+            AppState::new(test_db.db.clone(), tokens.clone(), sessions, &config),
             &config,
         );
         let listener = TcpListener::bind("127.0.0.1:0")
@@ -67,7 +67,8 @@ impl TestServer {
         let base_url = format!("http://{}", listener.local_addr().expect("local address"));
         let (shutdown, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
-            axum::serve(listener, router)
+            let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(listener, service)
                 .with_graceful_shutdown(async move {
                     let _ = stopped.await;
                 })

@@ -349,3 +349,67 @@ flows!(
     logout_all_ends_every_session,
     malformed_auth_bodies_are_problems,
 );
+
+async fn rate_limits_answer_429_with_retry_after(backend: Backend) {
+    let config = Config {
+        rate_per_account: std::num::NonZeroU32::new(3).expect("nonzero"),
+        rate_per_ip: std::num::NonZeroU32::new(7).expect("nonzero"),
+        ..Config::default()
+    };
+    let Some(server) = TestServer::start_with(backend, config).await else {
+        return;
+    };
+    let attempt = |email: &'static str| {
+        server
+            .anonymous(Method::POST, "/v1/auth/login")
+            .json(&json!({"email": email, "password": "guess-guess-guess"}))
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            attempt("victim@example.com").await.expect("send").status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let limited = attempt("VICTIM@example.com").await.expect("send");
+    assert_eq!(
+        limited.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "per-account limit, case-insensitive"
+    );
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry));
+    assert_eq!(problem(limited).await["code"], "rate_limited");
+    // Another account is not locked by the victim's limit, until the IP limit (7) is spent.
+    for _ in 0..3 {
+        assert_eq!(
+            attempt("other@example.com").await.expect("send").status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let per_ip = server
+        .anonymous(Method::POST, "/v1/auth/refresh")
+        .json(&json!({"refresh_token": "x"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        per_ip.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "per-IP limit covers every auth route"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_on_sqlite() {
+    rate_limits_answer_429_with_retry_after(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_on_postgres() {
+    rate_limits_answer_429_with_retry_after(Backend::Postgres).await;
+}

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -73,6 +74,14 @@ pub struct Config {
     #[arg(long, env = "TENANTKIT_REFRESH_GRACE_SECS", default_value_t = 5)]
     pub refresh_grace_secs: u64,
 
+    /// Login, signup and refresh attempts allowed per minute from one client IP.
+    #[arg(long, env = "TENANTKIT_RATE_PER_IP", default_value_t = NonZeroU32::new(30).unwrap_or(NonZeroU32::MIN))]
+    pub rate_per_ip: NonZeroU32,
+
+    /// Login attempts allowed per minute against one account.
+    #[arg(long, env = "TENANTKIT_RATE_PER_ACCOUNT", default_value_t = NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN))]
+    pub rate_per_account: NonZeroU32,
+
     /// Log line format.
     #[arg(
         long,
@@ -99,6 +108,8 @@ impl Default for Config {
             jwt_audience: "tenantkit-api".to_owned(),
             refresh_secret: None,
             refresh_grace_secs: 5,
+            rate_per_ip: NonZeroU32::new(30).unwrap_or(NonZeroU32::MIN),
+            rate_per_account: NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN),
         }
     }
 }
@@ -109,6 +120,14 @@ impl Config {
         self.database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("tenantkit.db").display()))
+    }
+
+    /// The login rate limits.
+    pub fn rate_limits(&self) -> tenantkit_auth::RateLimitConfig {
+        tenantkit_auth::RateLimitConfig {
+            per_ip_per_minute: self.rate_per_ip,
+            per_account_per_minute: self.rate_per_account,
+        }
     }
 
     /// The request timeout.
@@ -139,6 +158,8 @@ impl fmt::Debug for Config {
                 &self.refresh_secret.as_ref().map(|_| "***"),
             )
             .field("refresh_grace_secs", &self.refresh_grace_secs)
+            .field("rate_per_ip", &self.rate_per_ip)
+            .field("rate_per_account", &self.rate_per_account)
             .finish()
     }
 }

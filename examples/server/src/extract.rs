@@ -183,3 +183,25 @@ pub fn etag(version: Version) -> HeaderMap {
     }
     headers
 }
+
+/// The client's IP address, from the connection. (Behind a reverse proxy every client shares
+/// the proxy's address; trusting `X-Forwarded-For` needs a configured list of proxies, which
+/// is not offered yet.) Without connection info — requests driven in-process — it is the
+/// unspecified address, so all such requests share one bucket.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub std::net::IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or(
+                std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+                |info| info.0.ip(),
+            );
+        Ok(ClientIp(ip))
+    }
+}

@@ -23,7 +23,9 @@ pub use run::{
 };
 pub use telemetry::init_tracing;
 
-use tenantkit_auth::{AccessTokens, PasswordHasher, RefreshSessions};
+use std::sync::Arc;
+
+use tenantkit_auth::{AccessTokens, PasswordHasher, RateLimits, RefreshSessions};
 use tenantkit_core::{Database, Problem};
 
 /// What every handler can reach. Cheap to clone.
@@ -37,16 +39,25 @@ pub struct AppState {
     pub sessions: RefreshSessions<Database>,
     /// Password hashing on a bounded pool.
     pub passwords: PasswordHasher,
+    /// Login, signup and refresh rate limits.
+    pub limits: Arc<RateLimits>,
 }
 
 impl AppState {
-    /// State over an open, migrated database, the token keys and the refresh sessions.
-    pub fn new(db: Database, tokens: AccessTokens, sessions: RefreshSessions<Database>) -> Self {
+    /// State over an open, migrated database, the token keys and the refresh sessions, with
+    /// the default password hasher and the rate limits of `config`.
+    pub fn new(
+        db: Database,
+        tokens: AccessTokens,
+        sessions: RefreshSessions<Database>,
+        config: &Config,
+    ) -> Self {
         Self {
             db,
             tokens,
             sessions,
             passwords: PasswordHasher::new(),
+            limits: Arc::new(RateLimits::new(config.rate_limits())),
         }
     }
 }

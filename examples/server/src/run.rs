@@ -123,7 +123,7 @@ pub async fn run(
     tracing::info!(address = %listener.local_addr()?, "listening");
     let result = serve(
         listener,
-        AppState::new(db.clone(), tokens, sessions),
+        AppState::new(db.clone(), tokens, sessions, &config),
         &config,
         shutdown,
     )

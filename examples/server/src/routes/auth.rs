@@ -11,7 +11,7 @@ use tenantkit_core::{
     Tenant, TenantId, User,
 };
 
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ClientIp};
 use crate::{AppState, Result};
 
 /// `{access_token, token_type, expires_in, refresh_token}`, flat beside any extra fields.
@@ -74,8 +74,10 @@ struct SignupResponse {
 /// `POST /v1/auth/signup`: a new tenant with the new user as its owner, logged in.
 pub(crate) async fn signup(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<SignupRequest>,
 ) -> Result<impl IntoResponse> {
+    state.limits.check_ip(ip)?;
     let mut errors: Vec<FieldError> = Vec::new();
     let email = collect(Email::parse(&body.email), &mut errors);
     let slug = body
@@ -155,8 +157,12 @@ struct LoginResponse {
 /// `POST /v1/auth/login`.
 pub(crate) async fn login(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<impl IntoResponse> {
+    // Counted before any password work, successful or not.
+    state.limits.check_ip(ip)?;
+    state.limits.check_account(&body.email)?;
     let user = match Email::parse(&body.email) {
         Ok(email) => state.db.find_user_by_email(&email).await?,
         Err(_) => None,
@@ -217,8 +223,10 @@ pub(crate) struct RefreshRequest {
 /// or a removed membership takes effect at the next refresh.
 pub(crate) async fn refresh(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<impl IntoResponse> {
+    state.limits.check_ip(ip)?;
     let (session, next) = state.sessions.refresh(&body.refresh_token).await?;
     let Some(membership) = state
         .db
