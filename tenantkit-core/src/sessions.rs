@@ -142,14 +142,15 @@ impl Database {
         conn.commit().await
     }
 
-    /// Revokes every live session of a user (logout everywhere, password change); returns
-    /// how many were live.
+    /// Revokes every live session of a user except `keep` (logout everywhere, password
+    /// change); returns how many were revoked.
     ///
     /// # Errors
     /// [`crate::Error::Database`] on failure.
     pub async fn revoke_user_sessions(
         &self,
         user: UserId,
+        keep: Option<SessionId>,
         at: OffsetDateTime,
         reason: &str,
     ) -> Result<u64> {
@@ -157,11 +158,12 @@ impl Database {
         let revoked = with_conn!(&mut conn, |c| {
             sqlx::query(
                 "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
-                 WHERE user_id = $3 AND revoked_at IS NULL",
+                 WHERE user_id = $3 AND revoked_at IS NULL AND ($4 IS NULL OR id <> $4)",
             )
             .bind(at)
             .bind(reason)
             .bind(user)
+            .bind(keep)
             .execute(c)
             .await
             .map(|done| done.rows_affected())

@@ -413,3 +413,144 @@ async fn rate_limits_on_sqlite() {
 async fn rate_limits_on_postgres() {
     rate_limits_answer_429_with_retry_after(Backend::Postgres).await;
 }
+
+async fn switch_tenant_and_change_password(server: TestServer) {
+    let home = signup(&server, "multi@example.com", "home-base").await;
+    let other = signup(&server, "boss@example.com", "other-base").await;
+    // The boss adds our user to the other tenant as a viewer.
+    let other_tenant: tenantkit_core::TenantId = other["tenant"]["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("tenant id");
+    let user: tenantkit_core::UserId = home["user"]["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("user id");
+    let mut tx = server
+        .test_db
+        .db
+        .begin(&tenantkit_core::TenantScope::for_system(other_tenant))
+        .await
+        .expect("begin");
+    tx.add_member(user, tenantkit_core::Role::Viewer)
+        .await
+        .expect("add");
+    tx.commit().await.expect("commit");
+
+    let access = home["access_token"].as_str().expect("access");
+    let switch = |tenant: Value| {
+        server
+            .anonymous(Method::POST, "/v1/auth/switch-tenant")
+            .bearer_auth(access)
+            .json(&json!({"tenant_id": tenant}))
+            .send()
+    };
+    let switched: Value = switch(other["tenant"]["id"].clone())
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let (status, me) = get_as(
+        &server,
+        switched["access_token"].as_str().expect("access"),
+        "/v1/me",
+    )
+    .await;
+    assert_eq!(
+        (status, me["role"].as_str(), me["tenant"]["id"].clone()),
+        (
+            StatusCode::OK,
+            Some("viewer"),
+            other["tenant"]["id"].clone()
+        )
+    );
+    // Not a member / not a tenant / garbage: the same 404.
+    let stranger = signup(&server, "stranger@example.com", "stranger-base").await;
+    let a = switch(stranger["tenant"]["id"].clone())
+        .await
+        .expect("send");
+    let b = switch(json!(tenantkit_core::TenantId::new().to_string()))
+        .await
+        .expect("send");
+    let c = switch(json!("not-an-id")).await.expect("send");
+    assert_eq!(
+        (a.status(), b.status(), c.status()),
+        (
+            StatusCode::NOT_FOUND,
+            StatusCode::NOT_FOUND,
+            StatusCode::NOT_FOUND
+        )
+    );
+    assert_eq!(problem(a).await, problem(b).await);
+
+    // Password change: wrong current password is a field error; weak new one too.
+    let change = |current: &str, new: &str| {
+        server
+            .anonymous(Method::POST, "/v1/auth/password")
+            .bearer_auth(access)
+            .json(&json!({"current_password": current, "new_password": new}))
+            .send()
+    };
+    let wrong = change("not my password!", "another fine passphrase")
+        .await
+        .expect("send");
+    assert_eq!(wrong.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        problem(wrong).await["errors"][0]["field"],
+        "current_password"
+    );
+    let weak = change(PASSWORD, "password1234").await.expect("send");
+    assert_eq!(problem(weak).await["errors"][0]["field"], "new_password");
+    let ok = change(PASSWORD, "another fine passphrase")
+        .await
+        .expect("send");
+    assert_eq!(ok.status(), StatusCode::NO_CONTENT);
+    // Other sessions are dead; the one that changed the password lives; the new password works.
+    let (status, _, _) = post(
+        &server,
+        "/v1/auth/refresh",
+        json!({"refresh_token": switched["refresh_token"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "other sessions revoked");
+    let (status, _, _) = post(
+        &server,
+        "/v1/auth/refresh",
+        json!({"refresh_token": home["refresh_token"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "the calling session stays");
+    let (status, _, _) = post(
+        &server,
+        "/v1/auth/login",
+        json!({"email": "multi@example.com", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = post(
+        &server,
+        "/v1/auth/login",
+        json!({"email": "multi@example.com", "password": "another fine passphrase"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_tenant_and_change_password_on_sqlite() {
+    let Some(server) = TestServer::start(Backend::Sqlite).await else {
+        return;
+    };
+    switch_tenant_and_change_password(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_tenant_and_change_password_on_postgres() {
+    let Some(server) = TestServer::start(Backend::Postgres).await else {
+        return;
+    };
+    switch_tenant_and_change_password(server).await;
+}

@@ -30,7 +30,13 @@ impl SessionStore for Database {
         Ok(self.revoke_session(session, at, reason).await?)
     }
 
-    async fn revoke_user(&self, user: UserId, at: OffsetDateTime, reason: &str) -> Result<u64> {
-        Ok(self.revoke_user_sessions(user, at, reason).await?)
+    async fn revoke_user(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+        at: OffsetDateTime,
+        reason: &str,
+    ) -> Result<u64> {
+        Ok(self.revoke_user_sessions(user, keep, at, reason).await?)
     }
 }

@@ -238,12 +238,30 @@ impl<S: SessionStore> RefreshSessions<S> {
         }
     }
 
-    /// Revokes every session of `user` (logout everywhere, password change or reset).
+    /// Revokes every session of `user` (logout everywhere, password reset).
     ///
     /// # Errors
     /// Storage errors.
     pub async fn revoke_user(&self, user: UserId, reason: &str) -> Result<u64> {
-        self.store.revoke_user(user, self.clock.now(), reason).await
+        self.store
+            .revoke_user(user, None, self.clock.now(), reason)
+            .await
+    }
+
+    /// Revokes every session of `user` but `keep` (a password change keeps the session that
+    /// made it).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn revoke_user_except(
+        &self,
+        user: UserId,
+        keep: SessionId,
+        reason: &str,
+    ) -> Result<u64> {
+        self.store
+            .revoke_user(user, Some(keep), self.clock.now(), reason)
+            .await
     }
 
     /// The successor of a token: a keyed hash of it, so every request presenting the same

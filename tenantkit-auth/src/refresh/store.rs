@@ -47,10 +47,11 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
         reason: &str,
     ) -> impl Future<Output = Result<()>> + Send;
 
-    /// Revokes every live session of a user; returns how many were live.
+    /// Revokes every live session of a user except `keep`; returns how many it revoked.
     fn revoke_user(
         &self,
         user: UserId,
+        keep: Option<SessionId>,
         at: OffsetDateTime,
         reason: &str,
     ) -> impl Future<Output = Result<u64>> + Send;
@@ -144,13 +145,19 @@ impl SessionStore for MemorySessionStore {
         Ok(())
     }
 
-    async fn revoke_user(&self, user: UserId, at: OffsetDateTime, _reason: &str) -> Result<u64> {
+    async fn revoke_user(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+        at: OffsetDateTime,
+        _reason: &str,
+    ) -> Result<u64> {
         Ok(self.with(|state| {
             let mut revoked = 0;
             for session in state
                 .sessions
                 .values_mut()
-                .filter(|s| s.user_id == user && s.revoked_at.is_none())
+                .filter(|s| s.user_id == user && s.revoked_at.is_none() && Some(s.id) != keep)
             {
                 session.revoked_at = Some(at);
                 revoked += 1;

@@ -296,3 +296,74 @@ pub(crate) async fn me(
         memberships,
     }))
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SwitchTenantRequest {
+    tenant_id: String,
+}
+
+/// `POST /v1/auth/switch-tenant`: a new session in another tenant the caller belongs to.
+/// A tenant the caller is not a member of answers exactly like one that does not exist.
+pub(crate) async fn switch_tenant(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<SwitchTenantRequest>,
+) -> Result<impl IntoResponse> {
+    let tenant: TenantId = body.tenant_id.parse().map_err(|_| Error::NotFound)?;
+    let membership = state
+        .db
+        .membership_of(principal.user_id(), tenant)
+        .await?
+        .ok_or(Error::NotFound)?;
+    let (session, refresh) = state
+        .sessions
+        .start(principal.user_id(), membership.tenant_id)
+        .await?;
+    tracing::info!(user = %principal.user_id(), tenant = %tenant, session = %session.id, "switched tenant");
+    let tokens = state.token_pair(&session, membership.role, &refresh)?;
+    Ok((no_store(), Json(tokens)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChangePasswordRequest {
+    current_password: Password,
+    new_password: Password,
+}
+
+/// `POST /v1/auth/password`: checks the current password, stores the new one, and revokes
+/// every other session of the user (the calling session stays signed in).
+pub(crate) async fn change_password(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<ChangePasswordRequest>,
+) -> Result<StatusCode> {
+    // A stolen access token must not become an oracle for guessing the current password.
+    state
+        .limits
+        .check_account(&principal.user_id().to_string())?;
+    let user = state
+        .db
+        .find_user(principal.user_id())
+        .await?
+        .ok_or(Error::NotFound)?;
+    let verification = state
+        .passwords
+        .verify(&body.current_password, user.password_hash.as_ref())
+        .await?;
+    if verification == Verification::Mismatch {
+        return Err(Error::invalid("current_password", "is incorrect").into());
+    }
+    let hash = state
+        .passwords
+        .hash_new(&body.new_password, "new_password")
+        .await?;
+    state.db.set_password_hash(user.id, &hash).await?;
+    let revoked = state
+        .sessions
+        .revoke_user_except(user.id, principal.session_id(), "password_changed")
+        .await?;
+    tracing::info!(user = %user.id, revoked, "password changed; other sessions revoked");
+    Ok(StatusCode::NO_CONTENT)
+}

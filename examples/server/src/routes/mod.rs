@@ -33,6 +33,8 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
 fn protected() -> Router<AppState> {
     Router::new()
         .route("/v1/auth/logout-all", post(auth::logout_all))
+        .route("/v1/auth/switch-tenant", post(auth::switch_tenant))
+        .route("/v1/auth/password", post(auth::change_password))
         .route("/v1/me", get(auth::me))
         .route("/v1/projects", get(projects::list).post(projects::create))
         .route(
