@@ -52,6 +52,9 @@ pub enum Error {
         /// How long until the next attempt is allowed.
         retry_after: std::time::Duration,
     },
+    /// An email could not be sent.
+    #[error("mail delivery failed: {0}")]
+    Mail(String),
     /// A storage error from tenantkit-core.
     #[error(transparent)]
     Core(#[from] tenantkit_core::Error),
@@ -134,7 +137,7 @@ fn problem_body(err: &Error) -> Problem {
             "Too many attempts; retry after the time in `Retry-After`.",
         ),
         Error::Core(core) => Problem::from(core),
-        Error::Key(_) | Error::Hashing(_) => {
+        Error::Key(_) | Error::Hashing(_) | Error::Mail(_) => {
             tracing::error!(error = %err, "auth internal error");
             Problem::new(
                 ErrorCode::InternalError,

@@ -36,6 +36,7 @@ mod authorize;
 mod error;
 mod future;
 pub mod jwt;
+mod mailer;
 mod password;
 mod rate_limit;
 pub mod refresh;
@@ -48,6 +49,7 @@ pub use jwt::{
     generate_ed25519_pem, AccessClaims, AccessTokens, Algorithm, IssuedToken, JwtConfig, KeySet,
     SigningKey, VerifyingKey,
 };
+pub use mailer::{Mailer, MemoryMailer, Message, OneTimeToken, OutboxMailer, SendFuture};
 pub use password::{Password, PasswordHasher, PasswordPolicy, Verification};
 pub use rate_limit::{RateLimitConfig, RateLimits};
 pub use refresh::{MemorySessionStore, RefreshConfig, RefreshSessions, RefreshToken, SessionStore};

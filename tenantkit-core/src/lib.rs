@@ -73,6 +73,8 @@ mod scope;
 mod session;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sessions;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod user_tokens;
 mod values;
 
 #[cfg(all(feature = "testing", any(feature = "sqlite", feature = "postgres")))]
@@ -98,4 +100,6 @@ pub use role::{ParseRoleError, Permission, Role};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use scope::{RawConn, TenantScope, TenantTx};
 pub use session::{RefreshTokenRecord, SessionRecord};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use user_tokens::TokenPurpose;
 pub use values::{now, Email, PasswordHash, Slug, Version};

@@ -22,6 +22,8 @@ pub struct TestServer {
     pub world: TwoTenants,
     /// The server's token issuer (same keys and configuration).
     pub tokens: AccessTokens,
+    /// Every email the server sent.
+    pub mailer: std::sync::Arc<tenantkit_auth::MemoryMailer>,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -57,10 +59,10 @@ impl TestServer {
             },
         )
         .expect("refresh sessions");
-        let router = app(
-            AppState::new(test_db.db.clone(), tokens.clone(), sessions, &config),
-            &config,
-        );
+        let mailer = std::sync::Arc::new(tenantkit_auth::MemoryMailer::new());
+        let state = AppState::new(test_db.db.clone(), tokens.clone(), sessions, &config)
+            .with_mailer(mailer.clone());
+        let router = app(state, &config);
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
@@ -81,6 +83,7 @@ impl TestServer {
             test_db,
             world,
             tokens,
+            mailer,
             shutdown: Some(shutdown),
         })
     }
@@ -102,6 +105,33 @@ impl TestServer {
             .expect("issue access token")
             .token;
         self.anonymous(method, path).bearer_auth(token)
+    }
+}
+
+impl TestServer {
+    /// The token in the newest email to `to` whose subject contains `subject`, waiting up to
+    /// five seconds for background delivery.
+    ///
+    /// # Panics
+    /// When no such email arrives.
+    pub async fn mailed_token(&self, to: &str, subject: &str) -> String {
+        for _ in 0..100 {
+            let found = self
+                .mailer
+                .sent()
+                .into_iter()
+                .rev()
+                .find(|m| m.to == to && m.subject.contains(subject));
+            if let Some(message) = found {
+                let (_, after) = message
+                    .body
+                    .split_once("token=")
+                    .expect("a link with a token");
+                return after.split_whitespace().next().expect("token").to_owned();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("no email to {to} about {subject:?}");
     }
 }
 

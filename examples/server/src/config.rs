@@ -82,6 +82,10 @@ pub struct Config {
     #[arg(long, env = "TENANTKIT_RATE_PER_ACCOUNT", default_value_t = NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN))]
     pub rate_per_account: NonZeroU32,
 
+    /// The public base URL of the service, for links in emails [default: http://<bind>].
+    #[arg(long, env = "TENANTKIT_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
     /// Log line format.
     #[arg(
         long,
@@ -110,6 +114,7 @@ impl Default for Config {
             refresh_grace_secs: 5,
             rate_per_ip: NonZeroU32::new(30).unwrap_or(NonZeroU32::MIN),
             rate_per_account: NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN),
+            public_url: None,
         }
     }
 }
@@ -120,6 +125,15 @@ impl Config {
         self.database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("tenantkit.db").display()))
+    }
+
+    /// The base URL of links in emails.
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.bind))
+            .trim_end_matches('/')
+            .to_owned()
     }
 
     /// The login rate limits.
@@ -160,6 +174,7 @@ impl fmt::Debug for Config {
             .field("refresh_grace_secs", &self.refresh_grace_secs)
             .field("rate_per_ip", &self.rate_per_ip)
             .field("rate_per_account", &self.rate_per_account)
+            .field("public_url", &self.public_url)
             .finish()
     }
 }

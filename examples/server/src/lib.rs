@@ -7,6 +7,7 @@
 //! components. The library half exists so tests can run the exact same application
 //! in-process: [`app`] builds the router with all of its layers, [`serve`] runs it.
 
+pub mod admin;
 mod config;
 pub mod extract;
 pub mod keys;
@@ -25,7 +26,9 @@ pub use telemetry::init_tracing;
 
 use std::sync::Arc;
 
-use tenantkit_auth::{AccessTokens, PasswordHasher, RateLimits, RefreshSessions};
+use tenantkit_auth::{
+    AccessTokens, Mailer, OutboxMailer, PasswordHasher, RateLimits, RefreshSessions,
+};
 use tenantkit_core::{Database, Problem};
 
 /// What every handler can reach. Cheap to clone.
@@ -41,6 +44,10 @@ pub struct AppState {
     pub passwords: PasswordHasher,
     /// Login, signup and refresh rate limits.
     pub limits: Arc<RateLimits>,
+    /// Delivers password-reset and verification emails.
+    pub mailer: Arc<dyn Mailer>,
+    /// The base URL of links in emails.
+    pub public_url: Arc<str>,
 }
 
 impl AppState {
@@ -58,7 +65,15 @@ impl AppState {
             sessions,
             passwords: PasswordHasher::new(),
             limits: Arc::new(RateLimits::new(config.rate_limits())),
+            mailer: Arc::new(OutboxMailer::new(config.data_dir.join("outbox"))),
+            public_url: config.public_url().into(),
         }
+    }
+
+    /// Replaces the mailer (an SMTP or API adapter in production, a memory mailer in tests).
+    pub fn with_mailer(mut self, mailer: Arc<dyn Mailer>) -> Self {
+        self.mailer = mailer;
+        self
     }
 }
 

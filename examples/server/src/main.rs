@@ -9,7 +9,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tenantkit_server::{init_tracing, keys, migrate, run, shutdown_signal, Config};
+use tenantkit_core::Role;
+use tenantkit_server::{admin, init_tracing, keys, migrate, run, shutdown_signal, Config};
 
 /// The tenantkit reference server: a multi-tenant SaaS backend in one binary.
 #[derive(Debug, Parser)]
@@ -27,10 +28,53 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Manage the development signing keys under `<data dir>/keys`.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and its owner (password from TENANTKIT_PASSWORD or standard input).
+    Create {
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// URL handle; derived from the name when absent.
+        #[arg(long)]
+        slug: Option<String>,
+        /// The owner's email.
+        #[arg(long)]
+        owner_email: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user to a tenant, creating the account if needed (password from
+    /// TENANTKIT_PASSWORD or standard input).
+    Create {
+        /// The user's email.
+        #[arg(long)]
+        email: String,
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+        /// owner, admin, member or viewer.
+        #[arg(long, default_value = "member")]
+        role: Role,
     },
 }
 
@@ -48,6 +92,37 @@ async fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => run(cli.config, shutdown_signal()).await,
         Command::Migrate => migrate(&cli.config).await,
+        Command::Tenant {
+            command:
+                TenantCommand::Create {
+                    name,
+                    slug,
+                    owner_email,
+                },
+        } => match admin::read_password() {
+            Ok(password) => {
+                admin::create_tenant(&cli.config, &name, slug.as_deref(), &owner_email, &password)
+                    .await
+                    .map(|created| println!("{created}"))
+            }
+            Err(err) => Err(err),
+        },
+        Command::User {
+            command:
+                UserCommand::Create {
+                    email,
+                    tenant,
+                    role,
+                },
+        } => {
+            // An existing account needs no password; a new one takes TENANTKIT_PASSWORD.
+            let password = std::env::var("TENANTKIT_PASSWORD")
+                .ok()
+                .map(tenantkit_auth::Password::new);
+            admin::create_user(&cli.config, &email, &tenant, role, password.as_ref())
+                .await
+                .map(|created| println!("{created}"))
+        }
         Command::Keys {
             command: KeysCommand::Rotate,
         } => keys::rotate_dev_key(&cli.config).map(|path| {

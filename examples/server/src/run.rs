@@ -13,8 +13,9 @@ use crate::{app, redact_url, AppState, Config};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
-    /// The database could not be opened, migrated or was unsafe to use.
-    #[error(transparent)]
+    /// The database could not be opened, migrated or was unsafe to use, or an admin command's
+    /// input was invalid.
+    #[error("{}", describe(.0))]
     Core(#[from] tenantkit_core::Error),
     /// A signing key could not be loaded or created.
     #[error("signing keys: {0}")]
@@ -22,6 +23,18 @@ pub enum ServerError {
     /// Binding the address or another I/O step failed.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
+}
+
+/// A core error in words for an operator, including field errors.
+fn describe(err: &tenantkit_core::Error) -> String {
+    match err {
+        tenantkit_core::Error::Validation(errors) => errors
+            .iter()
+            .map(|e| format!("{} {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    }
 }
 
 /// Applies the migrations: on SQLite to the database file, on PostgreSQL as the table owner

@@ -282,3 +282,111 @@ async fn keys_rotate_adds_a_signing_key_and_keeps_the_old_one_verifying() {
         }
     }
 }
+
+#[tokio::test]
+async fn tenant_and_user_create_then_log_in_over_http() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str], password: Option<&str>| {
+        let mut command = server(dir.path(), free_port());
+        command.args(args);
+        if let Some(password) = password {
+            command.env("TENANTKIT_PASSWORD", password);
+        }
+        command.stdin(Stdio::null()).output().expect("run")
+    };
+    let weak = run(
+        &[
+            "tenant",
+            "create",
+            "--name",
+            "Weak",
+            "--owner-email",
+            "w@example.com",
+        ],
+        Some("password1234"),
+    );
+    assert!(!weak.status.success());
+    assert!(
+        String::from_utf8_lossy(&weak.stderr).contains("password is too common"),
+        "{}",
+        String::from_utf8_lossy(&weak.stderr)
+    );
+
+    let tenant = run(
+        &[
+            "tenant",
+            "create",
+            "--name",
+            "Acme Corp",
+            "--owner-email",
+            "boss@example.com",
+        ],
+        Some("a sturdy owner passphrase"),
+    );
+    assert!(
+        tenant.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tenant.stderr)
+    );
+    let created: serde_json::Value = serde_json::from_slice(&tenant.stdout).expect("json");
+    assert_eq!(created["slug"], "acme-corp");
+
+    let user = run(
+        &[
+            "user",
+            "create",
+            "--email",
+            "dev@example.com",
+            "--tenant",
+            "acme-corp",
+            "--role",
+            "admin",
+        ],
+        Some("a sturdy member passphrase"),
+    );
+    assert!(
+        user.status.success(),
+        "{}",
+        String::from_utf8_lossy(&user.stderr)
+    );
+    let again = run(
+        &[
+            "user",
+            "create",
+            "--email",
+            "dev@example.com",
+            "--tenant",
+            "acme-corp",
+        ],
+        None,
+    );
+    assert!(!again.status.success(), "already a member");
+    let missing = run(
+        &[
+            "user",
+            "create",
+            "--email",
+            "x@example.com",
+            "--tenant",
+            "no-such-tenant",
+        ],
+        Some("a sturdy member passphrase"),
+    );
+    assert!(!missing.status.success());
+
+    let port = free_port();
+    let mut child = server(dir.path(), port).spawn().expect("spawn");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base, &mut child).await;
+    let login = reqwest::Client::new()
+        .post(format!("{base}/v1/auth/login"))
+        .json(&serde_json::json!({"email": "dev@example.com", "password": "a sturdy member passphrase", "tenant": "acme-corp"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status(), 200);
+    let body: serde_json::Value = login.json().await.expect("json");
+    assert_eq!(body["memberships"][0]["role"], "admin");
+    terminate(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
+}

@@ -113,6 +113,13 @@ pub(crate) async fn signup(
     tx.add_member(user.id, Role::Owner).await?;
     tx.commit().await?;
     tracing::info!(user = %user.id, tenant = %tenant.id, "signup");
+    // Best effort: the account works unverified, and a new link can be requested.
+    if let Err(err) = state
+        .mail_token(&user, tenantkit_core::TokenPurpose::EmailVerification)
+        .await
+    {
+        tracing::warn!(error = ?err, "could not queue the verification email");
+    }
     let (session, refresh) = state.sessions.start(user.id, tenant.id).await?;
     let tokens = state.token_pair(&session, Role::Owner, &refresh)?;
     Ok((

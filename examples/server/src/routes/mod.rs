@@ -4,6 +4,7 @@ mod auth;
 mod health;
 mod projects;
 mod records;
+mod recovery;
 mod tasks;
 
 use axum::routing::{get, post};
@@ -24,7 +25,19 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route("/v1/auth/signup", post(auth::signup))
         .route("/v1/auth/login", post(auth::login))
         .route("/v1/auth/refresh", post(auth::refresh))
-        .route("/v1/auth/logout", post(auth::logout));
+        .route("/v1/auth/logout", post(auth::logout))
+        .route(
+            "/v1/auth/password-reset/request",
+            post(recovery::request_reset),
+        )
+        .route(
+            "/v1/auth/password-reset/confirm",
+            post(recovery::confirm_reset),
+        )
+        .route(
+            "/v1/auth/verify-email/confirm",
+            post(recovery::confirm_verification),
+        );
     public.merge(protected().route_layer(JwtAuthLayer::new(state.tokens.clone())))
 }
 
@@ -35,6 +48,10 @@ fn protected() -> Router<AppState> {
         .route("/v1/auth/logout-all", post(auth::logout_all))
         .route("/v1/auth/switch-tenant", post(auth::switch_tenant))
         .route("/v1/auth/password", post(auth::change_password))
+        .route(
+            "/v1/auth/verify-email/request",
+            post(recovery::request_verification),
+        )
         .route("/v1/me", get(auth::me))
         .route("/v1/projects", get(projects::list).post(projects::create))
         .route(

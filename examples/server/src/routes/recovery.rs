@@ -1,0 +1,157 @@
+//! Password reset and email verification: single-use, hashed, expiring tokens sent by email.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tenantkit_auth::{Message, OneTimeToken, Password};
+use tenantkit_core::{now, Email, Error, Principal, TokenPurpose, User};
+
+use crate::extract::{ApiJson, ClientIp};
+use crate::{AppState, Result};
+
+const RESET_TTL: Duration = Duration::from_secs(30 * 60);
+const VERIFY_TTL: Duration = Duration::from_secs(48 * 3600);
+
+impl AppState {
+    /// Stores a new token for `user` and mails its link. Delivery runs in the background, so
+    /// the response time does not depend on the mail server (or reveal the account).
+    pub(crate) async fn mail_token(&self, user: &User, purpose: TokenPurpose) -> Result<()> {
+        let token = OneTimeToken::generate();
+        let (ttl, subject, path) = match purpose {
+            TokenPurpose::PasswordReset => (RESET_TTL, "Reset your password", "reset-password"),
+            TokenPurpose::EmailVerification => {
+                (VERIFY_TTL, "Verify your email address", "verify-email")
+            }
+        };
+        let at = now();
+        self.db
+            .create_user_token(user.id, purpose, &token.hash(), at, at + ttl)
+            .await?;
+        let message = Message {
+            to: user.email.to_string(),
+            subject: subject.to_owned(),
+            body: format!(
+                "Open this link within {} minutes:\n\n{}/{path}?token={}\n\nIf you did not ask for it, ignore this email.",
+                ttl.as_secs() / 60,
+                self.public_url,
+                token.expose()
+            ),
+        };
+        let mailer = self.mailer.clone();
+        tokio::spawn(async move {
+            if let Err(err) = mailer.send(message).await {
+                tracing::error!(error = %err, "sending email failed");
+            }
+        });
+        Ok(())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResetRequest {
+    email: String,
+}
+
+/// `POST /v1/auth/password-reset/request`: always 202, whether or not the account exists.
+pub(crate) async fn request_reset(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(body): ApiJson<ResetRequest>,
+) -> Result<(StatusCode, Json<Value>)> {
+    state.limits.check_ip(ip)?;
+    state.limits.check_account(&body.email)?;
+    let email = Email::parse(&body.email)?;
+    if let Some(user) = state.db.find_user_by_email(&email).await? {
+        state.mail_token(&user, TokenPurpose::PasswordReset).await?;
+        tracing::info!(user = %user.id, "password reset requested");
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "status": "if the account exists, an email is on its way" })),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResetConfirm {
+    token: String,
+    new_password: Password,
+}
+
+/// `POST /v1/auth/password-reset/confirm`: sets the new password and ends every session.
+pub(crate) async fn confirm_reset(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(body): ApiJson<ResetConfirm>,
+) -> Result<StatusCode> {
+    state.limits.check_ip(ip)?;
+    // Check the new password before spending the token, so a weak choice can be corrected.
+    state
+        .passwords
+        .policy()
+        .check(&body.new_password, "new_password")?;
+    let token = OneTimeToken::new(body.token);
+    let user = state
+        .db
+        .consume_user_token(&token.hash(), TokenPurpose::PasswordReset, now())
+        .await?
+        .ok_or_else(|| Error::invalid("token", "is invalid, expired or already used"))?;
+    let hash = state.passwords.hash(&body.new_password).await?;
+    state.db.set_password_hash(user, &hash).await?;
+    let revoked = state.sessions.revoke_user(user, "password_reset").await?;
+    tracing::info!(user = %user, revoked, "password reset; every session revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/auth/verify-email/request` (authenticated): mails a verification link.
+pub(crate) async fn request_verification(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<(StatusCode, Json<Value>)> {
+    state
+        .limits
+        .check_account(&principal.user_id().to_string())?;
+    let user = state
+        .db
+        .find_user(principal.user_id())
+        .await?
+        .ok_or(Error::NotFound)?;
+    if user.email_verified_at.is_none() {
+        state
+            .mail_token(&user, TokenPurpose::EmailVerification)
+            .await?;
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "status": "if the address is unverified, an email is on its way" })),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VerifyConfirm {
+    token: String,
+}
+
+/// `POST /v1/auth/verify-email/confirm`: marks the address verified.
+pub(crate) async fn confirm_verification(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(body): ApiJson<VerifyConfirm>,
+) -> Result<StatusCode> {
+    state.limits.check_ip(ip)?;
+    let token = OneTimeToken::new(body.token);
+    let user = state
+        .db
+        .consume_user_token(&token.hash(), TokenPurpose::EmailVerification, now())
+        .await?
+        .ok_or_else(|| Error::invalid("token", "is invalid, expired or already used"))?;
+    state.db.mark_email_verified(user, now()).await?;
+    tracing::info!(user = %user, "email verified");
+    Ok(StatusCode::NO_CONTENT)
+}
