@@ -55,6 +55,8 @@
 // Without a database backend the storage helpers of `page` and `values` have no callers.
 #![cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod audit;
 mod clock;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod db;
@@ -80,6 +82,8 @@ mod values;
 #[cfg(all(feature = "testing", any(feature = "sqlite", feature = "postgres")))]
 pub mod testing;
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use audit::{AuditEntry, AuditEvent};
 pub use clock::{Clock, ManualClock, SystemClock};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use db::{Backend, Database, DatabaseOptions};

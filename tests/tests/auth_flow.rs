@@ -554,3 +554,115 @@ async fn switch_tenant_and_change_password_on_postgres() {
     };
     switch_tenant_and_change_password(server).await;
 }
+
+async fn auth_events_are_audited_without_secrets(backend: Backend) {
+    let config = Config {
+        refresh_grace_secs: 0,
+        ..Config::default()
+    };
+    let Some(server) = TestServer::start_with(backend, config).await else {
+        return;
+    };
+    let call = |path: &'static str, body: Value| {
+        server
+            .anonymous(Method::POST, path)
+            .header("user-agent", "audit-e2e/1.0")
+            .json(&body)
+            .send()
+    };
+    let signed_up: Value = call(
+        "/v1/auth/signup",
+        json!({"email": "audited@example.com", "password": PASSWORD, "tenant_name": "Audited"}),
+    )
+    .await
+    .expect("send")
+    .json()
+    .await
+    .expect("json");
+    call(
+        "/v1/auth/login",
+        json!({"email": "audited@example.com", "password": "definitely wrong guess"}),
+    )
+    .await
+    .expect("send");
+    let login: Value = call(
+        "/v1/auth/login",
+        json!({"email": "audited@example.com", "password": PASSWORD}),
+    )
+    .await
+    .expect("send")
+    .json()
+    .await
+    .expect("json");
+    let rotated: Value = call(
+        "/v1/auth/refresh",
+        json!({"refresh_token": login["refresh_token"]}),
+    )
+    .await
+    .expect("send")
+    .json()
+    .await
+    .expect("json");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    call(
+        "/v1/auth/refresh",
+        json!({"refresh_token": login["refresh_token"]}),
+    )
+    .await
+    .expect("send");
+    call(
+        "/v1/auth/logout",
+        json!({"refresh_token": signed_up["refresh_token"]}),
+    )
+    .await
+    .expect("send");
+
+    let tenant: tenantkit_core::TenantId = signed_up["tenant"]["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("tenant");
+    let mut tx = server
+        .test_db
+        .db
+        .begin_read(&tenantkit_core::TenantScope::for_system(tenant))
+        .await
+        .expect("begin");
+    let entries = tx.audit_entries(0, 100).await.expect("entries");
+    assert_eq!(tx.verify_audit_chain().await.expect("verify"), None);
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "auth.signup",
+            "auth.login_failed",
+            "auth.login",
+            "auth.refresh_reused",
+            "auth.logout"
+        ]
+    );
+    for entry in &entries {
+        assert_eq!(entry.ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(entry.user_agent.as_deref(), Some("audit-e2e/1.0"));
+    }
+    let all = serde_json::to_string(&entries).expect("json");
+    for secret in [
+        PASSWORD,
+        "definitely wrong guess",
+        signed_up["access_token"].as_str().expect("a"),
+        login["refresh_token"].as_str().expect("r"),
+        rotated["refresh_token"].as_str().expect("r"),
+    ] {
+        assert!(!all.contains(secret), "a secret reached the audit log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_events_are_audited_on_sqlite() {
+    auth_events_are_audited_without_secrets(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_events_are_audited_on_postgres() {
+    auth_events_are_audited_without_secrets(Backend::Postgres).await;
+}

@@ -205,3 +205,41 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
         Ok(ClientIp(ip))
     }
 }
+
+/// Who is calling, for the audit log: client IP and user agent.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// The client's IP address (see [`ClientIp`]).
+    pub ip: std::net::IpAddr,
+    /// The `User-Agent` header, if it is text.
+    pub user_agent: Option<String>,
+}
+
+impl ClientInfo {
+    /// An audit event for `action` by `actor` from this client.
+    pub fn event(
+        &self,
+        action: &str,
+        actor: Option<tenantkit_core::UserId>,
+    ) -> tenantkit_core::AuditEvent {
+        let mut event = tenantkit_core::AuditEvent::new(action);
+        event.actor_id = actor;
+        event.ip = Some(self.ip.to_string());
+        event.user_agent = self.user_agent.clone();
+        event
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(ClientInfo { ip, user_agent })
+    }
+}

@@ -70,6 +70,26 @@ impl AppState {
         }
     }
 
+    /// Records `event` in `tenant`'s audit log in a transaction of its own (for events that
+    /// change nothing else in that tenant, such as a login).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn audit(
+        &self,
+        tenant: tenantkit_core::TenantId,
+        event: tenantkit_core::AuditEvent,
+    ) -> Result<()> {
+        // The tenant comes from our own records (a session, a membership), never the request.
+        let mut tx = self
+            .db
+            .begin(&tenantkit_core::TenantScope::for_system(tenant))
+            .await?;
+        tx.audit(event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Replaces the mailer (an SMTP or API adapter in production, a memory mailer in tests).
     pub fn with_mailer(mut self, mailer: Arc<dyn Mailer>) -> Self {
         self.mailer = mailer;

@@ -7,11 +7,11 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use tenantkit_auth::{Error as AuthError, Password, RefreshToken, Verification};
 use tenantkit_core::{
-    Email, Error, FieldError, Membership, NewTenant, NewUser, Principal, Role, SessionRecord, Slug,
-    Tenant, TenantId, User,
+    AuditEvent, Email, Error, FieldError, Membership, NewTenant, NewUser, Principal, Role,
+    SessionRecord, Slug, Tenant, TenantId, User,
 };
 
-use crate::extract::{ApiJson, ClientIp};
+use crate::extract::{ApiJson, ClientInfo};
 use crate::{AppState, Result};
 
 /// `{access_token, token_type, expires_in, refresh_token}`, flat beside any extra fields.
@@ -74,10 +74,10 @@ struct SignupResponse {
 /// `POST /v1/auth/signup`: a new tenant with the new user as its owner, logged in.
 pub(crate) async fn signup(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
+    client: ClientInfo,
     ApiJson(body): ApiJson<SignupRequest>,
 ) -> Result<impl IntoResponse> {
-    state.limits.check_ip(ip)?;
+    state.limits.check_ip(client.ip)?;
     let mut errors: Vec<FieldError> = Vec::new();
     let email = collect(Email::parse(&body.email), &mut errors);
     let slug = body
@@ -111,6 +111,12 @@ pub(crate) async fn signup(
         })
         .await?;
     tx.add_member(user.id, Role::Owner).await?;
+    tx.audit(target(
+        client.event("auth.signup", Some(user.id)),
+        "user",
+        user.id,
+    ))
+    .await?;
     tx.commit().await?;
     tracing::info!(user = %user.id, tenant = %tenant.id, "signup");
     // Best effort: the account works unverified, and a new link can be requested.
@@ -131,6 +137,13 @@ pub(crate) async fn signup(
             tenant,
         }),
     ))
+}
+
+/// Names what an audit event is about.
+pub(crate) fn target(mut event: AuditEvent, kind: &str, id: impl std::fmt::Display) -> AuditEvent {
+    event.target_type = Some(kind.to_owned());
+    event.target_id = Some(id.to_string());
+    event
 }
 
 fn collect<T>(result: tenantkit_core::Result<T>, errors: &mut Vec<FieldError>) -> Option<T> {
@@ -164,11 +177,11 @@ struct LoginResponse {
 /// `POST /v1/auth/login`.
 pub(crate) async fn login(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
+    client: ClientInfo,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<impl IntoResponse> {
     // Counted before any password work, successful or not.
-    state.limits.check_ip(ip)?;
+    state.limits.check_ip(client.ip)?;
     state.limits.check_account(&body.email)?;
     let user = match Email::parse(&body.email) {
         Ok(email) => state.db.find_user_by_email(&email).await?,
@@ -178,8 +191,23 @@ pub(crate) async fn login(
     // below answers the same, so neither timing nor message reveals which accounts exist.
     let stored = user.as_ref().and_then(|u| u.password_hash.as_ref());
     let verification = state.passwords.verify(&body.password, stored).await?;
-    let (Some(user), Verification::Match { needs_rehash }) = (user, verification) else {
-        tracing::info!("login failed");
+    let needs_rehash = match (&user, verification) {
+        (Some(_), Verification::Match { needs_rehash }) => needs_rehash,
+        (Some(known), Verification::Mismatch) => {
+            // A failed login against a real account is a security event for its tenants.
+            for membership in state.db.memberships_of(known.id).await? {
+                let event = target(client.event("auth.login_failed", None), "user", known.id);
+                state.audit(membership.tenant_id, event).await?;
+            }
+            tracing::info!("login failed");
+            return Err(AuthError::InvalidCredentials.into());
+        }
+        (None, _) => {
+            tracing::info!("login failed");
+            return Err(AuthError::InvalidCredentials.into());
+        }
+    };
+    let Some(user) = user else {
         return Err(AuthError::InvalidCredentials.into());
     };
     if needs_rehash {
@@ -209,6 +237,16 @@ pub(crate) async fn login(
         return Err(AuthError::InvalidCredentials.into());
     };
     let (session, refresh) = state.sessions.start(user.id, membership.tenant_id).await?;
+    state
+        .audit(
+            membership.tenant_id,
+            target(
+                client.event("auth.login", Some(user.id)),
+                "session",
+                session.id,
+            ),
+        )
+        .await?;
     tracing::info!(user = %user.id, tenant = %membership.tenant_id, session = %session.id, "login");
     let tokens = state.token_pair(&session, membership.role, &refresh)?;
     Ok((
@@ -230,11 +268,32 @@ pub(crate) struct RefreshRequest {
 /// or a removed membership takes effect at the next refresh.
 pub(crate) async fn refresh(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
+    client: ClientInfo,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<impl IntoResponse> {
-    state.limits.check_ip(ip)?;
-    let (session, next) = state.sessions.refresh(&body.refresh_token).await?;
+    state.limits.check_ip(client.ip)?;
+    let (session, next) = match state.sessions.refresh(&body.refresh_token).await {
+        Ok(rotated) => rotated,
+        Err(AuthError::RefreshTokenReused {
+            session,
+            user,
+            tenant,
+        }) => {
+            let event = target(
+                client.event("auth.refresh_reused", Some(user)),
+                "session",
+                session,
+            );
+            state.audit(tenant, event).await?;
+            return Err(AuthError::RefreshTokenReused {
+                session,
+                user,
+                tenant,
+            }
+            .into());
+        }
+        Err(other) => return Err(other.into()),
+    };
     let Some(membership) = state
         .db
         .membership_of(session.user_id, session.tenant_id)
@@ -251,9 +310,16 @@ pub(crate) async fn refresh(
 /// nothing about the token.
 pub(crate) async fn logout(
     State(state): State<AppState>,
+    client: ClientInfo,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<StatusCode> {
     if let Some(session) = state.sessions.revoke(&body.refresh_token).await? {
+        let event = target(
+            client.event("auth.logout", Some(session.user_id)),
+            "session",
+            session.id,
+        );
+        state.audit(session.tenant_id, event).await?;
         tracing::info!(session = %session.id, user = %session.user_id, "logout");
     }
     Ok(StatusCode::NO_CONTENT)
@@ -314,6 +380,7 @@ pub(crate) struct SwitchTenantRequest {
 /// A tenant the caller is not a member of answers exactly like one that does not exist.
 pub(crate) async fn switch_tenant(
     State(state): State<AppState>,
+    client: ClientInfo,
     principal: Principal,
     ApiJson(body): ApiJson<SwitchTenantRequest>,
 ) -> Result<impl IntoResponse> {
@@ -327,6 +394,12 @@ pub(crate) async fn switch_tenant(
         .sessions
         .start(principal.user_id(), membership.tenant_id)
         .await?;
+    let event = target(
+        client.event("auth.tenant_switched", Some(principal.user_id())),
+        "session",
+        session.id,
+    );
+    state.audit(membership.tenant_id, event).await?;
     tracing::info!(user = %principal.user_id(), tenant = %tenant, session = %session.id, "switched tenant");
     let tokens = state.token_pair(&session, membership.role, &refresh)?;
     Ok((no_store(), Json(tokens)))
@@ -343,6 +416,7 @@ pub(crate) struct ChangePasswordRequest {
 /// every other session of the user (the calling session stays signed in).
 pub(crate) async fn change_password(
     State(state): State<AppState>,
+    client: ClientInfo,
     principal: Principal,
     ApiJson(body): ApiJson<ChangePasswordRequest>,
 ) -> Result<StatusCode> {
@@ -371,6 +445,13 @@ pub(crate) async fn change_password(
         .sessions
         .revoke_user_except(user.id, principal.session_id(), "password_changed")
         .await?;
+    let mut event = target(
+        client.event("auth.password_changed", Some(user.id)),
+        "user",
+        user.id,
+    );
+    event.details = serde_json::json!({ "sessions_revoked": revoked });
+    state.audit(principal.tenant_id(), event).await?;
     tracing::info!(user = %user.id, revoked, "password changed; other sessions revoked");
     Ok(StatusCode::NO_CONTENT)
 }

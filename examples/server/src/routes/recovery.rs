@@ -8,9 +8,10 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tenantkit_auth::{Message, OneTimeToken, Password};
-use tenantkit_core::{now, Email, Error, Principal, TokenPurpose, User};
+use tenantkit_core::{now, AuditEvent, Email, Error, Principal, TokenPurpose, User, UserId};
 
-use crate::extract::{ApiJson, ClientIp};
+use super::auth::target;
+use crate::extract::{ApiJson, ClientInfo};
 use crate::{AppState, Result};
 
 const RESET_TTL: Duration = Duration::from_secs(30 * 60);
@@ -51,6 +52,16 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Records an account-wide event in every tenant the user belongs to.
+    async fn audit_everywhere(&self, user: &UserId, event: impl Fn() -> AuditEvent) -> Result<()> {
+        for membership in self.db.memberships_of(*user).await? {
+            self.audit(membership.tenant_id, event()).await?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ResetRequest {
@@ -60,14 +71,23 @@ pub(crate) struct ResetRequest {
 /// `POST /v1/auth/password-reset/request`: always 202, whether or not the account exists.
 pub(crate) async fn request_reset(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
+    client: ClientInfo,
     ApiJson(body): ApiJson<ResetRequest>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    state.limits.check_ip(ip)?;
+    state.limits.check_ip(client.ip)?;
     state.limits.check_account(&body.email)?;
     let email = Email::parse(&body.email)?;
     if let Some(user) = state.db.find_user_by_email(&email).await? {
         state.mail_token(&user, TokenPurpose::PasswordReset).await?;
+        state
+            .audit_everywhere(&user.id, || {
+                target(
+                    client.event("auth.password_reset_requested", None),
+                    "user",
+                    user.id,
+                )
+            })
+            .await?;
         tracing::info!(user = %user.id, "password reset requested");
     }
     Ok((
@@ -86,10 +106,10 @@ pub(crate) struct ResetConfirm {
 /// `POST /v1/auth/password-reset/confirm`: sets the new password and ends every session.
 pub(crate) async fn confirm_reset(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
+    client: ClientInfo,
     ApiJson(body): ApiJson<ResetConfirm>,
 ) -> Result<StatusCode> {
-    state.limits.check_ip(ip)?;
+    state.limits.check_ip(client.ip)?;
     // Check the new password before spending the token, so a weak choice can be corrected.
     state
         .passwords
@@ -104,6 +124,15 @@ pub(crate) async fn confirm_reset(
     let hash = state.passwords.hash(&body.new_password).await?;
     state.db.set_password_hash(user, &hash).await?;
     let revoked = state.sessions.revoke_user(user, "password_reset").await?;
+    state
+        .audit_everywhere(&user, || {
+            target(
+                client.event("auth.password_reset", Some(user)),
+                "user",
+                user,
+            )
+        })
+        .await?;
     tracing::info!(user = %user, revoked, "password reset; every session revoked");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -141,10 +170,10 @@ pub(crate) struct VerifyConfirm {
 /// `POST /v1/auth/verify-email/confirm`: marks the address verified.
 pub(crate) async fn confirm_verification(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
+    client: ClientInfo,
     ApiJson(body): ApiJson<VerifyConfirm>,
 ) -> Result<StatusCode> {
-    state.limits.check_ip(ip)?;
+    state.limits.check_ip(client.ip)?;
     let token = OneTimeToken::new(body.token);
     let user = state
         .db
@@ -152,6 +181,15 @@ pub(crate) async fn confirm_verification(
         .await?
         .ok_or_else(|| Error::invalid("token", "is invalid, expired or already used"))?;
     state.db.mark_email_verified(user, now()).await?;
+    state
+        .audit_everywhere(&user, || {
+            target(
+                client.event("auth.email_verified", Some(user)),
+                "user",
+                user,
+            )
+        })
+        .await?;
     tracing::info!(user = %user, "email verified");
     Ok(StatusCode::NO_CONTENT)
 }
