@@ -44,10 +44,12 @@ pub mod refresh;
 pub use authorize::{Require, RequireLayer, RequirePermissionLayer, RequireScopeLayer};
 pub use error::{problem_response, Error, Result};
 pub use future::ResponseFuture;
-pub use jwt::layer::{bearer_token, JwtAuth, JwtAuthLayer};
+pub use jwt::layer::{
+    bearer_token, JwtAuth, JwtAuthLayer, StrictJwtAuth, StrictJwtAuthLayer, StrictResponseFuture,
+};
 pub use jwt::{
-    generate_ed25519_pem, AccessClaims, AccessTokens, Algorithm, IssuedToken, JwtConfig, KeySet,
-    SigningKey, VerifyingKey,
+    generate_ed25519_pem, AccessClaims, AccessTokens, Algorithm, CachedRevocation, CheckFuture,
+    IssuedToken, JwtConfig, KeySet, SessionRevocation, SigningKey, VerifyingKey,
 };
 pub use mailer::{Mailer, MemoryMailer, Message, OneTimeToken, OutboxMailer, SendFuture};
 pub use password::{Password, PasswordHasher, PasswordPolicy, Verification};

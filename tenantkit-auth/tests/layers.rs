@@ -201,3 +201,145 @@ async fn permissions_and_scopes_are_403_when_missing() {
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn strict_mode_refuses_tokens_of_revoked_sessions() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tenantkit_auth::{
+        CachedRevocation, MemorySessionStore, RefreshConfig, RefreshSessions, StrictJwtAuthLayer,
+    };
+
+    let tokens = tokens();
+    let store = Arc::new(MemorySessionStore::new());
+    let sessions = RefreshSessions::new(
+        SharedStore(store.clone()),
+        &[3u8; 32],
+        RefreshConfig::default(),
+    )
+    .expect("sessions");
+    let (session, refresh) = sessions
+        .start(UserId::new(), TenantId::new())
+        .await
+        .expect("start");
+    let who = Principal::new(
+        session.user_id,
+        session.tenant_id,
+        Role::Member,
+        Vec::<String>::new(),
+        session.id,
+    );
+    let bearer = format!("Bearer {}", tokens.issue(&who).expect("issue").token);
+    let strict = |ttl| {
+        StrictJwtAuthLayer::new(
+            tokens.clone(),
+            CachedRevocation::with_ttl(store.clone(), ttl),
+        )
+    };
+
+    let (status, _, body) = call_strict(strict(Duration::ZERO), &bearer).await;
+    assert_eq!((status, body), (StatusCode::OK, who.user_id().to_string()));
+    let cached = strict(Duration::from_secs(60));
+    assert_eq!(
+        call_strict(cached.clone(), &bearer).await.0,
+        StatusCode::OK,
+        "warms the cache"
+    );
+
+    sessions.revoke(&refresh).await.expect("logout");
+    let (status, headers, body) = call_strict(strict(Duration::ZERO), &bearer).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNAUTHORIZED, "invalid_token".to_owned())
+    );
+    assert!(headers.contains_key(header::WWW_AUTHENTICATE));
+    assert_eq!(
+        call_strict(cached, &bearer).await.0,
+        StatusCode::OK,
+        "a cached answer lives for its TTL"
+    );
+    // Tokens of sessions that never existed are refused too.
+    let ghost = Principal::new(
+        UserId::new(),
+        TenantId::new(),
+        Role::Owner,
+        Vec::<String>::new(),
+        SessionId::new(),
+    );
+    let (status, _, _) = call_strict(
+        strict(Duration::ZERO),
+        &format!("Bearer {}", tokens.issue(&ghost).expect("issue").token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// Lets the test keep a handle on the store the sessions write to.
+#[derive(Debug)]
+struct SharedStore(std::sync::Arc<tenantkit_auth::MemorySessionStore>);
+
+impl tenantkit_auth::SessionStore for SharedStore {
+    async fn create(
+        &self,
+        session: &tenantkit_core::SessionRecord,
+        hash: &[u8],
+    ) -> tenantkit_auth::Result<()> {
+        self.0.create(session, hash).await
+    }
+    async fn find(
+        &self,
+        hash: &[u8],
+    ) -> tenantkit_auth::Result<
+        Option<(
+            tenantkit_core::RefreshTokenRecord,
+            tenantkit_core::SessionRecord,
+        )>,
+    > {
+        self.0.find(hash).await
+    }
+    async fn rotate(
+        &self,
+        hash: &[u8],
+        successor: &[u8],
+        at: time::OffsetDateTime,
+    ) -> tenantkit_auth::Result<bool> {
+        self.0.rotate(hash, successor, at).await
+    }
+    async fn revoke(
+        &self,
+        session: SessionId,
+        at: time::OffsetDateTime,
+        reason: &str,
+    ) -> tenantkit_auth::Result<()> {
+        self.0.revoke(session, at, reason).await
+    }
+    async fn revoke_user(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+        at: time::OffsetDateTime,
+        reason: &str,
+    ) -> tenantkit_auth::Result<u64> {
+        self.0.revoke_user(user, keep, at, reason).await
+    }
+}
+
+async fn call_strict(
+    layer: tenantkit_auth::StrictJwtAuthLayer,
+    authorization: &str,
+) -> (StatusCode, http::HeaderMap, String) {
+    use tower::Layer as _;
+    let request = Request::builder()
+        .header(header::AUTHORIZATION, authorization)
+        .body(Full::default())
+        .expect("request");
+    let response = layer
+        .layer(service_fn(echo))
+        .oneshot(request)
+        .await
+        .expect("infallible");
+    let (parts, body) = response.into_parts();
+    let body =
+        String::from_utf8(body.collect().await.expect("body").to_bytes().to_vec()).expect("utf8");
+    (parts.status, parts.headers, body)
+}

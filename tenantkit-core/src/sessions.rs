@@ -117,6 +117,25 @@ impl Database {
         Ok(rotated)
     }
 
+    /// Whether a session is over: revoked, expired or unknown (for strict access-token
+    /// checks).
+    ///
+    /// # Errors
+    /// [`crate::Error::Database`] on failure.
+    pub async fn session_is_over(&self, id: SessionId, now: OffsetDateTime) -> Result<bool> {
+        let mut conn = self.begin_global(Mode::ReadOnly).await?;
+        let row: Option<(Option<OffsetDateTime>, OffsetDateTime)> = with_conn!(&mut conn, |c| {
+            sqlx::query_as("SELECT revoked_at, expires_at FROM sessions WHERE id = $1")
+                .bind(id)
+                .fetch_optional(c)
+                .await
+        })?;
+        Ok(match row {
+            Some((revoked_at, expires_at)) => revoked_at.is_some() || expires_at <= now,
+            None => true,
+        })
+    }
+
     /// Revokes one session (logout, or a detected refresh-token reuse).
     ///
     /// # Errors

@@ -121,3 +121,51 @@ on_both_backends!(
     every_v1_route_requires_a_valid_token,
     jwks_is_public_cached_and_verifies_issued_tokens
 );
+
+async fn strict_mode_refuses_access_tokens_after_logout(backend: tenantkit_core::Backend) {
+    let config = tenantkit_server::Config {
+        strict_sessions: true,
+        ..tenantkit_server::Config::default()
+    };
+    let Some(server) = TestServer::start_with(backend, config).await else {
+        return;
+    };
+    let signup: serde_json::Value = server.anonymous(Method::POST, "/v1/auth/signup")
+        .json(&serde_json::json!({"email": "strict@example.com", "password": "correct horse battery staple", "tenant_name": "Strict"}))
+        .send().await.expect("send").json().await.expect("json");
+    let access = signup["access_token"].as_str().expect("access");
+    let me = server
+        .anonymous(Method::GET, "/v1/me")
+        .bearer_auth(access)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(me.status(), StatusCode::OK);
+    let logout = server
+        .anonymous(Method::POST, "/v1/auth/logout")
+        .json(&serde_json::json!({"refresh_token": signup["refresh_token"]}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    // Within the 5 s cache period the answer may still be cached; wait it out.
+    tokio::time::sleep(Duration::from_millis(5200)).await;
+    let after = server
+        .anonymous(Method::GET, "/v1/me")
+        .bearer_auth(access)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(problem(after).await["code"], "invalid_token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_mode_on_sqlite() {
+    strict_mode_refuses_access_tokens_after_logout(tenantkit_core::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_mode_on_postgres() {
+    strict_mode_refuses_access_tokens_after_logout(tenantkit_core::Backend::Postgres).await;
+}

@@ -86,6 +86,11 @@ pub struct Config {
     #[arg(long, env = "TENANTKIT_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// Strict mode: refuse access tokens of revoked sessions (checked with a 5 s cache)
+    /// instead of honouring them until they expire.
+    #[arg(long, env = "TENANTKIT_STRICT_SESSIONS", default_value_t = false)]
+    pub strict_sessions: bool,
+
     /// Log line format.
     #[arg(
         long,
@@ -115,6 +120,7 @@ impl Default for Config {
             rate_per_ip: NonZeroU32::new(30).unwrap_or(NonZeroU32::MIN),
             rate_per_account: NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN),
             public_url: None,
+            strict_sessions: false,
         }
     }
 }
@@ -175,6 +181,7 @@ impl fmt::Debug for Config {
             .field("rate_per_ip", &self.rate_per_ip)
             .field("rate_per_account", &self.rate_per_account)
             .field("public_url", &self.public_url)
+            .field("strict_sessions", &self.strict_sessions)
             .finish()
     }
 }

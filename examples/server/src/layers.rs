@@ -20,7 +20,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The whole application: routes plus request ids, tracing, problem answers for every error,
 /// panic containment, a request timeout and a body limit.
 pub fn app(state: AppState, config: &Config) -> Router {
-    crate::routes::routes(&state)
+    crate::routes::routes(&state, config)
         .fallback(|| async { Problem::new(ErrorCode::NotFound, "No such route.") })
         .with_state(state)
         .layer(

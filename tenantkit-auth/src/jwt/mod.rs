@@ -3,6 +3,7 @@
 mod claims;
 mod keys;
 pub(crate) mod layer;
+mod strict;
 
 use std::fmt;
 use std::sync::{Arc, RwLock};
@@ -12,6 +13,7 @@ use tenantkit_core::{Clock, Principal, Role, SessionId, SystemClock, TenantId, U
 
 pub use claims::AccessClaims;
 pub use keys::{generate_ed25519_pem, Algorithm, KeySet, SigningKey, VerifyingKey};
+pub use strict::{CachedRevocation, CheckFuture, SessionRevocation};
 
 use crate::{Error, Result};
 

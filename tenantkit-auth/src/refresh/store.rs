@@ -76,6 +76,11 @@ impl MemorySessionStore {
         Self::default()
     }
 
+    /// The session with this id, if any.
+    pub fn session(&self, id: SessionId) -> Option<SessionRecord> {
+        self.with(|state| state.sessions.get(&id).cloned())
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut MemoryState) -> T) -> T {
         let mut state = self
             .state

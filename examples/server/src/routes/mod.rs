@@ -11,13 +11,15 @@ use axum::routing::{get, post};
 use axum::Router;
 use tenantkit_core::{Error, FieldError, PageRequest, Project, Task};
 
-use tenantkit_auth::JwtAuthLayer;
+use std::sync::Arc;
+
+use tenantkit_auth::{CachedRevocation, JwtAuthLayer, StrictJwtAuthLayer};
 
 use crate::extract::RawQuery;
 use crate::AppState;
 
 /// Every route, without the cross-cutting layers (see [`crate::app`]).
-pub(crate) fn routes(state: &AppState) -> Router<AppState> {
+pub(crate) fn routes(state: &AppState, config: &crate::Config) -> Router<AppState> {
     let public = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -38,7 +40,13 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
             "/v1/auth/verify-email/confirm",
             post(recovery::confirm_verification),
         );
-    public.merge(protected().route_layer(JwtAuthLayer::new(state.tokens.clone())))
+    let protected = if config.strict_sessions {
+        let revocation = CachedRevocation::new(Arc::new(state.db.clone()));
+        protected().route_layer(StrictJwtAuthLayer::new(state.tokens.clone(), revocation))
+    } else {
+        protected().route_layer(JwtAuthLayer::new(state.tokens.clone()))
+    };
+    public.merge(protected)
 }
 
 /// The routes that need a verified caller. `route_layer` so an unknown path stays a 404
