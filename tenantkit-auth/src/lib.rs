@@ -40,6 +40,8 @@ mod mailer;
 mod password;
 mod rate_limit;
 pub mod refresh;
+#[cfg(feature = "smtp")]
+mod smtp;
 
 pub use authorize::{Require, RequireLayer, RequirePermissionLayer, RequireScopeLayer};
 pub use error::{problem_response, Error, Result};
@@ -55,3 +57,5 @@ pub use mailer::{Mailer, MemoryMailer, Message, OneTimeToken, OutboxMailer, Send
 pub use password::{Password, PasswordHasher, PasswordPolicy, Verification};
 pub use rate_limit::{RateLimitConfig, RateLimits};
 pub use refresh::{MemorySessionStore, RefreshConfig, RefreshSessions, RefreshToken, SessionStore};
+#[cfg(feature = "smtp")]
+pub use smtp::SmtpMailer;

@@ -86,6 +86,19 @@ pub struct Config {
     #[arg(long, env = "TENANTKIT_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// SMTP relay for password-reset and verification emails, e.g.
+    /// `smtps://user:pass@smtp.example.com:465`. Without it, emails go to `<data dir>/outbox`.
+    #[arg(long, env = "TENANTKIT_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+
+    /// The sender of emails.
+    #[arg(
+        long,
+        env = "TENANTKIT_MAIL_FROM",
+        default_value = "tenantkit <noreply@localhost>"
+    )]
+    pub mail_from: String,
+
     /// Strict mode: refuse access tokens of revoked sessions (checked with a 5 s cache)
     /// instead of honouring them until they expire.
     #[arg(long, env = "TENANTKIT_STRICT_SESSIONS", default_value_t = false)]
@@ -121,6 +134,8 @@ impl Default for Config {
             rate_per_account: NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN),
             public_url: None,
             strict_sessions: false,
+            smtp_url: None,
+            mail_from: "tenantkit <noreply@localhost>".to_owned(),
         }
     }
 }
@@ -182,6 +197,8 @@ impl fmt::Debug for Config {
             .field("rate_per_account", &self.rate_per_account)
             .field("public_url", &self.public_url)
             .field("strict_sessions", &self.strict_sessions)
+            .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
+            .field("mail_from", &self.mail_from)
             .finish()
     }
 }

@@ -113,7 +113,9 @@ pub async fn serve(
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    axum::serve(listener, app(state, config))
+    // Connect info gives handlers the client address (per-IP rate limits, audit entries).
+    let service = app(state, config).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
@@ -134,13 +136,14 @@ pub async fn run(
     let sessions = refresh_sessions(&config, &db)?;
     let listener = TcpListener::bind(config.bind).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");
-    let result = serve(
-        listener,
-        AppState::new(db.clone(), tokens, sessions, &config),
-        &config,
-        shutdown,
-    )
-    .await;
+    let mut state = AppState::new(db.clone(), tokens, sessions, &config);
+    if let Some(url) = &config.smtp_url {
+        let mailer = tenantkit_auth::SmtpMailer::from_url(url, &config.mail_from)
+            .map_err(|e| ServerError::Keys(e.to_string()))?;
+        tracing::info!(relay = %redact_url(url), "emails go through SMTP");
+        state = state.with_mailer(std::sync::Arc::new(mailer));
+    }
+    let result = serve(listener, state, &config, shutdown).await;
     db.close().await;
     tracing::info!("stopped");
     result

@@ -390,3 +390,66 @@ async fn tenant_and_user_create_then_log_in_over_http() {
     terminate(&child);
     assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
 }
+
+#[tokio::test]
+async fn the_binary_knows_client_addresses_and_mails_through_smtp() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut command = server(dir.path(), port);
+    command.env("TENANTKIT_RATE_PER_IP", "3");
+    let smtp = std::env::var("TENANTKIT_TEST_SMTP_URL").ok();
+    if let Some(url) = &smtp {
+        command
+            .env("TENANTKIT_SMTP_URL", url)
+            .env("TENANTKIT_MAIL_FROM", "tk <noreply@tenantkit.test>");
+    }
+    let mut child = command.spawn().expect("spawn");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base, &mut child).await;
+    let client = reqwest::Client::new();
+    let signup = client
+        .post(format!("{base}/v1/auth/signup"))
+        .json(&serde_json::json!({"email": "smtp-user@example.com", "password": "correct horse battery staple", "tenant_name": "Mail"}))
+        .send()
+        .await
+        .expect("signup");
+    assert_eq!(signup.status(), 201);
+    // Per-IP limits count this client (3 per minute): two more pass, the fourth is refused.
+    for expected in [401, 401, 429] {
+        let response = client
+            .post(format!("{base}/v1/auth/login"))
+            .json(&serde_json::json!({"email": "smtp-user@example.com", "password": "wrong wrong wrong"}))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(response.status(), expected);
+    }
+    if let (Some(_), Ok(maildir)) = (smtp, std::env::var("TENANTKIT_TEST_SMTP_MAILDIR")) {
+        let mut delivered = false;
+        for _ in 0..100 {
+            delivered = std::fs::read_dir(std::path::Path::new(&maildir).join("new"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| {
+                    std::fs::read_to_string(e.path())
+                        .is_ok_and(|t| t.contains("X-RcptTo: smtp-user@example.com"))
+                });
+            if delivered {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            delivered,
+            "the verification email went through the SMTP relay"
+        );
+    }
+    terminate(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
+    let audit_ip_logged = output(child);
+    assert!(
+        !audit_ip_logged.contains("correct horse"),
+        "no password in logs"
+    );
+}

@@ -1,0 +1,184 @@
+//! Load harness for the reference server. Traffic goes to 127.0.0.1 only, for a bounded time.
+//!
+//! ```text
+//! cargo run --release -p tenantkit-load -- login-burst              # SQLite
+//! bash scripts/with-postgres.sh cargo run --release -p tenantkit-load -- login-burst --backend postgres
+//! ```
+//!
+//! The server runs in this process (same 2 cores as the load), through the same application
+//! the binary serves; figures are therefore a lower bound of a dedicated server.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use reqwest::Method;
+use serde_json::json;
+use tenantkit_core::Backend;
+use tenantkit_e2e::TestServer;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Scenario {
+    /// `GET /v1/me` latency alone, then during a burst of logins (argon2 on a bounded pool).
+    LoginBurst,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum BackendArg {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Parser)]
+#[command(about = "Drive the reference server on 127.0.0.1 and report rps and latency percentiles")]
+struct Args {
+    #[arg(value_enum)]
+    scenario: Scenario,
+    #[arg(long, value_enum, default_value = "sqlite")]
+    backend: BackendArg,
+    /// Seconds per phase (bounded to 60).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Workers calling the measured endpoint.
+    #[arg(long, default_value_t = 10)]
+    readers: usize,
+    /// Workers logging in during the burst phase.
+    #[arg(long, default_value_t = 40)]
+    logins: usize,
+}
+
+/// Latencies of one kind of request.
+#[derive(Debug, Default)]
+struct Samples {
+    latencies: Vec<Duration>,
+    errors: usize,
+}
+
+impl Samples {
+    fn report(&mut self, name: &str, elapsed: Duration) {
+        self.latencies.sort_unstable();
+        let pct = |p: f64| {
+            let index = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+            self.latencies
+                .get(index)
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        println!(
+            "{name:<34} {:>8} req  {:>8.1} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}",
+            self.latencies.len(),
+            self.latencies.len() as f64 / elapsed.as_secs_f64(),
+            pct(0.50),
+            pct(0.99),
+            self.errors
+        );
+    }
+}
+
+/// Runs `workers` loops of `request` until `until`, collecting latencies of 2xx answers.
+async fn drive<F, Fut>(workers: usize, until: Instant, request: F) -> Samples
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = reqwest::Result<reqwest::Response>> + Send,
+{
+    let request = Arc::new(request);
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let request = request.clone();
+            tokio::spawn(async move {
+                let mut samples = Samples::default();
+                while Instant::now() < until {
+                    let start = Instant::now();
+                    match request().await {
+                        Ok(response) if response.status().is_success() => {
+                            samples.latencies.push(start.elapsed())
+                        }
+                        _ => samples.errors += 1,
+                    }
+                }
+                samples
+            })
+        })
+        .collect();
+    let mut all = Samples::default();
+    for task in tasks {
+        if let Ok(mut samples) = task.await {
+            all.latencies.append(&mut samples.latencies);
+            all.errors += samples.errors;
+        }
+    }
+    all
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let backend = match args.backend {
+        BackendArg::Sqlite => Backend::Sqlite,
+        BackendArg::Postgres => Backend::Postgres,
+    };
+    let phase = Duration::from_secs(args.seconds.clamp(1, 60));
+    // Rate limits would (rightly) stop a login burst from one address; lift them here.
+    let config = tenantkit_server::Config {
+        rate_per_ip: std::num::NonZeroU32::MAX,
+        rate_per_account: std::num::NonZeroU32::MAX,
+        ..tenantkit_server::Config::default()
+    };
+    let Some(server) = TestServer::start_with(backend, config).await else {
+        eprintln!("PostgreSQL is not available: run under scripts/with-postgres.sh");
+        std::process::exit(2);
+    };
+    let server = Arc::new(server);
+    let password = "correct horse battery staple";
+    let signup: serde_json::Value = server
+        .anonymous(Method::POST, "/v1/auth/signup")
+        .json(&json!({"email": "load@example.com", "password": password, "tenant_name": "Load"}))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .expect("signup")
+        .json()
+        .await
+        .expect("signup json");
+    let access = Arc::<str>::from(signup["access_token"].as_str().expect("access token"));
+    println!(
+        "backend {backend}, {} s per phase, {} readers, {} login workers",
+        phase.as_secs(),
+        args.readers,
+        args.logins
+    );
+
+    let me = {
+        let (server, access) = (server.clone(), access.clone());
+        move || {
+            server
+                .anonymous(Method::GET, "/v1/me")
+                .bearer_auth(&*access)
+                .send()
+        }
+    };
+    match args.scenario {
+        Scenario::LoginBurst => {
+            let start = Instant::now();
+            let mut baseline = drive(args.readers, start + phase, me.clone()).await;
+            baseline.report("GET /v1/me (alone)", start.elapsed());
+
+            let start = Instant::now();
+            let until = start + phase;
+            let login = {
+                let server = server.clone();
+                move || {
+                    server
+                        .anonymous(Method::POST, "/v1/auth/login")
+                        .json(&json!({"email": "load@example.com", "password": password}))
+                        .send()
+                }
+            };
+            let (mut during, mut logins) = tokio::join!(
+                drive(args.readers, until, me),
+                drive(args.logins, until, login)
+            );
+            during.report("GET /v1/me (during login burst)", start.elapsed());
+            logins.report("POST /v1/auth/login (burst)", start.elapsed());
+        }
+    }
+}

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Runs a command beside the services the tests use, all on 127.0.0.1, all stopped after:
+#
+#   bash scripts/with-services.sh COMMAND [ARGS...]
+#
+# - PostgreSQL: found (or, as root with apt-get, Debian's `postgresql` installed), a throwaway
+#   cluster started in a temporary folder at a free port; its superuser URL is exported as
+#   TENANTKIT_TEST_POSTGRES_URL.
+# - SMTP: aiosmtpd (from PyPI, into a venv under the target folder) delivering to a Maildir;
+#   exported as TENANTKIT_TEST_SMTP_URL and TENANTKIT_TEST_SMTP_MAILDIR.
+#
+# With CI=true a service that cannot be had is a failure, never a skip.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { printf '[test.sh] %s\n' "$*" >&2; }
+is_ci() { [[ "${CI:-}" == "true" || "${CI:-}" == "1" ]]; }
+
+find_pg_bin() {
+    local dir
+    if command -v pg_ctl >/dev/null 2>&1 && command -v initdb >/dev/null 2>&1; then
+        dirname "$(readlink -f "$(command -v pg_ctl)")"
+        return 0
+    fi
+    for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+        if [[ -x "$dir/pg_ctl" && -x "$dir/initdb" ]]; then
+            echo "$dir"
+            return 0
+        fi
+    done
+    return 1
+}
+
+install_pg() {
+    if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        log "PostgreSQL not found; installing Debian's postgresql package"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+        return 0
+    fi
+    return 1
+}
+
+PG_BIN="$(find_pg_bin || true)"
+if [[ -z "$PG_BIN" ]]; then
+    install_pg || true
+    PG_BIN="$(find_pg_bin || true)"
+fi
+
+PG_TMP=""
+SMTP_PID=""
+SMTP_TMP=""
+cleanup() {
+    local status=$?
+    if [[ -n "$SMTP_PID" ]]; then
+        kill "$SMTP_PID" >/dev/null 2>&1 || true
+        wait "$SMTP_PID" 2>/dev/null || true
+    fi
+    [[ -n "$SMTP_TMP" ]] && rm -rf "$SMTP_TMP"
+    if [[ -n "$PG_TMP" && -d "$PG_TMP" ]]; then
+        as_pg "$PG_BIN/pg_ctl" -D "$PG_TMP/data" -m immediate -w stop >/dev/null 2>&1 || true
+        rm -rf "$PG_TMP"
+        log "PostgreSQL stopped and removed"
+    fi
+    exit "$status"
+}
+trap cleanup EXIT INT TERM
+
+# PostgreSQL refuses to run as root: as root, run it as the `postgres` OS user.
+as_pg() {
+    if [[ "$(id -u)" -eq 0 ]]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null \
+        || shuf -i 20000-60000 -n 1
+}
+
+if [[ -n "$PG_BIN" ]]; then
+    if [[ "$(id -u)" -eq 0 ]] && ! id postgres >/dev/null 2>&1; then
+        useradd --system --no-create-home --shell /usr/sbin/nologin postgres
+    fi
+    PG_TMP="$(mktemp -d -t tenantkit-pg.XXXXXX)"
+    [[ "$(id -u)" -eq 0 ]] && chown postgres "$PG_TMP"
+    PG_PORT="$(free_port)"
+    as_pg "$PG_BIN/initdb" -D "$PG_TMP/data" -U postgres --auth=trust -E UTF8 --no-sync >"$PG_TMP/initdb.log" 2>&1 \
+        || { cat "$PG_TMP/initdb.log" >&2; exit 1; }
+    # Durability is pointless for a throwaway cluster; turning it off makes the suite faster.
+    as_pg "$PG_BIN/pg_ctl" -D "$PG_TMP/data" -l "$PG_TMP/server.log" -w -t 60 start \
+        -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_TMP -c fsync=off \
+            -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" >/dev/null \
+        || { cat "$PG_TMP/server.log" >&2; exit 1; }
+    export TENANTKIT_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+    log "$("$PG_BIN/postgres" --version) on 127.0.0.1:$PG_PORT"
+elif is_ci; then
+    log "CI=true but PostgreSQL could not be found or installed: failing"
+    exit 1
+else
+    log "PostgreSQL not available: PostgreSQL tests will report that they did not run"
+fi
+
+# SMTP sink.
+start_smtp() {
+    local target venv port
+    target="${CARGO_TARGET_DIR:-$PWD/target}"
+    venv="$target/test-venv"
+    if ! "$venv/bin/python" -c 'import aiosmtpd' >/dev/null 2>&1; then
+        python3 -m venv "$venv" >/dev/null 2>&1 || return 1
+        "$venv/bin/pip" install --quiet --disable-pip-version-check 'aiosmtpd==1.4.6' || return 1
+    fi
+    SMTP_TMP="$(mktemp -d -t tenantkit-smtp.XXXXXX)"
+    port="$(free_port)"
+    "$venv/bin/python" -m aiosmtpd -n -l "127.0.0.1:$port" -c aiosmtpd.handlers.Mailbox "$SMTP_TMP/maildir" \
+        >"$SMTP_TMP/smtp.log" 2>&1 &
+    SMTP_PID=$!
+    for _ in $(seq 1 100); do
+        if "$venv/bin/python" -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" >/dev/null 2>&1; then
+            export TENANTKIT_TEST_SMTP_URL="smtp://127.0.0.1:$port"
+            export TENANTKIT_TEST_SMTP_MAILDIR="$SMTP_TMP/maildir"
+            log "SMTP sink (aiosmtpd) on 127.0.0.1:$port"
+            return 0
+        fi
+        sleep 0.1
+    done
+    cat "$SMTP_TMP/smtp.log" >&2
+    return 1
+}
+
+if ! start_smtp; then
+    if is_ci; then
+        log "CI=true but the SMTP sink could not be started: failing"
+        exit 1
+    fi
+    log "SMTP sink not available: SMTP tests will report that they did not run"
+fi
+
+"$@"
