@@ -100,6 +100,19 @@ impl AuditEntry {
     }
 }
 
+/// Which audit entries to list; every given condition must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only entries by this actor.
+    pub actor_id: Option<UserId>,
+    /// Only entries with this action.
+    pub action: Option<String>,
+    /// Only entries at or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// Only entries before this time.
+    pub until: Option<OffsetDateTime>,
+}
+
 const COLUMNS: &str =
     "id, seq, at, actor_id, action, target_type, target_id, ip, user_agent, details, prev_hash, hash";
 
@@ -183,6 +196,37 @@ impl TenantTx {
             sqlx::query_as(&sql)
                 .bind(tenant)
                 .bind(after_seq)
+                .bind(limit)
+                .fetch_all(c)
+                .await
+        })?)
+    }
+
+    /// Entries matching `filter`, in chain order, after sequence number `after_seq`, at most
+    /// `limit` (the caller pages with the last entry's `seq`).
+    ///
+    /// # Errors
+    /// [`crate::Error::Database`] on failure.
+    pub async fn search_audit(
+        &mut self,
+        filter: &AuditFilter,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>> {
+        let tenant = self.tenant_id();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM audit_log WHERE tenant_id = $1 AND seq > $2 \
+             AND ($3 IS NULL OR actor_id = $3) AND ($4 IS NULL OR action = $4) \
+             AND ($5 IS NULL OR at >= $5) AND ($6 IS NULL OR at < $6) ORDER BY seq LIMIT $7"
+        );
+        Ok(crate::scope::scoped!(self, |c| {
+            sqlx::query_as(&sql)
+                .bind(tenant)
+                .bind(after_seq)
+                .bind(filter.actor_id)
+                .bind(filter.action.as_deref())
+                .bind(filter.since)
+                .bind(filter.until)
                 .bind(limit)
                 .fetch_all(c)
                 .await

@@ -146,6 +146,19 @@ impl Database {
         })?)
     }
 
+    /// Every tenant id, oldest first (for operator tools such as `audit verify`).
+    ///
+    /// # Errors
+    /// [`Error::Database`] on failure.
+    pub async fn tenant_ids(&self) -> Result<Vec<TenantId>> {
+        let mut conn = self.begin_global(Mode::ReadOnly).await?;
+        Ok(with_conn!(&mut conn, |c| {
+            sqlx::query_scalar("SELECT id FROM tenants ORDER BY id")
+                .fetch_all(c)
+                .await
+        })?)
+    }
+
     /// Finds a tenant by slug.
     ///
     /// # Errors

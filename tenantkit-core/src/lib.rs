@@ -64,6 +64,8 @@ mod db;
 mod directory;
 mod error;
 mod id;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod members;
 mod page;
 mod principal;
 mod problem;
@@ -83,7 +85,7 @@ mod values;
 pub mod testing;
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use audit::{AuditEntry, AuditEvent};
+pub use audit::{AuditEntry, AuditEvent, AuditFilter};
 pub use clock::{Clock, ManualClock, SystemClock};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use db::{Backend, Database, DatabaseOptions};

@@ -38,6 +38,11 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Check the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Manage the development signing keys under `<data dir>/keys`.
     Keys {
         #[command(subcommand)]
@@ -76,6 +81,13 @@ enum UserCommand {
         #[arg(long, default_value = "member")]
         role: Role,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify every tenant's hash chain; exits non-zero and names the first broken entry
+    /// when a row was edited, deleted or reordered.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,6 +135,22 @@ async fn main() -> ExitCode {
                 .await
                 .map(|created| println!("{created}"))
         }
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => match admin::verify_audit(&cli.config).await {
+            Ok((report, intact)) => {
+                for line in report {
+                    println!("{line}");
+                }
+                if intact {
+                    Ok(())
+                } else {
+                    eprintln!("error: the audit log was tampered with");
+                    return ExitCode::from(2);
+                }
+            }
+            Err(err) => Err(err),
+        },
         Command::Keys {
             command: KeysCommand::Rotate,
         } => keys::rotate_dev_key(&cli.config).map(|path| {

@@ -453,3 +453,77 @@ async fn the_binary_knows_client_addresses_and_mails_through_smtp() {
         "no password in logs"
     );
 }
+
+#[tokio::test]
+async fn audit_verify_names_a_tampered_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let create = server(dir.path(), free_port())
+        .args([
+            "tenant",
+            "create",
+            "--name",
+            "Ledger",
+            "--owner-email",
+            "ledger@example.com",
+        ])
+        .env("TENANTKIT_PASSWORD", "a sturdy owner passphrase")
+        .stdin(Stdio::null())
+        .output()
+        .expect("create");
+    assert!(
+        create.status.success(),
+        "{}",
+        String::from_utf8_lossy(&create.stderr)
+    );
+    // The signup-like creation wrote no audit entry; make a few through the API.
+    let port = free_port();
+    let mut child = server(dir.path(), port).spawn().expect("spawn");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base, &mut child).await;
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let login = client
+            .post(format!("{base}/v1/auth/login"))
+            .json(&serde_json::json!({"email": "ledger@example.com", "password": "a sturdy owner passphrase"}))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(login.status(), 200);
+    }
+    terminate(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
+
+    let verify = || {
+        server(dir.path(), free_port())
+            .args(["audit", "verify"])
+            .output()
+            .expect("verify")
+    };
+    let ok = verify();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("\"status\":\"ok\""));
+
+    use sqlx::Connection as _;
+    let url = format!("sqlite://{}", dir.path().join("tenantkit.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("open the database file");
+    sqlx::query("UPDATE audit_log SET ip = '10.9.9.9' WHERE seq = 2")
+        .execute(&mut conn)
+        .await
+        .expect("tamper");
+    conn.close().await.expect("close");
+
+    let broken = verify();
+    assert_eq!(broken.status.code(), Some(2));
+    let report = String::from_utf8_lossy(&broken.stdout);
+    assert!(
+        report.contains("\"status\":\"broken\"") && report.contains("\"seq\":2"),
+        "{report}"
+    );
+    assert!(report.contains("content was changed"), "{report}");
+}

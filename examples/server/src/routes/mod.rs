@@ -6,6 +6,7 @@ mod projects;
 mod records;
 mod recovery;
 mod tasks;
+mod tenancy;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -61,6 +62,16 @@ fn protected() -> Router<AppState> {
             post(recovery::request_verification),
         )
         .route("/v1/me", get(auth::me))
+        .route(
+            "/v1/tenant",
+            get(tenancy::get_tenant).patch(tenancy::patch_tenant),
+        )
+        .route("/v1/members", get(tenancy::list_members))
+        .route(
+            "/v1/members/{id}",
+            axum::routing::patch(tenancy::patch_member).delete(tenancy::delete_member),
+        )
+        .route("/v1/audit-log", get(tenancy::audit_log))
         .route("/v1/projects", get(projects::list).post(projects::create))
         .route(
             "/v1/projects/{id}",

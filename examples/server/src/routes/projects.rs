@@ -7,9 +7,9 @@ use tenantkit_core::{
     NewProject, Page, Permission, Principal, Project, ProjectFilter, TenantScope, TenantScoped,
 };
 
-use super::records::created;
+use super::records::{change_event, created};
 use super::{page_request, valid};
-use crate::extract::{ApiJson, RawQuery};
+use crate::extract::{ApiJson, ClientInfo, RawQuery};
 use crate::{AppState, Result};
 
 pub(crate) async fn list(
@@ -29,12 +29,17 @@ pub(crate) async fn list(
 
 pub(crate) async fn create(
     State(state): State<AppState>,
+    client: ClientInfo,
     principal: Principal,
     ApiJson(new): ApiJson<NewProject>,
 ) -> Result<impl IntoResponse> {
     principal.require(Permission::WriteContent)?;
     let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
     let project = Project::create(&mut tx, new).await?;
+    tx.audit(change_event::<Project>(
+        &client, &principal, "created", project.id,
+    ))
+    .await?;
     tx.commit().await?;
     let location = format!("/v1/projects/{}", project.id);
     Ok(created(project, location))

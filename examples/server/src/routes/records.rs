@@ -10,9 +10,39 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tenantkit_core::{Permission, Principal, TenantScope, TenantScoped};
+use tenantkit_core::{Permission, Principal, Project, Task, TenantScope, TenantScoped};
 
-use crate::extract::{etag, ApiId, ApiJson, IfMatch};
+use super::auth::target;
+use crate::extract::{etag, ApiId, ApiJson, ClientInfo, IfMatch};
+
+/// A tenant-scoped record served over HTTP, with the name its audit actions use.
+pub(crate) trait Resource: TenantScoped + Serialize {
+    /// `project` → `project.created`, `project.updated`, `project.deleted`.
+    const NAME: &'static str;
+}
+
+impl Resource for Project {
+    const NAME: &'static str = "project";
+}
+
+impl Resource for Task {
+    const NAME: &'static str = "task";
+}
+
+/// The audit event of a change to a `T`.
+pub(crate) fn change_event<T: Resource>(
+    client: &ClientInfo,
+    principal: &Principal,
+    change: &str,
+    id: impl std::fmt::Display,
+) -> tenantkit_core::AuditEvent {
+    let action = format!("{}.{change}", T::NAME);
+    target(
+        client.event(&action, Some(principal.user_id())),
+        T::NAME,
+        id,
+    )
+}
 use crate::{AppState, Result};
 
 /// `GET /v1/<resources>/{id}`.
@@ -35,14 +65,15 @@ where
 /// `PATCH /v1/<resources>/{id}`, conditional on `If-Match` when given.
 pub(crate) async fn update<T>(
     State(state): State<AppState>,
+    client: ClientInfo,
     principal: Principal,
     ApiId(id): ApiId<T::Id>,
     IfMatch(expected): IfMatch,
     ApiJson(patch): ApiJson<T::Patch>,
 ) -> Result<impl IntoResponse>
 where
-    T: TenantScoped + Serialize,
-    T::Id: FromStr,
+    T: Resource,
+    T::Id: FromStr + std::fmt::Display,
     T::Patch: DeserializeOwned,
 {
     principal.require(Permission::WriteContent)?;
@@ -54,6 +85,9 @@ where
         None => T::get(&mut tx, id).await?.version(),
     };
     let record = T::update(&mut tx, id, expected, patch).await?;
+    let mut event = change_event::<T>(&client, &principal, "updated", id);
+    event.details = serde_json::json!({ "version": record.version() });
+    tx.audit(event).await?;
     tx.commit().await?;
     Ok((etag(record.version()), Json(record)))
 }
@@ -61,17 +95,20 @@ where
 /// `DELETE /v1/<resources>/{id}`, conditional on `If-Match` when given.
 pub(crate) async fn delete<T>(
     State(state): State<AppState>,
+    client: ClientInfo,
     principal: Principal,
     ApiId(id): ApiId<T::Id>,
     IfMatch(expected): IfMatch,
 ) -> Result<StatusCode>
 where
-    T: TenantScoped,
-    T::Id: FromStr,
+    T: Resource,
+    T::Id: FromStr + std::fmt::Display,
 {
     principal.require(Permission::WriteContent)?;
     let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
     T::delete(&mut tx, id, expected).await?;
+    tx.audit(change_event::<T>(&client, &principal, "deleted", id))
+        .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

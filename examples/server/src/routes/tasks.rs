@@ -8,9 +8,9 @@ use tenantkit_core::{
     TenantScoped, UserId,
 };
 
-use super::records::created;
+use super::records::{change_event, created};
 use super::{page_request, valid};
-use crate::extract::{ApiId, ApiJson, RawQuery};
+use crate::extract::{ApiId, ApiJson, ClientInfo, RawQuery};
 use crate::{AppState, Result};
 
 pub(crate) async fn list(
@@ -41,6 +41,7 @@ pub(crate) async fn list(
 
 pub(crate) async fn create(
     State(state): State<AppState>,
+    client: ClientInfo,
     principal: Principal,
     ApiId(project_id): ApiId<ProjectId>,
     ApiJson(mut new): ApiJson<NewTask>,
@@ -50,6 +51,10 @@ pub(crate) async fn create(
     new.project_id = project_id;
     let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
     let task = Task::create(&mut tx, new).await?;
+    tx.audit(change_event::<Task>(
+        &client, &principal, "created", task.id,
+    ))
+    .await?;
     tx.commit().await?;
     let location = format!("/v1/tasks/{}", task.id);
     Ok(created(task, location))

@@ -1,0 +1,163 @@
+//! Managing a tenant: its name, its members and their roles.
+
+use crate::scope::scoped;
+use crate::{Error, Membership, Page, PageRequest, Result, Role, Tenant, TenantTx, UserId};
+
+impl TenantTx {
+    /// Serializes changes that must see a consistent tenant (audit chain, owner count) on
+    /// PostgreSQL by locking the tenant's row; SQLite already runs one writer at a time.
+    pub(crate) async fn lock_tenant(&mut self) -> Result<()> {
+        #[cfg(feature = "postgres")]
+        {
+            let tenant = self.tenant_id();
+            #[allow(irrefutable_let_patterns)] // Irrefutable when PostgreSQL is the only backend.
+            if let crate::scope::Conn::Postgres(tx) = &mut self.conn {
+                sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
+                    .bind(tenant)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// This transaction's tenant.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when it was deleted.
+    pub async fn tenant(&mut self) -> Result<Tenant> {
+        let tenant = self.tenant_id();
+        let found: Option<Tenant> = scoped!(self, |c| {
+            sqlx::query_as("SELECT id, slug, name, plan, created_at FROM tenants WHERE id = $1")
+                .bind(tenant)
+                .fetch_optional(c)
+                .await
+        })?;
+        found.ok_or(Error::NotFound)
+    }
+
+    /// Renames this tenant (the slug never changes).
+    ///
+    /// # Errors
+    /// [`Error::Validation`] for an empty or over-long name.
+    pub async fn rename_tenant(&mut self, name: &str) -> Result<Tenant> {
+        let name = name.trim();
+        let mut errors = Vec::new();
+        crate::values::check_text(&mut errors, "name", name, 200);
+        crate::values::finish_validation(errors)?;
+        let tenant = self.tenant_id();
+        scoped!(self, |c| {
+            sqlx::query("UPDATE tenants SET name = $1 WHERE id = $2")
+                .bind(name)
+                .bind(tenant)
+                .execute(c)
+                .await
+                .map(drop)
+        })?;
+        self.tenant().await
+    }
+
+    /// One page of this tenant's members, in the order they joined.
+    ///
+    /// # Errors
+    /// [`Error::Database`] on failure.
+    pub async fn members(&mut self, page: PageRequest) -> Result<Page<Membership>> {
+        let tenant = self.tenant_id();
+        let rows: Vec<Membership> = scoped!(self, |c| {
+            sqlx::query_as(
+                "SELECT tenant_id, user_id, role, created_at FROM memberships \
+                 WHERE tenant_id = $1 AND user_id > $2 ORDER BY user_id LIMIT $3",
+            )
+            .bind(tenant)
+            .bind(UserId::from_uuid(page.after_key()))
+            .bind(page.fetch_count())
+            .fetch_all(c)
+            .await
+        })?;
+        Ok(Page::from_rows(rows, &page, |m| m.user_id.as_uuid()))
+    }
+
+    async fn owner_count(&mut self) -> Result<i64> {
+        let tenant = self.tenant_id();
+        Ok(scoped!(self, |c| {
+            sqlx::query_scalar(
+                "SELECT count(*) FROM memberships WHERE tenant_id = $1 AND role = 'owner'",
+            )
+            .bind(tenant)
+            .fetch_one(c)
+            .await
+        })?)
+    }
+
+    /// Changes a member's role, as `actor_role`. Only an owner may make or unmake owners, and
+    /// the last owner can never be demoted.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for a non-member; [`Error::Forbidden`] when `actor_role` may not
+    /// grant or take the owner role; [`Error::Conflict`] for the last owner.
+    pub async fn change_role(
+        &mut self,
+        user: UserId,
+        role: Role,
+        actor_role: Role,
+    ) -> Result<(Membership, Role)> {
+        self.lock_tenant().await?;
+        let current = self.member(user).await?.ok_or(Error::NotFound)?;
+        // Owner is granted and taken only by owners: an admin cannot escalate anyone
+        // (themselves included) to owner, nor demote one.
+        if (role == Role::Owner || current.role == Role::Owner) && actor_role != Role::Owner {
+            return Err(Error::Forbidden);
+        }
+        if current.role == Role::Owner && role != Role::Owner && self.owner_count().await? <= 1 {
+            return Err(Error::Conflict(
+                "the last owner cannot be demoted; make someone else owner first".into(),
+            ));
+        }
+        let tenant = self.tenant_id();
+        scoped!(self, |c| {
+            sqlx::query("UPDATE memberships SET role = $1 WHERE tenant_id = $2 AND user_id = $3")
+                .bind(role.as_str())
+                .bind(tenant)
+                .bind(user)
+                .execute(c)
+                .await
+                .map(drop)
+        })?;
+        Ok((
+            Membership {
+                role,
+                ..current.clone()
+            },
+            current.role,
+        ))
+    }
+
+    /// Removes a member, as `actor_role`. Only an owner may remove an owner, and the last
+    /// owner can never be removed.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for a non-member; [`Error::Forbidden`]; [`Error::Conflict`] for the
+    /// last owner.
+    pub async fn remove_member(&mut self, user: UserId, actor_role: Role) -> Result<Membership> {
+        self.lock_tenant().await?;
+        let current = self.member(user).await?.ok_or(Error::NotFound)?;
+        if current.role == Role::Owner {
+            if actor_role != Role::Owner {
+                return Err(Error::Forbidden);
+            }
+            if self.owner_count().await? <= 1 {
+                return Err(Error::Conflict("the last owner cannot be removed".into()));
+            }
+        }
+        let tenant = self.tenant_id();
+        scoped!(self, |c| {
+            sqlx::query("DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2")
+                .bind(tenant)
+                .bind(user)
+                .execute(c)
+                .await
+                .map(drop)
+        })?;
+        Ok(current)
+    }
+}

@@ -1,0 +1,379 @@
+//! Tenant settings, members and roles, and the audit-log endpoint over HTTP.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tenantkit_core::{Principal, Role};
+use tenantkit_e2e::{on_both_backends, problem, TestServer};
+
+async fn send(
+    server: &TestServer,
+    who: &Principal,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = server.request(who, method, path);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("send");
+    let status = response.status();
+    let body = if status == StatusCode::NO_CONTENT {
+        Value::Null
+    } else {
+        response.json().await.expect("json")
+    };
+    (status, body)
+}
+
+async fn tenant_settings_follow_permissions(server: TestServer) {
+    let db = &server.test_db.db;
+    let (_, member) = server.world.a.add_user(db, Role::Member).await;
+    let (_, admin) = server.world.a.add_user(db, Role::Admin).await;
+    let (status, tenant) = send(&server, &member, Method::GET, "/v1/tenant", None).await;
+    assert_eq!(
+        (status, tenant["slug"].clone()),
+        (StatusCode::OK, json!(server.world.a.tenant.slug.as_str()))
+    );
+    let (status, body) = send(
+        &server,
+        &member,
+        Method::PATCH,
+        "/v1/tenant",
+        Some(json!({"name": "Hijacked"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+    let (status, renamed) = send(
+        &server,
+        &admin,
+        Method::PATCH,
+        "/v1/tenant",
+        Some(json!({"name": "  Alpha Two "})),
+    )
+    .await;
+    assert_eq!(
+        (status, renamed["name"].as_str()),
+        (StatusCode::OK, Some("Alpha Two"))
+    );
+    assert_eq!(renamed["slug"], tenant["slug"], "the slug never changes");
+    let (status, _) = send(
+        &server,
+        &admin,
+        Method::PATCH,
+        "/v1/tenant",
+        Some(json!({"name": " "})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = send(
+        &server,
+        &admin,
+        Method::PATCH,
+        "/v1/tenant",
+        Some(json!({"name": "x", "slug": "new-slug"})),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "slug is not patchable"
+    );
+}
+
+async fn roles_follow_the_rules_and_an_owner_always_remains(server: TestServer) {
+    let db = &server.test_db.db;
+    let owner = server.world.a.principal.clone();
+    let (admin_user, admin) = server.world.a.add_user(db, Role::Admin).await;
+    let (member_user, _) = server.world.a.add_user(db, Role::Member).await;
+    let (viewer_user, viewer) = server.world.a.add_user(db, Role::Viewer).await;
+    let path = |user: &tenantkit_core::User| format!("/v1/members/{}", user.id);
+    let owner_path = format!("/v1/members/{}", owner.user_id());
+
+    // Listing with pagination.
+    let (status, page) = send(&server, &viewer, Method::GET, "/v1/members?limit=2", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(2));
+    let cursor = page["next_cursor"].as_str().expect("more pages").to_owned();
+    let (_, rest) = send(
+        &server,
+        &viewer,
+        Method::GET,
+        &format!("/v1/members?limit=2&cursor={cursor}"),
+        None,
+    )
+    .await;
+    assert_eq!(rest["items"].as_array().map(Vec::len), Some(2));
+
+    // Viewers and members manage nobody.
+    let (status, _) = send(
+        &server,
+        &viewer,
+        Method::PATCH,
+        &path(&member_user),
+        Some(json!({"role": "viewer"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Admins manage members, but never grant or take the owner role.
+    let (status, changed) = send(
+        &server,
+        &admin,
+        Method::PATCH,
+        &path(&member_user),
+        Some(json!({"role": "admin"})),
+    )
+    .await;
+    assert_eq!(
+        (status, changed["role"].as_str()),
+        (StatusCode::OK, Some("admin"))
+    );
+    let (status, _) = send(
+        &server,
+        &admin,
+        Method::PATCH,
+        &path(&admin_user),
+        Some(json!({"role": "owner"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "no self-escalation to owner");
+    let (status, _) = send(
+        &server,
+        &admin,
+        Method::PATCH,
+        &owner_path,
+        Some(json!({"role": "member"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "admins cannot demote owners");
+    let (status, _) = send(&server, &admin, Method::DELETE, &owner_path, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "admins cannot remove owners");
+    let (status, _) = send(
+        &server,
+        &admin,
+        Method::PATCH,
+        &path(&member_user),
+        Some(json!({"role": "superuser"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // The last owner can be neither demoted nor removed.
+    let (status, body) = send(
+        &server,
+        &owner,
+        Method::PATCH,
+        &owner_path,
+        Some(json!({"role": "admin"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("conflict"))
+    );
+    let (status, _) = send(&server, &owner, Method::DELETE, &owner_path, None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    // Ownership transfer: promote, then step down.
+    let (status, _) = send(
+        &server,
+        &owner,
+        Method::PATCH,
+        &path(&admin_user),
+        Some(json!({"role": "owner"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = send(
+        &server,
+        &owner,
+        Method::PATCH,
+        &owner_path,
+        Some(json!({"role": "admin"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "no longer the last owner");
+
+    // Removal; the removed member's refresh would now end their session (checked in auth tests).
+    let (status, _) = send(&server, &admin, Method::DELETE, &path(&viewer_user), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = send(&server, &admin, Method::DELETE, &path(&viewer_user), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Another tenant's member, a random id and garbage all answer the same 404.
+    let b_owner = server.world.b.principal.clone();
+    let foreign = send(
+        &server,
+        &b_owner,
+        Method::PATCH,
+        &path(&member_user),
+        Some(json!({"role": "viewer"})),
+    )
+    .await;
+    let random = send(
+        &server,
+        &b_owner,
+        Method::PATCH,
+        &format!("/v1/members/{}", tenantkit_core::UserId::new()),
+        Some(json!({"role": "viewer"})),
+    )
+    .await;
+    let garbage = send(
+        &server,
+        &b_owner,
+        Method::DELETE,
+        "/v1/members/not-an-id",
+        None,
+    )
+    .await;
+    assert_eq!(foreign.0, StatusCode::NOT_FOUND);
+    assert_eq!(foreign.1, random.1);
+    assert_eq!(garbage.1, random.1);
+}
+
+async fn the_audit_log_lists_mutations_for_admins_only(server: TestServer) {
+    let db = &server.test_db.db;
+    let owner = server.world.a.principal.clone();
+    let (_, member) = server.world.a.add_user(db, Role::Member).await;
+    let (_, created) = send(
+        &server,
+        &member,
+        Method::POST,
+        "/v1/projects",
+        Some(json!({"name": "Audited"})),
+    )
+    .await;
+    let project = format!("/v1/projects/{}", created["id"].as_str().expect("id"));
+    send(
+        &server,
+        &member,
+        Method::PATCH,
+        &project,
+        Some(json!({"name": "Audited 2"})),
+    )
+    .await;
+    let (_, task) = send(
+        &server,
+        &member,
+        Method::POST,
+        &format!("{project}/tasks"),
+        Some(json!({"title": "t"})),
+    )
+    .await;
+    send(&server, &member, Method::DELETE, &project, None).await;
+
+    let (status, _) = send(&server, &member, Method::GET, "/v1/audit-log", None).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "members do not read the audit log"
+    );
+    let (status, log) = send(&server, &owner, Method::GET, "/v1/audit-log", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let actions: Vec<&str> = log["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|e| e["action"].as_str().expect("action"))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "project.created",
+            "project.updated",
+            "task.created",
+            "project.deleted"
+        ]
+    );
+    let first = &log["items"][0];
+    assert_eq!(first["actor_id"], json!(member.user_id()));
+    assert_eq!(
+        (first["target_type"].as_str(), first["target_id"].clone()),
+        (Some("project"), created["id"].clone())
+    );
+    assert_eq!(first["ip"], "127.0.0.1");
+    assert!(
+        first.get("hash").is_none() && first.get("seq").is_none(),
+        "chain internals stay inside"
+    );
+    assert_eq!(log["items"][2]["target_id"], task["id"]);
+
+    let (_, filtered) = send(
+        &server,
+        &owner,
+        Method::GET,
+        "/v1/audit-log?action=project.updated",
+        None,
+    )
+    .await;
+    assert_eq!(filtered["items"].as_array().map(Vec::len), Some(1));
+    let (_, by_actor) = send(
+        &server,
+        &owner,
+        Method::GET,
+        &format!("/v1/audit-log?actor_id={}", owner.user_id()),
+        None,
+    )
+    .await;
+    assert_eq!(by_actor["items"], json!([]));
+    let (_, future) = send(
+        &server,
+        &owner,
+        Method::GET,
+        "/v1/audit-log?since=2999-01-01T00:00:00Z",
+        None,
+    )
+    .await;
+    assert_eq!(future["items"], json!([]));
+    // Walk the log one entry at a time.
+    let mut path = "/v1/audit-log?limit=1".to_owned();
+    let mut seen = Vec::new();
+    loop {
+        let (_, page) = send(&server, &owner, Method::GET, &path, None).await;
+        seen.extend(
+            page["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|e| e["action"].clone()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/audit-log?limit=1&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 4);
+    for bad in [
+        "since=yesterday",
+        "actor_id=bob",
+        "limit=0",
+        "cursor=%%%",
+        "verb=x",
+    ] {
+        let response = server
+            .request(&owner, Method::GET, &format!("/v1/audit-log?{bad}"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        problem(response).await;
+    }
+    // Another tenant's admin sees none of it.
+    let (_, other) = send(
+        &server,
+        &server.world.b.principal,
+        Method::GET,
+        "/v1/audit-log",
+        None,
+    )
+    .await;
+    assert_eq!(other["items"], json!([]));
+}
+
+on_both_backends!(
+    tenant_settings_follow_permissions,
+    roles_follow_the_rules_and_an_owner_always_remains,
+    the_audit_log_lists_mutations_for_admins_only,
+);
