@@ -65,6 +65,8 @@ mod directory;
 mod error;
 mod id;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod invitations;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod members;
 mod page;
 mod principal;
@@ -93,6 +95,8 @@ pub use db::{Backend, Database, DatabaseOptions};
 pub use directory::{Membership, NewTenant, NewUser, Tenant, User};
 pub use error::{Error, FieldError, Result};
 pub use id::{ParseIdError, ProjectId, SessionId, TaskId, TenantId, UserId};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use invitations::Invitation;
 pub use page::{Cursor, Limit, Page, PageRequest};
 pub use principal::Principal;
 pub use problem::{ErrorCode, Problem, PROBLEM_JSON};

@@ -243,3 +243,18 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
         Ok(ClientInfo { ip, user_agent })
     }
 }
+
+/// The verified caller if the request carried a valid token (routes behind
+/// `JwtAuthLayer::optional`), else `None`.
+#[derive(Debug, Clone)]
+pub struct MaybePrincipal(pub Option<tenantkit_core::Principal>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MaybePrincipal {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(MaybePrincipal(
+            parts.extensions.get::<tenantkit_core::Principal>().cloned(),
+        ))
+    }
+}

@@ -16,7 +16,7 @@ use crate::{AppState, Result};
 
 /// `{access_token, token_type, expires_in, refresh_token}`, flat beside any extra fields.
 #[derive(Debug, Serialize)]
-struct TokenPair {
+pub(crate) struct TokenPair {
     access_token: String,
     token_type: &'static str,
     expires_in: u64,
@@ -25,7 +25,7 @@ struct TokenPair {
 
 impl AppState {
     /// A token pair for a session in which `user` acts as `role`.
-    fn token_pair(
+    pub(crate) fn token_pair(
         &self,
         session: &SessionRecord,
         role: Role,

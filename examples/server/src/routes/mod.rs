@@ -2,6 +2,7 @@
 
 mod auth;
 mod health;
+mod invitations;
 mod projects;
 mod records;
 mod recovery;
@@ -47,7 +48,11 @@ pub(crate) fn routes(state: &AppState, config: &crate::Config) -> Router<AppStat
     } else {
         protected().route_layer(JwtAuthLayer::new(state.tokens.clone()))
     };
-    public.merge(protected)
+    // Accepting works with or without a token: with one, for that account.
+    let accept = Router::new()
+        .route("/v1/invitations/accept", post(invitations::accept))
+        .route_layer(JwtAuthLayer::optional(state.tokens.clone()));
+    public.merge(protected).merge(accept)
 }
 
 /// The routes that need a verified caller. `route_layer` so an unknown path stays a 404
@@ -72,6 +77,7 @@ fn protected() -> Router<AppState> {
             axum::routing::patch(tenancy::patch_member).delete(tenancy::delete_member),
         )
         .route("/v1/audit-log", get(tenancy::audit_log))
+        .route("/v1/invitations", post(invitations::invite))
         .route("/v1/projects", get(projects::list).post(projects::create))
         .route(
             "/v1/projects/{id}",

@@ -1,0 +1,181 @@
+//! `/v1/invitations`: inviting teammates by email, and accepting.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use tenantkit_auth::{Message, OneTimeToken, Password};
+use tenantkit_core::{
+    now, Email, Error, ErrorCode, NewUser, Permission, Principal, Problem, Role, TenantScope,
+};
+
+use super::auth::target;
+use crate::extract::{ApiJson, ClientInfo, MaybePrincipal};
+use crate::{AppState, Result};
+
+const INVITATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InviteRequest {
+    email: String,
+    role: Role,
+}
+
+/// `POST /v1/invitations`: invites an address with a role; the token is answered once and
+/// mailed. Only owners invite owners.
+pub(crate) async fn invite(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    principal: Principal,
+    ApiJson(body): ApiJson<InviteRequest>,
+) -> Result<impl IntoResponse> {
+    principal.require(Permission::ManageMembers)?;
+    if body.role == Role::Owner && principal.role() != Role::Owner {
+        return Err(Error::Forbidden.into());
+    }
+    let email = Email::parse(&body.email)?;
+    let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
+    if let Some(existing) = state.db.find_user_by_email(&email).await? {
+        if tx.member(existing.id).await?.is_some() {
+            return Err(Error::Conflict("that address is already a member".into()).into());
+        }
+    }
+    let token = OneTimeToken::generate();
+    let invitation = tx
+        .create_invitation(
+            email,
+            body.role,
+            principal.user_id(),
+            &token.hash(),
+            now() + INVITATION_TTL,
+        )
+        .await?;
+    let mut event = target(
+        client.event("invitation.created", Some(principal.user_id())),
+        "invitation",
+        invitation.id,
+    );
+    event.details = json!({ "email": invitation.email, "role": invitation.role });
+    tx.audit(event).await?;
+    let tenant = tx.tenant().await?;
+    tx.commit().await?;
+    let message = Message {
+        to: invitation.email.to_string(),
+        subject: format!("You are invited to {}", tenant.name),
+        body: format!(
+            "You were invited to join {} as {}. Accept within 7 days:\n\n{}/accept-invitation?token={}\n",
+            tenant.name,
+            invitation.role,
+            state.public_url,
+            token.expose()
+        ),
+    };
+    let mailer = state.mailer.clone();
+    tokio::spawn(async move {
+        if let Err(err) = mailer.send(message).await {
+            tracing::error!(error = %err, "sending the invitation failed");
+        }
+    });
+    let body = json!({
+        "id": invitation.id,
+        "token": token.expose(),
+        "email": invitation.email,
+        "role": invitation.role,
+        "expires_at": invitation.expires_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+    });
+    Ok((
+        StatusCode::CREATED,
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Json(body),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AcceptRequest {
+    token: String,
+    #[serde(default)]
+    password: Option<Password>,
+}
+
+/// `POST /v1/invitations/accept`: joins the tenant. A new address creates its account (with
+/// `password`); an existing account must send its own bearer token, for the invited address.
+pub(crate) async fn accept(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    MaybePrincipal(caller): MaybePrincipal,
+    ApiJson(body): ApiJson<AcceptRequest>,
+) -> Result<impl IntoResponse> {
+    state.limits.check_ip(client.ip)?;
+    let token = OneTimeToken::new(body.token);
+    let invalid = || Error::invalid("token", "is invalid, expired or already used");
+    let invitation = state
+        .db
+        .find_open_invitation(&token.hash(), now())
+        .await?
+        .ok_or_else(invalid)?;
+    let existing = state.db.find_user_by_email(&invitation.email).await?;
+    let new_password = match (&caller, &existing) {
+        (Some(caller), Some(account)) if caller.user_id() == account.id => None,
+        // Signed in as someone else: this invitation is not theirs.
+        (Some(_), _) => return Err(Error::Forbidden.into()),
+        // The address has an account: only that account may accept.
+        (None, Some(_)) => {
+            let problem = Problem::new(
+                ErrorCode::Unauthenticated,
+                "This address has an account; log in and accept with its access token.",
+            );
+            return Err(problem);
+        }
+        (None, None) => {
+            let password = body
+                .password
+                .ok_or_else(|| Error::invalid("password", "is required for a new account"))?;
+            Some(state.passwords.hash_new(&password, "password").await?)
+        }
+    };
+    // The tenant comes from the stored invitation, which the token proved.
+    let mut tx = state
+        .db
+        .begin(&TenantScope::for_system(invitation.tenant_id))
+        .await?;
+    if !tx.accept_invitation(invitation.id, now()).await? {
+        return Err(invalid().into());
+    }
+    let user = match (existing, new_password) {
+        (Some(account), _) => account,
+        (None, hash) => {
+            tx.create_user(NewUser {
+                email: invitation.email.clone(),
+                password_hash: hash,
+            })
+            .await?
+        }
+    };
+    tx.add_member(user.id, invitation.role).await?;
+    let event = target(
+        client.event("invitation.accepted", Some(user.id)),
+        "invitation",
+        invitation.id,
+    );
+    tx.audit(event).await?;
+    tx.commit().await?;
+    // Receiving the invitation proved the address.
+    state.db.mark_email_verified(user.id, now()).await?;
+    let (session, refresh) = state.sessions.start(user.id, invitation.tenant_id).await?;
+    let tokens = state.token_pair(&session, invitation.role, &refresh)?;
+    // Flat like every token response: {access_token, token_type, expires_in, refresh_token, ...}.
+    let mut body =
+        serde_json::to_value(&tokens).map_err(|_| Error::BadRequest("unserializable".into()))?;
+    body["tenant_id"] = json!(invitation.tenant_id);
+    body["role"] = json!(invitation.role);
+    Ok((
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Json(body),
+    ))
+}

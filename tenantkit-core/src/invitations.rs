@@ -1,0 +1,129 @@
+//! Invitations: an admin invites an email address with a role; the holder of the mailed token
+//! joins the tenant once.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::db::Mode;
+use crate::scope::{scoped, with_conn};
+use crate::{Database, Email, Result, Role, TenantId, TenantTx, UserId};
+
+/// A pending or used invitation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Invitation {
+    /// Its id.
+    pub id: uuid::Uuid,
+    /// The tenant to join.
+    pub tenant_id: TenantId,
+    /// Who may accept it.
+    pub email: Email,
+    /// The role the new member gets.
+    #[sqlx(try_from = "String")]
+    pub role: Role,
+    /// Who sent it.
+    pub invited_by: Option<UserId>,
+    /// When it was sent.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it stops working.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// When it was used, if it was.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub accepted_at: Option<OffsetDateTime>,
+}
+
+const COLUMNS: &str = "id, tenant_id, email, role, invited_by, created_at, expires_at, accepted_at";
+
+impl TenantTx {
+    /// Stores an invitation to this tenant, known by the hash of its token.
+    ///
+    /// # Errors
+    /// [`crate::Error::Database`] on failure.
+    pub async fn create_invitation(
+        &mut self,
+        email: Email,
+        role: Role,
+        invited_by: UserId,
+        token_hash: &[u8],
+        expires_at: OffsetDateTime,
+    ) -> Result<Invitation> {
+        let invitation = Invitation {
+            id: uuid::Uuid::now_v7(),
+            tenant_id: self.tenant_id(),
+            email,
+            role,
+            invited_by: Some(invited_by),
+            created_at: crate::now(),
+            expires_at,
+            accepted_at: None,
+        };
+        scoped!(self, |c| {
+            sqlx::query(
+                "INSERT INTO invitations (id, tenant_id, email, role, token_hash, invited_by, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(invitation.id)
+            .bind(invitation.tenant_id)
+            .bind(&invitation.email)
+            .bind(invitation.role.as_str())
+            .bind(token_hash)
+            .bind(invitation.invited_by)
+            .bind(invitation.created_at)
+            .bind(invitation.expires_at)
+            .execute(c)
+            .await
+            .map(drop)
+        })?;
+        Ok(invitation)
+    }
+}
+
+impl Database {
+    /// The open (unused, unexpired) invitation with this token hash; `Ok(None)` otherwise.
+    /// Using it is [`TenantTx::accept_invitation`], in the transaction that adds the member.
+    ///
+    /// # Errors
+    /// [`crate::Error::Database`] on failure.
+    pub async fn find_open_invitation(
+        &self,
+        token_hash: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Option<Invitation>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM invitations WHERE token_hash = $1 AND accepted_at IS NULL AND expires_at > $2"
+        );
+        let mut conn = self.begin_global(Mode::ReadOnly).await?;
+        Ok(with_conn!(&mut conn, |c| {
+            sqlx::query_as(&sql)
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(c)
+                .await
+        })?)
+    }
+}
+
+impl TenantTx {
+    /// Marks the invitation accepted, only if it is still open; `false` when someone used it
+    /// first (or it expired meanwhile).
+    ///
+    /// # Errors
+    /// [`crate::Error::Database`] on failure.
+    pub async fn accept_invitation(&mut self, id: uuid::Uuid, now: OffsetDateTime) -> Result<bool> {
+        let tenant = self.tenant_id();
+        let updated = scoped!(self, |c| {
+            sqlx::query(
+                "UPDATE invitations SET accepted_at = $1 \
+                 WHERE id = $2 AND tenant_id = $3 AND accepted_at IS NULL AND expires_at > $1",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(tenant)
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected())
+        })?;
+        Ok(updated == 1)
+    }
+}

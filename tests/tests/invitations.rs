@@ -1,0 +1,236 @@
+//! Inviting a teammate and accepting, and every misuse of an invitation.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tenantkit_core::{Principal, Role};
+use tenantkit_e2e::{on_both_backends, TestServer};
+
+async fn send(
+    server: &TestServer,
+    who: Option<&Principal>,
+    method: Method,
+    path: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let request = match who {
+        Some(who) => server.request(who, method, path),
+        None => server.anonymous(method, path),
+    };
+    let response = request.json(&body).send().await.expect("send");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn invite(
+    server: &TestServer,
+    who: &Principal,
+    email: &str,
+    role: &str,
+) -> (StatusCode, Value) {
+    send(
+        server,
+        Some(who),
+        Method::POST,
+        "/v1/invitations",
+        json!({"email": email, "role": role}),
+    )
+    .await
+}
+
+async fn a_new_teammate_joins_with_the_mailed_token(server: TestServer) {
+    let owner = server.world.a.principal.clone();
+    let (status, invitation) = invite(&server, &owner, "Newbie@Example.com", "member").await;
+    assert_eq!(status, StatusCode::CREATED, "{invitation}");
+    assert_eq!(
+        (invitation["email"].as_str(), invitation["role"].as_str()),
+        (Some("newbie@example.com"), Some("member"))
+    );
+    let mailed = server.mailed_token("newbie@example.com", "invited").await;
+    assert_eq!(invitation["token"].as_str(), Some(mailed.as_str()));
+
+    // A weak password is refused, and the invitation stays usable.
+    let (status, _) = send(
+        &server,
+        None,
+        Method::POST,
+        "/v1/invitations/accept",
+        json!({"token": mailed, "password": "password1234"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = send(
+        &server,
+        None,
+        Method::POST,
+        "/v1/invitations/accept",
+        json!({"token": mailed}),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a new account needs a password"
+    );
+    let (status, joined) = send(
+        &server,
+        None,
+        Method::POST,
+        "/v1/invitations/accept",
+        json!({"token": mailed, "password": "a teammate passphrase"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+    assert_eq!(joined["role"], "member");
+    let me: Value = server
+        .anonymous(Method::GET, "/v1/me")
+        .bearer_auth(joined["access_token"].as_str().expect("access"))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(me["tenant"]["id"], json!(server.world.a.tenant.id));
+    assert!(
+        me["user"]["email_verified_at"].is_string(),
+        "the invitation proved the address"
+    );
+    // The new member creates a task right away.
+    let access = joined["access_token"].as_str().expect("access");
+    let project: Value = server
+        .anonymous(Method::POST, "/v1/projects")
+        .bearer_auth(access)
+        .json(&json!({"name": "First"}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let task = server
+        .anonymous(
+            Method::POST,
+            &format!("/v1/projects/{}/tasks", project["id"].as_str().expect("id")),
+        )
+        .bearer_auth(access)
+        .json(&json!({"title": "Say hello"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(task.status(), StatusCode::CREATED);
+
+    // Single use.
+    let (status, _) = send(
+        &server,
+        None,
+        Method::POST,
+        "/v1/invitations/accept",
+        json!({"token": mailed, "password": "a teammate passphrase"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Audited.
+    let (_, log) = send(
+        &server,
+        Some(&owner),
+        Method::GET,
+        "/v1/audit-log?action=invitation.accepted",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(log["items"].as_array().map(Vec::len), Some(1));
+}
+
+async fn invitation_misuse_is_refused(server: TestServer) {
+    let db = &server.test_db.db;
+    let owner = server.world.a.principal.clone();
+    let (_, admin) = server.world.a.add_user(db, Role::Admin).await;
+    let (member_user, member) = server.world.a.add_user(db, Role::Member).await;
+    assert_eq!(
+        invite(&server, &member, "x@example.com", "viewer").await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        invite(&server, &admin, "x@example.com", "owner").await.0,
+        StatusCode::FORBIDDEN,
+        "admins cannot create owners"
+    );
+    assert_eq!(
+        invite(&server, &owner, "x@example.com", "owner").await.0,
+        StatusCode::CREATED,
+        "owners can"
+    );
+    assert_eq!(
+        invite(&server, &admin, member_user.email.as_str(), "viewer")
+            .await
+            .0,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        invite(&server, &admin, "not-an-email", "viewer").await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        invite(&server, &admin, "y@example.com", "god").await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+
+    // An existing account (B's owner) is invited to A.
+    let b_owner = server.world.b.principal.clone();
+    let b_email = server.world.b.owner.email.to_string();
+    let (_, invitation) = invite(&server, &admin, &b_email, "viewer").await;
+    let token = invitation["token"].as_str().expect("token").to_owned();
+    let (status, body) = send(
+        &server,
+        None,
+        Method::POST,
+        "/v1/invitations/accept",
+        json!({"token": token, "password": "whatever passphrase"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthenticated")),
+        "must log in as that account"
+    );
+    let (status, _) = send(
+        &server,
+        Some(&member),
+        Method::POST,
+        "/v1/invitations/accept",
+        json!({"token": token}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "someone else's invitation");
+    let (status, joined) = send(
+        &server,
+        Some(&b_owner),
+        Method::POST,
+        "/v1/invitations/accept",
+        json!({"token": token}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+    assert_eq!(joined["tenant_id"], json!(server.world.a.tenant.id));
+    let memberships = db
+        .memberships_of(server.world.b.owner.id)
+        .await
+        .expect("memberships");
+    assert_eq!(memberships.len(), 2, "B's owner is now also A's viewer");
+    for garbage in ["", "nope", &"A".repeat(4000)] {
+        let (status, _) = send(
+            &server,
+            None,
+            Method::POST,
+            "/v1/invitations/accept",
+            json!({"token": garbage, "password": "a teammate passphrase"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+}
+
+on_both_backends!(
+    a_new_teammate_joins_with_the_mailed_token,
+    invitation_misuse_is_refused
+);
