@@ -99,6 +99,11 @@ pub struct Config {
     )]
     pub mail_from: String,
 
+    /// Browser origins allowed to call the API (CORS), comma-separated, e.g.
+    /// `https://app.example.com`. None by default: no cross-origin browser access.
+    #[arg(long, env = "TENANTKIT_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
     /// Strict mode: refuse access tokens of revoked sessions (checked with a 5 s cache)
     /// instead of honouring them until they expire.
     #[arg(long, env = "TENANTKIT_STRICT_SESSIONS", default_value_t = false)]
@@ -134,6 +139,7 @@ impl Default for Config {
             rate_per_account: NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN),
             public_url: None,
             strict_sessions: false,
+            cors_origins: Vec::new(),
             smtp_url: None,
             mail_from: "tenantkit <noreply@localhost>".to_owned(),
         }
@@ -197,6 +203,7 @@ impl fmt::Debug for Config {
             .field("rate_per_account", &self.rate_per_account)
             .field("public_url", &self.public_url)
             .field("strict_sessions", &self.strict_sessions)
+            .field("cors_origins", &self.cors_origins)
             .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
             .field("mail_from", &self.mail_from)
             .finish()

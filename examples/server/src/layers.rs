@@ -2,13 +2,15 @@
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderName, Request, Response, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use axum::{BoxError, Router};
 use tenantkit_core::{ErrorCode, Problem, PROBLEM_JSON};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -20,7 +22,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The whole application: routes plus request ids, tracing, problem answers for every error,
 /// panic containment, a request timeout and a body limit.
 pub fn app(state: AppState, config: &Config) -> Router {
-    crate::routes::routes(&state, config)
+    let router = crate::routes::routes(&state, config)
         .fallback(|| async { Problem::new(ErrorCode::NotFound, "No such route.") })
         .with_state(state)
         .layer(
@@ -43,7 +45,60 @@ pub fn app(state: AppState, config: &Config) -> Router {
                     config.request_timeout(),
                 ))
                 .layer(DefaultBodyLimit::max(config.body_limit)),
-        )
+        );
+    // CORS outermost, so preflight requests are answered before anything else runs.
+    with_security_headers(router).layer(cors(config))
+}
+
+/// CORS from the configured origin allow-list; with none, browsers get no cross-origin access.
+/// Credentials are bearer tokens in headers, never cookies, so no `allow_credentials`.
+fn cors(config: &Config) -> CorsLayer {
+    let origins: Vec<HeaderValue> = config
+        .cors_origins
+        .iter()
+        .map(|origin| origin.trim())
+        .filter(|origin| !origin.is_empty())
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+        ])
+        .expose_headers([
+            header::ETAG,
+            header::LOCATION,
+            header::RETRY_AFTER,
+            REQUEST_ID,
+        ])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+/// Headers every answer carries. The API serves JSON only, so the strictest settings hold;
+/// routes that need caching (the JWKS) set their own `Cache-Control`.
+fn with_security_headers(router: Router) -> Router {
+    let fixed = [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
+    ];
+    let router = fixed.into_iter().fold(router, |router, (name, value)| {
+        router.layer(SetResponseHeaderLayer::overriding(
+            name,
+            HeaderValue::from_static(value),
+        ))
+    });
+    router.layer(SetResponseHeaderLayer::if_not_present(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    ))
 }
 
 /// A client may send its own request id for correlation, but only a short, plain one: it is
