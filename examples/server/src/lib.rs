@@ -90,6 +90,17 @@ impl AppState {
         Ok(())
     }
 
+    /// Sends `message` in the background: the answer to the client does not wait for (or
+    /// reveal anything through) mail delivery. Failures are logged, never the body.
+    pub fn send_mail_in_background(&self, message: tenantkit_auth::Message) {
+        let mailer = self.mailer.clone();
+        tokio::spawn(async move {
+            if let Err(err) = mailer.send(message).await {
+                tracing::error!(error = %err, "sending email failed");
+            }
+        });
+    }
+
     /// Replaces the mailer (an SMTP or API adapter in production, a memory mailer in tests).
     pub fn with_mailer(mut self, mailer: Arc<dyn Mailer>) -> Self {
         self.mailer = mailer;

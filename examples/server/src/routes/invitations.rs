@@ -75,12 +75,7 @@ pub(crate) async fn invite(
             token.expose()
         ),
     };
-    let mailer = state.mailer.clone();
-    tokio::spawn(async move {
-        if let Err(err) = mailer.send(message).await {
-            tracing::error!(error = %err, "sending the invitation failed");
-        }
-    });
+    state.send_mail_in_background(message);
     let body = json!({
         "id": invitation.id,
         "token": token.expose(),

@@ -42,12 +42,7 @@ impl AppState {
                 token.expose()
             ),
         };
-        let mailer = self.mailer.clone();
-        tokio::spawn(async move {
-            if let Err(err) = mailer.send(message).await {
-                tracing::error!(error = %err, "sending email failed");
-            }
-        });
+        self.send_mail_in_background(message);
         Ok(())
     }
 }
