@@ -119,7 +119,7 @@ pub struct PasswordHasher {
 struct Inner {
     params: Params,
     policy: PasswordPolicy,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     dummy: OnceCell<String>,
 }
 
@@ -169,7 +169,7 @@ impl PasswordHasher {
         let inner = Inner {
             params: self.inner.params.clone(),
             policy: self.inner.policy.clone(),
-            permits: Semaphore::new(permits.max(1)),
+            permits: Arc::new(Semaphore::new(permits.max(1))),
             dummy: OnceCell::new(),
         };
         Self {
@@ -182,7 +182,7 @@ impl PasswordHasher {
         let inner = Inner {
             params,
             policy,
-            permits: Semaphore::new(cores),
+            permits: Arc::new(Semaphore::new(cores)),
             dummy: OnceCell::new(),
         };
         Self {
@@ -288,14 +288,19 @@ impl PasswordHasher {
         let permit = self
             .inner
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| Error::Hashing("hasher closed".into()))?;
-        let result = tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| Error::Hashing(format!("hashing task failed: {e}")));
-        drop(permit);
-        result
+        // The permit lives in the blocking task: if the request is cancelled, the hash still
+        // runs to completion and keeps its slot, so cancelled logins cannot exceed the bound.
+        tokio::task::spawn_blocking(move || {
+            let output = work();
+            drop(permit);
+            output
+        })
+        .await
+        .map_err(|e| Error::Hashing(format!("hashing task failed: {e}")))
     }
 }
 

@@ -98,6 +98,16 @@ impl From<sqlx::Error> for Error {
             sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
                 Error::Conflict("the record refers to a record that does not exist".into())
             }
+            // PostgreSQL cannot store NUL (22021) or untranslatable characters (22P05) in text:
+            // the client sent them, so it is their problem, on either backend.
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("22021" | "22P05")) =>
+            {
+                Error::Validation(vec![FieldError::new(
+                    "body",
+                    "contains characters that cannot be stored",
+                )])
+            }
             sqlx::Error::Database(db) if db.is_check_violation() => {
                 Error::Validation(vec![FieldError::new("body", "a value is out of range")])
             }

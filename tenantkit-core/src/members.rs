@@ -77,6 +77,21 @@ impl TenantTx {
         Ok(Page::from_rows(rows, &page, |m| m.user_id.as_uuid()))
     }
 
+    /// The acting user's role, read under the tenant lock: never trust the role in an access
+    /// token for membership changes (a just-demoted owner's token still says `owner`).
+    async fn actor_role(&mut self, actor: UserId) -> Result<Role> {
+        let role = self
+            .member(actor)
+            .await?
+            .map(|m| m.role)
+            .ok_or(Error::Forbidden)?;
+        if role.allows(crate::Permission::ManageMembers) {
+            Ok(role)
+        } else {
+            Err(Error::Forbidden)
+        }
+    }
+
     async fn owner_count(&mut self) -> Result<i64> {
         let tenant = self.tenant_id();
         Ok(scoped!(self, |c| {
@@ -89,19 +104,20 @@ impl TenantTx {
         })?)
     }
 
-    /// Changes a member's role, as `actor_role`. Only an owner may make or unmake owners, and
+    /// Changes a member's role, as `actor` (whose current role is read here). Only an owner may make or unmake owners, and
     /// the last owner can never be demoted.
     ///
     /// # Errors
-    /// [`Error::NotFound`] for a non-member; [`Error::Forbidden`] when `actor_role` may not
+    /// [`Error::NotFound`] for a non-member; [`Error::Forbidden`] when the actor may not
     /// grant or take the owner role; [`Error::Conflict`] for the last owner.
     pub async fn change_role(
         &mut self,
         user: UserId,
         role: Role,
-        actor_role: Role,
+        actor: UserId,
     ) -> Result<(Membership, Role)> {
         self.lock_tenant().await?;
+        let actor_role = self.actor_role(actor).await?;
         let current = self.member(user).await?.ok_or(Error::NotFound)?;
         // Owner is granted and taken only by owners: an admin cannot escalate anyone
         // (themselves included) to owner, nor demote one.
@@ -132,14 +148,15 @@ impl TenantTx {
         ))
     }
 
-    /// Removes a member, as `actor_role`. Only an owner may remove an owner, and the last
+    /// Removes a member, as `actor` (whose current role is read here). Only an owner may remove an owner, and the last
     /// owner can never be removed.
     ///
     /// # Errors
     /// [`Error::NotFound`] for a non-member; [`Error::Forbidden`]; [`Error::Conflict`] for the
     /// last owner.
-    pub async fn remove_member(&mut self, user: UserId, actor_role: Role) -> Result<Membership> {
+    pub async fn remove_member(&mut self, user: UserId, actor: UserId) -> Result<Membership> {
         self.lock_tenant().await?;
+        let actor_role = self.actor_role(actor).await?;
         let current = self.member(user).await?.ok_or(Error::NotFound)?;
         if current.role == Role::Owner {
             if actor_role != Role::Owner {

@@ -85,6 +85,8 @@ impl Database {
             // writers one at a time).
             let won = sqlx::query_as::<_, (sqlx::types::Uuid, i64)>(
                 "UPDATE refresh_tokens SET rotated_at = $1 WHERE token_hash = $2 AND rotated_at IS NULL \
+                 AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = refresh_tokens.session_id \
+                                 AND s.revoked_at IS NOT NULL) \
                  RETURNING session_id, generation",
             )
             .bind(at)
@@ -159,6 +161,35 @@ impl Database {
             .map(drop)
         })?;
         conn.commit().await
+    }
+
+    /// Revokes every live session of a user in one tenant (demoted or removed there).
+    ///
+    /// # Errors
+    /// [`crate::Error::Database`] on failure.
+    pub async fn revoke_user_sessions_in_tenant(
+        &self,
+        user: UserId,
+        tenant: crate::TenantId,
+        at: OffsetDateTime,
+        reason: &str,
+    ) -> Result<u64> {
+        let mut conn = self.begin_global(Mode::ReadWrite).await?;
+        let revoked = with_conn!(&mut conn, |c| {
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
+                 WHERE user_id = $3 AND tenant_id = $4 AND revoked_at IS NULL",
+            )
+            .bind(at)
+            .bind(reason)
+            .bind(user)
+            .bind(tenant)
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected())
+        })?;
+        conn.commit().await?;
+        Ok(revoked)
     }
 
     /// Revokes every live session of a user except `keep` (logout everywhere, password

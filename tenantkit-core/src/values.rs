@@ -185,7 +185,14 @@ pub(crate) fn check_text(
     max_chars: usize,
 ) {
     let len = value.trim().chars().count();
-    if len == 0 {
+    // Control characters (NUL above all, which PostgreSQL cannot store) never belong in a
+    // name or title.
+    if value.chars().any(char::is_control) {
+        errors.push(crate::FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
+    } else if len == 0 {
         errors.push(crate::FieldError::new(field, "must not be empty"));
     } else if len > max_chars {
         errors.push(crate::FieldError::new(
@@ -202,7 +209,16 @@ pub(crate) fn check_optional_text(
     value: Option<&str>,
     max_chars: usize,
 ) {
-    if value.is_some_and(|v| v.chars().count() > max_chars) {
+    // Free text may hold line breaks and tabs, but no other control characters.
+    if value.is_some_and(|v| {
+        v.chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    }) {
+        errors.push(crate::FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
+    } else if value.is_some_and(|v| v.chars().count() > max_chars) {
         errors.push(crate::FieldError::new(
             field,
             format!("must be at most {max_chars} characters"),

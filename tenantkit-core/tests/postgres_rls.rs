@@ -257,3 +257,38 @@ async fn a_user_scope_sees_its_own_memberships_in_every_tenant_and_no_others() {
         2
     );
 }
+
+#[tokio::test]
+async fn a_user_scope_can_read_but_never_delete_its_memberships_elsewhere() {
+    let Some(World { test_db, tenants }) = world().await else {
+        return;
+    };
+    let mut conn = PgConnection::connect(&test_db.app_url)
+        .await
+        .expect("connect as app");
+    let mut tx = conn.begin().await.expect("begin");
+    sqlx::query("SELECT set_config('app.user_id', $1, true)")
+        .bind(tenants.a.owner.id.to_string())
+        .execute(&mut *tx)
+        .await
+        .expect("set user");
+    let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM memberships")
+        .fetch_one(&mut *tx)
+        .await
+        .expect("count");
+    assert_eq!(visible, 1, "the user reads their own membership");
+    let deleted = sqlx::query("DELETE FROM memberships")
+        .execute(&mut *tx)
+        .await
+        .expect("delete");
+    assert_eq!(
+        deleted.rows_affected(),
+        0,
+        "but a user scope deletes nothing, not even their own"
+    );
+    let updated = sqlx::query("UPDATE memberships SET role = 'viewer'")
+        .execute(&mut *tx)
+        .await
+        .expect("update");
+    assert_eq!(updated.rows_affected(), 0);
+}

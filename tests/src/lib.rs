@@ -135,6 +135,39 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// `principal` with a real, stored session (fixture principals carry made-up session ids,
+    /// which operations that check the session refuse).
+    ///
+    /// # Panics
+    /// When the session cannot be stored.
+    pub async fn with_live_session(&self, principal: &Principal) -> Principal {
+        let now = tenantkit_core::now();
+        let session = tenantkit_core::SessionRecord {
+            id: tenantkit_core::SessionId::new(),
+            user_id: principal.user_id(),
+            tenant_id: principal.tenant_id(),
+            created_at: now,
+            last_used_at: now,
+            expires_at: now + std::time::Duration::from_secs(3600),
+            revoked_at: None,
+        };
+        let hash = uuid::Uuid::now_v7().into_bytes();
+        self.test_db
+            .db
+            .create_session(&session, &hash)
+            .await
+            .expect("store session");
+        Principal::new(
+            principal.user_id(),
+            principal.tenant_id(),
+            principal.role(),
+            Vec::<String>::new(),
+            session.id,
+        )
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {

@@ -90,6 +90,22 @@ impl AppState {
         Ok(())
     }
 
+    /// Refuses a caller whose session was revoked or has expired, for operations that create
+    /// new sessions from an access token (which may outlive its session by up to 15 minutes).
+    ///
+    /// # Errors
+    /// `invalid_token` when the session is over.
+    pub async fn require_live_session(&self, principal: &tenantkit_core::Principal) -> Result<()> {
+        if self
+            .db
+            .session_is_over(principal.session_id(), tenantkit_core::now())
+            .await?
+        {
+            return Err(tenantkit_auth::Error::InvalidToken("session is over").into());
+        }
+        Ok(())
+    }
+
     /// Sends `message` in the background: the answer to the client does not wait for (or
     /// reveal anything through) mail delivery. Failures are logged, never the body.
     pub fn send_mail_in_background(&self, message: tenantkit_auth::Message) {

@@ -96,12 +96,15 @@ CREATE POLICY tenant_isolation ON tasks
     WITH CHECK (tenant_id = tenantkit_current_tenant());
 
 -- A membership is visible to its tenant, and to its own user (to list their tenants at
--- login); it is written only inside its tenant's scope.
+-- login); it is inserted, changed and deleted only inside its tenant's scope. (Separate
+-- policies: a user-scoped transaction must never be able to delete memberships elsewhere.)
 ALTER TABLE memberships ENABLE ROW LEVEL SECURITY;
 ALTER TABLE memberships FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON memberships
-    USING (tenant_id = tenantkit_current_tenant() OR user_id = tenantkit_current_user())
+    USING (tenant_id = tenantkit_current_tenant())
     WITH CHECK (tenant_id = tenantkit_current_tenant());
+CREATE POLICY own_memberships_readable ON memberships FOR SELECT
+    USING (user_id = tenantkit_current_user());
 
 GRANT USAGE ON SCHEMA public TO tenantkit_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON tenants, users, memberships, projects, tasks TO tenantkit_app;

@@ -15,7 +15,8 @@ use crate::extract::{ApiJson, ClientInfo};
 use crate::{AppState, Result};
 
 /// `{access_token, token_type, expires_in, refresh_token}`, flat beside any extra fields.
-#[derive(Debug, Serialize)]
+// No `Debug`: it holds live tokens.
+#[derive(Serialize)]
 pub(crate) struct TokenPair {
     access_token: String,
     token_type: &'static str,
@@ -63,7 +64,7 @@ pub(crate) struct SignupRequest {
     tenant_slug: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 struct SignupResponse {
     #[serde(flatten)]
     tokens: TokenPair,
@@ -167,7 +168,7 @@ pub(crate) struct LoginRequest {
     tenant: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 struct LoginResponse {
     #[serde(flatten)]
     tokens: TokenPair,
@@ -194,11 +195,22 @@ pub(crate) async fn login(
     let needs_rehash = match (&user, verification) {
         (Some(_), Verification::Match { needs_rehash }) => needs_rehash,
         (Some(known), Verification::Mismatch) => {
-            // A failed login against a real account is a security event for its tenants.
-            for membership in state.db.memberships_of(known.id).await? {
-                let event = target(client.event("auth.login_failed", None), "user", known.id);
-                state.audit(membership.tenant_id, event).await?;
-            }
+            // A failed login against a real account is a security event for its tenants. It
+            // is recorded in the background, so the answer takes as long as for an unknown
+            // email (no enumeration by timing).
+            let (state, user, client) = (state.clone(), known.id, client.clone());
+            tokio::spawn(async move {
+                let result = async {
+                    for membership in state.db.memberships_of(user).await? {
+                        let event = target(client.event("auth.login_failed", None), "user", user);
+                        state.audit(membership.tenant_id, event).await?;
+                    }
+                    Ok::<_, tenantkit_core::Problem>(())
+                };
+                if let Err(problem) = result.await {
+                    tracing::error!(code = %problem.code, "recording a failed login failed");
+                }
+            });
             tracing::info!("login failed");
             return Err(AuthError::InvalidCredentials.into());
         }
@@ -328,12 +340,20 @@ pub(crate) async fn logout(
 /// `POST /v1/auth/logout-all`: ends every session of the caller.
 pub(crate) async fn logout_all(
     State(state): State<AppState>,
+    client: ClientInfo,
     principal: Principal,
 ) -> Result<StatusCode> {
     let revoked = state
         .sessions
         .revoke_user(principal.user_id(), "logout_all")
         .await?;
+    let mut event = target(
+        client.event("auth.logout_all", Some(principal.user_id())),
+        "user",
+        principal.user_id(),
+    );
+    event.details = serde_json::json!({ "sessions_revoked": revoked });
+    state.audit(principal.tenant_id(), event).await?;
     tracing::info!(user = %principal.user_id(), revoked, "logout everywhere");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -384,6 +404,8 @@ pub(crate) async fn switch_tenant(
     principal: Principal,
     ApiJson(body): ApiJson<SwitchTenantRequest>,
 ) -> Result<impl IntoResponse> {
+    // A new session must not be minted from the token of a revoked session.
+    state.require_live_session(&principal).await?;
     let tenant: TenantId = body.tenant_id.parse().map_err(|_| Error::NotFound)?;
     let membership = state
         .db

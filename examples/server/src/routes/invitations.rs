@@ -39,8 +39,21 @@ pub(crate) async fn invite(
         return Err(Error::Forbidden.into());
     }
     let email = Email::parse(&body.email)?;
+    // Looked up before the write transaction: never hold one connection while taking another.
+    let existing = state.db.find_user_by_email(&email).await?;
     let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
-    if let Some(existing) = state.db.find_user_by_email(&email).await? {
+    // The inviter's rights as stored now, not as their access token remembers them.
+    let inviter_role = tx
+        .member(principal.user_id())
+        .await?
+        .map(|m| m.role)
+        .ok_or(Error::Forbidden)?;
+    if !inviter_role.allows(Permission::ManageMembers)
+        || (body.role == Role::Owner && inviter_role != Role::Owner)
+    {
+        return Err(Error::Forbidden.into());
+    }
+    if let Some(existing) = existing {
         if tx.member(existing.id).await?.is_some() {
             return Err(Error::Conflict("that address is already a member".into()).into());
         }
@@ -90,7 +103,8 @@ pub(crate) async fn invite(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+// No `Debug`: it holds a live token and a password.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AcceptRequest {
     token: String,
@@ -116,7 +130,11 @@ pub(crate) async fn accept(
         .ok_or_else(invalid)?;
     let existing = state.db.find_user_by_email(&invitation.email).await?;
     let new_password = match (&caller, &existing) {
-        (Some(caller), Some(account)) if caller.user_id() == account.id => None,
+        (Some(caller), Some(account)) if caller.user_id() == account.id => {
+            // No new session from the token of a revoked one.
+            state.require_live_session(caller).await?;
+            None
+        }
         // Signed in as someone else: this invitation is not theirs.
         (Some(_), _) => return Err(Error::Forbidden.into()),
         // The address has an account: only that account may accept.
@@ -142,6 +160,19 @@ pub(crate) async fn accept(
     if !tx.accept_invitation(invitation.id, now()).await? {
         return Err(invalid().into());
     }
+    // The invitation is only as good as its sender's rights are now: a demoted or removed
+    // admin's pending invitations die with their rights.
+    let inviter_role = match invitation.invited_by {
+        Some(inviter) => tx.member(inviter).await?.map(|m| m.role),
+        None => None,
+    };
+    let still_allowed = inviter_role.is_some_and(|role| {
+        role.allows(Permission::ManageMembers)
+            && (invitation.role != Role::Owner || role == Role::Owner)
+    });
+    if !still_allowed {
+        return Err(invalid().into());
+    }
     let user = match (existing, new_password) {
         (Some(account), _) => account,
         (None, hash) => {
@@ -160,8 +191,16 @@ pub(crate) async fn accept(
     );
     tx.audit(event).await?;
     tx.commit().await?;
-    // Receiving the invitation proved the address.
-    state.db.mark_email_verified(user.id, now()).await?;
+    // Holding the token proves nothing about the mailbox (the inviter saw it too): a new
+    // account starts unverified and gets a verification email.
+    if user.email_verified_at.is_none() {
+        if let Err(problem) = state
+            .mail_token(&user, tenantkit_core::TokenPurpose::EmailVerification)
+            .await
+        {
+            tracing::warn!(code = %problem.code, "could not queue the verification email");
+        }
+    }
     let (session, refresh) = state.sessions.start(user.id, invitation.tenant_id).await?;
     let tokens = state.token_pair(&session, invitation.role, &refresh)?;
     // Flat like every token response: {access_token, token_type, expires_in, refresh_token, ...}.

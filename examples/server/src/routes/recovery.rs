@@ -49,7 +49,11 @@ impl AppState {
 
 impl AppState {
     /// Records an account-wide event in every tenant the user belongs to.
-    async fn audit_everywhere(&self, user: &UserId, event: impl Fn() -> AuditEvent) -> Result<()> {
+    pub(crate) async fn audit_everywhere(
+        &self,
+        user: &UserId,
+        event: impl Fn() -> AuditEvent,
+    ) -> Result<()> {
         for membership in self.db.memberships_of(*user).await? {
             self.audit(membership.tenant_id, event()).await?;
         }
@@ -72,26 +76,38 @@ pub(crate) async fn request_reset(
     state.limits.check_ip(client.ip)?;
     state.limits.check_account(&body.email)?;
     let email = Email::parse(&body.email)?;
-    if let Some(user) = state.db.find_user_by_email(&email).await? {
-        state.mail_token(&user, TokenPurpose::PasswordReset).await?;
-        state
-            .audit_everywhere(&user.id, || {
-                target(
-                    client.event("auth.password_reset_requested", None),
-                    "user",
-                    user.id,
-                )
-            })
-            .await?;
-        tracing::info!(user = %user.id, "password reset requested");
-    }
+    // Everything that differs between a known and an unknown address (token, audit, mail)
+    // happens after the answer, so neither body nor timing tells them apart.
+    let client = client.clone();
+    tokio::spawn(async move {
+        let result = async {
+            if let Some(user) = state.db.find_user_by_email(&email).await? {
+                state.mail_token(&user, TokenPurpose::PasswordReset).await?;
+                state
+                    .audit_everywhere(&user.id, || {
+                        target(
+                            client.event("auth.password_reset_requested", None),
+                            "user",
+                            user.id,
+                        )
+                    })
+                    .await?;
+                tracing::info!(user = %user.id, "password reset requested");
+            }
+            Ok::<_, tenantkit_core::Problem>(())
+        };
+        if let Err(problem) = result.await {
+            tracing::error!(code = %problem.code, "handling a password reset request failed");
+        }
+    });
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "status": "if the account exists, an email is on its way" })),
     ))
 }
 
-#[derive(Debug, Deserialize)]
+// No `Debug`: it holds a live token and a password.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ResetConfirm {
     token: String,
@@ -110,13 +126,14 @@ pub(crate) async fn confirm_reset(
         .passwords
         .policy()
         .check(&body.new_password, "new_password")?;
+    // Hash first: a failure here must not spend the token.
+    let hash = state.passwords.hash(&body.new_password).await?;
     let token = OneTimeToken::new(body.token);
     let user = state
         .db
         .consume_user_token(&token.hash(), TokenPurpose::PasswordReset, now())
         .await?
         .ok_or_else(|| Error::invalid("token", "is invalid, expired or already used"))?;
-    let hash = state.passwords.hash(&body.new_password).await?;
     state.db.set_password_hash(user, &hash).await?;
     let revoked = state.sessions.revoke_user(user, "password_reset").await?;
     state
@@ -156,7 +173,8 @@ pub(crate) async fn request_verification(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+// No `Debug`: it holds a live token.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct VerifyConfirm {
     token: String,

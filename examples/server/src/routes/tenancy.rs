@@ -89,7 +89,7 @@ pub(crate) async fn patch_member(
 ) -> Result<Json<Membership>> {
     principal.require(Permission::ManageMembers)?;
     let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
-    let (membership, previous) = tx.change_role(user, body.role, principal.role()).await?;
+    let (membership, previous) = tx.change_role(user, body.role, principal.user_id()).await?;
     let mut event = target(
         client.event("member.role_changed", Some(principal.user_id())),
         "user",
@@ -98,6 +98,18 @@ pub(crate) async fn patch_member(
     event.details = json!({ "from": previous, "to": membership.role });
     tx.audit(event).await?;
     tx.commit().await?;
+    if membership.role < previous {
+        // A demotion takes effect now, not when the member's access token expires.
+        state
+            .db
+            .revoke_user_sessions_in_tenant(
+                user,
+                principal.tenant_id(),
+                tenantkit_core::now(),
+                "demoted",
+            )
+            .await?;
+    }
     Ok(Json(membership))
 }
 
@@ -111,7 +123,7 @@ pub(crate) async fn delete_member(
 ) -> Result<StatusCode> {
     principal.require(Permission::ManageMembers)?;
     let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
-    let removed = tx.remove_member(user, principal.role()).await?;
+    let removed = tx.remove_member(user, principal.user_id()).await?;
     let mut event = target(
         client.event("member.removed", Some(principal.user_id())),
         "user",
@@ -120,6 +132,15 @@ pub(crate) async fn delete_member(
     event.details = json!({ "role": removed.role });
     tx.audit(event).await?;
     tx.commit().await?;
+    state
+        .db
+        .revoke_user_sessions_in_tenant(
+            user,
+            principal.tenant_id(),
+            tenantkit_core::now(),
+            "removed",
+        )
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -139,7 +160,8 @@ pub(crate) async fn audit_log(
     let time = |name: &str, errors: &mut Vec<_>| {
         let raw = query.get(name, errors)?;
         match OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339) {
-            Ok(at) => Some(at),
+            // Compared in UTC: SQLite compares stored times as text.
+            Ok(at) => Some(at.to_offset(time::UtcOffset::UTC)),
             Err(_) => {
                 errors.push(tenantkit_core::FieldError::new(
                     name,

@@ -1,0 +1,298 @@
+//! Changes of rights take effect at once: a demoted or removed member's old access token does
+//! not keep their old powers, and revoked sessions cannot spawn new ones.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tenantkit_e2e::{on_both_backends, TestServer};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+async fn post(
+    server: &TestServer,
+    token: Option<&str>,
+    path: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let mut request = server.anonymous(Method::POST, path).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("send");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn call(
+    server: &TestServer,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Value,
+) -> StatusCode {
+    server
+        .anonymous(method, path)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("send")
+        .status()
+}
+
+/// Signs up `email` as owner of a new tenant; returns the signup answer.
+async fn owner(server: &TestServer, email: &str, slug: &str) -> Value {
+    let (status, body) = post(
+        server,
+        None,
+        "/v1/auth/signup",
+        json!({"email": email, "password": PASSWORD, "tenant_name": "T", "tenant_slug": slug}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body
+}
+
+/// Invites `email` with `role` into the inviter's tenant and accepts; returns the tokens.
+async fn join(server: &TestServer, inviter: &str, email: &str, role: &str) -> Value {
+    let (status, invitation) = post(
+        server,
+        Some(inviter),
+        "/v1/invitations",
+        json!({"email": email, "role": role}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{invitation}");
+    let (status, joined) = post(
+        server,
+        None,
+        "/v1/invitations/accept",
+        json!({"token": invitation["token"], "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+    joined
+}
+
+async fn a_demoted_owner_cannot_use_the_old_token_to_take_back_control(server: TestServer) {
+    let first = owner(&server, "first@example.com", "demotion").await;
+    let first_token = first["access_token"].as_str().expect("token").to_owned();
+    let second = join(&server, &first_token, "second@example.com", "owner").await;
+    let second_token = second["access_token"].as_str().expect("token").to_owned();
+    let second_id: Value = server
+        .anonymous(Method::GET, "/v1/me")
+        .bearer_auth(&second_token)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let second_id = second_id["user"]["id"].as_str().expect("id").to_owned();
+    let first_id = first["user"]["id"].as_str().expect("id").to_owned();
+
+    // The first owner demotes the second to member.
+    assert_eq!(
+        call(
+            &server,
+            &first_token,
+            Method::PATCH,
+            &format!("/v1/members/{second_id}"),
+            json!({"role": "member"})
+        )
+        .await,
+        StatusCode::OK
+    );
+    // The second's access token still says "owner", but rights are read from the database.
+    assert_eq!(
+        call(
+            &server,
+            &second_token,
+            Method::PATCH,
+            &format!("/v1/members/{second_id}"),
+            json!({"role": "owner"})
+        )
+        .await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call(
+            &server,
+            &second_token,
+            Method::DELETE,
+            &format!("/v1/members/{first_id}"),
+            Value::Null
+        )
+        .await,
+        StatusCode::FORBIDDEN
+    );
+    let (status, _) = post(
+        &server,
+        Some(&second_token),
+        "/v1/invitations",
+        json!({"email": "spare@example.com", "role": "admin"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // And the demotion ended their sessions in this tenant.
+    let (status, _) = post(
+        &server,
+        None,
+        "/v1/auth/refresh",
+        json!({"refresh_token": second["refresh_token"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+async fn a_removed_admins_pending_invitations_die(server: TestServer) {
+    let boss = owner(&server, "boss@example.com", "invitations-die").await;
+    let boss_token = boss["access_token"].as_str().expect("token").to_owned();
+    let admin = join(&server, &boss_token, "admin@example.com", "admin").await;
+    let admin_token = admin["access_token"].as_str().expect("token").to_owned();
+    let (_, spare) = post(
+        &server,
+        Some(&admin_token),
+        "/v1/invitations",
+        json!({"email": "spare@example.com", "role": "admin"}),
+    )
+    .await;
+    let me: Value = server
+        .anonymous(Method::GET, "/v1/me")
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let admin_id = me["user"]["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        call(
+            &server,
+            &boss_token,
+            Method::DELETE,
+            &format!("/v1/members/{admin_id}"),
+            Value::Null
+        )
+        .await,
+        StatusCode::NO_CONTENT
+    );
+    let (status, body) = post(
+        &server,
+        None,
+        "/v1/invitations/accept",
+        json!({"token": spare["token"], "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["errors"][0]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("token"))
+    );
+}
+
+async fn revoked_sessions_cannot_spawn_new_ones(server: TestServer) {
+    let victim = owner(&server, "victim@example.com", "stolen-token").await;
+    let stolen = victim["access_token"].as_str().expect("token").to_owned();
+    // The victim ends every session (say, after noticing the theft).
+    assert_eq!(
+        call(
+            &server,
+            &stolen,
+            Method::POST,
+            "/v1/auth/logout-all",
+            Value::Null
+        )
+        .await,
+        StatusCode::NO_CONTENT
+    );
+    // The stolen access token is still within its 15 minutes, but cannot mint a new session.
+    let (status, body) = post(
+        &server,
+        Some(&stolen),
+        "/v1/auth/switch-tenant",
+        json!({"tenant_id": victim["tenant"]["id"]}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_token"))
+    );
+}
+
+async fn nul_bytes_are_refused_not_500(server: TestServer) {
+    let owner_token = owner(&server, "nul@example.com", "nul-bytes").await["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    assert_eq!(
+        call(
+            &server,
+            &owner_token,
+            Method::POST,
+            "/v1/projects",
+            json!({"name": "a\u{0}b"})
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        call(
+            &server,
+            &owner_token,
+            Method::POST,
+            "/v1/projects",
+            json!({"name": "ok", "description": "x\u{0}y"})
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        call(
+            &server,
+            &owner_token,
+            Method::PATCH,
+            "/v1/tenant",
+            json!({"name": "a\u{0}"})
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let (status, _) = post(
+        &server,
+        None,
+        "/v1/auth/signup",
+        json!({"email": "n2@example.com", "password": PASSWORD, "tenant_name": "x\u{0}y"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let audit = server
+        .anonymous(Method::GET, "/v1/audit-log?action=%00")
+        .bearer_auth(&owner_token)
+        .send()
+        .await
+        .expect("send");
+    assert!(
+        audit.status().is_success() || audit.status() == StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        audit.status()
+    );
+    // Line breaks in free text are fine.
+    assert_eq!(
+        call(
+            &server,
+            &owner_token,
+            Method::POST,
+            "/v1/projects",
+            json!({"name": "ok", "description": "line 1\nline 2"})
+        )
+        .await,
+        StatusCode::CREATED
+    );
+}
+
+on_both_backends!(
+    a_demoted_owner_cannot_use_the_old_token_to_take_back_control,
+    a_removed_admins_pending_invitations_die,
+    revoked_sessions_cannot_spawn_new_ones,
+    nul_bytes_are_refused_not_500,
+);
