@@ -188,6 +188,30 @@ mod suite {
             .is_none());
     }
 
+    pub(crate) async fn derived_sessions_never_outlive_their_parent<S: SessionStore>(
+        f: Fixture<S>,
+    ) {
+        let (parent, _) = f.sessions.start(f.user, f.tenant).await.expect("start");
+        f.clock.advance(Duration::from_secs(10 * 24 * 3600));
+        let (child, token) = f
+            .sessions
+            .start_until(f.user, f.tenant, Some(parent.expires_at))
+            .await
+            .expect("derived");
+        assert_eq!(
+            child.expires_at, parent.expires_at,
+            "the cap, not a fresh 30 days"
+        );
+        f.clock.advance(Duration::from_secs(20 * 24 * 3600));
+        assert!(
+            matches!(
+                f.sessions.refresh(&token).await,
+                Err(Error::InvalidToken(_))
+            ),
+            "ends with its parent"
+        );
+    }
+
     pub(crate) async fn unknown_and_garbage_tokens_are_invalid<S: SessionStore>(f: Fixture<S>) {
         for garbage in [
             "",
@@ -231,6 +255,7 @@ refresh_tests!(
     concurrent_refreshes_yield_one_live_branch,
     idle_and_absolute_expiry_end_sessions,
     logout_and_logout_everywhere_revoke,
+    derived_sessions_never_outlive_their_parent,
     unknown_and_garbage_tokens_are_invalid,
 );
 

@@ -119,6 +119,18 @@ impl Database {
         Ok(rotated)
     }
 
+    /// A session by id.
+    ///
+    /// # Errors
+    /// [`crate::Error::Database`] on failure.
+    pub async fn find_session(&self, id: SessionId) -> Result<Option<SessionRecord>> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = $1");
+        let mut conn = self.begin_global(Mode::ReadOnly).await?;
+        Ok(with_conn!(&mut conn, |c| {
+            sqlx::query_as(&sql).bind(id).fetch_optional(c).await
+        })?)
+    }
+
     /// Whether a session is over: revoked, expired or unknown (for strict access-token
     /// checks).
     ///

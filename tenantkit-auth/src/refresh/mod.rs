@@ -154,6 +154,20 @@ impl<S: SessionStore> RefreshSessions<S> {
         user: UserId,
         tenant: TenantId,
     ) -> Result<(SessionRecord, RefreshToken)> {
+        self.start_until(user, tenant, None).await
+    }
+
+    /// Starts a session derived from another one (a tenant switch): it ends no later than
+    /// `not_after`, so chaining sessions never extends the absolute expiry of the first login.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn start_until(
+        &self,
+        user: UserId,
+        tenant: TenantId,
+        not_after: Option<time::OffsetDateTime>,
+    ) -> Result<(SessionRecord, RefreshToken)> {
         let now = self.clock.now();
         let session = SessionRecord {
             id: SessionId::new(),
@@ -161,7 +175,9 @@ impl<S: SessionStore> RefreshSessions<S> {
             tenant_id: tenant,
             created_at: now,
             last_used_at: now,
-            expires_at: now + self.config.absolute,
+            expires_at: not_after.map_or(now + self.config.absolute, |cap| {
+                cap.min(now + self.config.absolute)
+            }),
             revoked_at: None,
         };
         let token = RefreshToken::generate();

@@ -412,9 +412,15 @@ pub(crate) async fn switch_tenant(
         .membership_of(principal.user_id(), tenant)
         .await?
         .ok_or(Error::NotFound)?;
+    // The new session ends when the one it came from would have.
+    let parent = state
+        .db
+        .find_session(principal.session_id())
+        .await?
+        .map(|s| s.expires_at);
     let (session, refresh) = state
         .sessions
-        .start(principal.user_id(), membership.tenant_id)
+        .start_until(principal.user_id(), membership.tenant_id, parent)
         .await?;
     let event = target(
         client.event("auth.tenant_switched", Some(principal.user_id())),
