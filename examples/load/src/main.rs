@@ -21,6 +21,9 @@ use tenantkit_e2e::TestServer;
 enum Scenario {
     /// `GET /v1/me` latency alone, then during a burst of logins (argon2 on a bounded pool).
     LoginBurst,
+    /// Authenticated, tenant-scoped list, get and create of projects, one after the other,
+    /// each at `--connections` concurrent clients.
+    Crud,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -45,6 +48,9 @@ struct Args {
     /// Workers logging in during the burst phase.
     #[arg(long, default_value_t = 40)]
     logins: usize,
+    /// Concurrent clients in the CRUD scenario.
+    #[arg(long, default_value_t = 50)]
+    connections: usize,
 }
 
 /// Latencies of one kind of request.
@@ -157,6 +163,68 @@ async fn main() {
         }
     };
     match args.scenario {
+        Scenario::Crud => {
+            // Some data to list and read: 200 projects.
+            let mut ids = Vec::new();
+            for i in 0..200 {
+                let created: serde_json::Value = server
+                    .anonymous(Method::POST, "/v1/projects")
+                    .bearer_auth(&*access)
+                    .json(&json!({"name": format!("seed {i}")}))
+                    .send()
+                    .await
+                    .and_then(reqwest::Response::error_for_status)
+                    .expect("seed")
+                    .json()
+                    .await
+                    .expect("seed json");
+                ids.push(created["id"].as_str().expect("id").to_owned());
+            }
+            let ids = Arc::new(ids);
+            let list = {
+                let (server, access) = (server.clone(), access.clone());
+                move || {
+                    server
+                        .anonymous(Method::GET, "/v1/projects?limit=20")
+                        .bearer_auth(&*access)
+                        .send()
+                }
+            };
+            let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let get = {
+                let (server, access, ids, counter) =
+                    (server.clone(), access.clone(), ids.clone(), counter.clone());
+                move || {
+                    let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % ids.len();
+                    server
+                        .anonymous(Method::GET, &format!("/v1/projects/{}", ids[i]))
+                        .bearer_auth(&*access)
+                        .send()
+                }
+            };
+            let create = {
+                let (server, access) = (server.clone(), access.clone());
+                move || {
+                    server
+                        .anonymous(Method::POST, "/v1/projects")
+                        .bearer_auth(&*access)
+                        .json(&json!({"name": "load"}))
+                        .send()
+                }
+            };
+            let start = Instant::now();
+            drive(args.connections, start + phase, list)
+                .await
+                .report("GET /v1/projects?limit=20", start.elapsed());
+            let start = Instant::now();
+            drive(args.connections, start + phase, get)
+                .await
+                .report("GET /v1/projects/{id}", start.elapsed());
+            let start = Instant::now();
+            drive(args.connections, start + phase, create)
+                .await
+                .report("POST /v1/projects", start.elapsed());
+        }
         Scenario::LoginBurst => {
             let start = Instant::now();
             let mut baseline = drive(args.readers, start + phase, me.clone()).await;
