@@ -125,16 +125,8 @@ impl TenantTx {
     #[tracing::instrument(skip_all, fields(tenant = %self.tenant_id(), action = %event.action))]
     pub async fn audit(&mut self, event: AuditEvent) -> Result<AuditEntry> {
         let tenant = self.tenant_id();
-        // Serialize appends per tenant. SQLite already runs one writer at a time.
-        #[cfg(feature = "postgres")]
-        #[allow(irrefutable_let_patterns)]
-        // Irrefutable when PostgreSQL is the only backend.
-        if let crate::scope::Conn::Postgres(tx) = &mut self.conn {
-            sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
-                .bind(tenant)
-                .execute(&mut **tx)
-                .await?;
-        }
+        // Serialize appends per tenant, so the chain never forks.
+        self.lock_tenant().await?;
         let last = crate::scope::scoped!(self, |c| {
             sqlx::query_as::<_, (i64, Vec<u8>)>(
                 "SELECT seq, hash FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",

@@ -12,7 +12,10 @@ impl TenantTx {
             let tenant = self.tenant_id();
             #[allow(irrefutable_let_patterns)] // Irrefutable when PostgreSQL is the only backend.
             if let crate::scope::Conn::Postgres(tx) = &mut self.conn {
-                sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
+                // NO KEY UPDATE: serializes with other appenders, but not with the foreign-key
+                // checks (FOR KEY SHARE) that inserts into tenant tables take on this row;
+                // FOR UPDATE would deadlock two concurrent inserts-then-audits.
+                sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE")
                     .bind(tenant)
                     .execute(&mut **tx)
                     .await?;

@@ -377,3 +377,31 @@ on_both_backends!(
     another_tenants_resources_answer_exactly_like_missing_ones,
     tasks_lifecycle_and_filters,
 );
+
+async fn concurrent_creates_all_succeed_and_the_audit_chain_holds(server: TestServer) {
+    let owner = server.world.a.principal.clone();
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let request = server
+            .request(&owner, Method::POST, "/v1/projects")
+            .json(&json!({"name": format!("c{i}")}));
+        tasks.push(tokio::spawn(request.send()));
+    }
+    for task in tasks {
+        let response = task.await.expect("join").expect("send");
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+    let mut tx = server
+        .test_db
+        .db
+        .begin_read(&server.world.a.scope())
+        .await
+        .expect("begin");
+    assert_eq!(tx.verify_audit_chain().await.expect("verify"), None);
+    assert_eq!(tx.audit_entries(0, 100).await.expect("entries").len(), 30);
+}
+
+mod concurrency {
+    tenantkit_e2e::on_both_backends!(concurrent_creates_all_succeed_and_the_audit_chain_holds);
+    use super::concurrent_creates_all_succeed_and_the_audit_chain_holds;
+}
