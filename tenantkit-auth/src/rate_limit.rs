@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use governor::clock::{Clock as GovernorClock, DefaultClock};
+use governor::clock::{Clock as GovernorClock, DefaultClock, Reference as _};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
@@ -40,6 +40,8 @@ type Keyed<K, C> =
 pub struct RateLimits<C: GovernorClock = DefaultClock> {
     per_ip: Keyed<IpAddr, C>,
     per_account: Keyed<String, C>,
+    /// Accounts whose failure budget ran out, until when.
+    blocked: std::sync::Mutex<std::collections::HashMap<String, C::Instant>>,
     clock: C,
     checks: AtomicU64,
 }
@@ -71,6 +73,7 @@ impl<C: GovernorClock + Clone> RateLimits<C> {
                 Quota::per_minute(config.per_account_per_minute),
                 clock.clone(),
             ),
+            blocked: std::sync::Mutex::default(),
             clock,
             checks: AtomicU64::new(0),
         }
@@ -95,13 +98,70 @@ impl<C: GovernorClock + Clone> RateLimits<C> {
     /// [`Error::RateLimited`] with the wait until the next allowed attempt.
     pub fn check_account(&self, account: &str) -> Result<()> {
         self.housekeeping();
-        // Bounded key: an attacker must not grow the map with megabyte-long "emails".
-        let key: String = account.trim().to_lowercase().chars().take(320).collect();
+        let key = Self::account_key(account);
         self.per_account
             .check_key(&key)
             .map_err(|not_until| Error::RateLimited {
                 retry_after: not_until.wait_time_from(self.clock.now()),
             })
+    }
+
+    /// Login: refuses an account whose failed-login budget is spent. Unlike
+    /// [`RateLimits::check_account`] this consumes nothing, so successful logins never count
+    /// and the owner of an account cannot lock themselves out by logging in.
+    ///
+    /// # Errors
+    /// [`Error::RateLimited`] while the account is blocked.
+    pub fn check_login(&self, account: &str) -> Result<()> {
+        let key = Self::account_key(account);
+        let now = self.clock.now();
+        let mut blocked = self
+            .blocked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match blocked.get(&key) {
+            Some(until) if *until > now => Err(Error::RateLimited {
+                retry_after: until.duration_since(now).into(),
+            }),
+            Some(_) => {
+                blocked.remove(&key);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Login: counts a failed attempt against `account`. When that spends the budget the
+    /// account is blocked and this attempt is answered as rate limited.
+    ///
+    /// # Errors
+    /// [`Error::RateLimited`] when this failure exhausted the budget.
+    pub fn record_login_failure(&self, account: &str) -> Result<()> {
+        self.housekeeping();
+        let key = Self::account_key(account);
+        match self.per_account.check_key(&key) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let until = not_until.earliest_possible();
+                let retry_after = not_until.wait_time_from(self.clock.now());
+                let mut blocked = self
+                    .blocked
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if blocked.len() >= 100_000 {
+                    let now = self.clock.now();
+                    blocked.retain(|_, until| *until > now);
+                }
+                blocked.insert(key, until);
+                Err(Error::RateLimited { retry_after })
+            }
+        }
+    }
+
+    /// A bounded, case-insensitive key: an attacker must not grow the maps with megabyte-long
+    /// "emails".
+    fn account_key(account: &str) -> String {
+        account.trim().to_lowercase().chars().take(320).collect()
     }
 
     fn housekeeping(&self) {
@@ -149,6 +209,36 @@ mod tests {
         assert!(
             limits.check_account("victim@example.com").is_ok(),
             "recovers as the bucket refills"
+        );
+    }
+
+    #[test]
+    fn only_failed_logins_count_against_an_account() {
+        let clock = FakeRelativeClock::default();
+        let limits = RateLimits::with_clock(config(1000, 3), clock.clone());
+        for _ in 0..50 {
+            assert!(
+                limits.check_login("owner@example.com").is_ok(),
+                "successful logins never block"
+            );
+        }
+        for _ in 0..3 {
+            assert!(limits.check_login("owner@example.com").is_ok());
+            assert!(limits.record_login_failure("owner@example.com").is_ok());
+        }
+        assert!(matches!(
+            limits.record_login_failure("Owner@example.com"),
+            Err(Error::RateLimited { .. })
+        ));
+        match limits.check_login("owner@example.com") {
+            Err(Error::RateLimited { retry_after }) => assert!(retry_after > Duration::ZERO),
+            other => panic!("expected a block, got {other:?}"),
+        }
+        assert!(limits.check_login("other@example.com").is_ok());
+        clock.advance(Duration::from_secs(30));
+        assert!(
+            limits.check_login("owner@example.com").is_ok(),
+            "the block ends"
         );
     }
 

@@ -666,3 +666,49 @@ async fn auth_events_are_audited_on_sqlite() {
 async fn auth_events_are_audited_on_postgres() {
     auth_events_are_audited_without_secrets(Backend::Postgres).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_failed_logins_count_against_an_account() {
+    let config = Config {
+        rate_per_account: std::num::NonZeroU32::new(2).expect("nonzero"),
+        rate_per_ip: std::num::NonZeroU32::new(1000).expect("nonzero"),
+        ..Config::default()
+    };
+    let Some(server) = TestServer::start_with(Backend::Sqlite, config).await else {
+        return;
+    };
+    signup(&server, "busy@example.com", "busy-owner").await;
+    let login = |password: &'static str| {
+        server
+            .anonymous(Method::POST, "/v1/auth/login")
+            .json(&json!({"email": "busy@example.com", "password": password}))
+            .send()
+    };
+    for _ in 0..6 {
+        assert_eq!(
+            login(PASSWORD).await.expect("send").status(),
+            StatusCode::OK,
+            "logging in often never locks the owner out"
+        );
+    }
+    assert_eq!(
+        login("wrong wrong wrong").await.expect("send").status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        login("wrong wrong wrong").await.expect("send").status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        login("wrong wrong wrong").await.expect("send").status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the budget of failures is spent"
+    );
+    let blocked = login(PASSWORD).await.expect("send");
+    assert_eq!(
+        blocked.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "blocked even with the right password, until the wait ends"
+    );
+    assert!(blocked.headers().contains_key("retry-after"));
+}

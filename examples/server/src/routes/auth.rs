@@ -183,7 +183,7 @@ pub(crate) async fn login(
 ) -> Result<impl IntoResponse> {
     // Counted before any password work, successful or not.
     state.limits.check_ip(client.ip)?;
-    state.limits.check_account(&body.email)?;
+    state.limits.check_login(&body.email)?;
     let user = match Email::parse(&body.email) {
         Ok(email) => state.db.find_user_by_email(&email).await?,
         Err(_) => None,
@@ -198,12 +198,12 @@ pub(crate) async fn login(
             // A failed login against a real account is a security event for its tenants. It
             // is recorded in the background, so the answer takes as long as for an unknown
             // email (no enumeration by timing).
-            let (state, user, client) = (state.clone(), known.id, client.clone());
+            let (background, user, client) = (state.clone(), known.id, client.clone());
             tokio::spawn(async move {
                 let result = async {
-                    for membership in state.db.memberships_of(user).await? {
+                    for membership in background.db.memberships_of(user).await? {
                         let event = target(client.event("auth.login_failed", None), "user", user);
-                        state.audit(membership.tenant_id, event).await?;
+                        background.audit(membership.tenant_id, event).await?;
                     }
                     Ok::<_, tenantkit_core::Problem>(())
                 };
@@ -212,10 +212,12 @@ pub(crate) async fn login(
                 }
             });
             tracing::info!("login failed");
+            state.limits.record_login_failure(&body.email)?;
             return Err(AuthError::InvalidCredentials.into());
         }
         (None, _) => {
             tracing::info!("login failed");
+            state.limits.record_login_failure(&body.email)?;
             return Err(AuthError::InvalidCredentials.into());
         }
     };
