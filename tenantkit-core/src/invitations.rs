@@ -127,3 +127,52 @@ impl TenantTx {
         Ok(updated == 1)
     }
 }
+
+impl TenantTx {
+    /// One page of this tenant's pending (unused, unexpired) invitations, oldest first.
+    ///
+    /// # Errors
+    /// [`crate::Error::Database`] on failure.
+    pub async fn pending_invitations(
+        &mut self,
+        page: crate::PageRequest,
+    ) -> Result<crate::Page<Invitation>> {
+        let tenant = self.tenant_id();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM invitations WHERE tenant_id = $1 AND id > $2 \
+             AND accepted_at IS NULL AND expires_at > $3 ORDER BY id LIMIT $4"
+        );
+        let rows: Vec<Invitation> = scoped!(self, |c| {
+            sqlx::query_as(&sql)
+                .bind(tenant)
+                .bind(page.after_key())
+                .bind(crate::now())
+                .bind(page.fetch_count())
+                .fetch_all(c)
+                .await
+        })?;
+        Ok(crate::Page::from_rows(rows, &page, |i| i.id))
+    }
+
+    /// Withdraws a pending invitation of this tenant; its token stops working.
+    ///
+    /// # Errors
+    /// [`crate::Error::NotFound`] when there is no such pending invitation in this tenant.
+    pub async fn revoke_invitation(&mut self, id: uuid::Uuid) -> Result<()> {
+        let tenant = self.tenant_id();
+        let deleted = scoped!(self, |c| {
+            sqlx::query(
+                "DELETE FROM invitations WHERE id = $1 AND tenant_id = $2 AND accepted_at IS NULL",
+            )
+            .bind(id)
+            .bind(tenant)
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected())
+        })?;
+        if deleted == 0 {
+            return Err(crate::Error::NotFound);
+        }
+        Ok(())
+    }
+}

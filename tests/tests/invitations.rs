@@ -235,3 +235,101 @@ on_both_backends!(
     a_new_teammate_joins_with_the_mailed_token,
     invitation_misuse_is_refused
 );
+
+async fn pending_invitations_can_be_listed_and_revoked(server: TestServer) {
+    let db = &server.test_db.db;
+    let owner = server.world.a.principal.clone();
+    let (_, member) = server.world.a.add_user(db, Role::Member).await;
+    let (_, first) = invite(&server, &owner, "one@example.com", "viewer").await;
+    invite(&server, &owner, "two@example.com", "member").await;
+
+    let (status, pending) = send(
+        &server,
+        Some(&owner),
+        Method::GET,
+        "/v1/invitations",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let items = pending["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2);
+    let text = pending.to_string();
+    assert!(
+        !text.contains(first["token"].as_str().expect("token")) && !text.contains("token_hash"),
+        "never the token"
+    );
+    let (status, _) = send(
+        &server,
+        Some(&member),
+        Method::GET,
+        "/v1/invitations",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let path = format!("/v1/invitations/{}", first["id"].as_str().expect("id"));
+    let revoke = server
+        .request(&owner, Method::DELETE, &path)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(revoke.status(), StatusCode::NO_CONTENT);
+    let (status, _) = send(
+        &server,
+        None,
+        Method::POST,
+        "/v1/invitations/accept",
+        json!({"token": first["token"], "password": "a teammate passphrase"}),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a revoked invitation no longer works"
+    );
+    let again = server
+        .request(&owner, Method::DELETE, &path)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+    // Another tenant cannot see or revoke it.
+    let (_, second_page) = send(
+        &server,
+        Some(&owner),
+        Method::GET,
+        "/v1/invitations",
+        Value::Null,
+    )
+    .await;
+    let second = second_page["items"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let foreign = server
+        .request(
+            &server.world.b.principal,
+            Method::DELETE,
+            &format!("/v1/invitations/{second}"),
+        )
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(foreign.status(), StatusCode::NOT_FOUND);
+    let (_, b_list) = send(
+        &server,
+        Some(&server.world.b.principal),
+        Method::GET,
+        "/v1/invitations",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(b_list["items"], json!([]));
+}
+
+mod listing {
+    tenantkit_e2e::on_both_backends!(pending_invitations_can_be_listed_and_revoked);
+    use super::pending_invitations_can_be_listed_and_revoked;
+}

@@ -213,3 +213,39 @@ pub(crate) async fn accept(
         Json(body),
     ))
 }
+
+/// `GET /v1/invitations`: pending invitations (never their tokens).
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    query: crate::extract::RawQuery,
+) -> Result<Json<tenantkit_core::Page<tenantkit_core::Invitation>>> {
+    principal.require(Permission::ManageMembers)?;
+    let mut errors = Vec::new();
+    let page = super::page_request(&query, &[], &mut errors);
+    super::valid(errors)?;
+    let mut tx = state.db.begin_read(&TenantScope::of(&principal)).await?;
+    let pending = tx.pending_invitations(page).await?;
+    tx.commit().await?;
+    Ok(Json(pending))
+}
+
+/// `DELETE /v1/invitations/{id}`: withdraws a pending invitation.
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    principal: Principal,
+    crate::extract::ApiId(id): crate::extract::ApiId<uuid::Uuid>,
+) -> Result<StatusCode> {
+    principal.require(Permission::ManageMembers)?;
+    let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
+    tx.revoke_invitation(id).await?;
+    tx.audit(target(
+        client.event("invitation.revoked", Some(principal.user_id())),
+        "invitation",
+        id,
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -77,7 +77,14 @@ fn protected() -> Router<AppState> {
             axum::routing::patch(tenancy::patch_member).delete(tenancy::delete_member),
         )
         .route("/v1/audit-log", get(tenancy::audit_log))
-        .route("/v1/invitations", post(invitations::invite))
+        .route(
+            "/v1/invitations",
+            post(invitations::invite).get(invitations::list),
+        )
+        .route(
+            "/v1/invitations/{id}",
+            axum::routing::delete(invitations::revoke),
+        )
         .route("/v1/projects", get(projects::list).post(projects::create))
         .route(
             "/v1/projects/{id}",
