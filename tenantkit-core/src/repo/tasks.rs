@@ -178,6 +178,23 @@ pub struct TaskFilter {
     pub status: Option<TaskStatus>,
     /// Only tasks assigned to this user.
     pub assignee_id: Option<UserId>,
+    /// Only tasks whose title contains this text, case-insensitively (ASCII case folding on
+    /// SQLite; `%`, `_` and `\` match themselves).
+    pub title_contains: Option<String>,
+}
+
+/// A LIKE pattern matching `text` anywhere, with LIKE's wildcards escaped (escape char `\`).
+fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 impl Task {
@@ -351,7 +368,8 @@ impl TenantScoped for Task {
              AND ($3 IS NULL OR project_id = $3) \
              AND ($4 IS NULL OR status = $4) \
              AND ($5 IS NULL OR assignee_id = $5) \
-             ORDER BY id LIMIT $6"
+             AND ($6 IS NULL OR lower(title) LIKE $6 ESCAPE '\\') \
+             ORDER BY id LIMIT $7"
         );
         let rows: Vec<Task> = scoped!(tx, |c| {
             sqlx::query_as(&sql)
@@ -360,6 +378,7 @@ impl TenantScoped for Task {
                 .bind(filter.project_id)
                 .bind(filter.status.map(TaskStatus::as_str))
                 .bind(filter.assignee_id)
+                .bind(filter.title_contains.as_deref().map(contains_pattern))
                 .bind(page.fetch_count())
                 .fetch_all(c)
                 .await

@@ -24,7 +24,17 @@ pub(crate) async fn list(
     let status =
         query.parse::<TaskStatus>("status", "must be todo, in_progress or done", &mut errors);
     let assignee_id = query.parse::<UserId>("assignee_id", "must be a user id", &mut errors);
-    let page = page_request(&query, &["status", "assignee_id"], &mut errors);
+    let title_contains = query.get("q", &mut errors).map(str::to_owned);
+    if title_contains
+        .as_deref()
+        .is_some_and(|q| q.chars().count() > 200 || q.chars().any(char::is_control))
+    {
+        errors.push(tenantkit_core::FieldError::new(
+            "q",
+            "must be at most 200 characters, without control characters",
+        ));
+    }
+    let page = page_request(&query, &["status", "assignee_id", "q"], &mut errors);
     valid(errors)?;
     let mut tx = state.db.begin_read(&TenantScope::of(&principal)).await?;
     // Another tenant's (or no) project answers 404, not an empty list.
@@ -33,6 +43,7 @@ pub(crate) async fn list(
         project_id: Some(project_id),
         status,
         assignee_id,
+        title_contains: title_contains.filter(|q| !q.is_empty()),
     };
     let tasks = Task::list(&mut tx, &filter, page).await?;
     tx.commit().await?;
