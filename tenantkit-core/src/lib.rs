@@ -97,6 +97,8 @@ pub use error::{Error, FieldError, Result};
 pub use id::{ParseIdError, ProjectId, SessionId, TaskId, TenantId, UserId};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use invitations::Invitation;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use members::Member;
 pub use page::{Cursor, Limit, Page, PageRequest};
 pub use principal::Principal;
 pub use problem::{ErrorCode, Problem, PROBLEM_JSON};

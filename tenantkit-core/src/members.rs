@@ -1,6 +1,24 @@
 //! Managing a tenant: its name, its members and their roles.
 
+use serde::Serialize;
+use time::OffsetDateTime;
+
 use crate::scope::scoped;
+
+/// A member of a tenant as listed to its members: who, their email, their role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Member {
+    /// The user.
+    pub user_id: UserId,
+    /// Their email address.
+    pub email: crate::Email,
+    /// Their role here.
+    #[sqlx(try_from = "String")]
+    pub role: Role,
+    /// When they joined.
+    #[serde(with = "time::serde::rfc3339")]
+    pub joined_at: OffsetDateTime,
+}
 use crate::{Error, Membership, Page, PageRequest, Result, Role, Tenant, TenantTx, UserId};
 
 impl TenantTx {
@@ -64,12 +82,13 @@ impl TenantTx {
     ///
     /// # Errors
     /// [`Error::Database`] on failure.
-    pub async fn members(&mut self, page: PageRequest) -> Result<Page<Membership>> {
+    pub async fn members(&mut self, page: PageRequest) -> Result<Page<Member>> {
         let tenant = self.tenant_id();
-        let rows: Vec<Membership> = scoped!(self, |c| {
+        let rows: Vec<Member> = scoped!(self, |c| {
             sqlx::query_as(
-                "SELECT tenant_id, user_id, role, created_at FROM memberships \
-                 WHERE tenant_id = $1 AND user_id > $2 ORDER BY user_id LIMIT $3",
+                "SELECT m.user_id, u.email, m.role, m.created_at AS joined_at \
+                 FROM memberships m JOIN users u ON u.id = m.user_id \
+                 WHERE m.tenant_id = $1 AND m.user_id > $2 ORDER BY m.user_id LIMIT $3",
             )
             .bind(tenant)
             .bind(UserId::from_uuid(page.after_key()))

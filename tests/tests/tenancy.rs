@@ -97,6 +97,13 @@ async fn roles_follow_the_rules_and_an_owner_always_remains(server: TestServer) 
     let (status, page) = send(&server, &viewer, Method::GET, "/v1/members?limit=2", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(page["items"].as_array().map(Vec::len), Some(2));
+    assert!(
+        page["items"][0]["email"]
+            .as_str()
+            .is_some_and(|e| e.contains('@')),
+        "{page}"
+    );
+    assert!(page["items"][0]["role"].is_string() && page["items"][0]["joined_at"].is_string());
     let cursor = page["next_cursor"].as_str().expect("more pages").to_owned();
     let (_, rest) = send(
         &server,

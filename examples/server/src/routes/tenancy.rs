@@ -61,7 +61,7 @@ pub(crate) async fn list_members(
     State(state): State<AppState>,
     principal: Principal,
     query: RawQuery,
-) -> Result<Json<Page<Membership>>> {
+) -> Result<Json<Page<tenantkit_core::Member>>> {
     principal.require(Permission::Read)?;
     let mut errors = Vec::new();
     let page = page_request(&query, &[], &mut errors);
