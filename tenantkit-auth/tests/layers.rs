@@ -343,3 +343,68 @@ async fn call_strict(
         String::from_utf8(body.collect().await.expect("body").to_bytes().to_vec()).expect("utf8");
     (parts.status, parts.headers, body)
 }
+
+#[tokio::test]
+async fn a_principal_smuggled_in_before_the_auth_layer_is_discarded() {
+    use tower::Layer as _;
+    let tokens = tokens();
+    let smuggled = caller(Role::Owner, &[]);
+    let real = caller(Role::Viewer, &[]);
+    let bearer = format!("Bearer {}", tokens.issue(&real).expect("issue").token);
+    let service = |auth: JwtAuthLayer| {
+        // An earlier layer (or a bug) puts an owner principal into the request.
+        let smuggled = smuggled.clone();
+        tower::util::MapRequestLayer::new(move |mut request: Request<Full<Bytes>>| {
+            request.extensions_mut().insert(smuggled.clone());
+            request
+        })
+        .layer(auth.layer(service_fn(echo)))
+    };
+    let call = |authorization: Option<&str>, auth: JwtAuthLayer| {
+        let mut request = Request::builder();
+        if let Some(value) = authorization {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        service(auth).oneshot(request.body(Full::default()).expect("request"))
+    };
+    let response = call(None, JwtAuthLayer::new(tokens.clone()))
+        .await
+        .expect("infallible");
+    assert_eq!(
+        response.status(),
+        StatusCode::UNAUTHORIZED,
+        "no token, however the extensions look"
+    );
+    let response = call(Some(&bearer), JwtAuthLayer::new(tokens.clone()))
+        .await
+        .expect("infallible");
+    let body = String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec(),
+    )
+    .expect("utf8");
+    assert_eq!(
+        body,
+        real.user_id().to_string(),
+        "the handler sees the token's caller, never the smuggled one"
+    );
+    let response = call(None, JwtAuthLayer::optional(tokens))
+        .await
+        .expect("infallible");
+    let body = String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec(),
+    )
+    .expect("utf8");
+    assert_eq!(body, "anonymous", "optional mode drops it too");
+}

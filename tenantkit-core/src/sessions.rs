@@ -186,22 +186,8 @@ impl Database {
         at: OffsetDateTime,
         reason: &str,
     ) -> Result<u64> {
-        let mut conn = self.begin_global(Mode::ReadWrite).await?;
-        let revoked = with_conn!(&mut conn, |c| {
-            sqlx::query(
-                "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
-                 WHERE user_id = $3 AND tenant_id = $4 AND revoked_at IS NULL",
-            )
-            .bind(at)
-            .bind(reason)
-            .bind(user)
-            .bind(tenant)
-            .execute(c)
+        self.revoke_sessions(user, Some(tenant), None, at, reason)
             .await
-            .map(|done| done.rows_affected())
-        })?;
-        conn.commit().await?;
-        Ok(revoked)
     }
 
     /// Revokes every live session of a user except `keep` (logout everywhere, password
@@ -216,15 +202,29 @@ impl Database {
         at: OffsetDateTime,
         reason: &str,
     ) -> Result<u64> {
+        self.revoke_sessions(user, None, keep, at, reason).await
+    }
+
+    /// Revokes a user's live sessions, in one tenant or all, except `keep`.
+    async fn revoke_sessions(
+        &self,
+        user: UserId,
+        tenant: Option<crate::TenantId>,
+        keep: Option<SessionId>,
+        at: OffsetDateTime,
+        reason: &str,
+    ) -> Result<u64> {
         let mut conn = self.begin_global(Mode::ReadWrite).await?;
         let revoked = with_conn!(&mut conn, |c| {
             sqlx::query(
                 "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
-                 WHERE user_id = $3 AND revoked_at IS NULL AND ($4 IS NULL OR id <> $4)",
+                 WHERE user_id = $3 AND revoked_at IS NULL \
+                 AND ($4 IS NULL OR tenant_id = $4) AND ($5 IS NULL OR id <> $5)",
             )
             .bind(at)
             .bind(reason)
             .bind(user)
+            .bind(tenant)
             .bind(keep)
             .execute(c)
             .await

@@ -43,7 +43,7 @@ mod suite {
             name: Some("Relaunch".into()),
             description: Some(Some("v2".into())),
         };
-        let updated = Project::update(&mut tx, created.id, created.version, patch)
+        let updated = Project::update(&mut tx, created.id, Some(created.version), patch)
             .await
             .expect("update");
         assert_eq!(
@@ -61,7 +61,7 @@ mod suite {
         let cleared = Project::update(
             &mut tx,
             created.id,
-            updated.version,
+            Some(updated.version),
             ProjectPatch {
                 name: None,
                 description: Some(None),
@@ -152,7 +152,7 @@ mod suite {
             due_at: Some(None),
             ..Default::default()
         };
-        let done = Task::update(&mut tx, t1.id, t1.version, patch)
+        let done = Task::update(&mut tx, t1.id, Some(t1.version), patch)
             .await
             .expect("update");
         assert_eq!(
@@ -231,10 +231,17 @@ mod suite {
             name: Some(name.into()),
             description: None,
         };
-        let v2 = Project::update(&mut tx, project.id, Version::INITIAL, rename("first"))
+        let v2 = Project::update(&mut tx, project.id, Some(Version::INITIAL), rename("first"))
             .await
             .expect("first");
-        match Project::update(&mut tx, project.id, Version::INITIAL, rename("second")).await {
+        match Project::update(
+            &mut tx,
+            project.id,
+            Some(Version::INITIAL),
+            rename("second"),
+        )
+        .await
+        {
             Err(Error::VersionMismatch { current }) => assert_eq!(current, v2.version),
             other => panic!("expected a version mismatch, got {other:?}"),
         }
@@ -263,7 +270,8 @@ mod suite {
                     name: Some(format!("writer {i}")),
                     description: None,
                 };
-                let result = Project::update(&mut tx, project_id, Version::INITIAL, patch).await?;
+                let result =
+                    Project::update(&mut tx, project_id, Some(Version::INITIAL), patch).await?;
                 tx.commit().await?;
                 Ok::<_, Error>(result)
             }));
@@ -319,8 +327,9 @@ mod suite {
             name: Some("pwned".into()),
             description: None,
         };
-        let foreign = Project::update(&mut tx, project.id, project.version, patch()).await;
-        let random = Project::update(&mut tx, ProjectId::new(), project.version, patch()).await;
+        let foreign = Project::update(&mut tx, project.id, Some(project.version), patch()).await;
+        let random =
+            Project::update(&mut tx, ProjectId::new(), Some(project.version), patch()).await;
         assert!(
             matches!(
                 (&foreign, &random),
@@ -329,7 +338,7 @@ mod suite {
             "{foreign:?} {random:?}"
         );
         assert!(matches!(
-            Task::update(&mut tx, task.id, task.version, TaskPatch::default()).await,
+            Task::update(&mut tx, task.id, Some(task.version), TaskPatch::default()).await,
             Err(Error::NotFound)
         ));
         assert!(matches!(

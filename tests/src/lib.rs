@@ -168,6 +168,75 @@ impl TestServer {
     }
 }
 
+/// An answer: status, headers, and the JSON body (`Null` when there is none).
+#[derive(Debug)]
+pub struct Reply {
+    /// The status.
+    pub status: reqwest::StatusCode,
+    /// The headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// The JSON body, or `Null` for an empty one.
+    pub body: serde_json::Value,
+}
+
+impl TestServer {
+    /// Sends `method path` with an optional JSON body, as `principal` (a fresh token) or
+    /// anonymously.
+    ///
+    /// # Panics
+    /// When the request fails or a non-empty body is not JSON.
+    pub async fn call(
+        &self,
+        principal: Option<&Principal>,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Reply {
+        let request = match principal {
+            Some(principal) => self.request(principal, method, path),
+            None => self.anonymous(method, path),
+        };
+        Self::reply(request, body).await
+    }
+
+    /// Like [`TestServer::call`], with a given bearer token (or none).
+    ///
+    /// # Panics
+    /// When the request fails or a non-empty body is not JSON.
+    pub async fn call_with_token(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Reply {
+        let mut request = self.anonymous(method, path);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        Self::reply(request, body).await
+    }
+
+    async fn reply(mut request: RequestBuilder, body: Option<serde_json::Value>) -> Reply {
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("send");
+        let (status, headers) = (response.status(), response.headers().clone());
+        let bytes = response.bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("a JSON body")
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {

@@ -14,19 +14,8 @@ async fn post(
     path: &str,
     body: Value,
 ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    let response = server
-        .anonymous(Method::POST, path)
-        .json(&body)
-        .send()
-        .await
-        .expect("send");
-    let (status, headers) = (response.status(), response.headers().clone());
-    let body = if status == StatusCode::NO_CONTENT {
-        Value::Null
-    } else {
-        response.json().await.expect("json")
-    };
-    (status, headers, body)
+    let reply = server.call(None, Method::POST, path, Some(body)).await;
+    (reply.status, reply.headers, reply.body)
 }
 
 async fn signup(server: &TestServer, email: &str, slug: &str) -> Value {

@@ -12,13 +12,9 @@ async fn send(
     path: &str,
     body: Value,
 ) -> (StatusCode, Value) {
-    let request = match who {
-        Some(who) => server.request(who, method, path),
-        None => server.anonymous(method, path),
-    };
-    let response = request.json(&body).send().await.expect("send");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let body = (!body.is_null()).then_some(body);
+    let reply = server.call(who, method, path, body).await;
+    (reply.status, reply.body)
 }
 
 async fn invite(

@@ -13,13 +13,10 @@ async fn post(
     path: &str,
     body: Value,
 ) -> (StatusCode, Value) {
-    let mut request = server.anonymous(Method::POST, path).json(&body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.expect("send");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let reply = server
+        .call_with_token(token, Method::POST, path, Some(body))
+        .await;
+    (reply.status, reply.body)
 }
 
 async fn call(
@@ -29,14 +26,11 @@ async fn call(
     path: &str,
     body: Value,
 ) -> StatusCode {
+    let body = (!body.is_null()).then_some(body);
     server
-        .anonymous(method, path)
-        .bearer_auth(token)
-        .json(&body)
-        .send()
+        .call_with_token(Some(token), method, path, body)
         .await
-        .expect("send")
-        .status()
+        .status
 }
 
 /// Signs up `email` as owner of a new tenant; returns the signup answer.

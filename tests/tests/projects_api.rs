@@ -13,18 +13,8 @@ async fn send(
     path: &str,
     body: Option<Value>,
 ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    let mut request = server.request(who, method, path);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("send");
-    let (status, headers) = (response.status(), response.headers().clone());
-    let body = if status == StatusCode::NO_CONTENT {
-        Value::Null
-    } else {
-        response.json().await.expect("json")
-    };
-    (status, headers, body)
+    let reply = server.call(Some(who), method, path, body).await;
+    (reply.status, reply.headers, reply.body)
 }
 
 async fn project_lifecycle_with_etags(server: TestServer) {

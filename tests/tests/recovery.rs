@@ -8,19 +8,8 @@ use tenantkit_e2e::{on_both_backends, problem, TestServer};
 const PASSWORD: &str = "correct horse battery staple";
 
 async fn post(server: &TestServer, path: &str, body: Value) -> (StatusCode, Value) {
-    let response = server
-        .anonymous(Method::POST, path)
-        .json(&body)
-        .send()
-        .await
-        .expect("send");
-    let status = response.status();
-    let body = if status == StatusCode::NO_CONTENT {
-        Value::Null
-    } else {
-        response.json().await.expect("json")
-    };
-    (status, body)
+    let reply = server.call(None, Method::POST, path, Some(body)).await;
+    (reply.status, reply.body)
 }
 
 async fn signup(server: &TestServer, email: &str, slug: &str) -> Value {

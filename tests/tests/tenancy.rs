@@ -12,18 +12,8 @@ async fn send(
     path: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let mut request = server.request(who, method, path);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("send");
-    let status = response.status();
-    let body = if status == StatusCode::NO_CONTENT {
-        Value::Null
-    } else {
-        response.json().await.expect("json")
-    };
-    (status, body)
+    let reply = server.call(Some(who), method, path, body).await;
+    (reply.status, reply.body)
 }
 
 async fn tenant_settings_follow_permissions(server: TestServer) {

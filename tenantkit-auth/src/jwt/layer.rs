@@ -86,6 +86,18 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str> {
     Ok(token)
 }
 
+/// Verifies the request's bearer token. A principal must only ever come from here: any a
+/// client could smuggle in through an earlier layer is dropped first.
+fn authenticate<B>(
+    tokens: &AccessTokens,
+    request: &mut Request<B>,
+) -> Result<tenantkit_core::Principal> {
+    request
+        .extensions_mut()
+        .remove::<tenantkit_core::Principal>();
+    bearer_token(request.headers()).and_then(|token| tokens.verify(token))
+}
+
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for JwtAuth<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -100,13 +112,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        // A principal must only ever come from this layer: drop any a client could smuggle in
-        // through an earlier layer.
-        request
-            .extensions_mut()
-            .remove::<tenantkit_core::Principal>();
-        let verified = bearer_token(request.headers()).and_then(|token| self.tokens.verify(token));
-        match verified {
+        match authenticate(&self.tokens, &mut request) {
             Ok(principal) => {
                 request.extensions_mut().insert(principal);
                 ResponseFuture::inner(self.inner.call(request))
@@ -175,11 +181,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        request
-            .extensions_mut()
-            .remove::<tenantkit_core::Principal>();
-        let verified = bearer_token(request.headers()).and_then(|token| self.tokens.verify(token));
-        let principal = match verified {
+        let principal = match authenticate(&self.tokens, &mut request) {
             Ok(principal) => principal,
             Err(err) => return Box::pin(std::future::ready(Ok(problem_response(&err)))),
         };

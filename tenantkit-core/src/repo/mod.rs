@@ -58,11 +58,11 @@ use crate::{Error, Page, PageRequest, Result, TenantTx, Version};
 ///         Ok(sqlx::query_as("SELECT id, body, version FROM notes WHERE tenant_id = $1 AND id = $2")
 ///             .bind(tenant).bind(id).fetch_optional(sqlite(tx)?).await?)
 ///     }
-///     async fn update(tx: &mut TenantTx, id: i64, expected: Version, body: String) -> Result<Self> {
+///     async fn update(tx: &mut TenantTx, id: i64, expected: Option<Version>, body: String) -> Result<Self> {
 ///         let tenant = tx.tenant_id();
 ///         let updated: Option<Note> = sqlx::query_as(
 ///             "UPDATE notes SET body = $1, version = version + 1 \
-///              WHERE tenant_id = $2 AND id = $3 AND version = $4 RETURNING id, body, version")
+///              WHERE tenant_id = $2 AND id = $3 AND ($4 IS NULL OR version = $4) RETURNING id, body, version")
 ///             .bind(body).bind(tenant).bind(id).bind(expected)
 ///             .fetch_optional(sqlite(tx)?).await?;
 ///         match updated {
@@ -98,7 +98,7 @@ use crate::{Error, Page, PageRequest, Result, TenantTx, Version};
 ///              body TEXT NOT NULL, version INTEGER NOT NULL)")
 ///     .execute(sqlite(&mut tx)?).await?;
 /// let note = Note::create(&mut tx, "hello".into()).await?;
-/// let note = Note::update(&mut tx, note.id, note.version, "hello, world".into()).await?;
+/// let note = Note::update(&mut tx, note.id, Some(note.version), "hello, world".into()).await?;
 /// assert_eq!(note.version, Version::new(2));
 /// tx.commit().await?;
 ///
@@ -138,7 +138,8 @@ pub trait TenantScoped: Sized + Send {
     /// [`Error::Database`] on failure.
     fn find(tx: &mut TenantTx, id: Self::Id) -> impl Future<Output = Result<Option<Self>>> + Send;
 
-    /// Applies `patch` if the record is still at version `expected`; the version then grows by 1.
+    /// Applies `patch`; with `expected`, only if the record is still at that version (without,
+    /// to whatever version is current). The version then grows by 1.
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::VersionMismatch`] when someone else changed it first,
@@ -146,7 +147,7 @@ pub trait TenantScoped: Sized + Send {
     fn update(
         tx: &mut TenantTx,
         id: Self::Id,
-        expected: Version,
+        expected: Option<Version>,
         patch: Self::Patch,
     ) -> impl Future<Output = Result<Self>> + Send;
 
@@ -289,9 +290,10 @@ pub(crate) async fn missing_or_stale<T: TenantScoped>(tx: &mut TenantTx, id: T::
     }
 }
 
-/// Checks the version a client read against the current one before applying a patch.
-pub(crate) fn expect_version(current: Version, expected: Version) -> Result<()> {
-    if current == expected {
+/// Checks the version a client read (if it sent one) against the current one before
+/// applying a patch.
+pub(crate) fn expect_version(current: Version, expected: Option<Version>) -> Result<()> {
+    if expected.is_none_or(|expected| expected == current) {
         Ok(())
     } else {
         Err(Error::VersionMismatch { current })

@@ -135,11 +135,14 @@ impl TenantScoped for Project {
     async fn update(
         tx: &mut TenantTx,
         id: ProjectId,
-        expected: Version,
+        expected: Option<Version>,
         patch: ProjectPatch,
     ) -> Result<Self> {
         let mut project = Self::get(tx, id).await?;
-        expect_version(project.version, expected)?;
+        // The guard below compares against the version read here, so a write without
+        // If-Match still never overwrites a concurrent change it did not see.
+        let base = project.version;
+        expect_version(base, expected)?;
         if let Some(name) = patch.name {
             project.name = name.trim().to_owned();
         }
@@ -147,7 +150,7 @@ impl TenantScoped for Project {
             project.description = description;
         }
         project.validate()?;
-        project.version = Version::new(expected.get() + 1);
+        project.version = Version::new(base.get() + 1);
         project.updated_at = now();
         let tenant = tx.tenant_id();
         let updated = scoped!(tx, |c| {
@@ -161,7 +164,7 @@ impl TenantScoped for Project {
             .bind(project.updated_at)
             .bind(tenant)
             .bind(id)
-            .bind(expected)
+            .bind(base)
             .execute(c)
             .await
             .map(|done| done.rows_affected())

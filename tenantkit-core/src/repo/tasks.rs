@@ -306,11 +306,14 @@ impl TenantScoped for Task {
     async fn update(
         tx: &mut TenantTx,
         id: TaskId,
-        expected: Version,
+        expected: Option<Version>,
         patch: TaskPatch,
     ) -> Result<Self> {
         let mut task = Self::get(tx, id).await?;
-        expect_version(task.version, expected)?;
+        // The guard below compares against the version read here, so a write without
+        // If-Match still never overwrites a concurrent change it did not see.
+        let base = task.version;
+        expect_version(base, expected)?;
         if let Some(title) = patch.title {
             task.title = title.trim().to_owned();
         }
@@ -327,7 +330,7 @@ impl TenantScoped for Task {
             task.due_at = due_at;
         }
         task.validate(tx).await?;
-        task.version = Version::new(expected.get() + 1);
+        task.version = Version::new(base.get() + 1);
         task.updated_at = now();
         let tenant = tx.tenant_id();
         let updated = scoped!(tx, |c| {
@@ -345,7 +348,7 @@ impl TenantScoped for Task {
             .bind(task.updated_at)
             .bind(tenant)
             .bind(id)
-            .bind(expected)
+            .bind(base)
             .execute(c)
             .await
             .map(|done| done.rows_affected())

@@ -78,12 +78,8 @@ where
 {
     principal.require(Permission::WriteContent)?;
     let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
-    // Without If-Match the client asked for an unconditional write: apply it to whatever
-    // version is current inside this transaction.
-    let expected = match expected {
-        Some(version) => version,
-        None => T::get(&mut tx, id).await?.version(),
-    };
+    // Without If-Match the write is unconditional: the repository applies it to the current
+    // version.
     let record = T::update(&mut tx, id, expected, patch).await?;
     let mut event = change_event::<T>(&client, &principal, "updated", id);
     event.details = serde_json::json!({ "version": record.version() });
