@@ -378,16 +378,7 @@ async fn a_principal_smuggled_in_before_the_auth_layer_is_discarded() {
     let response = call(Some(&bearer), JwtAuthLayer::new(tokens.clone()))
         .await
         .expect("infallible");
-    let body = String::from_utf8(
-        response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes()
-            .to_vec(),
-    )
-    .expect("utf8");
+    let body = body_text(response).await;
     assert_eq!(
         body,
         real.user_id().to_string(),
@@ -396,7 +387,12 @@ async fn a_principal_smuggled_in_before_the_auth_layer_is_discarded() {
     let response = call(None, JwtAuthLayer::optional(tokens))
         .await
         .expect("infallible");
-    let body = String::from_utf8(
+    let body = body_text(response).await;
+    assert_eq!(body, "anonymous", "optional mode drops it too");
+}
+
+async fn body_text(response: Response<Full<Bytes>>) -> String {
+    String::from_utf8(
         response
             .into_body()
             .collect()
@@ -405,6 +401,5 @@ async fn a_principal_smuggled_in_before_the_auth_layer_is_discarded() {
             .to_bytes()
             .to_vec(),
     )
-    .expect("utf8");
-    assert_eq!(body, "anonymous", "optional mode drops it too");
+    .expect("utf8")
 }
