@@ -83,7 +83,7 @@ const TENANT_COLUMNS: &str = "id, slug, name, plan, created_at";
 const USER_COLUMNS: &str = "id, email, password_hash, email_verified_at, created_at";
 
 /// Maps a unique violation to a conflict the client can act on.
-fn conflict_as(message: &str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
+pub(crate) fn conflict_as(message: &str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
     move |err| match Error::from(err) {
         Error::Conflict(_) => Error::Conflict(message.to_owned()),
         other => other,
@@ -131,7 +131,10 @@ impl Database {
             .map(|done| done.rows_affected())
         })
         .map_err(conflict_as("this tenant slug is already taken"))?;
-        Ok((tenant.clone(), TenantTx::new(tenant.id, conn)))
+        Ok((
+            tenant.clone(),
+            TenantTx::new(crate::TenantScope::for_system(tenant.id), conn),
+        ))
     }
 
     /// Finds a tenant by id.

@@ -119,6 +119,10 @@ define_id!(
     /// Identifies a task inside a project, a tenant-owned record.
     TaskId, "task id"
 );
+define_id!(
+    /// Identifies a team, a group of members inside a tenant.
+    TeamId, "team id"
+);
 
 #[cfg(test)]
 mod tests {

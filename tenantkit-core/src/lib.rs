@@ -94,7 +94,7 @@ pub use db::{Backend, Database, DatabaseOptions};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use directory::{Membership, NewTenant, NewUser, Tenant, User};
 pub use error::{Error, FieldError, Result};
-pub use id::{ParseIdError, ProjectId, SessionId, TaskId, TenantId, UserId};
+pub use id::{ParseIdError, ProjectId, SessionId, TaskId, TeamId, TenantId, UserId};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use invitations::Invitation;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -106,6 +106,8 @@ pub use problem::{ErrorCode, Problem, PROBLEM_JSON};
 pub use repo::projects::{NewProject, Project, ProjectFilter, ProjectPatch};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use repo::tasks::{NewTask, ParseTaskStatusError, Task, TaskFilter, TaskPatch, TaskStatus};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use repo::teams::{NewTeam, Team, TeamFilter, TeamMember, TeamPatch};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use repo::TenantScoped;
 pub use role::{ParseRoleError, Permission, Role};

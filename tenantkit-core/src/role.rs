@@ -32,6 +32,9 @@ pub enum Permission {
     WriteContent,
     /// Change roles, remove members, manage invitations and teams.
     ManageMembers,
+    /// See and (with [`Permission::WriteContent`]) change every project, including restricted
+    /// projects of teams the caller is not in.
+    AccessRestrictedProjects,
     /// Read the audit log.
     ReadAuditLog,
     /// Read the subscription and plan.
@@ -48,10 +51,11 @@ pub enum Permission {
 
 impl Permission {
     /// Every permission, for exhaustive tests and documentation.
-    pub const ALL: [Permission; 9] = [
+    pub const ALL: [Permission; 10] = [
         Permission::Read,
         Permission::WriteContent,
         Permission::ManageMembers,
+        Permission::AccessRestrictedProjects,
         Permission::ReadAuditLog,
         Permission::ReadBilling,
         Permission::ManageTenant,
@@ -66,6 +70,7 @@ impl Permission {
             Permission::Read => Role::Viewer,
             Permission::WriteContent => Role::Member,
             Permission::ManageMembers
+            | Permission::AccessRestrictedProjects
             | Permission::ReadAuditLog
             | Permission::ReadBilling
             | Permission::ManageTenant => Role::Admin,
@@ -153,6 +158,7 @@ mod tests {
                 Read,
                 WriteContent,
                 ManageMembers,
+                AccessRestrictedProjects,
                 ReadAuditLog,
                 ReadBilling,
                 ManageTenant,

@@ -2,37 +2,63 @@
 
 use std::fmt;
 
-use crate::{Principal, Result, TenantId};
+use crate::{Permission, Principal, Result, TenantId, UserId};
 
-/// The tenant a piece of work runs in, taken from a verified [`Principal`].
+/// How far inside its tenant a scope reaches: restricted projects are visible only to their
+/// team's members and to callers allowed [`Permission::AccessRestrictedProjects`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// Every row of the tenant (admins, owners, the system).
+    Everything,
+    /// Unrestricted rows, and restricted projects of this user's teams.
+    User(UserId),
+}
+
+/// The tenant a piece of work runs in, taken from a verified [`Principal`], and whose view of
+/// it (restricted projects are hidden from callers outside their team).
 ///
 /// There is deliberately no way to build one from request input: the tenant never comes
 /// from a path or a body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TenantScope {
     tenant_id: TenantId,
+    reach: Reach,
 }
 
 impl TenantScope {
-    /// The scope of the caller's tenant.
+    /// The scope of the caller's tenant, as the caller may see it.
     pub fn of(principal: &Principal) -> Self {
+        let reach = if principal.can(Permission::AccessRestrictedProjects) {
+            Reach::Everything
+        } else {
+            Reach::User(principal.user_id())
+        };
         Self {
             tenant_id: principal.tenant_id(),
+            reach,
         }
     }
 
     /// A scope for work the system does on its own behalf (a billing webhook, a CLI command,
-    /// a background job), where no principal exists.
+    /// a background job), where no principal exists. It sees every row of the tenant.
     ///
     /// The `tenant_id` must come from a trusted source (a verified signature, the operator,
     /// a stored record), never from a client request.
     pub fn for_system(tenant_id: TenantId) -> Self {
-        Self { tenant_id }
+        Self {
+            tenant_id,
+            reach: Reach::Everything,
+        }
     }
 
     /// The tenant.
     pub fn tenant_id(&self) -> TenantId {
         self.tenant_id
+    }
+
+    /// Whether this scope sees restricted projects of teams its user is not in.
+    pub fn sees_all_projects(&self) -> bool {
+        self.reach == Reach::Everything
     }
 }
 
@@ -106,6 +132,7 @@ impl Conn {
 /// it without [`TenantTx::commit`] rolls back.
 pub struct TenantTx {
     tenant_id: TenantId,
+    reach: Reach,
     pub(crate) conn: Conn,
     pub(crate) poisoned: bool,
 }
@@ -134,9 +161,10 @@ pub enum RawConn<'a> {
 }
 
 impl TenantTx {
-    pub(crate) fn new(tenant_id: TenantId, conn: Conn) -> Self {
+    pub(crate) fn new(scope: TenantScope, conn: Conn) -> Self {
         Self {
-            tenant_id,
+            tenant_id: scope.tenant_id,
+            reach: scope.reach,
             conn,
             poisoned: false,
         }
@@ -145,6 +173,20 @@ impl TenantTx {
     /// The tenant every query of this transaction is limited to.
     pub fn tenant_id(&self) -> TenantId {
         self.tenant_id
+    }
+
+    /// Whether this transaction sees restricted projects of teams its user is not in (see
+    /// [`TenantScope::sees_all_projects`]).
+    pub fn sees_all_projects(&self) -> bool {
+        self.reach == Reach::Everything
+    }
+
+    /// The user whose view this transaction has, unless it sees everything.
+    pub(crate) fn viewer(&self) -> Option<UserId> {
+        match self.reach {
+            Reach::Everything => None,
+            Reach::User(user) => Some(user),
+        }
     }
 
     /// The connection, for queries tenantkit does not provide. See [`RawConn`].

@@ -279,7 +279,7 @@ pub async fn create_project(db: &Database, scope: &TenantScope, name: &str) -> P
     let mut tx = db.begin(scope).await.expect("begin");
     let new = NewProject {
         name: name.to_owned(),
-        description: None,
+        ..NewProject::default()
     };
     let project = Project::create(&mut tx, new).await.expect("create project");
     tx.commit().await.expect("commit project");

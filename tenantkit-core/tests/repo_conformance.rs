@@ -2,9 +2,9 @@
 
 use tenantkit_core::testing::{create_project, create_task, TestDb, TwoTenants};
 use tenantkit_core::{
-    Backend, Database, Email, Error, Limit, NewProject, NewTask, NewTenant, NewUser, Page,
-    PageRequest, Project, ProjectId, ProjectPatch, Role, Slug, Task, TaskFilter, TaskId, TaskPatch,
-    TaskStatus, TenantScope, TenantScoped, Version,
+    Backend, Database, Email, Error, Limit, NewProject, NewTask, NewTeam, NewTenant, NewUser, Page,
+    PageRequest, Project, ProjectFilter, ProjectId, ProjectPatch, Role, Slug, Task, TaskFilter,
+    TaskId, TaskPatch, TaskStatus, Team, TeamFilter, TeamPatch, TenantScope, TenantScoped, Version,
 };
 
 async fn list_all<T: TenantScoped>(
@@ -42,6 +42,7 @@ mod suite {
         let patch = ProjectPatch {
             name: Some("Relaunch".into()),
             description: Some(Some("v2".into())),
+            ..Default::default()
         };
         let updated = Project::update(&mut tx, created.id, Some(created.version), patch)
             .await
@@ -65,6 +66,7 @@ mod suite {
             ProjectPatch {
                 name: None,
                 description: Some(None),
+                ..Default::default()
             },
         )
         .await
@@ -230,6 +232,7 @@ mod suite {
         let rename = |name: &str| ProjectPatch {
             name: Some(name.into()),
             description: None,
+            ..Default::default()
         };
         let v2 = Project::update(&mut tx, project.id, Some(Version::INITIAL), rename("first"))
             .await
@@ -269,6 +272,7 @@ mod suite {
                 let patch = ProjectPatch {
                     name: Some(format!("writer {i}")),
                     description: None,
+                    ..Default::default()
                 };
                 let result =
                     Project::update(&mut tx, project_id, Some(Version::INITIAL), patch).await?;
@@ -326,6 +330,7 @@ mod suite {
         let patch = || ProjectPatch {
             name: Some("pwned".into()),
             description: None,
+            ..Default::default()
         };
         let foreign = Project::update(&mut tx, project.id, Some(project.version), patch()).await;
         let random =
@@ -389,6 +394,7 @@ mod suite {
             NewProject {
                 name: "   ".into(),
                 description: None,
+                ..Default::default()
             },
         )
         .await;
@@ -398,6 +404,7 @@ mod suite {
             NewProject {
                 name: "x".repeat(201),
                 description: Some("y".repeat(10_001)),
+                ..Default::default()
             },
         )
         .await;
@@ -495,6 +502,289 @@ mod suite {
             .expect("exists");
         assert_eq!(found.id, world.a.owner.id);
     }
+
+    pub(crate) async fn teams_group_members_of_their_own_tenant(db: &Database) {
+        let world = TwoTenants::create(db).await;
+        let scope = world.a.scope();
+        let (member, _) = world.a.add_user(db, Role::Member).await;
+        let mut tx = db.begin(&scope).await.expect("begin");
+        let team = Team::create(
+            &mut tx,
+            NewTeam {
+                name: " Design ".into(),
+                description: None,
+            },
+        )
+        .await
+        .expect("create team");
+        assert_eq!(team.name, "Design");
+        tx.commit().await.expect("commit");
+
+        // Names are unique per tenant, case-insensitively; another tenant may reuse one.
+        let mut tx = db.begin(&scope).await.expect("begin");
+        let duplicate = Team::create(
+            &mut tx,
+            NewTeam {
+                name: "design".into(),
+                description: None,
+            },
+        )
+        .await;
+        assert!(
+            matches!(duplicate, Err(Error::Conflict(_))),
+            "{duplicate:?}"
+        );
+        drop(tx);
+        let mut tx = db.begin(&world.b.scope()).await.expect("begin");
+        Team::create(
+            &mut tx,
+            NewTeam {
+                name: "Design".into(),
+                description: None,
+            },
+        )
+        .await
+        .expect("another tenant may use the name");
+        // B cannot see, change, join or delete A's team.
+        assert_eq!(Team::find(&mut tx, team.id).await.expect("find"), None);
+        assert!(matches!(
+            Team::update(&mut tx, team.id, None, TeamPatch::default()).await,
+            Err(Error::NotFound)
+        ));
+        assert!(matches!(
+            tx.add_team_member(team.id, world.b.owner.id).await,
+            Err(Error::NotFound)
+        ));
+        assert!(matches!(
+            Team::delete(&mut tx, team.id, None).await,
+            Err(Error::NotFound)
+        ));
+        tx.commit().await.expect("commit");
+
+        let mut tx = db.begin(&scope).await.expect("begin");
+        let added = tx.add_team_member(team.id, member.id).await.expect("add");
+        assert_eq!(added.user_id, member.id);
+        assert!(matches!(
+            tx.add_team_member(team.id, member.id).await,
+            Err(Error::Conflict(_))
+        ));
+        drop(tx);
+        let mut tx = db.begin(&scope).await.expect("begin");
+        tx.add_team_member(team.id, member.id).await.expect("add");
+        // Another tenant's user cannot join, whatever id is sent.
+        match tx.add_team_member(team.id, world.b.owner.id).await {
+            Err(Error::Validation(errors)) => assert_eq!(errors[0].field, "user_id"),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+        tx.commit().await.expect("commit");
+
+        let mut tx = db.begin(&scope).await.expect("begin");
+        let page = PageRequest::first(Limit::new(10).expect("limit"));
+        let members = tx
+            .team_members(team.id, page.clone())
+            .await
+            .expect("members");
+        assert_eq!(members.items.len(), 1);
+        let mine = Team::list(
+            &mut tx,
+            &TeamFilter {
+                member: Some(member.id),
+            },
+            page.clone(),
+        )
+        .await
+        .expect("list");
+        assert_eq!(mine.items, vec![team.clone()]);
+        // Leaving the tenant leaves its teams.
+        tx.remove_member(member.id, world.a.owner.id)
+            .await
+            .expect("remove member");
+        let members = tx.team_members(team.id, page).await.expect("members");
+        assert!(members.items.is_empty());
+        assert!(matches!(
+            tx.remove_team_member(team.id, member.id).await,
+            Err(Error::NotFound)
+        ));
+        tx.commit().await.expect("commit");
+
+        // Deleting a team detaches its projects (and moves their version on).
+        let mut tx = db.begin(&scope).await.expect("begin");
+        let project = Project::create(
+            &mut tx,
+            NewProject {
+                name: "Site".into(),
+                team_id: Some(team.id),
+                restricted: true,
+                ..NewProject::default()
+            },
+        )
+        .await
+        .expect("project");
+        Team::delete(&mut tx, team.id, Some(team.version))
+            .await
+            .expect("delete team");
+        let detached = Project::get(&mut tx, project.id).await.expect("get");
+        assert_eq!(detached.team_id, None);
+        assert!(detached.restricted, "still restricted: admins only now");
+        assert_eq!(detached.version, Version::new(2));
+        tx.commit().await.expect("commit");
+    }
+
+    pub(crate) async fn restricted_projects_are_hidden_outside_their_team(db: &Database) {
+        let world = TwoTenants::create(db).await;
+        let owner = world.a.scope();
+        let (insider, insider_p) = world.a.add_user(db, Role::Member).await;
+        let (_, outsider_p) = world.a.add_user(db, Role::Member).await;
+        let (_, admin_p) = world.a.add_user(db, Role::Admin).await;
+        let (insider_scope, outsider, admin) = (
+            TenantScope::of(&insider_p),
+            TenantScope::of(&outsider_p),
+            TenantScope::of(&admin_p),
+        );
+        assert!(admin.sees_all_projects() && owner.sees_all_projects());
+        assert!(!outsider.sees_all_projects());
+
+        let mut tx = db.begin(&owner).await.expect("begin");
+        let team = Team::create(
+            &mut tx,
+            NewTeam {
+                name: "Secret".into(),
+                description: None,
+            },
+        )
+        .await
+        .expect("team");
+        tx.add_team_member(team.id, insider.id).await.expect("add");
+        let hidden = Project::create(
+            &mut tx,
+            NewProject {
+                name: "Hidden".into(),
+                team_id: Some(team.id),
+                restricted: true,
+                ..NewProject::default()
+            },
+        )
+        .await
+        .expect("restricted project");
+        tx.commit().await.expect("commit");
+        let open = create_project(db, &owner, "Open").await;
+        let secret_task = create_task(db, &owner, hidden.id, "secret").await;
+        let open_task = create_task(db, &owner, open.id, "open").await;
+
+        // The outsider: the restricted project and its tasks answer like missing ones.
+        let mut tx = db.begin(&outsider).await.expect("begin");
+        assert_eq!(Project::find(&mut tx, hidden.id).await.expect("find"), None);
+        assert_eq!(
+            Task::find(&mut tx, secret_task.id).await.expect("find"),
+            None
+        );
+        let rename = ProjectPatch {
+            name: Some("mine".into()),
+            ..ProjectPatch::default()
+        };
+        assert!(matches!(
+            Project::update(&mut tx, hidden.id, None, rename.clone()).await,
+            Err(Error::NotFound)
+        ));
+        assert!(matches!(
+            Project::delete(&mut tx, hidden.id, None).await,
+            Err(Error::NotFound)
+        ));
+        assert!(matches!(
+            Task::update(&mut tx, secret_task.id, None, TaskPatch::default()).await,
+            Err(Error::NotFound)
+        ));
+        assert!(matches!(
+            Task::delete(&mut tx, secret_task.id, None).await,
+            Err(Error::NotFound)
+        ));
+        assert!(matches!(
+            Task::create(&mut tx, NewTask::new(hidden.id, "sneak")).await,
+            Err(Error::NotFound)
+        ));
+        // Nobody can hand a project to a team they are not in.
+        match Project::create(
+            &mut tx,
+            NewProject {
+                name: "Into the team".into(),
+                team_id: Some(team.id),
+                ..NewProject::default()
+            },
+        )
+        .await
+        {
+            Err(Error::Validation(errors)) => assert_eq!(errors[0].field, "team_id"),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+        match Project::create(
+            &mut tx,
+            NewProject {
+                name: "Teamless".into(),
+                restricted: true,
+                ..NewProject::default()
+            },
+        )
+        .await
+        {
+            Err(Error::Validation(errors)) => assert_eq!(errors[0].field, "restricted"),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+        drop(tx);
+        let projects = list_all::<Project>(db, &outsider, &ProjectFilter::default()).await;
+        assert_eq!(projects, vec![open.clone()]);
+        let tasks = list_all::<Task>(db, &outsider, &TaskFilter::default()).await;
+        assert_eq!(tasks, vec![open_task.clone()]);
+        let by_project = TaskFilter {
+            project_id: Some(hidden.id),
+            ..TaskFilter::default()
+        };
+        assert!(list_all::<Task>(db, &outsider, &by_project)
+            .await
+            .is_empty());
+        let by_team = ProjectFilter::team(team.id);
+        assert!(list_all::<Project>(db, &outsider, &by_team)
+            .await
+            .is_empty());
+
+        // The team member and the admin see and change it.
+        for scope in [&insider_scope, &admin] {
+            let projects = list_all::<Project>(db, scope, &ProjectFilter::default()).await;
+            assert_eq!(projects.len(), 2);
+            let tasks = list_all::<Task>(db, scope, &TaskFilter::default()).await;
+            assert_eq!(tasks.len(), 2);
+        }
+        let mut tx = db.begin(&insider_scope).await.expect("begin");
+        Project::update(&mut tx, hidden.id, None, rename)
+            .await
+            .expect("the team member writes");
+        Task::create(&mut tx, NewTask::new(hidden.id, "inside"))
+            .await
+            .expect("the team member adds tasks");
+        tx.commit().await.expect("commit");
+
+        // Opening it up makes it visible to the whole tenant; B never sees it.
+        let mut tx = db.begin(&admin).await.expect("begin");
+        Project::update(
+            &mut tx,
+            hidden.id,
+            None,
+            ProjectPatch {
+                restricted: Some(false),
+                ..ProjectPatch::default()
+            },
+        )
+        .await
+        .expect("open up");
+        tx.commit().await.expect("commit");
+        let mut tx = db.begin_read(&outsider).await.expect("begin");
+        assert!(Project::find(&mut tx, hidden.id)
+            .await
+            .expect("find")
+            .is_some());
+        drop(tx);
+        let mut tx = db.begin_read(&world.b.scope()).await.expect("begin");
+        assert_eq!(Project::find(&mut tx, hidden.id).await.expect("find"), None);
+    }
 }
 
 macro_rules! repo_tests {
@@ -527,4 +817,6 @@ all_backends!(
     other_tenants_rows_are_indistinguishable_from_missing,
     invalid_input_is_rejected_with_field_errors,
     directory_enforces_unique_slugs_and_emails,
+    teams_group_members_of_their_own_tenant,
+    restricted_projects_are_hidden_outside_their_team,
 );

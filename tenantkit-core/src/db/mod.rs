@@ -210,7 +210,7 @@ impl Database {
     async fn begin_scoped(&self, scope: &TenantScope, mode: Mode) -> Result<TenantTx> {
         let tenant = scope.tenant_id().to_string();
         let conn = self.begin_conn(mode, &[("app.tenant_id", &tenant)]).await?;
-        Ok(TenantTx::new(scope.tenant_id(), conn))
+        Ok(TenantTx::new(*scope, conn))
     }
 
     /// Begins a transaction with session settings for PostgreSQL's row-level security.

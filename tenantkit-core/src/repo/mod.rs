@@ -2,6 +2,7 @@
 
 pub(crate) mod projects;
 pub(crate) mod tasks;
+pub(crate) mod teams;
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -202,44 +203,105 @@ pub(crate) trait PgRow {}
 #[cfg(not(feature = "postgres"))]
 impl<T> PgRow for T {}
 
-/// A tenant-owned table: its name and the columns its row type decodes. Both are constants
-/// of this crate, never input, so they may be spliced into SQL.
+/// Which rows of a table a transaction that does not see everything may reach, inside its
+/// tenant (see [`crate::TenantScope::sees_all_projects`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Restriction {
+    /// Every row of the tenant.
+    None,
+    /// The table is `projects`: unrestricted ones, and restricted ones of the viewer's teams.
+    Project,
+    /// The rows hang off a project by `project_id`, and share its restriction.
+    InProject,
+}
+
+/// SQL that holds when the `projects` row aliased `p` is visible: `$all` is bound to whether
+/// the transaction sees everything, `$user` to its viewer.
+pub(crate) fn project_visible(p: &str, all: usize, user: usize) -> String {
+    format!(
+        "(NOT {p}.restricted OR ${all} OR EXISTS (SELECT 1 FROM team_members tm \
+         WHERE tm.tenant_id = {p}.tenant_id AND tm.team_id = {p}.team_id AND tm.user_id = ${user}))"
+    )
+}
+
+impl Restriction {
+    /// ` AND <condition>` limiting `table` to what the transaction may see, with its two
+    /// parameters numbered `all` and `user` (bound by `bind_reach!`); empty for `None`.
+    pub(crate) fn condition(self, table: &str, all: usize, user: usize) -> String {
+        match self {
+            Restriction::None => String::new(),
+            Restriction::Project => format!(" AND {}", project_visible(table, all, user)),
+            Restriction::InProject => format!(
+                " AND EXISTS (SELECT 1 FROM projects p WHERE p.tenant_id = {table}.tenant_id \
+                 AND p.id = {table}.project_id AND {})",
+                project_visible("p", all, user)
+            ),
+        }
+    }
+}
+
+/// Binds the two parameters of a [`Restriction::condition`] to a query when the restriction
+/// has any.
+macro_rules! bind_reach {
+    ($query:expr, $restriction:expr, $tx_all:expr, $tx_viewer:expr) => {{
+        let query = $query;
+        if $restriction == $crate::repo::Restriction::None {
+            query
+        } else {
+            query.bind($tx_all).bind($tx_viewer)
+        }
+    }};
+}
+
+/// A tenant-owned table: its name, the columns its row type decodes and which rows a
+/// restricted viewer reaches. The strings are constants of this crate, never input, so they
+/// may be spliced into SQL.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Table {
     pub(crate) name: &'static str,
     pub(crate) columns: &'static str,
+    pub(crate) restriction: Restriction,
 }
 
 impl Table {
-    /// Reads the row `id` of the transaction's tenant.
+    /// Reads the row `id` of the transaction's tenant, if the transaction may see it.
     pub(crate) async fn find<R: Row>(&self, tx: &mut TenantTx, id: Uuid) -> Result<Option<R>> {
-        let tenant = tx.tenant_id();
+        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_projects(), tx.viewer());
         let sql = format!(
-            "SELECT {} FROM {} WHERE tenant_id = $1 AND id = $2",
-            self.columns, self.name
+            "SELECT {} FROM {} WHERE tenant_id = $1 AND id = $2{}",
+            self.columns,
+            self.name,
+            self.restriction.condition(self.name, 3, 4)
         );
         Ok(scoped!(tx, |c| {
-            sqlx::query_as(&sql)
-                .bind(tenant)
-                .bind(id)
-                .fetch_optional(c)
-                .await
+            bind_reach!(
+                sqlx::query_as(&sql).bind(tenant).bind(id),
+                self.restriction,
+                all,
+                viewer
+            )
+            .fetch_optional(c)
+            .await
         })?)
     }
 
-    /// Whether the row `id` exists in the transaction's tenant.
+    /// Whether the row `id` exists in the transaction's tenant and the transaction may see it.
     pub(crate) async fn contains(&self, tx: &mut TenantTx, id: Uuid) -> Result<bool> {
-        let tenant = tx.tenant_id();
+        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_projects(), tx.viewer());
         let sql = format!(
-            "SELECT 1 FROM {} WHERE tenant_id = $1 AND id = $2",
-            self.name
+            "SELECT 1 FROM {} WHERE tenant_id = $1 AND id = $2{}",
+            self.name,
+            self.restriction.condition(self.name, 3, 4)
         );
         let found: Option<i32> = scoped!(tx, |c| {
-            sqlx::query_scalar(&sql)
-                .bind(tenant)
-                .bind(id)
-                .fetch_optional(c)
-                .await
+            bind_reach!(
+                sqlx::query_scalar(&sql).bind(tenant).bind(id),
+                self.restriction,
+                all,
+                viewer
+            )
+            .fetch_optional(c)
+            .await
         })?;
         Ok(found.is_some())
     }
@@ -256,20 +318,23 @@ impl Table {
         T: TenantScoped,
         T::Id: Into<Uuid>,
     {
-        let tenant = tx.tenant_id();
+        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_projects(), tx.viewer());
         let sql = format!(
-            "DELETE FROM {} WHERE tenant_id = $1 AND id = $2 AND ($3 IS NULL OR version = $3)",
-            self.name
+            "DELETE FROM {} WHERE tenant_id = $1 AND id = $2 AND ($3 IS NULL OR version = $3){}",
+            self.name,
+            self.restriction.condition(self.name, 4, 5)
         );
         let key: Uuid = id.into();
         let deleted = scoped!(tx, |c| {
-            sqlx::query(&sql)
-                .bind(tenant)
-                .bind(key)
-                .bind(expected)
-                .execute(c)
-                .await
-                .map(|done| done.rows_affected())
+            bind_reach!(
+                sqlx::query(&sql).bind(tenant).bind(key).bind(expected),
+                self.restriction,
+                all,
+                viewer
+            )
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected())
         })?;
         if deleted == 0 {
             return Err(missing_or_stale::<T>(tx, id).await);

@@ -3,10 +3,13 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{double_option, expect_version, missing_or_stale, Table, TenantScoped};
+use super::teams::TEAMS;
+use super::{double_option, expect_version, missing_or_stale, Restriction, Table, TenantScoped};
 use crate::scope::scoped;
 use crate::values::{check_optional_text, check_text, finish_validation, now};
-use crate::{Page, PageRequest, ProjectId, Result, TenantId, TenantTx, Version};
+use crate::{
+    FieldError, Page, PageRequest, ProjectId, Result, TeamId, TenantId, TenantTx, Version,
+};
 
 const NAME_MAX: usize = 200;
 const DESCRIPTION_MAX: usize = 10_000;
@@ -23,6 +26,10 @@ pub struct Project {
     pub name: String,
     /// Free text, up to 10,000 characters.
     pub description: Option<String>,
+    /// The team it belongs to, if any.
+    pub team_id: Option<TeamId>,
+    /// Whether only its team's members (and admins and owners) may see and change it.
+    pub restricted: bool,
     /// Optimistic-concurrency version.
     pub version: Version,
     /// When it was created.
@@ -42,6 +49,13 @@ pub struct NewProject {
     /// Optional free text.
     #[serde(default)]
     pub description: Option<String>,
+    /// The team it belongs to. Callers who cannot see every project may only pick a team
+    /// they are in.
+    #[serde(default)]
+    pub team_id: Option<TeamId>,
+    /// Visible only to the team's members and to admins and owners; needs a `team_id`.
+    #[serde(default)]
+    pub restricted: bool,
 }
 
 /// Changes to a project; absent fields stay, `"description": null` clears it.
@@ -54,15 +68,36 @@ pub struct ProjectPatch {
     /// A new description, or `Some(None)` to clear it.
     #[serde(default, deserialize_with = "double_option")]
     pub description: Option<Option<String>>,
+    /// A new team, or `Some(None)` to detach it from its team.
+    #[serde(default, deserialize_with = "double_option")]
+    pub team_id: Option<Option<TeamId>>,
+    /// Restrict it to its team, or open it to the whole tenant.
+    #[serde(default)]
+    pub restricted: Option<bool>,
 }
 
-/// Which projects to list. (Filters arrive with teams.)
+/// Which projects to list (always only those the caller may see).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct ProjectFilter {}
+pub struct ProjectFilter {
+    /// Only projects of this team.
+    pub team_id: Option<TeamId>,
+}
+
+impl ProjectFilter {
+    /// Projects of one team.
+    pub fn team(team_id: TeamId) -> Self {
+        Self {
+            team_id: Some(team_id),
+        }
+    }
+}
 
 impl Project {
-    fn validate(&self) -> Result<()> {
+    /// Checks the fields, and that the team is this tenant's and one the caller may hand the
+    /// project to: a caller who does not see every project may only pick a team they are in,
+    /// so nobody can lock themselves (or hide work) out of reach.
+    async fn validate(&self, tx: &mut TenantTx, team_changed: bool) -> Result<()> {
         let mut errors = Vec::new();
         check_text(&mut errors, "name", &self.name, NAME_MAX);
         check_optional_text(
@@ -71,14 +106,38 @@ impl Project {
             self.description.as_deref(),
             DESCRIPTION_MAX,
         );
+        match self.team_id {
+            Some(team) if team_changed => {
+                if !TEAMS.contains(tx, team.into()).await? {
+                    errors.push(FieldError::new("team_id", "is not a team of this tenant"));
+                } else if let Some(viewer) = tx.viewer() {
+                    if !tx.in_team(team, viewer).await? {
+                        errors.push(FieldError::new(
+                            "team_id",
+                            "you are not a member of this team",
+                        ));
+                    }
+                }
+            }
+            Some(_) => {}
+            None if self.restricted => {
+                errors.push(FieldError::new(
+                    "restricted",
+                    "a restricted project needs a team_id",
+                ));
+            }
+            None => {}
+        }
         finish_validation(errors)
     }
 }
 
-const COLUMNS: &str = "id, tenant_id, name, description, version, created_at, updated_at";
+const COLUMNS: &str =
+    "id, tenant_id, name, description, team_id, restricted, version, created_at, updated_at";
 pub(crate) const PROJECTS: Table = Table {
     name: "projects",
     columns: COLUMNS,
+    restriction: Restriction::Project,
 };
 
 impl TenantScoped for Project {
@@ -103,20 +162,24 @@ impl TenantScoped for Project {
             tenant_id: tx.tenant_id(),
             name: new.name.trim().to_owned(),
             description: new.description,
+            team_id: new.team_id,
+            restricted: new.restricted,
             version: Version::INITIAL,
             created_at: at,
             updated_at: at,
         };
-        project.validate()?;
+        project.validate(tx, true).await?;
         scoped!(tx, |c| {
             sqlx::query(
-                "INSERT INTO projects (id, tenant_id, name, description, version, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO projects (id, tenant_id, name, description, team_id, restricted, \
+                 version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(project.id)
             .bind(project.tenant_id)
             .bind(&project.name)
             .bind(&project.description)
+            .bind(project.team_id)
+            .bind(project.restricted)
             .bind(project.version)
             .bind(project.created_at)
             .bind(project.updated_at)
@@ -149,17 +212,26 @@ impl TenantScoped for Project {
         if let Some(description) = patch.description {
             project.description = description;
         }
-        project.validate()?;
+        let team_changed = patch.team_id.is_some_and(|team| team != project.team_id);
+        if let Some(team) = patch.team_id {
+            project.team_id = team;
+        }
+        if let Some(restricted) = patch.restricted {
+            project.restricted = restricted;
+        }
+        project.validate(tx, team_changed).await?;
         project.version = Version::new(base.get() + 1);
         project.updated_at = now();
         let tenant = tx.tenant_id();
         let updated = scoped!(tx, |c| {
             sqlx::query(
-                "UPDATE projects SET name = $1, description = $2, version = $3, updated_at = $4 \
-                 WHERE tenant_id = $5 AND id = $6 AND version = $7",
+                "UPDATE projects SET name = $1, description = $2, team_id = $3, restricted = $4, \
+                 version = $5, updated_at = $6 WHERE tenant_id = $7 AND id = $8 AND version = $9",
             )
             .bind(&project.name)
             .bind(&project.description)
+            .bind(project.team_id)
+            .bind(project.restricted)
             .bind(project.version)
             .bind(project.updated_at)
             .bind(tenant)
@@ -182,18 +254,23 @@ impl TenantScoped for Project {
 
     async fn list(
         tx: &mut TenantTx,
-        _filter: &ProjectFilter,
+        filter: &ProjectFilter,
         page: PageRequest,
     ) -> Result<Page<Self>> {
-        let tenant = tx.tenant_id();
+        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_projects(), tx.viewer());
         let sql = format!(
-            "SELECT {COLUMNS} FROM projects WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+            "SELECT {COLUMNS} FROM projects WHERE tenant_id = $1 AND id > $2 \
+             AND ($3 IS NULL OR team_id = $3) AND {} ORDER BY id LIMIT $4",
+            super::project_visible("projects", 5, 6)
         );
         let rows: Vec<Project> = scoped!(tx, |c| {
             sqlx::query_as(&sql)
                 .bind(tenant)
                 .bind(ProjectId::from_uuid(page.after_key()))
+                .bind(filter.team_id)
                 .bind(page.fetch_count())
+                .bind(all)
+                .bind(viewer)
                 .fetch_all(c)
                 .await
         })?;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::projects::PROJECTS;
-use super::{double_option, expect_version, missing_or_stale, Table, TenantScoped};
+use super::{double_option, expect_version, missing_or_stale, Restriction, Table, TenantScoped};
 use crate::scope::scoped;
 use crate::values::{check_optional_text, check_text, finish_validation, now};
 use crate::{
@@ -236,6 +236,7 @@ const COLUMNS: &str = "id, tenant_id, project_id, title, description, status, as
 const TASKS: Table = Table {
     name: "tasks",
     columns: COLUMNS,
+    restriction: Restriction::InProject,
 };
 
 impl TenantScoped for Task {
@@ -254,8 +255,9 @@ impl TenantScoped for Task {
 
     #[tracing::instrument(skip_all, fields(tenant = %tx.tenant_id(), project = %new.project_id))]
     async fn create(tx: &mut TenantTx, new: NewTask) -> Result<Self> {
-        // A task can only hang off a project of the same tenant; another tenant's project
-        // answers exactly like a missing one. The composite foreign key is the second wall.
+        // A task can only hang off a project of the same tenant that the caller may see;
+        // another tenant's project, or a restricted one outside the caller's teams, answers
+        // exactly like a missing one. The composite foreign key is the second wall.
         if !PROJECTS.contains(tx, new.project_id.into()).await? {
             return Err(Error::NotFound);
         }
@@ -332,26 +334,31 @@ impl TenantScoped for Task {
         task.validate(tx).await?;
         task.version = Version::new(base.get() + 1);
         task.updated_at = now();
-        let tenant = tx.tenant_id();
+        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_projects(), tx.viewer());
+        // The project may have been restricted since the read above: check again.
+        let sql = format!(
+            "UPDATE tasks SET title = $1, description = $2, status = $3, assignee_id = $4, \
+             due_at = $5, version = $6, updated_at = $7 \
+             WHERE tenant_id = $8 AND id = $9 AND version = $10{}",
+            TASKS.restriction.condition("tasks", 11, 12)
+        );
         let updated = scoped!(tx, |c| {
-            sqlx::query(
-                "UPDATE tasks SET title = $1, description = $2, status = $3, assignee_id = $4, \
-                 due_at = $5, version = $6, updated_at = $7 \
-                 WHERE tenant_id = $8 AND id = $9 AND version = $10",
-            )
-            .bind(&task.title)
-            .bind(&task.description)
-            .bind(task.status.as_str())
-            .bind(task.assignee_id)
-            .bind(task.due_at)
-            .bind(task.version)
-            .bind(task.updated_at)
-            .bind(tenant)
-            .bind(id)
-            .bind(base)
-            .execute(c)
-            .await
-            .map(|done| done.rows_affected())
+            sqlx::query(&sql)
+                .bind(&task.title)
+                .bind(&task.description)
+                .bind(task.status.as_str())
+                .bind(task.assignee_id)
+                .bind(task.due_at)
+                .bind(task.version)
+                .bind(task.updated_at)
+                .bind(tenant)
+                .bind(id)
+                .bind(base)
+                .bind(all)
+                .bind(viewer)
+                .execute(c)
+                .await
+                .map(|done| done.rows_affected())
         })?;
         if updated == 0 {
             return Err(missing_or_stale::<Self>(tx, id).await);
@@ -365,14 +372,15 @@ impl TenantScoped for Task {
     }
 
     async fn list(tx: &mut TenantTx, filter: &TaskFilter, page: PageRequest) -> Result<Page<Self>> {
-        let tenant = tx.tenant_id();
+        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_projects(), tx.viewer());
         let sql = format!(
             "SELECT {COLUMNS} FROM tasks WHERE tenant_id = $1 AND id > $2 \
              AND ($3 IS NULL OR project_id = $3) \
              AND ($4 IS NULL OR status = $4) \
              AND ($5 IS NULL OR assignee_id = $5) \
-             AND ($6 IS NULL OR lower(title) LIKE $6 ESCAPE '\\') \
-             ORDER BY id LIMIT $7"
+             AND ($6 IS NULL OR lower(title) LIKE $6 ESCAPE '\\'){} \
+             ORDER BY id LIMIT $7",
+            TASKS.restriction.condition("tasks", 8, 9)
         );
         let rows: Vec<Task> = scoped!(tx, |c| {
             sqlx::query_as(&sql)
@@ -383,6 +391,8 @@ impl TenantScoped for Task {
                 .bind(filter.assignee_id)
                 .bind(filter.title_contains.as_deref().map(contains_pattern))
                 .bind(page.fetch_count())
+                .bind(all)
+                .bind(viewer)
                 .fetch_all(c)
                 .await
         })?;
