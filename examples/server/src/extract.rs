@@ -84,6 +84,27 @@ impl<T: FromStr + Send, S: Send + Sync> FromRequestParts<S> for ApiId<T> {
     }
 }
 
+/// Two ids from the path (`/v1/teams/{id}/members/{user_id}`); like [`ApiId`], a malformed
+/// one answers 404 exactly like a missing record.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiIds<A, B>(pub A, pub B);
+
+impl<A: FromStr + Send, B: FromStr + Send, S: Send + Sync> FromRequestParts<S> for ApiIds<A, B> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let not_found = || Problem::from(Error::NotFound);
+        let axum::extract::Path((a, b)) =
+            axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| not_found())?;
+        match (a.parse(), b.parse()) {
+            (Ok(a), Ok(b)) => Ok(ApiIds(a, b)),
+            _ => Err(not_found()),
+        }
+    }
+}
+
 /// Query parameters as raw strings, so each can be validated into a field error rather than
 /// failing the whole query string at once.
 #[derive(Debug, Clone, Default)]

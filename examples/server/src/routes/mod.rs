@@ -7,11 +7,12 @@ mod projects;
 mod records;
 mod recovery;
 mod tasks;
+mod teams;
 mod tenancy;
 
 use axum::routing::{get, post};
 use axum::Router;
-use tenantkit_core::{Error, FieldError, PageRequest, Project, Task};
+use tenantkit_core::{Error, FieldError, PageRequest, Project, Task, Team};
 
 use std::sync::Arc;
 
@@ -85,7 +86,25 @@ fn protected() -> Router<AppState> {
             "/v1/invitations/{id}",
             axum::routing::delete(invitations::revoke),
         )
-        .route("/v1/projects", get(projects::list).post(projects::create))
+        .route("/v1/teams", get(teams::list).post(records::create::<Team>))
+        .route(
+            "/v1/teams/{id}",
+            get(records::get::<Team>)
+                .patch(records::update::<Team>)
+                .delete(records::delete::<Team>),
+        )
+        .route(
+            "/v1/teams/{id}/members",
+            get(teams::members).post(teams::add_member),
+        )
+        .route(
+            "/v1/teams/{id}/members/{user_id}",
+            axum::routing::delete(teams::remove_member),
+        )
+        .route(
+            "/v1/projects",
+            get(projects::list).post(records::create::<Project>),
+        )
         .route(
             "/v1/projects/{id}",
             get(records::get::<Project>)

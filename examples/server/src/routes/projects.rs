@@ -1,15 +1,13 @@
 //! `/v1/projects`: tenant-scoped project CRUD.
 
 use axum::extract::State;
-use axum::response::IntoResponse;
 use axum::Json;
 use tenantkit_core::{
-    NewProject, Page, Permission, Principal, Project, ProjectFilter, TenantScope, TenantScoped,
+    Page, Permission, Principal, Project, ProjectFilter, TeamId, TenantScope, TenantScoped,
 };
 
-use super::records::{change_event, created};
 use super::{page_request, valid};
-use crate::extract::{ApiJson, ClientInfo, RawQuery};
+use crate::extract::RawQuery;
 use crate::{AppState, Result};
 
 pub(crate) async fn list(
@@ -19,28 +17,13 @@ pub(crate) async fn list(
 ) -> Result<Json<Page<Project>>> {
     principal.require(Permission::Read)?;
     let mut errors = Vec::new();
-    let page = page_request(&query, &[], &mut errors);
+    let team_id = query.parse::<TeamId>("team_id", "must be a team id", &mut errors);
+    let page = page_request(&query, &["team_id"], &mut errors);
     valid(errors)?;
+    let filter = team_id.map(ProjectFilter::team).unwrap_or_default();
     let mut tx = state.db.begin_read(&TenantScope::of(&principal)).await?;
-    let projects = Project::list(&mut tx, &ProjectFilter::default(), page).await?;
+    // Only the projects the caller may see: restricted ones of other teams are left out.
+    let projects = Project::list(&mut tx, &filter, page).await?;
     tx.commit().await?;
     Ok(Json(projects))
-}
-
-pub(crate) async fn create(
-    State(state): State<AppState>,
-    client: ClientInfo,
-    principal: Principal,
-    ApiJson(new): ApiJson<NewProject>,
-) -> Result<impl IntoResponse> {
-    principal.require(Permission::WriteContent)?;
-    let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
-    let project = Project::create(&mut tx, new).await?;
-    tx.audit(change_event::<Project>(
-        &client, &principal, "created", project.id,
-    ))
-    .await?;
-    tx.commit().await?;
-    let location = format!("/v1/projects/{}", project.id);
-    Ok(created(project, location))
 }

@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tenantkit_core::{Permission, Principal, Project, Task, TenantScope, TenantScoped};
+use tenantkit_core::{Permission, Principal, Project, Task, Team, TenantScope, TenantScoped};
 
 use super::auth::target;
 use crate::extract::{etag, ApiId, ApiJson, ClientInfo, IfMatch};
@@ -19,14 +19,26 @@ use crate::extract::{etag, ApiId, ApiJson, ClientInfo, IfMatch};
 pub(crate) trait Resource: TenantScoped + Serialize {
     /// `project` → `project.created`, `project.updated`, `project.deleted`.
     const NAME: &'static str;
+    /// Where its records live: `{COLLECTION}/{id}`.
+    const COLLECTION: &'static str;
+    /// What creating, changing and deleting one takes.
+    const WRITE: Permission = Permission::WriteContent;
 }
 
 impl Resource for Project {
     const NAME: &'static str = "project";
+    const COLLECTION: &'static str = "/v1/projects";
 }
 
 impl Resource for Task {
     const NAME: &'static str = "task";
+    const COLLECTION: &'static str = "/v1/tasks";
+}
+
+impl Resource for Team {
+    const NAME: &'static str = "team";
+    const COLLECTION: &'static str = "/v1/teams";
+    const WRITE: Permission = Permission::ManageMembers;
 }
 
 /// The audit event of a change to a `T`.
@@ -76,7 +88,7 @@ where
     T::Id: FromStr + std::fmt::Display,
     T::Patch: DeserializeOwned,
 {
-    principal.require(Permission::WriteContent)?;
+    principal.require(T::WRITE)?;
     let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
     // Without If-Match the write is unconditional: the repository applies it to the current
     // version.
@@ -100,7 +112,7 @@ where
     T: Resource,
     T::Id: FromStr + std::fmt::Display,
 {
-    principal.require(Permission::WriteContent)?;
+    principal.require(T::WRITE)?;
     let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
     T::delete(&mut tx, id, expected).await?;
     tx.audit(change_event::<T>(&client, &principal, "deleted", id))
@@ -109,11 +121,35 @@ where
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST /v1/<resources>`, for resources created from their body alone.
+pub(crate) async fn create<T>(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    principal: Principal,
+    ApiJson(new): ApiJson<T::New>,
+) -> Result<impl IntoResponse>
+where
+    T: Resource,
+    T::Id: std::fmt::Display,
+    T::New: DeserializeOwned,
+{
+    principal.require(T::WRITE)?;
+    let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
+    let record = T::create(&mut tx, new).await?;
+    let id = record.id();
+    tx.audit(change_event::<T>(&client, &principal, "created", id))
+        .await?;
+    tx.commit().await?;
+    Ok(created::<T>(record))
+}
+
 /// The `201 Created` answer: ETag, Location and the record.
-pub(crate) fn created<T: TenantScoped + Serialize>(
-    record: T,
-    location: String,
-) -> impl IntoResponse {
+pub(crate) fn created<T>(record: T) -> impl IntoResponse
+where
+    T: Resource,
+    T::Id: std::fmt::Display,
+{
+    let location = format!("{}/{}", T::COLLECTION, record.id());
     (
         StatusCode::CREATED,
         etag(record.version()),

@@ -67,6 +67,5 @@ pub(crate) async fn create(
     ))
     .await?;
     tx.commit().await?;
-    let location = format!("/v1/tasks/{}", task.id);
-    Ok(created(task, location))
+    Ok(created(task))
 }

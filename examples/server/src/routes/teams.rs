@@ -1,0 +1,101 @@
+//! `/v1/teams` and `/v1/teams/{id}/members`: groups of members inside the tenant.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use tenantkit_core::{
+    Page, Permission, Principal, Team, TeamFilter, TeamId, TeamMember, TenantScope, TenantScoped,
+    UserId,
+};
+
+use super::auth::target;
+use super::{page_request, valid};
+use crate::extract::{ApiId, ApiIds, ApiJson, ClientInfo, RawQuery};
+use crate::{AppState, Result};
+
+/// `GET /v1/teams[?member=<user id>]`: every member of the tenant may list its teams.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    query: RawQuery,
+) -> Result<Json<Page<Team>>> {
+    principal.require(Permission::Read)?;
+    let mut errors = Vec::new();
+    let member = query.parse::<UserId>("member", "must be a user id", &mut errors);
+    let page = page_request(&query, &["member"], &mut errors);
+    valid(errors)?;
+    let mut tx = state.db.begin_read(&TenantScope::of(&principal)).await?;
+    let teams = Team::list(&mut tx, &TeamFilter { member }, page).await?;
+    tx.commit().await?;
+    Ok(Json(teams))
+}
+
+/// `GET /v1/teams/{id}/members`.
+pub(crate) async fn members(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiId(team): ApiId<TeamId>,
+    query: RawQuery,
+) -> Result<Json<Page<TeamMember>>> {
+    principal.require(Permission::Read)?;
+    let mut errors = Vec::new();
+    let page = page_request(&query, &[], &mut errors);
+    valid(errors)?;
+    let mut tx = state.db.begin_read(&TenantScope::of(&principal)).await?;
+    let members = tx.team_members(team, page).await?;
+    tx.commit().await?;
+    Ok(Json(members))
+}
+
+/// The body of `POST /v1/teams/{id}/members`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AddTeamMember {
+    /// A member of the caller's tenant.
+    pub(crate) user_id: UserId,
+}
+
+/// `POST /v1/teams/{id}/members {user_id}`: 201 with the team member.
+pub(crate) async fn add_member(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    principal: Principal,
+    ApiId(team): ApiId<TeamId>,
+    ApiJson(body): ApiJson<AddTeamMember>,
+) -> Result<impl IntoResponse> {
+    principal.require(Permission::ManageMembers)?;
+    let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
+    let member = tx.add_team_member(team, body.user_id).await?;
+    let mut event = target(
+        client.event("team.member_added", Some(principal.user_id())),
+        "team",
+        team,
+    );
+    event.details = serde_json::json!({ "user_id": body.user_id });
+    tx.audit(event).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(member)))
+}
+
+/// `DELETE /v1/teams/{id}/members/{user_id}`: 204.
+pub(crate) async fn remove_member(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    principal: Principal,
+    ApiIds(team, user): ApiIds<TeamId, UserId>,
+) -> Result<StatusCode> {
+    principal.require(Permission::ManageMembers)?;
+    let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
+    tx.remove_team_member(team, user).await?;
+    let mut event = target(
+        client.event("team.member_removed", Some(principal.user_id())),
+        "team",
+        team,
+    );
+    event.details = serde_json::json!({ "user_id": user });
+    tx.audit(event).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
