@@ -39,6 +39,7 @@ impl AuditEvent {
 
 /// A stored audit entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     /// The entry id.
     pub id: uuid::Uuid,

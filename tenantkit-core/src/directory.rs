@@ -14,6 +14,7 @@ use crate::{Database, Email, Error, PasswordHash, Result, Role, Slug, TenantId, 
 
 /// An organisation using the service: the unit of isolation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Tenant {
     /// The tenant's id.
     pub id: TenantId,
@@ -39,6 +40,7 @@ pub struct NewTenant {
 
 /// A user account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct User {
     /// The user's id.
     pub id: UserId,
@@ -66,6 +68,7 @@ pub struct NewUser {
 
 /// A user's role in one tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Membership {
     /// The tenant.
     pub tenant_id: TenantId,

@@ -31,6 +31,7 @@ macro_rules! define_id {
         )]
         #[serde(transparent)]
         #[sqlx(transparent)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         pub struct $name(Uuid);
 
         impl $name {

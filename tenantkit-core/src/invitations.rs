@@ -10,6 +10,7 @@ use crate::{Database, Email, Result, Role, TenantId, TenantTx, UserId};
 
 /// A pending or used invitation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Invitation {
     /// Its id.
     pub id: uuid::Uuid,

@@ -7,6 +7,7 @@ use crate::scope::scoped;
 
 /// A member of a tenant as listed to its members: who, their email, their role.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Member {
     /// The user.
     pub user_id: UserId,

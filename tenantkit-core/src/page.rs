@@ -158,6 +158,7 @@ impl PageRequest {
 
 /// One page of a list: `{items, next_cursor}`. `next_cursor` is absent on the last page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Page<T> {
     /// The items, in a stable order (creation order).
     pub items: Vec<T>,

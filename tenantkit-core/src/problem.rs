@@ -15,6 +15,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ErrorCode {
     /// 400: the request is malformed (e.g. invalid JSON).
     BadRequest,
@@ -162,6 +163,7 @@ impl fmt::Display for ErrorCode {
 
 /// An RFC 9457 problem details body: `{type, title, status, detail, code, errors?}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     /// A URI naming the kind of problem; one per [`ErrorCode`].
     #[serde(rename = "type")]

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 /// Handlers should not compare roles; they ask [`Role::allows`] for a [`Permission`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Role {
     /// Read-only access to the tenant's data.
     Viewer,

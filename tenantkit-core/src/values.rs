@@ -15,6 +15,7 @@ use crate::{Error, Result};
 )]
 #[serde(transparent)]
 #[sqlx(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Version(i64);
 
 impl Version {
@@ -42,6 +43,7 @@ impl fmt::Display for Version {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
 #[serde(transparent)]
 #[sqlx(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Email(String);
 
 impl Email {
@@ -92,6 +94,7 @@ impl<'de> Deserialize<'de> for Email {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
 #[serde(transparent)]
 #[sqlx(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Slug(String);
 
 impl Slug {

@@ -77,17 +77,18 @@ fn cors(config: &Config) -> CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
 }
 
-/// Headers every answer carries. The API serves JSON only, so the strictest settings hold;
-/// routes that need caching (the JWKS) set their own `Cache-Control`.
+/// Headers every answer carries. The API serves JSON, so the strictest settings hold; the
+/// one HTML page (`/docs`) sets its own content security policy, and routes that need caching
+/// (the JWKS, the OpenAPI document) set their own `Cache-Control`.
 fn with_security_headers(router: Router) -> Router {
+    let router = router.layer(SetResponseHeaderLayer::if_not_present(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    ));
     let fixed = [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::REFERRER_POLICY, "no-referrer"),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; frame-ancestors 'none'",
-        ),
     ];
     let router = fixed.into_iter().fold(router, |router, (name, value)| {
         router.layer(SetResponseHeaderLayer::overriding(

@@ -16,6 +16,7 @@ const DESCRIPTION_MAX: usize = 10_000;
 
 /// A project of a tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Project {
     /// The project's id.
     pub id: ProjectId,
@@ -43,6 +44,7 @@ pub struct Project {
 /// The fields of a new project.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewProject {
     /// Display name, 1 to 200 characters (trimmed).
     pub name: String,
@@ -61,6 +63,7 @@ pub struct NewProject {
 /// Changes to a project; absent fields stay, `"description": null` clears it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProjectPatch {
     /// A new name.
     #[serde(default)]

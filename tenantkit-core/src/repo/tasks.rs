@@ -21,6 +21,7 @@ const DESCRIPTION_MAX: usize = 10_000;
 /// Where a task stands.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TaskStatus {
     /// Not started (the default).
     #[default]
@@ -74,6 +75,7 @@ impl TryFrom<String> for TaskStatus {
 
 /// A task of a tenant's project.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Task {
     /// The task's id.
     pub id: TaskId,
@@ -107,6 +109,7 @@ pub struct Task {
 /// The fields of a new task.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewTask {
     /// The project, which must belong to the transaction's tenant. (Servers take it from the
     /// path, not the body.)
@@ -145,6 +148,7 @@ impl NewTask {
 /// Changes to a task; absent fields stay, `null` clears an optional one.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskPatch {
     /// A new title.
     #[serde(default)]

@@ -18,6 +18,7 @@ const NAME_TAKEN: &str = "a team with this name already exists";
 
 /// A team of a tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Team {
     /// The team's id.
     pub id: TeamId,
@@ -41,6 +42,7 @@ pub struct Team {
 /// The fields of a new team.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewTeam {
     /// Display name, 1 to 100 characters (trimmed).
     pub name: String,
@@ -52,6 +54,7 @@ pub struct NewTeam {
 /// Changes to a team; absent fields stay, `"description": null` clears it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TeamPatch {
     /// A new name.
     #[serde(default)]
@@ -70,6 +73,7 @@ pub struct TeamFilter {
 
 /// A member of a team.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TeamMember {
     /// The user.
     pub user_id: UserId,

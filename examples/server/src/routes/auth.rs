@@ -16,7 +16,7 @@ use crate::{AppState, Result};
 
 /// `{access_token, token_type, expires_in, refresh_token}`, flat beside any extra fields.
 // No `Debug`: it holds live tokens.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct TokenPair {
     access_token: String,
     token_type: &'static str,
@@ -56,15 +56,17 @@ fn no_store() -> [(header::HeaderName, &'static str); 1] {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub(crate) struct SignupRequest {
     email: String,
+    #[schema(value_type = String, format = Password)]
     password: Password,
     tenant_name: String,
     #[serde(default)]
     tenant_slug: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct SignupResponse {
     #[serde(flatten)]
     tokens: TokenPair,
@@ -73,6 +75,13 @@ struct SignupResponse {
 }
 
 /// `POST /v1/auth/signup`: a new tenant with the new user as its owner, logged in.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/signup",
+    tag = "auth",
+    request_body(content = SignupRequest, content_type = "application/json"),
+    responses((status = 201, description = "Tenant and owner created, signed in", body = SignupResponse, headers(("Cache-Control" = String, description = "no-store"))), (status = 409, description = "The email or slug is taken", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json"))
+)]
 pub(crate) async fn signup(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -160,15 +169,17 @@ fn collect<T>(result: tenantkit_core::Result<T>, errors: &mut Vec<FieldError>) -
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub(crate) struct LoginRequest {
     email: String,
+    #[schema(value_type = String, format = Password)]
     password: Password,
     /// A tenant slug or id; the user's first tenant when absent.
     #[serde(default)]
     tenant: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct LoginResponse {
     #[serde(flatten)]
     tokens: TokenPair,
@@ -176,6 +187,13 @@ struct LoginResponse {
 }
 
 /// `POST /v1/auth/login`.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/login",
+    tag = "auth",
+    request_body(content = LoginRequest, content_type = "application/json"),
+    responses((status = 200, description = "Signed in", body = LoginResponse, headers(("Cache-Control" = String, description = "no-store"))), (status = 401, description = "Wrong email, password or tenant (one answer for all)", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json"))
+)]
 pub(crate) async fn login(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -274,12 +292,21 @@ pub(crate) async fn login(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub(crate) struct RefreshRequest {
+    #[schema(value_type = String, format = Password)]
     refresh_token: RefreshToken,
 }
 
 /// `POST /v1/auth/refresh`: rotates the refresh token. The role is re-read, so a role change
 /// or a removed membership takes effect at the next refresh.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/refresh",
+    tag = "auth",
+    request_body(content = RefreshRequest, content_type = "application/json"),
+    responses((status = 200, description = "A new token pair; the old refresh token is spent", body = TokenPair, headers(("Cache-Control" = String, description = "no-store"))), (status = 401, description = "Invalid, expired, revoked or reused refresh token", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json"))
+)]
 pub(crate) async fn refresh(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -322,6 +349,13 @@ pub(crate) async fn refresh(
 
 /// `POST /v1/auth/logout`: ends the session of the refresh token. Always 204, so it reveals
 /// nothing about the token.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/logout",
+    tag = "auth",
+    request_body(content = RefreshRequest, content_type = "application/json"),
+    responses((status = 204, description = "The session is over"), (status = 401, description = "Invalid refresh token", body = tenantkit_core::Problem, content_type = "application/problem+json"))
+)]
 pub(crate) async fn logout(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -340,6 +374,13 @@ pub(crate) async fn logout(
 }
 
 /// `POST /v1/auth/logout-all`: ends every session of the caller.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/logout-all",
+    tag = "auth",
+    responses((status = 204, description = "Every session of the user is over")),
+    security(("bearer" = []))
+)]
 pub(crate) async fn logout_all(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -360,7 +401,7 @@ pub(crate) async fn logout_all(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Me {
     user: User,
     tenant: Tenant,
@@ -369,6 +410,13 @@ struct Me {
 }
 
 /// `GET /v1/me`.
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    tag = "auth",
+    responses((status = 200, description = "The caller", body = Me)),
+    security(("bearer" = []))
+)]
 pub(crate) async fn me(
     State(state): State<AppState>,
     principal: Principal,
@@ -394,12 +442,21 @@ pub(crate) async fn me(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub(crate) struct SwitchTenantRequest {
     tenant_id: String,
 }
 
 /// `POST /v1/auth/switch-tenant`: a new session in another tenant the caller belongs to.
 /// A tenant the caller is not a member of answers exactly like one that does not exist.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/switch-tenant",
+    tag = "auth",
+    request_body(content = SwitchTenantRequest, content_type = "application/json"),
+    responses((status = 200, description = "Tokens for the other tenant", body = TokenPair, headers(("Cache-Control" = String, description = "no-store")))),
+    security(("bearer" = []))
+)]
 pub(crate) async fn switch_tenant(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -437,13 +494,24 @@ pub(crate) async fn switch_tenant(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub(crate) struct ChangePasswordRequest {
+    #[schema(value_type = String, format = Password)]
     current_password: Password,
+    #[schema(value_type = String, format = Password)]
     new_password: Password,
 }
 
 /// `POST /v1/auth/password`: checks the current password, stores the new one, and revokes
 /// every other session of the user (the calling session stays signed in).
+#[utoipa::path(
+    post,
+    path = "/v1/auth/password",
+    tag = "auth",
+    request_body(content = ChangePasswordRequest, content_type = "application/json"),
+    responses((status = 204, description = "Changed; other sessions revoked"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 pub(crate) async fn change_password(
     State(state): State<AppState>,
     client: ClientInfo,

@@ -6,14 +6,15 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tenantkit_auth::{Message, OneTimeToken, Password};
 use tenantkit_core::{
-    now, Email, Error, ErrorCode, NewUser, Permission, Principal, Problem, Role, TenantScope,
+    now, Email, Error, ErrorCode, Invitation, NewUser, Page, Permission, Principal, Problem, Role,
+    TenantId, TenantScope,
 };
 
-use super::auth::target;
+use super::auth::{target, TokenPair};
 use crate::extract::{ApiJson, ClientInfo, MaybePrincipal};
 use crate::{AppState, Result};
 
@@ -21,6 +22,7 @@ const INVITATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub(crate) struct InviteRequest {
     email: String,
     role: Role,
@@ -28,6 +30,14 @@ pub(crate) struct InviteRequest {
 
 /// `POST /v1/invitations`: invites an address with a role; the token is answered once and
 /// mailed. Only owners invite owners.
+#[utoipa::path(
+    post,
+    path = "/v1/invitations",
+    tag = "invitations",
+    request_body(content = InviteRequest, content_type = "application/json"),
+    responses((status = 201, description = "Invited; the token is shown once and mailed", body = InvitationCreated, headers(("Cache-Control" = String, description = "no-store"))), (status = 409, description = "Already a member", body = tenantkit_core::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 pub(crate) async fn invite(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -89,13 +99,13 @@ pub(crate) async fn invite(
         ),
     };
     state.send_mail_in_background(message);
-    let body = json!({
-        "id": invitation.id,
-        "token": token.expose(),
-        "email": invitation.email,
-        "role": invitation.role,
-        "expires_at": invitation.expires_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-    });
+    let body = InvitationCreated {
+        id: invitation.id,
+        token: token.expose().to_owned(),
+        email: invitation.email,
+        role: invitation.role,
+        expires_at: invitation.expires_at,
+    };
     Ok((
         StatusCode::CREATED,
         [(axum::http::header::CACHE_CONTROL, "no-store")],
@@ -103,17 +113,56 @@ pub(crate) async fn invite(
     ))
 }
 
+/// A new invitation, with its token: shown this once (and mailed), stored only hashed.
+// No `Debug`: it holds a live token.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct InvitationCreated {
+    /// The invitation's id, to revoke it.
+    id: uuid::Uuid,
+    /// The single-use token the invitee accepts with.
+    token: String,
+    /// Who may accept it.
+    email: Email,
+    /// The role it grants.
+    role: Role,
+    /// When it stops working.
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: time::OffsetDateTime,
+}
+
+/// Tokens for the tenant just joined, flat like every token response.
+// No `Debug`: it holds live tokens.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct AcceptResponse {
+    #[serde(flatten)]
+    tokens: TokenPair,
+    /// The tenant joined.
+    tenant_id: TenantId,
+    /// The role held there.
+    role: Role,
+}
+
 // No `Debug`: it holds a live token and a password.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub(crate) struct AcceptRequest {
     token: String,
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = Password)]
     password: Option<Password>,
 }
 
 /// `POST /v1/invitations/accept`: joins the tenant. A new address creates its account (with
 /// `password`); an existing account must send its own bearer token, for the invited address.
+#[utoipa::path(
+    post,
+    path = "/v1/invitations/accept",
+    tag = "invitations",
+    request_body(content = AcceptRequest, content_type = "application/json"),
+    responses((status = 200, description = "Joined; signed in to the tenant", body = AcceptResponse, headers(("Cache-Control" = String, description = "no-store"))), (status = 401, description = "Invalid, used, revoked or expired invitation", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json")),
+    security((), ("bearer" = []))
+)]
 pub(crate) async fn accept(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -203,11 +252,11 @@ pub(crate) async fn accept(
     }
     let (session, refresh) = state.sessions.start(user.id, invitation.tenant_id).await?;
     let tokens = state.token_pair(&session, invitation.role, &refresh)?;
-    // Flat like every token response: {access_token, token_type, expires_in, refresh_token, ...}.
-    let mut body =
-        serde_json::to_value(&tokens).map_err(|_| Error::BadRequest("unserializable".into()))?;
-    body["tenant_id"] = json!(invitation.tenant_id);
-    body["role"] = json!(invitation.role);
+    let body = AcceptResponse {
+        tokens,
+        tenant_id: invitation.tenant_id,
+        role: invitation.role,
+    };
     Ok((
         [(axum::http::header::CACHE_CONTROL, "no-store")],
         Json(body),
@@ -215,6 +264,14 @@ pub(crate) async fn accept(
 }
 
 /// `GET /v1/invitations`: pending invitations (never their tokens).
+#[utoipa::path(
+    get,
+    path = "/v1/invitations",
+    tag = "invitations",
+    params(super::docs::PageParams),
+    responses((status = 200, description = "Pending invitations (never their tokens)", body = Page<Invitation>)),
+    security(("bearer" = []))
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -231,6 +288,14 @@ pub(crate) async fn list(
 }
 
 /// `DELETE /v1/invitations/{id}`: withdraws a pending invitation.
+#[utoipa::path(
+    delete,
+    path = "/v1/invitations/{id}",
+    tag = "invitations",
+    params(("id" = uuid::Uuid, Path, description = "The invitation")),
+    responses((status = 204, description = "Revoked")),
+    security(("bearer" = []))
+)]
 pub(crate) async fn revoke(
     State(state): State<AppState>,
     client: ClientInfo,

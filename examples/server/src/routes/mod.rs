@@ -1,6 +1,7 @@
 //! The HTTP routes of the reference server.
 
 mod auth;
+mod docs;
 mod health;
 mod invitations;
 mod projects;
@@ -27,6 +28,8 @@ pub(crate) fn routes(state: &AppState, config: &crate::Config) -> Router<AppStat
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/.well-known/jwks.json", get(health::jwks))
+        .route("/openapi.json", get(docs::openapi_json))
+        .route("/docs", get(docs::docs_page))
         .route("/v1/auth/signup", post(auth::signup))
         .route("/v1/auth/login", post(auth::login))
         .route("/v1/auth/refresh", post(auth::refresh))

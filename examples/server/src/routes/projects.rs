@@ -10,6 +10,14 @@ use super::{page_request, valid};
 use crate::extract::RawQuery;
 use crate::{AppState, Result};
 
+#[utoipa::path(
+    get,
+    path = "/v1/projects",
+    tag = "projects",
+    params(super::docs::PageParams, super::docs::ProjectParams),
+    responses((status = 200, description = "The projects the caller may see", body = Page<Project>)),
+    security(("bearer" = []))
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     principal: Principal,

@@ -5,8 +5,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use tenantkit_auth::{Message, OneTimeToken, Password};
 use tenantkit_core::{now, AuditEvent, Email, Error, Principal, TokenPurpose, User, UserId};
 
@@ -61,18 +60,33 @@ impl AppState {
     }
 }
 
+/// The answer to a request whose outcome must not be revealed (does the account exist?).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Accepted {
+    /// What happens next.
+    status: &'static str,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub(crate) struct ResetRequest {
     email: String,
 }
 
 /// `POST /v1/auth/password-reset/request`: always 202, whether or not the account exists.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/password-reset/request",
+    tag = "auth",
+    request_body(content = ResetRequest, content_type = "application/json"),
+    responses((status = 202, description = "Accepted, whether or not the account exists", body = Accepted), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json"))
+)]
 pub(crate) async fn request_reset(
     State(state): State<AppState>,
     client: ClientInfo,
     ApiJson(body): ApiJson<ResetRequest>,
-) -> Result<(StatusCode, Json<Value>)> {
+) -> Result<(StatusCode, Json<Accepted>)> {
     state.limits.check_ip(client.ip)?;
     state.limits.check_account(&body.email)?;
     let email = Email::parse(&body.email)?;
@@ -102,19 +116,30 @@ pub(crate) async fn request_reset(
     });
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "status": "if the account exists, an email is on its way" })),
+        Json(Accepted {
+            status: "if the account exists, an email is on its way",
+        }),
     ))
 }
 
 // No `Debug`: it holds a live token and a password.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub(crate) struct ResetConfirm {
     token: String,
+    #[schema(value_type = String, format = Password)]
     new_password: Password,
 }
 
 /// `POST /v1/auth/password-reset/confirm`: sets the new password and ends every session.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/password-reset/confirm",
+    tag = "auth",
+    request_body(content = ResetConfirm, content_type = "application/json"),
+    responses((status = 204, description = "Password set; every session ended"), (status = 401, description = "Invalid or expired token", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json"))
+)]
 pub(crate) async fn confirm_reset(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -150,10 +175,17 @@ pub(crate) async fn confirm_reset(
 }
 
 /// `POST /v1/auth/verify-email/request` (authenticated): mails a verification link.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/verify-email/request",
+    tag = "auth",
+    responses((status = 202, description = "Accepted", body = Accepted), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 pub(crate) async fn request_verification(
     State(state): State<AppState>,
     principal: Principal,
-) -> Result<(StatusCode, Json<Value>)> {
+) -> Result<(StatusCode, Json<Accepted>)> {
     state
         .limits
         .check_account(&principal.user_id().to_string())?;
@@ -169,18 +201,28 @@ pub(crate) async fn request_verification(
     }
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "status": "if the address is unverified, an email is on its way" })),
+        Json(Accepted {
+            status: "if the address is unverified, an email is on its way",
+        }),
     ))
 }
 
 // No `Debug`: it holds a live token.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub(crate) struct VerifyConfirm {
     token: String,
 }
 
 /// `POST /v1/auth/verify-email/confirm`: marks the address verified.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/verify-email/confirm",
+    tag = "auth",
+    request_body(content = VerifyConfirm, content_type = "application/json"),
+    responses((status = 204, description = "Address verified"), (status = 401, description = "Invalid or expired token", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json"))
+)]
 pub(crate) async fn confirm_verification(
     State(state): State<AppState>,
     client: ClientInfo,

@@ -13,6 +13,14 @@ use super::{page_request, valid};
 use crate::extract::{ApiId, ApiJson, ClientInfo, RawQuery};
 use crate::{AppState, Result};
 
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{id}/tasks",
+    tag = "tasks",
+    params(("id" = uuid::Uuid, Path, description = "The project"), super::docs::PageParams, super::docs::TaskParams),
+    responses((status = 200, description = "The project's tasks", body = Page<Task>)),
+    security(("bearer" = []))
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -50,6 +58,15 @@ pub(crate) async fn list(
     Ok(Json(tasks))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/projects/{id}/tasks",
+    tag = "tasks",
+    params(("id" = uuid::Uuid, Path, description = "The project")),
+    request_body(content = NewTask, content_type = "application/json"),
+    responses((status = 201, description = "Created", body = Task, headers(("ETag" = String, description = "The version, for If-Match"), ("Location" = String, description = "Where the new record lives")))),
+    security(("bearer" = []))
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     client: ClientInfo,

@@ -16,6 +16,14 @@ use crate::extract::{ApiId, ApiIds, ApiJson, ClientInfo, RawQuery};
 use crate::{AppState, Result};
 
 /// `GET /v1/teams[?member=<user id>]`: every member of the tenant may list its teams.
+#[utoipa::path(
+    get,
+    path = "/v1/teams",
+    tag = "teams",
+    params(super::docs::PageParams, super::docs::TeamParams),
+    responses((status = 200, description = "The tenant's teams", body = Page<Team>)),
+    security(("bearer" = []))
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -33,6 +41,14 @@ pub(crate) async fn list(
 }
 
 /// `GET /v1/teams/{id}/members`.
+#[utoipa::path(
+    get,
+    path = "/v1/teams/{id}/members",
+    tag = "teams",
+    params(("id" = uuid::Uuid, Path, description = "The team"), super::docs::PageParams),
+    responses((status = 200, description = "The team's members", body = Page<TeamMember>)),
+    security(("bearer" = []))
+)]
 pub(crate) async fn members(
     State(state): State<AppState>,
     principal: Principal,
@@ -52,12 +68,22 @@ pub(crate) async fn members(
 /// The body of `POST /v1/teams/{id}/members`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub(crate) struct AddTeamMember {
     /// A member of the caller's tenant.
     pub(crate) user_id: UserId,
 }
 
 /// `POST /v1/teams/{id}/members {user_id}`: 201 with the team member.
+#[utoipa::path(
+    post,
+    path = "/v1/teams/{id}/members",
+    tag = "teams",
+    params(("id" = uuid::Uuid, Path, description = "The team")),
+    request_body(content = AddTeamMember, content_type = "application/json"),
+    responses((status = 201, description = "Added", body = TeamMember), (status = 409, description = "Already in the team", body = tenantkit_core::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 pub(crate) async fn add_member(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -80,6 +106,14 @@ pub(crate) async fn add_member(
 }
 
 /// `DELETE /v1/teams/{id}/members/{user_id}`: 204.
+#[utoipa::path(
+    delete,
+    path = "/v1/teams/{id}/members/{user_id}",
+    tag = "teams",
+    params(("id" = uuid::Uuid, Path, description = "The team"), ("user_id" = uuid::Uuid, Path, description = "The member")),
+    responses((status = 204, description = "Removed from the team")),
+    security(("bearer" = []))
+)]
 pub(crate) async fn remove_member(
     State(state): State<AppState>,
     client: ClientInfo,

@@ -17,6 +17,13 @@ use crate::extract::{ApiId, ApiJson, ClientInfo, RawQuery};
 use crate::{AppState, Result};
 
 /// `GET /v1/tenant`.
+#[utoipa::path(
+    get,
+    path = "/v1/tenant",
+    tag = "tenant",
+    responses((status = 200, description = "The caller's tenant", body = Tenant)),
+    security(("bearer" = []))
+)]
 pub(crate) async fn get_tenant(
     State(state): State<AppState>,
     principal: Principal,
@@ -30,11 +37,20 @@ pub(crate) async fn get_tenant(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub(crate) struct TenantPatch {
     name: String,
 }
 
 /// `PATCH /v1/tenant`: renames the tenant (the slug is immutable).
+#[utoipa::path(
+    patch,
+    path = "/v1/tenant",
+    tag = "tenant",
+    request_body(content = TenantPatch, content_type = "application/json"),
+    responses((status = 200, description = "Renamed", body = Tenant)),
+    security(("bearer" = []))
+)]
 pub(crate) async fn patch_tenant(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -57,6 +73,14 @@ pub(crate) async fn patch_tenant(
 }
 
 /// `GET /v1/members`.
+#[utoipa::path(
+    get,
+    path = "/v1/members",
+    tag = "members",
+    params(super::docs::PageParams),
+    responses((status = 200, description = "Members with their roles", body = Page<tenantkit_core::Member>)),
+    security(("bearer" = []))
+)]
 pub(crate) async fn list_members(
     State(state): State<AppState>,
     principal: Principal,
@@ -74,12 +98,22 @@ pub(crate) async fn list_members(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub(crate) struct RolePatch {
     role: Role,
 }
 
 /// `PATCH /v1/members/{user_id}`: changes a role. Owners alone grant or take the owner role;
 /// the last owner stays.
+#[utoipa::path(
+    patch,
+    path = "/v1/members/{user_id}",
+    tag = "members",
+    params(("user_id" = uuid::Uuid, Path, description = "The member")),
+    request_body(content = RolePatch, content_type = "application/json"),
+    responses((status = 200, description = "The new role", body = Membership), (status = 409, description = "The last owner cannot be demoted", body = tenantkit_core::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 pub(crate) async fn patch_member(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -115,6 +149,14 @@ pub(crate) async fn patch_member(
 
 /// `DELETE /v1/members/{user_id}`: removes a member (their sessions in this tenant end at the
 /// next refresh, which re-checks the membership).
+#[utoipa::path(
+    delete,
+    path = "/v1/members/{user_id}",
+    tag = "members",
+    params(("user_id" = uuid::Uuid, Path, description = "The member")),
+    responses((status = 204, description = "Removed"), (status = 409, description = "The last owner cannot be removed", body = tenantkit_core::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 pub(crate) async fn delete_member(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -145,6 +187,14 @@ pub(crate) async fn delete_member(
 }
 
 /// `GET /v1/audit-log?limit=&cursor=&actor_id=&action=&since=&until=`.
+#[utoipa::path(
+    get,
+    path = "/v1/audit-log",
+    tag = "audit",
+    params(super::docs::PageParams, super::docs::AuditParams),
+    responses((status = 200, description = "Entries, oldest first", body = Page<AuditEntry>)),
+    security(("bearer" = []))
+)]
 pub(crate) async fn audit_log(
     State(state): State<AppState>,
     principal: Principal,

@@ -1,0 +1,186 @@
+//! The OpenAPI document: 3.1, every route of the contract with its schemas, no dangling
+//! references, and a docs page.
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tenantkit_core::Backend;
+use tenantkit_e2e::TestServer;
+
+/// Every operation of the HTTP contract the server implements.
+const OPERATIONS: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/.well-known/jwks.json"),
+    ("post", "/v1/auth/signup"),
+    ("post", "/v1/auth/login"),
+    ("post", "/v1/auth/refresh"),
+    ("post", "/v1/auth/logout"),
+    ("post", "/v1/auth/logout-all"),
+    ("post", "/v1/auth/switch-tenant"),
+    ("post", "/v1/auth/password"),
+    ("post", "/v1/auth/password-reset/request"),
+    ("post", "/v1/auth/password-reset/confirm"),
+    ("post", "/v1/auth/verify-email/request"),
+    ("post", "/v1/auth/verify-email/confirm"),
+    ("get", "/v1/me"),
+    ("get", "/v1/tenant"),
+    ("patch", "/v1/tenant"),
+    ("get", "/v1/members"),
+    ("patch", "/v1/members/{user_id}"),
+    ("delete", "/v1/members/{user_id}"),
+    ("get", "/v1/invitations"),
+    ("post", "/v1/invitations"),
+    ("delete", "/v1/invitations/{id}"),
+    ("post", "/v1/invitations/accept"),
+    ("get", "/v1/teams"),
+    ("post", "/v1/teams"),
+    ("get", "/v1/teams/{id}"),
+    ("patch", "/v1/teams/{id}"),
+    ("delete", "/v1/teams/{id}"),
+    ("get", "/v1/teams/{id}/members"),
+    ("post", "/v1/teams/{id}/members"),
+    ("delete", "/v1/teams/{id}/members/{user_id}"),
+    ("get", "/v1/projects"),
+    ("post", "/v1/projects"),
+    ("get", "/v1/projects/{id}"),
+    ("patch", "/v1/projects/{id}"),
+    ("delete", "/v1/projects/{id}"),
+    ("get", "/v1/projects/{id}/tasks"),
+    ("post", "/v1/projects/{id}/tasks"),
+    ("get", "/v1/tasks/{id}"),
+    ("patch", "/v1/tasks/{id}"),
+    ("delete", "/v1/tasks/{id}"),
+    ("get", "/v1/audit-log"),
+];
+
+fn refs<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                match (key.as_str(), inner) {
+                    ("$ref", Value::String(target)) => found.push(target),
+                    _ => refs(inner, found),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| refs(item, found)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn the_document_covers_every_route_with_schemas_and_security() {
+    let server = TestServer::start(Backend::Sqlite).await.expect("sqlite");
+    let reply = server.call(None, Method::GET, "/openapi.json", None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let doc = reply.body;
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut documented = Vec::new();
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().expect("path item") {
+            documented.push((method.clone(), path.clone()));
+            let responses = operation["responses"].as_object().expect("responses");
+            assert!(
+                responses.keys().any(|status| status.starts_with('2')),
+                "{method} {path} documents no success"
+            );
+            let secured = operation
+                .get("security")
+                .and_then(Value::as_array)
+                .is_some_and(|s| s.iter().any(|r| r.get("bearer").is_some()));
+            let public = path.starts_with("/v1/auth/")
+                && !matches!(
+                    path.as_str(),
+                    "/v1/auth/logout-all"
+                        | "/v1/auth/switch-tenant"
+                        | "/v1/auth/password"
+                        | "/v1/auth/verify-email/request"
+                )
+                || !path.starts_with("/v1/");
+            if !public {
+                assert!(secured, "{method} {path} lacks the bearer requirement");
+                assert!(responses.contains_key("401"), "{method} {path} lacks 401");
+            }
+            if path.contains('{') {
+                assert!(responses.contains_key("404"), "{method} {path} lacks 404");
+            }
+            if operation.get("requestBody").is_some() {
+                let body = &operation["requestBody"]["content"]["application/json"]["schema"];
+                assert!(!body.is_null(), "{method} {path} has no JSON body schema");
+                for status in ["400", "413", "415", "422"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{method} {path} lacks {status}"
+                    );
+                }
+            }
+            for (status, response) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    let schema = &response["content"]["application/problem+json"]["schema"];
+                    assert_eq!(
+                        schema["$ref"], "#/components/schemas/Problem",
+                        "{method} {path} {status} is not a problem"
+                    );
+                }
+            }
+        }
+    }
+    for (method, path) in OPERATIONS {
+        assert!(
+            documented.contains(&(method.to_string(), path.to_string())),
+            "{method} {path} is not documented"
+        );
+    }
+    assert_eq!(documented.len(), OPERATIONS.len(), "{documented:?}");
+
+    // Every reference resolves.
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(!found.is_empty());
+    for target in found {
+        let name = target
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("unexpected reference {target}"));
+        assert!(
+            doc["components"]["schemas"].get(name).is_some(),
+            "dangling reference {target}"
+        );
+    }
+
+    // Request bodies are closed: unknown fields are refused, and the schema says so.
+    let new_project = &doc["components"]["schemas"]["NewProject"];
+    assert_eq!(new_project["additionalProperties"], false);
+    assert!(new_project["properties"].get("tenant_id").is_none());
+    let project = &doc["components"]["schemas"]["Project"];
+    assert!(project["properties"].get("restricted").is_some());
+    assert!(project["properties"].get("tenant_id").is_none());
+    let problem = &doc["components"]["schemas"]["Problem"];
+    assert!(problem["properties"].get("code").is_some());
+    // Secrets are documented as such.
+    let login = &doc["components"]["schemas"]["LoginRequest"];
+    assert_eq!(login["properties"]["password"]["format"], "password");
+
+    let docs = server
+        .anonymous(Method::GET, "/docs")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(docs.status(), StatusCode::OK);
+    assert!(docs.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .starts_with("text/html"));
+    let csp = docs.headers()["content-security-policy"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(csp.contains("script-src https://cdn.jsdelivr.net"), "{csp}");
+    let html = docs.text().await.expect("html");
+    assert!(html.contains("/openapi.json"));
+}
