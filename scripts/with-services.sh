@@ -8,6 +8,8 @@
 #   TENANTKIT_TEST_POSTGRES_URL.
 # - SMTP: aiosmtpd (from PyPI, into a venv under the target folder) delivering to a Maildir;
 #   exported as TENANTKIT_TEST_SMTP_URL and TENANTKIT_TEST_SMTP_MAILDIR.
+# - schemathesis (from PyPI, into a venv under the target folder), exported as
+#   TENANTKIT_TEST_SCHEMATHESIS (the `st` command).
 #
 # With CI=true a service that cannot be had is a failure, never a skip.
 set -euo pipefail
@@ -136,6 +138,28 @@ if ! start_smtp; then
         exit 1
     fi
     log "SMTP sink not available: SMTP tests will report that they did not run"
+fi
+
+# Schemathesis (PyPI), for the schema-driven fuzz run over /openapi.json. Needs Python 3.11+.
+install_schemathesis() {
+    local target venv
+    target="${CARGO_TARGET_DIR:-$PWD/target}"
+    venv="$target/test-venv-schemathesis"
+    python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || return 1
+    if ! "$venv/bin/st" --version >/dev/null 2>&1; then
+        python3 -m venv "$venv" >/dev/null 2>&1 || return 1
+        "$venv/bin/pip" install --quiet --disable-pip-version-check 'schemathesis==4.32.5' || return 1
+    fi
+    export TENANTKIT_TEST_SCHEMATHESIS="$venv/bin/st"
+    log "schemathesis $("$venv/bin/st" --version 2>/dev/null | tr -dc '0-9.') at $venv"
+}
+
+if ! install_schemathesis; then
+    if is_ci; then
+        log "CI=true but schemathesis could not be installed: failing"
+        exit 1
+    fi
+    log "schemathesis not available: the OpenAPI fuzz test will report that it did not run"
 fi
 
 "$@"

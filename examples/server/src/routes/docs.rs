@@ -162,11 +162,9 @@ pub(crate) struct AuditParams {
     actor_id: Option<String>,
     /// Only this action, e.g. `project.created`.
     action: Option<String>,
-    /// Only entries at or after this time (RFC 3339).
-    #[param(format = DateTime)]
+    /// Only entries at or after this time (RFC 3339, e.g. `2026-01-31T12:00:00Z`).
     since: Option<String>,
     /// Only entries before this time (RFC 3339).
-    #[param(format = DateTime)]
     until: Option<String>,
 }
 
