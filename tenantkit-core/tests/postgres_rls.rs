@@ -292,3 +292,53 @@ async fn a_user_scope_can_read_but_never_delete_its_memberships_elsewhere() {
         .expect("update");
     assert_eq!(updated.rows_affected(), 0);
 }
+
+#[tokio::test]
+async fn teams_and_team_members_are_behind_row_level_security_too() {
+    let Some(World { test_db, tenants }) = world().await else {
+        return;
+    };
+    let db = &test_db.db;
+    for fixture in [&tenants.a, &tenants.b] {
+        let mut tx = db.begin(&fixture.scope()).await.expect("begin");
+        let team = tenantkit_core::Team::create(
+            &mut tx,
+            tenantkit_core::NewTeam {
+                name: "Core".into(),
+                description: None,
+            },
+        )
+        .await
+        .expect("team");
+        tx.add_team_member(team.id, fixture.owner.id)
+            .await
+            .expect("member");
+        tx.commit().await.expect("commit");
+    }
+    let mut tx = db.begin(&tenants.a.scope()).await.expect("begin");
+    let conn = pg(&mut tx);
+    assert_eq!(count(conn, "SELECT count(*) FROM teams").await, 1);
+    assert_eq!(count(conn, "SELECT count(*) FROM team_members").await, 1);
+    // Writing B's owner into A's team is refused by the composite key to A's memberships,
+    // and a row claiming tenant B by the RLS check.
+    let b_team: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM teams WHERE tenant_id = $1")
+            .bind(tenants.b.tenant.id)
+            .fetch_optional(&mut *conn)
+            .await
+            .expect("select");
+    assert_eq!(b_team, None, "B's team is invisible through A's scope");
+    let err = sqlx::query(
+        "INSERT INTO team_members (tenant_id, team_id, user_id, added_at) \
+         SELECT $1, id, $2, now() FROM teams",
+    )
+    .bind(tenants.b.tenant.id)
+    .bind(tenants.b.owner.id)
+    .execute(&mut *conn)
+    .await
+    .expect_err("a row for tenant B is refused");
+    assert!(
+        err.to_string().contains("row-level security") || err.to_string().contains("foreign key"),
+        "{err}"
+    );
+}
