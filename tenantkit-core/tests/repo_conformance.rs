@@ -580,17 +580,14 @@ mod suite {
 
         let mut tx = db.begin(&scope).await.expect("begin");
         let page = PageRequest::first(Limit::new(10).expect("limit"));
-        let members = tx
-            .team_members(team.id, page.clone())
-            .await
-            .expect("members");
+        let members = tx.team_members(team.id, page).await.expect("members");
         assert_eq!(members.items.len(), 1);
         let mine = Team::list(
             &mut tx,
             &TeamFilter {
                 member: Some(member.id),
             },
-            page.clone(),
+            page,
         )
         .await
         .expect("list");

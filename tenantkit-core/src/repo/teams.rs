@@ -354,17 +354,6 @@ impl TenantTx {
 
     /// Whether `user` is in `team` (of this tenant).
     pub(crate) async fn in_team(&mut self, team: TeamId, user: UserId) -> Result<bool> {
-        let tenant = self.tenant_id();
-        let found: Option<i32> = scoped!(self, |c| {
-            sqlx::query_scalar(
-                "SELECT 1 FROM team_members WHERE tenant_id = $1 AND team_id = $2 AND user_id = $3",
-            )
-            .bind(tenant)
-            .bind(team)
-            .bind(user)
-            .fetch_optional(c)
-            .await
-        })?;
-        Ok(found.is_some())
+        Ok(self.team_member(team, user).await?.is_some())
     }
 }
