@@ -31,7 +31,7 @@
 //! caller.require(Permission::WriteContent)?;
 //!
 //! let mut tx = db.begin(&TenantScope::of(&caller)).await?;
-//! let project = Project::create(&mut tx, NewProject { name: "Launch".into(), description: None }).await?;
+//! let project = Project::create(&mut tx, NewProject { name: "Launch".into(), ..NewProject::default() }).await?;
 //! let page = Project::list(&mut tx, &Default::default(), PageRequest::default()).await?;
 //! tx.commit().await?;
 //!
