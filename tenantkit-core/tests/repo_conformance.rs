@@ -624,6 +624,14 @@ mod suite {
         assert_eq!(detached.team_id, None);
         assert!(detached.restricted, "still restricted: admins only now");
         assert_eq!(detached.version, Version::new(2));
+        // It stays editable as it is.
+        let renamed = ProjectPatch {
+            name: Some("Site (archived)".into()),
+            ..ProjectPatch::default()
+        };
+        Project::update(&mut tx, project.id, None, renamed)
+            .await
+            .expect("an orphaned restricted project can still be renamed");
         tx.commit().await.expect("commit");
     }
 
@@ -727,6 +735,35 @@ mod suite {
             other => panic!("expected a validation error, got {other:?}"),
         }
         drop(tx);
+        // Nor restrict a project of a team they are not in (it would vanish for everyone
+        // outside that team).
+        let mut tx = db.begin(&owner).await.expect("begin");
+        let team_open = Project::create(
+            &mut tx,
+            NewProject {
+                name: "Team, open".into(),
+                team_id: Some(team.id),
+                ..NewProject::default()
+            },
+        )
+        .await
+        .expect("open team project");
+        tx.commit().await.expect("commit");
+        let mut tx = db.begin(&outsider).await.expect("begin");
+        let restrict = ProjectPatch {
+            restricted: Some(true),
+            ..ProjectPatch::default()
+        };
+        match Project::update(&mut tx, team_open.id, None, restrict).await {
+            Err(Error::Validation(errors)) => assert_eq!(errors[0].field, "team_id"),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+        drop(tx);
+        let mut tx = db.begin(&owner).await.expect("begin");
+        Project::delete(&mut tx, team_open.id, None)
+            .await
+            .expect("clean up");
+        tx.commit().await.expect("commit");
         let projects = list_all::<Project>(db, &outsider, &ProjectFilter::default()).await;
         assert_eq!(projects, vec![open.clone()]);
         let tasks = list_all::<Task>(db, &outsider, &TaskFilter::default()).await;

@@ -97,10 +97,11 @@ impl ProjectFilter {
 }
 
 impl Project {
-    /// Checks the fields, and that the team is this tenant's and one the caller may hand the
-    /// project to: a caller who does not see every project may only pick a team they are in,
-    /// so nobody can lock themselves (or hide work) out of reach.
-    async fn validate(&self, tx: &mut TenantTx, team_changed: bool) -> Result<()> {
+    /// Checks the fields and, when `reach_changed` (a new project, a new team, or newly
+    /// restricted), the team: it must be this tenant's, and a caller who does not see every
+    /// project may only pick (or restrict to) a team they are in, so nobody can hide work
+    /// from others outside a team of their own. A restricted project needs a team.
+    async fn validate(&self, tx: &mut TenantTx, reach_changed: bool) -> Result<()> {
         let mut errors = Vec::new();
         check_text(&mut errors, "name", &self.name, NAME_MAX);
         check_optional_text(
@@ -110,7 +111,7 @@ impl Project {
             DESCRIPTION_MAX,
         );
         match self.team_id {
-            Some(team) if team_changed => {
+            Some(team) if reach_changed => {
                 if !TEAMS.contains(tx, team.into()).await? {
                     errors.push(FieldError::new("team_id", "is not a team of this tenant"));
                 } else if let Some(viewer) = tx.viewer() {
@@ -123,7 +124,7 @@ impl Project {
                 }
             }
             Some(_) => {}
-            None if self.restricted => {
+            None if self.restricted && reach_changed => {
                 errors.push(FieldError::new(
                     "restricted",
                     "a restricted project needs a team_id",
@@ -216,33 +217,42 @@ impl TenantScoped for Project {
             project.description = description;
         }
         let team_changed = patch.team_id.is_some_and(|team| team != project.team_id);
+        let newly_restricted = patch.restricted == Some(true) && !project.restricted;
         if let Some(team) = patch.team_id {
             project.team_id = team;
         }
         if let Some(restricted) = patch.restricted {
             project.restricted = restricted;
         }
-        project.validate(tx, team_changed).await?;
+        // A project orphaned by a team's deletion stays editable (by admins) as it is.
+        project
+            .validate(tx, team_changed || newly_restricted)
+            .await?;
         project.version = Version::new(base.get() + 1);
         project.updated_at = now();
-        let tenant = tx.tenant_id();
+        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_projects(), tx.viewer());
+        // Checked again at write time: the caller may have left the team since the read.
+        let sql = format!(
+            "UPDATE projects SET name = $1, description = $2, team_id = $3, restricted = $4, \
+             version = $5, updated_at = $6 WHERE tenant_id = $7 AND id = $8 AND version = $9{}",
+            PROJECTS.restriction.condition("projects", 10, 11)
+        );
         let updated = scoped!(tx, |c| {
-            sqlx::query(
-                "UPDATE projects SET name = $1, description = $2, team_id = $3, restricted = $4, \
-                 version = $5, updated_at = $6 WHERE tenant_id = $7 AND id = $8 AND version = $9",
-            )
-            .bind(&project.name)
-            .bind(&project.description)
-            .bind(project.team_id)
-            .bind(project.restricted)
-            .bind(project.version)
-            .bind(project.updated_at)
-            .bind(tenant)
-            .bind(id)
-            .bind(base)
-            .execute(c)
-            .await
-            .map(|done| done.rows_affected())
+            sqlx::query(&sql)
+                .bind(&project.name)
+                .bind(&project.description)
+                .bind(project.team_id)
+                .bind(project.restricted)
+                .bind(project.version)
+                .bind(project.updated_at)
+                .bind(tenant)
+                .bind(id)
+                .bind(base)
+                .bind(all)
+                .bind(viewer)
+                .execute(c)
+                .await
+                .map(|done| done.rows_affected())
         })?;
         if updated == 0 {
             return Err(missing_or_stale::<Self>(tx, id).await);
