@@ -5,26 +5,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tenantkit_auth::{Error, Mailer, Message, SmtpMailer};
+use tenantkit_core::testing::required_service;
 
 fn sink() -> Option<(String, PathBuf)> {
-    match (
-        std::env::var("TENANTKIT_TEST_SMTP_URL"),
-        std::env::var("TENANTKIT_TEST_SMTP_MAILDIR"),
-    ) {
-        (Ok(url), Ok(maildir)) => Some((url, PathBuf::from(maildir))),
-        _ => {
-            assert!(
-                std::env::var("CI").map_or(true, |v| v != "true"),
-                "CI=true requires the SMTP sink"
-            );
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "note: SMTP tests did NOT run (no TENANTKIT_TEST_SMTP_URL)"
-            );
-            None
-        }
-    }
+    let url = required_service("TENANTKIT_TEST_SMTP_URL", "SMTP")?;
+    let maildir = required_service("TENANTKIT_TEST_SMTP_MAILDIR", "SMTP")?;
+    Some((url, PathBuf::from(maildir)))
 }
 
 #[tokio::test]

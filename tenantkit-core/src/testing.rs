@@ -45,6 +45,30 @@ fn ci_requires_everything() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// The value of `var`, which locates a service a test needs (a database URL, an SMTP sink, a
+/// tool). When it is unset or empty: under `CI=true` (or `CI=1`) a panic, because CI runs
+/// every test; otherwise a note on stderr that the tests needing `what` did NOT run (written
+/// past the test harness's capture, so it is seen), and `None`.
+///
+/// # Panics
+/// Under CI, when `var` is unset.
+pub fn required_service(var: &str, what: &str) -> Option<String> {
+    if let Some(value) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
+        return Some(value);
+    }
+    assert!(
+        !ci_requires_everything(),
+        "CI=true but {var} is not set: {what} tests must run in CI (bash scripts/test.sh sets it)"
+    );
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "note: {what} tests did NOT run: {var} is not set \
+         (bash scripts/test.sh starts the service and sets it)"
+    );
+    None
+}
+
 impl TestDb {
     /// A fresh database on `backend`; `None` (after saying so on stderr) when the backend is
     /// not available outside CI.
@@ -82,18 +106,7 @@ impl TestDb {
     /// # Panics
     /// When the cluster is unreachable, or PostgreSQL is missing under `CI=true`.
     pub async fn postgres() -> Option<TestDb> {
-        let Some(admin_url) = std::env::var(POSTGRES_URL_VAR)
-            .ok()
-            .filter(|u| !u.is_empty())
-        else {
-            assert!(
-                !ci_requires_everything(),
-                "CI=true but {POSTGRES_URL_VAR} is not set: PostgreSQL tests must run in CI \
-                 (run them with scripts/test.sh)"
-            );
-            say_not_run();
-            return None;
-        };
+        let admin_url = required_service(POSTGRES_URL_VAR, "PostgreSQL")?;
         Some(Self::provision_postgres(&admin_url).await)
     }
 
@@ -153,18 +166,6 @@ impl TestDb {
             _dir: None,
         }
     }
-}
-
-/// Tells the person running `cargo test` that PostgreSQL tests were skipped. Written to the
-/// stderr handle directly, which the test harness does not capture, so it is seen even for
-/// tests that pass.
-fn say_not_run() {
-    use std::io::Write as _;
-    let _ = writeln!(
-        std::io::stderr(),
-        "note: PostgreSQL tests did NOT run: {POSTGRES_URL_VAR} is not set \
-         (bash scripts/test.sh starts a throwaway PostgreSQL and sets it)"
-    );
 }
 
 /// One tenant with its owner.

@@ -27,6 +27,11 @@ impl Version {
         Version(version)
     }
 
+    /// The version after this one: what an update moves a record to.
+    pub const fn next(self) -> Version {
+        Version(self.0 + 1)
+    }
+
     /// The raw number.
     pub const fn get(self) -> i64 {
         self.0

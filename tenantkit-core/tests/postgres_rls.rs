@@ -342,3 +342,35 @@ async fn teams_and_team_members_are_behind_row_level_security_too() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_project_can_never_point_at_another_tenants_team() {
+    let Some(World { test_db, tenants }) = world().await else {
+        return;
+    };
+    let db = &test_db.db;
+    let mut tx = db.begin(&tenants.b.scope()).await.expect("begin");
+    let b_team = tenantkit_core::Team::create(
+        &mut tx,
+        tenantkit_core::NewTeam {
+            name: "Theirs".into(),
+            description: None,
+        },
+    )
+    .await
+    .expect("team");
+    tx.commit().await.expect("commit");
+    // Past the repository's check, straight through A's connection: the composite key
+    // (tenant_id, team_id) refuses B's team.
+    let mut tx = db.begin(&tenants.a.scope()).await.expect("begin");
+    let err = sqlx::query("UPDATE projects SET team_id = $1")
+        .bind(b_team.id)
+        .execute(pg(&mut tx))
+        .await
+        .expect_err("another tenant's team");
+    assert!(
+        err.as_database_error()
+            .is_some_and(|e| e.is_foreign_key_violation()),
+        "{err}"
+    );
+}

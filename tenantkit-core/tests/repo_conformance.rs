@@ -3,8 +3,9 @@
 use tenantkit_core::testing::{create_project, create_task, TestDb, TwoTenants};
 use tenantkit_core::{
     Backend, Database, Email, Error, Limit, NewProject, NewTask, NewTeam, NewTenant, NewUser, Page,
-    PageRequest, Project, ProjectFilter, ProjectId, ProjectPatch, Role, Slug, Task, TaskFilter,
-    TaskId, TaskPatch, TaskStatus, Team, TeamFilter, TeamPatch, TenantScope, TenantScoped, Version,
+    PageRequest, Project, ProjectFilter, ProjectId, ProjectPatch, RawConn, Role, Slug, Task,
+    TaskFilter, TaskId, TaskPatch, TaskStatus, Team, TeamFilter, TeamPatch, TenantScope,
+    TenantScoped, Version,
 };
 
 async fn list_all<T: TenantScoped>(
@@ -577,6 +578,38 @@ mod suite {
             other => panic!("expected a validation error, got {other:?}"),
         }
         tx.commit().await.expect("commit");
+        // The database refuses it too, past the repository: the composite key pairs the team
+        // with a membership of the same tenant (on SQLite, the only wall).
+        let mut tx = db.begin(&scope).await.expect("begin");
+        let sql = "INSERT INTO team_members (tenant_id, team_id, user_id, added_at) \
+                   VALUES ($1, $2, $3, $4)";
+        let (tenant, at) = (world.a.tenant.id, tenantkit_core::now());
+        let smuggled = match tx.raw() {
+            RawConn::Sqlite(c) => sqlx::query(sql)
+                .bind(tenant)
+                .bind(team.id)
+                .bind(world.b.owner.id)
+                .bind(at)
+                .execute(c)
+                .await
+                .map(drop),
+            RawConn::Postgres(c) => sqlx::query(sql)
+                .bind(tenant)
+                .bind(team.id)
+                .bind(world.b.owner.id)
+                .bind(at)
+                .execute(c)
+                .await
+                .map(drop),
+            _ => unreachable!("both backends are enabled"),
+        };
+        let err = smuggled.expect_err("another tenant's user in a team");
+        assert!(
+            err.as_database_error()
+                .is_some_and(|e| e.is_foreign_key_violation()),
+            "{err}"
+        );
+        drop(tx);
 
         let mut tx = db.begin(&scope).await.expect("begin");
         let page = PageRequest::first(Limit::new(10).expect("limit"));

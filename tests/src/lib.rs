@@ -9,6 +9,9 @@ use tenantkit_server::{app, AppState, Config};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+/// The password of every account the tests create: long and not a common one.
+pub const PASSWORD: &str = "correct horse battery staple";
+
 /// A running server over a fresh database with two tenants.
 #[derive(Debug)]
 pub struct TestServer {
@@ -235,6 +238,36 @@ impl TestServer {
             body,
         }
     }
+}
+
+impl TestServer {
+    /// Signs `email` up as the owner of a new tenant with slug `slug` and [`PASSWORD`]; the
+    /// answer (tokens, `user`, `tenant`).
+    ///
+    /// # Panics
+    /// Unless the answer is `201` with `Cache-Control: no-store`.
+    pub async fn signup(&self, email: &str, slug: &str) -> serde_json::Value {
+        let body = serde_json::json!({
+            "email": email, "password": PASSWORD, "tenant_name": "Acme Rockets", "tenant_slug": slug,
+        });
+        let reply = self
+            .call(None, Method::POST, "/v1/auth/signup", Some(body))
+            .await;
+        assert_eq!(reply.status, reqwest::StatusCode::CREATED, "{}", reply.body);
+        assert_eq!(reply.headers["cache-control"], "no-store");
+        reply.body
+    }
+}
+
+/// Parses a JSON string field into an id (or anything else `FromStr`).
+///
+/// # Panics
+/// When the value is not a string or does not parse.
+pub fn id<T: std::str::FromStr>(value: &serde_json::Value) -> T {
+    value
+        .as_str()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or_else(|| panic!("not an id: {value}"))
 }
 
 impl Drop for TestServer {

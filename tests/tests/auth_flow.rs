@@ -4,10 +4,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tenantkit_core::{Backend, Email};
-use tenantkit_e2e::{problem, TestServer};
+use tenantkit_e2e::{id, problem, TestServer, PASSWORD};
 use tenantkit_server::Config;
-
-const PASSWORD: &str = "correct horse battery staple";
 
 async fn post(
     server: &TestServer,
@@ -16,14 +14,6 @@ async fn post(
 ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
     let reply = server.call(None, Method::POST, path, Some(body)).await;
     (reply.status, reply.headers, reply.body)
-}
-
-async fn signup(server: &TestServer, email: &str, slug: &str) -> Value {
-    let (status, headers, body) = post(server, "/v1/auth/signup",
-        json!({"email": email, "password": PASSWORD, "tenant_name": "Acme Rockets", "tenant_slug": slug})).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(headers["cache-control"], "no-store");
-    body
 }
 
 async fn get_as(server: &TestServer, token: &str, path: &str) -> (StatusCode, Value) {
@@ -38,7 +28,7 @@ async fn get_as(server: &TestServer, token: &str, path: &str) -> (StatusCode, Va
 }
 
 async fn signup_login_refresh_replay_logout(server: TestServer) {
-    let signed_up = signup(&server, "Founder@Example.com", "acme-rockets").await;
+    let signed_up = server.signup("Founder@Example.com", "acme-rockets").await;
     assert_eq!(signed_up["token_type"], "Bearer");
     assert_eq!(signed_up["expires_in"], 900);
     assert_eq!(signed_up["user"]["email"], "founder@example.com");
@@ -142,7 +132,7 @@ async fn signup_login_refresh_replay_logout(server: TestServer) {
 }
 
 async fn wrong_password_and_unknown_email_answer_identically(server: TestServer) {
-    signup(&server, "ada@example.com", "analytical").await;
+    server.signup("ada@example.com", "analytical").await;
     let wrong = post(
         &server,
         "/v1/auth/login",
@@ -190,7 +180,7 @@ async fn signup_rejects_bad_input_and_duplicates(server: TestServer) {
         (StatusCode::UNPROCESSABLE_ENTITY, Some("password"))
     );
 
-    signup(&server, "taken@example.com", "taken-slug").await;
+    server.signup("taken@example.com", "taken-slug").await;
     let (status, _, body) = post(
         &server,
         "/v1/auth/signup",
@@ -205,7 +195,7 @@ async fn signup_rejects_bad_input_and_duplicates(server: TestServer) {
         json!({"email": "fresh@example.com", "password": PASSWORD, "tenant_name": "Other", "tenant_slug": "taken-slug"})).await;
     assert_eq!(status, StatusCode::CONFLICT);
     // The failed signup left no user behind: that email can still sign up.
-    signup(&server, "fresh@example.com", "fresh-slug").await;
+    server.signup("fresh@example.com", "fresh-slug").await;
     let (status, _, _) = post(
         &server,
         "/v1/auth/signup",
@@ -220,7 +210,7 @@ async fn signup_rejects_bad_input_and_duplicates(server: TestServer) {
 }
 
 async fn login_upgrades_an_outdated_password_hash(server: TestServer) {
-    signup(&server, "legacy@example.com", "legacy").await;
+    server.signup("legacy@example.com", "legacy").await;
     let email = Email::parse("legacy@example.com").expect("email");
     let user = server
         .test_db
@@ -265,7 +255,7 @@ async fn login_upgrades_an_outdated_password_hash(server: TestServer) {
 }
 
 async fn logout_all_ends_every_session(server: TestServer) {
-    let first = signup(&server, "many@example.com", "many-sessions").await;
+    let first = server.signup("many@example.com", "many-sessions").await;
     let (_, _, second) = post(
         &server,
         "/v1/auth/login",
@@ -404,19 +394,11 @@ async fn rate_limits_on_postgres() {
 }
 
 async fn switch_tenant_and_change_password(server: TestServer) {
-    let home = signup(&server, "multi@example.com", "home-base").await;
-    let other = signup(&server, "boss@example.com", "other-base").await;
+    let home = server.signup("multi@example.com", "home-base").await;
+    let other = server.signup("boss@example.com", "other-base").await;
     // The boss adds our user to the other tenant as a viewer.
-    let other_tenant: tenantkit_core::TenantId = other["tenant"]["id"]
-        .as_str()
-        .expect("id")
-        .parse()
-        .expect("tenant id");
-    let user: tenantkit_core::UserId = home["user"]["id"]
-        .as_str()
-        .expect("id")
-        .parse()
-        .expect("user id");
+    let other_tenant: tenantkit_core::TenantId = id(&other["tenant"]["id"]);
+    let user: tenantkit_core::UserId = id(&home["user"]["id"]);
     let mut tx = server
         .test_db
         .db
@@ -457,7 +439,7 @@ async fn switch_tenant_and_change_password(server: TestServer) {
         )
     );
     // Not a member / not a tenant / garbage: the same 404.
-    let stranger = signup(&server, "stranger@example.com", "stranger-base").await;
+    let stranger = server.signup("stranger@example.com", "stranger-base").await;
     let a = switch(stranger["tenant"]["id"].clone())
         .await
         .expect("send");
@@ -606,11 +588,7 @@ async fn auth_events_are_audited_without_secrets(backend: Backend) {
     .await
     .expect("send");
 
-    let tenant: tenantkit_core::TenantId = signed_up["tenant"]["id"]
-        .as_str()
-        .expect("id")
-        .parse()
-        .expect("tenant");
+    let tenant: tenantkit_core::TenantId = id(&signed_up["tenant"]["id"]);
     let mut tx = server
         .test_db
         .db
@@ -666,7 +644,7 @@ async fn only_failed_logins_count_against_an_account() {
     let Some(server) = TestServer::start_with(Backend::Sqlite, config).await else {
         return;
     };
-    signup(&server, "busy@example.com", "busy-owner").await;
+    server.signup("busy@example.com", "busy-owner").await;
     let login = |password: &'static str| {
         server
             .anonymous(Method::POST, "/v1/auth/login")

@@ -33,6 +33,10 @@ async fn invite(
     .await
 }
 
+async fn accept(server: &TestServer, who: Option<&Principal>, body: Value) -> (StatusCode, Value) {
+    send(server, who, Method::POST, "/v1/invitations/accept", body).await
+}
+
 async fn a_new_teammate_joins_with_the_mailed_token(server: TestServer) {
     let owner = server.world.a.principal.clone();
     let (status, invitation) = invite(&server, &owner, "Newbie@Example.com", "member").await;
@@ -45,47 +49,32 @@ async fn a_new_teammate_joins_with_the_mailed_token(server: TestServer) {
     assert_eq!(invitation["token"].as_str(), Some(mailed.as_str()));
 
     // A weak password is refused, and the invitation stays usable.
-    let (status, _) = send(
+    let (status, _) = accept(
         &server,
         None,
-        Method::POST,
-        "/v1/invitations/accept",
         json!({"token": mailed, "password": "password1234"}),
     )
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let (status, _) = send(
-        &server,
-        None,
-        Method::POST,
-        "/v1/invitations/accept",
-        json!({"token": mailed}),
-    )
-    .await;
+    let (status, _) = accept(&server, None, json!({"token": mailed})).await;
     assert_eq!(
         status,
         StatusCode::UNPROCESSABLE_ENTITY,
         "a new account needs a password"
     );
-    let (status, joined) = send(
+    let (status, joined) = accept(
         &server,
         None,
-        Method::POST,
-        "/v1/invitations/accept",
         json!({"token": mailed, "password": "a teammate passphrase"}),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{joined}");
     assert_eq!(joined["role"], "member");
-    let me: Value = server
-        .anonymous(Method::GET, "/v1/me")
-        .bearer_auth(joined["access_token"].as_str().expect("access"))
-        .send()
+    let access = joined["access_token"].as_str().expect("access");
+    let me = server
+        .call_with_token(Some(access), Method::GET, "/v1/me", None)
         .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+        .body;
     assert_eq!(me["tenant"]["id"], json!(server.world.a.tenant.id));
     assert!(
         me["user"]["email_verified_at"].is_null(),
@@ -93,35 +82,30 @@ async fn a_new_teammate_joins_with_the_mailed_token(server: TestServer) {
     );
     server.mailed_token("newbie@example.com", "Verify").await;
     // The new member creates a task right away.
-    let access = joined["access_token"].as_str().expect("access");
-    let project: Value = server
-        .anonymous(Method::POST, "/v1/projects")
-        .bearer_auth(access)
-        .json(&json!({"name": "First"}))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
-    let task = server
-        .anonymous(
+    let project = server
+        .call_with_token(
+            Some(access),
             Method::POST,
-            &format!("/v1/projects/{}/tasks", project["id"].as_str().expect("id")),
+            "/v1/projects",
+            Some(json!({"name": "First"})),
         )
-        .bearer_auth(access)
-        .json(&json!({"title": "Say hello"}))
-        .send()
         .await
-        .expect("send");
-    assert_eq!(task.status(), StatusCode::CREATED);
+        .body;
+    let tasks = format!("/v1/projects/{}/tasks", project["id"].as_str().expect("id"));
+    let task = server
+        .call_with_token(
+            Some(access),
+            Method::POST,
+            &tasks,
+            Some(json!({"title": "Say hello"})),
+        )
+        .await;
+    assert_eq!(task.status, StatusCode::CREATED);
 
     // Single use.
-    let (status, _) = send(
+    let (status, _) = accept(
         &server,
         None,
-        Method::POST,
-        "/v1/invitations/accept",
         json!({"token": mailed, "password": "a teammate passphrase"}),
     )
     .await;
@@ -177,11 +161,9 @@ async fn invitation_misuse_is_refused(server: TestServer) {
     let b_email = server.world.b.owner.email.to_string();
     let (_, invitation) = invite(&server, &admin, &b_email, "viewer").await;
     let token = invitation["token"].as_str().expect("token").to_owned();
-    let (status, body) = send(
+    let (status, body) = accept(
         &server,
         None,
-        Method::POST,
-        "/v1/invitations/accept",
         json!({"token": token, "password": "whatever passphrase"}),
     )
     .await;
@@ -190,23 +172,9 @@ async fn invitation_misuse_is_refused(server: TestServer) {
         (StatusCode::UNAUTHORIZED, Some("unauthenticated")),
         "must log in as that account"
     );
-    let (status, _) = send(
-        &server,
-        Some(&member),
-        Method::POST,
-        "/v1/invitations/accept",
-        json!({"token": token}),
-    )
-    .await;
+    let (status, _) = accept(&server, Some(&member), json!({"token": token})).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "someone else's invitation");
-    let (status, joined) = send(
-        &server,
-        Some(&b_owner),
-        Method::POST,
-        "/v1/invitations/accept",
-        json!({"token": token}),
-    )
-    .await;
+    let (status, joined) = accept(&server, Some(&b_owner), json!({"token": token})).await;
     assert_eq!(status, StatusCode::OK, "{joined}");
     assert_eq!(joined["tenant_id"], json!(server.world.a.tenant.id));
     let memberships = db
@@ -215,11 +183,9 @@ async fn invitation_misuse_is_refused(server: TestServer) {
         .expect("memberships");
     assert_eq!(memberships.len(), 2, "B's owner is now also A's viewer");
     for garbage in ["", "nope", &"A".repeat(4000)] {
-        let (status, _) = send(
+        let (status, _) = accept(
             &server,
             None,
-            Method::POST,
-            "/v1/invitations/accept",
             json!({"token": garbage, "password": "a teammate passphrase"}),
         )
         .await;
@@ -272,11 +238,9 @@ async fn pending_invitations_can_be_listed_and_revoked(server: TestServer) {
         .await
         .expect("send");
     assert_eq!(revoke.status(), StatusCode::NO_CONTENT);
-    let (status, _) = send(
+    let (status, _) = accept(
         &server,
         None,
-        Method::POST,
-        "/v1/invitations/accept",
         json!({"token": first["token"], "password": "a teammate passphrase"}),
     )
     .await;

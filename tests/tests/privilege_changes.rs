@@ -3,9 +3,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tenantkit_e2e::{on_both_backends, TestServer};
-
-const PASSWORD: &str = "correct horse battery staple";
+use tenantkit_e2e::{on_both_backends, TestServer, PASSWORD};
 
 async fn post(
     server: &TestServer,
@@ -33,19 +31,6 @@ async fn call(
         .status
 }
 
-/// Signs up `email` as owner of a new tenant; returns the signup answer.
-async fn owner(server: &TestServer, email: &str, slug: &str) -> Value {
-    let (status, body) = post(
-        server,
-        None,
-        "/v1/auth/signup",
-        json!({"email": email, "password": PASSWORD, "tenant_name": "T", "tenant_slug": slug}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body
-}
-
 /// Invites `email` with `role` into the inviter's tenant and accepts; returns the tokens.
 async fn join(server: &TestServer, inviter: &str, email: &str, role: &str) -> Value {
     let (status, invitation) = post(
@@ -68,78 +53,42 @@ async fn join(server: &TestServer, inviter: &str, email: &str, role: &str) -> Va
 }
 
 async fn a_demoted_owner_cannot_use_the_old_token_to_take_back_control(server: TestServer) {
-    let first = owner(&server, "first@example.com", "demotion").await;
+    let first = server.signup("first@example.com", "demotion").await;
     let first_token = first["access_token"].as_str().expect("token").to_owned();
     let second = join(&server, &first_token, "second@example.com", "owner").await;
     let second_token = second["access_token"].as_str().expect("token").to_owned();
-    let second_id: Value = server
-        .anonymous(Method::GET, "/v1/me")
-        .bearer_auth(&second_token)
-        .send()
+    let me = server
+        .call_with_token(Some(&second_token), Method::GET, "/v1/me", None)
         .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
-    let second_id = second_id["user"]["id"].as_str().expect("id").to_owned();
-    let first_id = first["user"]["id"].as_str().expect("id").to_owned();
+        .body;
+    let second_path = format!("/v1/members/{}", me["user"]["id"].as_str().expect("id"));
+    let first_path = format!("/v1/members/{}", first["user"]["id"].as_str().expect("id"));
 
-    // The first owner demotes the second to member.
-    assert_eq!(
-        call(
-            &server,
-            &first_token,
-            Method::PATCH,
-            &format!("/v1/members/{second_id}"),
-            json!({"role": "member"})
-        )
-        .await,
-        StatusCode::OK
-    );
-    // The second's access token still says "owner", but rights are read from the database.
-    assert_eq!(
-        call(
-            &server,
-            &second_token,
-            Method::PATCH,
-            &format!("/v1/members/{second_id}"),
-            json!({"role": "owner"})
-        )
-        .await,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        call(
-            &server,
-            &second_token,
-            Method::DELETE,
-            &format!("/v1/members/{first_id}"),
-            Value::Null
-        )
-        .await,
-        StatusCode::FORBIDDEN
-    );
-    let (status, _) = post(
-        &server,
-        Some(&second_token),
-        "/v1/invitations",
-        json!({"email": "spare@example.com", "role": "admin"}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    // And the demotion ended their sessions in this tenant.
-    let (status, _) = post(
-        &server,
-        None,
-        "/v1/auth/refresh",
-        json!({"refresh_token": second["refresh_token"]}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // In order: who, what, and the status.
+    #[rustfmt::skip]
+    let steps = [
+        // The first owner demotes the second to member.
+        (Some(&first_token), Method::PATCH, &second_path, json!({"role": "member"}), StatusCode::OK),
+        // The second's access token still says "owner", but rights are read from the database.
+        (Some(&second_token), Method::PATCH, &second_path, json!({"role": "owner"}), StatusCode::FORBIDDEN),
+        (Some(&second_token), Method::DELETE, &first_path, Value::Null, StatusCode::FORBIDDEN),
+        (Some(&second_token), Method::POST, &"/v1/invitations".to_owned(),
+            json!({"email": "spare@example.com", "role": "admin"}), StatusCode::FORBIDDEN),
+        // And the demotion ended their sessions in this tenant.
+        (None, Method::POST, &"/v1/auth/refresh".to_owned(),
+            json!({"refresh_token": second["refresh_token"]}), StatusCode::UNAUTHORIZED),
+    ];
+    for (token, method, path, body, want) in steps {
+        let body = (!body.is_null()).then_some(body);
+        let reply = server
+            .call_with_token(token.map(String::as_str), method.clone(), path, body)
+            .await;
+        assert_eq!(reply.status, want, "{method} {path}: {}", reply.body);
+    }
 }
 
 async fn a_removed_admins_pending_invitations_die(server: TestServer) {
-    let boss = owner(&server, "boss@example.com", "invitations-die").await;
+    let boss = server.signup("boss@example.com", "invitations-die").await;
     let boss_token = boss["access_token"].as_str().expect("token").to_owned();
     let admin = join(&server, &boss_token, "admin@example.com", "admin").await;
     let admin_token = admin["access_token"].as_str().expect("token").to_owned();
@@ -185,7 +134,7 @@ async fn a_removed_admins_pending_invitations_die(server: TestServer) {
 }
 
 async fn revoked_sessions_cannot_spawn_new_ones(server: TestServer) {
-    let victim = owner(&server, "victim@example.com", "stolen-token").await;
+    let victim = server.signup("victim@example.com", "stolen-token").await;
     let stolen = victim["access_token"].as_str().expect("token").to_owned();
     // The victim ends every session (say, after noticing the theft).
     assert_eq!(
@@ -214,7 +163,7 @@ async fn revoked_sessions_cannot_spawn_new_ones(server: TestServer) {
 }
 
 async fn nul_bytes_are_refused_not_500(server: TestServer) {
-    let owner_token = owner(&server, "nul@example.com", "nul-bytes").await["access_token"]
+    let owner_token = server.signup("nul@example.com", "nul-bytes").await["access_token"]
         .as_str()
         .expect("token")
         .to_owned();

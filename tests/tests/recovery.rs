@@ -3,28 +3,15 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tenantkit_e2e::{on_both_backends, problem, TestServer};
-
-const PASSWORD: &str = "correct horse battery staple";
+use tenantkit_e2e::{on_both_backends, problem, TestServer, PASSWORD};
 
 async fn post(server: &TestServer, path: &str, body: Value) -> (StatusCode, Value) {
     let reply = server.call(None, Method::POST, path, Some(body)).await;
     (reply.status, reply.body)
 }
 
-async fn signup(server: &TestServer, email: &str, slug: &str) -> Value {
-    let (status, body) = post(
-        server,
-        "/v1/auth/signup",
-        json!({"email": email, "password": PASSWORD, "tenant_name": "T", "tenant_slug": slug}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body
-}
-
 async fn password_reset_is_single_use_and_ends_every_session(server: TestServer) {
-    let account = signup(&server, "forgetful@example.com", "forgetful").await;
+    let account = server.signup("forgetful@example.com", "forgetful").await;
     let (known, known_body) = post(
         &server,
         "/v1/auth/password-reset/request",
@@ -103,7 +90,7 @@ async fn password_reset_is_single_use_and_ends_every_session(server: TestServer)
 }
 
 async fn only_the_newest_reset_link_works_and_garbage_is_refused(server: TestServer) {
-    signup(&server, "twice@example.com", "twice").await;
+    server.signup("twice@example.com", "twice").await;
     post(
         &server,
         "/v1/auth/password-reset/request",
@@ -170,7 +157,7 @@ async fn only_the_newest_reset_link_works_and_garbage_is_refused(server: TestSer
 }
 
 async fn email_verification_marks_the_address_verified(server: TestServer) {
-    let account = signup(&server, "verify-me@example.com", "verify-me").await;
+    let account = server.signup("verify-me@example.com", "verify-me").await;
     assert!(account["user"]["email_verified_at"].is_null());
     let token = server.mailed_token("verify-me@example.com", "Verify").await;
     let (status, _) = post(

@@ -44,48 +44,36 @@ async fn login_and_refresh_never_log_secrets() {
         return;
     };
     let password = "Sup3r-Secret-Passphrase-xyz";
-    let post =
-        |path: &'static str, body: Value| server.anonymous(Method::POST, path).json(&body).send();
+    let server = &server;
+    let post = move |path: &'static str, body: Value| async move {
+        server.call(None, Method::POST, path, Some(body)).await.body
+    };
 
-    let signup: Value = post(
+    let signup = post(
         "/v1/auth/signup",
         json!({"email": "quiet@example.com", "password": password, "tenant_name": "Quiet"}),
     )
-    .await
-    .expect("send")
-    .json()
-    .await
-    .expect("json");
-    let login: Value = post(
+    .await;
+    let login = post(
         "/v1/auth/login",
         json!({"email": "quiet@example.com", "password": password}),
     )
-    .await
-    .expect("send")
-    .json()
-    .await
-    .expect("json");
-    let refreshed: Value = post(
+    .await;
+    let refreshed = post(
         "/v1/auth/refresh",
         json!({"refresh_token": login["refresh_token"]}),
     )
-    .await
-    .expect("send")
-    .json()
-    .await
-    .expect("json");
+    .await;
     post(
         "/v1/auth/login",
         json!({"email": "quiet@example.com", "password": "Wrong-Secret-Passphrase-abc"}),
     )
-    .await
-    .expect("send");
+    .await;
     post(
         "/v1/auth/logout",
         json!({"refresh_token": refreshed["refresh_token"]}),
     )
-    .await
-    .expect("send");
+    .await;
     server
         .anonymous(Method::GET, "/v1/me")
         .bearer_auth(refreshed["access_token"].as_str().expect("token"))

@@ -105,99 +105,35 @@ async fn roles_follow_the_rules_and_an_owner_always_remains(server: TestServer) 
     .await;
     assert_eq!(rest["items"].as_array().map(Vec::len), Some(2));
 
-    // Viewers and members manage nobody.
-    let (status, _) = send(
-        &server,
-        &viewer,
-        Method::PATCH,
-        &path(&member_user),
-        Some(json!({"role": "viewer"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    // Admins manage members, but never grant or take the owner role.
-    let (status, changed) = send(
-        &server,
-        &admin,
-        Method::PATCH,
-        &path(&member_user),
-        Some(json!({"role": "admin"})),
-    )
-    .await;
-    assert_eq!(
-        (status, changed["role"].as_str()),
-        (StatusCode::OK, Some("admin"))
-    );
-    let (status, _) = send(
-        &server,
-        &admin,
-        Method::PATCH,
-        &path(&admin_user),
-        Some(json!({"role": "owner"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "no self-escalation to owner");
-    let (status, _) = send(
-        &server,
-        &admin,
-        Method::PATCH,
-        &owner_path,
-        Some(json!({"role": "member"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "admins cannot demote owners");
-    let (status, _) = send(&server, &admin, Method::DELETE, &owner_path, None).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "admins cannot remove owners");
-    let (status, _) = send(
-        &server,
-        &admin,
-        Method::PATCH,
-        &path(&member_user),
-        Some(json!({"role": "superuser"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-
-    // The last owner can be neither demoted nor removed.
-    let (status, body) = send(
-        &server,
-        &owner,
-        Method::PATCH,
-        &owner_path,
-        Some(json!({"role": "admin"})),
-    )
-    .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (StatusCode::CONFLICT, Some("conflict"))
-    );
-    let (status, _) = send(&server, &owner, Method::DELETE, &owner_path, None).await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    // Ownership transfer: promote, then step down.
-    let (status, _) = send(
-        &server,
-        &owner,
-        Method::PATCH,
-        &path(&admin_user),
-        Some(json!({"role": "owner"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
-    let (status, _) = send(
-        &server,
-        &owner,
-        Method::PATCH,
-        &owner_path,
-        Some(json!({"role": "admin"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "no longer the last owner");
-
-    // Removal; the removed member's refresh would now end their session (checked in auth tests).
-    let (status, _) = send(&server, &admin, Method::DELETE, &path(&viewer_user), None).await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = send(&server, &admin, Method::DELETE, &path(&viewer_user), None).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Each step in order: who, what, the status, a body field to check, and why.
+    let (member_path, admin_path, viewer_path) =
+        (path(&member_user), path(&admin_user), path(&viewer_user));
+    let role = |role: &str| Some(json!({ "role": role }));
+    #[rustfmt::skip]
+    let steps = [
+        (&viewer, Method::PATCH, &member_path, role("viewer"), StatusCode::FORBIDDEN, None, "viewers manage nobody"),
+        (&admin, Method::PATCH, &member_path, role("admin"), StatusCode::OK, Some(("role", "admin")), "admins manage members"),
+        (&admin, Method::PATCH, &admin_path, role("owner"), StatusCode::FORBIDDEN, None, "no self-escalation to owner"),
+        (&admin, Method::PATCH, &owner_path, role("member"), StatusCode::FORBIDDEN, None, "admins cannot demote owners"),
+        (&admin, Method::DELETE, &owner_path, None, StatusCode::FORBIDDEN, None, "admins cannot remove owners"),
+        (&admin, Method::PATCH, &member_path, role("superuser"), StatusCode::UNPROCESSABLE_ENTITY, None, "no such role"),
+        // The last owner can be neither demoted nor removed.
+        (&owner, Method::PATCH, &owner_path, role("admin"), StatusCode::CONFLICT, Some(("code", "conflict")), "the last owner stays"),
+        (&owner, Method::DELETE, &owner_path, None, StatusCode::CONFLICT, None, "the last owner stays"),
+        // Ownership transfer: promote, then step down.
+        (&owner, Method::PATCH, &admin_path, role("owner"), StatusCode::OK, None, "owners grant owner"),
+        (&owner, Method::PATCH, &owner_path, role("admin"), StatusCode::OK, None, "no longer the last owner"),
+        // Removal; the removed member's refresh would now end their session (auth tests).
+        (&admin, Method::DELETE, &viewer_path, None, StatusCode::NO_CONTENT, None, "admins remove members"),
+        (&admin, Method::DELETE, &viewer_path, None, StatusCode::NOT_FOUND, None, "removed once"),
+    ];
+    for (who, method, target, body, want, field, why) in steps {
+        let (status, answer) = send(&server, who, method.clone(), target, body).await;
+        assert_eq!(status, want, "{method} {target}: {why}: {answer}");
+        if let Some((name, value)) = field {
+            assert_eq!(answer[name], value, "{why}");
+        }
+    }
 
     // Another tenant's member, a random id and garbage all answer the same 404.
     let b_owner = server.world.b.principal.clone();

@@ -165,15 +165,10 @@ fn broken_configuration_fails_fast_with_a_clear_message_and_no_secret() {
 
 #[tokio::test]
 async fn refuses_a_postgres_role_that_bypasses_row_level_security() {
-    let Some(admin_url) = std::env::var(tenantkit_core::testing::POSTGRES_URL_VAR).ok() else {
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "CI requires PostgreSQL"
-        );
-        eprintln!(
-            "PostgreSQL test did NOT run: {} is not set",
-            tenantkit_core::testing::POSTGRES_URL_VAR
-        );
+    let Some(admin_url) = tenantkit_core::testing::required_service(
+        tenantkit_core::testing::POSTGRES_URL_VAR,
+        "PostgreSQL",
+    ) else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");

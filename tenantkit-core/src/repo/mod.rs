@@ -336,32 +336,48 @@ impl Table {
             .await
             .map(|done| done.rows_affected())
         })?;
-        if deleted == 0 {
-            return Err(missing_or_stale::<T>(tx, id).await);
-        }
+        ensure_written::<T>(tx, id, deleted).await
+    }
+}
+
+/// Reads the record `id` to change it: it must be there (and visible to the transaction)
+/// and, when the client sent the version it read, still at that version.
+pub(crate) async fn read_for_update<T: TenantScoped>(
+    tx: &mut TenantTx,
+    id: T::Id,
+    expected: Option<Version>,
+) -> Result<T> {
+    let record = T::get(tx, id).await?;
+    let current = record.version();
+    if expected.is_none_or(|expected| expected == current) {
+        Ok(record)
+    } else {
+        Err(Error::VersionMismatch { current })
+    }
+}
+
+/// `Ok` when a guarded `UPDATE`/`DELETE` touched a row; otherwise why it did not.
+pub(crate) async fn ensure_written<T: TenantScoped>(
+    tx: &mut TenantTx,
+    id: T::Id,
+    rows: u64,
+) -> Result<()> {
+    if rows > 0 {
         Ok(())
+    } else {
+        Err(missing_or_stale::<T>(tx, id).await)
     }
 }
 
 /// Explains why a guarded `UPDATE`/`DELETE` touched no row: the record is gone (or was never
 /// this tenant's), or its version moved on.
-pub(crate) async fn missing_or_stale<T: TenantScoped>(tx: &mut TenantTx, id: T::Id) -> Error {
+async fn missing_or_stale<T: TenantScoped>(tx: &mut TenantTx, id: T::Id) -> Error {
     match T::find(tx, id).await {
         Ok(Some(current)) => Error::VersionMismatch {
             current: current.version(),
         },
         Ok(None) => Error::NotFound,
         Err(err) => err,
-    }
-}
-
-/// Checks the version a client read (if it sent one) against the current one before
-/// applying a patch.
-pub(crate) fn expect_version(current: Version, expected: Option<Version>) -> Result<()> {
-    if expected.is_none_or(|expected| expected == current) {
-        Ok(())
-    } else {
-        Err(Error::VersionMismatch { current })
     }
 }
 

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::teams::TEAMS;
-use super::{double_option, expect_version, missing_or_stale, Restriction, Table, TenantScoped};
+use super::{double_option, ensure_written, read_for_update, Restriction, Table, TenantScoped};
 use crate::scope::scoped;
 use crate::values::{check_optional_text, check_text, finish_validation, now};
 use crate::{
@@ -205,11 +205,10 @@ impl TenantScoped for Project {
         expected: Option<Version>,
         patch: ProjectPatch,
     ) -> Result<Self> {
-        let mut project = Self::get(tx, id).await?;
+        let mut project: Self = read_for_update(tx, id, expected).await?;
         // The guard below compares against the version read here, so a write without
         // If-Match still never overwrites a concurrent change it did not see.
         let base = project.version;
-        expect_version(base, expected)?;
         if let Some(name) = patch.name {
             project.name = name.trim().to_owned();
         }
@@ -228,7 +227,7 @@ impl TenantScoped for Project {
         project
             .validate(tx, team_changed || newly_restricted)
             .await?;
-        project.version = Version::new(base.get() + 1);
+        project.version = base.next();
         project.updated_at = now();
         let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_projects(), tx.viewer());
         // Checked again at write time: the caller may have left the team since the read.
@@ -254,9 +253,7 @@ impl TenantScoped for Project {
                 .await
                 .map(|done| done.rows_affected())
         })?;
-        if updated == 0 {
-            return Err(missing_or_stale::<Self>(tx, id).await);
-        }
+        ensure_written::<Self>(tx, id, updated).await?;
         Ok(project)
     }
 

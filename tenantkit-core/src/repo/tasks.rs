@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::projects::PROJECTS;
-use super::{double_option, expect_version, missing_or_stale, Restriction, Table, TenantScoped};
+use super::{double_option, ensure_written, read_for_update, Restriction, Table, TenantScoped};
 use crate::scope::scoped;
 use crate::values::{check_optional_text, check_text, finish_validation, now};
 use crate::{
@@ -212,7 +212,7 @@ impl Task {
             DESCRIPTION_MAX,
         );
         if let Some(assignee) = self.assignee_id {
-            if !is_member(tx, assignee).await? {
+            if tx.member(assignee).await?.is_none() {
                 errors.push(FieldError::new(
                     "assignee_id",
                     "is not a member of this tenant",
@@ -221,18 +221,6 @@ impl Task {
         }
         finish_validation(errors)
     }
-}
-
-async fn is_member(tx: &mut TenantTx, user: UserId) -> Result<bool> {
-    let tenant = tx.tenant_id();
-    let found: Option<i32> = scoped!(tx, |c| {
-        sqlx::query_scalar("SELECT 1 FROM memberships WHERE tenant_id = $1 AND user_id = $2")
-            .bind(tenant)
-            .bind(user)
-            .fetch_optional(c)
-            .await
-    })?;
-    Ok(found.is_some())
 }
 
 const COLUMNS: &str = "id, tenant_id, project_id, title, description, status, assignee_id, \
@@ -315,11 +303,10 @@ impl TenantScoped for Task {
         expected: Option<Version>,
         patch: TaskPatch,
     ) -> Result<Self> {
-        let mut task = Self::get(tx, id).await?;
+        let mut task: Self = read_for_update(tx, id, expected).await?;
         // The guard below compares against the version read here, so a write without
         // If-Match still never overwrites a concurrent change it did not see.
         let base = task.version;
-        expect_version(base, expected)?;
         if let Some(title) = patch.title {
             task.title = title.trim().to_owned();
         }
@@ -336,7 +323,7 @@ impl TenantScoped for Task {
             task.due_at = due_at;
         }
         task.validate(tx).await?;
-        task.version = Version::new(base.get() + 1);
+        task.version = base.next();
         task.updated_at = now();
         let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_projects(), tx.viewer());
         // The project may have been restricted since the read above: check again.
@@ -364,9 +351,7 @@ impl TenantScoped for Task {
                 .await
                 .map(|done| done.rows_affected())
         })?;
-        if updated == 0 {
-            return Err(missing_or_stale::<Self>(tx, id).await);
-        }
+        ensure_written::<Self>(tx, id, updated).await?;
         Ok(task)
     }
 

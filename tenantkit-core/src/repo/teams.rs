@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{double_option, expect_version, missing_or_stale, Table, TenantScoped};
+use super::{double_option, ensure_written, read_for_update, Table, TenantScoped};
 use crate::directory::conflict_as;
 use crate::scope::scoped;
 use crate::values::{check_optional_text, check_text, finish_validation, now};
@@ -163,9 +163,8 @@ impl TenantScoped for Team {
         expected: Option<Version>,
         patch: TeamPatch,
     ) -> Result<Self> {
-        let mut team = Self::get(tx, id).await?;
+        let mut team: Self = read_for_update(tx, id, expected).await?;
         let base = team.version;
-        expect_version(base, expected)?;
         if let Some(name) = patch.name {
             team.name = name.trim().to_owned();
         }
@@ -173,7 +172,7 @@ impl TenantScoped for Team {
             team.description = description;
         }
         team.validate()?;
-        team.version = Version::new(base.get() + 1);
+        team.version = base.next();
         team.updated_at = now();
         let tenant = tx.tenant_id();
         let updated = scoped!(tx, |c| {
@@ -193,9 +192,7 @@ impl TenantScoped for Team {
             .map(|done| done.rows_affected())
             .map_err(conflict_as(NAME_TAKEN))
         })?;
-        if updated == 0 {
-            return Err(missing_or_stale::<Self>(tx, id).await);
-        }
+        ensure_written::<Self>(tx, id, updated).await?;
         Ok(team)
     }
 
@@ -253,14 +250,25 @@ impl TenantTx {
         if !TEAMS.contains(self, team.into()).await? {
             return Err(Error::NotFound);
         }
-        if self.member(user).await?.is_none() {
+        let tenant = self.tenant_id();
+        // The member's email, for the answer; none when they are not in this tenant.
+        let email: Option<Email> = scoped!(self, |c| {
+            sqlx::query_scalar(
+                "SELECT u.email FROM memberships m JOIN users u ON u.id = m.user_id \
+                 WHERE m.tenant_id = $1 AND m.user_id = $2",
+            )
+            .bind(tenant)
+            .bind(user)
+            .fetch_optional(c)
+            .await
+        })?;
+        let Some(email) = email else {
             return Err(Error::Validation(vec![FieldError::new(
                 "user_id",
                 "is not a member of this tenant",
             )]));
-        }
-        let tenant = self.tenant_id();
-        let at = now();
+        };
+        let added_at = now();
         scoped!(self, |c| {
             sqlx::query(
                 "INSERT INTO team_members (tenant_id, team_id, user_id, added_at) \
@@ -269,13 +277,17 @@ impl TenantTx {
             .bind(tenant)
             .bind(team)
             .bind(user)
-            .bind(at)
+            .bind(added_at)
             .execute(c)
             .await
             .map(drop)
             .map_err(conflict_as("the user is already a member of this team"))
         })?;
-        self.team_member(team, user).await?.ok_or(Error::NotFound)
+        Ok(TeamMember {
+            user_id: user,
+            email,
+            added_at,
+        })
     }
 
     /// Removes a user from a team of this tenant.
