@@ -165,7 +165,10 @@ fn refresh(c: &mut Criterion) {
         TenantId::new(),
     );
     for backend in [Backend::Sqlite, Backend::Postgres] {
-        let Some(test_db) = runtime.block_on(TestDb::new(backend)) else {
+        let Some(test_db) = runtime.block_on(TestDb::new(
+            backend,
+            &tenantkit_core::Migrations::new().with(tenantkit_auth::migrations()),
+        )) else {
             continue;
         };
         let world = runtime.block_on(TwoTenants::create(&test_db.db));

@@ -37,6 +37,10 @@ pub enum Error {
     /// The caller lacks the permission or scope the route needs.
     #[error("forbidden")]
     Forbidden,
+    /// The operation acts for an existing account, which must sign in first (accepting an
+    /// invitation sent to an address that has an account).
+    #[error("login required")]
+    LoginRequired,
     /// A new password breaks the policy (too short, too long, too common).
     #[error("password rejected by policy")]
     WeakPassword(Vec<FieldError>),
@@ -60,11 +64,17 @@ pub enum Error {
     Core(#[from] tenantkit_core::Error),
 }
 
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Self {
+        Error::Core(err.into())
+    }
+}
+
 impl Error {
     /// The RFC 6750 `WWW-Authenticate` challenge for a 401, if this error is one.
     pub fn challenge(&self) -> Option<&'static str> {
         match self {
-            Error::MissingToken => Some(r#"Bearer realm="tenantkit""#),
+            Error::MissingToken | Error::LoginRequired => Some(r#"Bearer realm="tenantkit""#),
             Error::InvalidToken(_) => Some(
                 r#"Bearer realm="tenantkit", error="invalid_token", error_description="The access token is invalid""#,
             ),
@@ -126,6 +136,10 @@ fn problem_body(err: &Error) -> Problem {
         Error::Forbidden => Problem::new(
             ErrorCode::Forbidden,
             "Your role or token does not allow this action.",
+        ),
+        Error::LoginRequired => Problem::new(
+            ErrorCode::Unauthenticated,
+            "This address has an account; log in and try again with its access token.",
         ),
         Error::WeakPassword(errors) => Problem::new(
             ErrorCode::ValidationFailed,

@@ -12,7 +12,11 @@
 //!   answers 401; [`RequireLayer`] answers 403 for a missing permission or scope;
 //! - [`RefreshSessions`]: opaque refresh tokens stored only hashed, rotated on every use,
 //!   with a grace window for concurrent refreshes and family revocation on reuse, over a
-//!   [`SessionStore`] (in memory, or tenantkit-core's database with `sqlite`/`postgres`).
+//!   [`SessionStore`] (in memory, or tenantkit-core's database with `sqlite`/`postgres`);
+//! - [`flows`] (with `sqlite`/`postgres`): signup, login, refresh, logout, tenant switch,
+//!   password change and reset, email verification, invitations and the operator's commands,
+//!   each with its rate limits and audit entries, over this crate's own tables
+//!   ([`migrations`]).
 //!
 //! ```
 //! use tenantkit_auth::{AccessTokens, JwtConfig, KeySet, SigningKey};
@@ -34,6 +38,8 @@
 
 mod authorize;
 mod error;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod flows;
 mod future;
 pub mod jwt;
 mod mailer;
@@ -42,6 +48,8 @@ mod rate_limit;
 pub mod refresh;
 #[cfg(feature = "smtp")]
 mod smtp;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod store;
 
 pub use authorize::{Require, RequireLayer, RequirePermissionLayer, RequireScopeLayer};
 pub use error::{problem_response, Error, Result};
@@ -53,9 +61,16 @@ pub use jwt::{
     generate_ed25519_pem, AccessClaims, AccessTokens, Algorithm, CachedRevocation, CheckFuture,
     IssuedToken, JwtConfig, KeySet, SessionRevocation, SigningKey, VerifyingKey,
 };
-pub use mailer::{Mailer, MemoryMailer, Message, OneTimeToken, OutboxMailer, SendFuture};
+pub use mailer::{
+    LogMailer, Mailer, MemoryMailer, Message, OneTimeToken, OutboxMailer, SendFuture,
+};
 pub use password::{Password, PasswordHasher, PasswordPolicy, Verification};
 pub use rate_limit::{RateLimitConfig, RateLimits};
-pub use refresh::{MemorySessionStore, RefreshConfig, RefreshSessions, RefreshToken, SessionStore};
+pub use refresh::{
+    MemorySessionStore, RefreshConfig, RefreshSessions, RefreshToken, RefreshTokenRecord,
+    SessionRecord, SessionStore,
+};
 #[cfg(feature = "smtp")]
 pub use smtp::SmtpMailer;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use store::{migrations, TokenPurpose};

@@ -73,6 +73,18 @@ impl Mailer for OutboxMailer {
     }
 }
 
+/// A mailer that sends nothing: it logs that a message to whom was dropped (never its body).
+/// The default of [`crate::flows::AuthFlows`] until a real mailer is set.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogMailer;
+
+impl Mailer for LogMailer {
+    fn send(&self, message: Message) -> SendFuture<'_> {
+        tracing::warn!(to = %message.to, subject = %message.subject, "no mailer configured; email dropped");
+        Box::pin(async { Ok(()) })
+    }
+}
+
 /// Keeps messages in memory, for tests.
 #[derive(Debug, Default)]
 pub struct MemoryMailer {

@@ -211,9 +211,8 @@ async fn strict_mode_refuses_tokens_of_revoked_sessions() {
     };
 
     let tokens = tokens();
-    let store = Arc::new(MemorySessionStore::new());
     let sessions = RefreshSessions::new(
-        SharedStore(store.clone()),
+        MemorySessionStore::new(),
         &[3u8; 32],
         RefreshConfig::default(),
     )
@@ -233,7 +232,7 @@ async fn strict_mode_refuses_tokens_of_revoked_sessions() {
     let strict = |ttl| {
         StrictJwtAuthLayer::new(
             tokens.clone(),
-            CachedRevocation::with_ttl(store.clone(), ttl),
+            CachedRevocation::with_ttl(Arc::new(sessions.clone()), ttl),
         )
     };
 
@@ -272,56 +271,6 @@ async fn strict_mode_refuses_tokens_of_revoked_sessions() {
     )
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-}
-
-/// Lets the test keep a handle on the store the sessions write to.
-#[derive(Debug)]
-struct SharedStore(std::sync::Arc<tenantkit_auth::MemorySessionStore>);
-
-impl tenantkit_auth::SessionStore for SharedStore {
-    async fn create(
-        &self,
-        session: &tenantkit_core::SessionRecord,
-        hash: &[u8],
-    ) -> tenantkit_auth::Result<()> {
-        self.0.create(session, hash).await
-    }
-    async fn find(
-        &self,
-        hash: &[u8],
-    ) -> tenantkit_auth::Result<
-        Option<(
-            tenantkit_core::RefreshTokenRecord,
-            tenantkit_core::SessionRecord,
-        )>,
-    > {
-        self.0.find(hash).await
-    }
-    async fn rotate(
-        &self,
-        hash: &[u8],
-        successor: &[u8],
-        at: time::OffsetDateTime,
-    ) -> tenantkit_auth::Result<bool> {
-        self.0.rotate(hash, successor, at).await
-    }
-    async fn revoke(
-        &self,
-        session: SessionId,
-        at: time::OffsetDateTime,
-        reason: &str,
-    ) -> tenantkit_auth::Result<()> {
-        self.0.revoke(session, at, reason).await
-    }
-    async fn revoke_user(
-        &self,
-        user: UserId,
-        keep: Option<SessionId>,
-        at: time::OffsetDateTime,
-        reason: &str,
-    ) -> tenantkit_auth::Result<u64> {
-        self.0.revoke_user(user, keep, at, reason).await
-    }
 }
 
 async fn call_strict(

@@ -7,7 +7,7 @@ use tenantkit_auth::{
     Error, MemorySessionStore, RefreshConfig, RefreshSessions, RefreshToken, SessionStore,
 };
 use tenantkit_core::testing::{TestDb, TwoTenants};
-use tenantkit_core::{Backend, ManualClock, TenantId, UserId};
+use tenantkit_core::{Backend, ManualClock, Migrations, TenantId, UserId};
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test-only";
 
@@ -37,7 +37,8 @@ async fn memory() -> Option<Fixture<MemorySessionStore>> {
 }
 
 async fn database(backend: Backend) -> Option<Fixture<tenantkit_core::Database>> {
-    let test_db = TestDb::new(backend).await?;
+    let migrations = Migrations::new().with(tenantkit_auth::migrations());
+    let test_db = TestDb::new(backend, &migrations).await?;
     let world = TwoTenants::create(&test_db.db).await;
     let clock = Arc::new(ManualClock::starting_now());
     Some(Fixture {
@@ -47,14 +48,6 @@ async fn database(backend: Backend) -> Option<Fixture<tenantkit_core::Database>>
         tenant: world.a.tenant.id,
         _db: Some(test_db),
     })
-}
-
-async fn sqlite() -> Option<Fixture<tenantkit_core::Database>> {
-    database(Backend::Sqlite).await
-}
-
-async fn postgres() -> Option<Fixture<tenantkit_core::Database>> {
-    database(Backend::Postgres).await
 }
 
 mod suite {
@@ -231,20 +224,26 @@ mod suite {
     }
 }
 
+/// The suite over each store: the in-process memory store, and the database store on each
+/// backend.
 macro_rules! refresh_tests {
     ($($name:ident),* $(,)?) => {
         mod memory_store { $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { if let Some(f) = super::memory().await { super::suite::$name(f).await } }
+            async fn $name() {
+                let fixture = super::memory().await.expect("memory store");
+                super::suite::$name(fixture).await
+            }
         )* }
-        mod sqlite_store { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { if let Some(f) = super::sqlite().await { super::suite::$name(f).await } }
-        )* }
-        mod postgres_store { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { if let Some(f) = super::postgres().await { super::suite::$name(f).await } }
-        )* }
+        mod database_store {
+            use super::*;
+            $(
+                async fn $name(fixture: Fixture<tenantkit_core::Database>) {
+                    suite::$name(fixture).await
+                }
+            )*
+            tenantkit_core::backend_tests!(fixture = database; $($name),*);
+        }
     };
 }
 

@@ -4,7 +4,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::{now, Result, TenantId, TenantTx, UserId};
+use crate::{now, AuditEntryId, Result, TenantId, TenantTx, UserId};
 
 /// An event to record. `action` is dotted (`auth.login`, `project.created`); `details` must
 /// never hold a secret (password, token, hash).
@@ -35,6 +35,56 @@ impl AuditEvent {
             ..Self::default()
         }
     }
+
+    /// Names what the event is about: a kind (`user`, `session`, `project`) and an id.
+    pub fn target(mut self, kind: &str, id: impl std::fmt::Display) -> Self {
+        self.target_type = Some(kind.to_owned());
+        self.target_id = Some(id.to_string());
+        self
+    }
+
+    /// Sets the extra facts (never a secret).
+    pub fn details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+}
+
+/// Who is calling, as far as the server can tell: the client's address (after any trusted
+/// proxies) and its user agent. Rate limits key on it, audit entries record it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The client's IP address.
+    pub ip: std::net::IpAddr,
+    /// The `User-Agent` header, if it was text.
+    pub user_agent: Option<String>,
+}
+
+impl ClientInfo {
+    /// A client at `ip` with no user agent.
+    pub fn new(ip: std::net::IpAddr) -> Self {
+        Self {
+            ip,
+            user_agent: None,
+        }
+    }
+
+    /// The operator on this machine (CLI commands): the loopback address, agent `tenantkit-cli`.
+    pub fn operator() -> Self {
+        Self {
+            ip: std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            user_agent: Some("tenantkit-cli".to_owned()),
+        }
+    }
+
+    /// An audit event for `action` by `actor` from this client.
+    pub fn event(&self, action: &str, actor: Option<UserId>) -> AuditEvent {
+        let mut event = AuditEvent::new(action);
+        event.actor_id = actor;
+        event.ip = Some(self.ip.to_string());
+        event.user_agent = self.user_agent.clone();
+        event
+    }
 }
 
 /// A stored audit entry.
@@ -42,7 +92,7 @@ impl AuditEvent {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     /// The entry id.
-    pub id: uuid::Uuid,
+    pub id: AuditEntryId,
     /// Position in its tenant's chain, from 1.
     #[serde(skip)]
     pub seq: i64,
@@ -82,7 +132,7 @@ impl AuditEntry {
         };
         field(&self.prev_hash);
         field(tenant.as_uuid().as_bytes());
-        field(self.id.as_bytes());
+        field(self.id.as_uuid().as_bytes());
         field(&self.seq.to_be_bytes());
         field(&self.at.unix_timestamp_nanos().to_be_bytes());
         field(
@@ -128,7 +178,7 @@ impl TenantTx {
         let tenant = self.tenant_id();
         // Serialize appends per tenant, so the chain never forks.
         self.lock_tenant().await?;
-        let last = crate::scope::scoped!(self, |c| {
+        let last = crate::with_conn!(self, |c| {
             sqlx::query_as::<_, (i64, Vec<u8>)>(
                 "SELECT seq, hash FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
             )
@@ -138,7 +188,7 @@ impl TenantTx {
         })?;
         let (seq, prev_hash) = last.map_or((1, vec![0u8; 32]), |(seq, hash)| (seq + 1, hash));
         let mut entry = AuditEntry {
-            id: uuid::Uuid::now_v7(),
+            id: AuditEntryId::new(),
             seq,
             at: now(),
             actor_id: event.actor_id,
@@ -152,7 +202,7 @@ impl TenantTx {
             hash: Vec::new(),
         };
         entry.hash = entry.expected_hash(tenant);
-        crate::scope::scoped!(self, |c| {
+        crate::with_conn!(self, |c| {
             sqlx::query(
                 "INSERT INTO audit_log (id, tenant_id, seq, at, actor_id, action, target_type, target_id, \
                  ip, user_agent, details, prev_hash, hash) \
@@ -185,7 +235,7 @@ impl TenantTx {
     pub async fn audit_entries(&mut self, after_seq: i64, limit: i64) -> Result<Vec<AuditEntry>> {
         let tenant = self.tenant_id();
         let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3");
-        Ok(crate::scope::scoped!(self, |c| {
+        Ok(crate::with_conn!(self, |c| {
             sqlx::query_as(&sql)
                 .bind(tenant)
                 .bind(after_seq)
@@ -212,7 +262,7 @@ impl TenantTx {
              AND ($3 IS NULL OR actor_id = $3) AND ($4 IS NULL OR action = $4) \
              AND ($5 IS NULL OR at >= $5) AND ($6 IS NULL OR at < $6) ORDER BY seq LIMIT $7"
         );
-        Ok(crate::scope::scoped!(self, |c| {
+        Ok(crate::with_conn!(self, |c| {
             sqlx::query_as(&sql)
                 .bind(tenant)
                 .bind(after_seq)

@@ -7,10 +7,12 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::db::Mode;
-use crate::scope::{scoped, with_conn};
+use crate::db::{Mode, Settings};
 use crate::values::{check_text, finish_validation, now};
-use crate::{Database, Email, Error, PasswordHash, Result, Role, Slug, TenantId, TenantTx, UserId};
+use crate::{
+    with_conn, Database, Email, Error, PasswordHash, PlanName, Result, Role, Slug, SystemTx,
+    TenantId, TenantTx, UserId, UserTx,
+};
 
 /// An organisation using the service: the unit of isolation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -23,7 +25,7 @@ pub struct Tenant {
     /// Its display name.
     pub name: String,
     /// The billing plan it is on (`free` until billing says otherwise).
-    pub plan: String,
+    pub plan: PlanName,
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -113,14 +115,15 @@ impl Database {
             id: TenantId::new(),
             slug,
             name,
-            plan: "free".to_owned(),
+            plan: PlanName::free(),
             created_at: now(),
         };
         let tenant_setting = tenant.id.to_string();
-        let mut conn = self
-            .begin_conn(Mode::ReadWrite, &[("app.tenant_id", &tenant_setting)])
+        let conn = self
+            .begin_conn(Mode::ReadWrite, Settings::Tenant(&tenant_setting))
             .await?;
-        with_conn!(&mut conn, |c| {
+        let mut tx = TenantTx::new(crate::TenantScope::for_system(tenant.id), conn);
+        with_conn!(&mut tx, |c| {
             sqlx::query(
                 "INSERT INTO tenants (id, slug, name, plan, created_at) VALUES ($1, $2, $3, $4, $5)",
             )
@@ -134,10 +137,7 @@ impl Database {
             .map(|done| done.rows_affected())
         })
         .map_err(conflict_as("this tenant slug is already taken"))?;
-        Ok((
-            tenant.clone(),
-            TenantTx::new(crate::TenantScope::for_system(tenant.id), conn),
-        ))
+        Ok((tenant, tx))
     }
 
     /// Finds a tenant by id.
@@ -145,11 +145,7 @@ impl Database {
     /// # Errors
     /// [`Error::Database`] on failure.
     pub async fn find_tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
-        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
-        let mut conn = self.begin_global(Mode::ReadOnly).await?;
-        Ok(with_conn!(&mut conn, |c| {
-            sqlx::query_as(&sql).bind(id).fetch_optional(c).await
-        })?)
+        self.begin_system_read().await?.find_tenant(id).await
     }
 
     /// Every tenant id, oldest first (for operator tools such as `audit verify`).
@@ -157,8 +153,8 @@ impl Database {
     /// # Errors
     /// [`Error::Database`] on failure.
     pub async fn tenant_ids(&self) -> Result<Vec<TenantId>> {
-        let mut conn = self.begin_global(Mode::ReadOnly).await?;
-        Ok(with_conn!(&mut conn, |c| {
+        let mut tx = self.begin_system_read().await?;
+        Ok(with_conn!(&mut tx, |c| {
             sqlx::query_scalar("SELECT id FROM tenants ORDER BY id")
                 .fetch_all(c)
                 .await
@@ -170,11 +166,10 @@ impl Database {
     /// # Errors
     /// [`Error::Database`] on failure.
     pub async fn find_tenant_by_slug(&self, slug: &Slug) -> Result<Option<Tenant>> {
-        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE slug = $1");
-        let mut conn = self.begin_global(Mode::ReadOnly).await?;
-        Ok(with_conn!(&mut conn, |c| {
-            sqlx::query_as(&sql).bind(slug).fetch_optional(c).await
-        })?)
+        self.begin_system_read()
+            .await?
+            .find_tenant_by_slug(slug)
+            .await
     }
 
     /// Finds a user by id.
@@ -182,11 +177,7 @@ impl Database {
     /// # Errors
     /// [`Error::Database`] on failure.
     pub async fn find_user(&self, id: UserId) -> Result<Option<User>> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
-        let mut conn = self.begin_global(Mode::ReadOnly).await?;
-        Ok(with_conn!(&mut conn, |c| {
-            sqlx::query_as(&sql).bind(id).fetch_optional(c).await
-        })?)
+        self.begin_system_read().await?.find_user(id).await
     }
 
     /// Finds a user by email, case-insensitively.
@@ -194,11 +185,10 @@ impl Database {
     /// # Errors
     /// [`Error::Database`] on failure.
     pub async fn find_user_by_email(&self, email: &Email) -> Result<Option<User>> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE lower(email) = $1");
-        let mut conn = self.begin_global(Mode::ReadOnly).await?;
-        Ok(with_conn!(&mut conn, |c| {
-            sqlx::query_as(&sql).bind(email).fetch_optional(c).await
-        })?)
+        self.begin_system_read()
+            .await?
+            .find_user_by_email(email)
+            .await
     }
 
     /// Replaces a user's password hash (after a rehash on login or a password change).
@@ -207,20 +197,9 @@ impl Database {
     /// [`Error::NotFound`] when the user does not exist.
     #[tracing::instrument(skip_all, fields(user = %user))]
     pub async fn set_password_hash(&self, user: UserId, hash: &PasswordHash) -> Result<()> {
-        let mut conn = self.begin_global(Mode::ReadWrite).await?;
-        let updated = with_conn!(&mut conn, |c| {
-            sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
-                .bind(hash)
-                .bind(user)
-                .execute(c)
-                .await
-                .map(|done| done.rows_affected())
-        })?;
-        conn.commit().await?;
-        if updated == 0 {
-            return Err(Error::NotFound);
-        }
-        Ok(())
+        let mut tx = self.begin_system().await?;
+        tx.set_password_hash(user, hash).await?;
+        tx.commit().await
     }
 
     /// The membership of `user` in `tenant`, read in the user's own scope.
@@ -244,8 +223,105 @@ impl Database {
     /// # Errors
     /// [`Error::Database`] on failure.
     pub async fn memberships_of(&self, user: UserId) -> Result<Vec<Membership>> {
-        let mut conn = self.begin_for_user(user, Mode::ReadOnly).await?;
-        Ok(with_conn!(&mut conn, |c| {
+        self.begin_user_read(user).await?.memberships().await
+    }
+}
+
+/// Reads of the global tables, in a system transaction (they have no tenant).
+impl SystemTx {
+    /// Finds a tenant by id.
+    ///
+    /// # Errors
+    /// [`Error::Database`] on failure.
+    pub async fn find_tenant(&mut self, id: TenantId) -> Result<Option<Tenant>> {
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
+        Ok(with_conn!(self, |c| {
+            sqlx::query_as(&sql).bind(id).fetch_optional(c).await
+        })?)
+    }
+
+    /// Finds a tenant by slug.
+    ///
+    /// # Errors
+    /// [`Error::Database`] on failure.
+    pub async fn find_tenant_by_slug(&mut self, slug: &Slug) -> Result<Option<Tenant>> {
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE slug = $1");
+        Ok(with_conn!(self, |c| {
+            sqlx::query_as(&sql).bind(slug).fetch_optional(c).await
+        })?)
+    }
+
+    /// Finds a user by id.
+    ///
+    /// # Errors
+    /// [`Error::Database`] on failure.
+    pub async fn find_user(&mut self, id: UserId) -> Result<Option<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        Ok(with_conn!(self, |c| {
+            sqlx::query_as(&sql).bind(id).fetch_optional(c).await
+        })?)
+    }
+
+    /// Finds a user by email, case-insensitively.
+    ///
+    /// # Errors
+    /// [`Error::Database`] on failure.
+    pub async fn find_user_by_email(&mut self, email: &Email) -> Result<Option<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE lower(email) = $1");
+        Ok(with_conn!(self, |c| {
+            sqlx::query_as(&sql).bind(email).fetch_optional(c).await
+        })?)
+    }
+
+    /// Replaces a user's password hash.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the user does not exist.
+    pub async fn set_password_hash(&mut self, user: UserId, hash: &PasswordHash) -> Result<()> {
+        let updated = with_conn!(self, |c| {
+            sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                .bind(hash)
+                .bind(user)
+                .execute(c)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        if updated == 0 {
+            return Err(Error::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Records that the user proved their email address (the first time counts).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the user does not exist.
+    pub async fn mark_email_verified(&mut self, user: UserId, at: OffsetDateTime) -> Result<()> {
+        let updated = with_conn!(self, |c| {
+            sqlx::query(
+                "UPDATE users SET email_verified_at = COALESCE(email_verified_at, $1) WHERE id = $2",
+            )
+            .bind(at)
+            .bind(user)
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected())
+        })?;
+        if updated == 0 {
+            return Err(Error::NotFound);
+        }
+        Ok(())
+    }
+}
+
+impl UserTx {
+    /// Every membership of this transaction's user, across tenants, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Database`] on failure.
+    pub async fn memberships(&mut self) -> Result<Vec<Membership>> {
+        let user = self.user_id();
+        Ok(with_conn!(self, |c| {
             sqlx::query_as(
                 "SELECT tenant_id, user_id, role, created_at FROM memberships \
                  WHERE user_id = $1 ORDER BY created_at, tenant_id",
@@ -272,7 +348,7 @@ impl TenantTx {
             email_verified_at: None,
             created_at: now(),
         };
-        scoped!(self, |c| {
+        with_conn!(self, |c| {
             sqlx::query(
                 "INSERT INTO users (id, email, password_hash, email_verified_at, created_at) \
                  VALUES ($1, $2, $3, $4, $5)",
@@ -302,7 +378,7 @@ impl TenantTx {
             role,
             created_at: now(),
         };
-        scoped!(self, |c| {
+        with_conn!(self, |c| {
             sqlx::query(
                 "INSERT INTO memberships (tenant_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)",
             )
@@ -324,7 +400,7 @@ impl TenantTx {
     /// [`Error::Database`] on failure.
     pub async fn member(&mut self, user: UserId) -> Result<Option<Membership>> {
         let tenant = self.tenant_id();
-        Ok(scoped!(self, |c| {
+        Ok(with_conn!(self, |c| {
             sqlx::query_as(
                 "SELECT tenant_id, user_id, role, created_at FROM memberships \
                  WHERE tenant_id = $1 AND user_id = $2",

@@ -1,8 +1,5 @@
 //! Typed UUIDv7 identifiers.
 
-use std::fmt;
-use std::str::FromStr;
-
 use uuid::Uuid;
 
 /// The error returned when text is not a valid identifier.
@@ -20,75 +17,196 @@ impl ParseIdError {
     }
 }
 
+/// Defines a typed UUIDv7 identifier: a newtype over [`uuid::Uuid`] with `Display`/`FromStr`
+/// (hyphenated form only), serde (a string), sqlx encoding (a `uuid` on PostgreSQL, a 16-byte
+/// `BLOB` on SQLite, whose byte order is creation order) and, with tenantkit-core's `openapi`
+/// feature, an OpenAPI schema (`string`, `format: uuid`). The calling crate needs no other
+/// dependency for it.
+///
+/// ```
+/// tenantkit_core::define_id!(
+///     /// Identifies a note.
+///     NoteId, "note id"
+/// );
+///
+/// let id = NoteId::new();
+/// assert_eq!(id.to_string().parse::<NoteId>(), Ok(id));
+/// assert!("not-an-id".parse::<NoteId>().is_err());
+/// ```
+#[macro_export]
 macro_rules! define_id {
     ($(#[$meta:meta])* $name:ident, $kind:literal) => {
         $(#[$meta])*
         ///
         /// A UUIDv7: time-ordered, so keyset pagination over it follows creation order.
-        #[derive(
-            Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash,
-            serde::Serialize, serde::Deserialize, sqlx::Type,
-        )]
-        #[serde(transparent)]
-        #[sqlx(transparent)]
-        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-        pub struct $name(Uuid);
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name($crate::__private::Uuid);
 
         impl $name {
             /// A fresh, time-ordered identifier.
             pub fn new() -> Self {
-                Self(Uuid::now_v7())
+                Self($crate::__private::Uuid::now_v7())
             }
 
             /// Wraps an existing UUID, e.g. one read from a trusted store.
-            pub const fn from_uuid(uuid: Uuid) -> Self {
+            pub const fn from_uuid(uuid: $crate::__private::Uuid) -> Self {
                 Self(uuid)
             }
 
             /// The underlying UUID.
-            pub const fn as_uuid(&self) -> Uuid {
+            pub const fn as_uuid(&self) -> $crate::__private::Uuid {
                 self.0
             }
         }
 
-        impl Default for $name {
+        impl ::std::default::Default for $name {
             fn default() -> Self {
                 Self::new()
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Display::fmt(&self.0.as_hyphenated(), f)
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                ::std::fmt::Display::fmt(&self.0.as_hyphenated(), f)
             }
         }
 
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 write!(f, concat!(stringify!($name), "({})"), self.0.as_hyphenated())
             }
         }
 
-        impl FromStr for $name {
-            type Err = ParseIdError;
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::ParseIdError;
 
             /// Parses the hyphenated form. Other forms (braced, URN, simple) are rejected so
             /// that one resource has exactly one spelling in URLs, logs and caches.
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                let invalid = || ParseIdError { kind: $kind, input: truncate(s) };
-                if s.len() != 36 {
-                    return Err(invalid());
-                }
-                Uuid::try_parse(s).map(Self).map_err(|_| invalid())
+            fn from_str(s: &str) -> ::std::result::Result<Self, Self::Err> {
+                $crate::__private::parse_id(s, $kind).map(Self)
             }
         }
 
-        impl From<$name> for Uuid {
-            fn from(id: $name) -> Uuid {
+        impl ::std::convert::From<$name> for $crate::__private::Uuid {
+            fn from(id: $name) -> $crate::__private::Uuid {
                 id.0
             }
         }
+
+        impl $crate::__private::serde::Serialize for $name {
+            fn serialize<S: $crate::__private::serde::Serializer>(
+                &self,
+                serializer: S,
+            ) -> ::std::result::Result<S::Ok, S::Error> {
+                $crate::__private::serde::Serialize::serialize(&self.0, serializer)
+            }
+        }
+
+        impl<'de> $crate::__private::serde::Deserialize<'de> for $name {
+            fn deserialize<D: $crate::__private::serde::Deserializer<'de>>(
+                deserializer: D,
+            ) -> ::std::result::Result<Self, D::Error> {
+                <$crate::__private::Uuid as $crate::__private::serde::Deserialize<'de>>::deserialize(
+                    deserializer,
+                )
+                .map(Self)
+            }
+        }
+
+        impl<DB: $crate::__private::sqlx::Database> $crate::__private::sqlx::Type<DB> for $name
+        where
+            $crate::__private::Uuid: $crate::__private::sqlx::Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <$crate::__private::Uuid as $crate::__private::sqlx::Type<DB>>::type_info()
+            }
+
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <$crate::__private::Uuid as $crate::__private::sqlx::Type<DB>>::compatible(ty)
+            }
+        }
+
+        impl<'q, DB: $crate::__private::sqlx::Database> $crate::__private::sqlx::Encode<'q, DB>
+            for $name
+        where
+            $crate::__private::Uuid: $crate::__private::sqlx::Encode<'q, DB>,
+        {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <DB as $crate::__private::sqlx::Database>::ArgumentBuffer<'q>,
+            ) -> ::std::result::Result<
+                $crate::__private::sqlx::encode::IsNull,
+                $crate::__private::sqlx::error::BoxDynError,
+            > {
+                <$crate::__private::Uuid as $crate::__private::sqlx::Encode<'q, DB>>::encode_by_ref(
+                    &self.0, buf,
+                )
+            }
+        }
+
+        impl<'r, DB: $crate::__private::sqlx::Database> $crate::__private::sqlx::Decode<'r, DB>
+            for $name
+        where
+            $crate::__private::Uuid: $crate::__private::sqlx::Decode<'r, DB>,
+        {
+            fn decode(
+                value: <DB as $crate::__private::sqlx::Database>::ValueRef<'r>,
+            ) -> ::std::result::Result<Self, $crate::__private::sqlx::error::BoxDynError> {
+                <$crate::__private::Uuid as $crate::__private::sqlx::Decode<'r, DB>>::decode(value)
+                    .map(Self)
+            }
+        }
+
+        $crate::__tk_id_schema!($name);
     };
+}
+
+#[cfg(feature = "openapi")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __tk_id_schema {
+    ($name:ident) => {
+        impl $crate::__private::utoipa::PartialSchema for $name {
+            fn schema() -> $crate::__private::utoipa::openapi::RefOr<
+                $crate::__private::utoipa::openapi::schema::Schema,
+            > {
+                $crate::__private::uuid_schema()
+            }
+        }
+
+        impl $crate::__private::utoipa::ToSchema for $name {}
+    };
+}
+
+#[cfg(not(feature = "openapi"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __tk_id_schema {
+    ($name:ident) => {};
+}
+
+/// Parses the hyphenated form of a UUID for an id of `kind` (for [`define_id!`]).
+#[doc(hidden)]
+pub fn parse_id(s: &str, kind: &'static str) -> Result<Uuid, ParseIdError> {
+    let invalid = || ParseIdError {
+        kind,
+        input: truncate(s),
+    };
+    if s.len() != 36 {
+        return Err(invalid());
+    }
+    Uuid::try_parse(s).map_err(|_| invalid())
+}
+
+/// The OpenAPI schema of every id: a UUID string.
+#[cfg(feature = "openapi")]
+#[doc(hidden)]
+pub fn uuid_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+        .into()
 }
 
 /// Keeps error messages (which may be echoed to clients) bounded for huge inputs.
@@ -113,12 +231,12 @@ define_id!(
     SessionId, "session id"
 );
 define_id!(
-    /// Identifies a project, a tenant-owned record.
-    ProjectId, "project id"
+    /// Identifies an invitation to join a tenant.
+    InvitationId, "invitation id"
 );
 define_id!(
-    /// Identifies a task inside a project, a tenant-owned record.
-    TaskId, "task id"
+    /// Identifies an entry of a tenant's audit log.
+    AuditEntryId, "audit entry id"
 );
 define_id!(
     /// Identifies a team, a group of members inside a tenant.
@@ -143,8 +261,8 @@ mod tests {
 
     #[test]
     fn new_ids_are_version_7_and_ordered() {
-        let a = ProjectId::new();
-        let b = ProjectId::new();
+        let a = TeamId::new();
+        let b = TeamId::new();
         assert_eq!(a.as_uuid().get_version_num(), 7);
         assert!(
             a < b,
@@ -172,10 +290,10 @@ mod tests {
 
     #[test]
     fn debug_names_the_kind_of_id() {
-        let id = TaskId::from_uuid(Uuid::nil());
+        let id = TeamId::from_uuid(Uuid::nil());
         assert_eq!(
             format!("{id:?}"),
-            "TaskId(00000000-0000-0000-0000-000000000000)"
+            "TeamId(00000000-0000-0000-0000-000000000000)"
         );
     }
 }

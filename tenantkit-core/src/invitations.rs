@@ -4,16 +4,14 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::db::Mode;
-use crate::scope::{scoped, with_conn};
-use crate::{Database, Email, Result, Role, TenantId, TenantTx, UserId};
+use crate::{with_conn, Database, Email, InvitationId, Result, Role, TenantId, TenantTx, UserId};
 
 /// A pending or used invitation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Invitation {
     /// Its id.
-    pub id: uuid::Uuid,
+    pub id: InvitationId,
     /// The tenant to join.
     pub tenant_id: TenantId,
     /// Who may accept it.
@@ -50,7 +48,7 @@ impl TenantTx {
         expires_at: OffsetDateTime,
     ) -> Result<Invitation> {
         let invitation = Invitation {
-            id: uuid::Uuid::now_v7(),
+            id: InvitationId::new(),
             tenant_id: self.tenant_id(),
             email,
             role,
@@ -59,7 +57,7 @@ impl TenantTx {
             expires_at,
             accepted_at: None,
         };
-        scoped!(self, |c| {
+        with_conn!(self, |c| {
             sqlx::query(
                 "INSERT INTO invitations (id, tenant_id, email, role, token_hash, invited_by, created_at, expires_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -84,6 +82,11 @@ impl Database {
     /// The open (unused, unexpired) invitation with this token hash; `Ok(None)` otherwise.
     /// Using it is [`TenantTx::accept_invitation`], in the transaction that adds the member.
     ///
+    /// The token is looked up before its tenant is known. On PostgreSQL the application role
+    /// cannot read the `invitations` table outside a tenant's scope; this lookup goes through
+    /// `tenantkit_open_invitation`, a `SECURITY DEFINER` function that returns at most the one
+    /// invitation whose token hash the caller already holds.
+    ///
     /// # Errors
     /// [`crate::Error::Database`] on failure.
     pub async fn find_open_invitation(
@@ -91,11 +94,17 @@ impl Database {
         token_hash: &[u8],
         now: OffsetDateTime,
     ) -> Result<Option<Invitation>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM invitations WHERE token_hash = $1 AND accepted_at IS NULL AND expires_at > $2"
-        );
-        let mut conn = self.begin_global(Mode::ReadOnly).await?;
-        Ok(with_conn!(&mut conn, |c| {
+        let mut tx = self.begin_system_read().await?;
+        let sql = match self.backend() {
+            crate::Backend::Postgres => {
+                format!("SELECT {COLUMNS} FROM tenantkit_open_invitation($1, $2)")
+            }
+            _ => format!(
+                "SELECT {COLUMNS} FROM invitations WHERE token_hash = $1 \
+                 AND accepted_at IS NULL AND expires_at > $2"
+            ),
+        };
+        Ok(with_conn!(&mut tx, |c| {
             sqlx::query_as(&sql)
                 .bind(token_hash)
                 .bind(now)
@@ -111,9 +120,13 @@ impl TenantTx {
     ///
     /// # Errors
     /// [`crate::Error::Database`] on failure.
-    pub async fn accept_invitation(&mut self, id: uuid::Uuid, now: OffsetDateTime) -> Result<bool> {
+    pub async fn accept_invitation(
+        &mut self,
+        id: InvitationId,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
         let tenant = self.tenant_id();
-        let updated = scoped!(self, |c| {
+        let updated = with_conn!(self, |c| {
             sqlx::query(
                 "UPDATE invitations SET accepted_at = $1 \
                  WHERE id = $2 AND tenant_id = $3 AND accepted_at IS NULL AND expires_at > $1",
@@ -143,7 +156,7 @@ impl TenantTx {
             "SELECT {COLUMNS} FROM invitations WHERE tenant_id = $1 AND id > $2 \
              AND accepted_at IS NULL AND expires_at > $3 ORDER BY id LIMIT $4"
         );
-        let rows: Vec<Invitation> = scoped!(self, |c| {
+        let rows: Vec<Invitation> = with_conn!(self, |c| {
             sqlx::query_as(&sql)
                 .bind(tenant)
                 .bind(page.after_key())
@@ -152,16 +165,16 @@ impl TenantTx {
                 .fetch_all(c)
                 .await
         })?;
-        Ok(crate::Page::from_rows(rows, &page, |i| i.id))
+        Ok(crate::Page::from_rows(rows, &page, |i| i.id.as_uuid()))
     }
 
     /// Withdraws a pending invitation of this tenant; its token stops working.
     ///
     /// # Errors
     /// [`crate::Error::NotFound`] when there is no such pending invitation in this tenant.
-    pub async fn revoke_invitation(&mut self, id: uuid::Uuid) -> Result<()> {
+    pub async fn revoke_invitation(&mut self, id: InvitationId) -> Result<()> {
         let tenant = self.tenant_id();
-        let deleted = scoped!(self, |c| {
+        let deleted = with_conn!(self, |c| {
             sqlx::query(
                 "DELETE FROM invitations WHERE id = $1 AND tenant_id = $2 AND accepted_at IS NULL",
             )

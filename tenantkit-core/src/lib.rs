@@ -1,41 +1,44 @@
 //! # tenantkit-core
 //!
-//! The foundation every tenantkit crate stands on:
+//! The kernel every tenantkit crate (and your own code) stands on:
 //!
-//! - typed UUIDv7 ids ([`TenantId`], [`UserId`], ...), never a bare `Uuid` across an API;
+//! - typed UUIDv7 ids ([`TenantId`], [`UserId`], ..., and your own with [`define_id!`]),
+//!   never a bare `Uuid` across an API;
 //! - the verified caller, [`Principal`], with its [`Role`] and the [`Permission`]s it grants;
-//! - [`Database`], one handle over SQLite (embedded default) and PostgreSQL (with row-level
-//!   security), and [`TenantTx`], the tenant-scoped transaction that is the only way to reach
-//!   tenant-owned rows through the [`TenantScoped`] repositories;
+//! - an open data layer over sqlx: [`Database`] (SQLite embedded default, PostgreSQL with
+//!   row-level security), three transaction kinds ([`TenantTx`], [`UserTx`], [`SystemTx`]),
+//!   [`with_conn!`] to write one SQL text for both backends, [`Migrations`] composing every
+//!   crate's own migrations, and the [`TenantScoped`] repository trait with [`TenantTable`] and
+//!   team-restricted [`Visibility`];
+//! - the directory: tenants, users, memberships, invitations and teams, and the hash-chained
+//!   audit log;
 //! - keyset pagination ([`PageRequest`], [`Page`]) and optimistic concurrency ([`Version`]);
 //! - one [`Error`] type and its single mapping to RFC 9457 [`Problem`] responses.
 //!
 //! ```
 //! use tenantkit_core::{
-//!     Database, NewProject, NewTenant, Permission, Principal, Project, Role, SessionId,
-//!     TenantScope, TenantScoped, PageRequest,
+//!     Database, Migrations, NewTeam, NewTenant, PageRequest, Permission, Principal, Role,
+//!     SessionId, Team, TenantScope, TenantScoped, UserId,
 //! };
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> tenantkit_core::Result<()> {
 //! let db = Database::connect("sqlite::memory:").await?;
-//! db.migrate().await?;
+//! db.migrate(&Migrations::new()).await?;
 //!
 //! let (tenant, tx) = db.create_tenant(NewTenant { name: "Acme".into(), slug: None }).await?;
 //! tx.commit().await?;
 //!
 //! // In a server the auth layer builds the principal from a verified token.
-//! let caller = Principal::new(
-//!     tenantkit_core::UserId::new(), tenant.id, Role::Member, [], SessionId::new(),
-//! );
-//! caller.require(Permission::WriteContent)?;
+//! let caller = Principal::new(UserId::new(), tenant.id, Role::Admin, [], SessionId::new());
+//! caller.require(Permission::ManageMembers)?;
 //!
 //! let mut tx = db.begin(&TenantScope::of(&caller)).await?;
-//! let project = Project::create(&mut tx, NewProject { name: "Launch".into(), ..NewProject::default() }).await?;
-//! let page = Project::list(&mut tx, &Default::default(), PageRequest::default()).await?;
+//! let team = Team::create(&mut tx, NewTeam { name: "Platform".into(), description: None }).await?;
+//! let page = Team::list(&mut tx, &Default::default(), PageRequest::default()).await?;
 //! tx.commit().await?;
 //!
-//! assert_eq!(page.items, vec![project]);
+//! assert_eq!(page.items, vec![team]);
 //! assert_eq!(tenant.slug.as_str(), "acme");
 //! # Ok(())
 //! # }
@@ -44,12 +47,13 @@
 //! ## Features
 //! - `sqlite` (default): the embedded SQLite backend.
 //! - `postgres`: the PostgreSQL backend with row-level security.
-//! - `axum`: `IntoResponse` for [`Error`] and [`Problem`].
-//! - `testing`: fixtures for this workspace's tests (`testing`).
+//! - `axum`: `IntoResponse` for [`Error`] and [`Problem`], and a [`Principal`] extractor.
+//! - `openapi`: `utoipa::ToSchema` for the public record, page, problem and id types.
+//! - `testing`: fixtures for tests ([`testing`]): throwaway databases on both backends, two
+//!   tenants, one macro that runs a test on every backend.
 //!
 //! Without `sqlite` or `postgres` only the database-free types (ids, `Principal`, roles,
-//! errors, problems, pagination, values, clocks) are built, for crates such as
-//! tenantkit-auth that need no storage.
+//! errors, problems, pagination, values, clocks) are built, for crates that need no storage.
 
 #![doc(test(attr(deny(warnings))))]
 // Without a database backend the storage helpers of `page` and `values` have no callers.
@@ -68,6 +72,8 @@ mod id;
 mod invitations;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod members;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod migrate;
 mod page;
 mod principal;
 mod problem;
@@ -76,44 +82,63 @@ mod repo;
 mod role;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod scope;
-mod session;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-mod sessions;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-mod user_tokens;
+pub mod sql;
 mod values;
 
 #[cfg(all(feature = "testing", any(feature = "sqlite", feature = "postgres")))]
 pub mod testing;
 
+/// Checks for the text fields of records, shared by every repository.
+pub mod validate {
+    pub use crate::values::{check_optional_text, check_text, finish_validation};
+}
+
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use audit::{AuditEntry, AuditEvent, AuditFilter};
+pub use audit::{AuditEntry, AuditEvent, AuditFilter, ClientInfo};
 pub use clock::{Clock, ManualClock, SystemClock};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use db::{Backend, Database, DatabaseOptions};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use directory::{Membership, NewTenant, NewUser, Tenant, User};
 pub use error::{Error, FieldError, Result};
-pub use id::{ParseIdError, ProjectId, SessionId, TaskId, TeamId, TenantId, UserId};
+pub use id::{AuditEntryId, InvitationId, ParseIdError, SessionId, TeamId, TenantId, UserId};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use invitations::Invitation;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use members::Member;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use migrate::{MigrationSet, Migrations};
 pub use page::{Cursor, Limit, Page, PageRequest};
 pub use principal::Principal;
 pub use problem::{ErrorCode, Problem, PROBLEM_JSON};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use repo::projects::{NewProject, Project, ProjectFilter, ProjectPatch};
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use repo::tasks::{NewTask, ParseTaskStatusError, Task, TaskFilter, TaskPatch, TaskStatus};
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use repo::teams::{NewTeam, Team, TeamFilter, TeamMember, TeamPatch};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use repo::TenantScoped;
+pub use repo::{
+    double_option, ensure_written, read_for_update, team_visible, TenantScoped, TenantTable,
+    Visibility,
+};
 pub use role::{ParseRoleError, Permission, Role};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use scope::{RawConn, TenantScope, TenantTx};
-pub use session::{RefreshTokenRecord, SessionRecord};
+pub use scope::TenantScope;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use user_tokens::TokenPurpose;
-pub use values::{now, Email, PasswordHash, Slug, Version};
+pub use sql::{RawConn, Row, SystemTx, TenantTx, Transaction, UserTx};
+pub use values::{now, Email, PasswordHash, PlanName, Slug, Version};
+
+/// What the macros of this crate expand to. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+    pub use uuid::Uuid;
+
+    pub use crate::id::parse_id;
+    #[cfg(feature = "openapi")]
+    pub use crate::id::uuid_schema;
+    #[cfg(feature = "openapi")]
+    pub use utoipa;
+
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub use crate::sql::{core_of, Conn};
+    pub use sqlx;
+}

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::scope::scoped;
+use crate::with_conn;
 
 /// A member of a tenant as listed to its members: who, their email, their role.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -30,13 +30,13 @@ impl TenantTx {
         {
             let tenant = self.tenant_id();
             #[allow(irrefutable_let_patterns)] // Irrefutable when PostgreSQL is the only backend.
-            if let crate::scope::Conn::Postgres(tx) = &mut self.conn {
+            if let crate::RawConn::Postgres(tx) = self.raw() {
                 // NO KEY UPDATE: serializes with other appenders, but not with the foreign-key
                 // checks (FOR KEY SHARE) that inserts into tenant tables take on this row;
                 // FOR UPDATE would deadlock two concurrent inserts-then-audits.
                 sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE")
                     .bind(tenant)
-                    .execute(&mut **tx)
+                    .execute(tx)
                     .await?;
             }
         }
@@ -49,7 +49,7 @@ impl TenantTx {
     /// [`Error::NotFound`] when it was deleted.
     pub async fn tenant(&mut self) -> Result<Tenant> {
         let tenant = self.tenant_id();
-        let found: Option<Tenant> = scoped!(self, |c| {
+        let found: Option<Tenant> = with_conn!(self, |c| {
             sqlx::query_as("SELECT id, slug, name, plan, created_at FROM tenants WHERE id = $1")
                 .bind(tenant)
                 .fetch_optional(c)
@@ -68,7 +68,7 @@ impl TenantTx {
         crate::values::check_text(&mut errors, "name", name, 200);
         crate::values::finish_validation(errors)?;
         let tenant = self.tenant_id();
-        scoped!(self, |c| {
+        with_conn!(self, |c| {
             sqlx::query("UPDATE tenants SET name = $1 WHERE id = $2")
                 .bind(name)
                 .bind(tenant)
@@ -85,7 +85,7 @@ impl TenantTx {
     /// [`Error::Database`] on failure.
     pub async fn members(&mut self, page: PageRequest) -> Result<Page<Member>> {
         let tenant = self.tenant_id();
-        let rows: Vec<Member> = scoped!(self, |c| {
+        let rows: Vec<Member> = with_conn!(self, |c| {
             sqlx::query_as(
                 "SELECT m.user_id, u.email, m.role, m.created_at AS joined_at \
                  FROM memberships m JOIN users u ON u.id = m.user_id \
@@ -117,7 +117,7 @@ impl TenantTx {
 
     async fn owner_count(&mut self) -> Result<i64> {
         let tenant = self.tenant_id();
-        Ok(scoped!(self, |c| {
+        Ok(with_conn!(self, |c| {
             sqlx::query_scalar(
                 "SELECT count(*) FROM memberships WHERE tenant_id = $1 AND role = 'owner'",
             )
@@ -153,7 +153,7 @@ impl TenantTx {
             ));
         }
         let tenant = self.tenant_id();
-        scoped!(self, |c| {
+        with_conn!(self, |c| {
             sqlx::query("UPDATE memberships SET role = $1 WHERE tenant_id = $2 AND user_id = $3")
                 .bind(role.as_str())
                 .bind(tenant)
@@ -190,7 +190,7 @@ impl TenantTx {
             }
         }
         let tenant = self.tenant_id();
-        scoped!(self, |c| {
+        with_conn!(self, |c| {
             sqlx::query("DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2")
                 .bind(tenant)
                 .bind(user)

@@ -145,13 +145,15 @@ impl PageRequest {
         }
     }
 
-    /// The bound the lower bound of a keyset query starts from (the nil UUID on page one).
-    pub(crate) fn after_key(&self) -> Uuid {
+    /// The exclusive lower bound of a keyset query (`WHERE id > $n`): the nil UUID on page
+    /// one.
+    pub fn after_key(&self) -> Uuid {
         self.after.map(Cursor::key).unwrap_or(Uuid::nil())
     }
 
-    /// How many rows to fetch: one more than the limit, to learn whether a next page exists.
-    pub(crate) fn fetch_count(&self) -> i64 {
+    /// How many rows to fetch (`LIMIT $n`): one more than the limit, to learn whether a next
+    /// page exists.
+    pub fn fetch_count(&self) -> i64 {
         i64::from(self.limit.get()) + 1
     }
 }
@@ -167,12 +169,9 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
-    /// Builds a page from up to `limit + 1` rows fetched in key order.
-    pub(crate) fn from_rows(
-        mut rows: Vec<T>,
-        request: &PageRequest,
-        key: impl Fn(&T) -> Uuid,
-    ) -> Self {
+    /// Builds a page from up to `limit + 1` rows fetched in key order (see
+    /// [`PageRequest::fetch_count`]); `key` gives the keyset key of a row.
+    pub fn from_rows(mut rows: Vec<T>, request: &PageRequest, key: impl Fn(&T) -> Uuid) -> Self {
         let limit = request.limit.get() as usize;
         let next_cursor = if rows.len() > limit {
             rows.truncate(limit);

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub enum Role {
     /// Read-only access to the tenant's data.
     Viewer,
-    /// Viewer, plus writing projects, tasks and files.
+    /// Viewer, plus writing the tenant's content (records, files).
     Member,
     /// Member, plus managing members, invitations and teams, reading the audit log and billing.
     Admin,
@@ -27,15 +27,16 @@ pub enum Role {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Permission {
-    /// Read the tenant, its members, teams, projects, tasks and files.
+    /// Read the tenant, its members, teams and content.
     Read,
-    /// Create, change and delete projects, tasks and files.
+    /// Create, change and delete the tenant's content (records, files).
     WriteContent,
     /// Change roles, remove members, manage invitations and teams.
     ManageMembers,
-    /// See and (with [`Permission::WriteContent`]) change every project, including restricted
-    /// projects of teams the caller is not in.
-    AccessRestrictedProjects,
+    /// See and (with [`Permission::WriteContent`]) change every record of the tenant,
+    /// including team-restricted records of teams the caller is not in (see
+    /// [`crate::Visibility::Team`]).
+    AccessAllTeams,
     /// Read the audit log.
     ReadAuditLog,
     /// Read the subscription and plan.
@@ -56,7 +57,7 @@ impl Permission {
         Permission::Read,
         Permission::WriteContent,
         Permission::ManageMembers,
-        Permission::AccessRestrictedProjects,
+        Permission::AccessAllTeams,
         Permission::ReadAuditLog,
         Permission::ReadBilling,
         Permission::ManageTenant,
@@ -71,7 +72,7 @@ impl Permission {
             Permission::Read => Role::Viewer,
             Permission::WriteContent => Role::Member,
             Permission::ManageMembers
-            | Permission::AccessRestrictedProjects
+            | Permission::AccessAllTeams
             | Permission::ReadAuditLog
             | Permission::ReadBilling
             | Permission::ManageTenant => Role::Admin,
@@ -159,7 +160,7 @@ mod tests {
                 Read,
                 WriteContent,
                 ManageMembers,
-                AccessRestrictedProjects,
+                AccessAllTeams,
                 ReadAuditLog,
                 ReadBilling,
                 ManageTenant,

@@ -1,5 +1,7 @@
-//! Test fixtures shared by this workspace's tests: throwaway databases on each backend and a
-//! two-tenant world. Enabled by the `testing` feature; not for production use.
+//! Test fixtures for tenantkit and for crates built on it: throwaway databases on each
+//! backend, a two-tenant world, one macro that runs a test on every backend, and the isolation
+//! conformance suite a tenant table must pass. Enabled by the `testing` feature; not for
+//! production use.
 //!
 //! PostgreSQL tests read the superuser URL of a throwaway cluster from
 //! `TENANTKIT_TEST_POSTGRES_URL` (the workspace's `scripts/test.sh` starts one and sets it).
@@ -11,8 +13,8 @@
 use std::fmt;
 
 use crate::{
-    Backend, Database, DatabaseOptions, Email, NewProject, NewTask, NewTenant, NewUser, Principal,
-    Project, ProjectId, Role, SessionId, Slug, Task, Tenant, TenantScope, TenantScoped, User,
+    Backend, Database, DatabaseOptions, Email, Migrations, NewTenant, NewUser, Principal, Role,
+    SessionId, Slug, Tenant, TenantScope, User,
 };
 
 /// The variable naming the PostgreSQL superuser URL for tests.
@@ -70,29 +72,46 @@ pub fn required_service(var: &str, what: &str) -> Option<String> {
 }
 
 impl TestDb {
-    /// A fresh database on `backend`; `None` (after saying so on stderr) when the backend is
-    /// not available outside CI.
+    /// A fresh database on `backend` with `migrations` applied; `None` (after saying so on
+    /// stderr) when the backend is not available outside CI.
     ///
     /// # Panics
     /// When the database cannot be set up, or PostgreSQL is missing under `CI=true`.
-    pub async fn new(backend: Backend) -> Option<TestDb> {
+    pub async fn new(backend: Backend, migrations: &Migrations) -> Option<TestDb> {
+        let mut test_db = Self::empty(backend).await?;
+        test_db.migrate_as_owner(migrations).await;
+        // With the schema in place, the application's own start-up checks (on PostgreSQL: an
+        // RLS-safe role, every tenant table behind RLS) must pass.
+        test_db.db = test_db
+            .reconnect()
+            .await
+            .expect("connect as the application, with every start-up check");
+        Some(test_db)
+    }
+
+    /// A fresh database on `backend` with no migration applied (to test upgrades); `None`
+    /// when the backend is not available outside CI. On PostgreSQL its `db` skipped the
+    /// start-up checks (there is no schema to check yet): call [`TestDb::reconnect`] after
+    /// migrating.
+    ///
+    /// # Panics
+    /// When the database cannot be set up, or PostgreSQL is missing under `CI=true`.
+    pub async fn empty(backend: Backend) -> Option<TestDb> {
         match backend {
             Backend::Sqlite => Some(Self::sqlite().await),
-            Backend::Postgres => Self::postgres().await,
+            Backend::Postgres => {
+                let admin_url = required_service(POSTGRES_URL_VAR, "PostgreSQL")?;
+                Some(Self::provision_postgres(&admin_url).await)
+            }
         }
     }
 
-    /// A fresh SQLite database in a temporary folder (a file, so WAL and the pool are real).
-    ///
-    /// # Panics
-    /// When the temporary folder or database cannot be created.
-    pub async fn sqlite() -> TestDb {
+    async fn sqlite() -> TestDb {
         let dir = tempfile::tempdir().expect("temporary folder for a test database");
         let url = format!("sqlite://{}", dir.path().join("test.db").display());
         let db = Database::connect(&url)
             .await
             .expect("open SQLite test database");
-        db.migrate().await.expect("migrate SQLite test database");
         TestDb {
             db,
             app_url: url.clone(),
@@ -101,13 +120,57 @@ impl TestDb {
         }
     }
 
-    /// A fresh PostgreSQL database, or `None` when [`POSTGRES_URL_VAR`] is unset outside CI.
+    /// The backend.
+    pub fn backend(&self) -> Backend {
+        self.db.backend()
+    }
+
+    /// Applies `migrations` as the owner of the tables, then (re)connects `db`.
     ///
     /// # Panics
-    /// When the cluster is unreachable, or PostgreSQL is missing under `CI=true`.
-    pub async fn postgres() -> Option<TestDb> {
-        let admin_url = required_service(POSTGRES_URL_VAR, "PostgreSQL")?;
-        Some(Self::provision_postgres(&admin_url).await)
+    /// When a migration fails.
+    pub async fn migrate_as_owner(&self, migrations: &Migrations) {
+        let owner = Database::connect_with(&self.owner_url, &DatabaseOptions::for_migrations())
+            .await
+            .expect("connect as the owner role");
+        owner
+            .migrate(migrations)
+            .await
+            .expect("migrate test database");
+        owner.close().await;
+    }
+
+    /// A new application handle on this database (after the schema changed, on PostgreSQL the
+    /// start-up checks run again).
+    ///
+    /// # Errors
+    /// What [`Database::connect`] refuses.
+    pub async fn reconnect(&self) -> crate::Result<Database> {
+        Database::connect(&self.app_url).await
+    }
+
+    /// Runs `sql` (one or more statements) as the owner of the tables, as a migration would.
+    ///
+    /// # Panics
+    /// When a statement fails.
+    pub async fn execute_as_owner(&self, sql: &str) {
+        use sqlx::{Connection, Executor};
+        match self.backend() {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.owner_url)
+                    .await
+                    .expect("connect as owner");
+                conn.execute(sql).await.expect(sql);
+                conn.close().await.ok();
+            }
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&self.owner_url)
+                    .await
+                    .expect("connect as owner");
+                conn.execute(sql).await.expect(sql);
+                conn.close().await.ok();
+            }
+        }
     }
 
     async fn provision_postgres(admin_url: &str) -> TestDb {
@@ -148,17 +211,16 @@ impl TestDb {
             )
         };
         let (owner_url, app_url) = (url_for(OWNER_ROLE), url_for(APP_LOGIN_ROLE));
-        let owner = Database::connect_with(&owner_url, &DatabaseOptions::for_migrations())
-            .await
-            .expect("connect as the owner role");
-        owner
-            .migrate()
-            .await
-            .expect("migrate PostgreSQL test database");
-        owner.close().await;
-        let db = Database::connect(&app_url)
-            .await
-            .expect("connect as the RLS-bound app role");
+        // The app role may not create anything (its tables' grants come from migrations).
+        let db = Database::connect_with(
+            &app_url,
+            &DatabaseOptions {
+                require_rls_safe_role: false,
+                ..DatabaseOptions::default()
+            },
+        )
+        .await
+        .expect("connect as the RLS-bound app role");
         TestDb {
             db,
             app_url,
@@ -272,39 +334,6 @@ impl TwoTenants {
     }
 }
 
-/// Creates and commits a project named `name` in `scope`.
-///
-/// # Panics
-/// When the database refuses.
-pub async fn create_project(db: &Database, scope: &TenantScope, name: &str) -> Project {
-    let mut tx = db.begin(scope).await.expect("begin");
-    let new = NewProject {
-        name: name.to_owned(),
-        ..NewProject::default()
-    };
-    let project = Project::create(&mut tx, new).await.expect("create project");
-    tx.commit().await.expect("commit project");
-    project
-}
-
-/// Creates and commits a `todo` task titled `title` in `project`.
-///
-/// # Panics
-/// When the database refuses.
-pub async fn create_task(
-    db: &Database,
-    scope: &TenantScope,
-    project: ProjectId,
-    title: &str,
-) -> Task {
-    let mut tx = db.begin(scope).await.expect("begin");
-    let task = Task::create(&mut tx, NewTask::new(project, title))
-        .await
-        .expect("create task");
-    tx.commit().await.expect("commit task");
-    task
-}
-
 /// A verified caller for `user` in `tenant` with `role`, as the auth layer would build it.
 pub fn principal(tenant: &Tenant, user: &User, role: Role) -> Principal {
     Principal::new(
@@ -314,4 +343,213 @@ pub fn principal(tenant: &Tenant, user: &User, role: Role) -> Principal {
         Vec::<String>::new(),
         SessionId::new(),
     )
+}
+
+/// Runs each listed test once per backend, as `sqlite::<test>` and `postgres::<test>`.
+///
+/// Each test is an `async fn(F)` taking the value its fixture makes; a fixture is an
+/// `async fn(Backend) -> Option<F>` that gives `None` (after [`required_service`] said so) when
+/// the backend is not available outside CI, and fails the test under `CI=true`. Several groups
+/// with different fixtures may share one invocation (one per module). Names resolve from the
+/// module the macro is called in.
+///
+/// ```text
+/// async fn db(backend: Backend) -> Option<TestDb> {
+///     TestDb::new(backend, &Migrations::new()).await
+/// }
+///
+/// async fn another_tenants_team_is_not_found(test_db: TestDb) { /* ... */ }
+///
+/// tenantkit_core::backend_tests!(
+///     fixture = db; another_tenants_team_is_not_found;
+///     fixture = other_fixture; more, tests;
+/// );
+/// ```
+#[macro_export]
+macro_rules! backend_tests {
+    ($(fixture = $fixture:path; $($test:ident),+ $(,)?);+ $(;)?) => {
+        $crate::backend_tests!(@backend sqlite, Sqlite; $(fixture = $fixture; $($test),+);+);
+        $crate::backend_tests!(@backend postgres, Postgres; $(fixture = $fixture; $($test),+);+);
+    };
+    (@backend $module:ident, $backend:ident; $(fixture = $fixture:path; $($test:ident),+);+) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $($(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let Some(fixture) = $fixture($crate::Backend::$backend).await else {
+                        return;
+                    };
+                    super::$test(fixture).await;
+                }
+            )+)+
+        }
+    };
+}
+
+/// The isolation conformance suite every tenant table must pass, given a record tenant A
+/// created (and committed) in `table`:
+///
+/// - tenant B cannot find, get, list, update or delete it: each answers exactly like a
+///   missing record, and A's record is unchanged afterwards;
+/// - on PostgreSQL, with the application's tenant filter deliberately left out, row-level
+///   security still hides it: unfiltered `SELECT`, `UPDATE` and `DELETE` through B's scope see
+///   or touch none of A's rows, and A's scope cannot move a row to B (`WITH CHECK`).
+///
+/// # Panics
+/// When any of these does not hold.
+pub async fn assert_tenant_isolation<T>(
+    test_db: &TestDb,
+    world: &TwoTenants,
+    table: &str,
+    record_of_a: &T,
+    patch: impl Fn() -> T::Patch,
+) where
+    T: crate::TenantScoped + PartialEq + fmt::Debug,
+    T::Id: PartialEq,
+{
+    use crate::{Error, Limit, PageRequest};
+    let db = &test_db.db;
+    let id = record_of_a.id();
+    let mut tx = db.begin(&world.b.scope()).await.expect("begin as B");
+    assert_eq!(
+        T::find(&mut tx, id).await.expect("find"),
+        None,
+        "B finds A's record"
+    );
+    assert!(
+        matches!(T::get(&mut tx, id).await, Err(Error::NotFound)),
+        "B gets A's record"
+    );
+    let page = T::list(
+        &mut tx,
+        &Default::default(),
+        PageRequest::first(Limit::new(100).expect("limit")),
+    )
+    .await
+    .expect("list");
+    assert!(
+        page.items.iter().all(|r| r.id() != id),
+        "B lists A's record"
+    );
+    assert!(
+        matches!(
+            T::update(&mut tx, id, None, patch()).await,
+            Err(Error::NotFound)
+        ),
+        "B updates A's record"
+    );
+    assert!(
+        matches!(T::delete(&mut tx, id, None).await, Err(Error::NotFound)),
+        "B deletes A's record"
+    );
+    drop(tx);
+    let mut tx = db.begin_read(&world.a.scope()).await.expect("begin as A");
+    assert_eq!(
+        T::find(&mut tx, id).await.expect("find").as_ref(),
+        Some(record_of_a),
+        "A's record changed"
+    );
+    drop(tx);
+    if test_db.backend() == Backend::Postgres {
+        assert_rls_hides(test_db, world, table).await;
+    }
+}
+
+/// The PostgreSQL half of [`assert_tenant_isolation`]: unfiltered statements through B's
+/// scope see and touch none of `table`'s rows of A (which must have at least one), and A's
+/// scope cannot move its rows to B.
+///
+/// # Panics
+/// When row-level security lets any of them through, or the database is not PostgreSQL.
+pub async fn assert_rls_hides(test_db: &TestDb, world: &TwoTenants, table: &str) {
+    #[cfg(feature = "postgres")]
+    {
+        let db = &test_db.db;
+        let count = format!("SELECT count(*) FROM {table}");
+        let mut a = db.begin(&world.a.scope()).await.expect("begin as A");
+        let crate::RawConn::Postgres(conn) = a.raw() else {
+            panic!("a PostgreSQL test database gives PostgreSQL connections");
+        };
+        let of_a: i64 = sqlx::query_scalar(&count)
+            .fetch_one(&mut *conn)
+            .await
+            .expect("count");
+        assert!(of_a > 0, "A has rows in {table}");
+        // WITH CHECK: A cannot hand a row to B.
+        let moved = sqlx::query(&format!("UPDATE {table} SET tenant_id = $1"))
+            .bind(world.b.tenant.id)
+            .execute(&mut *conn)
+            .await;
+        assert!(moved.is_err(), "A moved rows of {table} to B");
+        drop(a);
+
+        let mut b = db.begin(&world.b.scope()).await.expect("begin as B");
+        let crate::RawConn::Postgres(conn) = b.raw() else {
+            panic!("a PostgreSQL test database gives PostgreSQL connections");
+        };
+        let by_id: i64 = sqlx::query_scalar(&format!("{count} WHERE tenant_id = $1"))
+            .bind(world.a.tenant.id)
+            .fetch_one(&mut *conn)
+            .await
+            .expect("count A's rows through B");
+        assert_eq!(
+            by_id, 0,
+            "B reads A's rows of {table} by asking for A's tenant id"
+        );
+        let all: i64 = sqlx::query_scalar(&count)
+            .fetch_one(&mut *conn)
+            .await
+            .expect("count");
+        let own: i64 = sqlx::query_scalar(&format!("{count} WHERE tenant_id = $1"))
+            .bind(world.b.tenant.id)
+            .fetch_one(&mut *conn)
+            .await
+            .expect("count B's rows");
+        assert_eq!(
+            all, own,
+            "an unfiltered read through B's scope sees other tenants' rows of {table}"
+        );
+        let updated = sqlx::query(&format!(
+            "UPDATE {table} SET tenant_id = tenant_id WHERE tenant_id = $1"
+        ))
+        .bind(world.a.tenant.id)
+        .execute(&mut *conn)
+        .await
+        .expect("update of A's rows");
+        let deleted = sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
+            .bind(world.a.tenant.id)
+            .execute(&mut *conn)
+            .await
+            .expect("unfiltered delete");
+        assert_eq!(
+            (updated.rows_affected(), deleted.rows_affected()),
+            (0, 0),
+            "B changed A's rows of {table}"
+        );
+        drop(b);
+
+        let mut a = db.begin_read(&world.a.scope()).await.expect("begin as A");
+        let crate::RawConn::Postgres(conn) = a.raw() else {
+            panic!("a PostgreSQL test database gives PostgreSQL connections");
+        };
+        let after: i64 = sqlx::query_scalar(&count)
+            .fetch_one(conn)
+            .await
+            .expect("count");
+        assert_eq!(after, of_a, "A's rows of {table} survived B");
+    }
+    #[cfg(not(feature = "postgres"))]
+    {
+        let _ = (test_db, world, table);
+        panic!("row-level security needs the postgres feature");
+    }
+}
+
+/// The fixture of [`backend_tests!`](crate::backend_tests) for tests that set up their own
+/// world (several servers, custom configurations): just the backend. Such a test must itself
+/// return when the backend is not available (every fixture of this module gives `None` then).
+pub async fn backend(backend: Backend) -> Option<Backend> {
+    Some(backend)
 }

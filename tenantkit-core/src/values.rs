@@ -154,6 +154,73 @@ impl fmt::Display for Slug {
     }
 }
 
+/// The name of a billing plan (`free` until billing says otherwise): 1 to 64 of `a-z`, `0-9`,
+/// `-` and `_`. Plans and their entitlements are defined by the billing configuration; this is
+/// only the stored name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
+#[serde(transparent)]
+#[sqlx(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlanName(String);
+
+impl PlanName {
+    /// The plan every tenant starts on, and returns to when a subscription ends.
+    pub const FREE: &'static str = "free";
+
+    /// The built-in free plan.
+    pub fn free() -> Self {
+        PlanName(Self::FREE.to_owned())
+    }
+
+    /// Checks a plan name.
+    ///
+    /// # Errors
+    /// `validation_failed` on `plan` when it breaks the rules above.
+    pub fn parse(input: &str) -> Result<Self> {
+        let ok = (1..=64).contains(&input.len())
+            && input
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if ok {
+            Ok(PlanName(input.to_owned()))
+        } else {
+            Err(Error::invalid(
+                "plan",
+                "must be 1-64 characters of a-z, 0-9, '-' and '_'",
+            ))
+        }
+    }
+
+    /// The plan's name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this is the built-in free plan.
+    pub fn is_free(&self) -> bool {
+        self.0 == Self::FREE
+    }
+}
+
+impl Default for PlanName {
+    fn default() -> Self {
+        Self::free()
+    }
+}
+
+impl fmt::Display for PlanName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for PlanName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        PlanName::parse(&raw).map_err(|_| serde::de::Error::custom("invalid plan name"))
+    }
+}
+
 /// A password hash in PHC string format. Its `Debug` never shows the hash.
 #[derive(Clone, PartialEq, Eq, sqlx::Type)]
 #[sqlx(transparent)]
@@ -185,13 +252,9 @@ pub fn now() -> OffsetDateTime {
         .unwrap_or(now)
 }
 
-/// Checks a required, trimmed text field's length in characters.
-pub(crate) fn check_text(
-    errors: &mut Vec<crate::FieldError>,
-    field: &str,
-    value: &str,
-    max_chars: usize,
-) {
+/// Checks a required, trimmed text field: no control characters, 1 to `max_chars`
+/// characters. Problems are pushed to `errors` under `field`.
+pub fn check_text(errors: &mut Vec<crate::FieldError>, field: &str, value: &str, max_chars: usize) {
     let len = value.trim().chars().count();
     // Control characters (NUL above all, which PostgreSQL cannot store) never belong in a
     // name or title.
@@ -210,8 +273,9 @@ pub(crate) fn check_text(
     }
 }
 
-/// Checks an optional text field's length in characters.
-pub(crate) fn check_optional_text(
+/// Checks an optional free-text field: line breaks and tabs allowed, no other control
+/// characters, at most `max_chars` characters.
+pub fn check_optional_text(
     errors: &mut Vec<crate::FieldError>,
     field: &str,
     value: Option<&str>,
@@ -235,7 +299,10 @@ pub(crate) fn check_optional_text(
 }
 
 /// `Ok(())` when no field failed, else one `validation_failed` error with all of them.
-pub(crate) fn finish_validation(errors: Vec<crate::FieldError>) -> Result<()> {
+///
+/// # Errors
+/// [`Error::Validation`] with every collected field error.
+pub fn finish_validation(errors: Vec<crate::FieldError>) -> Result<()> {
     if errors.is_empty() {
         Ok(())
     } else {
@@ -287,6 +354,18 @@ mod tests {
             "acme-inc"
         );
         assert!(Slug::from_name("!!").is_err());
+    }
+
+    #[test]
+    fn plan_names_are_checked() {
+        assert!(PlanName::free().is_free());
+        assert_eq!(
+            PlanName::parse("pro_2026").expect("valid").as_str(),
+            "pro_2026"
+        );
+        for bad in ["", "Pro", "pro plan", "pro/1", &"p".repeat(65)] {
+            assert!(PlanName::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

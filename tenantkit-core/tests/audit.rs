@@ -3,7 +3,7 @@
 
 use sqlx::{Connection, Executor};
 use tenantkit_core::testing::{TestDb, TwoTenants};
-use tenantkit_core::{AuditEvent, Backend, Database, TenantId, TenantScope};
+use tenantkit_core::{AuditEvent, Backend, Database, Migrations, TenantId, TenantScope};
 
 async fn append(db: &Database, tenant: TenantId, actions: &[&str]) {
     let mut tx = db
@@ -61,10 +61,11 @@ async fn tamper(test_db: &TestDb, tenant: TenantId, sql: &str) {
     }
 }
 
-async fn chain_verifies_and_tampering_is_named(backend: Backend) {
-    let Some(test_db) = TestDb::new(backend).await else {
-        return;
-    };
+async fn db(backend: Backend) -> Option<TestDb> {
+    TestDb::new(backend, &Migrations::new()).await
+}
+
+async fn chain_verifies_and_tampering_is_named(test_db: TestDb) {
     let db = &test_db.db;
     let world = TwoTenants::create(db).await;
     let (a, b) = (world.a.tenant.id, world.b.tenant.id);
@@ -144,10 +145,7 @@ async fn chain_verifies_and_tampering_is_named(backend: Backend) {
     );
 }
 
-async fn an_aborted_change_leaves_no_audit_row(backend: Backend) {
-    let Some(test_db) = TestDb::new(backend).await else {
-        return;
-    };
+async fn an_aborted_change_leaves_no_audit_row(test_db: TestDb) {
     let db = &test_db.db;
     let world = TwoTenants::create(db).await;
     let mut tx = db.begin(&world.a.scope()).await.expect("begin");
@@ -159,29 +157,15 @@ async fn an_aborted_change_leaves_no_audit_row(backend: Backend) {
     assert!(tx.audit_entries(0, 10).await.expect("entries").is_empty());
 }
 
-#[tokio::test]
-async fn sqlite_chain_verifies_and_tampering_is_named() {
-    chain_verifies_and_tampering_is_named(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn postgres_chain_verifies_and_tampering_is_named() {
-    chain_verifies_and_tampering_is_named(Backend::Postgres).await;
-}
-
-#[tokio::test]
-async fn sqlite_aborted_change_leaves_no_audit_row() {
-    an_aborted_change_leaves_no_audit_row(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn postgres_aborted_change_leaves_no_audit_row() {
-    an_aborted_change_leaves_no_audit_row(Backend::Postgres).await;
-}
+tenantkit_core::backend_tests!(
+    fixture = db;
+    chain_verifies_and_tampering_is_named,
+    an_aborted_change_leaves_no_audit_row,
+);
 
 #[tokio::test]
 async fn postgres_app_role_cannot_rewrite_history() {
-    let Some(test_db) = TestDb::postgres().await else {
+    let Some(test_db) = db(Backend::Postgres).await else {
         return;
     };
     let world = TwoTenants::create(&test_db.db).await;

@@ -1,13 +1,23 @@
-//! End-to-end test support: the reference server running in-process on `127.0.0.1:0`, over a
-//! fresh database of either backend, with two tenants ready and real signed access tokens.
+//! End-to-end test support: the reference server running in-process on `127.0.0.1:0`, started
+//! exactly as the binary starts it ([`tenantkit_server::Server`]), over a fresh database of
+//! either backend, with two tenants ready and real signed access tokens.
+//!
+//! Tests run on both backends with [`tenantkit_core::backend_tests!`] and the [`server`]
+//! fixture (or one of their own that calls [`TestServer::start_with`]).
 
 use reqwest::{Client, Method, RequestBuilder};
-use tenantkit_auth::{AccessTokens, JwtConfig, KeySet, SigningKey};
+use tenantkit_auth::AccessTokens;
 use tenantkit_core::testing::{TestDb, TwoTenants};
 use tenantkit_core::{Backend, Principal};
-use tenantkit_server::{app, AppState, Config};
+use tenantkit_server::{Config, Server};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+
+/// The fixture of [`tenantkit_core::backend_tests!`] for end-to-end tests: a server with the
+/// default configuration on `backend`.
+pub async fn server(backend: Backend) -> Option<TestServer> {
+    TestServer::start(backend).await
+}
 
 /// The password of every account the tests create: long and not a common one.
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -27,6 +37,8 @@ pub struct TestServer {
     pub tokens: AccessTokens,
     /// Every email the server sent.
     pub mailer: std::sync::Arc<tenantkit_auth::MemoryMailer>,
+    /// The server's data folder (dev keys, outbox).
+    pub data_dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -40,45 +52,39 @@ impl TestServer {
         Self::start_with(backend, Config::default()).await
     }
 
-    /// Starts a server with a custom configuration (its bind address and key settings are
-    /// ignored: the server gets a fresh in-memory Ed25519 key).
+    /// Starts a server with a custom configuration; its database, data folder and bind
+    /// address are the test's own (a fresh database, a temporary folder, `127.0.0.1:0`).
     ///
     /// # Panics
     /// When the server cannot start.
     pub async fn start_with(backend: Backend, config: Config) -> Option<TestServer> {
-        let test_db = TestDb::new(backend).await?;
+        let test_db = TestDb::new(backend, &tenantkit_server::domain::all_migrations()).await?;
         let world = TwoTenants::create(&test_db.db).await;
-        let key = SigningKey::generate_ed25519().expect("signing key");
-        let tokens = AccessTokens::new(
-            KeySet::new(key),
-            JwtConfig::new(&config.jwt_issuer, &config.jwt_audience),
-        );
-        let sessions = tenantkit_auth::RefreshSessions::new(
-            test_db.db.clone(),
-            b"e2e-refresh-secret-0123456789abcdef",
-            tenantkit_auth::RefreshConfig {
-                grace: std::time::Duration::from_secs(config.refresh_grace_secs),
-                ..Default::default()
-            },
-        )
-        .expect("refresh sessions");
+        let data_dir = tempfile::tempdir().expect("a data folder");
+        let config = Config {
+            data_dir: data_dir.path().to_owned(),
+            database_url: Some(test_db.app_url.clone()),
+            // PostgreSQL: the server migrates as the owner, as in production.
+            database_migration_url: (backend == Backend::Postgres)
+                .then(|| test_db.owner_url.clone()),
+            ..config
+        };
         let mailer = std::sync::Arc::new(tenantkit_auth::MemoryMailer::new());
-        let state = AppState::new(test_db.db.clone(), tokens.clone(), sessions, &config)
+        let server = Server::prepare(config)
+            .await
+            .expect("the server starts")
             .with_mailer(mailer.clone());
-        let router = app(state, &config);
+        let tokens = server.state().auth.tokens().clone();
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
         let base_url = format!("http://{}", listener.local_addr().expect("local address"));
         let (shutdown, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
-            let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            axum::serve(listener, service)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("serve");
+            let stopped = async move {
+                let _ = stopped.await;
+            };
+            server.serve(listener, stopped).await.expect("serve");
         });
         Some(TestServer {
             base_url,
@@ -87,6 +93,7 @@ impl TestServer {
             world,
             tokens,
             mailer,
+            data_dir,
             shutdown: Some(shutdown),
         })
     }
@@ -146,7 +153,7 @@ impl TestServer {
     /// When the session cannot be stored.
     pub async fn with_live_session(&self, principal: &Principal) -> Principal {
         let now = tenantkit_core::now();
-        let session = tenantkit_core::SessionRecord {
+        let session = tenantkit_auth::SessionRecord {
             id: tenantkit_core::SessionId::new(),
             user_id: principal.user_id(),
             tenant_id: principal.tenant_id(),
@@ -156,9 +163,7 @@ impl TestServer {
             revoked_at: None,
         };
         let hash = uuid::Uuid::now_v7().into_bytes();
-        self.test_db
-            .db
-            .create_session(&session, &hash)
+        tenantkit_auth::SessionStore::create(&self.test_db.db, &session, &hash)
             .await
             .expect("store session");
         Principal::new(
@@ -299,27 +304,43 @@ pub async fn problem(response: reqwest::Response) -> serde_json::Value {
     body
 }
 
-/// Runs `$test(server)` once per backend as `sqlite::$test` and `postgres::$test`.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    let Some(server) = $crate::TestServer::start(tenantkit_core::Backend::Sqlite).await else { return };
-                    super::$test(server).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    let Some(server) = $crate::TestServer::start(tenantkit_core::Backend::Postgres).await else { return };
-                    super::$test(server).await;
-                }
-            )*
-        }
+/// Creates and commits a project named `name` in `scope`, through the domain's repository.
+///
+/// # Panics
+/// When the database refuses.
+pub async fn create_project(
+    db: &tenantkit_core::Database,
+    scope: &tenantkit_core::TenantScope,
+    name: &str,
+) -> tenantkit_server::domain::Project {
+    use tenantkit_core::TenantScoped as _;
+    use tenantkit_server::domain::{NewProject, Project};
+    let mut tx = db.begin(scope).await.expect("begin");
+    let new = NewProject {
+        name: name.to_owned(),
+        ..NewProject::default()
     };
+    let project = Project::create(&mut tx, new).await.expect("create project");
+    tx.commit().await.expect("commit project");
+    project
+}
+
+/// Creates and commits a `todo` task titled `title` in `project`.
+///
+/// # Panics
+/// When the database refuses.
+pub async fn create_task(
+    db: &tenantkit_core::Database,
+    scope: &tenantkit_core::TenantScope,
+    project: tenantkit_server::domain::ProjectId,
+    title: &str,
+) -> tenantkit_server::domain::Task {
+    use tenantkit_core::TenantScoped as _;
+    use tenantkit_server::domain::{NewTask, Task};
+    let mut tx = db.begin(scope).await.expect("begin");
+    let task = Task::create(&mut tx, NewTask::new(project, title))
+        .await
+        .expect("create task");
+    tx.commit().await.expect("commit task");
+    task
 }

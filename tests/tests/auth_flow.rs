@@ -299,45 +299,26 @@ async fn malformed_auth_bodies_are_problems(server: TestServer) {
     }
 }
 
-macro_rules! flows {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let config = super::Config { refresh_grace_secs: 0, ..super::Config::default() };
-                let Some(server) = super::TestServer::start_with(super::Backend::Sqlite, config).await else { return };
-                super::$name(server).await;
-            }
-        )* }
-        mod postgres { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let config = super::Config { refresh_grace_secs: 0, ..super::Config::default() };
-                let Some(server) = super::TestServer::start_with(super::Backend::Postgres, config).await else { return };
-                super::$name(server).await;
-            }
-        )* }
+/// A server whose refresh grace window is zero, so every replay counts as reuse.
+async fn no_grace(backend: Backend) -> Option<TestServer> {
+    let config = Config {
+        refresh_grace_secs: 0,
+        ..Config::default()
     };
+    TestServer::start_with(backend, config).await
 }
 
-flows!(
-    signup_login_refresh_replay_logout,
-    wrong_password_and_unknown_email_answer_identically,
-    signup_rejects_bad_input_and_duplicates,
-    login_upgrades_an_outdated_password_hash,
-    logout_all_ends_every_session,
-    malformed_auth_bodies_are_problems,
-);
-
-async fn rate_limits_answer_429_with_retry_after(backend: Backend) {
+/// A server with small rate limits: 3 attempts per account, 7 per client address.
+async fn small_limits(backend: Backend) -> Option<TestServer> {
     let config = Config {
         rate_per_account: std::num::NonZeroU32::new(3).expect("nonzero"),
         rate_per_ip: std::num::NonZeroU32::new(7).expect("nonzero"),
         ..Config::default()
     };
-    let Some(server) = TestServer::start_with(backend, config).await else {
-        return;
-    };
+    TestServer::start_with(backend, config).await
+}
+
+async fn rate_limits_answer_429_with_retry_after(server: TestServer) {
     let attempt = |email: &'static str| {
         server
             .anonymous(Method::POST, "/v1/auth/login")
@@ -381,16 +362,6 @@ async fn rate_limits_answer_429_with_retry_after(backend: Backend) {
         StatusCode::TOO_MANY_REQUESTS,
         "per-IP limit covers every auth route"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rate_limits_on_sqlite() {
-    rate_limits_answer_429_with_retry_after(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rate_limits_on_postgres() {
-    rate_limits_answer_429_with_retry_after(Backend::Postgres).await;
 }
 
 async fn switch_tenant_and_change_password(server: TestServer) {
@@ -510,30 +481,7 @@ async fn switch_tenant_and_change_password(server: TestServer) {
     assert_eq!(status, StatusCode::OK);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn switch_tenant_and_change_password_on_sqlite() {
-    let Some(server) = TestServer::start(Backend::Sqlite).await else {
-        return;
-    };
-    switch_tenant_and_change_password(server).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn switch_tenant_and_change_password_on_postgres() {
-    let Some(server) = TestServer::start(Backend::Postgres).await else {
-        return;
-    };
-    switch_tenant_and_change_password(server).await;
-}
-
-async fn auth_events_are_audited_without_secrets(backend: Backend) {
-    let config = Config {
-        refresh_grace_secs: 0,
-        ..Config::default()
-    };
-    let Some(server) = TestServer::start_with(backend, config).await else {
-        return;
-    };
+async fn auth_events_are_audited_without_secrets(server: TestServer) {
     let call = |path: &'static str, body: Value| {
         server
             .anonymous(Method::POST, path)
@@ -625,16 +573,6 @@ async fn auth_events_are_audited_without_secrets(backend: Backend) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auth_events_are_audited_on_sqlite() {
-    auth_events_are_audited_without_secrets(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auth_events_are_audited_on_postgres() {
-    auth_events_are_audited_without_secrets(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_failed_logins_count_against_an_account() {
     let config = Config {
         rate_per_account: std::num::NonZeroU32::new(2).expect("nonzero"),
@@ -679,3 +617,16 @@ async fn only_failed_logins_count_against_an_account() {
     );
     assert!(blocked.headers().contains_key("retry-after"));
 }
+
+tenantkit_core::backend_tests!(
+    fixture = no_grace;
+    signup_login_refresh_replay_logout,
+    wrong_password_and_unknown_email_answer_identically,
+    signup_rejects_bad_input_and_duplicates,
+    login_upgrades_an_outdated_password_hash,
+    logout_all_ends_every_session,
+    malformed_auth_bodies_are_problems;
+    fixture = small_limits; rate_limits_answer_429_with_retry_after;
+    fixture = tenantkit_e2e::server; switch_tenant_and_change_password;
+    fixture = no_grace; auth_events_are_audited_without_secrets;
+);

@@ -7,10 +7,10 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use tenantkit_auth::{AccessTokens, JwtConfig, KeySet, SigningKey};
 use tenantkit_core::ManualClock;
-use tenantkit_e2e::{on_both_backends, problem, TestServer};
+use tenantkit_e2e::{problem, TestServer};
 
 async fn every_v1_route_requires_a_valid_token(server: TestServer) {
-    let project = tenantkit_core::ProjectId::new();
+    let project = tenantkit_server::domain::ProjectId::new();
     let routes = [
         (Method::GET, "/v1/projects".to_owned()),
         (Method::POST, "/v1/projects".to_owned()),
@@ -117,19 +117,16 @@ async fn jwks_is_public_cached_and_verifies_issued_tokens(server: TestServer) {
     );
 }
 
-on_both_backends!(
-    every_v1_route_requires_a_valid_token,
-    jwks_is_public_cached_and_verifies_issued_tokens
-);
-
-async fn strict_mode_refuses_access_tokens_after_logout(backend: tenantkit_core::Backend) {
+/// A server in strict mode: access tokens of revoked sessions are refused.
+async fn strict(backend: tenantkit_core::Backend) -> Option<TestServer> {
     let config = tenantkit_server::Config {
         strict_sessions: true,
         ..tenantkit_server::Config::default()
     };
-    let Some(server) = TestServer::start_with(backend, config).await else {
-        return;
-    };
+    TestServer::start_with(backend, config).await
+}
+
+async fn strict_mode_refuses_access_tokens_after_logout(server: TestServer) {
     let signup: serde_json::Value = server.anonymous(Method::POST, "/v1/auth/signup")
         .json(&serde_json::json!({"email": "strict@example.com", "password": "correct horse battery staple", "tenant_name": "Strict"}))
         .send().await.expect("send").json().await.expect("json");
@@ -160,12 +157,9 @@ async fn strict_mode_refuses_access_tokens_after_logout(backend: tenantkit_core:
     assert_eq!(problem(after).await["code"], "invalid_token");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn strict_mode_on_sqlite() {
-    strict_mode_refuses_access_tokens_after_logout(tenantkit_core::Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn strict_mode_on_postgres() {
-    strict_mode_refuses_access_tokens_after_logout(tenantkit_core::Backend::Postgres).await;
-}
+tenantkit_core::backend_tests!(
+    fixture = tenantkit_e2e::server;
+    every_v1_route_requires_a_valid_token,
+    jwks_is_public_cached_and_verifies_issued_tokens;
+    fixture = strict; strict_mode_refuses_access_tokens_after_logout;
+);

@@ -4,7 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tenantkit_core::Role;
-use tenantkit_e2e::{on_both_backends, problem, TestServer};
+use tenantkit_e2e::{problem, TestServer};
 
 async fn assert_problem(
     response: reqwest::Response,
@@ -417,11 +417,11 @@ fn tokio_stream_iter<T: Send + 'static>(
     Iter(items.into_iter())
 }
 
-fn uuid_v7() -> tenantkit_core::ProjectId {
-    tenantkit_core::ProjectId::new()
+fn uuid_v7() -> tenantkit_server::domain::ProjectId {
+    tenantkit_server::domain::ProjectId::new()
 }
 
-on_both_backends!(
+tenantkit_core::backend_tests!(fixture = tenantkit_e2e::server;
     malformed_ids_answer_like_missing_ones,
     malformed_cursors_and_limits_are_validation_errors,
     malformed_bodies_are_rejected_with_the_right_code,

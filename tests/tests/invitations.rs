@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tenantkit_core::{Principal, Role};
-use tenantkit_e2e::{on_both_backends, TestServer};
+use tenantkit_e2e::TestServer;
 
 async fn send(
     server: &TestServer,
@@ -193,7 +193,7 @@ async fn invitation_misuse_is_refused(server: TestServer) {
     }
 }
 
-on_both_backends!(
+tenantkit_core::backend_tests!(fixture = tenantkit_e2e::server;
     a_new_teammate_joins_with_the_mailed_token,
     invitation_misuse_is_refused
 );
@@ -290,6 +290,6 @@ async fn pending_invitations_can_be_listed_and_revoked(server: TestServer) {
 }
 
 mod listing {
-    tenantkit_e2e::on_both_backends!(pending_invitations_can_be_listed_and_revoked);
+    tenantkit_core::backend_tests!(fixture = tenantkit_e2e::server; pending_invitations_can_be_listed_and_revoked);
     use super::pending_invitations_can_be_listed_and_revoked;
 }

@@ -18,12 +18,11 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tenantkit_auth::AccessTokens;
-use tenantkit_core::testing::create_project;
 use tenantkit_core::{
-    Email, ManualClock, NewProject, NewTask, NewTeam, Permission, Principal, Project, Role, Task,
-    Team, TenantScoped, User,
+    Email, ManualClock, NewTeam, Permission, Principal, Role, Team, TenantScoped, User,
 };
-use tenantkit_e2e::{on_both_backends, Reply, TestServer};
+use tenantkit_e2e::{create_project, create_task, Reply, TestServer};
+use tenantkit_server::domain::{NewProject, NewTask, Project, Task};
 
 /// One route of the contract, as a template over the records of a [`Fixture`].
 struct Route {
@@ -211,7 +210,7 @@ fn expected(route: &Route, caller: Caller) -> StatusCode {
         StatusCode::FORBIDDEN
     } else if route.restricted
         && !in_team
-        && !role.allows(Permission::AccessRestrictedProjects)
+        && !role.allows(Permission::AccessAllTeams)
         && caller != Caller::OtherTenantOwner
     {
         StatusCode::NOT_FOUND
@@ -298,7 +297,7 @@ async fn fixture(server: &TestServer, callers: &Callers, n: usize) -> Fixture {
         .expect("invitation");
     tx.commit().await.expect("commit");
     let project = create_project(db, &scope, &format!("Open {n}")).await;
-    let task = tenantkit_core::testing::create_task(db, &scope, project.id, "open").await;
+    let task = create_task(db, &scope, project.id, "open").await;
     Fixture {
         ids: vec![
             ("{project}", project.id.to_string()),
@@ -509,4 +508,4 @@ fn the_rules_cover_every_kind_of_answer() {
     assert_eq!(hidden, 8, "every restricted route hides from outsiders");
 }
 
-on_both_backends!(every_route_method_and_caller_gets_the_status_the_rules_give);
+tenantkit_core::backend_tests!(fixture = tenantkit_e2e::server; every_route_method_and_caller_gets_the_status_the_rules_give);

@@ -3,7 +3,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tenantkit_e2e::{on_both_backends, TestServer, PASSWORD};
+use tenantkit_e2e::{TestServer, PASSWORD};
 
 async fn post(
     server: &TestServer,
@@ -233,7 +233,7 @@ async fn nul_bytes_are_refused_not_500(server: TestServer) {
     );
 }
 
-on_both_backends!(
+tenantkit_core::backend_tests!(fixture = tenantkit_e2e::server;
     a_demoted_owner_cannot_use_the_old_token_to_take_back_control,
     a_removed_admins_pending_invitations_die,
     revoked_sessions_cannot_spawn_new_ones,

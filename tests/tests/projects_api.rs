@@ -4,7 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tenantkit_core::{Principal, Role};
-use tenantkit_e2e::{on_both_backends, problem, TestServer};
+use tenantkit_e2e::{problem, TestServer};
 
 async fn send(
     server: &TestServer,
@@ -187,7 +187,7 @@ async fn another_tenants_resources_answer_exactly_like_missing_ones(server: Test
     )
     .await;
     let tid = task["id"].as_str().expect("id").to_owned();
-    let random = tenantkit_core::ProjectId::new().to_string();
+    let random = tenantkit_server::domain::ProjectId::new().to_string();
 
     for (method, path, body) in [
         (Method::GET, format!("/v1/projects/{}", "{id}"), None),
@@ -360,7 +360,7 @@ async fn tasks_lifecycle_and_filters(server: TestServer) {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
-on_both_backends!(
+tenantkit_core::backend_tests!(fixture = tenantkit_e2e::server;
     project_lifecycle_with_etags,
     concurrent_patches_with_one_etag_let_exactly_one_win,
     lists_paginate_with_cursors,
@@ -392,6 +392,6 @@ async fn concurrent_creates_all_succeed_and_the_audit_chain_holds(server: TestSe
 }
 
 mod concurrency {
-    tenantkit_e2e::on_both_backends!(concurrent_creates_all_succeed_and_the_audit_chain_holds);
+    tenantkit_core::backend_tests!(fixture = tenantkit_e2e::server; concurrent_creates_all_succeed_and_the_audit_chain_holds);
     use super::concurrent_creates_all_succeed_and_the_audit_chain_holds;
 }

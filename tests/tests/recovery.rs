@@ -3,7 +3,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tenantkit_e2e::{on_both_backends, problem, TestServer, PASSWORD};
+use tenantkit_e2e::{problem, TestServer, PASSWORD};
 
 async fn post(server: &TestServer, path: &str, body: Value) -> (StatusCode, Value) {
     let reply = server.call(None, Method::POST, path, Some(body)).await;
@@ -192,7 +192,7 @@ async fn email_verification_marks_the_address_verified(server: TestServer) {
     assert_eq!(problem(anonymous).await["code"], "unauthenticated");
 }
 
-on_both_backends!(
+tenantkit_core::backend_tests!(fixture = tenantkit_e2e::server;
     password_reset_is_single_use_and_ends_every_session,
     only_the_newest_reset_link_works_and_garbage_is_refused,
     email_verification_marks_the_address_verified,

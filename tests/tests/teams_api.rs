@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tenantkit_core::Role;
-use tenantkit_e2e::{on_both_backends, TestServer};
+use tenantkit_e2e::TestServer;
 
 async fn teams_lifecycle_and_restricted_projects(server: TestServer) {
     let db = &server.test_db.db;
@@ -133,7 +133,10 @@ async fn teams_lifecycle_and_restricted_projects(server: TestServer) {
         .call(
             Some(&bob_p),
             Method::GET,
-            &format!("/v1/projects/{}", tenantkit_core::ProjectId::new()),
+            &format!(
+                "/v1/projects/{}",
+                tenantkit_server::domain::ProjectId::new()
+            ),
             None,
         )
         .await;
@@ -228,4 +231,4 @@ async fn teams_lifecycle_and_restricted_projects(server: TestServer) {
     }
 }
 
-on_both_backends!(teams_lifecycle_and_restricted_projects);
+tenantkit_core::backend_tests!(fixture = tenantkit_e2e::server; teams_lifecycle_and_restricted_projects);

@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tenantkit_core::{Principal, Role};
-use tenantkit_e2e::{on_both_backends, problem, TestServer};
+use tenantkit_e2e::{problem, TestServer};
 
 async fn send(
     server: &TestServer,
@@ -305,7 +305,7 @@ async fn the_audit_log_lists_mutations_for_admins_only(server: TestServer) {
     assert_eq!(other["items"], json!([]));
 }
 
-on_both_backends!(
+tenantkit_core::backend_tests!(fixture = tenantkit_e2e::server;
     tenant_settings_follow_permissions,
     roles_follow_the_rules_and_an_owner_always_remains,
     the_audit_log_lists_mutations_for_admins_only,

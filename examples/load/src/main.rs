@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p tenantkit-load -- login-burst              # SQLite
-//! bash scripts/with-postgres.sh cargo run --release -p tenantkit-load -- login-burst --backend postgres
+//! bash scripts/with-services.sh cargo run --release -p tenantkit-load -- login-burst --backend postgres
 //! ```
 //!
 //! The server runs in this process (same 2 cores as the load), through the same application
@@ -14,8 +14,49 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use reqwest::Method;
 use serde_json::json;
+use tenantkit_core::testing::TestDb;
 use tenantkit_core::Backend;
-use tenantkit_e2e::TestServer;
+use tenantkit_server::{Config, Server};
+
+/// The server under load: started in this process through the same [`Server`] the binary
+/// runs, on a fresh database, listening on 127.0.0.1.
+struct Target {
+    base_url: String,
+    client: reqwest::Client,
+    _db: TestDb,
+    _data: tempfile::TempDir,
+}
+
+impl Target {
+    /// Starts the server; `None` when the backend is not available.
+    async fn start(backend: Backend, config: Config) -> Option<Target> {
+        let db = TestDb::empty(backend).await?;
+        let data = tempfile::tempdir().expect("a data folder");
+        let config = Config {
+            data_dir: data.path().to_owned(),
+            database_url: Some(db.app_url.clone()),
+            database_migration_url: (backend == Backend::Postgres).then(|| db.owner_url.clone()),
+            ..config
+        };
+        let server = Server::prepare(config).await.expect("the server starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let base_url = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(server.serve(listener, std::future::pending::<()>()));
+        Some(Target {
+            base_url,
+            client: reqwest::Client::new(),
+            _db: db,
+            _data: data,
+        })
+    }
+
+    fn anonymous(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.base_url))
+    }
+}
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Scenario {
@@ -124,13 +165,13 @@ async fn main() {
     };
     let phase = Duration::from_secs(args.seconds.clamp(1, 60));
     // Rate limits would (rightly) stop a login burst from one address; lift them here.
-    let config = tenantkit_server::Config {
+    let config = Config {
         rate_per_ip: std::num::NonZeroU32::MAX,
         rate_per_account: std::num::NonZeroU32::MAX,
-        ..tenantkit_server::Config::default()
+        ..Config::default()
     };
-    let Some(server) = TestServer::start_with(backend, config).await else {
-        eprintln!("PostgreSQL is not available: run under scripts/with-postgres.sh");
+    let Some(server) = Target::start(backend, config).await else {
+        eprintln!("PostgreSQL is not available: run under scripts/with-services.sh");
         std::process::exit(2);
     };
     let server = Arc::new(server);

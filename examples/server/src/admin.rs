@@ -2,10 +2,10 @@
 
 use std::io::BufRead as _;
 
-use tenantkit_auth::{Password, PasswordHasher};
-use tenantkit_core::{Email, Error, NewTenant, NewUser, Role, Slug, TenantScope};
+use tenantkit_auth::Password;
+use tenantkit_core::{ClientInfo, Role, TenantScope};
 
-use crate::{open_database, Config, ServerError};
+use crate::{auth_flows, open_database, Config, ServerError};
 
 /// The new account's password: `TENANTKIT_PASSWORD`, else the first line of standard input.
 /// Never a command-line argument, which would land in shell history and `ps`.
@@ -22,7 +22,7 @@ pub fn read_password() -> Result<Password, ServerError> {
     Ok(Password::new(line.trim_end_matches(['\r', '\n'])))
 }
 
-/// Creates a tenant with a new owner account; prints `{tenant_id, slug, owner_id}`.
+/// Creates a tenant with a new owner account (audited); prints `{tenant_id, slug, owner_id}`.
 ///
 /// # Errors
 /// Validation (bad email, name, slug or weak password), conflicts, database errors.
@@ -33,33 +33,17 @@ pub async fn create_tenant(
     owner_email: &str,
     password: &Password,
 ) -> Result<serde_json::Value, ServerError> {
-    let email = Email::parse(owner_email)?;
-    let slug = slug.map(Slug::parse).transpose()?;
-    let hash = PasswordHasher::new()
-        .hash_new(password, "password")
-        .await
-        .map_err(auth_error)?;
     let db = open_database(config).await?;
-    let (tenant, mut tx) = db
-        .create_tenant(NewTenant {
-            name: name.to_owned(),
-            slug,
-        })
-        .await?;
-    let owner = tx
-        .create_user(NewUser {
-            email,
-            password_hash: Some(hash),
-        })
-        .await?;
-    tx.add_member(owner.id, Role::Owner).await?;
-    tx.commit().await?;
+    let flows = auth_flows(config, &db)?;
+    let result = flows
+        .create_tenant(&ClientInfo::operator(), name, slug, owner_email, password)
+        .await;
     db.close().await;
-    Ok(serde_json::json!({ "tenant_id": tenant.id, "slug": tenant.slug, "owner_id": owner.id }))
+    Ok(serde_json::to_value(result?).unwrap_or_default())
 }
 
-/// Adds a user to a tenant with `role`, creating the account (with `password`) if the email
-/// is new; prints `{user_id, tenant_id, role, created}`.
+/// Adds a user to a tenant with `role` (audited), creating the account (with `password`) if
+/// the email is new; prints `{user_id, tenant_id, role, created}`.
 ///
 /// # Errors
 /// Unknown tenant, validation, conflicts (already a member), database errors.
@@ -70,48 +54,13 @@ pub async fn create_user(
     role: Role,
     password: Option<&Password>,
 ) -> Result<serde_json::Value, ServerError> {
-    let email = Email::parse(email)?;
-    let slug = Slug::parse(tenant_slug)?;
     let db = open_database(config).await?;
-    let tenant = db
-        .find_tenant_by_slug(&slug)
-        .await?
-        .ok_or(Error::NotFound)?;
-    let existing = db.find_user_by_email(&email).await?;
-    // The operator acts for this tenant; its id comes from our own records.
-    let mut tx = db.begin(&TenantScope::for_system(tenant.id)).await?;
-    let (user, created) = match existing {
-        Some(user) => (user, false),
-        None => {
-            let password = password
-                .ok_or_else(|| Error::invalid("password", "a new account needs a password"))?;
-            let hash = PasswordHasher::new()
-                .hash_new(password, "password")
-                .await
-                .map_err(auth_error)?;
-            (
-                tx.create_user(NewUser {
-                    email,
-                    password_hash: Some(hash),
-                })
-                .await?,
-                true,
-            )
-        }
-    };
-    tx.add_member(user.id, role).await?;
-    tx.commit().await?;
+    let flows = auth_flows(config, &db)?;
+    let result = flows
+        .add_user(&ClientInfo::operator(), email, tenant_slug, role, password)
+        .await;
     db.close().await;
-    Ok(
-        serde_json::json!({ "user_id": user.id, "tenant_id": tenant.id, "role": role, "created": created }),
-    )
-}
-
-fn auth_error(err: tenantkit_auth::Error) -> ServerError {
-    match err {
-        tenantkit_auth::Error::WeakPassword(errors) => ServerError::Core(Error::Validation(errors)),
-        other => ServerError::Keys(other.to_string()),
-    }
+    Ok(serde_json::to_value(result?).unwrap_or_default())
 }
 
 /// Verifies every tenant's audit chain; returns one JSON line per tenant and whether all

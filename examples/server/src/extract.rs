@@ -1,13 +1,18 @@
 //! Extractors that turn every kind of bad input into a problem response with a stable code.
 
+use std::any::TypeId;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::{LazyLock, PoisonError, RwLock};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue};
 use serde::de::DeserializeOwned;
-use tenantkit_core::{Error, ErrorCode, FieldError, Problem, Version};
+use tenantkit_core::{Error, ErrorCode, FieldError, PageRequest, Problem, Version};
+use utoipa::openapi::path::ParameterIn;
+use utoipa::IntoParams;
 
 /// A JSON body. Malformed JSON is 400 `bad_request`, a wrong shape or type 422
 /// `validation_failed`, a missing or wrong `Content-Type` 415, an oversize body 413.
@@ -105,64 +110,182 @@ impl<A: FromStr + Send, B: FromStr + Send, S: Send + Sync> FromRequestParts<S> f
     }
 }
 
-/// Query parameters as raw strings, so each can be validated into a field error rather than
-/// failing the whole query string at once.
-#[derive(Debug, Clone, Default)]
-pub struct RawQuery(pub Vec<(String, String)>);
+/// At most this many query parameters; a longer query string answers 400 before any of it
+/// is looked at, so its cost per request is bounded.
+pub const MAX_QUERY_PARAMETERS: usize = 64;
 
-impl<S: Send + Sync> FromRequestParts<S> for RawQuery {
-    type Rejection = Problem;
+/// The query parameters a type declares (its `IntoParams` names), computed once per type.
+fn parameter_names<T: IntoParams + 'static>() -> &'static [String] {
+    static NAMES: LazyLock<RwLock<HashMap<TypeId, &'static [String]>>> =
+        LazyLock::new(Default::default);
+    let key = TypeId::of::<T>();
+    if let Some(names) = NAMES
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+    {
+        return names;
+    }
+    let names: Vec<String> = T::into_params(|| Some(ParameterIn::Query))
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    let names: &'static [String] = Box::leak(names.into_boxed_slice());
+    NAMES
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(key, names);
+    names
+}
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<Vec<(String, String)>>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Query(pairs)| RawQuery(pairs))
-            .map_err(|_| Problem::new(ErrorCode::BadRequest, "The query string is malformed."))
+/// The raw `name=value` pairs of a query string, decoded, at most
+/// [`MAX_QUERY_PARAMETERS`] of them.
+fn query_pairs(parts: &Parts) -> Result<Vec<(String, String)>, Problem> {
+    let query = parts.uri.query().unwrap_or_default();
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .take(MAX_QUERY_PARAMETERS + 1)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if pairs.len() > MAX_QUERY_PARAMETERS {
+        return Err(Problem::new(
+            ErrorCode::BadRequest,
+            format!("The query string has more than {MAX_QUERY_PARAMETERS} parameters."),
+        ));
+    }
+    Ok(pairs)
+}
+
+/// Deserializes `T` from `pairs`; when that fails, finds every pair that fails on its own, so
+/// one answer names every bad parameter.
+fn deserialize_pairs<T: DeserializeOwned>(
+    pairs: &[(&str, &str)],
+    errors: &mut Vec<FieldError>,
+) -> Option<T> {
+    let encode = |pairs: &[(&str, &str)]| {
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish()
+    };
+    match serde_urlencoded::from_str::<T>(&encode(pairs)) {
+        Ok(value) => Some(value),
+        Err(_) => {
+            for pair in pairs {
+                if let Err(err) =
+                    serde_urlencoded::from_str::<T>(&encode(std::slice::from_ref(pair)))
+                {
+                    let message: String = err.to_string().chars().take(200).collect();
+                    errors.push(FieldError::new(pair.0, format!("is invalid: {message}")));
+                }
+            }
+            None
+        }
     }
 }
 
-impl RawQuery {
-    /// The value of `name`, if given once. A repeated parameter is a field error.
-    pub fn get(&self, name: &str, errors: &mut Vec<FieldError>) -> Option<&str> {
-        let mut values = self
-            .0
+/// Splits the pairs into those `known` names, once each; unknown and repeated names become
+/// field errors (each named once).
+fn known_pairs<'a>(
+    pairs: &'a [(String, String)],
+    known: &HashSet<&str>,
+    errors: &mut Vec<FieldError>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut reported: HashSet<&str> = HashSet::new();
+    let mut accepted = Vec::new();
+    for (name, value) in pairs {
+        let name = name.as_str();
+        if !known.contains(name) {
+            if reported.insert(name) {
+                errors.push(FieldError::new(name, "is not a parameter of this endpoint"));
+            }
+        } else if !seen.insert(name) {
+            if reported.insert(name) {
+                errors.push(FieldError::new(name, "must be given at most once"));
+            }
+        } else {
+            accepted.push((name, value.as_str()));
+        }
+    }
+    // A repeated parameter is refused, not resolved to its first value.
+    accepted.retain(|(name, _)| !reported.contains(name));
+    accepted
+}
+
+/// A query-string filter of a list: its `IntoParams` declaration is both the OpenAPI
+/// documentation and the set of names the endpoint accepts, so the two cannot drift.
+pub trait QueryFilter: DeserializeOwned + IntoParams + Default + Send + 'static {
+    /// Checks what the types alone cannot (lengths, ranges), adding field errors.
+    fn check(&self, _errors: &mut Vec<FieldError>) {}
+}
+
+impl QueryFilter for NoFilter {}
+
+/// The filter of a list that has none.
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct NoFilter {}
+
+/// `limit` and `cursor`, on every list.
+#[derive(Debug, Default, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Page size, 1 to 100 (default 20); out of range is 422, never capped.
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// The query of a list endpoint: the page and the endpoint's filter `F`. Unknown or repeated
+/// parameters and invalid values answer 422 `validation_failed`, every one named in `errors`.
+#[derive(Debug)]
+pub struct Listing<F> {
+    /// Which page.
+    pub page: PageRequest,
+    /// The filter.
+    pub filter: F,
+}
+
+impl<F: QueryFilter, S: Send + Sync> FromRequestParts<S> for Listing<F> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let pairs = query_pairs(parts)?;
+        let page_names = parameter_names::<PageQuery>();
+        let filter_names = parameter_names::<F>();
+        let known: HashSet<&str> = page_names
             .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str());
-        let first = values.next();
-        if values.next().is_some() {
-            errors.push(FieldError::new(name, "must be given at most once"));
-            return None;
+            .chain(filter_names)
+            .map(String::as_str)
+            .collect();
+        let mut errors = Vec::new();
+        let accepted = known_pairs(&pairs, &known, &mut errors);
+        let of = |names: &[String]| -> Vec<(&str, &str)> {
+            accepted
+                .iter()
+                .filter(|(name, _)| names.iter().any(|n| n == name))
+                .copied()
+                .collect()
+        };
+        let page_query: Option<PageQuery> = deserialize_pairs(&of(page_names), &mut errors);
+        let filter: Option<F> = deserialize_pairs(&of(filter_names), &mut errors);
+        let page = match page_query {
+            Some(query) => match PageRequest::from_query(query.limit, query.cursor.as_deref()) {
+                Ok(page) => Some(page),
+                Err(Error::Validation(more)) => {
+                    errors.extend(more);
+                    None
+                }
+                Err(other) => return Err(other.into()),
+            },
+            None => None,
+        };
+        if let Some(filter) = &filter {
+            filter.check(&mut errors);
         }
-        first
-    }
-
-    /// Parses `name` with `FromStr`, recording `message` as a field error when it fails.
-    pub fn parse<T: FromStr>(
-        &self,
-        name: &str,
-        message: &str,
-        errors: &mut Vec<FieldError>,
-    ) -> Option<T> {
-        let raw = self.get(name, errors)?;
-        match raw.parse() {
-            Ok(value) => Some(value),
-            Err(_) => {
-                errors.push(FieldError::new(name, message));
-                None
-            }
-        }
-    }
-
-    /// Rejects parameters the endpoint does not know, so typos do not silently do nothing.
-    pub fn reject_unknown(&self, known: &[&str], errors: &mut Vec<FieldError>) {
-        for (name, _) in &self.0 {
-            if !known.contains(&name.as_str()) && !errors.iter().any(|e| &e.field == name) {
-                errors.push(FieldError::new(
-                    name.as_str(),
-                    "is not a parameter of this endpoint",
-                ));
-            }
+        match (page, filter) {
+            (Some(page), Some(filter)) if errors.is_empty() => Ok(Listing { page, filter }),
+            _ => Err(Error::Validation(errors).into()),
         }
     }
 }
@@ -227,31 +350,12 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     }
 }
 
-/// Who is calling, for the audit log: client IP and user agent.
+/// Who is calling: client IP and user agent, for rate limits and the audit log (tenantkit-core's
+/// [`tenantkit_core::ClientInfo`], extracted from the request).
 #[derive(Debug, Clone)]
-pub struct ClientInfo {
-    /// The client's IP address (see [`ClientIp`]).
-    pub ip: std::net::IpAddr,
-    /// The `User-Agent` header, if it is text.
-    pub user_agent: Option<String>,
-}
+pub struct Client(pub tenantkit_core::ClientInfo);
 
-impl ClientInfo {
-    /// An audit event for `action` by `actor` from this client.
-    pub fn event(
-        &self,
-        action: &str,
-        actor: Option<tenantkit_core::UserId>,
-    ) -> tenantkit_core::AuditEvent {
-        let mut event = tenantkit_core::AuditEvent::new(action);
-        event.actor_id = actor;
-        event.ip = Some(self.ip.to_string());
-        event.user_agent = self.user_agent.clone();
-        event
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
+impl<S: Send + Sync> FromRequestParts<S> for Client {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
@@ -261,7 +365,15 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        Ok(ClientInfo { ip, user_agent })
+        Ok(Client(tenantkit_core::ClientInfo { ip, user_agent }))
+    }
+}
+
+impl std::ops::Deref for Client {
+    type Target = tenantkit_core::ClientInfo;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 

@@ -3,7 +3,12 @@
 use std::future::Future;
 use std::io;
 
-use tenantkit_auth::{AccessTokens, JwtConfig, RefreshConfig, RefreshSessions};
+use std::sync::Arc;
+
+use tenantkit_auth::flows::AuthFlows;
+use tenantkit_auth::{
+    AccessTokens, JwtConfig, Mailer, OutboxMailer, RateLimits, RefreshConfig, RefreshSessions,
+};
 use tenantkit_core::{Backend, Database, DatabaseOptions};
 use tokio::net::TcpListener;
 
@@ -20,9 +25,25 @@ pub enum ServerError {
     /// A signing key could not be loaded or created.
     #[error("signing keys: {0}")]
     Keys(String),
+    /// An auth flow (an operator command) refused or failed.
+    #[error("{}", describe_auth(.0))]
+    Auth(#[from] tenantkit_auth::Error),
     /// Binding the address or another I/O step failed.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
+}
+
+/// An auth error in words for an operator, including field errors.
+fn describe_auth(err: &tenantkit_auth::Error) -> String {
+    match err {
+        tenantkit_auth::Error::Core(core) => describe(core),
+        tenantkit_auth::Error::WeakPassword(errors) => errors
+            .iter()
+            .map(|e| format!("{} {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    }
 }
 
 /// A core error in words for an operator, including field errors.
@@ -49,7 +70,7 @@ pub async fn migrate(config: &Config) -> Result<(), ServerError> {
         .unwrap_or_else(|| config.database_url());
     tracing::info!(database = %redact_url(&url), "applying migrations");
     let owner = Database::connect_with(&url, &DatabaseOptions::for_migrations()).await?;
-    let result = owner.migrate().await;
+    let result = owner.migrate(&crate::domain::all_migrations()).await;
     owner.close().await;
     Ok(result?)
 }
@@ -61,13 +82,23 @@ pub async fn migrate(config: &Config) -> Result<(), ServerError> {
 /// the application role could bypass row-level security.
 pub async fn open_database(config: &Config) -> Result<Database, ServerError> {
     let url = config.database_url();
-    let db = Database::connect(&url).await?;
-    match db.backend() {
-        Backend::Sqlite => db.migrate().await?,
-        _ if config.database_migration_url.is_some() => migrate(config).await?,
-        _ => tracing::warn!(
+    let backend = if url.starts_with("postgres") {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    };
+    // PostgreSQL: migrate as the owner first, so the application role's start-up checks (an
+    // RLS-safe role, every tenant table behind RLS) see the current schema.
+    match backend {
+        Backend::Postgres if config.database_migration_url.is_some() => migrate(config).await?,
+        Backend::Postgres => tracing::warn!(
             "DATABASE_MIGRATION_URL is not set: assuming `tenantkit-server migrate` has been run"
         ),
+        _ => {}
+    }
+    let db = Database::connect(&url).await?;
+    if db.backend() == Backend::Sqlite {
+        db.migrate(&crate::domain::all_migrations()).await?;
     }
     tracing::info!(database = %redact_url(&url), backend = %db.backend(), "database ready");
     Ok(db)
@@ -102,23 +133,84 @@ pub fn refresh_sessions(
         .map_err(|e| ServerError::Keys(e.to_string()))
 }
 
-/// Serves the application on `listener` until `shutdown` completes, then lets requests in
-/// flight finish.
+/// The auth flows configured by `config` over `db`: keys, refresh sessions, rate limits,
+/// mailer (SMTP when configured, else the development outbox) and the links' base URL.
 ///
 /// # Errors
-/// [`ServerError::Io`] when accepting connections fails.
-pub async fn serve(
-    listener: TcpListener,
+/// [`ServerError::Keys`] when a key, the refresh secret or the SMTP relay cannot be set up.
+pub fn auth_flows(config: &Config, db: &Database) -> Result<AuthFlows, ServerError> {
+    let tokens = access_tokens(config)?;
+    let sessions = refresh_sessions(config, db)?;
+    let mailer: Arc<dyn Mailer> = match &config.smtp_url {
+        Some(url) => {
+            let mailer = tenantkit_auth::SmtpMailer::from_url(url, &config.mail_from)
+                .map_err(|e| ServerError::Keys(e.to_string()))?;
+            tracing::info!(relay = %redact_url(url), "emails go through SMTP");
+            Arc::new(mailer)
+        }
+        None => Arc::new(OutboxMailer::new(config.data_dir.join("outbox"))),
+    };
+    Ok(AuthFlows::new(db.clone(), tokens, sessions)
+        .with_limits(Arc::new(RateLimits::new(config.rate_limits())))
+        .with_mailer(mailer)
+        .with_public_url(&config.public_url()))
+}
+
+/// The server, ready to serve: its configuration and state. The binary and the end-to-end
+/// tests both start the application through [`Server::prepare`] and [`Server::serve`].
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
     state: AppState,
-    config: &Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServerError> {
-    // Connect info gives handlers the client address (per-IP rate limits, audit entries).
-    let service = app(state, config).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+}
+
+impl Server {
+    /// Everything but the listener: the data folder, the database (migrated where the server
+    /// may), the keys and the auth flows.
+    ///
+    /// # Errors
+    /// Any [`ServerError`] of start-up.
+    pub async fn prepare(config: Config) -> Result<Self, ServerError> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let db = open_database(&config).await?;
+        let auth = auth_flows(&config, &db)?;
+        let state = AppState::new(db, auth);
+        Ok(Self { config, state })
+    }
+
+    /// The state handlers see.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Replaces the mailer (an API adapter in production, a memory mailer in tests).
+    pub fn with_mailer(mut self, mailer: Arc<dyn Mailer>) -> Self {
+        self.state.auth = self.state.auth.clone().with_mailer(mailer);
+        self
+    }
+
+    /// Serves the application on `listener` until `shutdown` completes, lets requests in
+    /// flight finish, and closes the database.
+    ///
+    /// # Errors
+    /// [`ServerError::Io`] when accepting connections fails.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let db = self.state.db.clone();
+        tracing::info!(address = %listener.local_addr()?, "listening");
+        // Connect info gives handlers the client address (per-IP rate limits, audit entries).
+        let service = app(self.state, &self.config)
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let result = axum::serve(listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        db.close().await;
+        tracing::info!("stopped");
+        Ok(result?)
+    }
 }
 
 /// Runs the server as configured until `shutdown`: data folder, database, migrations, listen,
@@ -130,23 +222,10 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    std::fs::create_dir_all(&config.data_dir)?;
-    let db = open_database(&config).await?;
-    let tokens = access_tokens(&config)?;
-    let sessions = refresh_sessions(&config, &db)?;
-    let listener = TcpListener::bind(config.bind).await?;
-    tracing::info!(address = %listener.local_addr()?, "listening");
-    let mut state = AppState::new(db.clone(), tokens, sessions, &config);
-    if let Some(url) = &config.smtp_url {
-        let mailer = tenantkit_auth::SmtpMailer::from_url(url, &config.mail_from)
-            .map_err(|e| ServerError::Keys(e.to_string()))?;
-        tracing::info!(relay = %redact_url(url), "emails go through SMTP");
-        state = state.with_mailer(std::sync::Arc::new(mailer));
-    }
-    let result = serve(listener, state, &config, shutdown).await;
-    db.close().await;
-    tracing::info!("stopped");
-    result
+    let bind = config.bind;
+    let server = Server::prepare(config).await?;
+    let listener = TcpListener::bind(bind).await?;
+    server.serve(listener, shutdown).await
 }
 
 /// Completes on SIGTERM or Ctrl-C.

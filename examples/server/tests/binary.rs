@@ -186,7 +186,9 @@ async fn refuses_a_postgres_role_that_bypasses_row_level_security() {
 
 #[tokio::test]
 async fn serves_on_postgres_as_the_app_role_with_migrations_run_as_the_owner() {
-    let Some(test_db) = tenantkit_core::testing::TestDb::postgres().await else {
+    let Some(test_db) =
+        tenantkit_core::testing::TestDb::empty(tenantkit_core::Backend::Postgres).await
+    else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");

@@ -89,18 +89,8 @@ impl CachedRevocation {
     }
 }
 
-impl SessionRevocation for crate::MemorySessionStore {
+impl<S: crate::SessionStore> SessionRevocation for crate::RefreshSessions<S> {
     fn is_over(&self, session: SessionId) -> CheckFuture<'_> {
-        let over = self
-            .session(session)
-            .is_none_or(|s| s.revoked_at.is_some() || s.expires_at <= tenantkit_core::now());
-        Box::pin(async move { Ok(over) })
-    }
-}
-
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-impl SessionRevocation for tenantkit_core::Database {
-    fn is_over(&self, session: SessionId) -> CheckFuture<'_> {
-        Box::pin(async move { Ok(self.session_is_over(session, tenantkit_core::now()).await?) })
+        Box::pin(async move { crate::RefreshSessions::is_over(self, session).await })
     }
 }

@@ -1,7 +1,6 @@
 //! Rotating refresh tokens grouped in sessions, with reuse detection.
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-mod database;
+mod records;
 mod store;
 
 use std::fmt;
@@ -13,8 +12,9 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use rand_core::RngCore as _;
 use sha2::{Digest, Sha256};
-use tenantkit_core::{Clock, SessionId, SessionRecord, SystemClock, TenantId, UserId};
+use tenantkit_core::{Clock, SessionId, SystemClock, TenantId, UserId};
 
+pub use records::{RefreshTokenRecord, SessionRecord};
 pub use store::{MemorySessionStore, SessionStore};
 
 use crate::{Error, Result};
@@ -260,8 +260,47 @@ impl<S: SessionStore> RefreshSessions<S> {
     /// Storage errors.
     pub async fn revoke_user(&self, user: UserId, reason: &str) -> Result<u64> {
         self.store
-            .revoke_user(user, None, self.clock.now(), reason)
+            .revoke_user(user, None, None, self.clock.now(), reason)
             .await
+    }
+
+    /// Revokes every session of `user` in `tenant` (demoted or removed there).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn revoke_user_in_tenant(
+        &self,
+        user: UserId,
+        tenant: TenantId,
+        reason: &str,
+    ) -> Result<u64> {
+        self.store
+            .revoke_user(user, None, Some(tenant), self.clock.now(), reason)
+            .await
+    }
+
+    /// Whether a session is over: revoked, expired (absolutely or idle) or unknown.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn is_over(&self, session: SessionId) -> Result<bool> {
+        let now = self.clock.now();
+        Ok(match self.store.session(session).await? {
+            Some(s) => {
+                s.revoked_at.is_some()
+                    || now >= s.expires_at
+                    || now - s.last_used_at > self.config.idle
+            }
+            None => true,
+        })
+    }
+
+    /// The session with this id.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>> {
+        self.store.session(id).await
     }
 
     /// Revokes every session of `user` but `keep` (a password change keeps the session that
@@ -276,7 +315,7 @@ impl<S: SessionStore> RefreshSessions<S> {
         reason: &str,
     ) -> Result<u64> {
         self.store
-            .revoke_user(user, Some(keep), self.clock.now(), reason)
+            .revoke_user(user, Some(keep), None, self.clock.now(), reason)
             .await
     }
 

@@ -5,9 +5,10 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Mutex;
 
-use tenantkit_core::{RefreshTokenRecord, SessionId, SessionRecord, UserId};
+use tenantkit_core::{SessionId, TenantId, UserId};
 use time::OffsetDateTime;
 
+use super::{RefreshTokenRecord, SessionRecord};
 use crate::Result;
 
 /// Durable storage of sessions and refresh-token hashes. Implementations must make
@@ -15,8 +16,9 @@ use crate::Result;
 /// `true`.
 ///
 /// tenantkit implements it for [`MemorySessionStore`] and, with the `sqlite` or `postgres`
-/// feature, for [`tenantkit_core::Database`]. A custom store (Redis, DynamoDB, ...) implements
-/// these five operations with the same guarantees.
+/// feature, for [`tenantkit_core::Database`] (this crate's `sessions` and `refresh_tokens`
+/// tables). A custom store (Redis, DynamoDB, ...) implements these operations with the same
+/// guarantees.
 pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// Stores a new session with the hash of its first refresh token.
     fn create(
@@ -47,14 +49,19 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
         reason: &str,
     ) -> impl Future<Output = Result<()>> + Send;
 
-    /// Revokes every live session of a user except `keep`; returns how many it revoked.
+    /// Revokes every live session of a user (only those in `tenant`, if given) except
+    /// `keep`; returns how many it revoked.
     fn revoke_user(
         &self,
         user: UserId,
         keep: Option<SessionId>,
+        tenant: Option<TenantId>,
         at: OffsetDateTime,
         reason: &str,
     ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// The session with this id; `Ok(None)` when unknown.
+    fn session(&self, id: SessionId) -> impl Future<Output = Result<Option<SessionRecord>>> + Send;
 }
 
 /// Sessions in process memory: for tests, examples and single-process tools. Everything is
@@ -74,11 +81,6 @@ impl MemorySessionStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// The session with this id, if any.
-    pub fn session(&self, id: SessionId) -> Option<SessionRecord> {
-        self.with(|state| state.sessions.get(&id).cloned())
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut MemoryState) -> T) -> T {
@@ -154,20 +156,26 @@ impl SessionStore for MemorySessionStore {
         &self,
         user: UserId,
         keep: Option<SessionId>,
+        tenant: Option<TenantId>,
         at: OffsetDateTime,
         _reason: &str,
     ) -> Result<u64> {
         Ok(self.with(|state| {
             let mut revoked = 0;
-            for session in state
-                .sessions
-                .values_mut()
-                .filter(|s| s.user_id == user && s.revoked_at.is_none() && Some(s.id) != keep)
-            {
+            for session in state.sessions.values_mut().filter(|s| {
+                s.user_id == user
+                    && s.revoked_at.is_none()
+                    && Some(s.id) != keep
+                    && tenant.is_none_or(|t| s.tenant_id == t)
+            }) {
                 session.revoked_at = Some(at);
                 revoked += 1;
             }
             revoked
         }))
+    }
+
+    async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>> {
+        Ok(self.with(|state| state.sessions.get(&id).cloned()))
     }
 }

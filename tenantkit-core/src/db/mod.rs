@@ -1,7 +1,7 @@
 //! The database handle: one type over the SQLite and PostgreSQL backends.
 //!
-//! Raw pool access lives here and in [`crate::TenantTx`] only; everything above works through a
-//! tenant-scoped transaction.
+//! Raw pool access lives here only; everything above works through the transactions of
+//! [`crate::sql`].
 
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -11,11 +11,11 @@ mod sqlite;
 use std::fmt;
 use std::time::Duration;
 
-use crate::scope::{Conn, TenantScope, TenantTx};
-use crate::{Error, Result, UserId};
+use crate::sql::{Conn, SystemTx, TenantTx, UserTx};
+use crate::{Error, Migrations, Result, TenantScope, UserId};
 
 /// Which database engine a [`Database`] talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Backend {
     /// Embedded SQLite (WAL mode).
@@ -43,7 +43,8 @@ pub struct DatabaseOptions {
     /// SQLite: how long a writer waits for the write lock.
     pub busy_timeout: Duration,
     /// PostgreSQL: refuse to start when the connecting role could bypass row-level security
-    /// (superuser, `BYPASSRLS`, or owner of the tenant tables). On by default.
+    /// (superuser, `BYPASSRLS`, or owner of the tenant tables), or when a tenant table (one
+    /// with a `tenant_id` column) is not behind row-level security. On by default.
     pub require_rls_safe_role: bool,
 }
 
@@ -93,6 +94,23 @@ impl fmt::Debug for Database {
     }
 }
 
+/// Whether a transaction may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    ReadWrite,
+    ReadOnly,
+}
+
+/// The PostgreSQL settings a transaction kind runs under (transaction-local).
+#[derive(Debug, Clone, Copy)]
+// SQLite builds ignore the settings: it has no row-level security.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) enum Settings<'a> {
+    Tenant(&'a str),
+    User(&'a str),
+    System,
+}
+
 impl Database {
     /// Connects with the default, secure [`DatabaseOptions`].
     ///
@@ -100,8 +118,9 @@ impl Database {
     /// `sqlite::memory:`, or `postgres://user:pass@host/db`.
     ///
     /// # Errors
-    /// [`Error::Config`] for an unknown scheme or (PostgreSQL) an RLS-unsafe role;
-    /// [`Error::Database`] when the database cannot be reached.
+    /// [`Error::Config`] for an unknown scheme or (PostgreSQL) an RLS-unsafe role or a tenant
+    /// table without row-level security (named in the message); [`Error::Database`] when the
+    /// database cannot be reached.
     pub async fn connect(url: &str) -> Result<Self> {
         Self::connect_with(url, &DatabaseOptions::default()).await
     }
@@ -121,7 +140,7 @@ impl Database {
             "postgres" | "postgresql" => {
                 let pool = postgres::connect(url, options).await?;
                 if options.require_rls_safe_role {
-                    postgres::check_rls_safe_role(&pool).await?;
+                    postgres::check_rls_safe(&pool).await?;
                 }
                 Pool::Postgres(pool)
             }
@@ -153,22 +172,30 @@ impl Database {
         }
     }
 
-    /// Applies the embedded migrations of this backend that are not applied yet.
+    /// Applies every migration of `migrations` that is not applied yet (see
+    /// [`Migrations`]).
     ///
     /// On PostgreSQL, run this on a connection made with [`DatabaseOptions::for_migrations`]
     /// as the role that owns the tables, not as the application role.
     ///
     /// # Errors
-    /// [`Error::Migrate`] when a migration fails or an applied one was edited.
+    /// [`Error::Migrate`] when a migration fails or an applied one was edited;
+    /// [`Error::Config`] when two sets claim one version.
     #[tracing::instrument(skip_all, fields(backend = %self.backend()))]
-    pub async fn migrate(&self) -> Result<()> {
+    pub async fn migrate(&self, migrations: &Migrations) -> Result<()> {
         match &self.pool {
             #[cfg(feature = "sqlite")]
-            Pool::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
+            Pool::Sqlite(pool) => {
+                let mut conn = pool.acquire().await?;
+                crate::migrate::apply_sqlite(migrations, &mut conn).await?;
+            }
             #[cfg(feature = "postgres")]
-            Pool::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
+            Pool::Postgres(pool) => {
+                let mut conn = pool.acquire().await?;
+                crate::migrate::apply_postgres(migrations, &mut conn).await?;
+            }
         }
-        tracing::info!("database migrations applied");
+        tracing::info!(sets = %migrations.names().join(", "), "database migrations applied");
         Ok(())
     }
 
@@ -195,7 +222,7 @@ impl Database {
     /// # Errors
     /// [`Error::Database`] when no connection can be had.
     pub async fn begin(&self, scope: &TenantScope) -> Result<TenantTx> {
-        self.begin_scoped(scope, Mode::ReadWrite).await
+        self.begin_tenant(scope, Mode::ReadWrite).await
     }
 
     /// Begins a read-only transaction scoped to one tenant (PostgreSQL: `READ ONLY`;
@@ -204,19 +231,63 @@ impl Database {
     /// # Errors
     /// [`Error::Database`] when no connection can be had.
     pub async fn begin_read(&self, scope: &TenantScope) -> Result<TenantTx> {
-        self.begin_scoped(scope, Mode::ReadOnly).await
+        self.begin_tenant(scope, Mode::ReadOnly).await
     }
 
-    async fn begin_scoped(&self, scope: &TenantScope, mode: Mode) -> Result<TenantTx> {
+    async fn begin_tenant(&self, scope: &TenantScope, mode: Mode) -> Result<TenantTx> {
         let tenant = scope.tenant_id().to_string();
-        let conn = self.begin_conn(mode, &[("app.tenant_id", &tenant)]).await?;
+        let conn = self.begin_conn(mode, Settings::Tenant(&tenant)).await?;
         Ok(TenantTx::new(*scope, conn))
     }
 
-    /// Begins a transaction with session settings for PostgreSQL's row-level security.
+    /// Begins a read-write transaction that sees one user's rows across tenants.
+    ///
+    /// # Errors
+    /// [`Error::Database`] when no connection can be had.
+    pub async fn begin_user(&self, user: UserId) -> Result<UserTx> {
+        let setting = user.to_string();
+        let conn = self
+            .begin_conn(Mode::ReadWrite, Settings::User(&setting))
+            .await?;
+        Ok(UserTx::new(user, conn))
+    }
+
+    /// Begins a read-only transaction that sees one user's rows across tenants.
+    ///
+    /// # Errors
+    /// [`Error::Database`] when no connection can be had.
+    pub async fn begin_user_read(&self, user: UserId) -> Result<UserTx> {
+        let setting = user.to_string();
+        let conn = self
+            .begin_conn(Mode::ReadOnly, Settings::User(&setting))
+            .await?;
+        Ok(UserTx::new(user, conn))
+    }
+
+    /// Begins a read-write transaction of the system itself (see [`SystemTx`]).
+    ///
+    /// # Errors
+    /// [`Error::Database`] when no connection can be had.
+    pub async fn begin_system(&self) -> Result<SystemTx> {
+        Ok(SystemTx::new(
+            self.begin_conn(Mode::ReadWrite, Settings::System).await?,
+        ))
+    }
+
+    /// Begins a read-only transaction of the system itself (see [`SystemTx`]).
+    ///
+    /// # Errors
+    /// [`Error::Database`] when no connection can be had.
+    pub async fn begin_system_read(&self) -> Result<SystemTx> {
+        Ok(SystemTx::new(
+            self.begin_conn(Mode::ReadOnly, Settings::System).await?,
+        ))
+    }
+
+    /// Begins a transaction with the settings PostgreSQL's row-level security reads.
     /// `set_config(..., true)` is transaction-local: nothing leaks to the next user of the
     /// pooled connection.
-    pub(crate) async fn begin_conn(&self, mode: Mode, settings: &[(&str, &str)]) -> Result<Conn> {
+    pub(crate) async fn begin_conn(&self, mode: Mode, settings: Settings<'_>) -> Result<Conn> {
         match &self.pool {
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(pool) => {
@@ -233,29 +304,19 @@ impl Database {
                     Mode::ReadWrite => pool.begin().await?,
                     Mode::ReadOnly => pool.begin_with("BEGIN READ ONLY").await?,
                 };
-                for (name, value) in settings {
-                    sqlx::query("SELECT set_config($1, $2, true)")
-                        .bind(name)
-                        .bind(value)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                let (name, value) = match settings {
+                    Settings::Tenant(tenant) => ("app.tenant_id", tenant),
+                    Settings::User(user) => ("app.user_id", user),
+                    Settings::System => ("app.system", "on"),
+                };
+                sqlx::query("SELECT set_config($1, $2, true)")
+                    .bind(name)
+                    .bind(value)
+                    .execute(&mut *tx)
+                    .await?;
                 Ok(Conn::Postgres(tx))
             }
         }
-    }
-
-    /// Begins a transaction that sees one user's rows across tenants (their memberships),
-    /// but no tenant's content.
-    pub(crate) async fn begin_for_user(&self, user: UserId, mode: Mode) -> Result<Conn> {
-        self.begin_conn(mode, &[("app.user_id", &user.to_string())])
-            .await
-    }
-
-    /// Begins a transaction with no tenant set: only global tables (tenants, users) are
-    /// reachable; on PostgreSQL every tenant table reads as empty.
-    pub(crate) async fn begin_global(&self, mode: Mode) -> Result<Conn> {
-        self.begin_conn(mode, &[]).await
     }
 
     /// Closes every connection, waiting for checked-out ones to come back.
@@ -267,11 +328,4 @@ impl Database {
             Pool::Postgres(pool) => pool.close().await,
         }
     }
-}
-
-/// Whether a transaction may write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    ReadWrite,
-    ReadOnly,
 }

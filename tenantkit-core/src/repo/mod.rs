@@ -1,7 +1,7 @@
-//! Repositories over tenant-owned tables.
+//! Repositories over tenant-owned tables: the [`TenantScoped`] trait every such record
+//! implements, the [`TenantTable`] helper that writes their common queries once, and the
+//! [`Visibility`] rule for team-restricted rows.
 
-pub(crate) mod projects;
-pub(crate) mod tasks;
 pub(crate) mod teams;
 
 use std::fmt::Debug;
@@ -9,8 +9,8 @@ use std::future::Future;
 
 use uuid::Uuid;
 
-use crate::scope::scoped;
-use crate::{Error, Page, PageRequest, Result, TenantTx, Version};
+use crate::sql::Row;
+use crate::{with_conn, Error, Page, PageRequest, Result, TenantTx, Version};
 
 /// A record type owned by a tenant, with the repository operations every such table offers.
 ///
@@ -19,94 +19,114 @@ use crate::{Error, Page, PageRequest, Result, TenantTx, Version};
 /// indistinguishable from a missing one: `find` gives `Ok(None)`, `update` and `delete` give
 /// [`Error::NotFound`].
 ///
-/// Implement it for your own tables with [`TenantTx::raw`], binding [`TenantTx::tenant_id`]
-/// in every query (on PostgreSQL, give the table the same row-level-security policy as the
-/// built-in ones). A complete example, on SQLite:
+/// Implement it for your own tables with [`with_conn!`](crate::with_conn) (one SQL text for
+/// both backends) and [`TenantTable`] (find, contains and delete written once), binding
+/// [`TenantTx::tenant_id`] in every query; on PostgreSQL, give the table the standard policy
+/// (`SELECT tenantkit_enable_tenant_rls('<table>')` in its migration; see
+/// [`crate::migrate`]). A complete example, run on both backends by this crate's tests:
 ///
 /// ```
 /// use tenantkit_core::{
-///     Database, Error, NewTenant, Page, PageRequest, RawConn, Result, TenantScope,
-///     TenantScoped, TenantTx, Version,
+///     with_conn, Backend, Error, Migrations, Page, PageRequest, Result, TenantScoped,
+///     TenantTable, TenantTx, Version, Visibility,
 /// };
 ///
-/// #[derive(Debug, PartialEq, sqlx::FromRow)]
-/// struct Note { id: i64, body: String, version: Version }
+/// tenantkit_core::define_id!(
+///     /// Identifies a note.
+///     NoteId, "note id"
+/// );
 ///
-/// fn sqlite(tx: &mut TenantTx) -> Result<&mut sqlx::SqliteConnection> {
-///     match tx.raw() {
-///         RawConn::Sqlite(conn) => Ok(conn),
-///         _ => Err(Error::Config("notes are stored in SQLite".into())),
-///     }
-/// }
+/// #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+/// struct Note { id: NoteId, body: String, version: Version }
+///
+/// const NOTES: TenantTable = TenantTable {
+///     name: "notes",
+///     columns: "id, body, version",
+///     visibility: Visibility::Tenant,
+/// };
 ///
 /// impl TenantScoped for Note {
-///     type Id = i64;
+///     type Id = NoteId;
 ///     type New = String;
 ///     type Patch = String;
 ///     type Filter = ();
 ///
-///     fn id(&self) -> i64 { self.id }
+///     fn id(&self) -> NoteId { self.id }
 ///     fn version(&self) -> Version { self.version }
 ///
 ///     async fn create(tx: &mut TenantTx, body: String) -> Result<Self> {
+///         let note = Note { id: NoteId::new(), body, version: Version::INITIAL };
 ///         let tenant = tx.tenant_id();
-///         Ok(sqlx::query_as("INSERT INTO notes (tenant_id, body, version) VALUES ($1, $2, 1) \
-///                            RETURNING id, body, version")
-///             .bind(tenant).bind(body).fetch_one(sqlite(tx)?).await?)
+///         with_conn!(tx, |c| {
+///             sqlx::query("INSERT INTO notes (id, tenant_id, body, version) VALUES ($1, $2, $3, $4)")
+///                 .bind(note.id).bind(tenant).bind(&note.body).bind(note.version)
+///                 .execute(c).await.map(drop) // one type on every backend
+///         })?;
+///         Ok(note)
 ///     }
-///     async fn find(tx: &mut TenantTx, id: i64) -> Result<Option<Self>> {
-///         let tenant = tx.tenant_id();
-///         Ok(sqlx::query_as("SELECT id, body, version FROM notes WHERE tenant_id = $1 AND id = $2")
-///             .bind(tenant).bind(id).fetch_optional(sqlite(tx)?).await?)
+///     async fn find(tx: &mut TenantTx, id: NoteId) -> Result<Option<Self>> {
+///         NOTES.find(tx, id.into()).await
 ///     }
-///     async fn update(tx: &mut TenantTx, id: i64, expected: Option<Version>, body: String) -> Result<Self> {
+///     async fn update(tx: &mut TenantTx, id: NoteId, expected: Option<Version>, body: String) -> Result<Self> {
+///         let mut note: Note = tenantkit_core::read_for_update(tx, id, expected).await?;
+///         let base = note.version;
+///         note.body = body;
+///         note.version = base.next();
 ///         let tenant = tx.tenant_id();
-///         let updated: Option<Note> = sqlx::query_as(
-///             "UPDATE notes SET body = $1, version = version + 1 \
-///              WHERE tenant_id = $2 AND id = $3 AND ($4 IS NULL OR version = $4) RETURNING id, body, version")
-///             .bind(body).bind(tenant).bind(id).bind(expected)
-///             .fetch_optional(sqlite(tx)?).await?;
-///         match updated {
-///             Some(note) => Ok(note),
-///             None => match Self::find(tx, id).await? {
-///                 Some(current) => Err(Error::VersionMismatch { current: current.version }),
-///                 None => Err(Error::NotFound),
-///             },
-///         }
+///         let rows = with_conn!(tx, |c| {
+///             sqlx::query("UPDATE notes SET body = $1, version = $2 \
+///                          WHERE tenant_id = $3 AND id = $4 AND version = $5")
+///                 .bind(&note.body).bind(note.version).bind(tenant).bind(id).bind(base)
+///                 .execute(c).await.map(|done| done.rows_affected())
+///         })?;
+///         tenantkit_core::ensure_written::<Self>(tx, id, rows).await?;
+///         Ok(note)
 ///     }
-///     async fn delete(tx: &mut TenantTx, id: i64, _expected: Option<Version>) -> Result<()> {
-///         let tenant = tx.tenant_id();
-///         let done = sqlx::query("DELETE FROM notes WHERE tenant_id = $1 AND id = $2")
-///             .bind(tenant).bind(id).execute(sqlite(tx)?).await?;
-///         if done.rows_affected() == 0 { Err(Error::NotFound) } else { Ok(()) }
+///     async fn delete(tx: &mut TenantTx, id: NoteId, expected: Option<Version>) -> Result<()> {
+///         NOTES.delete::<Self>(tx, id, expected).await
 ///     }
 ///     async fn list(tx: &mut TenantTx, _: &(), page: PageRequest) -> Result<Page<Self>> {
 ///         let tenant = tx.tenant_id();
-///         let items = sqlx::query_as("SELECT id, body, version FROM notes WHERE tenant_id = $1 \
-///                                     ORDER BY id LIMIT $2")
-///             .bind(tenant).bind(i64::from(page.limit.get()))
-///             .fetch_all(sqlite(tx)?).await?;
-///         Ok(Page { items, next_cursor: None })
+///         let rows: Vec<Note> = with_conn!(tx, |c| {
+///             sqlx::query_as("SELECT id, body, version FROM notes \
+///                             WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3")
+///                 .bind(tenant).bind(page.after_key()).bind(page.fetch_count())
+///                 .fetch_all(c).await
+///         })?;
+///         Ok(Page::from_rows(rows, &page, |n| n.id.as_uuid()))
 ///     }
 /// }
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<()> {
-/// let db = Database::connect("sqlite::memory:").await?;
-/// db.migrate().await?;
-/// let (tenant, mut tx) = db.create_tenant(NewTenant { name: "Acme".into(), slug: None }).await?;
-/// sqlx::query("CREATE TABLE notes (id INTEGER PRIMARY KEY, tenant_id BLOB NOT NULL, \
-///              body TEXT NOT NULL, version INTEGER NOT NULL)")
-///     .execute(sqlite(&mut tx)?).await?;
-/// let note = Note::create(&mut tx, "hello".into()).await?;
-/// let note = Note::update(&mut tx, note.id, Some(note.version), "hello, world".into()).await?;
-/// assert_eq!(note.version, Version::new(2));
-/// tx.commit().await?;
+/// use tenantkit_core::testing::{TestDb, TwoTenants};
 ///
-/// // Another tenant cannot see it.
-/// let (_, mut other) = db.create_tenant(NewTenant { name: "Globex".into(), slug: None }).await?;
-/// assert_eq!(Note::find(&mut other, note.id).await?, None);
-/// # let _ = (tenant, TenantScope::for_system);
+/// // SQLite always; PostgreSQL where the test script provides one (required in CI).
+/// for backend in [Backend::Sqlite, Backend::Postgres] {
+///     let Some(test_db) = TestDb::new(backend, &Migrations::new()).await else { continue };
+///     // The table's migration, run as the owner of the tables.
+///     test_db.execute_as_owner(match backend {
+///         Backend::Sqlite => "CREATE TABLE notes (id BLOB PRIMARY KEY, tenant_id BLOB NOT NULL \
+///                             REFERENCES tenants (id), body TEXT NOT NULL, version INTEGER NOT NULL)",
+///         _ => "CREATE TABLE notes (id uuid PRIMARY KEY, tenant_id uuid NOT NULL \
+///               REFERENCES tenants (id), body text NOT NULL, version bigint NOT NULL); \
+///               SELECT tenantkit_enable_tenant_rls('notes'); \
+///               GRANT SELECT, INSERT, UPDATE, DELETE ON notes TO tenantkit_app",
+///     }).await;
+///     let db = &test_db.db;
+///     let world = TwoTenants::create(db).await;
+///
+///     let mut tx = db.begin(&world.a.scope()).await?;
+///     let note = Note::create(&mut tx, "hello".into()).await?;
+///     let note = Note::update(&mut tx, note.id, Some(note.version), "hello, world".into()).await?;
+///     assert_eq!(note.version, Version::new(2));
+///     tx.commit().await?;
+///
+///     // Another tenant can neither see nor delete it.
+///     let mut other = db.begin(&world.b.scope()).await?;
+///     assert_eq!(Note::find(&mut other, note.id).await?, None);
+///     assert!(matches!(Note::delete(&mut other, note.id, None).await, Err(Error::NotFound)));
+/// }
 /// # Ok(())
 /// # }
 /// ```
@@ -181,102 +201,106 @@ pub trait TenantScoped: Sized + Send {
     }
 }
 
-/// A row type that decodes on every enabled backend.
-pub(crate) trait Row: SqliteRow + PgRow + Send + Unpin {}
-impl<T: SqliteRow + PgRow + Send + Unpin> Row for T {}
-
-#[cfg(feature = "sqlite")]
-pub(crate) trait SqliteRow: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> {}
-#[cfg(feature = "sqlite")]
-impl<T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>> SqliteRow for T {}
-#[cfg(not(feature = "sqlite"))]
-pub(crate) trait SqliteRow {}
-#[cfg(not(feature = "sqlite"))]
-impl<T> SqliteRow for T {}
-
-#[cfg(feature = "postgres")]
-pub(crate) trait PgRow: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> {}
-#[cfg(feature = "postgres")]
-impl<T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>> PgRow for T {}
-#[cfg(not(feature = "postgres"))]
-pub(crate) trait PgRow {}
-#[cfg(not(feature = "postgres"))]
-impl<T> PgRow for T {}
-
-/// Which rows of a table a transaction that does not see everything may reach, inside its
-/// tenant (see [`crate::TenantScope::sees_all_projects`]).
+/// Which rows of a tenant table a transaction that does not see everything may reach (see
+/// [`crate::TenantScope::sees_all_teams`]).
+///
+/// Team restriction is a generic rule: any tenant table with a `team_id` (a team of the same
+/// tenant, or `NULL`) and a boolean `restricted` column opts into it with
+/// [`Visibility::Team`]; rows that belong to such a row share its visibility with
+/// [`Visibility::Parent`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Restriction {
+pub enum Visibility {
     /// Every row of the tenant.
-    None,
-    /// The table is `projects`: unrestricted ones, and restricted ones of the viewer's teams.
-    Project,
-    /// The rows hang off a project by `project_id`, and share its restriction.
-    InProject,
+    Tenant,
+    /// The table has `team_id` and `restricted`: unrestricted rows, and restricted rows of
+    /// the viewer's teams (admins and owners, and the system, see every row).
+    Team,
+    /// The rows belong to a row of `table` (a [`Visibility::Team`] table) through the column
+    /// `key`, and are visible exactly when it is.
+    Parent {
+        /// The parent table.
+        table: &'static str,
+        /// The column holding the parent's id.
+        key: &'static str,
+    },
 }
 
-/// SQL that holds when the `projects` row aliased `p` is visible: `$all` is bound to whether
-/// the transaction sees everything, `$user` to its viewer.
-pub(crate) fn project_visible(p: &str, all: usize, user: usize) -> String {
+/// SQL that holds when the team-restricted row aliased `alias` (a table with `tenant_id`,
+/// `team_id` and `restricted`) is visible: `$all` is bound to whether the transaction sees
+/// every team ([`TenantTx::sees_all_teams`]), `$user` to its viewer ([`TenantTx::viewer`]).
+/// `alias` must be a constant of your code, never input.
+pub fn team_visible(alias: &str, all: usize, user: usize) -> String {
     format!(
-        "(NOT {p}.restricted OR ${all} OR EXISTS (SELECT 1 FROM team_members tm \
-         WHERE tm.tenant_id = {p}.tenant_id AND tm.team_id = {p}.team_id AND tm.user_id = ${user}))"
+        "(NOT {alias}.restricted OR ${all} OR EXISTS (SELECT 1 FROM team_members tm \
+         WHERE tm.tenant_id = {alias}.tenant_id AND tm.team_id = {alias}.team_id \
+         AND tm.user_id = ${user}))"
     )
 }
 
-impl Restriction {
-    /// ` AND <condition>` limiting `table` to what the transaction may see, with its two
-    /// parameters numbered `all` and `user` (bound by `bind_reach!`); empty for `None`.
-    pub(crate) fn condition(self, table: &str, all: usize, user: usize) -> String {
+impl Visibility {
+    /// ` AND <condition>` limiting the table aliased `alias` to what the transaction may see,
+    /// with its two parameters numbered `all` and `user` (bind [`TenantTx::sees_all_teams`]
+    /// and [`TenantTx::viewer`] there); empty for [`Visibility::Tenant`].
+    pub fn condition(self, alias: &str, all: usize, user: usize) -> String {
         match self {
-            Restriction::None => String::new(),
-            Restriction::Project => format!(" AND {}", project_visible(table, all, user)),
-            Restriction::InProject => format!(
-                " AND EXISTS (SELECT 1 FROM projects p WHERE p.tenant_id = {table}.tenant_id \
-                 AND p.id = {table}.project_id AND {})",
-                project_visible("p", all, user)
+            Visibility::Tenant => String::new(),
+            Visibility::Team => format!(" AND {}", team_visible(alias, all, user)),
+            Visibility::Parent { table, key } => format!(
+                " AND EXISTS (SELECT 1 FROM {table} parent WHERE parent.tenant_id = \
+                 {alias}.tenant_id AND parent.id = {alias}.{key} AND {})",
+                team_visible("parent", all, user)
             ),
         }
     }
+
+    /// Whether [`Visibility::condition`] has parameters to bind.
+    pub fn has_parameters(self) -> bool {
+        self != Visibility::Tenant
+    }
 }
 
-/// Binds the two parameters of a [`Restriction::condition`] to a query when the restriction
-/// has any.
-macro_rules! bind_reach {
-    ($query:expr, $restriction:expr, $tx_all:expr, $tx_viewer:expr) => {{
+/// Binds the two parameters of a [`Visibility::condition`] when it has any.
+macro_rules! bind_visibility {
+    ($query:expr, $visibility:expr, $all:expr, $viewer:expr) => {{
         let query = $query;
-        if $restriction == $crate::repo::Restriction::None {
-            query
+        if $visibility.has_parameters() {
+            query.bind($all).bind($viewer)
         } else {
-            query.bind($tx_all).bind($tx_viewer)
+            query
         }
     }};
 }
 
-/// A tenant-owned table: its name, the columns its row type decodes and which rows a
-/// restricted viewer reaches. The strings are constants of this crate, never input, so they
-/// may be spliced into SQL.
+/// A tenant-owned table: its name, the columns its row type decodes, and which rows a
+/// team-restricted viewer reaches. The strings are constants of your code, never input, so
+/// they may be spliced into SQL. Every table has `id` (its key) and `tenant_id` columns.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Table {
-    pub(crate) name: &'static str,
-    pub(crate) columns: &'static str,
-    pub(crate) restriction: Restriction,
+pub struct TenantTable {
+    /// The table name.
+    pub name: &'static str,
+    /// The comma-separated columns of its row type.
+    pub columns: &'static str,
+    /// Which rows a viewer reaches.
+    pub visibility: Visibility,
 }
 
-impl Table {
+impl TenantTable {
     /// Reads the row `id` of the transaction's tenant, if the transaction may see it.
-    pub(crate) async fn find<R: Row>(&self, tx: &mut TenantTx, id: Uuid) -> Result<Option<R>> {
-        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_projects(), tx.viewer());
+    ///
+    /// # Errors
+    /// [`Error::Database`] on failure.
+    pub async fn find<R: Row>(&self, tx: &mut TenantTx, id: Uuid) -> Result<Option<R>> {
+        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_teams(), tx.viewer());
         let sql = format!(
             "SELECT {} FROM {} WHERE tenant_id = $1 AND id = $2{}",
             self.columns,
             self.name,
-            self.restriction.condition(self.name, 3, 4)
+            self.visibility.condition(self.name, 3, 4)
         );
-        Ok(scoped!(tx, |c| {
-            bind_reach!(
+        Ok(with_conn!(tx, |c| {
+            bind_visibility!(
                 sqlx::query_as(&sql).bind(tenant).bind(id),
-                self.restriction,
+                self.visibility,
                 all,
                 viewer
             )
@@ -286,17 +310,20 @@ impl Table {
     }
 
     /// Whether the row `id` exists in the transaction's tenant and the transaction may see it.
-    pub(crate) async fn contains(&self, tx: &mut TenantTx, id: Uuid) -> Result<bool> {
-        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_projects(), tx.viewer());
+    ///
+    /// # Errors
+    /// [`Error::Database`] on failure.
+    pub async fn contains(&self, tx: &mut TenantTx, id: Uuid) -> Result<bool> {
+        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_teams(), tx.viewer());
         let sql = format!(
             "SELECT 1 FROM {} WHERE tenant_id = $1 AND id = $2{}",
             self.name,
-            self.restriction.condition(self.name, 3, 4)
+            self.visibility.condition(self.name, 3, 4)
         );
-        let found: Option<i32> = scoped!(tx, |c| {
-            bind_reach!(
+        let found: Option<i32> = with_conn!(tx, |c| {
+            bind_visibility!(
                 sqlx::query_scalar(&sql).bind(tenant).bind(id),
-                self.restriction,
+                self.visibility,
                 all,
                 viewer
             )
@@ -306,9 +333,12 @@ impl Table {
         Ok(found.is_some())
     }
 
-    /// Deletes the row `id` of the transaction's tenant, if `expected` is given only at that
-    /// version; explains a miss as not-found or stale.
-    pub(crate) async fn delete<T>(
+    /// Deletes the row `id` of the transaction's tenant (if `expected` is given, only at that
+    /// version), if the transaction may see it; explains a miss as not found or stale.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::VersionMismatch`], [`Error::Database`].
+    pub async fn delete<T>(
         &self,
         tx: &mut TenantTx,
         id: T::Id,
@@ -318,17 +348,17 @@ impl Table {
         T: TenantScoped,
         T::Id: Into<Uuid>,
     {
-        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_projects(), tx.viewer());
+        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_teams(), tx.viewer());
         let sql = format!(
             "DELETE FROM {} WHERE tenant_id = $1 AND id = $2 AND ($3 IS NULL OR version = $3){}",
             self.name,
-            self.restriction.condition(self.name, 4, 5)
+            self.visibility.condition(self.name, 4, 5)
         );
         let key: Uuid = id.into();
-        let deleted = scoped!(tx, |c| {
-            bind_reach!(
+        let deleted = with_conn!(tx, |c| {
+            bind_visibility!(
                 sqlx::query(&sql).bind(tenant).bind(key).bind(expected),
-                self.restriction,
+                self.visibility,
                 all,
                 viewer
             )
@@ -342,7 +372,10 @@ impl Table {
 
 /// Reads the record `id` to change it: it must be there (and visible to the transaction)
 /// and, when the client sent the version it read, still at that version.
-pub(crate) async fn read_for_update<T: TenantScoped>(
+///
+/// # Errors
+/// [`Error::NotFound`], [`Error::VersionMismatch`], [`Error::Database`].
+pub async fn read_for_update<T: TenantScoped>(
     tx: &mut TenantTx,
     id: T::Id,
     expected: Option<Version>,
@@ -357,7 +390,10 @@ pub(crate) async fn read_for_update<T: TenantScoped>(
 }
 
 /// `Ok` when a guarded `UPDATE`/`DELETE` touched a row; otherwise why it did not.
-pub(crate) async fn ensure_written<T: TenantScoped>(
+///
+/// # Errors
+/// [`Error::NotFound`] (gone, or never this tenant's), [`Error::VersionMismatch`].
+pub async fn ensure_written<T: TenantScoped>(
     tx: &mut TenantTx,
     id: T::Id,
     rows: u64,
@@ -382,8 +418,11 @@ async fn missing_or_stale<T: TenantScoped>(tx: &mut TenantTx, id: T::Id) -> Erro
 }
 
 /// Deserializes a field that distinguishes "absent" (`None`) from "null" (`Some(None)`), for
-/// patches that may clear a value.
-pub(crate) fn double_option<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+/// patches that may clear a value: `#[serde(default, deserialize_with = "double_option")]`.
+///
+/// # Errors
+/// The inner type's deserialization errors.
+pub fn double_option<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
 where
     T: serde::Deserialize<'de>,
     D: serde::Deserializer<'de>,

@@ -3,10 +3,10 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{double_option, ensure_written, read_for_update, Table, TenantScoped};
+use super::{double_option, ensure_written, read_for_update, TenantScoped, TenantTable};
 use crate::directory::conflict_as;
-use crate::scope::scoped;
 use crate::values::{check_optional_text, check_text, finish_validation, now};
+use crate::with_conn;
 use crate::{
     Email, Error, FieldError, Page, PageRequest, Result, TeamId, TenantId, TenantTx, UserId,
     Version,
@@ -99,10 +99,10 @@ impl Team {
 }
 
 const COLUMNS: &str = "id, tenant_id, name, description, version, created_at, updated_at";
-pub(crate) const TEAMS: Table = Table {
+pub(crate) const TEAMS: TenantTable = TenantTable {
     name: "teams",
     columns: COLUMNS,
-    restriction: super::Restriction::None,
+    visibility: super::Visibility::Tenant,
 };
 
 impl TenantScoped for Team {
@@ -132,7 +132,7 @@ impl TenantScoped for Team {
             updated_at: at,
         };
         team.validate()?;
-        scoped!(tx, |c| {
+        with_conn!(tx, |c| {
             sqlx::query(
                 "INSERT INTO teams (id, tenant_id, name, description, version, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -175,7 +175,7 @@ impl TenantScoped for Team {
         team.version = base.next();
         team.updated_at = now();
         let tenant = tx.tenant_id();
-        let updated = scoped!(tx, |c| {
+        let updated = with_conn!(tx, |c| {
             sqlx::query(
                 "UPDATE teams SET name = $1, description = $2, version = $3, updated_at = $4 \
                  WHERE tenant_id = $5 AND id = $6 AND version = $7",
@@ -196,24 +196,12 @@ impl TenantScoped for Team {
         Ok(team)
     }
 
-    /// Deletes the team and its memberships; its projects stay, detached from it (a
-    /// restricted one is then visible to admins and owners only).
+    /// Deletes the team and its memberships. Rows of team-restricted tables
+    /// ([`super::Visibility::Team`]) that still name it keep the deletion from happening
+    /// ([`Error::Conflict`]): detach them first, in the same transaction (a restricted row
+    /// whose team is gone is then visible to admins and owners only).
     #[tracing::instrument(skip_all, fields(tenant = %tx.tenant_id(), team = %id))]
     async fn delete(tx: &mut TenantTx, id: TeamId, expected: Option<Version>) -> Result<()> {
-        let tenant = tx.tenant_id();
-        let at = now();
-        scoped!(tx, |c| {
-            sqlx::query(
-                "UPDATE projects SET team_id = NULL, version = version + 1, updated_at = $3 \
-                 WHERE tenant_id = $1 AND team_id = $2",
-            )
-            .bind(tenant)
-            .bind(id)
-            .bind(at)
-            .execute(c)
-            .await
-            .map(drop)
-        })?;
         TEAMS.delete::<Self>(tx, id, expected).await
     }
 
@@ -225,7 +213,7 @@ impl TenantScoped for Team {
                   WHERE tm.team_id = t.id AND tm.user_id = $3)) \
              ORDER BY id LIMIT $4"
         );
-        let rows: Vec<Team> = scoped!(tx, |c| {
+        let rows: Vec<Team> = with_conn!(tx, |c| {
             sqlx::query_as(&sql)
                 .bind(tenant)
                 .bind(TeamId::from_uuid(page.after_key()))
@@ -252,7 +240,7 @@ impl TenantTx {
         }
         let tenant = self.tenant_id();
         // The member's email, for the answer; none when they are not in this tenant.
-        let email: Option<Email> = scoped!(self, |c| {
+        let email: Option<Email> = with_conn!(self, |c| {
             sqlx::query_scalar(
                 "SELECT u.email FROM memberships m JOIN users u ON u.id = m.user_id \
                  WHERE m.tenant_id = $1 AND m.user_id = $2",
@@ -269,7 +257,7 @@ impl TenantTx {
             )]));
         };
         let added_at = now();
-        scoped!(self, |c| {
+        with_conn!(self, |c| {
             sqlx::query(
                 "INSERT INTO team_members (tenant_id, team_id, user_id, added_at) \
                  VALUES ($1, $2, $3, $4)",
@@ -297,7 +285,7 @@ impl TenantTx {
     #[tracing::instrument(skip_all, fields(tenant = %self.tenant_id(), team = %team))]
     pub async fn remove_team_member(&mut self, team: TeamId, user: UserId) -> Result<()> {
         let tenant = self.tenant_id();
-        let removed = scoped!(self, |c| {
+        let removed = with_conn!(self, |c| {
             sqlx::query(
                 "DELETE FROM team_members WHERE tenant_id = $1 AND team_id = $2 AND user_id = $3",
             )
@@ -320,7 +308,7 @@ impl TenantTx {
     /// [`Error::Database`] on failure.
     pub async fn team_member(&mut self, team: TeamId, user: UserId) -> Result<Option<TeamMember>> {
         let tenant = self.tenant_id();
-        Ok(scoped!(self, |c| {
+        Ok(with_conn!(self, |c| {
             sqlx::query_as(
                 "SELECT tm.user_id, u.email, tm.added_at FROM team_members tm \
                  JOIN users u ON u.id = tm.user_id \
@@ -347,7 +335,7 @@ impl TenantTx {
             return Err(Error::NotFound);
         }
         let tenant = self.tenant_id();
-        let rows: Vec<TeamMember> = scoped!(self, |c| {
+        let rows: Vec<TeamMember> = with_conn!(self, |c| {
             sqlx::query_as(
                 "SELECT tm.user_id, u.email, tm.added_at FROM team_members tm \
                  JOIN users u ON u.id = tm.user_id \
@@ -365,7 +353,18 @@ impl TenantTx {
     }
 
     /// Whether `user` is in `team` (of this tenant).
-    pub(crate) async fn in_team(&mut self, team: TeamId, user: UserId) -> Result<bool> {
+    ///
+    /// # Errors
+    /// [`Error::Database`] on failure.
+    pub async fn in_team(&mut self, team: TeamId, user: UserId) -> Result<bool> {
         Ok(self.team_member(team, user).await?.is_some())
+    }
+
+    /// Whether `team` is a team of this tenant.
+    ///
+    /// # Errors
+    /// [`Error::Database`] on failure.
+    pub async fn team_exists(&mut self, team: TeamId) -> Result<bool> {
+        TEAMS.contains(self, team.into()).await
     }
 }

@@ -1,24 +1,27 @@
-//! The OpenAPI 3.1 document (`/openapi.json`), generated from the handlers' `#[utoipa::path]`
-//! annotations and the request/response types, and a docs UI at `/docs`.
+//! The OpenAPI 3.1 document (`/openapi.json`), made from the routes as they are registered
+//! (utoipa-axum: a route and its `#[utoipa::path]` entry are declared once), and a docs UI at
+//! `/docs`.
 //!
 //! Errors every operation can answer are added by [`StandardProblems`] from what the
 //! operation takes, so they cannot be forgotten one route at a time: 401/403 when it needs a
 //! token, 404 when its path names a record, 400/413/415/422 when it takes a JSON body, 422 when
 //! it takes query parameters.
 
-use std::sync::LazyLock;
+use std::sync::Arc;
 
+use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use tenantkit_core::{
-    NewProject, NewTeam, Problem, Project, ProjectPatch, Task, TaskPatch, Team, TeamPatch,
-};
+use tenantkit_core::Problem;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, RefOr, Response, ResponseBuilder};
-use utoipa::{IntoParams, Modify, OpenApi};
+use utoipa::{Modify, OpenApi};
 
-/// The document.
+use crate::AppState;
+
+/// The document's frame: title, tags, the problem schema and the bearer scheme. The
+/// operations come from the routes themselves ([`super::router`]), each declared once.
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -28,53 +31,8 @@ use utoipa::{IntoParams, Modify, OpenApi};
                        auth ones needs `Authorization: Bearer <access token>`; errors are \
                        RFC 9457 `application/problem+json` with a stable `code`."
     ),
-    paths(
-        super::health::healthz,
-        super::health::readyz,
-        super::health::jwks,
-        super::auth::signup,
-        super::auth::login,
-        super::auth::refresh,
-        super::auth::logout,
-        super::auth::logout_all,
-        super::auth::switch_tenant,
-        super::auth::change_password,
-        super::auth::me,
-        super::recovery::request_reset,
-        super::recovery::confirm_reset,
-        super::recovery::request_verification,
-        super::recovery::confirm_verification,
-        super::tenancy::get_tenant,
-        super::tenancy::patch_tenant,
-        super::tenancy::list_members,
-        super::tenancy::patch_member,
-        super::tenancy::delete_member,
-        super::tenancy::audit_log,
-        super::invitations::invite,
-        super::invitations::list,
-        super::invitations::revoke,
-        super::invitations::accept,
-        super::teams::list,
-        create_team,
-        get_team,
-        update_team,
-        delete_team,
-        super::teams::members,
-        super::teams::add_member,
-        super::teams::remove_member,
-        super::projects::list,
-        create_project,
-        get_project,
-        update_project,
-        delete_project,
-        super::tasks::list,
-        super::tasks::create,
-        get_task,
-        update_task,
-        delete_task,
-    ),
     components(schemas(Problem)),
-    modifiers(&BearerScheme, &StandardProblems),
+    modifiers(&BearerScheme),
     tags(
         (name = "auth", description = "Sign up, log in, tokens, sessions, passwords"),
         (name = "tenant", description = "The caller's tenant"),
@@ -89,21 +47,24 @@ use utoipa::{IntoParams, Modify, OpenApi};
 )]
 pub(crate) struct ApiDoc;
 
-/// The document, built once.
-static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
-    ApiDoc::openapi()
+/// The finished document as JSON: the routes' operations plus the problem answers every
+/// operation can give ([`StandardProblems`]).
+pub(crate) fn finish(mut document: utoipa::openapi::OpenApi) -> Arc<str> {
+    StandardProblems.modify(&mut document);
+    document
         .to_json()
         .unwrap_or_else(|_| String::from("{}"))
-});
+        .into()
+}
 
 /// `GET /openapi.json`.
-pub(crate) async fn openapi_json() -> impl IntoResponse {
+pub(crate) async fn openapi_json(State(state): State<AppState>) -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "application/json"),
             (header::CACHE_CONTROL, "public, max-age=300"),
         ],
-        DOCUMENT.as_str(),
+        state.openapi.to_string(),
     )
 }
 
@@ -139,177 +100,6 @@ const DOCS_HTML: &str = r#"<!doctype html>
 </body>
 </html>
 "#;
-
-/// `limit` and `cursor`, on every list.
-#[derive(Debug, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)] // Documentation of what `page_request` reads.
-pub(crate) struct PageParams {
-    /// Page size, 1 to 100 (default 20); out of range is 422, never capped.
-    #[param(minimum = 1, maximum = 100)]
-    limit: Option<u32>,
-    /// The `next_cursor` of the previous page.
-    cursor: Option<String>,
-}
-
-/// Filters of `GET /v1/audit-log`.
-#[derive(Debug, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub(crate) struct AuditParams {
-    /// Only entries by this user.
-    #[param(format = Uuid)]
-    actor_id: Option<String>,
-    /// Only this action, e.g. `project.created`.
-    action: Option<String>,
-    /// Only entries at or after this time (RFC 3339, e.g. `2026-01-31T12:00:00Z`).
-    since: Option<String>,
-    /// Only entries before this time (RFC 3339).
-    until: Option<String>,
-}
-
-/// Filters of `GET /v1/teams`.
-#[derive(Debug, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub(crate) struct TeamParams {
-    /// Only teams this user is in.
-    #[param(format = Uuid)]
-    member: Option<String>,
-}
-
-/// Filters of `GET /v1/projects`.
-#[derive(Debug, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub(crate) struct ProjectParams {
-    /// Only projects of this team.
-    #[param(format = Uuid)]
-    team_id: Option<String>,
-}
-
-/// Filters of `GET /v1/projects/{id}/tasks`.
-#[derive(Debug, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub(crate) struct TaskParams {
-    /// Only tasks in this status.
-    #[param(inline)]
-    status: Option<tenantkit_core::TaskStatus>,
-    /// Only tasks assigned to this user.
-    #[param(format = Uuid)]
-    assignee_id: Option<String>,
-    /// Only tasks whose title contains this text, case-insensitively (at most 200 characters).
-    #[param(max_length = 200)]
-    q: Option<String>,
-}
-
-/// Documents the generic record handlers (`records::{create, get, update, delete}`) for one
-/// resource: utoipa cannot annotate a generic function once per type argument.
-macro_rules! record_docs {
-    (
-        $record:ident, $patch:ident, $tag:tt, $path:tt,
-        get: $get:ident, update: $update:ident, delete: $delete:ident
-    ) => {
-        /// Reads one record; its `ETag` is the version to send back in `If-Match`.
-        #[utoipa::path(
-            get,
-            path = $path,
-            tag = $tag,
-            params(("id" = uuid::Uuid, Path, description = "The record")),
-            responses(
-                (status = 200, description = "The record", body = $record,
-                 headers(("ETag" = String, description = "The version, for If-Match")))
-            ),
-            security(("bearer" = []))
-        )]
-        #[allow(dead_code)]
-        fn $get() {}
-
-        /// Changes some fields (absent ones stay; `null` clears an optional one). With
-        /// `If-Match`, only if the record is still at that version.
-        #[utoipa::path(
-            patch,
-            path = $path,
-            tag = $tag,
-            params(
-                ("id" = uuid::Uuid, Path, description = "The record"),
-                ("If-Match" = Option<String>, Header, description = "The ETag last read")
-            ),
-            request_body(content = $patch, content_type = "application/json"),
-            responses(
-                (status = 200, description = "The changed record", body = $record,
-                 headers(("ETag" = String, description = "The new version"))),
-                (status = 409, description = "A unique value is taken", body = Problem,
-                 content_type = "application/problem+json"),
-                (status = 412, description = "Changed since the If-Match version", body = Problem,
-                 content_type = "application/problem+json")
-            ),
-            security(("bearer" = []))
-        )]
-        #[allow(dead_code)]
-        fn $update() {}
-
-        /// Deletes the record; with `If-Match`, only if it is still at that version.
-        #[utoipa::path(
-            delete,
-            path = $path,
-            tag = $tag,
-            params(
-                ("id" = uuid::Uuid, Path, description = "The record"),
-                ("If-Match" = Option<String>, Header, description = "The ETag last read")
-            ),
-            responses(
-                (status = 204, description = "Deleted"),
-                (status = 412, description = "Changed since the If-Match version", body = Problem,
-                 content_type = "application/problem+json")
-            ),
-            security(("bearer" = []))
-        )]
-        #[allow(dead_code)]
-        fn $delete() {}
-    };
-}
-
-/// Documents `records::create` for one resource.
-macro_rules! create_docs {
-    ($record:ident, $new:ident, $tag:tt, $path:tt, $create:ident) => {
-        /// Creates a record.
-        #[utoipa::path(
-                    post,
-                    path = $path,
-                    tag = $tag,
-                    request_body(content = $new, content_type = "application/json"),
-                    responses(
-                        (status = 201, description = "Created", body = $record,
-                         headers(
-                             ("ETag" = String, description = "The version, for If-Match"),
-                             ("Location" = String, description = "Where the new record lives")
-                         )),
-                        (status = 409, description = "A unique value is taken", body = Problem,
-                         content_type = "application/problem+json")
-                    ),
-                    security(("bearer" = []))
-                )]
-        #[allow(dead_code)]
-        fn $create() {}
-    };
-}
-
-create_docs!(
-    Project,
-    NewProject,
-    "projects",
-    "/v1/projects",
-    create_project
-);
-record_docs!(Project, ProjectPatch, "projects", "/v1/projects/{id}",
-    get: get_project, update: update_project, delete: delete_project);
-record_docs!(Task, TaskPatch, "tasks", "/v1/tasks/{id}",
-    get: get_task, update: update_task, delete: delete_task);
-create_docs!(Team, NewTeam, "teams", "/v1/teams", create_team);
-record_docs!(Team, TeamPatch, "teams", "/v1/teams/{id}",
-    get: get_team, update: update_team, delete: delete_team);
 
 /// The bearer scheme the `security(("bearer" = []))` requirements name.
 struct BearerScheme;

@@ -49,7 +49,7 @@ pub(crate) struct Ready {
 )]
 pub(crate) async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
     let cache = [(header::CACHE_CONTROL, "public, max-age=300")];
-    (cache, Json(state.tokens.keys().jwks()))
+    (cache, Json(state.auth.tokens().keys().jwks()))
 }
 
 /// Readiness: the database answers within two seconds.

@@ -1,157 +1,127 @@
 //! The HTTP routes of the reference server.
+//!
+//! Every API route is registered through utoipa-axum's `routes!`, which reads the method and
+//! path from the handler's `#[utoipa::path]`: a route and its OpenAPI entry are one
+//! declaration, so the router and the document cannot disagree. The only routes outside the
+//! document are the document itself (`/openapi.json`) and its viewer (`/docs`).
 
 mod auth;
 mod docs;
 mod health;
 mod invitations;
 mod projects;
-mod records;
+pub(crate) mod records;
 mod recovery;
 mod tasks;
 mod teams;
 mod tenancy;
 
-use axum::routing::{get, post};
-use axum::Router;
-use tenantkit_core::{Error, FieldError, PageRequest, Project, Task, Team};
-
 use std::sync::Arc;
 
+use axum::routing::get;
+use axum::Router;
 use tenantkit_auth::{CachedRevocation, JwtAuthLayer, StrictJwtAuthLayer};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::extract::RawQuery;
 use crate::AppState;
 
-/// Every route, without the cross-cutting layers (see [`crate::app`]).
-pub(crate) fn routes(state: &AppState, config: &crate::Config) -> Router<AppState> {
-    let public = Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/.well-known/jwks.json", get(health::jwks))
-        .route("/openapi.json", get(docs::openapi_json))
-        .route("/docs", get(docs::docs_page))
-        .route("/v1/auth/signup", post(auth::signup))
-        .route("/v1/auth/login", post(auth::login))
-        .route("/v1/auth/refresh", post(auth::refresh))
-        .route("/v1/auth/logout", post(auth::logout))
-        .route(
-            "/v1/auth/password-reset/request",
-            post(recovery::request_reset),
-        )
-        .route(
-            "/v1/auth/password-reset/confirm",
-            post(recovery::confirm_reset),
-        )
-        .route(
-            "/v1/auth/verify-email/confirm",
-            post(recovery::confirm_verification),
-        );
-    let protected = if config.strict_sessions {
-        let revocation = CachedRevocation::new(Arc::new(state.db.clone()));
-        protected().route_layer(StrictJwtAuthLayer::new(state.tokens.clone(), revocation))
+/// The routes that are not part of the API document: the document and its viewer.
+pub const UNDOCUMENTED_ROUTES: &[(&str, &str)] = &[("get", "/openapi.json"), ("get", "/docs")];
+
+/// Every route (without the cross-cutting layers, see [`crate::app`]) and the finished OpenAPI
+/// document, as JSON.
+pub(crate) fn router(state: &AppState, strict_sessions: bool) -> (Router<AppState>, Arc<str>) {
+    let public = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::jwks))
+        .routes(routes!(auth::signup))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(recovery::request_reset))
+        .routes(routes!(recovery::confirm_reset))
+        .routes(routes!(recovery::confirm_verification));
+    // `route_layer`, so an unknown path stays a 404 rather than becoming a 401.
+    let tokens = state.auth.tokens().clone();
+    let protected = if strict_sessions {
+        let revocation = CachedRevocation::new(Arc::new(state.auth.sessions().clone()));
+        protected().route_layer(StrictJwtAuthLayer::new(tokens.clone(), revocation))
     } else {
-        protected().route_layer(JwtAuthLayer::new(state.tokens.clone()))
+        protected().route_layer(JwtAuthLayer::new(tokens.clone()))
     };
     // Accepting works with or without a token: with one, for that account.
-    let accept = Router::new()
-        .route("/v1/invitations/accept", post(invitations::accept))
-        .route_layer(JwtAuthLayer::optional(state.tokens.clone()));
-    public.merge(protected).merge(accept)
+    let accept = OpenApiRouter::new()
+        .routes(routes!(invitations::accept))
+        .route_layer(JwtAuthLayer::optional(tokens));
+    let (router, document) = public.merge(protected).merge(accept).split_for_parts();
+    let router = router
+        .route("/openapi.json", get(docs::openapi_json))
+        .route("/docs", get(docs::docs_page));
+    (router, docs::finish(document))
 }
 
-/// The routes that need a verified caller. `route_layer` so an unknown path stays a 404
-/// rather than becoming a 401.
-fn protected() -> Router<AppState> {
-    Router::new()
-        .route("/v1/auth/logout-all", post(auth::logout_all))
-        .route("/v1/auth/switch-tenant", post(auth::switch_tenant))
-        .route("/v1/auth/password", post(auth::change_password))
-        .route(
-            "/v1/auth/verify-email/request",
-            post(recovery::request_verification),
-        )
-        .route("/v1/me", get(auth::me))
-        .route(
-            "/v1/tenant",
-            get(tenancy::get_tenant).patch(tenancy::patch_tenant),
-        )
-        .route("/v1/members", get(tenancy::list_members))
-        .route(
-            "/v1/members/{id}",
-            axum::routing::patch(tenancy::patch_member).delete(tenancy::delete_member),
-        )
-        .route("/v1/audit-log", get(tenancy::audit_log))
-        .route(
-            "/v1/invitations",
-            post(invitations::invite).get(invitations::list),
-        )
-        .route(
-            "/v1/invitations/{id}",
-            axum::routing::delete(invitations::revoke),
-        )
-        .route("/v1/teams", get(teams::list).post(records::create::<Team>))
-        .route(
-            "/v1/teams/{id}",
-            get(records::get::<Team>)
-                .patch(records::update::<Team>)
-                .delete(records::delete::<Team>),
-        )
-        .route(
-            "/v1/teams/{id}/members",
-            get(teams::members).post(teams::add_member),
-        )
-        .route(
-            "/v1/teams/{id}/members/{user_id}",
-            axum::routing::delete(teams::remove_member),
-        )
-        .route(
-            "/v1/projects",
-            get(projects::list).post(records::create::<Project>),
-        )
-        .route(
-            "/v1/projects/{id}",
-            get(records::get::<Project>)
-                .patch(records::update::<Project>)
-                .delete(records::delete::<Project>),
-        )
-        .route(
-            "/v1/projects/{id}/tasks",
-            get(tasks::list).post(tasks::create),
-        )
-        .route(
-            "/v1/tasks/{id}",
-            get(records::get::<Task>)
-                .patch(records::update::<Task>)
-                .delete(records::delete::<Task>),
-        )
+/// The routes that need a verified caller.
+fn protected() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(auth::logout_all))
+        .routes(routes!(auth::switch_tenant))
+        .routes(routes!(auth::change_password))
+        .routes(routes!(recovery::request_verification))
+        .routes(routes!(auth::me))
+        .routes(routes!(tenancy::get_tenant, tenancy::patch_tenant))
+        .routes(routes!(tenancy::list_members))
+        .routes(routes!(tenancy::patch_member, tenancy::delete_member))
+        .routes(routes!(tenancy::audit_log))
+        .routes(routes!(invitations::invite, invitations::list))
+        .routes(routes!(invitations::revoke))
+        .routes(routes!(teams::list, teams::create))
+        .routes(routes!(teams::get, teams::update, teams::delete))
+        .routes(routes!(teams::members, teams::add_member))
+        .routes(routes!(teams::remove_member))
+        .routes(routes!(projects::list, projects::create))
+        .routes(routes!(projects::get, projects::update, projects::delete))
+        .routes(routes!(tasks::list, tasks::create))
+        .routes(routes!(tasks::get, tasks::update, tasks::delete))
 }
 
-/// Reads `limit` and `cursor`, and rejects any parameter that is neither those nor one of
-/// `filters`; problems are added to `errors`.
-pub(crate) fn page_request(
-    query: &RawQuery,
-    filters: &[&str],
-    errors: &mut Vec<FieldError>,
-) -> PageRequest {
-    let limit = query.parse::<u32>("limit", "must be an integer between 1 and 100", errors);
-    let cursor = query.get("cursor", errors);
-    let known: Vec<&str> = ["limit", "cursor"].iter().chain(filters).copied().collect();
-    query.reject_unknown(&known, errors);
-    match PageRequest::from_query(limit, cursor) {
-        Ok(page) => page,
-        Err(Error::Validation(more)) => {
-            errors.extend(more);
-            PageRequest::default()
+#[cfg(test)]
+mod tests {
+    /// The route modules, as source: none may add a route around utoipa-axum's `routes!`.
+    const ROUTE_MODULES: &[(&str, &str)] = &[
+        ("auth.rs", include_str!("auth.rs")),
+        ("docs.rs", include_str!("docs.rs")),
+        ("health.rs", include_str!("health.rs")),
+        ("invitations.rs", include_str!("invitations.rs")),
+        ("projects.rs", include_str!("projects.rs")),
+        ("records.rs", include_str!("records.rs")),
+        ("recovery.rs", include_str!("recovery.rs")),
+        ("tasks.rs", include_str!("tasks.rs")),
+        ("teams.rs", include_str!("teams.rs")),
+        ("tenancy.rs", include_str!("tenancy.rs")),
+    ];
+
+    #[test]
+    fn routes_are_only_added_with_their_documentation() {
+        for (name, source) in ROUTE_MODULES {
+            for forbidden in [".route(", ".route_service(", ".nest(", "Router::new("] {
+                assert!(
+                    !source.contains(forbidden),
+                    "{name} adds a route with `{forbidden}`, outside the OpenAPI document"
+                );
+            }
         }
-        Err(_) => PageRequest::default(),
-    }
-}
-
-/// `Ok` when no field error was found, else one 422 with all of them.
-pub(crate) fn valid(errors: Vec<FieldError>) -> Result<(), Error> {
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Validation(errors))
+        let this = include_str!("mod.rs");
+        let direct: Vec<&str> = this
+            .lines()
+            .filter(|line| line.trim_start().starts_with(".route(\""))
+            .collect();
+        assert_eq!(
+            direct.len(),
+            super::UNDOCUMENTED_ROUTES.len(),
+            "only the document and its viewer are routed outside it: {direct:?}"
+        );
     }
 }

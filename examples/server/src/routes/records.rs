@@ -1,19 +1,19 @@
-//! Handlers shared by every tenant-scoped resource: read, conditional update, conditional
-//! delete. One implementation, so every resource gets the same ETag, If-Match, permission and
-//! not-found behaviour.
+//! Handlers shared by every tenant-scoped resource: create, read, conditional update,
+//! conditional delete. One implementation, so every resource gets the same ETag, If-Match,
+//! permission, audit and not-found behaviour; [`record_routes!`] declares each resource's
+//! routes once (handler + OpenAPI entry) over it.
 
-use std::str::FromStr;
+use std::fmt::Display;
 
-use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tenantkit_core::{Permission, Principal, Project, Task, Team, TenantScope, TenantScoped};
+use tenantkit_core::{AuditEvent, Permission, Principal, Team, TenantScope, TenantScoped};
 
-use super::auth::target;
-use crate::extract::{etag, ApiId, ApiJson, ClientInfo, IfMatch};
+use crate::domain::{Project, Task};
+use crate::extract::{etag, Client};
+use crate::{AppState, Result};
 
 /// A tenant-scoped record served over HTTP, with the name its audit actions use.
 pub(crate) trait Resource: TenantScoped + Serialize {
@@ -43,101 +43,90 @@ impl Resource for Team {
 
 /// The audit event of a change to a `T`.
 pub(crate) fn change_event<T: Resource>(
-    client: &ClientInfo,
+    client: &Client,
     principal: &Principal,
     change: &str,
-    id: impl std::fmt::Display,
-) -> tenantkit_core::AuditEvent {
-    let action = format!("{}.{change}", T::NAME);
-    target(
-        client.event(&action, Some(principal.user_id())),
-        T::NAME,
-        id,
-    )
+    id: impl Display,
+) -> AuditEvent {
+    client
+        .event(&format!("{}.{change}", T::NAME), Some(principal.user_id()))
+        .target(T::NAME, id)
 }
-use crate::{AppState, Result};
 
-/// `GET /v1/<resources>/{id}`.
-pub(crate) async fn get<T>(
-    State(state): State<AppState>,
-    principal: Principal,
-    ApiId(id): ApiId<T::Id>,
-) -> Result<impl IntoResponse>
-where
-    T: TenantScoped + Serialize,
-    T::Id: FromStr,
-{
+/// Reads one record.
+pub(crate) async fn get<T: Resource>(
+    state: &AppState,
+    principal: &Principal,
+    id: T::Id,
+) -> Result<impl IntoResponse + use<T>> {
     principal.require(Permission::Read)?;
-    let mut tx = state.db.begin_read(&TenantScope::of(&principal)).await?;
+    let mut tx = state.db.begin_read(&TenantScope::of(principal)).await?;
     let record = T::get(&mut tx, id).await?;
     tx.commit().await?;
     Ok((etag(record.version()), Json(record)))
 }
 
-/// `PATCH /v1/<resources>/{id}`, conditional on `If-Match` when given.
+/// Changes one record, conditional on `If-Match` when given.
 pub(crate) async fn update<T>(
-    State(state): State<AppState>,
-    client: ClientInfo,
-    principal: Principal,
-    ApiId(id): ApiId<T::Id>,
-    IfMatch(expected): IfMatch,
-    ApiJson(patch): ApiJson<T::Patch>,
-) -> Result<impl IntoResponse>
+    state: &AppState,
+    client: &Client,
+    principal: &Principal,
+    id: T::Id,
+    expected: Option<tenantkit_core::Version>,
+    patch: T::Patch,
+) -> Result<impl IntoResponse + use<T>>
 where
     T: Resource,
-    T::Id: FromStr + std::fmt::Display,
-    T::Patch: DeserializeOwned,
+    T::Id: Display,
 {
     principal.require(T::WRITE)?;
-    let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
+    let mut tx = state.db.begin(&TenantScope::of(principal)).await?;
     // Without If-Match the write is unconditional: the repository applies it to the current
     // version.
     let record = T::update(&mut tx, id, expected, patch).await?;
-    let mut event = change_event::<T>(&client, &principal, "updated", id);
-    event.details = serde_json::json!({ "version": record.version() });
+    let event = change_event::<T>(client, principal, "updated", id)
+        .details(serde_json::json!({ "version": record.version() }));
     tx.audit(event).await?;
     tx.commit().await?;
     Ok((etag(record.version()), Json(record)))
 }
 
-/// `DELETE /v1/<resources>/{id}`, conditional on `If-Match` when given.
+/// Deletes one record, conditional on `If-Match` when given.
 pub(crate) async fn delete<T>(
-    State(state): State<AppState>,
-    client: ClientInfo,
-    principal: Principal,
-    ApiId(id): ApiId<T::Id>,
-    IfMatch(expected): IfMatch,
+    state: &AppState,
+    client: &Client,
+    principal: &Principal,
+    id: T::Id,
+    expected: Option<tenantkit_core::Version>,
 ) -> Result<StatusCode>
 where
     T: Resource,
-    T::Id: FromStr + std::fmt::Display,
+    T::Id: Display,
 {
     principal.require(T::WRITE)?;
-    let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
+    let mut tx = state.db.begin(&TenantScope::of(principal)).await?;
     T::delete(&mut tx, id, expected).await?;
-    tx.audit(change_event::<T>(&client, &principal, "deleted", id))
+    tx.audit(change_event::<T>(client, principal, "deleted", id))
         .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /v1/<resources>`, for resources created from their body alone.
+/// Creates a record from its body alone.
 pub(crate) async fn create<T>(
-    State(state): State<AppState>,
-    client: ClientInfo,
-    principal: Principal,
-    ApiJson(new): ApiJson<T::New>,
-) -> Result<impl IntoResponse>
+    state: &AppState,
+    client: &Client,
+    principal: &Principal,
+    new: T::New,
+) -> Result<impl IntoResponse + use<T>>
 where
     T: Resource,
-    T::Id: std::fmt::Display,
-    T::New: DeserializeOwned,
+    T::Id: Display,
 {
     principal.require(T::WRITE)?;
-    let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
+    let mut tx = state.db.begin(&TenantScope::of(principal)).await?;
     let record = T::create(&mut tx, new).await?;
-    let id = record.id();
-    tx.audit(change_event::<T>(&client, &principal, "created", id))
+    tx.audit(change_event::<T>(client, principal, "created", record.id()))
         .await?;
     tx.commit().await?;
     Ok(created::<T>(record))
@@ -147,7 +136,7 @@ where
 pub(crate) fn created<T>(record: T) -> impl IntoResponse
 where
     T: Resource,
-    T::Id: std::fmt::Display,
+    T::Id: Display,
 {
     let location = format!("{}/{}", T::COLLECTION, record.id());
     (
@@ -157,3 +146,125 @@ where
         Json(record),
     )
 }
+
+/// Declares the read, update and delete routes of one resource at `$path` (handler and
+/// OpenAPI entry in one place), over the generic handlers of this module.
+macro_rules! record_routes {
+    (
+        $record:ty, $patch:ty, $tag:literal, $path:literal,
+        get: $get:ident, update: $update:ident $(, delete: $delete:ident)?
+    ) => {
+        /// Reads one record; its `ETag` is the version to send back in `If-Match`.
+        #[utoipa::path(
+            get,
+            path = $path,
+            tag = $tag,
+            params(("id" = uuid::Uuid, Path, description = "The record")),
+            responses(
+                (status = 200, description = "The record", body = $record,
+                 headers(("ETag" = String, description = "The version, for If-Match")))
+            ),
+            security(("bearer" = []))
+        )]
+        pub(crate) async fn $get(
+            axum::extract::State(state): axum::extract::State<$crate::AppState>,
+            principal: tenantkit_core::Principal,
+            $crate::extract::ApiId(id): $crate::extract::ApiId<<$record as tenantkit_core::TenantScoped>::Id>,
+        ) -> $crate::Result<impl axum::response::IntoResponse> {
+            $crate::routes::records::get::<$record>(&state, &principal, id).await
+        }
+
+        /// Changes some fields (absent ones stay; `null` clears an optional one). With
+        /// `If-Match`, only if the record is still at that version.
+        #[utoipa::path(
+            patch,
+            path = $path,
+            tag = $tag,
+            params(
+                ("id" = uuid::Uuid, Path, description = "The record"),
+                ("If-Match" = Option<String>, Header, description = "The ETag last read")
+            ),
+            request_body(content = $patch, content_type = "application/json"),
+            responses(
+                (status = 200, description = "The changed record", body = $record,
+                 headers(("ETag" = String, description = "The new version"))),
+                (status = 409, description = "A unique value is taken", body = tenantkit_core::Problem,
+                 content_type = "application/problem+json"),
+                (status = 412, description = "Changed since the If-Match version", body = tenantkit_core::Problem,
+                 content_type = "application/problem+json")
+            ),
+            security(("bearer" = []))
+        )]
+        pub(crate) async fn $update(
+            axum::extract::State(state): axum::extract::State<$crate::AppState>,
+            client: $crate::extract::Client,
+            principal: tenantkit_core::Principal,
+            $crate::extract::ApiId(id): $crate::extract::ApiId<<$record as tenantkit_core::TenantScoped>::Id>,
+            $crate::extract::IfMatch(expected): $crate::extract::IfMatch,
+            $crate::extract::ApiJson(patch): $crate::extract::ApiJson<$patch>,
+        ) -> $crate::Result<impl axum::response::IntoResponse> {
+            $crate::routes::records::update::<$record>(&state, &client, &principal, id, expected, patch).await
+        }
+
+        $(
+        /// Deletes the record; with `If-Match`, only if it is still at that version.
+        #[utoipa::path(
+            delete,
+            path = $path,
+            tag = $tag,
+            params(
+                ("id" = uuid::Uuid, Path, description = "The record"),
+                ("If-Match" = Option<String>, Header, description = "The ETag last read")
+            ),
+            responses(
+                (status = 204, description = "Deleted"),
+                (status = 412, description = "Changed since the If-Match version", body = tenantkit_core::Problem,
+                 content_type = "application/problem+json")
+            ),
+            security(("bearer" = []))
+        )]
+        pub(crate) async fn $delete(
+            axum::extract::State(state): axum::extract::State<$crate::AppState>,
+            client: $crate::extract::Client,
+            principal: tenantkit_core::Principal,
+            $crate::extract::ApiId(id): $crate::extract::ApiId<<$record as tenantkit_core::TenantScoped>::Id>,
+            $crate::extract::IfMatch(expected): $crate::extract::IfMatch,
+        ) -> $crate::Result<axum::http::StatusCode> {
+            $crate::routes::records::delete::<$record>(&state, &client, &principal, id, expected).await
+        }
+        )?
+    };
+}
+
+/// Declares the create route of a resource created from its body alone, at `$path`.
+macro_rules! create_route {
+    ($record:ty, $new:ty, $tag:literal, $path:literal, $create:ident) => {
+        /// Creates a record.
+        #[utoipa::path(
+            post,
+            path = $path,
+            tag = $tag,
+            request_body(content = $new, content_type = "application/json"),
+            responses(
+                (status = 201, description = "Created", body = $record,
+                 headers(
+                     ("ETag" = String, description = "The version, for If-Match"),
+                     ("Location" = String, description = "Where the new record lives")
+                 )),
+                (status = 409, description = "A unique value is taken", body = tenantkit_core::Problem,
+                 content_type = "application/problem+json")
+            ),
+            security(("bearer" = []))
+        )]
+        pub(crate) async fn $create(
+            axum::extract::State(state): axum::extract::State<$crate::AppState>,
+            client: $crate::extract::Client,
+            principal: tenantkit_core::Principal,
+            $crate::extract::ApiJson(new): $crate::extract::ApiJson<$new>,
+        ) -> $crate::Result<impl axum::response::IntoResponse> {
+            $crate::routes::records::create::<$record>(&state, &client, &principal, new).await
+        }
+    };
+}
+
+pub(crate) use {create_route, record_routes};

@@ -1,23 +1,54 @@
-//! `/v1/projects/{id}/tasks` and `/v1/tasks/{id}`: tenant-scoped task CRUD.
+//! `/v1/projects/{id}/tasks` and `/v1/tasks/{id}`: tasks inside projects, visible exactly when
+//! their project is.
 
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::Json;
-use tenantkit_core::{
-    NewTask, Page, Permission, Principal, ProjectId, Task, TaskFilter, TaskStatus, TenantScope,
-    TenantScoped, UserId,
-};
+use serde::Deserialize;
+use tenantkit_core::{FieldError, Page, Permission, Principal, TenantScope, TenantScoped, UserId};
+use utoipa::IntoParams;
 
-use super::records::{change_event, created};
-use super::{page_request, valid};
-use crate::extract::{ApiId, ApiJson, ClientInfo, RawQuery};
+use super::records::{change_event, created, record_routes};
+use crate::domain::{NewTask, Project, ProjectId, Task, TaskFilter, TaskPatch, TaskStatus};
+use crate::extract::{ApiId, ApiJson, Client, Listing, PageQuery, QueryFilter};
 use crate::{AppState, Result};
 
+/// Filters of `GET /v1/projects/{id}/tasks`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct TaskQuery {
+    /// Only tasks in this status.
+    #[param(inline)]
+    status: Option<TaskStatus>,
+    /// Only tasks assigned to this user.
+    #[param(inline)]
+    assignee_id: Option<UserId>,
+    /// Only tasks whose title contains this text, case-insensitively (at most 200 characters).
+    #[param(max_length = 200)]
+    q: Option<String>,
+}
+
+impl QueryFilter for TaskQuery {
+    fn check(&self, errors: &mut Vec<FieldError>) {
+        if self
+            .q
+            .as_deref()
+            .is_some_and(|q| q.chars().count() > 200 || q.chars().any(char::is_control))
+        {
+            errors.push(FieldError::new(
+                "q",
+                "must be at most 200 characters, without control characters",
+            ));
+        }
+    }
+}
+
+/// A project's tasks; another tenant's (or no) project answers 404, not an empty list.
 #[utoipa::path(
     get,
     path = "/v1/projects/{id}/tasks",
     tag = "tasks",
-    params(("id" = uuid::Uuid, Path, description = "The project"), super::docs::PageParams, super::docs::TaskParams),
+    params(("id" = uuid::Uuid, Path, description = "The project"), PageQuery, TaskQuery),
     responses((status = 200, description = "The project's tasks", body = Page<Task>)),
     security(("bearer" = []))
 )]
@@ -25,39 +56,23 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     principal: Principal,
     ApiId(project_id): ApiId<ProjectId>,
-    query: RawQuery,
+    query: Listing<TaskQuery>,
 ) -> Result<Json<Page<Task>>> {
     principal.require(Permission::Read)?;
-    let mut errors = Vec::new();
-    let status =
-        query.parse::<TaskStatus>("status", "must be todo, in_progress or done", &mut errors);
-    let assignee_id = query.parse::<UserId>("assignee_id", "must be a user id", &mut errors);
-    let title_contains = query.get("q", &mut errors).map(str::to_owned);
-    if title_contains
-        .as_deref()
-        .is_some_and(|q| q.chars().count() > 200 || q.chars().any(char::is_control))
-    {
-        errors.push(tenantkit_core::FieldError::new(
-            "q",
-            "must be at most 200 characters, without control characters",
-        ));
-    }
-    let page = page_request(&query, &["status", "assignee_id", "q"], &mut errors);
-    valid(errors)?;
     let mut tx = state.db.begin_read(&TenantScope::of(&principal)).await?;
-    // Another tenant's (or no) project answers 404, not an empty list.
-    tenantkit_core::Project::get(&mut tx, project_id).await?;
+    Project::get(&mut tx, project_id).await?;
     let filter = TaskFilter {
         project_id: Some(project_id),
-        status,
-        assignee_id,
-        title_contains: title_contains.filter(|q| !q.is_empty()),
+        status: query.filter.status,
+        assignee_id: query.filter.assignee_id,
+        title_contains: query.filter.q.filter(|q| !q.is_empty()),
     };
-    let tasks = Task::list(&mut tx, &filter, page).await?;
+    let tasks = Task::list(&mut tx, &filter, query.page).await?;
     tx.commit().await?;
     Ok(Json(tasks))
 }
 
+/// Creates a task in a project the caller may see.
 #[utoipa::path(
     post,
     path = "/v1/projects/{id}/tasks",
@@ -69,7 +84,7 @@ pub(crate) async fn list(
 )]
 pub(crate) async fn create(
     State(state): State<AppState>,
-    client: ClientInfo,
+    client: Client,
     principal: Principal,
     ApiId(project_id): ApiId<ProjectId>,
     ApiJson(mut new): ApiJson<NewTask>,
@@ -86,3 +101,6 @@ pub(crate) async fn create(
     tx.commit().await?;
     Ok(created(task))
 }
+
+record_routes!(Task, TaskPatch, "tasks", "/v1/tasks/{id}",
+    get: get, update: update, delete: delete);

@@ -6,36 +6,47 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use tenantkit_core::{
-    Page, Permission, Principal, Team, TeamFilter, TeamId, TeamMember, TenantScope, TenantScoped,
-    UserId,
+    NewTeam, Page, Permission, Principal, Team, TeamFilter, TeamId, TeamMember, TeamPatch,
+    TenantScope, TenantScoped, UserId,
 };
+use utoipa::IntoParams;
 
-use super::auth::target;
-use super::{page_request, valid};
-use crate::extract::{ApiId, ApiIds, ApiJson, ClientInfo, RawQuery};
+use super::records::{change_event, create_route, record_routes};
+use crate::domain::Project;
+use crate::extract::{
+    ApiId, ApiIds, ApiJson, Client, IfMatch, Listing, NoFilter, PageQuery, QueryFilter,
+};
 use crate::{AppState, Result};
+
+/// Filters of `GET /v1/teams`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct TeamQuery {
+    /// Only teams this user is in.
+    #[param(inline)]
+    member: Option<UserId>,
+}
+
+impl QueryFilter for TeamQuery {}
 
 /// `GET /v1/teams[?member=<user id>]`: every member of the tenant may list its teams.
 #[utoipa::path(
     get,
     path = "/v1/teams",
     tag = "teams",
-    params(super::docs::PageParams, super::docs::TeamParams),
+    params(PageQuery, TeamQuery),
     responses((status = 200, description = "The tenant's teams", body = Page<Team>)),
     security(("bearer" = []))
 )]
 pub(crate) async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    query: RawQuery,
+    query: Listing<TeamQuery>,
 ) -> Result<Json<Page<Team>>> {
     principal.require(Permission::Read)?;
-    let mut errors = Vec::new();
-    let member = query.parse::<UserId>("member", "must be a user id", &mut errors);
-    let page = page_request(&query, &["member"], &mut errors);
-    valid(errors)?;
+    let member = query.filter.member;
     let mut tx = state.db.begin_read(&TenantScope::of(&principal)).await?;
-    let teams = Team::list(&mut tx, &TeamFilter { member }, page).await?;
+    let teams = Team::list(&mut tx, &TeamFilter { member }, query.page).await?;
     tx.commit().await?;
     Ok(Json(teams))
 }
@@ -45,7 +56,7 @@ pub(crate) async fn list(
     get,
     path = "/v1/teams/{id}/members",
     tag = "teams",
-    params(("id" = uuid::Uuid, Path, description = "The team"), super::docs::PageParams),
+    params(("id" = uuid::Uuid, Path, description = "The team"), PageQuery),
     responses((status = 200, description = "The team's members", body = Page<TeamMember>)),
     security(("bearer" = []))
 )]
@@ -53,14 +64,11 @@ pub(crate) async fn members(
     State(state): State<AppState>,
     principal: Principal,
     ApiId(team): ApiId<TeamId>,
-    query: RawQuery,
+    query: Listing<NoFilter>,
 ) -> Result<Json<Page<TeamMember>>> {
     principal.require(Permission::Read)?;
-    let mut errors = Vec::new();
-    let page = page_request(&query, &[], &mut errors);
-    valid(errors)?;
     let mut tx = state.db.begin_read(&TenantScope::of(&principal)).await?;
-    let members = tx.team_members(team, page).await?;
+    let members = tx.team_members(team, query.page).await?;
     tx.commit().await?;
     Ok(Json(members))
 }
@@ -86,7 +94,7 @@ pub(crate) struct AddTeamMember {
 )]
 pub(crate) async fn add_member(
     State(state): State<AppState>,
-    client: ClientInfo,
+    client: Client,
     principal: Principal,
     ApiId(team): ApiId<TeamId>,
     ApiJson(body): ApiJson<AddTeamMember>,
@@ -94,12 +102,10 @@ pub(crate) async fn add_member(
     principal.require(Permission::ManageMembers)?;
     let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
     let member = tx.add_team_member(team, body.user_id).await?;
-    let mut event = target(
-        client.event("team.member_added", Some(principal.user_id())),
-        "team",
-        team,
-    );
-    event.details = serde_json::json!({ "user_id": body.user_id });
+    let event = client
+        .event("team.member_added", Some(principal.user_id()))
+        .target("team", team)
+        .details(serde_json::json!({ "user_id": body.user_id }));
     tx.audit(event).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(member)))
@@ -116,20 +122,57 @@ pub(crate) async fn add_member(
 )]
 pub(crate) async fn remove_member(
     State(state): State<AppState>,
-    client: ClientInfo,
+    client: Client,
     principal: Principal,
     ApiIds(team, user): ApiIds<TeamId, UserId>,
 ) -> Result<StatusCode> {
     principal.require(Permission::ManageMembers)?;
     let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
     tx.remove_team_member(team, user).await?;
-    let mut event = target(
-        client.event("team.member_removed", Some(principal.user_id())),
-        "team",
-        team,
-    );
-    event.details = serde_json::json!({ "user_id": user });
+    let event = client
+        .event("team.member_removed", Some(principal.user_id()))
+        .target("team", team)
+        .details(serde_json::json!({ "user_id": user }));
     tx.audit(event).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+create_route!(Team, NewTeam, "teams", "/v1/teams", create);
+record_routes!(Team, TeamPatch, "teams", "/v1/teams/{id}", get: get, update: update);
+
+/// Deletes the team and its memberships; its projects stay, detached from it (a restricted
+/// one is then visible to admins and owners only). With `If-Match`, only if the team is still
+/// at that version.
+#[utoipa::path(
+    delete,
+    path = "/v1/teams/{id}",
+    tag = "teams",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The record"),
+        ("If-Match" = Option<String>, Header, description = "The ETag last read")
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 412, description = "Changed since the If-Match version", body = tenantkit_core::Problem,
+         content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    client: Client,
+    principal: Principal,
+    ApiId(id): ApiId<TeamId>,
+    IfMatch(expected): IfMatch,
+) -> Result<StatusCode> {
+    principal.require(Permission::ManageMembers)?;
+    let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
+    // The domain's projects name their team: detach them in the same transaction.
+    Project::detach_team(&mut tx, id).await?;
+    Team::delete(&mut tx, id, expected).await?;
+    tx.audit(change_event::<Team>(&client, &principal, "deleted", id))
+        .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

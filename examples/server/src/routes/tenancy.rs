@@ -10,10 +10,9 @@ use tenantkit_core::{
     TenantScope, UserId,
 };
 use time::OffsetDateTime;
+use utoipa::IntoParams;
 
-use super::auth::target;
-use super::{page_request, valid};
-use crate::extract::{ApiId, ApiJson, ClientInfo, RawQuery};
+use crate::extract::{ApiId, ApiJson, Client, Listing, NoFilter, PageQuery, QueryFilter};
 use crate::{AppState, Result};
 
 /// `GET /v1/tenant`.
@@ -53,7 +52,7 @@ pub(crate) struct TenantPatch {
 )]
 pub(crate) async fn patch_tenant(
     State(state): State<AppState>,
-    client: ClientInfo,
+    client: Client,
     principal: Principal,
     ApiJson(body): ApiJson<TenantPatch>,
 ) -> Result<Json<Tenant>> {
@@ -61,12 +60,10 @@ pub(crate) async fn patch_tenant(
     let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
     let before = tx.tenant().await?;
     let tenant = tx.rename_tenant(&body.name).await?;
-    let mut event = target(
-        client.event("tenant.updated", Some(principal.user_id())),
-        "tenant",
-        tenant.id,
-    );
-    event.details = json!({ "name": { "from": before.name, "to": tenant.name } });
+    let event = client
+        .event("tenant.updated", Some(principal.user_id()))
+        .target("tenant", tenant.id)
+        .details(json!({ "name": { "from": before.name, "to": tenant.name } }));
     tx.audit(event).await?;
     tx.commit().await?;
     Ok(Json(tenant))
@@ -77,21 +74,18 @@ pub(crate) async fn patch_tenant(
     get,
     path = "/v1/members",
     tag = "members",
-    params(super::docs::PageParams),
+    params(PageQuery),
     responses((status = 200, description = "Members with their roles", body = Page<tenantkit_core::Member>)),
     security(("bearer" = []))
 )]
 pub(crate) async fn list_members(
     State(state): State<AppState>,
     principal: Principal,
-    query: RawQuery,
+    query: Listing<NoFilter>,
 ) -> Result<Json<Page<tenantkit_core::Member>>> {
     principal.require(Permission::Read)?;
-    let mut errors = Vec::new();
-    let page = page_request(&query, &[], &mut errors);
-    valid(errors)?;
     let mut tx = state.db.begin_read(&TenantScope::of(&principal)).await?;
-    let members = tx.members(page).await?;
+    let members = tx.members(query.page).await?;
     tx.commit().await?;
     Ok(Json(members))
 }
@@ -116,7 +110,7 @@ pub(crate) struct RolePatch {
 )]
 pub(crate) async fn patch_member(
     State(state): State<AppState>,
-    client: ClientInfo,
+    client: Client,
     principal: Principal,
     ApiId(user): ApiId<UserId>,
     ApiJson(body): ApiJson<RolePatch>,
@@ -124,24 +118,18 @@ pub(crate) async fn patch_member(
     principal.require(Permission::ManageMembers)?;
     let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
     let (membership, previous) = tx.change_role(user, body.role, principal.user_id()).await?;
-    let mut event = target(
-        client.event("member.role_changed", Some(principal.user_id())),
-        "user",
-        user,
-    );
-    event.details = json!({ "from": previous, "to": membership.role });
+    let event = client
+        .event("member.role_changed", Some(principal.user_id()))
+        .target("user", user)
+        .details(json!({ "from": previous, "to": membership.role }));
     tx.audit(event).await?;
     tx.commit().await?;
     if membership.role < previous {
         // A demotion takes effect now, not when the member's access token expires.
         state
-            .db
-            .revoke_user_sessions_in_tenant(
-                user,
-                principal.tenant_id(),
-                tenantkit_core::now(),
-                "demoted",
-            )
+            .auth
+            .sessions()
+            .revoke_user_in_tenant(user, principal.tenant_id(), "demoted")
             .await?;
     }
     Ok(Json(membership))
@@ -159,75 +147,73 @@ pub(crate) async fn patch_member(
 )]
 pub(crate) async fn delete_member(
     State(state): State<AppState>,
-    client: ClientInfo,
+    client: Client,
     principal: Principal,
     ApiId(user): ApiId<UserId>,
 ) -> Result<StatusCode> {
     principal.require(Permission::ManageMembers)?;
     let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
     let removed = tx.remove_member(user, principal.user_id()).await?;
-    let mut event = target(
-        client.event("member.removed", Some(principal.user_id())),
-        "user",
-        user,
-    );
-    event.details = json!({ "role": removed.role });
+    let event = client
+        .event("member.removed", Some(principal.user_id()))
+        .target("user", user)
+        .details(json!({ "role": removed.role }));
     tx.audit(event).await?;
     tx.commit().await?;
     state
-        .db
-        .revoke_user_sessions_in_tenant(
-            user,
-            principal.tenant_id(),
-            tenantkit_core::now(),
-            "removed",
-        )
+        .auth
+        .sessions()
+        .revoke_user_in_tenant(user, principal.tenant_id(), "removed")
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// Filters of `GET /v1/audit-log`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AuditQuery {
+    /// Only entries by this user.
+    #[param(inline)]
+    actor_id: Option<UserId>,
+    /// Only this action, e.g. `project.created`.
+    #[param(max_length = 100)]
+    action: Option<String>,
+    /// Only entries at or after this time (RFC 3339, e.g. `2026-01-31T12:00:00Z`).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    since: Option<OffsetDateTime>,
+    /// Only entries before this time (RFC 3339).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    until: Option<OffsetDateTime>,
+}
+
+impl QueryFilter for AuditQuery {}
 
 /// `GET /v1/audit-log?limit=&cursor=&actor_id=&action=&since=&until=`.
 #[utoipa::path(
     get,
     path = "/v1/audit-log",
     tag = "audit",
-    params(super::docs::PageParams, super::docs::AuditParams),
+    params(PageQuery, AuditQuery),
     responses((status = 200, description = "Entries, oldest first", body = Page<AuditEntry>)),
     security(("bearer" = []))
 )]
 pub(crate) async fn audit_log(
     State(state): State<AppState>,
     principal: Principal,
-    query: RawQuery,
+    query: Listing<AuditQuery>,
 ) -> Result<Json<Page<AuditEntry>>> {
     principal.require(Permission::ReadAuditLog)?;
-    let mut errors = Vec::new();
-    let page = page_request(
-        &query,
-        &["actor_id", "action", "since", "until"],
-        &mut errors,
-    );
-    let time = |name: &str, errors: &mut Vec<_>| {
-        let raw = query.get(name, errors)?;
-        match OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339) {
-            // Compared in UTC: SQLite compares stored times as text.
-            Ok(at) => Some(at.to_offset(time::UtcOffset::UTC)),
-            Err(_) => {
-                errors.push(tenantkit_core::FieldError::new(
-                    name,
-                    "must be an RFC 3339 time",
-                ));
-                None
-            }
-        }
-    };
+    // Compared in UTC: SQLite compares stored times as text.
+    let utc = |at: Option<OffsetDateTime>| at.map(|at| at.to_offset(time::UtcOffset::UTC));
     let filter = AuditFilter {
-        actor_id: query.parse::<UserId>("actor_id", "must be a user id", &mut errors),
-        action: query.get("action", &mut errors).map(str::to_owned),
-        since: time("since", &mut errors),
-        until: time("until", &mut errors),
+        actor_id: query.filter.actor_id,
+        action: query.filter.action,
+        since: utc(query.filter.since),
+        until: utc(query.filter.until),
     };
-    valid(errors)?;
+    let page = query.page;
     // The cursor carries the chain position of the last entry seen.
     let after_seq = page.after.map_or(0, |cursor| {
         cursor.key().as_u64_pair().1.min(i64::MAX as u64) as i64

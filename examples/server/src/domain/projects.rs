@@ -1,22 +1,22 @@
-//! Projects: the top-level tenant-owned records.
+//! Projects: the top-level records of the example domain. A project may belong to a team and
+//! be restricted to it (core's generic [`Visibility::Team`] rule).
 
 use serde::{Deserialize, Serialize};
+use tenantkit_core::validate::{check_optional_text, check_text, finish_validation};
+use tenantkit_core::{
+    double_option, ensure_written, now, read_for_update, team_visible, with_conn, FieldError, Page,
+    PageRequest, Result, TeamId, TenantId, TenantScoped, TenantTable, TenantTx, Version,
+    Visibility,
+};
 use time::OffsetDateTime;
 
-use super::teams::TEAMS;
-use super::{double_option, ensure_written, read_for_update, Restriction, Table, TenantScoped};
-use crate::scope::scoped;
-use crate::values::{check_optional_text, check_text, finish_validation, now};
-use crate::{
-    FieldError, Page, PageRequest, ProjectId, Result, TeamId, TenantId, TenantTx, Version,
-};
+use super::ProjectId;
 
 const NAME_MAX: usize = 200;
 const DESCRIPTION_MAX: usize = 10_000;
 
 /// A project of a tenant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Project {
     /// The project's id.
     pub id: ProjectId,
@@ -44,7 +44,7 @@ pub struct Project {
 /// The fields of a new project.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(utoipa::ToSchema)]
 pub struct NewProject {
     /// Display name, 1 to 200 characters (trimmed).
     pub name: String,
@@ -63,7 +63,7 @@ pub struct NewProject {
 /// Changes to a project; absent fields stay, `"description": null` clears it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(utoipa::ToSchema)]
 pub struct ProjectPatch {
     /// A new name.
     #[serde(default)]
@@ -112,7 +112,7 @@ impl Project {
         );
         match self.team_id {
             Some(team) if reach_changed => {
-                if !TEAMS.contains(tx, team.into()).await? {
+                if !tx.team_exists(team).await? {
                     errors.push(FieldError::new("team_id", "is not a team of this tenant"));
                 } else if let Some(viewer) = tx.viewer() {
                     if !tx.in_team(team, viewer).await? {
@@ -138,10 +138,10 @@ impl Project {
 
 const COLUMNS: &str =
     "id, tenant_id, name, description, team_id, restricted, version, created_at, updated_at";
-pub(crate) const PROJECTS: Table = Table {
+pub(crate) const PROJECTS: TenantTable = TenantTable {
     name: "projects",
     columns: COLUMNS,
-    restriction: Restriction::Project,
+    visibility: Visibility::Team,
 };
 
 impl TenantScoped for Project {
@@ -173,7 +173,7 @@ impl TenantScoped for Project {
             updated_at: at,
         };
         project.validate(tx, true).await?;
-        scoped!(tx, |c| {
+        with_conn!(tx, |c| {
             sqlx::query(
                 "INSERT INTO projects (id, tenant_id, name, description, team_id, restricted, \
                  version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -229,14 +229,14 @@ impl TenantScoped for Project {
             .await?;
         project.version = base.next();
         project.updated_at = now();
-        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_projects(), tx.viewer());
+        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_teams(), tx.viewer());
         // Checked again at write time: the caller may have left the team since the read.
         let sql = format!(
             "UPDATE projects SET name = $1, description = $2, team_id = $3, restricted = $4, \
              version = $5, updated_at = $6 WHERE tenant_id = $7 AND id = $8 AND version = $9{}",
-            PROJECTS.restriction.condition("projects", 10, 11)
+            PROJECTS.visibility.condition("projects", 10, 11)
         );
-        let updated = scoped!(tx, |c| {
+        let updated = with_conn!(tx, |c| {
             sqlx::query(&sql)
                 .bind(&project.name)
                 .bind(&project.description)
@@ -267,13 +267,13 @@ impl TenantScoped for Project {
         filter: &ProjectFilter,
         page: PageRequest,
     ) -> Result<Page<Self>> {
-        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_projects(), tx.viewer());
+        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_teams(), tx.viewer());
         let sql = format!(
             "SELECT {COLUMNS} FROM projects WHERE tenant_id = $1 AND id > $2 \
              AND ($3 IS NULL OR team_id = $3) AND {} ORDER BY id LIMIT $4",
-            super::project_visible("projects", 5, 6)
+            team_visible("projects", 5, 6)
         );
-        let rows: Vec<Project> = scoped!(tx, |c| {
+        let rows: Vec<Project> = with_conn!(tx, |c| {
             sqlx::query_as(&sql)
                 .bind(tenant)
                 .bind(ProjectId::from_uuid(page.after_key()))
@@ -285,5 +285,30 @@ impl TenantScoped for Project {
                 .await
         })?;
         Ok(Page::from_rows(rows, &page, |p| p.id.as_uuid()))
+    }
+}
+
+impl Project {
+    /// Detaches every project of `team` from it (before the team is deleted, in the same
+    /// transaction); each detached project's version moves on. A restricted one is then
+    /// visible to admins and owners only.
+    ///
+    /// # Errors
+    /// [`tenantkit_core::Error::Database`] on failure.
+    pub async fn detach_team(tx: &mut TenantTx, team: TeamId) -> Result<u64> {
+        let tenant = tx.tenant_id();
+        let at = now();
+        Ok(with_conn!(tx, |c| {
+            sqlx::query(
+                "UPDATE projects SET team_id = NULL, version = version + 1, updated_at = $3 \
+                 WHERE tenant_id = $1 AND team_id = $2",
+            )
+            .bind(tenant)
+            .bind(team)
+            .bind(at)
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected())
+        })?)
     }
 }

@@ -1,11 +1,42 @@
-//! PostgreSQL row-level security as the second wall: with the application's tenant filter
-//! deliberately left out, a tenant-scoped connection still sees and changes only its tenant.
+//! PostgreSQL row-level security as the second wall, for the whole server's schema (core's
+//! directory and teams, auth's sessions, the example domain's projects and tasks): with the
+//! application's tenant filter deliberately left out, a tenant-scoped connection still sees
+//! and changes only its tenant.
 
 use sqlx::{Connection, PgConnection, Row};
-use tenantkit_core::testing::{create_project, create_task, TestDb, TwoTenants};
+use tenantkit_core::testing::{TestDb, TwoTenants};
 use tenantkit_core::{
-    Database, DatabaseOptions, Error, Project, RawConn, Task, TenantScope, TenantScoped, TenantTx,
+    Backend, Database, DatabaseOptions, Error, RawConn, TenantScope, TenantScoped, TenantTx,
 };
+use tenantkit_server::domain::{NewProject, NewTask, Project, ProjectId, Task};
+
+async fn postgres() -> Option<TestDb> {
+    TestDb::new(
+        Backend::Postgres,
+        &tenantkit_server::domain::all_migrations(),
+    )
+    .await
+}
+
+async fn create_project(db: &Database, scope: &TenantScope, name: &str) -> Project {
+    let mut tx = db.begin(scope).await.expect("begin");
+    let new = NewProject {
+        name: name.to_owned(),
+        ..NewProject::default()
+    };
+    let project = Project::create(&mut tx, new).await.expect("create project");
+    tx.commit().await.expect("commit project");
+    project
+}
+
+async fn create_task(db: &Database, scope: &TenantScope, project: ProjectId, title: &str) -> Task {
+    let mut tx = db.begin(scope).await.expect("begin");
+    let task = Task::create(&mut tx, NewTask::new(project, title))
+        .await
+        .expect("create task");
+    tx.commit().await.expect("commit task");
+    task
+}
 
 struct World {
     test_db: TestDb,
@@ -14,7 +45,7 @@ struct World {
 
 /// Two tenants with two projects and a task each; `None` when PostgreSQL is not available.
 async fn world() -> Option<World> {
-    let test_db = TestDb::postgres().await?;
+    let test_db = postgres().await?;
     let tenants = TwoTenants::create(&test_db.db).await;
     for scope in [tenants.a.scope(), tenants.b.scope()] {
         for name in ["one", "two"] {
@@ -207,7 +238,7 @@ async fn the_app_role_cannot_switch_row_level_security_off() {
 
 #[tokio::test]
 async fn connecting_as_an_rls_bypassing_role_is_refused() {
-    let Some(test_db) = TestDb::postgres().await else {
+    let Some(test_db) = postgres().await else {
         return;
     };
     // The owner of the tables could disable RLS; a superuser bypasses it.

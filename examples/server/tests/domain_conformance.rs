@@ -1,12 +1,43 @@
-//! One behaviour suite for the repository layer, run against every backend.
+//! The example domain's behaviour suite (projects and tasks), run against every backend: the
+//! domain is an outside crate of tenantkit-core, with its own tables, migrations and RLS
+//! policies, and passes core's isolation conformance suite like any tenant table must.
 
-use tenantkit_core::testing::{create_project, create_task, TestDb, TwoTenants};
+use tenantkit_core::testing::{assert_tenant_isolation, TestDb, TwoTenants};
 use tenantkit_core::{
-    Backend, Database, Email, Error, Limit, NewProject, NewTask, NewTeam, NewTenant, NewUser, Page,
-    PageRequest, Project, ProjectFilter, ProjectId, ProjectPatch, RawConn, Role, Slug, Task,
-    TaskFilter, TaskId, TaskPatch, TaskStatus, Team, TeamFilter, TeamPatch, TenantScope,
+    Backend, Database, Error, Limit, NewTeam, Page, PageRequest, Role, Team, TenantScope,
     TenantScoped, Version,
 };
+use tenantkit_server::domain::{
+    NewProject, NewTask, Project, ProjectFilter, ProjectId, ProjectPatch, Task, TaskFilter, TaskId,
+    TaskPatch, TaskStatus,
+};
+
+/// A fresh database with every migration the server applies.
+async fn db(backend: Backend) -> Option<TestDb> {
+    TestDb::new(backend, &tenantkit_server::domain::all_migrations()).await
+}
+
+/// Creates and commits a project named `name` in `scope`.
+async fn create_project(db: &Database, scope: &TenantScope, name: &str) -> Project {
+    let mut tx = db.begin(scope).await.expect("begin");
+    let new = NewProject {
+        name: name.to_owned(),
+        ..NewProject::default()
+    };
+    let project = Project::create(&mut tx, new).await.expect("create project");
+    tx.commit().await.expect("commit project");
+    project
+}
+
+/// Creates and commits a `todo` task titled `title` in `project`.
+async fn create_task(db: &Database, scope: &TenantScope, project: ProjectId, title: &str) -> Task {
+    let mut tx = db.begin(scope).await.expect("begin");
+    let task = Task::create(&mut tx, NewTask::new(project, title))
+        .await
+        .expect("create task");
+    tx.commit().await.expect("commit task");
+    task
+}
 
 async fn list_all<T: TenantScoped>(
     db: &Database,
@@ -424,120 +455,11 @@ mod suite {
         );
     }
 
-    pub(crate) async fn directory_enforces_unique_slugs_and_emails(db: &Database) {
-        let world = TwoTenants::create(db).await;
-        let taken = NewTenant {
-            name: "Again".into(),
-            slug: Some(world.a.tenant.slug.clone()),
-        };
-        assert!(matches!(
-            db.create_tenant(taken).await,
-            Err(Error::Conflict(_))
-        ));
-
-        let (_tenant, mut tx) = db
-            .create_tenant(NewTenant {
-                name: "Gamma Corp".into(),
-                slug: None,
-            })
-            .await
-            .expect("create");
-        let shouting = Email::parse(&world.a.owner.email.as_str().to_uppercase()).expect("email");
-        let dup = tx
-            .create_user(NewUser {
-                email: shouting,
-                password_hash: None,
-            })
-            .await;
-        assert!(matches!(dup, Err(Error::Conflict(_))), "{dup:?}");
-        drop(tx);
-        assert!(
-            db.find_tenant_by_slug(&Slug::parse("gamma-corp").expect("slug"))
-                .await
-                .expect("find")
-                .is_none(),
-            "a failed signup leaves no tenant behind"
-        );
-
-        // A user in two tenants sees both memberships, and only theirs.
-        let mut tx = db.begin(&world.b.scope()).await.expect("begin");
-        tx.add_member(world.a.owner.id, Role::Viewer)
-            .await
-            .expect("add");
-        tx.commit().await.expect("commit");
-
-        // A transaction with a failed statement never commits half of its work, on any backend.
-        let mut tx = db.begin(&world.b.scope()).await.expect("begin");
-        let stray = Email::parse("stray@example.test").expect("email");
-        tx.create_user(NewUser {
-            email: stray.clone(),
-            password_hash: None,
-        })
-        .await
-        .expect("user");
-        tx.add_member(world.a.owner.id, Role::Admin)
-            .await
-            .map(drop)
-            .expect_err("already a member");
-        assert!(matches!(tx.commit().await, Err(Error::Aborted)));
-        assert!(
-            db.find_user_by_email(&stray).await.expect("find").is_none(),
-            "first write rolled back"
-        );
-        let memberships = db
-            .memberships_of(world.a.owner.id)
-            .await
-            .expect("memberships");
-        let mut got: Vec<_> = memberships.iter().map(|m| (m.tenant_id, m.role)).collect();
-        got.sort();
-        let mut want = vec![
-            (world.a.tenant.id, Role::Owner),
-            (world.b.tenant.id, Role::Viewer),
-        ];
-        want.sort();
-        assert_eq!(got, want);
-        let found = db
-            .find_user_by_email(&world.a.owner.email)
-            .await
-            .expect("find")
-            .expect("exists");
-        assert_eq!(found.id, world.a.owner.id);
-    }
-
-    pub(crate) async fn teams_group_members_of_their_own_tenant(db: &Database) {
+    pub(crate) async fn deleting_a_team_detaches_its_projects(db: &Database) {
         let world = TwoTenants::create(db).await;
         let scope = world.a.scope();
-        let (member, _) = world.a.add_user(db, Role::Member).await;
         let mut tx = db.begin(&scope).await.expect("begin");
         let team = Team::create(
-            &mut tx,
-            NewTeam {
-                name: " Design ".into(),
-                description: None,
-            },
-        )
-        .await
-        .expect("create team");
-        assert_eq!(team.name, "Design");
-        tx.commit().await.expect("commit");
-
-        // Names are unique per tenant, case-insensitively; another tenant may reuse one.
-        let mut tx = db.begin(&scope).await.expect("begin");
-        let duplicate = Team::create(
-            &mut tx,
-            NewTeam {
-                name: "design".into(),
-                description: None,
-            },
-        )
-        .await;
-        assert!(
-            matches!(duplicate, Err(Error::Conflict(_))),
-            "{duplicate:?}"
-        );
-        drop(tx);
-        let mut tx = db.begin(&world.b.scope()).await.expect("begin");
-        Team::create(
             &mut tx,
             NewTeam {
                 name: "Design".into(),
@@ -545,100 +467,7 @@ mod suite {
             },
         )
         .await
-        .expect("another tenant may use the name");
-        // B cannot see, change, join or delete A's team.
-        assert_eq!(Team::find(&mut tx, team.id).await.expect("find"), None);
-        assert!(matches!(
-            Team::update(&mut tx, team.id, None, TeamPatch::default()).await,
-            Err(Error::NotFound)
-        ));
-        assert!(matches!(
-            tx.add_team_member(team.id, world.b.owner.id).await,
-            Err(Error::NotFound)
-        ));
-        assert!(matches!(
-            Team::delete(&mut tx, team.id, None).await,
-            Err(Error::NotFound)
-        ));
-        tx.commit().await.expect("commit");
-
-        let mut tx = db.begin(&scope).await.expect("begin");
-        let added = tx.add_team_member(team.id, member.id).await.expect("add");
-        assert_eq!(added.user_id, member.id);
-        assert!(matches!(
-            tx.add_team_member(team.id, member.id).await,
-            Err(Error::Conflict(_))
-        ));
-        drop(tx);
-        let mut tx = db.begin(&scope).await.expect("begin");
-        tx.add_team_member(team.id, member.id).await.expect("add");
-        // Another tenant's user cannot join, whatever id is sent.
-        match tx.add_team_member(team.id, world.b.owner.id).await {
-            Err(Error::Validation(errors)) => assert_eq!(errors[0].field, "user_id"),
-            other => panic!("expected a validation error, got {other:?}"),
-        }
-        tx.commit().await.expect("commit");
-        // The database refuses it too, past the repository: the composite key pairs the team
-        // with a membership of the same tenant (on SQLite, the only wall).
-        let mut tx = db.begin(&scope).await.expect("begin");
-        let sql = "INSERT INTO team_members (tenant_id, team_id, user_id, added_at) \
-                   VALUES ($1, $2, $3, $4)";
-        let (tenant, at) = (world.a.tenant.id, tenantkit_core::now());
-        let smuggled = match tx.raw() {
-            RawConn::Sqlite(c) => sqlx::query(sql)
-                .bind(tenant)
-                .bind(team.id)
-                .bind(world.b.owner.id)
-                .bind(at)
-                .execute(c)
-                .await
-                .map(drop),
-            RawConn::Postgres(c) => sqlx::query(sql)
-                .bind(tenant)
-                .bind(team.id)
-                .bind(world.b.owner.id)
-                .bind(at)
-                .execute(c)
-                .await
-                .map(drop),
-            _ => unreachable!("both backends are enabled"),
-        };
-        let err = smuggled.expect_err("another tenant's user in a team");
-        assert!(
-            err.as_database_error()
-                .is_some_and(|e| e.is_foreign_key_violation()),
-            "{err}"
-        );
-        drop(tx);
-
-        let mut tx = db.begin(&scope).await.expect("begin");
-        let page = PageRequest::first(Limit::new(10).expect("limit"));
-        let members = tx.team_members(team.id, page).await.expect("members");
-        assert_eq!(members.items.len(), 1);
-        let mine = Team::list(
-            &mut tx,
-            &TeamFilter {
-                member: Some(member.id),
-            },
-            page,
-        )
-        .await
-        .expect("list");
-        assert_eq!(mine.items, vec![team.clone()]);
-        // Leaving the tenant leaves its teams.
-        tx.remove_member(member.id, world.a.owner.id)
-            .await
-            .expect("remove member");
-        let members = tx.team_members(team.id, page).await.expect("members");
-        assert!(members.items.is_empty());
-        assert!(matches!(
-            tx.remove_team_member(team.id, member.id).await,
-            Err(Error::NotFound)
-        ));
-        tx.commit().await.expect("commit");
-
-        // Deleting a team detaches its projects (and moves their version on).
-        let mut tx = db.begin(&scope).await.expect("begin");
+        .expect("create team");
         let project = Project::create(
             &mut tx,
             NewProject {
@@ -650,6 +479,22 @@ mod suite {
         )
         .await
         .expect("project");
+        tx.commit().await.expect("commit");
+
+        // Core refuses to delete a team that a team-restricted row still names (the foreign
+        // key, on both backends)...
+        let mut tx = db.begin(&scope).await.expect("begin");
+        let refused = Team::delete(&mut tx, team.id, Some(team.version)).await;
+        assert!(matches!(refused, Err(Error::Conflict(_))), "{refused:?}");
+        drop(tx);
+        // ...so the domain detaches its projects first, in the same transaction.
+        let mut tx = db.begin(&scope).await.expect("begin");
+        assert_eq!(
+            Project::detach_team(&mut tx, team.id)
+                .await
+                .expect("detach"),
+            1
+        );
         Team::delete(&mut tx, team.id, Some(team.version))
             .await
             .expect("delete team");
@@ -679,8 +524,8 @@ mod suite {
             TenantScope::of(&outsider_p),
             TenantScope::of(&admin_p),
         );
-        assert!(admin.sees_all_projects() && owner.sees_all_projects());
-        assert!(!outsider.sees_all_projects());
+        assert!(admin.sees_all_teams() && owner.sees_all_teams());
+        assert!(!outsider.sees_all_teams());
 
         let mut tx = db.begin(&owner).await.expect("begin");
         let team = Team::create(
@@ -854,36 +699,60 @@ mod suite {
     }
 }
 
-macro_rules! repo_tests {
-    ($backend:ident => $kind:expr; $($name:ident),* $(,)?) => {
-        mod $backend {
+mod tests {
+    use super::*;
+
+    macro_rules! on_db {
+        ($($name:ident),* $(,)?) => {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(test_db) = super::TestDb::new($kind).await else { return };
+                pub(crate) async fn $name(test_db: TestDb) {
                     super::suite::$name(&test_db.db).await;
                 }
             )*
-        }
-    };
-}
+        };
+    }
 
-macro_rules! all_backends {
-    ($($name:ident),* $(,)?) => {
-        repo_tests!(sqlite => super::Backend::Sqlite; $($name),*);
-        repo_tests!(postgres => super::Backend::Postgres; $($name),*);
-    };
-}
+    on_db!(
+        project_crud_round_trips,
+        task_crud_and_filters,
+        pagination_has_no_gaps_or_duplicates_under_inserts,
+        stale_versions_are_rejected,
+        concurrent_updates_with_one_version_let_exactly_one_win,
+        other_tenants_rows_are_indistinguishable_from_missing,
+        invalid_input_is_rejected_with_field_errors,
+        deleting_a_team_detaches_its_projects,
+        restricted_projects_are_hidden_outside_their_team,
+    );
 
-all_backends!(
-    project_crud_round_trips,
-    task_crud_and_filters,
-    pagination_has_no_gaps_or_duplicates_under_inserts,
-    stale_versions_are_rejected,
-    concurrent_updates_with_one_version_let_exactly_one_win,
-    other_tenants_rows_are_indistinguishable_from_missing,
-    invalid_input_is_rejected_with_field_errors,
-    directory_enforces_unique_slugs_and_emails,
-    teams_group_members_of_their_own_tenant,
-    restricted_projects_are_hidden_outside_their_team,
-);
+    /// Projects and tasks pass tenantkit-core's isolation conformance suite (on PostgreSQL
+    /// also with the application's filter removed: row-level security).
+    pub(crate) async fn projects_and_tasks_pass_the_isolation_suite(test_db: TestDb) {
+        let db = &test_db.db;
+        let world = TwoTenants::create(db).await;
+        let project = create_project(db, &world.a.scope(), "Secret").await;
+        let task = create_task(db, &world.a.scope(), project.id, "Hidden").await;
+        assert_tenant_isolation(
+            &test_db,
+            &world,
+            "projects",
+            &project,
+            ProjectPatch::default,
+        )
+        .await;
+        assert_tenant_isolation(&test_db, &world, "tasks", &task, TaskPatch::default).await;
+    }
+
+    tenantkit_core::backend_tests!(
+        fixture = db;
+        project_crud_round_trips,
+        task_crud_and_filters,
+        pagination_has_no_gaps_or_duplicates_under_inserts,
+        stale_versions_are_rejected,
+        concurrent_updates_with_one_version_let_exactly_one_win,
+        other_tenants_rows_are_indistinguishable_from_missing,
+        invalid_input_is_rejected_with_field_errors,
+        deleting_a_team_detaches_its_projects,
+        restricted_projects_are_hidden_outside_their_team,
+        projects_and_tasks_pass_the_isolation_suite,
+    );
+}

@@ -1,4 +1,4 @@
-//! Tasks: records inside a project of the same tenant.
+//! Tasks: records inside a project of the same tenant, visible exactly when their project is.
 
 use std::fmt;
 use std::str::FromStr;
@@ -6,14 +6,15 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::projects::PROJECTS;
-use super::{double_option, ensure_written, read_for_update, Restriction, Table, TenantScoped};
-use crate::scope::scoped;
-use crate::values::{check_optional_text, check_text, finish_validation, now};
-use crate::{
-    Error, FieldError, Page, PageRequest, ProjectId, Result, TaskId, TenantId, TenantTx, UserId,
-    Version,
+use tenantkit_core::validate::{check_optional_text, check_text, finish_validation};
+use tenantkit_core::{
+    double_option, ensure_written, now, read_for_update, with_conn, Error, FieldError, Page,
+    PageRequest, Result, TenantId, TenantScoped, TenantTable, TenantTx, UserId, Version,
+    Visibility,
 };
+
+use super::projects::PROJECTS;
+use super::{ProjectId, TaskId};
 
 const TITLE_MAX: usize = 500;
 const DESCRIPTION_MAX: usize = 10_000;
@@ -21,7 +22,7 @@ const DESCRIPTION_MAX: usize = 10_000;
 /// Where a task stands.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(utoipa::ToSchema)]
 pub enum TaskStatus {
     /// Not started (the default).
     #[default]
@@ -74,8 +75,7 @@ impl TryFrom<String> for TaskStatus {
 }
 
 /// A task of a tenant's project.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Task {
     /// The task's id.
     pub id: TaskId,
@@ -109,7 +109,7 @@ pub struct Task {
 /// The fields of a new task.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(utoipa::ToSchema)]
 pub struct NewTask {
     /// The project, which must belong to the transaction's tenant. (Servers take it from the
     /// path, not the body.)
@@ -148,7 +148,7 @@ impl NewTask {
 /// Changes to a task; absent fields stay, `null` clears an optional one.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(utoipa::ToSchema)]
 pub struct TaskPatch {
     /// A new title.
     #[serde(default)]
@@ -225,10 +225,13 @@ impl Task {
 
 const COLUMNS: &str = "id, tenant_id, project_id, title, description, status, assignee_id, \
                        due_at, version, created_at, updated_at";
-const TASKS: Table = Table {
+const TASKS: TenantTable = TenantTable {
     name: "tasks",
     columns: COLUMNS,
-    restriction: Restriction::InProject,
+    visibility: Visibility::Parent {
+        table: "projects",
+        key: "project_id",
+    },
 };
 
 impl TenantScoped for Task {
@@ -268,7 +271,7 @@ impl TenantScoped for Task {
             updated_at: at,
         };
         task.validate(tx).await?;
-        scoped!(tx, |c| {
+        with_conn!(tx, |c| {
             sqlx::query(
                 "INSERT INTO tasks (id, tenant_id, project_id, title, description, status, \
                  assignee_id, due_at, version, created_at, updated_at) \
@@ -325,15 +328,15 @@ impl TenantScoped for Task {
         task.validate(tx).await?;
         task.version = base.next();
         task.updated_at = now();
-        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_projects(), tx.viewer());
+        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_teams(), tx.viewer());
         // The project may have been restricted since the read above: check again.
         let sql = format!(
             "UPDATE tasks SET title = $1, description = $2, status = $3, assignee_id = $4, \
              due_at = $5, version = $6, updated_at = $7 \
              WHERE tenant_id = $8 AND id = $9 AND version = $10{}",
-            TASKS.restriction.condition("tasks", 11, 12)
+            TASKS.visibility.condition("tasks", 11, 12)
         );
-        let updated = scoped!(tx, |c| {
+        let updated = with_conn!(tx, |c| {
             sqlx::query(&sql)
                 .bind(&task.title)
                 .bind(&task.description)
@@ -361,7 +364,7 @@ impl TenantScoped for Task {
     }
 
     async fn list(tx: &mut TenantTx, filter: &TaskFilter, page: PageRequest) -> Result<Page<Self>> {
-        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_projects(), tx.viewer());
+        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_teams(), tx.viewer());
         let sql = format!(
             "SELECT {COLUMNS} FROM tasks WHERE tenant_id = $1 AND id > $2 \
              AND ($3 IS NULL OR project_id = $3) \
@@ -369,9 +372,9 @@ impl TenantScoped for Task {
              AND ($5 IS NULL OR assignee_id = $5) \
              AND ($6 IS NULL OR lower(title) LIKE $6 ESCAPE '\\'){} \
              ORDER BY id LIMIT $7",
-            TASKS.restriction.condition("tasks", 8, 9)
+            TASKS.visibility.condition("tasks", 8, 9)
         );
-        let rows: Vec<Task> = scoped!(tx, |c| {
+        let rows: Vec<Task> = with_conn!(tx, |c| {
             sqlx::query_as(&sql)
                 .bind(tenant)
                 .bind(TaskId::from_uuid(page.after_key()))

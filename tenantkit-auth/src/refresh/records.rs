@@ -3,7 +3,7 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::{SessionId, TenantId, UserId};
+use tenantkit_core::{SessionId, TenantId, UserId};
 
 /// A login session: one refresh-token family.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]

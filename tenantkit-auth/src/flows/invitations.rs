@@ -1,0 +1,263 @@
+//! Inviting teammates by email, and accepting.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tenantkit_core::{
+    now, ClientInfo, Email, Error as CoreError, InvitationId, NewUser, Permission, Principal, Role,
+    TenantId, TenantScope,
+};
+use time::OffsetDateTime;
+
+use super::{event, AuthFlows, TokenPair};
+use crate::{Error, Message, OneTimeToken, Password, Result};
+
+const INVITATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Whom to invite, with which role.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InviteRequest {
+    /// The invitee's email address.
+    pub email: String,
+    /// The role they get.
+    pub role: Role,
+}
+
+/// A new invitation, with its token: shown this once (and mailed), stored only hashed. Its
+/// `Debug` hides the token.
+#[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InvitationCreated {
+    /// The invitation's id, to revoke it.
+    pub id: InvitationId,
+    /// The single-use token the invitee accepts with.
+    #[cfg_attr(feature = "openapi", schema(format = Password))]
+    pub token: String,
+    /// Who may accept it.
+    pub email: Email,
+    /// The role it grants.
+    pub role: Role,
+    /// When it stops working.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for InvitationCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InvitationCreated")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The invitation token, and a password when it creates a new account. Its `Debug` hides
+/// both.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AcceptInvitation {
+    /// The token from the invitation email.
+    #[cfg_attr(feature = "openapi", schema(format = Password))]
+    pub token: String,
+    /// The new account's password (for an address without an account).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Password))]
+    pub password: Option<Password>,
+}
+
+impl std::fmt::Debug for AcceptInvitation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AcceptInvitation(..)")
+    }
+}
+
+/// The answer to an accepted invitation: tokens for the tenant just joined.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Joined {
+    /// The token pair.
+    #[serde(flatten)]
+    pub tokens: TokenPair,
+    /// The tenant joined.
+    pub tenant_id: TenantId,
+    /// The role held there.
+    pub role: Role,
+}
+
+impl AuthFlows {
+    /// Invites an address with a role, as `principal` (whose rights are read from the
+    /// database, not from the token). Only owners invite owners. The invitation is audited,
+    /// its token mailed and answered once.
+    ///
+    /// # Errors
+    /// `forbidden` without the right to manage members (or to grant `owner`);
+    /// `validation_failed` for a bad address; `conflict` when the address is already a member.
+    #[tracing::instrument(skip_all, fields(tenant = %principal.tenant_id()))]
+    pub async fn invite(
+        &self,
+        client: &ClientInfo,
+        principal: &Principal,
+        request: InviteRequest,
+    ) -> Result<InvitationCreated> {
+        principal.require(Permission::ManageMembers)?;
+        if request.role == Role::Owner && principal.role() != Role::Owner {
+            return Err(CoreError::Forbidden.into());
+        }
+        let email = Email::parse(&request.email)?;
+        // Looked up before the write transaction: never hold one connection while taking
+        // another.
+        let existing = self.db.find_user_by_email(&email).await?;
+        let mut tx = self.db.begin(&TenantScope::of(principal)).await?;
+        // The inviter's rights as stored now, not as their access token remembers them.
+        let inviter_role = tx
+            .member(principal.user_id())
+            .await?
+            .map(|m| m.role)
+            .ok_or(CoreError::Forbidden)?;
+        if !inviter_role.allows(Permission::ManageMembers)
+            || (request.role == Role::Owner && inviter_role != Role::Owner)
+        {
+            return Err(CoreError::Forbidden.into());
+        }
+        if let Some(existing) = existing {
+            if tx.member(existing.id).await?.is_some() {
+                return Err(CoreError::Conflict("that address is already a member".into()).into());
+            }
+        }
+        let token = OneTimeToken::generate();
+        let invitation = tx
+            .create_invitation(
+                email,
+                request.role,
+                principal.user_id(),
+                &token.hash(),
+                now() + INVITATION_TTL,
+            )
+            .await?;
+        let entry = event(
+            client,
+            "invitation.created",
+            Some(principal.user_id()),
+            "invitation",
+            invitation.id,
+        )
+        .details(serde_json::json!({ "email": invitation.email, "role": invitation.role }));
+        tx.audit(entry).await?;
+        let tenant = tx.tenant().await?;
+        tx.commit().await?;
+        self.send_in_background(Message {
+            to: invitation.email.to_string(),
+            subject: format!("You are invited to {}", tenant.name),
+            body: format!(
+                "You were invited to join {} as {}. Accept within 7 days:\n\n{}/accept-invitation?token={}\n",
+                tenant.name,
+                invitation.role,
+                self.public_url,
+                token.expose()
+            ),
+        });
+        Ok(InvitationCreated {
+            id: invitation.id,
+            token: token.expose().to_owned(),
+            email: invitation.email,
+            role: invitation.role,
+            expires_at: invitation.expires_at,
+        })
+    }
+
+    /// Accepts an invitation. A new address creates its account (with `password`); an
+    /// existing account must be the caller (`caller`, from its own bearer token). The
+    /// invitation is only as good as its sender's rights are now.
+    ///
+    /// # Errors
+    /// `validation_failed` on `token` (invalid, used, revoked, expired, or its sender lost the
+    /// right) or `password`; [`Error::LoginRequired`] when the address has an account and no
+    /// token was sent; `forbidden` when signed in as someone else.
+    #[tracing::instrument(skip_all)]
+    pub async fn accept_invitation(
+        &self,
+        client: &ClientInfo,
+        caller: Option<&Principal>,
+        request: AcceptInvitation,
+    ) -> Result<Joined> {
+        self.limits.check_ip(client.ip)?;
+        let token = OneTimeToken::new(request.token);
+        let invalid = || CoreError::invalid("token", "is invalid, expired or already used");
+        let invitation = self
+            .db
+            .find_open_invitation(&token.hash(), now())
+            .await?
+            .ok_or_else(invalid)?;
+        let existing = self.db.find_user_by_email(&invitation.email).await?;
+        let new_password = match (caller, &existing) {
+            (Some(caller), Some(account)) if caller.user_id() == account.id => {
+                // No new session from the token of a revoked one.
+                self.require_live_session(caller).await?;
+                None
+            }
+            // Signed in as someone else: this invitation is not theirs.
+            (Some(_), _) => return Err(CoreError::Forbidden.into()),
+            // The address has an account: only that account may accept.
+            (None, Some(_)) => return Err(Error::LoginRequired),
+            (None, None) => {
+                let password = request.password.ok_or_else(|| {
+                    CoreError::invalid("password", "is required for a new account")
+                })?;
+                Some(self.passwords.hash_new(&password, "password").await?)
+            }
+        };
+        // The tenant comes from the stored invitation, which the token proved.
+        let mut tx = self
+            .db
+            .begin(&TenantScope::for_system(invitation.tenant_id))
+            .await?;
+        if !tx.accept_invitation(invitation.id, now()).await? {
+            return Err(invalid().into());
+        }
+        // A demoted or removed admin's pending invitations die with their rights.
+        let inviter_role = match invitation.invited_by {
+            Some(inviter) => tx.member(inviter).await?.map(|m| m.role),
+            None => None,
+        };
+        let still_allowed = inviter_role.is_some_and(|role| {
+            role.allows(Permission::ManageMembers)
+                && (invitation.role != Role::Owner || role == Role::Owner)
+        });
+        if !still_allowed {
+            return Err(invalid().into());
+        }
+        let user = match (existing, new_password) {
+            (Some(account), _) => account,
+            (None, hash) => {
+                tx.create_user(NewUser {
+                    email: invitation.email.clone(),
+                    password_hash: hash,
+                })
+                .await?
+            }
+        };
+        tx.add_member(user.id, invitation.role).await?;
+        let entry = event(
+            client,
+            "invitation.accepted",
+            Some(user.id),
+            "invitation",
+            invitation.id,
+        );
+        tx.audit(entry).await?;
+        tx.commit().await?;
+        // Holding the token proves nothing about the mailbox (the inviter saw it too): a new
+        // account starts unverified and gets a verification email.
+        self.offer_verification(&user).await;
+        let (session, refresh) = self.sessions.start(user.id, invitation.tenant_id).await?;
+        let tokens = self.token_pair(&session, invitation.role, &refresh)?;
+        Ok(Joined {
+            tokens,
+            tenant_id: invitation.tenant_id,
+            role: invitation.role,
+        })
+    }
+}

@@ -1,0 +1,299 @@
+//! The auth flows, as plain async functions with typed inputs and outputs: what happens on
+//! signup, login, refresh, logout, tenant switch, password change and reset, email
+//! verification, invitations, and the operator's `tenant create` / `user create`.
+//!
+//! Each flow enforces its rate limits, does its work in the right transactions, writes its
+//! audit entries and answers with a typed value or an [`Error`] that maps to one problem
+//! response. A server's handlers only parse the request, call one flow and answer; the same
+//! flows serve a CLI or a test.
+//!
+//! ```
+//! use tenantkit_auth::flows::{AuthFlows, LoginRequest, SignupRequest};
+//! use tenantkit_auth::{AccessTokens, JwtConfig, KeySet, Password, RefreshConfig, RefreshSessions, SigningKey};
+//! use tenantkit_core::{ClientInfo, Database, Migrations};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> tenantkit_auth::Result<()> {
+//! let db = Database::connect("sqlite::memory:").await?;
+//! db.migrate(&Migrations::new().with(tenantkit_auth::migrations())).await?;
+//! let tokens = AccessTokens::new(
+//!     KeySet::new(SigningKey::generate_ed25519()?),
+//!     JwtConfig::new("https://auth.example", "example-api"),
+//! );
+//! let sessions = RefreshSessions::new(db.clone(), &[7u8; 32], RefreshConfig::default())?;
+//! let auth = AuthFlows::new(db, tokens.clone(), sessions);
+//! let client = ClientInfo::new("203.0.113.7".parse().expect("an IP"));
+//!
+//! let signed_up = auth
+//!     .signup(&client, SignupRequest {
+//!         email: "ada@example.com".into(),
+//!         password: Password::new("correct horse battery staple"),
+//!         tenant_name: "Acme".into(),
+//!         tenant_slug: None,
+//!     })
+//!     .await?;
+//! let caller = tokens.verify(&signed_up.tokens.access_token)?;
+//! assert_eq!(caller.tenant_id(), signed_up.tenant.id);
+//!
+//! let wrong = auth
+//!     .login(&client, LoginRequest {
+//!         email: "ada@example.com".into(),
+//!         password: Password::new("not the password at all"),
+//!         tenant: None,
+//!     })
+//!     .await;
+//! assert!(matches!(wrong, Err(tenantkit_auth::Error::InvalidCredentials)));
+//! # Ok(())
+//! # }
+//! ```
+
+mod invitations;
+mod operator;
+mod password;
+mod session;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tenantkit_core::{
+    AuditEvent, ClientInfo, Database, Principal, Role, TenantId, TenantScope, User, UserId,
+};
+
+pub use invitations::{AcceptInvitation, InvitationCreated, InviteRequest, Joined};
+pub use operator::{TenantCreated, UserAdded};
+pub use password::{ChangePassword, ResetConfirm, ResetRequest, VerifyConfirm};
+pub use session::{LoggedIn, LoginRequest, SignedUp, SignupRequest, SwitchTenant};
+
+use crate::refresh::SessionRecord;
+use crate::store::mail_tokens;
+use crate::store::TokenPurpose;
+use crate::{
+    AccessTokens, Error, Mailer, Message, OneTimeToken, PasswordHasher, RateLimits,
+    RefreshSessions, RefreshToken, Result,
+};
+
+const RESET_TTL: Duration = Duration::from_secs(30 * 60);
+const VERIFY_TTL: Duration = Duration::from_secs(48 * 3600);
+
+/// The flows and everything they need. Cheap to clone.
+#[derive(Clone)]
+pub struct AuthFlows {
+    db: Database,
+    tokens: AccessTokens,
+    sessions: RefreshSessions<Database>,
+    passwords: PasswordHasher,
+    limits: Arc<RateLimits>,
+    mailer: Arc<dyn Mailer>,
+    public_url: Arc<str>,
+}
+
+impl fmt::Debug for AuthFlows {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthFlows")
+            .field("db", &self.db)
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthFlows {
+    /// Flows over `db` (migrated with this crate's [`crate::migrations`]), issuing tokens with
+    /// `tokens` and sessions in `sessions`, with the default password hasher and rate limits, a
+    /// mailer that only logs (set a real one with [`AuthFlows::with_mailer`]) and
+    /// `http://localhost` as the base of mailed links.
+    pub fn new(db: Database, tokens: AccessTokens, sessions: RefreshSessions<Database>) -> Self {
+        Self {
+            db,
+            tokens,
+            sessions,
+            passwords: PasswordHasher::new(),
+            limits: Arc::new(RateLimits::new(Default::default())),
+            mailer: Arc::new(crate::LogMailer),
+            public_url: "http://localhost".into(),
+        }
+    }
+
+    /// Uses `mailer` for reset, verification and invitation emails.
+    pub fn with_mailer(mut self, mailer: Arc<dyn Mailer>) -> Self {
+        self.mailer = mailer;
+        self
+    }
+
+    /// Uses these rate limits.
+    pub fn with_limits(mut self, limits: Arc<RateLimits>) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Uses this password hasher (parameters, policy, concurrency).
+    pub fn with_passwords(mut self, passwords: PasswordHasher) -> Self {
+        self.passwords = passwords;
+        self
+    }
+
+    /// Mailed links start with `public_url` (for example `https://app.example.com`).
+    pub fn with_public_url(mut self, public_url: &str) -> Self {
+        self.public_url = public_url.trim_end_matches('/').into();
+        self
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// The access-token issuer and verifier.
+    pub fn tokens(&self) -> &AccessTokens {
+        &self.tokens
+    }
+
+    /// The refresh sessions.
+    pub fn sessions(&self) -> &RefreshSessions<Database> {
+        &self.sessions
+    }
+
+    /// The password hasher.
+    pub fn passwords(&self) -> &PasswordHasher {
+        &self.passwords
+    }
+
+    /// The rate limits.
+    pub fn limits(&self) -> &RateLimits {
+        &self.limits
+    }
+
+    /// A token pair for `session`, in which its user acts as `role`.
+    fn token_pair(
+        &self,
+        session: &SessionRecord,
+        role: Role,
+        refresh: &RefreshToken,
+    ) -> Result<TokenPair> {
+        let principal = Principal::new(
+            session.user_id,
+            session.tenant_id,
+            role,
+            Vec::<String>::new(),
+            session.id,
+        );
+        let access = self.tokens.issue(&principal)?;
+        Ok(TokenPair {
+            access_token: access.token,
+            token_type: "Bearer",
+            expires_in: access.expires_in,
+            refresh_token: refresh.expose().to_owned(),
+        })
+    }
+
+    /// Records `event` in `tenant`'s audit log in a transaction of its own (for events that
+    /// change nothing else in that tenant, such as a login).
+    async fn audit(&self, tenant: TenantId, event: AuditEvent) -> Result<()> {
+        // The tenant comes from our own records (a session, a membership), never a request.
+        let mut tx = self.db.begin(&TenantScope::for_system(tenant)).await?;
+        tx.audit(event).await?;
+        Ok(tx.commit().await?)
+    }
+
+    /// Records an account-wide event in every tenant the user belongs to.
+    async fn audit_everywhere(&self, user: UserId, event: impl Fn() -> AuditEvent) -> Result<()> {
+        for membership in self.db.memberships_of(user).await? {
+            self.audit(membership.tenant_id, event()).await?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a caller whose session was revoked or has expired, for operations that create
+    /// new sessions from an access token (which may outlive its session by up to its TTL).
+    ///
+    /// # Errors
+    /// [`Error::InvalidToken`] when the session is over.
+    pub async fn require_live_session(&self, principal: &Principal) -> Result<()> {
+        if self.sessions.is_over(principal.session_id()).await? {
+            return Err(Error::InvalidToken("session is over"));
+        }
+        Ok(())
+    }
+
+    /// Stores a new mailed token for `user` and sends its link. Delivery runs in the
+    /// background, so the answer does not wait for (or reveal anything through) the mail
+    /// server.
+    async fn mail_token(&self, user: &User, purpose: TokenPurpose) -> Result<()> {
+        let token = OneTimeToken::generate();
+        let (ttl, subject, path) = match purpose {
+            TokenPurpose::PasswordReset => (RESET_TTL, "Reset your password", "reset-password"),
+            TokenPurpose::EmailVerification => {
+                (VERIFY_TTL, "Verify your email address", "verify-email")
+            }
+        };
+        let at = tenantkit_core::now();
+        mail_tokens::store(&self.db, user.id, purpose, &token.hash(), at, at + ttl).await?;
+        self.send_in_background(Message {
+            to: user.email.to_string(),
+            subject: subject.to_owned(),
+            body: format!(
+                "Open this link within {} minutes:\n\n{}/{path}?token={}\n\nIf you did not ask for it, ignore this email.",
+                ttl.as_secs() / 60,
+                self.public_url,
+                token.expose()
+            ),
+        });
+        Ok(())
+    }
+
+    /// Sends `message` in the background; failures are logged, never the body.
+    fn send_in_background(&self, message: Message) {
+        let mailer = self.mailer.clone();
+        tokio::spawn(async move {
+            if let Err(err) = mailer.send(message).await {
+                tracing::error!(error = %err, "sending email failed");
+            }
+        });
+    }
+
+    /// Best effort: a new or unverified account gets a verification email; failing to queue
+    /// it does not fail the flow (a new link can be requested).
+    async fn offer_verification(&self, user: &User) {
+        if user.email_verified_at.is_none() {
+            if let Err(err) = self.mail_token(user, TokenPurpose::EmailVerification).await {
+                tracing::warn!(error = %err, "could not queue the verification email");
+            }
+        }
+    }
+}
+
+/// `{access_token, token_type: "Bearer", expires_in, refresh_token}`: what every flow that
+/// signs someone in answers (flat beside any other fields). Its `Debug` hides the tokens.
+#[derive(Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenPair {
+    /// The JWT access token.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// The opaque refresh token (single use: each refresh answers a new one).
+    #[cfg_attr(feature = "openapi", schema(format = Password))]
+    pub refresh_token: String,
+}
+
+impl fmt::Debug for TokenPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenPair")
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The audit event `action` by `actor` from `client`, about `kind` `id`.
+fn event(
+    client: &ClientInfo,
+    action: &str,
+    actor: Option<UserId>,
+    kind: &str,
+    id: impl fmt::Display,
+) -> AuditEvent {
+    client.event(action, actor).target(kind, id)
+}

@@ -1,0 +1,371 @@
+//! Signing in and out: signup, login, refresh, logout, logout everywhere, tenant switch.
+
+use serde::{Deserialize, Serialize};
+use tenantkit_core::{
+    ClientInfo, Email, Error as CoreError, FieldError, Membership, NewTenant, NewUser, Principal,
+    Role, Slug, Tenant, TenantId, User,
+};
+
+use super::{event, AuthFlows, TokenPair};
+use crate::store::TokenPurpose;
+use crate::{Error, Password, RefreshToken, Result, Verification};
+
+/// A new tenant with the new user as its owner.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SignupRequest {
+    /// The owner's email address.
+    pub email: String,
+    /// The owner's password (12 to 1024 bytes, not a common one).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Password))]
+    pub password: Password,
+    /// The tenant's display name.
+    pub tenant_name: String,
+    /// The tenant's URL handle; derived from the name when absent.
+    #[serde(default)]
+    pub tenant_slug: Option<String>,
+}
+
+/// The answer to a signup: tokens, the user and the tenant.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SignedUp {
+    /// The owner's token pair.
+    #[serde(flatten)]
+    pub tokens: TokenPair,
+    /// The new account.
+    pub user: User,
+    /// The new tenant.
+    pub tenant: Tenant,
+}
+
+/// Email and password, optionally for one tenant.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LoginRequest {
+    /// The account's email address.
+    pub email: String,
+    /// Its password.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Password))]
+    pub password: Password,
+    /// A tenant slug or id; the user's first tenant when absent.
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+/// The answer to a login: tokens for the chosen tenant and every membership of the user.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LoggedIn {
+    /// The token pair.
+    #[serde(flatten)]
+    pub tokens: TokenPair,
+    /// Every tenant the user belongs to, with the role there.
+    pub memberships: Vec<Membership>,
+}
+
+/// The tenant to switch to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SwitchTenant {
+    /// A tenant the caller is a member of.
+    pub tenant_id: String,
+}
+
+fn collect<T>(result: tenantkit_core::Result<T>, errors: &mut Vec<FieldError>) -> Option<T> {
+    match result {
+        Ok(value) => Some(value),
+        Err(CoreError::Validation(more)) => {
+            errors.extend(more);
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+impl AuthFlows {
+    /// Signup: creates a tenant with the new user as its owner, in one transaction with its
+    /// audit entry, mails a verification link and signs the owner in.
+    ///
+    /// # Errors
+    /// [`Error::RateLimited`]; `validation_failed` naming every bad field; `conflict` when the
+    /// email or slug is taken.
+    #[tracing::instrument(skip_all)]
+    pub async fn signup(&self, client: &ClientInfo, request: SignupRequest) -> Result<SignedUp> {
+        self.limits.check_ip(client.ip)?;
+        let mut errors: Vec<FieldError> = Vec::new();
+        let email = collect(Email::parse(&request.email), &mut errors);
+        let slug = request
+            .tenant_slug
+            .as_deref()
+            .and_then(|s| collect(Slug::parse(s), &mut errors));
+        if let Err(Error::WeakPassword(more)) =
+            self.passwords.policy().check(&request.password, "password")
+        {
+            errors.extend(more);
+        }
+        if request.tenant_name.trim().is_empty() {
+            errors.push(FieldError::new("tenant_name", "must not be empty"));
+        }
+        let (Some(email), true) = (email, errors.is_empty()) else {
+            return Err(CoreError::Validation(errors).into());
+        };
+        let hash = self.passwords.hash(&request.password).await?;
+        // Tenant, owner, membership and audit entry commit together or not at all.
+        let (tenant, mut tx) = self
+            .db
+            .create_tenant(NewTenant {
+                name: request.tenant_name,
+                slug,
+            })
+            .await?;
+        let user = tx
+            .create_user(NewUser {
+                email,
+                password_hash: Some(hash),
+            })
+            .await?;
+        tx.add_member(user.id, Role::Owner).await?;
+        tx.audit(event(client, "auth.signup", Some(user.id), "user", user.id))
+            .await?;
+        tx.commit().await?;
+        tracing::info!(user = %user.id, tenant = %tenant.id, "signup");
+        self.offer_verification(&user).await;
+        let (session, refresh) = self.sessions.start(user.id, tenant.id).await?;
+        let tokens = self.token_pair(&session, Role::Owner, &refresh)?;
+        Ok(SignedUp {
+            tokens,
+            user,
+            tenant,
+        })
+    }
+
+    /// Login: checks the password (an unknown email costs the same and answers the same),
+    /// rehashes it when the parameters changed, picks the tenant and starts a session.
+    ///
+    /// # Errors
+    /// [`Error::RateLimited`] (per client address, or for an account whose failure budget is
+    /// spent); [`Error::InvalidCredentials`] for a wrong email, password or tenant alike.
+    #[tracing::instrument(skip_all)]
+    pub async fn login(&self, client: &ClientInfo, request: LoginRequest) -> Result<LoggedIn> {
+        // Counted before any password work, successful or not.
+        self.limits.check_ip(client.ip)?;
+        self.limits.check_login(&request.email)?;
+        let user = match Email::parse(&request.email) {
+            Ok(email) => self.db.find_user_by_email(&email).await?,
+            Err(_) => None,
+        };
+        // An unknown account costs a full verification against a dummy hash, and every
+        // failure below answers the same, so neither timing nor message reveals which
+        // accounts exist.
+        let stored = user.as_ref().and_then(|u| u.password_hash.as_ref());
+        let verification = self.passwords.verify(&request.password, stored).await?;
+        let (user, needs_rehash) = match (user, verification) {
+            (Some(user), Verification::Match { needs_rehash }) => (user, needs_rehash),
+            (known, _) => {
+                if let Some(known) = known {
+                    self.record_failed_login(client, known.id);
+                }
+                tracing::info!("login failed");
+                self.limits.record_login_failure(&request.email)?;
+                return Err(Error::InvalidCredentials);
+            }
+        };
+        if needs_rehash {
+            let upgraded = self.passwords.hash(&request.password).await?;
+            self.db.set_password_hash(user.id, &upgraded).await?;
+            tracing::info!(user = %user.id, "password rehashed with current parameters");
+        }
+        let memberships = self.db.memberships_of(user.id).await?;
+        let chosen = match request.tenant.as_deref() {
+            None => memberships.first().cloned(),
+            Some(wanted) => {
+                let tenant_id = match wanted.parse::<TenantId>() {
+                    Ok(id) => Some(id),
+                    Err(_) => match Slug::parse(wanted) {
+                        Ok(slug) => self.db.find_tenant_by_slug(&slug).await?.map(|t| t.id),
+                        Err(_) => None,
+                    },
+                };
+                memberships
+                    .iter()
+                    .find(|m| Some(m.tenant_id) == tenant_id)
+                    .cloned()
+            }
+        };
+        let Some(membership) = chosen else {
+            tracing::info!(user = %user.id, "login failed: no membership in the requested tenant");
+            return Err(Error::InvalidCredentials);
+        };
+        let (session, refresh) = self.sessions.start(user.id, membership.tenant_id).await?;
+        let entry = event(client, "auth.login", Some(user.id), "session", session.id);
+        self.audit(membership.tenant_id, entry).await?;
+        tracing::info!(user = %user.id, tenant = %membership.tenant_id, session = %session.id, "login");
+        let tokens = self.token_pair(&session, membership.role, &refresh)?;
+        Ok(LoggedIn {
+            tokens,
+            memberships,
+        })
+    }
+
+    /// A failed login against a real account is a security event for its tenants. It is
+    /// recorded in the background, so the answer takes as long as for an unknown email (no
+    /// enumeration by timing).
+    fn record_failed_login(&self, client: &ClientInfo, user: tenantkit_core::UserId) {
+        let (flows, client) = (self.clone(), client.clone());
+        tokio::spawn(async move {
+            let entry = || event(&client, "auth.login_failed", None, "user", user);
+            if let Err(err) = flows.audit_everywhere(user, entry).await {
+                tracing::error!(error = %err, "recording a failed login failed");
+            }
+        });
+    }
+
+    /// Refresh: rotates the refresh token. The role is read again, so a role change or a
+    /// removed membership takes effect at the next refresh.
+    ///
+    /// # Errors
+    /// [`Error::RateLimited`]; [`Error::InvalidToken`] for an unknown, expired or revoked
+    /// token; [`Error::RefreshTokenReused`] for a replay (the session is revoked, and audited).
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(
+        &self,
+        client: &ClientInfo,
+        presented: &RefreshToken,
+    ) -> Result<TokenPair> {
+        self.limits.check_ip(client.ip)?;
+        let (session, next) = match self.sessions.refresh(presented).await {
+            Ok(rotated) => rotated,
+            Err(Error::RefreshTokenReused {
+                session,
+                user,
+                tenant,
+            }) => {
+                let entry = event(
+                    client,
+                    "auth.refresh_reused",
+                    Some(user),
+                    "session",
+                    session,
+                );
+                self.audit(tenant, entry).await?;
+                return Err(Error::RefreshTokenReused {
+                    session,
+                    user,
+                    tenant,
+                });
+            }
+            Err(other) => return Err(other),
+        };
+        let Some(membership) = self
+            .db
+            .membership_of(session.user_id, session.tenant_id)
+            .await?
+        else {
+            self.sessions.revoke(&next).await?;
+            return Err(Error::InvalidToken("membership removed"));
+        };
+        self.token_pair(&session, membership.role, &next)
+    }
+
+    /// Logout: ends the session of the refresh token. An unknown token is not an error, so
+    /// logout reveals nothing about tokens.
+    ///
+    /// # Errors
+    /// Storage errors only.
+    #[tracing::instrument(skip_all)]
+    pub async fn logout(&self, client: &ClientInfo, presented: &RefreshToken) -> Result<()> {
+        if let Some(session) = self.sessions.revoke(presented).await? {
+            let entry = event(
+                client,
+                "auth.logout",
+                Some(session.user_id),
+                "session",
+                session.id,
+            );
+            self.audit(session.tenant_id, entry).await?;
+            tracing::info!(session = %session.id, user = %session.user_id, "logout");
+        }
+        Ok(())
+    }
+
+    /// Logout everywhere: ends every session of the caller; returns how many.
+    ///
+    /// # Errors
+    /// Storage errors only.
+    #[tracing::instrument(skip_all, fields(user = %principal.user_id()))]
+    pub async fn logout_all(&self, client: &ClientInfo, principal: &Principal) -> Result<u64> {
+        let user = principal.user_id();
+        let revoked = self.sessions.revoke_user(user, "logout_all").await?;
+        let entry = event(client, "auth.logout_all", Some(user), "user", user)
+            .details(serde_json::json!({ "sessions_revoked": revoked }));
+        self.audit(principal.tenant_id(), entry).await?;
+        tracing::info!(revoked, "logout everywhere");
+        Ok(revoked)
+    }
+
+    /// Tenant switch: a new session in another tenant the caller belongs to, ending no later
+    /// than the caller's session would. A tenant the caller is not a member of answers like
+    /// one that does not exist.
+    ///
+    /// # Errors
+    /// [`Error::InvalidToken`] when the caller's session is over; `not_found` for a tenant the
+    /// caller is not in (or a malformed id).
+    #[tracing::instrument(skip_all, fields(user = %principal.user_id()))]
+    pub async fn switch_tenant(
+        &self,
+        client: &ClientInfo,
+        principal: &Principal,
+        request: SwitchTenant,
+    ) -> Result<TokenPair> {
+        // A new session must not be minted from the token of a revoked session.
+        self.require_live_session(principal).await?;
+        let tenant: TenantId = request.tenant_id.parse().map_err(|_| CoreError::NotFound)?;
+        let membership = self
+            .db
+            .membership_of(principal.user_id(), tenant)
+            .await?
+            .ok_or(CoreError::NotFound)?;
+        let parent = self
+            .sessions
+            .session(principal.session_id())
+            .await?
+            .map(|s| s.expires_at);
+        let (session, refresh) = self
+            .sessions
+            .start_until(principal.user_id(), membership.tenant_id, parent)
+            .await?;
+        let entry = event(
+            client,
+            "auth.tenant_switched",
+            Some(principal.user_id()),
+            "session",
+            session.id,
+        );
+        self.audit(membership.tenant_id, entry).await?;
+        tracing::info!(tenant = %tenant, session = %session.id, "switched tenant");
+        self.token_pair(&session, membership.role, &refresh)
+    }
+
+    /// Mails a new verification link to the caller, if their address is unverified.
+    ///
+    /// # Errors
+    /// [`Error::RateLimited`]; storage errors.
+    pub async fn request_email_verification(&self, principal: &Principal) -> Result<()> {
+        self.limits
+            .check_account(&principal.user_id().to_string())?;
+        let user = self
+            .db
+            .find_user(principal.user_id())
+            .await?
+            .ok_or(CoreError::NotFound)?;
+        if user.email_verified_at.is_none() {
+            self.mail_token(&user, TokenPurpose::EmailVerification)
+                .await?;
+        }
+        Ok(())
+    }
+}

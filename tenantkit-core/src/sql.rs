@@ -1,0 +1,400 @@
+//! Transactions, and one SQL text for both backends.
+//!
+//! Every database access of tenantkit (and of crates built on it) runs inside one of three
+//! transaction kinds, each opened from a [`crate::Database`]:
+//!
+//! | kind | opened with | sees on PostgreSQL |
+//! | --- | --- | --- |
+//! | [`TenantTx`] | [`Database::begin`](crate::Database::begin) / `begin_read` | one tenant's rows (`app.tenant_id`) |
+//! | [`UserTx`] | [`Database::begin_user`](crate::Database::begin_user) / `begin_user_read` | one user's rows across tenants (`app.user_id`), e.g. their memberships |
+//! | [`SystemTx`] | [`Database::begin_system`](crate::Database::begin_system) / `begin_system_read` | global tables, and tenant tables that opt into system access (`app.system`) |
+//!
+//! Inside any of them, [`with_conn!`](crate::with_conn) runs a body of sqlx code against the
+//! transaction's connection. The body is written once and compiled for every backend this
+//! build of tenantkit-core enables, so one SQL text (with `$1`-style placeholders, which both
+//! SQLite and PostgreSQL accept) serves both. A statement that fails poisons the transaction:
+//! its `commit` then refuses with [`crate::Error::Aborted`] on both backends, instead of
+//! PostgreSQL silently rolling back and SQLite silently committing the half that worked.
+//!
+//! ```
+//! use tenantkit_core::{with_conn, Database, Migrations, NewTenant, Result, TenantScope};
+//!
+//! # async fn demo(db: &Database) -> Result<()> {
+//! let (tenant, tx) = db.create_tenant(NewTenant { name: "Acme".into(), slug: None }).await?;
+//! tx.commit().await?;
+//!
+//! let mut tx = db.begin_read(&TenantScope::for_system(tenant.id)).await?;
+//! let id = tx.tenant_id();
+//! let members: i64 = with_conn!(&mut tx, |conn| {
+//!     sqlx::query_scalar("SELECT count(*) FROM memberships WHERE tenant_id = $1")
+//!         .bind(id)
+//!         .fetch_one(conn)
+//!         .await
+//! })?;
+//! tx.commit().await?;
+//! assert_eq!(members, 0);
+//! # Ok(())
+//! # }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<()> {
+//! # let db = Database::connect("sqlite::memory:").await?;
+//! # db.migrate(&Migrations::new()).await?;
+//! # demo(&db).await
+//! # }
+//! ```
+
+use std::fmt;
+
+use crate::{Result, TenantId, TenantScope, UserId};
+
+/// The type of a backend that this build does not enable: no value of it exists, so code for
+/// that backend is never reached (and never compiled against a missing driver).
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum Never {}
+
+#[cfg(feature = "sqlite")]
+#[doc(hidden)]
+pub type SqliteTx = sqlx::Transaction<'static, sqlx::Sqlite>;
+#[cfg(not(feature = "sqlite"))]
+#[doc(hidden)]
+pub type SqliteTx = Never;
+
+#[cfg(feature = "postgres")]
+#[doc(hidden)]
+pub type PgTx = sqlx::Transaction<'static, sqlx::Postgres>;
+#[cfg(not(feature = "postgres"))]
+#[doc(hidden)]
+pub type PgTx = Never;
+
+/// One open transaction on one backend. Both variants always exist; the one of a disabled
+/// backend holds [`Never`].
+#[doc(hidden)]
+pub enum Conn {
+    /// A SQLite transaction.
+    Sqlite(SqliteTx),
+    /// A PostgreSQL transaction.
+    Postgres(PgTx),
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Conn::Sqlite(_) => "Conn::Sqlite",
+            Conn::Postgres(_) => "Conn::Postgres",
+        })
+    }
+}
+
+/// The state every transaction kind shares: the connection and whether a statement failed.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct TxCore {
+    /// The open transaction.
+    pub conn: Conn,
+    /// Set when a statement run through [`with_conn!`](crate::with_conn) failed.
+    pub poisoned: bool,
+}
+
+impl TxCore {
+    pub(crate) fn new(conn: Conn) -> Self {
+        Self {
+            conn,
+            poisoned: false,
+        }
+    }
+
+    async fn commit(self) -> Result<()> {
+        if self.poisoned {
+            // Dropping the connection's transaction rolls it back.
+            return Err(crate::Error::Aborted);
+        }
+        match self.conn {
+            #[cfg(feature = "sqlite")]
+            Conn::Sqlite(tx) => tx.commit().await?,
+            #[cfg(not(feature = "sqlite"))]
+            Conn::Sqlite(never) => match never {},
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(tx) => tx.commit().await?,
+            #[cfg(not(feature = "postgres"))]
+            Conn::Postgres(never) => match never {},
+        }
+        Ok(())
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A transaction of one of tenantkit's three kinds ([`TenantTx`], [`UserTx`], [`SystemTx`]):
+/// what [`with_conn!`](crate::with_conn) accepts. Sealed: transactions are only made by
+/// [`crate::Database`], which sets what each kind may see.
+pub trait Transaction: sealed::Sealed + Send {
+    #[doc(hidden)]
+    fn core(&mut self) -> &mut TxCore;
+}
+
+/// The shared state of a transaction, for [`with_conn!`](crate::with_conn).
+#[doc(hidden)]
+pub fn core_of<T: Transaction + ?Sized>(tx: &mut T) -> &mut TxCore {
+    tx.core()
+}
+
+/// Runs a body of sqlx code with `conn` bound to the `&mut` connection of a transaction
+/// (anything implementing [`Transaction`], passed as `&mut`), once per enabled backend, and
+/// poisons the transaction when the body returns an error.
+///
+/// The body must evaluate to a `Result` (usually `sqlx::Result<T>`) of the same type on every
+/// backend: map backend-specific values to what you need (`.map(|done| done.rows_affected())`,
+/// `.map(drop)`). `?` inside it ends the body with that error. It cannot use the transaction itself (it is borrowed), so read what
+/// you need from it (such as [`TenantTx::tenant_id`]) first.
+///
+/// See the [module documentation](crate::sql) for an example.
+#[macro_export]
+macro_rules! with_conn {
+    ($tx:expr, |$c:ident| $body:expr) => {{
+        let core = $crate::__private::core_of($tx);
+        let result = match &mut core.conn {
+            $crate::__private::Conn::Sqlite(tx) => $crate::__tk_sqlite_arm!(tx, $c, $body),
+            $crate::__private::Conn::Postgres(tx) => $crate::__tk_postgres_arm!(tx, $c, $body),
+        };
+        if result.is_err() {
+            core.poisoned = true;
+        }
+        result
+    }};
+}
+
+#[cfg(feature = "sqlite")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __tk_sqlite_arm {
+    ($tx:ident, $c:ident, $body:expr) => {{
+        let $c: &mut $crate::__private::sqlx::SqliteConnection = &mut **$tx;
+        // An async block, so that `?` inside the body ends the body (and poisons the
+        // transaction), not the caller's function.
+        async { $body }.await
+    }};
+}
+
+#[cfg(not(feature = "sqlite"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __tk_sqlite_arm {
+    ($tx:ident, $c:ident, $body:expr) => {
+        match *$tx {}
+    };
+}
+
+#[cfg(feature = "postgres")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __tk_postgres_arm {
+    ($tx:ident, $c:ident, $body:expr) => {{
+        let $c: &mut $crate::__private::sqlx::PgConnection = &mut **$tx;
+        async { $body }.await
+    }};
+}
+
+#[cfg(not(feature = "postgres"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __tk_postgres_arm {
+    ($tx:ident, $c:ident, $body:expr) => {
+        match *$tx {}
+    };
+}
+
+/// Direct access to the connection of a transaction, for statements that only one backend
+/// understands (catalog queries, PostgreSQL-only features). Prefer
+/// [`with_conn!`](crate::with_conn): it runs one text on both backends and poisons the
+/// transaction on failure, which statements run through `RawConn` do not.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RawConn<'a> {
+    /// A SQLite connection inside the transaction.
+    #[cfg(feature = "sqlite")]
+    Sqlite(&'a mut sqlx::SqliteConnection),
+    /// A PostgreSQL connection inside the transaction.
+    #[cfg(feature = "postgres")]
+    Postgres(&'a mut sqlx::PgConnection),
+}
+
+fn raw(core: &mut TxCore) -> RawConn<'_> {
+    match &mut core.conn {
+        #[cfg(feature = "sqlite")]
+        Conn::Sqlite(tx) => RawConn::Sqlite(tx),
+        #[cfg(not(feature = "sqlite"))]
+        Conn::Sqlite(never) => match *never {},
+        #[cfg(feature = "postgres")]
+        Conn::Postgres(tx) => RawConn::Postgres(tx),
+        #[cfg(not(feature = "postgres"))]
+        Conn::Postgres(never) => match *never {},
+    }
+}
+
+macro_rules! transaction_kind {
+    ($name:ident) => {
+        impl sealed::Sealed for $name {}
+
+        impl Transaction for $name {
+            fn core(&mut self) -> &mut TxCore {
+                &mut self.core
+            }
+        }
+
+        impl $name {
+            /// Commits the transaction.
+            ///
+            /// # Errors
+            /// [`crate::Error::Aborted`] when a statement of this transaction failed (it is
+            /// rolled back: a transaction is all or nothing); [`crate::Error::Database`] when
+            /// the commit itself fails. Nothing was written in either case.
+            pub async fn commit(self) -> Result<()> {
+                self.core.commit().await
+            }
+
+            /// The connection, for backend-specific statements. See [`RawConn`].
+            pub fn raw(&mut self) -> RawConn<'_> {
+                raw(&mut self.core)
+            }
+        }
+    };
+}
+
+/// A database transaction scoped to one tenant: the only way to reach a tenant's rows.
+///
+/// Every repository function on a tenant-owned table takes a `TenantTx` and filters by its
+/// tenant; on PostgreSQL, row-level security enforces the same filter a second time. Dropping
+/// it without [`TenantTx::commit`] rolls back.
+pub struct TenantTx {
+    scope: TenantScope,
+    core: TxCore,
+}
+
+transaction_kind!(TenantTx);
+
+impl fmt::Debug for TenantTx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantTx")
+            .field("tenant_id", &self.scope.tenant_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TenantTx {
+    pub(crate) fn new(scope: TenantScope, conn: Conn) -> Self {
+        Self {
+            scope,
+            core: TxCore::new(conn),
+        }
+    }
+
+    /// The tenant every query of this transaction is limited to.
+    pub fn tenant_id(&self) -> TenantId {
+        self.scope.tenant_id()
+    }
+
+    /// The scope this transaction was opened with.
+    pub fn scope(&self) -> &TenantScope {
+        &self.scope
+    }
+
+    /// Whether this transaction sees team-restricted rows of teams its user is not in (see
+    /// [`TenantScope::sees_all_teams`]).
+    pub fn sees_all_teams(&self) -> bool {
+        self.scope.sees_all_teams()
+    }
+
+    /// The user whose view this transaction has, unless it sees everything.
+    pub fn viewer(&self) -> Option<UserId> {
+        self.scope.viewer()
+    }
+}
+
+/// A transaction that sees one user's rows across tenants (their memberships), but no
+/// tenant's content.
+pub struct UserTx {
+    user: UserId,
+    core: TxCore,
+}
+
+transaction_kind!(UserTx);
+
+impl fmt::Debug for UserTx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserTx")
+            .field("user_id", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UserTx {
+    pub(crate) fn new(user: UserId, conn: Conn) -> Self {
+        Self {
+            user,
+            core: TxCore::new(conn),
+        }
+    }
+
+    /// The user this transaction acts for.
+    pub fn user_id(&self) -> UserId {
+        self.user
+    }
+}
+
+/// A transaction of the system itself, with no tenant: it reaches global tables (tenants,
+/// users, a webhook inbox keyed by event id) and, on PostgreSQL, the tenant tables whose
+/// migration opted into system access (`tenantkit_allow_system_access`). Every other tenant
+/// table reads as empty.
+///
+/// Open one only for work that must find a row before its tenant is known (a refresh token
+/// by its hash, an event by its id), and move to a [`TenantTx`] once it is.
+pub struct SystemTx {
+    core: TxCore,
+}
+
+transaction_kind!(SystemTx);
+
+impl fmt::Debug for SystemTx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SystemTx").finish_non_exhaustive()
+    }
+}
+
+impl SystemTx {
+    pub(crate) fn new(conn: Conn) -> Self {
+        Self {
+            core: TxCore::new(conn),
+        }
+    }
+}
+
+/// A row type that decodes on every backend this build enables (what
+/// [`with_conn!`](crate::with_conn) bodies need of `query_as` rows). Derive `sqlx::FromRow`
+/// and it holds.
+pub trait Row: SqliteRow + PgRow + Send + Unpin {}
+impl<T: SqliteRow + PgRow + Send + Unpin> Row for T {}
+
+#[cfg(feature = "sqlite")]
+#[doc(hidden)]
+pub trait SqliteRow: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> {}
+#[cfg(feature = "sqlite")]
+impl<T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>> SqliteRow for T {}
+#[cfg(not(feature = "sqlite"))]
+#[doc(hidden)]
+pub trait SqliteRow {}
+#[cfg(not(feature = "sqlite"))]
+impl<T> SqliteRow for T {}
+
+#[cfg(feature = "postgres")]
+#[doc(hidden)]
+pub trait PgRow: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> {}
+#[cfg(feature = "postgres")]
+impl<T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>> PgRow for T {}
+#[cfg(not(feature = "postgres"))]
+#[doc(hidden)]
+pub trait PgRow {}
+#[cfg(not(feature = "postgres"))]
+impl<T> PgRow for T {}
