@@ -260,3 +260,81 @@ async fn every_documented_query_parameter_is_accepted() {
     }
     assert_eq!(checked.len(), 7, "{checked:?}");
 }
+
+/// A route and its document entry are one declaration (utoipa-axum), so the router serves
+/// exactly the document's operations: every documented method of every documented path is
+/// routed (never the "no such route" fallback, never 405), every other method of those paths
+/// answers 405, and only the document and its viewer are served outside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_serves_exactly_the_documented_operations() {
+    let server = TestServer::start(Backend::Sqlite).await.expect("sqlite");
+    let doc = server
+        .call(None, Method::GET, "/openapi.json", None)
+        .await
+        .body;
+    let owner = server.with_live_session(&server.world.a.principal).await;
+    let methods = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    ];
+    let mut routed = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        let concrete: String = path
+            .split('/')
+            .map(|segment| {
+                if segment.starts_with('{') {
+                    uuid::Uuid::now_v7().to_string()
+                } else {
+                    segment.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in &methods {
+            let documented = item.get(method.as_str().to_lowercase()).is_some();
+            let reply = server
+                .call(
+                    Some(&owner),
+                    method.clone(),
+                    &concrete,
+                    Some(serde_json::json!({})),
+                )
+                .await;
+            if documented {
+                routed += 1;
+                assert_ne!(
+                    reply.status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path}"
+                );
+                assert!(
+                    !(reply.status == StatusCode::NOT_FOUND
+                        && reply.body["detail"] == "No such route."),
+                    "{method} {path} is documented but not routed"
+                );
+            } else {
+                assert_eq!(
+                    reply.status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path} is routed but not documented"
+                );
+            }
+        }
+    }
+    assert_eq!(routed, OPERATIONS.len(), "every operation was probed");
+    for (method, path) in tenantkit_server::UNDOCUMENTED_ROUTES {
+        assert!(
+            doc["paths"].get(*path).is_none(),
+            "{path} is not in the document"
+        );
+        let reply = server
+            .anonymous(method.to_uppercase().parse().expect("method"), path)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(reply.status(), StatusCode::OK, "{method} {path}");
+    }
+}

@@ -384,6 +384,23 @@ async fn tenant_and_user_create_then_log_in_over_http() {
     assert_eq!(login.status(), 200);
     let body: serde_json::Value = login.json().await.expect("json");
     assert_eq!(body["memberships"][0]["role"], "admin");
+    // The operator's commands went through the same flows as the API: audited.
+    let log: serde_json::Value = reqwest::Client::new()
+        .get(format!("{base}/v1/audit-log"))
+        .bearer_auth(body["access_token"].as_str().expect("token"))
+        .send()
+        .await
+        .expect("audit log")
+        .json()
+        .await
+        .expect("json");
+    let actions: Vec<&str> = log["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|entry| entry["action"].as_str().expect("action"))
+        .collect();
+    assert_eq!(actions[..2], ["tenant.created", "member.added"], "{log}");
     terminate(&child);
     assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
 }

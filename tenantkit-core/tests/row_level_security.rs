@@ -1,0 +1,148 @@
+//! PostgreSQL row-level security over tenantkit-core's own tables, and the start-up check that
+//! finds every tenant table in the catalog.
+
+use std::time::Duration;
+
+use tenantkit_core::testing::{assert_rls_hides, TestDb, TwoTenants};
+use tenantkit_core::{
+    now, with_conn, Backend, Email, Error, Migrations, NewTeam, RawConn, Role, Team, TenantScoped,
+};
+
+async fn postgres() -> Option<TestDb> {
+    TestDb::new(Backend::Postgres, &Migrations::new()).await
+}
+
+#[tokio::test]
+async fn a_tenant_table_without_row_level_security_is_refused_at_start_up() {
+    let Some(test_db) = postgres().await else {
+        return;
+    };
+    test_db
+        .execute_as_owner(
+            "CREATE TABLE leaky_notes (id uuid PRIMARY KEY, tenant_id uuid NOT NULL, body text); \
+             GRANT SELECT ON leaky_notes TO tenantkit_app",
+        )
+        .await;
+    match test_db.reconnect().await {
+        Err(Error::Config(message)) => {
+            assert!(
+                message.contains("leaky_notes"),
+                "names the table: {message}"
+            )
+        }
+        other => panic!("expected a refusal naming the table, got {other:?}"),
+    }
+    // Enabled but not forced (the owner would not be bound) is still refused.
+    test_db
+        .execute_as_owner("ALTER TABLE leaky_notes ENABLE ROW LEVEL SECURITY")
+        .await;
+    assert!(matches!(test_db.reconnect().await, Err(Error::Config(_))));
+    // With core's helper the table gets ENABLE + FORCE and the tenant policy.
+    test_db
+        .execute_as_owner("SELECT tenantkit_enable_tenant_rls('leaky_notes')")
+        .await;
+    test_db
+        .reconnect()
+        .await
+        .expect("a protected tenant table passes the check");
+}
+
+#[tokio::test]
+async fn core_tenant_tables_hide_other_tenants_rows_without_the_app_filter() {
+    let Some(test_db) = postgres().await else {
+        return;
+    };
+    let db = &test_db.db;
+    let world = TwoTenants::create(db).await;
+    let (member, _) = world.a.add_user(db, Role::Member).await;
+    let mut tx = db.begin(&world.a.scope()).await.expect("begin");
+    let team = Team::create(
+        &mut tx,
+        NewTeam {
+            name: "Platform".into(),
+            description: None,
+        },
+    )
+    .await
+    .expect("team");
+    tx.add_team_member(team.id, member.id).await.expect("join");
+    tx.create_invitation(
+        Email::parse("guest@alpha.test").expect("email"),
+        Role::Viewer,
+        world.a.owner.id,
+        &[1u8; 32],
+        now() + Duration::from_secs(3600),
+    )
+    .await
+    .expect("invitation");
+    tx.commit().await.expect("commit");
+    for table in ["memberships", "teams", "team_members", "invitations"] {
+        assert_rls_hides(&test_db, &world, table).await;
+    }
+}
+
+#[tokio::test]
+async fn invitations_are_reached_only_by_their_token_outside_their_tenant() {
+    let Some(test_db) = postgres().await else {
+        return;
+    };
+    let db = &test_db.db;
+    let world = TwoTenants::create(db).await;
+    let hash = [9u8; 32];
+    let mut tx = db.begin(&world.a.scope()).await.expect("begin");
+    let invitation = tx
+        .create_invitation(
+            Email::parse("guest@alpha.test").expect("email"),
+            Role::Member,
+            world.a.owner.id,
+            &hash,
+            now() + Duration::from_secs(3600),
+        )
+        .await
+        .expect("invitation");
+    tx.commit().await.expect("commit");
+    // The system scope (where accept-by-token runs) cannot list invitations...
+    let mut system = db.begin_system_read().await.expect("begin");
+    let visible: i64 = with_conn!(&mut system, |c| {
+        sqlx::query_scalar("SELECT count(*) FROM invitations")
+            .fetch_one(c)
+            .await
+    })
+    .expect("count");
+    assert_eq!(
+        visible, 0,
+        "invitations are not readable outside their tenant"
+    );
+    drop(system);
+    // ...nor can another tenant's scope, even naming the token hash...
+    let mut b = db.begin_read(&world.b.scope()).await.expect("begin");
+    let RawConn::Postgres(conn) = b.raw() else {
+        panic!("PostgreSQL");
+    };
+    let found: i64 = sqlx::query_scalar("SELECT count(*) FROM invitations WHERE token_hash = $1")
+        .bind(&hash[..])
+        .fetch_one(conn)
+        .await
+        .expect("count");
+    assert_eq!(found, 0);
+    drop(b);
+    // ...but the holder of the token finds exactly its invitation, through the narrow
+    // SECURITY DEFINER lookup, and nothing with a wrong token.
+    let open = db
+        .find_open_invitation(&hash, now())
+        .await
+        .expect("lookup")
+        .expect("found by its token");
+    assert_eq!(open.id, invitation.id);
+    assert!(db
+        .find_open_invitation(&[8u8; 32], now())
+        .await
+        .expect("lookup")
+        .is_none());
+    // Expired ones are not open.
+    assert!(db
+        .find_open_invitation(&hash, now() + Duration::from_secs(7200))
+        .await
+        .expect("lookup")
+        .is_none());
+}
