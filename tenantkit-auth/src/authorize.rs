@@ -9,7 +9,7 @@ use tenantkit_core::{Permission, Principal};
 use tower::{Layer, Service};
 
 use crate::future::ResponseFuture;
-use crate::{problem_response, Error};
+use crate::{Error, problem_response};
 
 /// What a [`RequireLayer`] checks.
 #[derive(Debug, Clone)]

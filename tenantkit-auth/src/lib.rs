@@ -52,14 +52,14 @@ mod smtp;
 mod store;
 
 pub use authorize::{Require, RequireLayer, RequirePermissionLayer, RequireScopeLayer};
-pub use error::{problem_response, Error, Result};
+pub use error::{Error, Result, problem_response};
 pub use future::ResponseFuture;
 pub use jwt::layer::{
-    bearer_token, JwtAuth, JwtAuthLayer, StrictJwtAuth, StrictJwtAuthLayer, StrictResponseFuture,
+    JwtAuth, JwtAuthLayer, StrictJwtAuth, StrictJwtAuthLayer, StrictResponseFuture, bearer_token,
 };
 pub use jwt::{
-    generate_ed25519_pem, AccessClaims, AccessTokens, Algorithm, CachedRevocation, CheckFuture,
-    IssuedToken, JwtConfig, KeySet, SessionRevocation, SigningKey, VerifyingKey,
+    AccessClaims, AccessTokens, Algorithm, CachedRevocation, CheckFuture, IssuedToken, JwtConfig,
+    KeySet, SessionRevocation, SigningKey, VerifyingKey, generate_ed25519_pem,
 };
 pub use mailer::{
     LogMailer, Mailer, MemoryMailer, Message, OneTimeToken, OutboxMailer, SendFuture,
@@ -73,4 +73,4 @@ pub use refresh::{
 #[cfg(feature = "smtp")]
 pub use smtp::SmtpMailer;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use store::{migrations, TokenPurpose};
+pub use store::{TokenPurpose, migrations};

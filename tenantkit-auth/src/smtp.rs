@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
+use lettre::message::header::ContentType;
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Tokio1Executor};
 
 use crate::mailer::{Mailer, Message, SendFuture};

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use serde_json::{json, Value};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
 use tenantkit_auth::{AccessTokens, Algorithm, Error, JwtConfig, KeySet, SigningKey};
 use tenantkit_core::{ManualClock, Principal, Role, SessionId, TenantId, UserId};
 

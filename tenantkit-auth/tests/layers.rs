@@ -4,11 +4,11 @@
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use http::{header, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full};
 use tenantkit_auth::{AccessTokens, JwtAuthLayer, JwtConfig, KeySet, RequireLayer, SigningKey};
 use tenantkit_core::{Permission, Principal, Role, SessionId, TenantId, UserId};
-use tower::{service_fn, ServiceExt as _};
+use tower::{ServiceExt as _, service_fn};
 
 fn tokens() -> AccessTokens {
     AccessTokens::new(

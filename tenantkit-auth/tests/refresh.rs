@@ -173,12 +173,13 @@ mod suite {
             2
         );
         assert!(f.sessions.refresh(&tablet).await.is_err());
-        assert!(f
-            .sessions
-            .revoke(&RefreshToken::new("never-issued"))
-            .await
-            .expect("quiet")
-            .is_none());
+        assert!(
+            f.sessions
+                .revoke(&RefreshToken::new("never-issued"))
+                .await
+                .expect("quiet")
+                .is_none()
+        );
     }
 
     pub(crate) async fn derived_sessions_never_outlive_their_parent<S: SessionStore>(

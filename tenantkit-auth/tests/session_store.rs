@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tenantkit_auth::{SessionRecord, SessionStore};
 use tenantkit_core::testing::{TestDb, TwoTenants};
-use tenantkit_core::{now, Backend, Migrations, SessionId};
+use tenantkit_core::{Backend, Migrations, SessionId, now};
 
 async fn db(backend: Backend) -> Option<TestDb> {
     TestDb::new(
@@ -42,11 +42,12 @@ async fn a_revoked_sessions_token_never_rotates(test_db: TestDb) {
         .await
         .expect("rotate");
     assert!(!rotated, "no successor for a revoked session");
-    assert!(db
-        .find(b"second-token-hash-0123456789abcde")
-        .await
-        .expect("find")
-        .is_none());
+    assert!(
+        db.find(b"second-token-hash-0123456789abcde")
+            .await
+            .expect("find")
+            .is_none()
+    );
     let stored = db
         .session(session.id)
         .await

@@ -4,7 +4,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::{now, AuditEntryId, Result, TenantId, TenantTx, UserId};
+use crate::{AuditEntryId, Result, TenantId, TenantTx, UserId, now};
 
 /// An event to record. `action` is dotted (`auth.login`, `project.created`); `details` must
 /// never hold a secret (password, token, hash).
@@ -164,8 +164,7 @@ pub struct AuditFilter {
     pub until: Option<OffsetDateTime>,
 }
 
-const COLUMNS: &str =
-    "id, seq, at, actor_id, action, target_type, target_id, ip, user_agent, details, prev_hash, hash";
+const COLUMNS: &str = "id, seq, at, actor_id, action, target_type, target_id, ip, user_agent, details, prev_hash, hash";
 
 impl TenantTx {
     /// Appends an event to this tenant's audit log, in this transaction: the entry commits
@@ -234,7 +233,9 @@ impl TenantTx {
     /// [`crate::Error::Database`] on failure.
     pub async fn audit_entries(&mut self, after_seq: i64, limit: i64) -> Result<Vec<AuditEntry>> {
         let tenant = self.tenant_id();
-        let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3");
+        let sql = format!(
+            "SELECT {COLUMNS} FROM audit_log WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        );
         Ok(crate::with_conn!(self, |c| {
             sqlx::query_as(&sql)
                 .bind(tenant)

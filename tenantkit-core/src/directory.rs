@@ -10,8 +10,8 @@ use time::OffsetDateTime;
 use crate::db::{Mode, Settings};
 use crate::values::{check_text, finish_validation, now};
 use crate::{
-    with_conn, Database, Email, Error, PasswordHash, PlanName, Result, Role, Slug, SystemTx,
-    TenantId, TenantTx, UserId, UserTx,
+    Database, Email, Error, PasswordHash, PlanName, Result, Role, Slug, SystemTx, TenantId,
+    TenantTx, UserId, UserTx, with_conn,
 };
 
 /// An organisation using the service: the unit of isolation.

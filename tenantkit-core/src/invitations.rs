@@ -4,7 +4,7 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::{with_conn, Database, Email, InvitationId, Result, Role, TenantId, TenantTx, UserId};
+use crate::{Database, Email, InvitationId, Result, Role, TenantId, TenantTx, UserId, with_conn};
 
 /// A pending or used invitation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]

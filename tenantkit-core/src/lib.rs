@@ -111,20 +111,20 @@ pub use members::Member;
 pub use migrate::{MigrationSet, Migrations};
 pub use page::{Cursor, Limit, Page, PageRequest};
 pub use principal::Principal;
-pub use problem::{ErrorCode, Problem, PROBLEM_JSON};
+pub use problem::{ErrorCode, PROBLEM_JSON, Problem};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use repo::teams::{NewTeam, Team, TeamFilter, TeamMember, TeamPatch};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use repo::{
-    double_option, ensure_written, read_for_update, team_visible, TenantScoped, TenantTable,
-    Visibility,
+    TenantScoped, TenantTable, Visibility, double_option, ensure_written, read_for_update,
+    team_visible,
 };
 pub use role::{ParseRoleError, Permission, Role};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use scope::TenantScope;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sql::{RawConn, Row, SystemTx, TenantTx, Transaction, UserTx};
-pub use values::{now, Email, PasswordHash, PlanName, Slug, Version};
+pub use values::{Email, PasswordHash, PlanName, Slug, Version, now};
 
 /// What the macros of this crate expand to. Not a public API.
 #[doc(hidden)]
@@ -139,6 +139,6 @@ pub mod __private {
     pub use utoipa;
 
     #[cfg(any(feature = "sqlite", feature = "postgres"))]
-    pub use crate::sql::{core_of, Conn};
+    pub use crate::sql::{Conn, core_of};
     pub use sqlx;
 }

@@ -1,7 +1,7 @@
 //! Keyset pagination: opaque cursors, bounded limits, stable order.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -202,9 +202,10 @@ mod tests {
     fn cursor_round_trips_and_is_url_safe() {
         let key = Uuid::now_v7();
         let text = Cursor::after(key).encode();
-        assert!(text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(
+            text.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
         assert_eq!(Cursor::decode(&text).expect("decode").key(), key);
     }
 

@@ -187,7 +187,9 @@ impl TestDb {
         for statement in [
             "CREATE ROLE tenantkit_app NOLOGIN".to_owned(),
             format!("CREATE ROLE {OWNER_ROLE} LOGIN PASSWORD '{TEST_PASSWORD}'"),
-            format!("CREATE ROLE {APP_LOGIN_ROLE} LOGIN PASSWORD '{TEST_PASSWORD}' IN ROLE tenantkit_app"),
+            format!(
+                "CREATE ROLE {APP_LOGIN_ROLE} LOGIN PASSWORD '{TEST_PASSWORD}' IN ROLE tenantkit_app"
+            ),
         ] {
             conn.execute(
                 format!(

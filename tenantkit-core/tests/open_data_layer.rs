@@ -3,11 +3,11 @@
 //! visibility) with its own migrations and RLS policy, one SQL text for both backends, and the
 //! isolation conformance suite, on every backend.
 
-use tenantkit_core::testing::{assert_tenant_isolation, TestDb, TwoTenants};
+use tenantkit_core::testing::{TestDb, TwoTenants, assert_tenant_isolation};
 use tenantkit_core::{
-    double_option, ensure_written, read_for_update, with_conn, Backend, Error, Limit, MigrationSet,
-    Migrations, NewTeam, Page, PageRequest, Result, Role, Team, TeamId, TenantScope, TenantScoped,
-    TenantTable, TenantTx, Version, Visibility,
+    Backend, Error, Limit, MigrationSet, Migrations, NewTeam, Page, PageRequest, Result, Role,
+    Team, TeamId, TenantScope, TenantScoped, TenantTable, TenantTx, Version, Visibility,
+    double_option, ensure_written, read_for_update, with_conn,
 };
 
 tenantkit_core::define_id!(

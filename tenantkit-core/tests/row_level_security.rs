@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use tenantkit_core::testing::{assert_rls_hides, TestDb, TwoTenants};
+use tenantkit_core::testing::{TestDb, TwoTenants, assert_rls_hides};
 use tenantkit_core::{
-    now, with_conn, Backend, Email, Error, Migrations, NewTeam, RawConn, Role, Team, TenantScoped,
+    Backend, Email, Error, Migrations, NewTeam, RawConn, Role, Team, TenantScoped, now, with_conn,
 };
 
 async fn postgres() -> Option<TestDb> {
@@ -134,15 +134,17 @@ async fn invitations_are_reached_only_by_their_token_outside_their_tenant() {
         .expect("lookup")
         .expect("found by its token");
     assert_eq!(open.id, invitation.id);
-    assert!(db
-        .find_open_invitation(&[8u8; 32], now())
-        .await
-        .expect("lookup")
-        .is_none());
+    assert!(
+        db.find_open_invitation(&[8u8; 32], now())
+            .await
+            .expect("lookup")
+            .is_none()
+    );
     // Expired ones are not open.
-    assert!(db
-        .find_open_invitation(&hash, now() + Duration::from_secs(7200))
-        .await
-        .expect("lookup")
-        .is_none());
+    assert!(
+        db.find_open_invitation(&hash, now() + Duration::from_secs(7200))
+            .await
+            .expect("lookup")
+            .is_none()
+    );
 }

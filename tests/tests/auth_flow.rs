@@ -2,9 +2,9 @@
 //! caught replaying, log out — and the bad inputs and attacks along the way.
 
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tenantkit_core::{Backend, Email};
-use tenantkit_e2e::{id, problem, TestServer, PASSWORD};
+use tenantkit_e2e::{PASSWORD, TestServer, id, problem};
 use tenantkit_server::Config;
 
 async fn post(
@@ -291,9 +291,18 @@ async fn malformed_auth_bodies_are_problems(server: TestServer) {
         ("/v1/auth/login", "{"),
         ("/v1/auth/refresh", "[]"),
         ("/v1/auth/logout", "{\"refresh_token\": 5}"),
-        ("/v1/auth/signup", "{\"email\": \"a@b.co\", \"password\": \"xxxxxxxxxxxxxxx\", \"tenant_name\": \"a\", \"role\": \"owner\"}"),
+        (
+            "/v1/auth/signup",
+            "{\"email\": \"a@b.co\", \"password\": \"xxxxxxxxxxxxxxx\", \"tenant_name\": \"a\", \"role\": \"owner\"}",
+        ),
     ] {
-        let response = server.anonymous(Method::POST, path).header("content-type", "application/json").body(body).send().await.expect("send");
+        let response = server
+            .anonymous(Method::POST, path)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("send");
         assert!(response.status().is_client_error(), "{path} {body}");
         problem(response).await;
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use tenantkit_auth::{AccessTokens, JwtConfig, KeySet, SigningKey};
 use tenantkit_core::ManualClock;
-use tenantkit_e2e::{problem, TestServer};
+use tenantkit_e2e::{TestServer, problem};
 
 async fn every_v1_route_requires_a_valid_token(server: TestServer) {
     let project = tenantkit_server::domain::ProjectId::new();
@@ -43,10 +43,12 @@ async fn every_v1_route_requires_a_valid_token(server: TestServer) {
             .await
             .expect("send");
         assert_eq!(none.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
-        assert!(none.headers()["www-authenticate"]
-            .to_str()
-            .expect("ascii")
-            .starts_with("Bearer"));
+        assert!(
+            none.headers()["www-authenticate"]
+                .to_str()
+                .expect("ascii")
+                .starts_with("Bearer")
+        );
         assert_eq!(problem(none).await["code"], "unauthenticated");
 
         for (token, code) in [

@@ -4,7 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tenantkit_core::Role;
-use tenantkit_e2e::{problem, TestServer};
+use tenantkit_e2e::{TestServer, problem};
 
 async fn assert_problem(
     response: reqwest::Response,
@@ -318,10 +318,12 @@ async fn unauthenticated_forbidden_and_unknown_routes_are_problems(server: TestS
         .send()
         .await
         .expect("send");
-    assert!(response.headers()["allow"]
-        .to_str()
-        .expect("allow")
-        .contains("GET"));
+    assert!(
+        response.headers()["allow"]
+            .to_str()
+            .expect("allow")
+            .contains("GET")
+    );
     assert_problem(
         response,
         StatusCode::METHOD_NOT_ALLOWED,

@@ -89,20 +89,24 @@ async fn cors_allows_only_configured_origins() {
         "bearer tokens, no cookies"
     );
     let denied = preflight("https://evil.example").await.expect("send");
-    assert!(denied
-        .headers()
-        .get("access-control-allow-origin")
-        .is_none());
+    assert!(
+        denied
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
     let simple = server
         .anonymous(Method::GET, "/healthz")
         .header("origin", "https://evil.example")
         .send()
         .await
         .expect("send");
-    assert!(simple
-        .headers()
-        .get("access-control-allow-origin")
-        .is_none());
+    assert!(
+        simple
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
 
     // Default: no cross-origin access at all.
     let Some(closed) = TestServer::start(Backend::Sqlite).await else {
@@ -114,8 +118,10 @@ async fn cors_allows_only_configured_origins() {
         .send()
         .await
         .expect("send");
-    assert!(response
-        .headers()
-        .get("access-control-allow-origin")
-        .is_none());
+    assert!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
 }

@@ -1,7 +1,7 @@
 //! Inviting a teammate and accepting, and every misuse of an invitation.
 
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tenantkit_core::{Principal, Role};
 use tenantkit_e2e::TestServer;
 

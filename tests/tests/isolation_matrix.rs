@@ -21,7 +21,7 @@ use tenantkit_auth::AccessTokens;
 use tenantkit_core::{
     Email, ManualClock, NewTeam, Permission, Principal, Role, Team, TenantScoped, User,
 };
-use tenantkit_e2e::{create_project, create_task, Reply, TestServer};
+use tenantkit_e2e::{Reply, TestServer, create_project, create_task};
 use tenantkit_server::domain::{NewProject, NewTask, Project, Task};
 
 /// One route of the contract, as a template over the records of a [`Fixture`].
@@ -198,7 +198,7 @@ fn expected(route: &Route, caller: Caller) -> StatusCode {
                 .next()
                 .is_some_and(|p| p.contains('{')) =>
         {
-            return StatusCode::NOT_FOUND
+            return StatusCode::NOT_FOUND;
         }
         Caller::OtherTenantOwner | Caller::Owner => Role::Owner,
         Caller::Admin => Role::Admin,
@@ -355,7 +355,7 @@ async fn send(
         Caller::ExpiredToken => {
             return server
                 .call_with_token(Some(&callers.expired), method, path, body)
-                .await
+                .await;
         }
     };
     server.call(Some(principal), method, path, body).await

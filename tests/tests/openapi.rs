@@ -172,10 +172,12 @@ async fn the_document_covers_every_route_with_schemas_and_security() {
         .await
         .expect("send");
     assert_eq!(docs.status(), StatusCode::OK);
-    assert!(docs.headers()["content-type"]
-        .to_str()
-        .expect("ascii")
-        .starts_with("text/html"));
+    assert!(
+        docs.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/html")
+    );
     let csp = docs.headers()["content-security-policy"]
         .to_str()
         .expect("ascii")

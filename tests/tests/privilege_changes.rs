@@ -2,8 +2,8 @@
 //! not keep their old powers, and revoked sessions cannot spawn new ones.
 
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
-use tenantkit_e2e::{TestServer, PASSWORD};
+use serde_json::{Value, json};
+use tenantkit_e2e::{PASSWORD, TestServer};
 
 async fn post(
     server: &TestServer,

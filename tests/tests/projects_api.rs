@@ -2,9 +2,9 @@
 //! isolation (another tenant's resource answers exactly like a missing one).
 
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tenantkit_core::{Principal, Role};
-use tenantkit_e2e::{problem, TestServer};
+use tenantkit_e2e::{TestServer, problem};
 
 async fn send(
     server: &TestServer,

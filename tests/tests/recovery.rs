@@ -2,8 +2,8 @@
 //! no account enumeration; a reset ends every session.
 
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
-use tenantkit_e2e::{problem, TestServer, PASSWORD};
+use serde_json::{Value, json};
+use tenantkit_e2e::{PASSWORD, TestServer, problem};
 
 async fn post(server: &TestServer, path: &str, body: Value) -> (StatusCode, Value) {
     let reply = server.call(None, Method::POST, path, Some(body)).await;
@@ -30,11 +30,13 @@ async fn password_reset_is_single_use_and_ends_every_session(server: TestServer)
     );
     assert_eq!(known_body, unknown_body, "no account enumeration");
     let token = server.mailed_token("forgetful@example.com", "Reset").await;
-    assert!(server
-        .mailer
-        .sent()
-        .iter()
-        .all(|m| m.to != "ghost@example.com"));
+    assert!(
+        server
+            .mailer
+            .sent()
+            .iter()
+            .all(|m| m.to != "ghost@example.com")
+    );
 
     // A weak new password is refused without spending the token.
     let (status, body) = post(

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tenantkit_core::Backend;
 use tenantkit_e2e::TestServer;
 use tracing_subscriber::fmt::MakeWriter;

@@ -1,7 +1,7 @@
 //! Teams over real HTTP: CRUD, membership, restricted projects, bad input and the audit trail.
 
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tenantkit_core::Role;
 use tenantkit_e2e::TestServer;
 

@@ -1,9 +1,9 @@
 //! Tenant settings, members and roles, and the audit-log endpoint over HTTP.
 
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tenantkit_core::{Principal, Role};
-use tenantkit_e2e::{problem, TestServer};
+use tenantkit_e2e::{TestServer, problem};
 
 async fn send(
     server: &TestServer,

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use reqwest::Method;
 use serde_json::json;
-use tenantkit_core::testing::TestDb;
 use tenantkit_core::Backend;
+use tenantkit_core::testing::TestDb;
 use tenantkit_server::{Config, Server};
 
 /// The server under load: started in this process through the same [`Server`] the binary

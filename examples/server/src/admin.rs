@@ -5,7 +5,7 @@ use std::io::BufRead as _;
 use tenantkit_auth::Password;
 use tenantkit_core::{ClientInfo, Role, TenantScope};
 
-use crate::{auth_flows, open_database, Config, ServerError};
+use crate::{Config, ServerError, auth_flows, open_database};
 
 /// The new account's password: `TENANTKIT_PASSWORD`, else the first line of standard input.
 /// Never a command-line argument, which would land in shell history and `ps`.

@@ -8,11 +8,11 @@ use std::sync::{LazyLock, PoisonError, RwLock};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue, header};
 use serde::de::DeserializeOwned;
 use tenantkit_core::{Error, ErrorCode, FieldError, PageRequest, Problem, Version};
-use utoipa::openapi::path::ParameterIn;
 use utoipa::IntoParams;
+use utoipa::openapi::path::ParameterIn;
 
 /// A JSON body. Malformed JSON is 400 `bad_request`, a wrong shape or type 422
 /// `validation_failed`, a missing or wrong `Content-Type` 415, an oversize body 413.

@@ -5,7 +5,7 @@ use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use tenantkit_auth::{generate_ed25519_pem, Algorithm, KeySet, SigningKey};
+use tenantkit_auth::{Algorithm, KeySet, SigningKey, generate_ed25519_pem};
 
 use crate::{Config, ServerError};
 

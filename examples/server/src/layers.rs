@@ -2,9 +2,9 @@
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use axum::{BoxError, Router};
-use tenantkit_core::{ErrorCode, Problem, PROBLEM_JSON};
+use tenantkit_core::{ErrorCode, PROBLEM_JSON, Problem};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};

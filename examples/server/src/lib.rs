@@ -22,12 +22,12 @@ mod routes;
 mod run;
 mod telemetry;
 
-pub use config::{redact_url, Config, LogFormat};
+pub use config::{Config, LogFormat, redact_url};
 pub use layers::app;
 pub use routes::UNDOCUMENTED_ROUTES;
 pub use run::{
-    access_tokens, auth_flows, migrate, open_database, refresh_sessions, run, shutdown_signal,
-    Server, ServerError,
+    Server, ServerError, access_tokens, auth_flows, migrate, open_database, refresh_sessions, run,
+    shutdown_signal,
 };
 pub use telemetry::init_tracing;
 

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tenantkit_core::Role;
-use tenantkit_server::{admin, init_tracing, keys, migrate, run, shutdown_signal, Config};
+use tenantkit_server::{Config, admin, init_tracing, keys, migrate, run, shutdown_signal};
 
 /// The tenantkit reference server: a multi-tenant SaaS backend in one binary.
 #[derive(Debug, Parser)]

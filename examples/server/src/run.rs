@@ -12,7 +12,7 @@ use tenantkit_auth::{
 use tenantkit_core::{Backend, Database, DatabaseOptions};
 use tokio::net::TcpListener;
 
-use crate::{app, redact_url, AppState, Config};
+use crate::{AppState, Config, app, redact_url};
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]

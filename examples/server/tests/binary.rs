@@ -123,11 +123,13 @@ fn migrate_subcommand_creates_and_migrates_the_database() {
     assert!(status.success());
     assert!(dir.path().join("tenantkit.db").exists());
     // Running it twice is fine.
-    assert!(server(dir.path(), free_port())
-        .arg("migrate")
-        .status()
-        .expect("again")
-        .success());
+    assert!(
+        server(dir.path(), free_port())
+            .arg("migrate")
+            .status()
+            .expect("again")
+            .success()
+    );
 }
 
 #[test]

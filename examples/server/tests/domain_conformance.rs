@@ -2,7 +2,7 @@
 //! domain is an outside crate of tenantkit-core, with its own tables, migrations and RLS
 //! policies, and passes core's isolation conformance suite like any tenant table must.
 
-use tenantkit_core::testing::{assert_tenant_isolation, TestDb, TwoTenants};
+use tenantkit_core::testing::{TestDb, TwoTenants, assert_tenant_isolation};
 use tenantkit_core::{
     Backend, Database, Error, Limit, NewTeam, Page, PageRequest, Role, Team, TenantScope,
     TenantScoped, Version,
@@ -650,13 +650,17 @@ mod suite {
             project_id: Some(hidden.id),
             ..TaskFilter::default()
         };
-        assert!(list_all::<Task>(db, &outsider, &by_project)
-            .await
-            .is_empty());
+        assert!(
+            list_all::<Task>(db, &outsider, &by_project)
+                .await
+                .is_empty()
+        );
         let by_team = ProjectFilter::team(team.id);
-        assert!(list_all::<Project>(db, &outsider, &by_team)
-            .await
-            .is_empty());
+        assert!(
+            list_all::<Project>(db, &outsider, &by_team)
+                .await
+                .is_empty()
+        );
 
         // The team member and the admin see and change it.
         for scope in [&insider_scope, &admin] {
@@ -689,10 +693,12 @@ mod suite {
         .expect("open up");
         tx.commit().await.expect("commit");
         let mut tx = db.begin_read(&outsider).await.expect("begin");
-        assert!(Project::find(&mut tx, hidden.id)
-            .await
-            .expect("find")
-            .is_some());
+        assert!(
+            Project::find(&mut tx, hidden.id)
+                .await
+                .expect("find")
+                .is_some()
+        );
         drop(tx);
         let mut tx = db.begin_read(&world.b.scope()).await.expect("begin");
         assert_eq!(Project::find(&mut tx, hidden.id).await.expect("find"), None);

@@ -6,15 +6,15 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use sqlx::migrate::Migrator;
 use sqlx::Connection as _;
+use sqlx::migrate::Migrator;
 use tenantkit_auth::{SessionRecord, SessionStore as _};
 use tenantkit_core::testing::{TestDb, TwoTenants};
 use tenantkit_core::{
-    now, AuditEvent, Backend, Database, DatabaseOptions, Email, NewTeam, RawConn, Role, SessionId,
-    Team, TenantScope, TenantScoped,
+    AuditEvent, Backend, Database, DatabaseOptions, Email, NewTeam, RawConn, Role, SessionId, Team,
+    TenantScope, TenantScoped, now,
 };
-use tenantkit_server::domain::{all_migrations, NewProject, NewTask, Project, Task};
+use tenantkit_server::domain::{NewProject, NewTask, Project, Task, all_migrations};
 
 fn wave1(backend: Backend) -> Migrator {
     match backend {

@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tenantkit_core::{
-    now, ClientInfo, Email, Error as CoreError, InvitationId, NewUser, Permission, Principal, Role,
-    TenantId, TenantScope,
+    ClientInfo, Email, Error as CoreError, InvitationId, NewUser, Permission, Principal, Role,
+    TenantId, TenantScope, now,
 };
 use time::OffsetDateTime;
 
-use super::{event, AuthFlows, TokenPair};
+use super::{AuthFlows, TokenPair, event};
 use crate::{Error, Message, OneTimeToken, Password, Result};
 
 const INVITATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -122,10 +122,10 @@ impl AuthFlows {
         {
             return Err(CoreError::Forbidden.into());
         }
-        if let Some(existing) = existing {
-            if tx.member(existing.id).await?.is_some() {
-                return Err(CoreError::Conflict("that address is already a member".into()).into());
-            }
+        if let Some(existing) = existing
+            && tx.member(existing.id).await?.is_some()
+        {
+            return Err(CoreError::Conflict("that address is already a member".into()).into());
         }
         let token = OneTimeToken::generate();
         let invitation = tx

@@ -67,8 +67,8 @@ pub use password::{ChangePassword, ResetConfirm, ResetRequest, VerifyConfirm};
 pub use session::{LoggedIn, LoginRequest, SignedUp, SignupRequest, SwitchTenant};
 
 use crate::refresh::SessionRecord;
-use crate::store::mail_tokens;
 use crate::store::TokenPurpose;
+use crate::store::mail_tokens;
 use crate::{
     AccessTokens, Error, Mailer, Message, OneTimeToken, PasswordHasher, RateLimits,
     RefreshSessions, RefreshToken, Result,
@@ -255,10 +255,10 @@ impl AuthFlows {
     /// Best effort: a new or unverified account gets a verification email; failing to queue
     /// it does not fail the flow (a new link can be requested).
     async fn offer_verification(&self, user: &User) {
-        if user.email_verified_at.is_none() {
-            if let Err(err) = self.mail_token(user, TokenPurpose::EmailVerification).await {
-                tracing::warn!(error = %err, "could not queue the verification email");
-            }
+        if user.email_verified_at.is_none()
+            && let Err(err) = self.mail_token(user, TokenPurpose::EmailVerification).await
+        {
+            tracing::warn!(error = %err, "could not queue the verification email");
         }
     }
 }

@@ -6,7 +6,7 @@ use tenantkit_core::{
     UserId,
 };
 
-use super::{event, AuthFlows};
+use super::{AuthFlows, event};
 use crate::{Password, Result};
 
 /// A tenant made by the operator.
@@ -103,7 +103,9 @@ impl AuthFlows {
             (Some(_), _) => None,
             (None, Some(password)) => Some(self.passwords.hash_new(password, "password").await?),
             (None, None) => {
-                return Err(CoreError::invalid("password", "a new account needs a password").into())
+                return Err(
+                    CoreError::invalid("password", "a new account needs a password").into(),
+                );
             }
         };
         // The operator acts for this tenant; its id comes from our own records.

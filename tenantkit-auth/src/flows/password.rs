@@ -3,8 +3,8 @@
 use serde::Deserialize;
 use tenantkit_core::{ClientInfo, Email, Error as CoreError, Principal};
 
-use super::{event, AuthFlows};
-use crate::store::{mail_tokens, TokenPurpose};
+use super::{AuthFlows, event};
+use crate::store::{TokenPurpose, mail_tokens};
 use crate::{OneTimeToken, Password, Result, Verification};
 
 /// The current password and the new one.

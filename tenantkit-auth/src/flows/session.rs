@@ -6,7 +6,7 @@ use tenantkit_core::{
     Role, Slug, Tenant, TenantId, User,
 };
 
-use super::{event, AuthFlows, TokenPair};
+use super::{AuthFlows, TokenPair, event};
 use crate::store::TokenPurpose;
 use crate::{Error, Password, RefreshToken, Result, Verification};
 

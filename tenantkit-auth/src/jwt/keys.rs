@@ -170,7 +170,7 @@ impl SigningKey {
             Algorithm::HS256 => {
                 return Err(Error::Key(
                     "HS256 keys are secrets; use SigningKey::hmac".into(),
-                ))
+                ));
             }
         }
         .map_err(|e| Error::Key(format!("not a {algorithm:?} private key: {e}")))?;

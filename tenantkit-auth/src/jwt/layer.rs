@@ -5,12 +5,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{header, HeaderMap, Request, Response};
+use http::{HeaderMap, Request, Response, header};
 use tower::{Layer, Service};
 
 use super::{AccessTokens, CachedRevocation};
 use crate::future::ResponseFuture;
-use crate::{problem_response, Error, Result};
+use crate::{Error, Result, problem_response};
 
 /// Authenticates requests with a bearer access token.
 ///

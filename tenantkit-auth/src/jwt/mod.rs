@@ -12,7 +12,7 @@ use std::time::Duration;
 use tenantkit_core::{Clock, Principal, Role, SessionId, SystemClock, TenantId, UserId};
 
 pub use claims::AccessClaims;
-pub use keys::{generate_ed25519_pem, Algorithm, KeySet, SigningKey, VerifyingKey};
+pub use keys::{Algorithm, KeySet, SigningKey, VerifyingKey, generate_ed25519_pem};
 pub use strict::{CachedRevocation, CheckFuture, SessionRevocation};
 
 use crate::{Error, Result};

@@ -62,10 +62,10 @@ impl CachedRevocation {
     /// The underlying store's errors.
     pub async fn is_over(&self, session: SessionId) -> Result<bool> {
         let now = Instant::now();
-        if let Some((over, at)) = self.lock().get(&session).copied() {
-            if now.duration_since(at) < self.ttl {
-                return Ok(over);
-            }
+        if let Some((over, at)) = self.lock().get(&session).copied()
+            && now.duration_since(at) < self.ttl
+        {
+            return Ok(over);
         }
         let over = self.inner.is_over(session).await?;
         if !self.ttl.is_zero() {

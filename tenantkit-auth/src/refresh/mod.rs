@@ -7,8 +7,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use rand_core::RngCore as _;
 use sha2::{Digest, Sha256};
@@ -213,7 +213,7 @@ impl<S: SessionStore> RefreshSessions<S> {
         let rotated_at = match token.rotated_at {
             Some(at) => at,
             None if self.store.rotate(&hash, &successor.hash(), now).await? => {
-                return Ok((session, successor))
+                return Ok((session, successor));
             }
             // Another request rotated it between our read and our write: it is now a
             // rotated token like any other.

@@ -1,7 +1,7 @@
 //! Single-use, expiring, hashed tokens mailed to users (password reset, email verification):
 //! the `user_tokens` table of this crate's migrations.
 
-use tenantkit_core::{with_conn, Database, Result, SystemTx, UserId};
+use tenantkit_core::{Database, Result, SystemTx, UserId, with_conn};
 use time::OffsetDateTime;
 
 /// What a mailed token is for; a token only ever works for its own purpose.

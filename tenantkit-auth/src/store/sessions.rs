@@ -5,11 +5,11 @@
 //! run in system transactions; on PostgreSQL `sessions` is a tenant table whose migration
 //! allows system access, so tenant-scoped work still sees only its own tenant's sessions.
 
-use tenantkit_core::{with_conn, Database, SessionId, TenantId, UserId};
+use tenantkit_core::{Database, SessionId, TenantId, UserId, with_conn};
 use time::OffsetDateTime;
 
-use crate::refresh::{RefreshTokenRecord, SessionRecord, SessionStore};
 use crate::Result;
+use crate::refresh::{RefreshTokenRecord, SessionRecord, SessionStore};
 
 const SESSION_COLUMNS: &str =
     "s.id, s.user_id, s.tenant_id, s.created_at, s.last_used_at, s.expires_at, s.revoked_at";

@@ -148,7 +148,7 @@ impl Database {
                 return Err(Error::Config(format!(
                     "unsupported database URL scheme `{scheme}`; this build supports: {}",
                     Self::supported_schemes()
-                )))
+                )));
             }
         };
         Ok(Self { pool })

@@ -1,7 +1,7 @@
 //! PostgreSQL connection settings and the row-level-security checks made at start-up.
 
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 
 use super::DatabaseOptions;
 use crate::{Error, Result};

@@ -10,7 +10,7 @@ use std::future::Future;
 use uuid::Uuid;
 
 use crate::sql::Row;
-use crate::{with_conn, Error, Page, PageRequest, Result, TenantTx, Version};
+use crate::{Error, Page, PageRequest, Result, TenantTx, Version, with_conn};
 
 /// A record type owned by a tenant, with the repository operations every such table offers.
 ///

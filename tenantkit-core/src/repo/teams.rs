@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{double_option, ensure_written, read_for_update, TenantScoped, TenantTable};
+use super::{TenantScoped, TenantTable, double_option, ensure_written, read_for_update};
 use crate::directory::conflict_as;
 use crate::values::{check_optional_text, check_text, finish_validation, now};
 use crate::with_conn;

@@ -4,9 +4,9 @@
 use serde::{Deserialize, Serialize};
 use tenantkit_core::validate::{check_optional_text, check_text, finish_validation};
 use tenantkit_core::{
-    double_option, ensure_written, now, read_for_update, team_visible, with_conn, FieldError, Page,
-    PageRequest, Result, TeamId, TenantId, TenantScoped, TenantTable, TenantTx, Version,
-    Visibility,
+    FieldError, Page, PageRequest, Result, TeamId, TenantId, TenantScoped, TenantTable, TenantTx,
+    Version, Visibility, double_option, ensure_written, now, read_for_update, team_visible,
+    with_conn,
 };
 use time::OffsetDateTime;
 
@@ -114,13 +114,13 @@ impl Project {
             Some(team) if reach_changed => {
                 if !tx.team_exists(team).await? {
                     errors.push(FieldError::new("team_id", "is not a team of this tenant"));
-                } else if let Some(viewer) = tx.viewer() {
-                    if !tx.in_team(team, viewer).await? {
-                        errors.push(FieldError::new(
-                            "team_id",
-                            "you are not a member of this team",
-                        ));
-                    }
+                } else if let Some(viewer) = tx.viewer()
+                    && !tx.in_team(team, viewer).await?
+                {
+                    errors.push(FieldError::new(
+                        "team_id",
+                        "you are not a member of this team",
+                    ));
                 }
             }
             Some(_) => {}

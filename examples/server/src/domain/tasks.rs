@@ -8,9 +8,8 @@ use time::OffsetDateTime;
 
 use tenantkit_core::validate::{check_optional_text, check_text, finish_validation};
 use tenantkit_core::{
-    double_option, ensure_written, now, read_for_update, with_conn, Error, FieldError, Page,
-    PageRequest, Result, TenantId, TenantScoped, TenantTable, TenantTx, UserId, Version,
-    Visibility,
+    Error, FieldError, Page, PageRequest, Result, TenantId, TenantScoped, TenantTable, TenantTx,
+    UserId, Version, Visibility, double_option, ensure_written, now, read_for_update, with_conn,
 };
 
 use super::projects::PROJECTS;
@@ -211,13 +210,13 @@ impl Task {
             self.description.as_deref(),
             DESCRIPTION_MAX,
         );
-        if let Some(assignee) = self.assignee_id {
-            if tx.member(assignee).await?.is_none() {
-                errors.push(FieldError::new(
-                    "assignee_id",
-                    "is not a member of this tenant",
-                ));
-            }
+        if let Some(assignee) = self.assignee_id
+            && tx.member(assignee).await?.is_none()
+        {
+            errors.push(FieldError::new(
+                "assignee_id",
+                "is not a member of this tenant",
+            ));
         }
         finish_validation(errors)
     }

@@ -1,15 +1,15 @@
 //! `/v1/auth/*` and `/v1/me`: adapters over tenantkit-auth's flows (parse, call one flow,
 //! answer).
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
 use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
+use tenantkit_auth::RefreshToken;
 use tenantkit_auth::flows::{
     ChangePassword, LoggedIn, LoginRequest, SignedUp, SignupRequest, SwitchTenant, TokenPair,
 };
-use tenantkit_auth::RefreshToken;
 use tenantkit_core::{Error, Membership, Principal, Role, Tenant, User};
 
 use crate::extract::{ApiJson, Client};

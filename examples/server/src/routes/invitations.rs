@@ -1,10 +1,10 @@
 //! `/v1/invitations`: inviting teammates by email, and accepting (adapters over
 //! tenantkit-auth's flows), listing and withdrawing pending invitations.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::Json;
 use tenantkit_auth::flows::{AcceptInvitation, InvitationCreated, InviteRequest, Joined};
 use tenantkit_core::{Invitation, InvitationId, Page, Permission, Principal, TenantScope};
 

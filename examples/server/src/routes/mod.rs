@@ -18,8 +18,8 @@ mod tenancy;
 
 use std::sync::Arc;
 
-use axum::routing::get;
 use axum::Router;
+use axum::routing::get;
 use tenantkit_auth::{CachedRevocation, JwtAuthLayer, StrictJwtAuthLayer};
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;

@@ -1,7 +1,7 @@
 //! `/v1/projects`: the example domain's projects, tenant-scoped, team-restricted when asked.
 
-use axum::extract::State;
 use axum::Json;
+use axum::extract::State;
 use serde::Deserialize;
 use tenantkit_core::{Page, Permission, Principal, TeamId, TenantScope, TenantScoped};
 use utoipa::IntoParams;

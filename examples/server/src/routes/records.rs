@@ -5,14 +5,14 @@
 
 use std::fmt::Display;
 
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
 use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use serde::Serialize;
 use tenantkit_core::{AuditEvent, Permission, Principal, Team, TenantScope, TenantScoped};
 
 use crate::domain::{Project, Task};
-use crate::extract::{etag, Client};
+use crate::extract::{Client, etag};
 use crate::{AppState, Result};
 
 /// A tenant-scoped record served over HTTP, with the name its audit actions use.

@@ -1,8 +1,8 @@
 //! Password reset and email verification: adapters over tenantkit-auth's flows.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use serde::Serialize;
 use tenantkit_auth::flows::{ResetConfirm, ResetRequest, VerifyConfirm};
 use tenantkit_core::Principal;

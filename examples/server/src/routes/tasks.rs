@@ -1,9 +1,9 @@
 //! `/v1/projects/{id}/tasks` and `/v1/tasks/{id}`: tasks inside projects, visible exactly when
 //! their project is.
 
+use axum::Json;
 use axum::extract::State;
 use axum::response::IntoResponse;
-use axum::Json;
 use serde::Deserialize;
 use tenantkit_core::{FieldError, Page, Permission, Principal, TenantScope, TenantScoped, UserId};
 use utoipa::IntoParams;

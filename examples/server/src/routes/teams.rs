@@ -1,9 +1,9 @@
 //! `/v1/teams` and `/v1/teams/{id}/members`: groups of members inside the tenant.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::Json;
 use serde::Deserialize;
 use tenantkit_core::{
     NewTeam, Page, Permission, Principal, Team, TeamFilter, TeamId, TeamMember, TeamPatch,

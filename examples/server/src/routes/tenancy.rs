@@ -1,8 +1,8 @@
 //! `/v1/tenant`, `/v1/members` and `/v1/audit-log`: managing the caller's tenant.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 use tenantkit_core::{
