@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tenantkit_auth::{SessionRecord, SessionStore};
 use tenantkit_core::testing::{TestDb, TwoTenants};
-use tenantkit_core::{Backend, Migrations, SessionId, now};
+use tenantkit_core::{Backend, Migrations, now};
 
 async fn db(backend: Backend) -> Option<TestDb> {
     TestDb::new(
@@ -19,15 +19,12 @@ async fn a_revoked_sessions_token_never_rotates(test_db: TestDb) {
     let db = &test_db.db;
     let world = TwoTenants::create(db).await;
     let at = now();
-    let session = SessionRecord {
-        id: SessionId::new(),
-        user_id: world.a.owner.id,
-        tenant_id: world.a.tenant.id,
-        created_at: at,
-        last_used_at: at,
-        expires_at: at + Duration::from_secs(3600),
-        revoked_at: None,
-    };
+    let session = SessionRecord::new(
+        world.a.owner.id,
+        world.a.tenant.id,
+        at,
+        at + Duration::from_secs(3600),
+    );
     db.create(&session, b"first-token-hash-0123456789abcdef")
         .await
         .expect("create");
@@ -64,15 +61,7 @@ async fn sessions_are_tenant_rows(test_db: TestDb) {
         (world.a.tenant.id, world.a.owner.id),
         (world.b.tenant.id, world.b.owner.id),
     ] {
-        let session = SessionRecord {
-            id: SessionId::new(),
-            user_id: user,
-            tenant_id: tenant,
-            created_at: at,
-            last_used_at: at,
-            expires_at: at + Duration::from_secs(3600),
-            revoked_at: None,
-        };
+        let session = SessionRecord::new(user, tenant, at, at + Duration::from_secs(3600));
         db.create(&session, session.id.as_uuid().as_bytes())
             .await
             .expect("create");

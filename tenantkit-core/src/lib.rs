@@ -34,7 +34,7 @@
 //! caller.require(Permission::ManageMembers)?;
 //!
 //! let mut tx = db.begin(&TenantScope::of(&caller)).await?;
-//! let team = Team::create(&mut tx, NewTeam { name: "Platform".into(), description: None }).await?;
+//! let team = Team::create(&mut tx, NewTeam::named("Platform")).await?;
 //! let page = Team::list(&mut tx, &Default::default(), PageRequest::default()).await?;
 //! tx.commit().await?;
 //!

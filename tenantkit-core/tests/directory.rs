@@ -97,43 +97,24 @@ async fn teams_group_members_of_their_own_tenant(test_db: TestDb) {
     let scope = world.a.scope();
     let (member, _) = world.a.add_user(db, Role::Member).await;
     let mut tx = db.begin(&scope).await.expect("begin");
-    let team = Team::create(
-        &mut tx,
-        NewTeam {
-            name: " Design ".into(),
-            description: None,
-        },
-    )
-    .await
-    .expect("create team");
+    let team = Team::create(&mut tx, NewTeam::named(" Design "))
+        .await
+        .expect("create team");
     assert_eq!(team.name, "Design");
     tx.commit().await.expect("commit");
 
     // Names are unique per tenant, case-insensitively; another tenant may reuse one.
     let mut tx = db.begin(&scope).await.expect("begin");
-    let duplicate = Team::create(
-        &mut tx,
-        NewTeam {
-            name: "design".into(),
-            description: None,
-        },
-    )
-    .await;
+    let duplicate = Team::create(&mut tx, NewTeam::named("design")).await;
     assert!(
         matches!(duplicate, Err(Error::Conflict(_))),
         "{duplicate:?}"
     );
     drop(tx);
     let mut tx = db.begin(&world.b.scope()).await.expect("begin");
-    Team::create(
-        &mut tx,
-        NewTeam {
-            name: "Design".into(),
-            description: None,
-        },
-    )
-    .await
-    .expect("another tenant may use the name");
+    Team::create(&mut tx, NewTeam::named("Design"))
+        .await
+        .expect("another tenant may use the name");
     // B cannot see, change, join or delete A's team.
     assert_eq!(Team::find(&mut tx, team.id).await.expect("find"), None);
     assert!(matches!(

@@ -249,15 +249,9 @@ async fn team_restricted_rows_are_hidden_outside_their_team(test_db: TestDb) {
     let (_, outsider_p) = world.a.add_user(db, Role::Member).await;
     let (_, admin_p) = world.a.add_user(db, Role::Admin).await;
     let mut tx = db.begin(&world.a.scope()).await.expect("begin");
-    let team = Team::create(
-        &mut tx,
-        NewTeam {
-            name: "Platform".into(),
-            description: None,
-        },
-    )
-    .await
-    .expect("team");
+    let team = Team::create(&mut tx, NewTeam::named("Platform"))
+        .await
+        .expect("team");
     tx.add_team_member(team.id, insider.id).await.expect("join");
     tx.commit().await.expect("commit");
     let hidden = create_note(&test_db, &world.a.scope(), Some(team.id)).await;

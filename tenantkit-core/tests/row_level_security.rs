@@ -56,15 +56,9 @@ async fn core_tenant_tables_hide_other_tenants_rows_without_the_app_filter() {
     let world = TwoTenants::create(db).await;
     let (member, _) = world.a.add_user(db, Role::Member).await;
     let mut tx = db.begin(&world.a.scope()).await.expect("begin");
-    let team = Team::create(
-        &mut tx,
-        NewTeam {
-            name: "Platform".into(),
-            description: None,
-        },
-    )
-    .await
-    .expect("team");
+    let team = Team::create(&mut tx, NewTeam::named("Platform"))
+        .await
+        .expect("team");
     tx.add_team_member(team.id, member.id).await.expect("join");
     tx.create_invitation(
         Email::parse("guest@alpha.test").expect("email"),

@@ -153,15 +153,12 @@ impl TestServer {
     /// When the session cannot be stored.
     pub async fn with_live_session(&self, principal: &Principal) -> Principal {
         let now = tenantkit_core::now();
-        let session = tenantkit_auth::SessionRecord {
-            id: tenantkit_core::SessionId::new(),
-            user_id: principal.user_id(),
-            tenant_id: principal.tenant_id(),
-            created_at: now,
-            last_used_at: now,
-            expires_at: now + std::time::Duration::from_secs(3600),
-            revoked_at: None,
-        };
+        let session = tenantkit_auth::SessionRecord::new(
+            principal.user_id(),
+            principal.tenant_id(),
+            now,
+            now + std::time::Duration::from_secs(3600),
+        );
         let hash = uuid::Uuid::now_v7().into_bytes();
         tenantkit_auth::SessionStore::create(&self.test_db.db, &session, &hash)
             .await
@@ -304,43 +301,4 @@ pub async fn problem(response: reqwest::Response) -> serde_json::Value {
     body
 }
 
-/// Creates and commits a project named `name` in `scope`, through the domain's repository.
-///
-/// # Panics
-/// When the database refuses.
-pub async fn create_project(
-    db: &tenantkit_core::Database,
-    scope: &tenantkit_core::TenantScope,
-    name: &str,
-) -> tenantkit_server::domain::Project {
-    use tenantkit_core::TenantScoped as _;
-    use tenantkit_server::domain::{NewProject, Project};
-    let mut tx = db.begin(scope).await.expect("begin");
-    let new = NewProject {
-        name: name.to_owned(),
-        ..NewProject::default()
-    };
-    let project = Project::create(&mut tx, new).await.expect("create project");
-    tx.commit().await.expect("commit project");
-    project
-}
-
-/// Creates and commits a `todo` task titled `title` in `project`.
-///
-/// # Panics
-/// When the database refuses.
-pub async fn create_task(
-    db: &tenantkit_core::Database,
-    scope: &tenantkit_core::TenantScope,
-    project: tenantkit_server::domain::ProjectId,
-    title: &str,
-) -> tenantkit_server::domain::Task {
-    use tenantkit_core::TenantScoped as _;
-    use tenantkit_server::domain::{NewTask, Task};
-    let mut tx = db.begin(scope).await.expect("begin");
-    let task = Task::create(&mut tx, NewTask::new(project, title))
-        .await
-        .expect("create task");
-    tx.commit().await.expect("commit task");
-    task
-}
+pub use tenantkit_server::domain::testing::{create_project, create_task};

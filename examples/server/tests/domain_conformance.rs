@@ -17,27 +17,7 @@ async fn db(backend: Backend) -> Option<TestDb> {
     TestDb::new(backend, &tenantkit_server::domain::all_migrations()).await
 }
 
-/// Creates and commits a project named `name` in `scope`.
-async fn create_project(db: &Database, scope: &TenantScope, name: &str) -> Project {
-    let mut tx = db.begin(scope).await.expect("begin");
-    let new = NewProject {
-        name: name.to_owned(),
-        ..NewProject::default()
-    };
-    let project = Project::create(&mut tx, new).await.expect("create project");
-    tx.commit().await.expect("commit project");
-    project
-}
-
-/// Creates and commits a `todo` task titled `title` in `project`.
-async fn create_task(db: &Database, scope: &TenantScope, project: ProjectId, title: &str) -> Task {
-    let mut tx = db.begin(scope).await.expect("begin");
-    let task = Task::create(&mut tx, NewTask::new(project, title))
-        .await
-        .expect("create task");
-    tx.commit().await.expect("commit task");
-    task
-}
+use tenantkit_server::domain::testing::{create_project, create_task};
 
 async fn list_all<T: TenantScoped>(
     db: &Database,
@@ -459,15 +439,9 @@ mod suite {
         let world = TwoTenants::create(db).await;
         let scope = world.a.scope();
         let mut tx = db.begin(&scope).await.expect("begin");
-        let team = Team::create(
-            &mut tx,
-            NewTeam {
-                name: "Design".into(),
-                description: None,
-            },
-        )
-        .await
-        .expect("create team");
+        let team = Team::create(&mut tx, NewTeam::named("Design"))
+            .await
+            .expect("create team");
         let project = Project::create(
             &mut tx,
             NewProject {
@@ -528,15 +502,9 @@ mod suite {
         assert!(!outsider.sees_all_teams());
 
         let mut tx = db.begin(&owner).await.expect("begin");
-        let team = Team::create(
-            &mut tx,
-            NewTeam {
-                name: "Secret".into(),
-                description: None,
-            },
-        )
-        .await
-        .expect("team");
+        let team = Team::create(&mut tx, NewTeam::named("Secret"))
+            .await
+            .expect("team");
         tx.add_team_member(team.id, insider.id).await.expect("add");
         let hidden = Project::create(
             &mut tx,

@@ -8,7 +8,7 @@ use tenantkit_core::testing::{TestDb, TwoTenants};
 use tenantkit_core::{
     Backend, Database, DatabaseOptions, Error, RawConn, TenantScope, TenantScoped, TenantTx,
 };
-use tenantkit_server::domain::{NewProject, NewTask, Project, ProjectId, Task};
+use tenantkit_server::domain::{Project, Task};
 
 async fn postgres() -> Option<TestDb> {
     TestDb::new(
@@ -18,25 +18,7 @@ async fn postgres() -> Option<TestDb> {
     .await
 }
 
-async fn create_project(db: &Database, scope: &TenantScope, name: &str) -> Project {
-    let mut tx = db.begin(scope).await.expect("begin");
-    let new = NewProject {
-        name: name.to_owned(),
-        ..NewProject::default()
-    };
-    let project = Project::create(&mut tx, new).await.expect("create project");
-    tx.commit().await.expect("commit project");
-    project
-}
-
-async fn create_task(db: &Database, scope: &TenantScope, project: ProjectId, title: &str) -> Task {
-    let mut tx = db.begin(scope).await.expect("begin");
-    let task = Task::create(&mut tx, NewTask::new(project, title))
-        .await
-        .expect("create task");
-    tx.commit().await.expect("commit task");
-    task
-}
+use tenantkit_server::domain::testing::{create_project, create_task};
 
 struct World {
     test_db: TestDb,
@@ -332,15 +314,9 @@ async fn teams_and_team_members_are_behind_row_level_security_too() {
     let db = &test_db.db;
     for fixture in [&tenants.a, &tenants.b] {
         let mut tx = db.begin(&fixture.scope()).await.expect("begin");
-        let team = tenantkit_core::Team::create(
-            &mut tx,
-            tenantkit_core::NewTeam {
-                name: "Core".into(),
-                description: None,
-            },
-        )
-        .await
-        .expect("team");
+        let team = tenantkit_core::Team::create(&mut tx, tenantkit_core::NewTeam::named("Core"))
+            .await
+            .expect("team");
         tx.add_team_member(team.id, fixture.owner.id)
             .await
             .expect("member");
@@ -381,15 +357,9 @@ async fn a_project_can_never_point_at_another_tenants_team() {
     };
     let db = &test_db.db;
     let mut tx = db.begin(&tenants.b.scope()).await.expect("begin");
-    let b_team = tenantkit_core::Team::create(
-        &mut tx,
-        tenantkit_core::NewTeam {
-            name: "Theirs".into(),
-            description: None,
-        },
-    )
-    .await
-    .expect("team");
+    let b_team = tenantkit_core::Team::create(&mut tx, tenantkit_core::NewTeam::named("Theirs"))
+        .await
+        .expect("team");
     tx.commit().await.expect("commit");
     // Past the repository's check, straight through A's connection: the composite key
     // (tenant_id, team_id) refuses B's team.

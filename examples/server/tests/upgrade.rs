@@ -11,7 +11,7 @@ use sqlx::migrate::Migrator;
 use tenantkit_auth::{SessionRecord, SessionStore as _};
 use tenantkit_core::testing::{TestDb, TwoTenants};
 use tenantkit_core::{
-    AuditEvent, Backend, Database, DatabaseOptions, Email, NewTeam, RawConn, Role, SessionId, Team,
+    AuditEvent, Backend, Database, DatabaseOptions, Email, NewTeam, RawConn, Role, Team,
     TenantScope, TenantScoped, now,
 };
 use tenantkit_server::domain::{NewProject, NewTask, Project, Task, all_migrations};
@@ -107,15 +107,12 @@ async fn fill(test_db: &TestDb) -> Filled {
     .expect("invitation");
     tx.commit().await.expect("commit");
     let at = now();
-    let session = SessionRecord {
-        id: SessionId::new(),
-        user_id: world.a.owner.id,
-        tenant_id: world.a.tenant.id,
-        created_at: at,
-        last_used_at: at,
-        expires_at: at + Duration::from_secs(3600),
-        revoked_at: None,
-    };
+    let session = SessionRecord::new(
+        world.a.owner.id,
+        world.a.tenant.id,
+        at,
+        at + Duration::from_secs(3600),
+    );
     let session_hash = b"wave-1-refresh-token-hash-0123456".to_vec();
     db.create(&session, &session_hash).await.expect("session");
     db.close().await;
@@ -351,15 +348,9 @@ async fn an_older_wave1_release_completes_its_history_first(backend: Backend) {
     // And it works: a team, a restricted project, an invitation.
     let world = TwoTenants::create(&test_db.db).await;
     let mut tx = test_db.db.begin(&world.a.scope()).await.expect("begin");
-    let team = Team::create(
-        &mut tx,
-        NewTeam {
-            name: "Later".into(),
-            description: None,
-        },
-    )
-    .await
-    .expect("team");
+    let team = Team::create(&mut tx, NewTeam::named("Later"))
+        .await
+        .expect("team");
     Project::create(
         &mut tx,
         NewProject {

@@ -204,6 +204,15 @@ impl AuthFlows {
         Ok(())
     }
 
+    /// The caller's account.
+    async fn current_user(&self, principal: &Principal) -> Result<User> {
+        Ok(self
+            .db
+            .find_user(principal.user_id())
+            .await?
+            .ok_or(tenantkit_core::Error::NotFound)?)
+    }
+
     /// Refuses a caller whose session was revoked or has expired, for operations that create
     /// new sessions from an access token (which may outlive its session by up to its TTL).
     ///

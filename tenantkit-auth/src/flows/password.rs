@@ -85,11 +85,7 @@ impl AuthFlows {
         // A stolen access token must not become an oracle for guessing the current password.
         self.limits
             .check_account(&principal.user_id().to_string())?;
-        let user = self
-            .db
-            .find_user(principal.user_id())
-            .await?
-            .ok_or(CoreError::NotFound)?;
+        let user = self.current_user(principal).await?;
         let verification = self
             .passwords
             .verify(&request.current_password, user.password_hash.as_ref())

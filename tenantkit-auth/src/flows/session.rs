@@ -357,11 +357,7 @@ impl AuthFlows {
     pub async fn request_email_verification(&self, principal: &Principal) -> Result<()> {
         self.limits
             .check_account(&principal.user_id().to_string())?;
-        let user = self
-            .db
-            .find_user(principal.user_id())
-            .await?
-            .ok_or(CoreError::NotFound)?;
+        let user = self.current_user(principal).await?;
         if user.email_verified_at.is_none() {
             self.mail_token(&user, TokenPurpose::EmailVerification)
                 .await?;

@@ -169,17 +169,9 @@ impl<S: SessionStore> RefreshSessions<S> {
         not_after: Option<time::OffsetDateTime>,
     ) -> Result<(SessionRecord, RefreshToken)> {
         let now = self.clock.now();
-        let session = SessionRecord {
-            id: SessionId::new(),
-            user_id: user,
-            tenant_id: tenant,
-            created_at: now,
-            last_used_at: now,
-            expires_at: not_after.map_or(now + self.config.absolute, |cap| {
-                cap.min(now + self.config.absolute)
-            }),
-            revoked_at: None,
-        };
+        let absolute = now + self.config.absolute;
+        let expires_at = not_after.map_or(absolute, |cap| cap.min(absolute));
+        let session = SessionRecord::new(user, tenant, now, expires_at);
         let token = RefreshToken::generate();
         self.store.create(&session, &token.hash()).await?;
         Ok((session, token))

@@ -24,6 +24,27 @@ pub struct SessionRecord {
     pub revoked_at: Option<OffsetDateTime>,
 }
 
+impl SessionRecord {
+    /// A live session of `user` in `tenant`, begun and last used at `at`, ending at
+    /// `expires_at` whatever its use.
+    pub fn new(
+        user_id: UserId,
+        tenant_id: TenantId,
+        at: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Self {
+        Self {
+            id: SessionId::new(),
+            user_id,
+            tenant_id,
+            created_at: at,
+            last_used_at: at,
+            expires_at,
+            revoked_at: None,
+        }
+    }
+}
+
 /// One refresh token of a session, known only by its hash.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct RefreshTokenRecord {

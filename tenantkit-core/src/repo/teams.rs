@@ -51,6 +51,16 @@ pub struct NewTeam {
     pub description: Option<String>,
 }
 
+impl NewTeam {
+    /// A team with just a name.
+    pub fn named(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            description: None,
+        }
+    }
+}
+
 /// Changes to a team; absent fields stay, `"description": null` clears it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -9,6 +9,8 @@
 
 mod projects;
 mod tasks;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use projects::{NewProject, Project, ProjectFilter, ProjectPatch};
 pub use tasks::{NewTask, ParseTaskStatusError, Task, TaskFilter, TaskPatch, TaskStatus};

@@ -4,12 +4,15 @@
 //! routes once (handler + OpenAPI entry) over it.
 
 use std::fmt::Display;
+use std::future::Future;
 
 use axum::Json;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Serialize;
-use tenantkit_core::{AuditEvent, Permission, Principal, Team, TenantScope, TenantScoped};
+use tenantkit_core::{
+    AuditEvent, Permission, Principal, Team, TeamId, TenantScope, TenantScoped, TenantTx,
+};
 
 use crate::domain::{Project, Task};
 use crate::extract::{Client, etag};
@@ -23,6 +26,15 @@ pub(crate) trait Resource: TenantScoped + Serialize {
     const COLLECTION: &'static str;
     /// What creating, changing and deleting one takes.
     const WRITE: Permission = Permission::WriteContent;
+
+    /// Runs in the deleting transaction before the record is deleted (to detach what points
+    /// at it).
+    fn before_delete(
+        _tx: &mut TenantTx,
+        _id: Self::Id,
+    ) -> impl Future<Output = tenantkit_core::Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
 }
 
 impl Resource for Project {
@@ -39,6 +51,12 @@ impl Resource for Team {
     const NAME: &'static str = "team";
     const COLLECTION: &'static str = "/v1/teams";
     const WRITE: Permission = Permission::ManageMembers;
+
+    /// The domain's projects name their team: they are detached, and a restricted one is then
+    /// visible to admins and owners only.
+    async fn before_delete(tx: &mut TenantTx, id: TeamId) -> tenantkit_core::Result<()> {
+        Project::detach_team(tx, id).await.map(drop)
+    }
 }
 
 /// The audit event of a change to a `T`.
@@ -105,6 +123,7 @@ where
 {
     principal.require(T::WRITE)?;
     let mut tx = state.db.begin(&TenantScope::of(principal)).await?;
+    T::before_delete(&mut tx, id).await?;
     T::delete(&mut tx, id, expected).await?;
     tx.audit(change_event::<T>(client, principal, "deleted", id))
         .await?;

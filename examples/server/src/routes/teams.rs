@@ -11,11 +11,8 @@ use tenantkit_core::{
 };
 use utoipa::IntoParams;
 
-use super::records::{change_event, create_route, record_routes};
-use crate::domain::Project;
-use crate::extract::{
-    ApiId, ApiIds, ApiJson, Client, IfMatch, Listing, NoFilter, PageQuery, QueryFilter,
-};
+use super::records::{create_route, record_routes};
+use crate::extract::{ApiId, ApiIds, ApiJson, Client, Listing, NoFilter, PageQuery, QueryFilter};
 use crate::{AppState, Result};
 
 /// Filters of `GET /v1/teams`.
@@ -139,40 +136,5 @@ pub(crate) async fn remove_member(
 }
 
 create_route!(Team, NewTeam, "teams", "/v1/teams", create);
-record_routes!(Team, TeamPatch, "teams", "/v1/teams/{id}", get: get, update: update);
-
-/// Deletes the team and its memberships; its projects stay, detached from it (a restricted
-/// one is then visible to admins and owners only). With `If-Match`, only if the team is still
-/// at that version.
-#[utoipa::path(
-    delete,
-    path = "/v1/teams/{id}",
-    tag = "teams",
-    params(
-        ("id" = uuid::Uuid, Path, description = "The record"),
-        ("If-Match" = Option<String>, Header, description = "The ETag last read")
-    ),
-    responses(
-        (status = 204, description = "Deleted"),
-        (status = 412, description = "Changed since the If-Match version", body = tenantkit_core::Problem,
-         content_type = "application/problem+json")
-    ),
-    security(("bearer" = []))
-)]
-pub(crate) async fn delete(
-    State(state): State<AppState>,
-    client: Client,
-    principal: Principal,
-    ApiId(id): ApiId<TeamId>,
-    IfMatch(expected): IfMatch,
-) -> Result<StatusCode> {
-    principal.require(Permission::ManageMembers)?;
-    let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
-    // The domain's projects name their team: detach them in the same transaction.
-    Project::detach_team(&mut tx, id).await?;
-    Team::delete(&mut tx, id, expected).await?;
-    tx.audit(change_event::<Team>(&client, &principal, "deleted", id))
-        .await?;
-    tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
-}
+record_routes!(Team, TeamPatch, "teams", "/v1/teams/{id}",
+    get: get, update: update, delete: delete);
