@@ -103,13 +103,11 @@ macro_rules! define_id {
         }
 
         impl<'de> $crate::__private::serde::Deserialize<'de> for $name {
+            /// Only the hyphenated form, as `FromStr`: one spelling per resource everywhere.
             fn deserialize<D: $crate::__private::serde::Deserializer<'de>>(
                 deserializer: D,
             ) -> ::std::result::Result<Self, D::Error> {
-                <$crate::__private::Uuid as $crate::__private::serde::Deserialize<'de>>::deserialize(
-                    deserializer,
-                )
-                .map(Self)
+                $crate::__private::deserialize_id(deserializer, $kind).map(Self)
             }
         }
 
@@ -196,6 +194,25 @@ pub fn parse_id(s: &str, kind: &'static str) -> Result<Uuid, ParseIdError> {
         return Err(invalid());
     }
     Uuid::try_parse(s).map_err(|_| invalid())
+}
+
+/// Deserializes an id from its hyphenated text (for [`define_id!`]).
+#[doc(hidden)]
+pub fn deserialize_id<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+    kind: &'static str,
+) -> Result<Uuid, D::Error> {
+    struct Visitor(&'static str);
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = Uuid;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "a {} (a hyphenated UUID)", self.0)
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Uuid, E> {
+            parse_id(text, self.0).map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_str(Visitor(kind))
 }
 
 /// The OpenAPI schema of every id: a UUID string.
@@ -286,6 +303,24 @@ mod tests {
         let huge = "x".repeat(10_000);
         let err = huge.parse::<UserId>().expect_err("huge");
         assert!(err.to_string().len() < 120);
+    }
+
+    #[test]
+    fn ids_deserialize_only_from_their_hyphenated_form() {
+        let id = UserId::new();
+        let json = format!("\"{id}\"");
+        assert_eq!(
+            serde_json::from_str::<UserId>(&json).expect("hyphenated"),
+            id
+        );
+        for other in [
+            format!("\"{}\"", id.as_uuid().simple()),
+            format!("\"{}\"", id.as_uuid().urn()),
+            format!("\"{{{id}}}\""),
+            "42".to_owned(),
+        ] {
+            assert!(serde_json::from_str::<UserId>(&other).is_err(), "{other}");
+        }
     }
 
     #[test]

@@ -132,9 +132,9 @@ pub mod __private {
     pub use serde;
     pub use uuid::Uuid;
 
-    pub use crate::id::parse_id;
     #[cfg(feature = "openapi")]
     pub use crate::id::uuid_schema;
+    pub use crate::id::{deserialize_id, parse_id};
     #[cfg(feature = "openapi")]
     pub use utoipa;
 

@@ -104,7 +104,12 @@ impl MigrationSet {
     /// Declares that this set's migration `version` creates nothing new when every one of
     /// `old` is already applied (it is a split or squash of them): on such a database it is
     /// recorded as applied instead of run. This is how a database made by an earlier layout
-    /// adopts a new one without re-creating its tables.
+    /// adopts a new one without re-creating its tables. `old` must be versions of a set the
+    /// registry upgrades from ([`Migrations::upgrading_from`]), whose checksums sqlx checks
+    /// first; versions of no such set are never adopted.
+    ///
+    /// There is no way back: once the new versions are recorded, the earlier release's
+    /// migrator refuses the database (`VersionMissing`). Upgrade every instance together.
     pub fn replacing(mut self, version: i64, old: &'static [i64]) -> Self {
         self.replaces.push((version, old));
         self
@@ -179,11 +184,16 @@ impl Migrations {
     }
 
     /// The current sets in the order they run (by their lowest version), after checking that
-    /// no version belongs to two sets.
+    /// no version belongs to two sets and that current sets stay out of the reserved range.
     fn ordered(&self, backend: crate::Backend) -> Result<Vec<(&MigrationSet, Vec<i64>)>> {
         let mut owners: BTreeMap<i64, &'static str> = BTreeMap::new();
         let mut sets = Vec::new();
-        for set in self.sets.iter().chain(&self.history) {
+        for (set, current) in self
+            .sets
+            .iter()
+            .map(|s| (s, true))
+            .chain(self.history.iter().map(|s| (s, false)))
+        {
             let versions = set.versions(backend);
             for version in &versions {
                 if let Some(other) = owners.insert(*version, set.name) {
@@ -192,8 +202,15 @@ impl Migrations {
                         set.name
                     )));
                 }
+                if current && *version < FIRST_CURRENT_VERSION {
+                    return Err(Error::Config(format!(
+                        "migration version {version} of `{}` is in the reserved range \
+                         (below {FIRST_CURRENT_VERSION}; see tenantkit_core::migrate)",
+                        set.name
+                    )));
+                }
             }
-            if self.sets.iter().any(|s| std::ptr::eq(s, set)) {
+            if current {
                 sets.push((set, versions));
             }
         }
@@ -211,6 +228,9 @@ fn core_migrations() -> MigrationSet {
         .replacing(1003, &[5])
         .replacing(1004, &[6])
 }
+
+/// Versions below this are reserved for wave-1 history; current sets start here.
+const FIRST_CURRENT_VERSION: i64 = 1000;
 
 /// Applied versions and whether each succeeded; empty before the first migration.
 type Applied = HashMap<i64, bool>;
@@ -233,13 +253,16 @@ macro_rules! apply_impl {
                 Ok(rows.into_iter().collect())
             };
             let mut done = applied(&mut *conn).await?;
-            // An earlier layout's database: finish its history first, so every one of its
-            // tables exists as its last release left them.
+            // An earlier layout's database: finish its history first (sqlx checks the applied
+            // versions' checksums), so every one of its tables exists as its last release left
+            // them. Only such validated versions can be adopted below.
+            let mut adoptable = std::collections::HashSet::new();
             for history in &migrations.history {
                 let versions = history.versions(backend);
                 if versions.iter().any(|v| done.contains_key(v)) {
                     tracing::info!(set = history.name, "completing the earlier layout's migrations");
                     history.migrator(backend).run(&mut *conn).await?;
+                    adoptable.extend(versions);
                 }
             }
             done = applied(&mut *conn).await?;
@@ -247,7 +270,9 @@ macro_rules! apply_impl {
                 let migrator = set.migrator(backend);
                 for (version, old) in &set.replaces {
                     let adopted = !done.contains_key(version)
-                        && old.iter().all(|v| done.get(v) == Some(&true));
+                        && old
+                            .iter()
+                            .all(|v| adoptable.contains(v) && done.get(v) == Some(&true));
                     if !adopted {
                         continue;
                     }

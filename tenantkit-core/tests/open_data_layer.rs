@@ -361,8 +361,27 @@ async fn a_registry_refuses_two_sets_claiming_one_version(test_db: TestDb) {
     }
 }
 
+async fn a_registry_refuses_versions_in_the_reserved_range(test_db: TestDb) {
+    let reserved = MigrationSet::new(
+        "reserved (test)",
+        || sqlx::migrate!("./tests/reserved/sqlite"),
+        || sqlx::migrate!("./tests/reserved/postgres"),
+    );
+    let owner = tenantkit_core::Database::connect_with(
+        &test_db.owner_url,
+        &tenantkit_core::DatabaseOptions::for_migrations(),
+    )
+    .await
+    .expect("connect as owner");
+    match owner.migrate(&Migrations::new().with(reserved)).await {
+        Err(Error::Config(message)) => assert!(message.contains("reserved"), "{message}"),
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+}
+
 tenantkit_core::backend_tests!(
     fixture = db;
+    a_registry_refuses_versions_in_the_reserved_range,
     notes_pass_the_isolation_suite,
     team_restricted_rows_are_hidden_outside_their_team,
     a_failed_statement_poisons_the_transaction,

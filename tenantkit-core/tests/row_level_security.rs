@@ -48,6 +48,50 @@ async fn a_tenant_table_without_row_level_security_is_refused_at_start_up() {
 }
 
 #[tokio::test]
+async fn open_policies_views_and_missing_tenant_policies_are_refused_at_start_up() {
+    let Some(test_db) = postgres().await else {
+        return;
+    };
+    let test_db = &test_db;
+    let refused = |what: &'static str| async move {
+        match test_db.reconnect().await {
+            Err(Error::Config(message)) => message,
+            other => panic!("{what}: expected a refusal, got {other:?}"),
+        }
+    };
+    // RLS on, but no tenant policy: not a wall of the intended shape.
+    test_db
+        .execute_as_owner(
+            "CREATE TABLE odd_notes (id uuid PRIMARY KEY, tenant_id uuid NOT NULL); \
+             ALTER TABLE odd_notes ENABLE ROW LEVEL SECURITY; \
+             ALTER TABLE odd_notes FORCE ROW LEVEL SECURITY",
+        )
+        .await;
+    assert!(refused("no tenant policy").await.contains("odd_notes"));
+    test_db
+        .execute_as_owner("SELECT tenantkit_enable_tenant_rls('odd_notes')")
+        .await;
+    test_db.reconnect().await.expect("now protected");
+    // A policy that lets everything through, applying to everyone.
+    test_db
+        .execute_as_owner("CREATE POLICY everyone ON odd_notes USING (true)")
+        .await;
+    assert!(refused("open policy").await.contains("odd_notes.everyone"));
+    test_db
+        .execute_as_owner("DROP POLICY everyone ON odd_notes")
+        .await;
+    // A view over tenant rows that runs with its owner's rights skips RLS.
+    test_db
+        .execute_as_owner("CREATE VIEW odd_view AS SELECT id, tenant_id FROM odd_notes")
+        .await;
+    assert!(refused("definer view").await.contains("odd_view"));
+    test_db
+        .execute_as_owner("ALTER VIEW odd_view SET (security_invoker = true)")
+        .await;
+    test_db.reconnect().await.expect("an invoker view is fine");
+}
+
+#[tokio::test]
 async fn core_tenant_tables_hide_other_tenants_rows_without_the_app_filter() {
     let Some(test_db) = postgres().await else {
         return;

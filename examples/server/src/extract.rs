@@ -168,7 +168,8 @@ fn deserialize_pairs<T: DeserializeOwned>(
     };
     match serde_urlencoded::from_str::<T>(&encode(pairs)) {
         Ok(value) => Some(value),
-        Err(_) => {
+        Err(whole) => {
+            let before = errors.len();
             for pair in pairs {
                 if let Err(err) =
                     serde_urlencoded::from_str::<T>(&encode(std::slice::from_ref(pair)))
@@ -176,6 +177,11 @@ fn deserialize_pairs<T: DeserializeOwned>(
                     let message: String = err.to_string().chars().take(200).collect();
                     errors.push(FieldError::new(pair.0, format!("is invalid: {message}")));
                 }
+            }
+            if errors.len() == before {
+                // Every parameter is fine on its own, but not together.
+                let message: String = whole.to_string().chars().take(200).collect();
+                errors.push(FieldError::new("query", message));
             }
             None
         }

@@ -48,22 +48,33 @@ SELECT tenantkit_enable_tenant_rls('invitations');
 -- Accepting an invitation finds it by the hash of its token, before its tenant is known. The
 -- application role cannot read invitations outside a tenant's scope; it calls this narrow
 -- function instead, which runs as the table owner (the only role the owner_lookup policy
--- applies to) with a pinned search_path, and returns at most the one open invitation whose
--- token hash the caller already holds.
+-- applies to; the start-up check refuses an application role that is, or is a member of, the
+-- owner) with a pinned search_path, in the schema of the table, and returns at most the one
+-- open invitation whose token hash the caller already holds.
 DO $$
+DECLARE
+    owner name := (SELECT tableowner FROM pg_catalog.pg_tables
+                   WHERE schemaname = current_schema() AND tablename = 'invitations');
 BEGIN
     EXECUTE format(
-        'CREATE POLICY owner_lookup ON invitations FOR SELECT TO %I USING (true)', current_user);
+        'CREATE POLICY owner_lookup ON %I.invitations FOR SELECT TO %I USING (true)',
+        current_schema(), owner);
+    EXECUTE format(
+        'CREATE FUNCTION %1$I.tenantkit_open_invitation(hash bytea, at timestamptz) '
+        'RETURNS SETOF %1$I.invitations '
+        'LANGUAGE sql STABLE SECURITY DEFINER '
+        'SET search_path = pg_catalog, pg_temp '
+        'AS $f$ SELECT * FROM %1$I.invitations '
+        'WHERE token_hash = hash AND accepted_at IS NULL AND expires_at > at $f$',
+        current_schema());
+    EXECUTE format(
+        'ALTER FUNCTION %I.tenantkit_open_invitation(bytea, timestamptz) OWNER TO %I',
+        current_schema(), owner);
+    EXECUTE format(
+        'REVOKE ALL ON FUNCTION %I.tenantkit_open_invitation(bytea, timestamptz) FROM PUBLIC',
+        current_schema());
+    EXECUTE format(
+        'GRANT EXECUTE ON FUNCTION %I.tenantkit_open_invitation(bytea, timestamptz) '
+        'TO tenantkit_app', current_schema());
 END
 $$;
-
-CREATE FUNCTION tenantkit_open_invitation(hash bytea, at timestamptz)
-    RETURNS SETOF invitations
-    LANGUAGE sql STABLE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-    AS $$
-        SELECT * FROM public.invitations
-        WHERE token_hash = hash AND accepted_at IS NULL AND expires_at > at
-    $$;
-REVOKE ALL ON FUNCTION tenantkit_open_invitation(bytea, timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION tenantkit_open_invitation(bytea, timestamptz) TO tenantkit_app;

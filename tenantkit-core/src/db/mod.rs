@@ -304,16 +304,22 @@ impl Database {
                     Mode::ReadWrite => pool.begin().await?,
                     Mode::ReadOnly => pool.begin_with("BEGIN READ ONLY").await?,
                 };
-                let (name, value) = match settings {
-                    Settings::Tenant(tenant) => ("app.tenant_id", tenant),
-                    Settings::User(user) => ("app.user_id", user),
-                    Settings::System => ("app.system", "on"),
+                // All three, every time: whatever a connection might carry over from elsewhere,
+                // a transaction sees exactly what its kind allows.
+                let (tenant, user, system) = match settings {
+                    Settings::Tenant(tenant) => (tenant, "", ""),
+                    Settings::User(user) => ("", user, ""),
+                    Settings::System => ("", "", "on"),
                 };
-                sqlx::query("SELECT set_config($1, $2, true)")
-                    .bind(name)
-                    .bind(value)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "SELECT set_config('app.tenant_id', $1, true), \
+                     set_config('app.user_id', $2, true), set_config('app.system', $3, true)",
+                )
+                .bind(tenant)
+                .bind(user)
+                .bind(system)
+                .execute(&mut *tx)
+                .await?;
                 Ok(Conn::Postgres(tx))
             }
         }

@@ -14,20 +14,43 @@ pub(super) async fn connect(url: &str, options: &DatabaseOptions) -> Result<PgPo
         .await?)
 }
 
-/// Tenant tables are found in the catalog, not from a list: every table of the current schema
-/// with a `tenant_id` column is one, whichever crate's migration made it.
-const TENANT_TABLES: &str = "SELECT c.relname::text, c.relrowsecurity, c.relforcerowsecurity, \
-            pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE') \
+/// Tenant relations are found in the catalog, not from a list: every table (or view) of the
+/// current schema with a `tenant_id` column is one, whichever crate's migration made it. For
+/// each: its kind, whether RLS is enabled and forced, whether the connecting role owns it,
+/// whether a policy compares `tenant_id` with the transaction's tenant, and (views) whether it
+/// runs with the invoker's rights (so the tables' RLS applies to it).
+const TENANT_RELATIONS: &str = "SELECT c.relname::text AS name, c.relkind::text AS kind, \
+            c.relrowsecurity AS enabled, c.relforcerowsecurity AS forced, \
+            pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE') AS owned, \
+            EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = c.oid \
+                    AND pg_catalog.pg_get_expr(p.polqual, p.polrelid) \
+                        LIKE '%tenantkit_current_tenant()%') AS tenant_policy, \
+            coalesce('security_invoker=true' = ANY (c.reloptions), false) AS security_invoker \
      FROM pg_catalog.pg_class c \
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') \
+     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm') \
        AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a \
                    WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped) \
      ORDER BY c.relname";
 
+/// Permissive policies that let everything through (`USING (true)`) and apply to the connecting
+/// role (to `PUBLIC`, or to a role it is a member of): such a policy would open its table.
+const OPEN_POLICIES: &str = "SELECT c.relname::text || '.' || p.polname::text \
+     FROM pg_catalog.pg_policy p \
+     JOIN pg_catalog.pg_class c ON c.oid = p.polrelid \
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = current_schema() AND p.polpermissive \
+       AND pg_catalog.pg_get_expr(p.polqual, p.polrelid) = 'true' \
+       AND EXISTS (SELECT 1 FROM unnest(p.polroles) r \
+                   WHERE r = 0 OR pg_catalog.pg_has_role(current_user, r, 'USAGE')) \
+     ORDER BY 1";
+
 /// Refuses to serve when row-level security would not be a wall: the role is a superuser or
-/// has `BYPASSRLS` (both skip policies), owns a tenant table (an owner could turn RLS off), or
-/// a tenant table has RLS not enabled or not forced (its rows would be open to every tenant).
+/// has `BYPASSRLS` (both skip policies), owns a tenant table (an owner could turn RLS off), a
+/// tenant table has RLS not enabled or not forced or no tenant policy (its rows would be open
+/// to every tenant, or to none), a view over tenant rows runs with its owner's rights, a policy
+/// that lets everything through applies to the role, or there are no tenant tables at all (the
+/// migrations were not applied to this schema).
 pub(super) async fn check_rls_safe(pool: &PgPool) -> Result<()> {
     let (role, superuser, bypass): (String, bool, bool) = sqlx::query_as(
         "SELECT r.rolname::text, r.rolsuper, r.rolbypassrls \
@@ -35,12 +58,11 @@ pub(super) async fn check_rls_safe(pool: &PgPool) -> Result<()> {
     )
     .fetch_one(pool)
     .await?;
-    let tables: Vec<(String, bool, bool, bool)> =
-        sqlx::query_as(TENANT_TABLES).fetch_all(pool).await?;
-    let owned: Vec<&str> = tables
+    let relations: Vec<TenantRelation> = sqlx::query_as(TENANT_RELATIONS).fetch_all(pool).await?;
+    let owned: Vec<&str> = relations
         .iter()
-        .filter(|(_, _, _, owns)| *owns)
-        .map(|(name, ..)| name.as_str())
+        .filter(|r| r.owned)
+        .map(|r| r.name.as_str())
         .collect();
     let why = if superuser {
         "is a superuser".to_owned()
@@ -61,18 +83,75 @@ pub(super) async fn check_rls_safe(pool: &PgPool) -> Result<()> {
              only, and run migrations with a separate owner role (see README)"
         )));
     }
-    let unprotected: Vec<&str> = tables
-        .iter()
-        .filter(|(_, enabled, forced, _)| !(*enabled && *forced))
-        .map(|(name, ..)| name.as_str())
+    let refuse = |what: &str, names: &[&str], fix: &str| {
+        Err(Error::Config(format!(
+            "{what}: {}; {fix}",
+            names.join(", ")
+        )))
+    };
+    if relations.iter().all(|r| r.kind == "v" || r.kind == "m") {
+        return Err(Error::Config(
+            "no tenant tables (tables with a tenant_id column) in the current schema: apply the \
+             migrations (`tenantkit-server migrate`), or check the role's search_path"
+                .to_owned(),
+        ));
+    }
+    let tables = || relations.iter().filter(|r| r.kind == "r" || r.kind == "p");
+    let unprotected: Vec<&str> = tables()
+        .filter(|r| !(r.enabled && r.forced))
+        .map(|r| r.name.as_str())
         .collect();
     if !unprotected.is_empty() {
-        return Err(Error::Config(format!(
-            "tenant tables without row-level security (ENABLE and FORCE): {}; every table with \
-             a tenant_id column needs the tenant policy (in its migration: \
+        return refuse(
+            "tenant tables without row-level security (ENABLE and FORCE)",
+            &unprotected,
+            "every table with a tenant_id column needs the tenant policy (in its migration: \
              SELECT tenantkit_enable_tenant_rls('<table>');)",
-            unprotected.join(", ")
-        )));
+        );
+    }
+    let unpoliced: Vec<&str> = tables()
+        .filter(|r| !r.tenant_policy)
+        .map(|r| r.name.as_str())
+        .collect();
+    if !unpoliced.is_empty() {
+        return refuse(
+            "tenant tables without a tenant policy (tenant_id = tenantkit_current_tenant())",
+            &unpoliced,
+            "add it with SELECT tenantkit_enable_tenant_rls('<table>');",
+        );
+    }
+    let definer_views: Vec<&str> = relations
+        .iter()
+        .filter(|r| r.kind == "m" || (r.kind == "v" && !r.security_invoker))
+        .map(|r| r.name.as_str())
+        .collect();
+    if !definer_views.is_empty() {
+        return refuse(
+            "views over tenant rows that bypass row-level security",
+            &definer_views,
+            "a view must be created WITH (security_invoker = true); materialized views cannot \
+             be protected",
+        );
+    }
+    let open: Vec<String> = sqlx::query_scalar(OPEN_POLICIES).fetch_all(pool).await?;
+    if !open.is_empty() {
+        let names: Vec<&str> = open.iter().map(String::as_str).collect();
+        return refuse(
+            &format!("policies that let every row through apply to the role `{role}`"),
+            &names,
+            "such a policy may only name a role the application role is not a member of",
+        );
     }
     Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct TenantRelation {
+    name: String,
+    kind: String,
+    enabled: bool,
+    forced: bool,
+    owned: bool,
+    tenant_policy: bool,
+    security_invoker: bool,
 }

@@ -212,7 +212,12 @@ impl TenantScoped for Team {
     /// whose team is gone is then visible to admins and owners only).
     #[tracing::instrument(skip_all, fields(tenant = %tx.tenant_id(), team = %id))]
     async fn delete(tx: &mut TenantTx, id: TeamId, expected: Option<Version>) -> Result<()> {
-        TEAMS.delete::<Self>(tx, id, expected).await
+        match TEAMS.delete::<Self>(tx, id, expected).await {
+            Err(Error::Conflict(_)) => Err(Error::Conflict(
+                "records still belong to this team; detach them first".into(),
+            )),
+            other => other,
+        }
     }
 
     async fn list(tx: &mut TenantTx, filter: &TeamFilter, page: PageRequest) -> Result<Page<Self>> {

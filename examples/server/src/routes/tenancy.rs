@@ -188,7 +188,20 @@ pub(crate) struct AuditQuery {
     until: Option<OffsetDateTime>,
 }
 
-impl QueryFilter for AuditQuery {}
+impl QueryFilter for AuditQuery {
+    fn check(&self, errors: &mut Vec<tenantkit_core::FieldError>) {
+        if self
+            .action
+            .as_deref()
+            .is_some_and(|a| a.chars().count() > 100)
+        {
+            errors.push(tenantkit_core::FieldError::new(
+                "action",
+                "must be at most 100 characters",
+            ));
+        }
+    }
+}
 
 /// `GET /v1/audit-log?limit=&cursor=&actor_id=&action=&since=&until=`.
 #[utoipa::path(
