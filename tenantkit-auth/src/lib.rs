@@ -65,7 +65,7 @@ pub use mailer::{
     LogMailer, Mailer, MemoryMailer, Message, OneTimeToken, OutboxMailer, SendFuture,
 };
 pub use password::{Password, PasswordHasher, PasswordPolicy, Verification};
-pub use rate_limit::{RateLimitConfig, RateLimits};
+pub use rate_limit::{Attempt, ClientNetwork, RateLimitConfig, RateLimits};
 pub use refresh::{
     MemorySessionStore, RefreshConfig, RefreshSessions, RefreshToken, RefreshTokenRecord,
     SessionRecord, SessionStore,

@@ -1,32 +1,131 @@
-//! Login and refresh rate limits, per client IP and per account (GCRA via governor).
+//! Rate limits of the auth flows (GCRA via governor): per client network and kind of attempt,
+//! per account for failed logins, resets and password checks, per inviter and tenant for
+//! invitations.
+//!
+//! - **Client networks, not addresses**: IPv4 addresses count one by one, IPv6 addresses by
+//!   their /64 (one subscriber gets a whole /64, so rotating inside it gives nothing).
+//! - **One bucket per kind of attempt**: a burst of refreshes never blocks a login, signups
+//!   never block resets. Refresh has a far larger budget: a refresh token is 256 bits, so the
+//!   limit only bounds cost, and concurrent refreshes of one token (two tabs, a retrying app)
+//!   must all succeed.
+//! - **No targeted lockout**: failed logins are counted per (account, client network), so an
+//!   attacker elsewhere cannot lock the owner out by failing on purpose; a much higher
+//!   account-wide ceiling still stops a distributed guessing run. Successful logins never
+//!   count, and reset requests have a bucket of their own.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use governor::clock::{Clock as GovernorClock, DefaultClock, Reference as _};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
+use tenantkit_core::{TenantId, UserId};
 
 use crate::{Error, Result};
 
-/// How many attempts are allowed per minute (also the burst). `Default`: 30 per IP and
-/// 10 per account.
+/// What an attempt from a client is for. Each kind has its own bucket per client network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Attempt {
+    /// `POST /v1/auth/login`.
+    Login,
+    /// `POST /v1/auth/signup`.
+    Signup,
+    /// `POST /v1/auth/refresh` (its own, larger budget).
+    Refresh,
+    /// Requesting or confirming a password reset.
+    PasswordReset,
+    /// Accepting an invitation.
+    AcceptInvitation,
+    /// Confirming an email address.
+    VerifyEmail,
+}
+
+/// How many attempts are allowed (per minute unless said otherwise; also the burst).
+/// `Default`: 30 per client network for each kind, 600 refreshes, 10 failed logins per
+/// account and network, 100 per account in all, 3 resets per account, 10 password checks and
+/// verification mails per account, 30 invitations per inviter and 100 per tenant per hour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimitConfig {
-    /// Attempts per minute from one client IP.
-    pub per_ip_per_minute: NonZeroU32,
-    /// Attempts per minute against one account (email), from anywhere.
-    pub per_account_per_minute: NonZeroU32,
+    /// Attempts of one kind (login, signup, reset, accept, verify) from one client network.
+    pub per_network_per_minute: NonZeroU32,
+    /// Refreshes from one client network.
+    pub refresh_per_network_per_minute: NonZeroU32,
+    /// Failed logins against one account from one client network.
+    pub failures_per_account_network_per_minute: NonZeroU32,
+    /// Failed logins against one account from anywhere: the ceiling of a distributed run.
+    pub failures_per_account_per_minute: NonZeroU32,
+    /// Password-reset requests for one account.
+    pub resets_per_account_per_minute: NonZeroU32,
+    /// Checks of the current password (a password change) and verification mails, per account.
+    pub account_actions_per_minute: NonZeroU32,
+    /// Invitations sent by one inviter, per hour.
+    pub invitations_per_inviter_per_hour: NonZeroU32,
+    /// Invitations sent in one tenant, per hour.
+    pub invitations_per_tenant_per_hour: NonZeroU32,
+}
+
+const fn nonzero(n: u32) -> NonZeroU32 {
+    match NonZeroU32::new(n) {
+        Some(n) => n,
+        None => NonZeroU32::MIN,
+    }
 }
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
         Self {
-            per_ip_per_minute: NonZeroU32::new(30).unwrap_or(NonZeroU32::MIN),
-            per_account_per_minute: NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN),
+            per_network_per_minute: nonzero(30),
+            refresh_per_network_per_minute: nonzero(600),
+            failures_per_account_network_per_minute: nonzero(10),
+            failures_per_account_per_minute: nonzero(100),
+            resets_per_account_per_minute: nonzero(3),
+            account_actions_per_minute: nonzero(10),
+            invitations_per_inviter_per_hour: nonzero(30),
+            invitations_per_tenant_per_hour: nonzero(100),
+        }
+    }
+}
+
+impl RateLimitConfig {
+    /// No practical limit at all: for load tests and benchmarks only, never for a server.
+    pub fn unlimited() -> Self {
+        Self {
+            per_network_per_minute: NonZeroU32::MAX,
+            refresh_per_network_per_minute: NonZeroU32::MAX,
+            failures_per_account_network_per_minute: NonZeroU32::MAX,
+            failures_per_account_per_minute: NonZeroU32::MAX,
+            resets_per_account_per_minute: NonZeroU32::MAX,
+            account_actions_per_minute: NonZeroU32::MAX,
+            invitations_per_inviter_per_hour: NonZeroU32::MAX,
+            invitations_per_tenant_per_hour: NonZeroU32::MAX,
+        }
+    }
+}
+
+/// The client network an address belongs to, for rate limits: the address itself for IPv4
+/// (also when written as an IPv4-mapped IPv6 address), its /64 for IPv6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientNetwork(IpAddr);
+
+impl ClientNetwork {
+    /// The network of `ip`.
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => ClientNetwork(IpAddr::V4(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => ClientNetwork(IpAddr::V4(v4)),
+                None => {
+                    let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                    ClientNetwork(IpAddr::V6(bits.into()))
+                }
+            },
         }
     }
 }
@@ -34,14 +133,72 @@ impl Default for RateLimitConfig {
 type Keyed<K, C> =
     RateLimiter<K, DashMapStateStore<K>, C, NoOpMiddleware<<C as GovernorClock>::Instant>>;
 
-/// Two keyed limiters: one per client IP (slows a single attacker trying many accounts) and
-/// one per account (slows many attackers trying one account). Memory stays bounded: idle
-/// keys are dropped as the maps are used.
+/// Keys that ran out of budget, until when. Bounded: past `CAP` entries, expired ones are
+/// dropped, and if that is not enough, the oldest half.
+struct Blocked<K, I> {
+    until: Mutex<HashMap<K, I>>,
+}
+
+impl<K: Hash + Eq + Clone, I: Copy + Ord> Blocked<K, I> {
+    const CAP: usize = 100_000;
+
+    fn new() -> Self {
+        Self {
+            until: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, I>> {
+        self.until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The instant `key` is blocked until, if it still is at `now`.
+    fn get(&self, key: &K, now: I) -> Option<I> {
+        let mut blocked = self.lock();
+        match blocked.get(key).copied() {
+            Some(until) if until > now => Some(until),
+            Some(_) => {
+                blocked.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn block(&self, key: K, until: I, now: I) {
+        let mut blocked = self.lock();
+        if blocked.len() >= Self::CAP {
+            blocked.retain(|_, until| *until > now);
+            if blocked.len() >= Self::CAP {
+                let mut instants: Vec<I> = blocked.values().copied().collect();
+                instants.sort_unstable();
+                let median = instants[instants.len() / 2];
+                blocked.retain(|_, until| *until > median);
+            }
+        }
+        blocked.insert(key, until);
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// The limits of the auth flows. Memory stays bounded: idle keys are dropped as the maps are
+/// used, and account keys are capped in length.
 pub struct RateLimits<C: GovernorClock = DefaultClock> {
-    per_ip: Keyed<IpAddr, C>,
-    per_account: Keyed<String, C>,
-    /// Accounts whose failure budget ran out, until when.
-    blocked: std::sync::Mutex<std::collections::HashMap<String, C::Instant>>,
+    per_network: Keyed<(Attempt, ClientNetwork), C>,
+    refresh: Keyed<ClientNetwork, C>,
+    failures_local: Keyed<(String, ClientNetwork), C>,
+    failures_global: Keyed<String, C>,
+    blocked_local: Blocked<(String, ClientNetwork), C::Instant>,
+    blocked_global: Blocked<String, C::Instant>,
+    resets: Keyed<String, C>,
+    account_actions: Keyed<(&'static str, String), C>,
+    invites_by_inviter: Keyed<UserId, C>,
+    invites_in_tenant: Keyed<TenantId, C>,
     clock: C,
     checks: AtomicU64,
 }
@@ -49,7 +206,8 @@ pub struct RateLimits<C: GovernorClock = DefaultClock> {
 impl<C: GovernorClock> fmt::Debug for RateLimits<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimits")
-            .field("tracked_ips", &self.per_ip.len())
+            .field("tracked_networks", &self.per_network.len())
+            .field("blocked_accounts", &self.blocked_global.len())
             .finish_non_exhaustive()
     }
 }
@@ -61,101 +219,139 @@ impl RateLimits {
     }
 }
 
+fn per_hour(n: NonZeroU32) -> Quota {
+    Quota::per_hour(n)
+}
+
 impl<C: GovernorClock + Clone> RateLimits<C> {
     /// Limits on an explicit clock (`governor::clock::FakeRelativeClock` in tests).
     pub fn with_clock(config: RateLimitConfig, clock: C) -> Self {
+        fn keyed<K: Hash + Eq + Clone, C: GovernorClock + Clone>(
+            quota: Quota,
+            clock: &C,
+        ) -> Keyed<K, C> {
+            RateLimiter::dashmap_with_clock(quota, clock.clone())
+        }
         Self {
-            per_ip: RateLimiter::dashmap_with_clock(
-                Quota::per_minute(config.per_ip_per_minute),
-                clock.clone(),
-            ),
-            per_account: RateLimiter::dashmap_with_clock(
-                Quota::per_minute(config.per_account_per_minute),
-                clock.clone(),
-            ),
-            blocked: std::sync::Mutex::default(),
+            per_network: keyed(Quota::per_minute(config.per_network_per_minute), &clock),
+            refresh: keyed(Quota::per_minute(config.refresh_per_network_per_minute), &clock),
+            failures_local: keyed(Quota::per_minute(
+                config.failures_per_account_network_per_minute,
+            ), &clock),
+            failures_global: keyed(Quota::per_minute(config.failures_per_account_per_minute), &clock),
+            blocked_local: Blocked::new(),
+            blocked_global: Blocked::new(),
+            resets: keyed(Quota::per_minute(config.resets_per_account_per_minute), &clock),
+            account_actions: keyed(Quota::per_minute(config.account_actions_per_minute), &clock),
+            invites_by_inviter: keyed(per_hour(config.invitations_per_inviter_per_hour), &clock),
+            invites_in_tenant: keyed(per_hour(config.invitations_per_tenant_per_hour), &clock),
             clock,
             checks: AtomicU64::new(0),
         }
     }
 
-    /// Counts an attempt from `ip`.
+    fn limited(&self, not_until: &governor::NotUntil<C::Instant>) -> Error {
+        Error::RateLimited {
+            retry_after: not_until.wait_time_from(self.clock.now()),
+        }
+    }
+
+    /// Counts an attempt of kind `attempt` from `ip`'s client network.
     ///
     /// # Errors
     /// [`Error::RateLimited`] with the wait until the next allowed attempt.
-    pub fn check_ip(&self, ip: IpAddr) -> Result<()> {
+    pub fn check(&self, attempt: Attempt, ip: IpAddr) -> Result<()> {
         self.housekeeping();
-        self.per_ip
-            .check_key(&ip)
-            .map_err(|not_until| Error::RateLimited {
-                retry_after: not_until.wait_time_from(self.clock.now()),
-            })
+        let network = ClientNetwork::of(ip);
+        let result = match attempt {
+            Attempt::Refresh => self.refresh.check_key(&network),
+            other => self.per_network.check_key(&(other, network)),
+        };
+        result.map_err(|not_until| self.limited(&not_until))
     }
 
-    /// Counts an attempt against `account` (case-insensitive).
+    /// Login: refuses an account whose failed-login budget is spent, from `ip`'s network or in
+    /// all. Unlike the other checks this consumes nothing, so successful logins never count.
     ///
     /// # Errors
-    /// [`Error::RateLimited`] with the wait until the next allowed attempt.
-    pub fn check_account(&self, account: &str) -> Result<()> {
-        self.housekeeping();
-        let key = Self::account_key(account);
-        self.per_account
-            .check_key(&key)
-            .map_err(|not_until| Error::RateLimited {
-                retry_after: not_until.wait_time_from(self.clock.now()),
-            })
-    }
-
-    /// Login: refuses an account whose failed-login budget is spent. Unlike
-    /// [`RateLimits::check_account`] this consumes nothing, so successful logins never count
-    /// and the owner of an account cannot lock themselves out by logging in.
-    ///
-    /// # Errors
-    /// [`Error::RateLimited`] while the account is blocked.
-    pub fn check_login(&self, account: &str) -> Result<()> {
+    /// [`Error::RateLimited`] while the account is blocked for this network or everywhere.
+    pub fn check_login(&self, account: &str, ip: IpAddr) -> Result<()> {
         let key = Self::account_key(account);
         let now = self.clock.now();
-        let mut blocked = self
-            .blocked
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match blocked.get(&key) {
-            Some(until) if *until > now => Err(Error::RateLimited {
+        let local = self
+            .blocked_local
+            .get(&(key.clone(), ClientNetwork::of(ip)), now);
+        let global = self.blocked_global.get(&key, now);
+        match local.into_iter().chain(global).max() {
+            Some(until) => Err(Error::RateLimited {
                 retry_after: until.duration_since(now).into(),
             }),
-            Some(_) => {
-                blocked.remove(&key);
-                Ok(())
-            }
             None => Ok(()),
         }
     }
 
-    /// Login: counts a failed attempt against `account`. When that spends the budget the
-    /// account is blocked and this attempt is answered as rate limited.
+    /// Login: counts a failed attempt against `account` from `ip`'s network (and in all).
+    /// When that spends a budget, the account is blocked (for that network, or everywhere
+    /// when the account-wide ceiling is reached) and this attempt answers rate limited.
     ///
     /// # Errors
-    /// [`Error::RateLimited`] when this failure exhausted the budget.
-    pub fn record_login_failure(&self, account: &str) -> Result<()> {
+    /// [`Error::RateLimited`] when this failure exhausted a budget.
+    pub fn record_login_failure(&self, account: &str, ip: IpAddr) -> Result<()> {
         self.housekeeping();
         let key = Self::account_key(account);
-        match self.per_account.check_key(&key) {
-            Ok(()) => Ok(()),
-            Err(not_until) => {
-                let until = not_until.earliest_possible();
-                let retry_after = not_until.wait_time_from(self.clock.now());
-                let mut blocked = self
-                    .blocked
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if blocked.len() >= 100_000 {
-                    let now = self.clock.now();
-                    blocked.retain(|_, until| *until > now);
-                }
-                blocked.insert(key, until);
-                Err(Error::RateLimited { retry_after })
-            }
+        let local_key = (key.clone(), ClientNetwork::of(ip));
+        let now = self.clock.now();
+        let local = self.failures_local.check_key(&local_key);
+        let global = self.failures_global.check_key(&key);
+        let mut refused = None;
+        if let Err(not_until) = local {
+            self.blocked_local
+                .block(local_key, not_until.earliest_possible(), now);
+            refused = Some(self.limited(&not_until));
         }
+        if let Err(not_until) = global {
+            self.blocked_global
+                .block(key, not_until.earliest_possible(), now);
+            refused = Some(self.limited(&not_until));
+        }
+        refused.map_or(Ok(()), Err)
+    }
+
+    /// Counts a password-reset request for `account` (its own bucket: resets never drain the
+    /// login budget, and mailing a victim is bounded).
+    ///
+    /// # Errors
+    /// [`Error::RateLimited`].
+    pub fn check_reset(&self, account: &str) -> Result<()> {
+        self.housekeeping();
+        self.resets
+            .check_key(&Self::account_key(account))
+            .map_err(|not_until| self.limited(&not_until))
+    }
+
+    /// Counts an action of `user`'s own account, by kind (`"password_check"`,
+    /// `"verification_mail"`): a stolen access token must not become an oracle for the current
+    /// password, nor a mail cannon.
+    ///
+    /// # Errors
+    /// [`Error::RateLimited`].
+    pub fn check_account_action(&self, kind: &'static str, user: UserId) -> Result<()> {
+        self.housekeeping();
+        self.account_actions
+            .check_key(&(kind, user.to_string()))
+            .map_err(|not_until| self.limited(&not_until))
+    }
+
+    /// Counts an invitation sent by `inviter` in `tenant`.
+    ///
+    /// # Errors
+    /// [`Error::RateLimited`] when the inviter's or the tenant's hourly budget is spent.
+    pub fn check_invitation(&self, tenant: TenantId, inviter: UserId) -> Result<()> {
+        self.housekeeping();
+        self.invites_by_inviter
+            .check_key(&inviter)
+            .and_then(|()| self.invites_in_tenant.check_key(&tenant))
+            .map_err(|not_until| self.limited(&not_until))
     }
 
     /// A bounded, case-insensitive key: an attacker must not grow the maps with megabyte-long
@@ -166,94 +362,123 @@ impl<C: GovernorClock + Clone> RateLimits<C> {
 
     fn housekeeping(&self) {
         if self.checks.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {
-            self.per_ip.retain_recent();
-            self.per_account.retain_recent();
+            self.per_network.retain_recent();
+            self.refresh.retain_recent();
+            self.failures_local.retain_recent();
+            self.failures_global.retain_recent();
+            self.resets.retain_recent();
+            self.account_actions.retain_recent();
+            self.invites_by_inviter.retain_recent();
+            self.invites_in_tenant.retain_recent();
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, Ipv6Addr};
     use std::time::Duration;
 
     use governor::clock::FakeRelativeClock;
 
     use super::*;
 
-    fn config(ip: u32, account: u32) -> RateLimitConfig {
+    fn config() -> RateLimitConfig {
         RateLimitConfig {
-            per_ip_per_minute: NonZeroU32::new(ip).expect("nonzero"),
-            per_account_per_minute: NonZeroU32::new(account).expect("nonzero"),
+            per_network_per_minute: nonzero(2),
+            refresh_per_network_per_minute: nonzero(50),
+            failures_per_account_network_per_minute: nonzero(3),
+            failures_per_account_per_minute: nonzero(6),
+            resets_per_account_per_minute: nonzero(1),
+            ..RateLimitConfig::default()
         }
     }
 
-    #[test]
-    fn limits_trigger_and_recover() {
-        let clock = FakeRelativeClock::default();
-        let limits = RateLimits::with_clock(config(100, 3), clock.clone());
-        for _ in 0..3 {
-            assert!(limits.check_account("Victim@Example.com").is_ok());
-        }
-        match limits.check_account("victim@example.com ") {
-            Err(Error::RateLimited { retry_after }) => {
-                assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(20));
-            }
-            other => panic!("expected a rate limit, got {other:?}"),
-        }
-        assert!(
-            limits.check_account("someone-else@example.com").is_ok(),
-            "per account"
-        );
-        clock.advance(Duration::from_secs(20));
-        assert!(
-            limits.check_account("victim@example.com").is_ok(),
-            "recovers as the bucket refills"
-        );
-    }
+    const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
+    const OWNER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
 
     #[test]
-    fn only_failed_logins_count_against_an_account() {
-        let clock = FakeRelativeClock::default();
-        let limits = RateLimits::with_clock(config(1000, 3), clock.clone());
+    fn each_kind_of_attempt_has_its_own_bucket() {
+        let limits = RateLimits::with_clock(config(), FakeRelativeClock::default());
+        assert!(limits.check(Attempt::Login, ATTACKER).is_ok());
+        assert!(limits.check(Attempt::Login, ATTACKER).is_ok());
+        assert!(matches!(
+            limits.check(Attempt::Login, ATTACKER),
+            Err(Error::RateLimited { .. })
+        ));
+        assert!(limits.check(Attempt::Signup, ATTACKER).is_ok(), "signup is not login");
         for _ in 0..50 {
-            assert!(
-                limits.check_login("owner@example.com").is_ok(),
-                "successful logins never block"
-            );
+            assert!(limits.check(Attempt::Refresh, ATTACKER).is_ok(), "refresh is far larger");
         }
-        for _ in 0..3 {
-            assert!(limits.check_login("owner@example.com").is_ok());
-            assert!(limits.record_login_failure("owner@example.com").is_ok());
-        }
-        assert!(matches!(
-            limits.record_login_failure("Owner@example.com"),
-            Err(Error::RateLimited { .. })
-        ));
-        match limits.check_login("owner@example.com") {
-            Err(Error::RateLimited { retry_after }) => assert!(retry_after > Duration::ZERO),
-            other => panic!("expected a block, got {other:?}"),
-        }
-        assert!(limits.check_login("other@example.com").is_ok());
-        clock.advance(Duration::from_secs(30));
+        assert!(limits.check(Attempt::Login, OWNER).is_ok(), "per network");
+    }
+
+    #[test]
+    fn ipv6_counts_by_64_and_mapped_ipv4_as_ipv4() {
+        let limits = RateLimits::with_clock(config(), FakeRelativeClock::default());
+        let first: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+        let rotated: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().expect("ip");
+        let elsewhere: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert!(limits.check(Attempt::Login, first).is_ok());
+        assert!(limits.check(Attempt::Login, rotated).is_ok());
         assert!(
-            limits.check_login("owner@example.com").is_ok(),
-            "the block ends"
+            limits.check(Attempt::Login, first).is_err(),
+            "rotating inside the /64 gives no new budget"
+        );
+        assert!(limits.check(Attempt::Login, elsewhere).is_ok());
+        let mapped = IpAddr::V6(Ipv4Addr::new(203, 0, 113, 7).to_ipv6_mapped());
+        assert_eq!(ClientNetwork::of(mapped), ClientNetwork::of(ATTACKER));
+        assert_eq!(
+            ClientNetwork::of(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            ClientNetwork::of("::2".parse().expect("ip"))
         );
     }
 
     #[test]
-    fn ips_are_limited_independently() {
+    fn an_attacker_elsewhere_cannot_lock_the_owner_out() {
         let clock = FakeRelativeClock::default();
-        let limits = RateLimits::with_clock(config(2, 100), clock.clone());
-        let attacker = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
-        assert!(limits.check_ip(attacker).is_ok() && limits.check_ip(attacker).is_ok());
+        let limits = RateLimits::with_clock(config(), clock.clone());
+        for _ in 0..3 {
+            assert!(limits.check_login("owner@example.com", ATTACKER).is_ok());
+            assert!(limits.record_login_failure("owner@example.com", ATTACKER).is_ok());
+        }
         assert!(matches!(
-            limits.check_ip(attacker),
+            limits.record_login_failure("Owner@example.com", ATTACKER),
             Err(Error::RateLimited { .. })
         ));
-        assert!(limits.check_ip(IpAddr::V4(Ipv4Addr::LOCALHOST)).is_ok());
+        assert!(limits.check_login("owner@example.com", ATTACKER).is_err());
+        assert!(
+            limits.check_login("owner@example.com", OWNER).is_ok(),
+            "the owner's own network is not blocked"
+        );
         clock.advance(Duration::from_secs(60));
-        assert!(limits.check_ip(attacker).is_ok());
+        assert!(limits.check_login("owner@example.com", ATTACKER).is_ok(), "the block ends");
+    }
+
+    #[test]
+    fn a_distributed_run_hits_the_account_ceiling() {
+        let limits = RateLimits::with_clock(config(), FakeRelativeClock::default());
+        let mut refused = 0;
+        for host in 1..=10u8 {
+            let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, host));
+            if limits.record_login_failure("victim@example.com", ip).is_err() {
+                refused += 1;
+            }
+        }
+        assert!(refused > 0, "the account-wide ceiling of 6 holds");
+        let fresh = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 200));
+        assert!(limits.check_login("victim@example.com", fresh).is_err());
+        assert!(limits.check_login("other@example.com", fresh).is_ok());
+    }
+
+    #[test]
+    fn successful_logins_and_resets_never_drain_the_login_budget() {
+        let limits = RateLimits::with_clock(config(), FakeRelativeClock::default());
+        for _ in 0..50 {
+            assert!(limits.check_login("owner@example.com", OWNER).is_ok());
+        }
+        assert!(limits.check_reset("owner@example.com").is_ok());
+        assert!(limits.check_reset("OWNER@example.com").is_err(), "one reset a minute");
+        assert!(limits.check_login("owner@example.com", OWNER).is_ok());
     }
 }

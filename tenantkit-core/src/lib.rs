@@ -61,6 +61,7 @@
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod audit;
+mod client;
 mod clock;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod db;
@@ -96,6 +97,7 @@ pub mod validate {
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use audit::{AuditEntry, AuditEvent, AuditFilter, ClientInfo};
+pub use client::{ParseProxiesError, TrustedProxies};
 pub use clock::{Clock, ManualClock, SystemClock};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use db::{Backend, Database, DatabaseOptions};

@@ -98,6 +98,32 @@ impl TestServer {
         })
     }
 
+    /// A request to `path` made as `principal` on a connection of its own, never reused (for
+    /// requests the server may refuse before reading their body, after which it closes the
+    /// connection: nothing else may be sent on it).
+    ///
+    /// # Panics
+    /// When the token cannot be issued or the client cannot be built.
+    pub fn request_alone(
+        &self,
+        principal: &Principal,
+        method: Method,
+        path: &str,
+    ) -> RequestBuilder {
+        let token = self
+            .tokens
+            .issue(principal)
+            .expect("issue access token")
+            .token;
+        let client = Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("a client");
+        client
+            .request(method, format!("{}{path}", self.base_url))
+            .bearer_auth(token)
+    }
+
     /// A request to `path` with no credentials.
     pub fn anonymous(&self, method: Method, path: &str) -> RequestBuilder {
         self.client

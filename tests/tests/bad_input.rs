@@ -218,18 +218,25 @@ async fn malformed_bodies_are_rejected_with_the_right_code(server: TestServer) {
         .send()
         .await
         .expect("send");
+    assert_eq!(response.headers()["connection"], "close");
     assert_problem(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
     // Streamed without Content-Length: stopped once the limit is read. The server may close
     // the connection while the client is still writing; then the client sees a broken pipe
     // instead of the 413. Either way nothing is stored and the server keeps serving.
+    // On a connection of its own: the server stops reading and closes it.
     let streamed = small
-        .request(&small.world.a.principal, Method::POST, "/v1/projects")
+        .request_alone(&small.world.a.principal, Method::POST, "/v1/projects")
         .header("content-type", "application/json")
         .body(reqwest::Body::wrap_stream(futures_stream(64)))
         .send()
         .await;
     match streamed {
         Ok(response) => {
+            assert_eq!(
+                response.headers().get("connection").map(|v| v.as_bytes()),
+                Some(&b"close"[..]),
+                "a refused body closes its connection, so no client reuses it"
+            );
             assert_problem(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
         }
         Err(err) => assert!(err.is_request(), "only the upload may fail: {err}"),

@@ -167,7 +167,9 @@ async fn main() {
     // Rate limits would (rightly) stop a login burst from one address; lift them here.
     let config = Config {
         rate_per_ip: std::num::NonZeroU32::MAX,
+        rate_refresh_per_ip: std::num::NonZeroU32::MAX,
         rate_per_account: std::num::NonZeroU32::MAX,
+        rate_per_account_total: std::num::NonZeroU32::MAX,
         ..Config::default()
     };
     let Some(server) = Target::start(backend, config).await else {

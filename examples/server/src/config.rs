@@ -48,6 +48,15 @@ pub struct Config {
     #[arg(long, env = "TENANTKIT_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
 
+    /// Seconds a connection may take to send a request's headers before it is closed
+    /// (against slowloris clients).
+    #[arg(long, env = "TENANTKIT_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+
+    /// Most connections served at once; further ones wait to be accepted.
+    #[arg(long, env = "TENANTKIT_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
     /// PEM private key that signs access tokens (production). Without it, development keys
     /// are created and kept under `<data dir>/keys` (see `keys rotate`).
     #[arg(long, env = "TENANTKIT_JWT_KEY_FILE")]
@@ -74,13 +83,28 @@ pub struct Config {
     #[arg(long, env = "TENANTKIT_REFRESH_GRACE_SECS", default_value_t = 5)]
     pub refresh_grace_secs: u64,
 
-    /// Login, signup and refresh attempts allowed per minute from one client IP.
+    /// Attempts of each kind (login, signup, password reset, invitation accept, email
+    /// confirmation; each its own bucket) allowed per minute from one client network (an IPv4
+    /// address, an IPv6 /64).
     #[arg(long, env = "TENANTKIT_RATE_PER_IP", default_value_t = NonZeroU32::new(30).unwrap_or(NonZeroU32::MIN))]
     pub rate_per_ip: NonZeroU32,
 
-    /// Login attempts allowed per minute against one account.
+    /// Refreshes allowed per minute from one client network.
+    #[arg(long, env = "TENANTKIT_RATE_REFRESH_PER_IP", default_value_t = NonZeroU32::new(600).unwrap_or(NonZeroU32::MIN))]
+    pub rate_refresh_per_ip: NonZeroU32,
+
+    /// Failed logins allowed per minute against one account from one client network.
     #[arg(long, env = "TENANTKIT_RATE_PER_ACCOUNT", default_value_t = NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN))]
     pub rate_per_account: NonZeroU32,
+
+    /// Failed logins allowed per minute against one account from everywhere.
+    #[arg(long, env = "TENANTKIT_RATE_PER_ACCOUNT_TOTAL", default_value_t = NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN))]
+    pub rate_per_account_total: NonZeroU32,
+
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` name the client, comma-separated
+    /// networks (`10.0.0.0/8, ::1`). None by default: the TCP peer is the client.
+    #[arg(long, env = "TENANTKIT_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: tenantkit_core::TrustedProxies,
 
     /// The public base URL of the service, for links in emails [default: http://<bind>].
     #[arg(long, env = "TENANTKIT_PUBLIC_URL")]
@@ -128,6 +152,8 @@ impl Default for Config {
             database_migration_url: None,
             body_limit: 1024 * 1024,
             request_timeout_secs: 30,
+            header_timeout_secs: 10,
+            max_connections: 4096,
             log_format: LogFormat::Pretty,
             jwt_key_file: None,
             jwt_algorithm: Algorithm::EdDSA,
@@ -136,7 +162,10 @@ impl Default for Config {
             refresh_secret: None,
             refresh_grace_secs: 5,
             rate_per_ip: NonZeroU32::new(30).unwrap_or(NonZeroU32::MIN),
+            rate_refresh_per_ip: NonZeroU32::new(600).unwrap_or(NonZeroU32::MIN),
             rate_per_account: NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN),
+            rate_per_account_total: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
+            trusted_proxies: tenantkit_core::TrustedProxies::default(),
             public_url: None,
             strict_sessions: false,
             cors_origins: Vec::new(),
@@ -163,17 +192,25 @@ impl Config {
             .to_owned()
     }
 
-    /// The login rate limits.
+    /// The rate limits of the auth flows.
     pub fn rate_limits(&self) -> tenantkit_auth::RateLimitConfig {
         tenantkit_auth::RateLimitConfig {
-            per_ip_per_minute: self.rate_per_ip,
-            per_account_per_minute: self.rate_per_account,
+            per_network_per_minute: self.rate_per_ip,
+            refresh_per_network_per_minute: self.rate_refresh_per_ip,
+            failures_per_account_network_per_minute: self.rate_per_account,
+            failures_per_account_per_minute: self.rate_per_account_total,
+            ..tenantkit_auth::RateLimitConfig::default()
         }
     }
 
     /// The request timeout.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// How long a connection may take to send a request's headers.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs.max(1))
     }
 }
 
@@ -189,6 +226,8 @@ impl fmt::Debug for Config {
             )
             .field("body_limit", &self.body_limit)
             .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("header_timeout_secs", &self.header_timeout_secs)
+            .field("max_connections", &self.max_connections)
             .field("log_format", &self.log_format)
             .field("jwt_key_file", &self.jwt_key_file)
             .field("jwt_algorithm", &self.jwt_algorithm)
@@ -200,7 +239,10 @@ impl fmt::Debug for Config {
             )
             .field("refresh_grace_secs", &self.refresh_grace_secs)
             .field("rate_per_ip", &self.rate_per_ip)
+            .field("rate_refresh_per_ip", &self.rate_refresh_per_ip)
             .field("rate_per_account", &self.rate_per_account)
+            .field("rate_per_account_total", &self.rate_per_account_total)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("public_url", &self.public_url)
             .field("strict_sessions", &self.strict_sessions)
             .field("cors_origins", &self.cors_origins)

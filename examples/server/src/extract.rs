@@ -334,25 +334,28 @@ pub fn etag(version: Version) -> HeaderMap {
     headers
 }
 
-/// The client's IP address, from the connection. (Behind a reverse proxy every client shares
-/// the proxy's address; trusting `X-Forwarded-For` needs a configured list of proxies, which
-/// is not offered yet.) Without connection info — requests driven in-process — it is the
-/// unspecified address, so all such requests share one bucket.
+/// The client's IP address: the TCP peer, or behind a trusted reverse proxy the address its
+/// forwarding headers name (see [`tenantkit_core::TrustedProxies`]). Without connection
+/// info (requests driven in-process) it is the unspecified address, so all such requests share
+/// one bucket.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub std::net::IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<crate::AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &crate::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map_or(
                 std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
                 |info| info.0.ip(),
             );
-        Ok(ClientIp(ip))
+        Ok(ClientIp(state.proxies.client(peer, &parts.headers)))
     }
 }
 
@@ -361,10 +364,13 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 #[derive(Debug, Clone)]
 pub struct Client(pub tenantkit_core::ClientInfo);
 
-impl<S: Send + Sync> FromRequestParts<S> for Client {
+impl FromRequestParts<crate::AppState> for Client {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &crate::AppState,
+    ) -> Result<Self, Self::Rejection> {
         let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
         let user_agent = parts
             .headers

@@ -38,6 +38,7 @@ pub fn app(mut state: AppState, config: &Config) -> Router {
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .map_response(problem_for_bare_errors)
+                .map_response(close_after_unread_body)
                 .layer(CatchPanicLayer::custom(panic_response))
                 // Extractors enforce the limit with a clear 413; this layer also stops bodies
                 // streamed without a Content-Length.
@@ -164,6 +165,21 @@ where
         }
     }
     problem
+}
+
+/// A request answered 413 or 408 may still be sending a body the server will not read: the
+/// answer says `Connection: close`, so the client opens a new connection for its next request
+/// instead of reusing one the server is about to close.
+fn close_after_unread_body<B>(mut response: Response<B>) -> Response<B> {
+    if matches!(
+        response.status(),
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+    ) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// A panic is a bug: the client gets a generic 500, the panic message goes to the log only.

@@ -45,15 +45,24 @@ pub struct AppState {
     pub auth: AuthFlows,
     /// The OpenAPI document, as JSON (set when the router is built).
     pub(crate) openapi: Arc<str>,
+    /// The reverse proxies whose forwarding headers name the client.
+    pub proxies: Arc<tenantkit_core::TrustedProxies>,
 }
 
 impl AppState {
+    /// Believes the forwarding headers of these proxies (see [`tenantkit_core::TrustedProxies`]).
+    pub fn with_proxies(mut self, proxies: tenantkit_core::TrustedProxies) -> Self {
+        self.proxies = Arc::new(proxies);
+        self
+    }
+
     /// State over an open, migrated database and the auth flows.
     pub fn new(db: Database, auth: AuthFlows) -> Self {
         Self {
             db,
             auth,
             openapi: Arc::from("{}"),
+            proxies: Arc::default(),
         }
     }
 }

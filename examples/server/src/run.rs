@@ -174,7 +174,7 @@ impl Server {
         std::fs::create_dir_all(&config.data_dir)?;
         let db = open_database(&config).await?;
         let auth = auth_flows(&config, &db)?;
-        let state = AppState::new(db, auth);
+        let state = AppState::new(db, auth).with_proxies(config.trusted_proxies.clone());
         Ok(Self { config, state })
     }
 
@@ -192,8 +192,12 @@ impl Server {
     /// Serves the application on `listener` until `shutdown` completes, lets requests in
     /// flight finish, and closes the database.
     ///
+    /// Each connection must send its request headers within the configured header timeout
+    /// (a client that trickles them, slowloris-style, is cut off), and at most the configured
+    /// number of connections are served at once (more wait in the listen backlog).
+    ///
     /// # Errors
-    /// [`ServerError::Io`] when accepting connections fails.
+    /// [`ServerError::Io`] when the listener's address cannot be read.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -201,15 +205,77 @@ impl Server {
     ) -> Result<(), ServerError> {
         let db = self.state.db.clone();
         tracing::info!(address = %listener.local_addr()?, "listening");
-        // Connect info gives handlers the client address (per-IP rate limits, audit entries).
-        let service = app(self.state, &self.config)
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let result = axum::serve(listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let router = app(self.state, &self.config);
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(self.config.header_timeout())
+            .keep_alive(true);
+        let (stopping, stop) = tokio::sync::watch::channel(false);
+        let max_connections = self.config.max_connections.max(1);
+        let connections = Arc::new(tokio::sync::Semaphore::new(max_connections));
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            // Bounded connections: wait for a free slot before accepting another.
+            let permit = tokio::select! {
+                permit = connections.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                () = &mut shutdown => break,
+            };
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %err, "accepting a connection failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            // The client address, for per-client rate limits and audit entries.
+            let service = tower::ServiceExt::map_request(
+                router.clone(),
+                move |mut request: http::Request<hyper::body::Incoming>| {
+                    request
+                        .extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    request
+                },
+            );
+            let connection = http
+                .serve_connection(
+                    hyper_util::rt::TokioIo::new(stream),
+                    hyper_util::service::TowerToHyperService::new(service),
+                )
+                .with_upgrades();
+            let mut stop = stop.clone();
+            tokio::spawn(async move {
+                let mut connection = std::pin::pin!(connection);
+                let result = tokio::select! {
+                    result = connection.as_mut() => result,
+                    _ = stop.changed() => {
+                        // Finish the request in flight, then close; idle ones close now.
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                };
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, "connection ended with an error");
+                }
+                drop(permit);
+            });
+        }
+        drop(listener);
+        let _ = stopping.send(true);
+        // Every connection has given its slot back once it is done.
+        let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+        let _ = connections.acquire_many(all).await;
         db.close().await;
         tracing::info!("stopped");
-        Ok(result?)
+        Ok(())
     }
 }
 

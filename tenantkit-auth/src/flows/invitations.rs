@@ -10,7 +10,7 @@ use tenantkit_core::{
 use time::OffsetDateTime;
 
 use super::{AuthFlows, TokenPair, event};
-use crate::{Error, Message, OneTimeToken, Password, Result};
+use crate::{Attempt, Error, Message, OneTimeToken, Password, Result};
 
 const INVITATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -107,6 +107,8 @@ impl AuthFlows {
             return Err(CoreError::Forbidden.into());
         }
         let email = Email::parse(&request.email)?;
+        self.limits
+            .check_invitation(principal.tenant_id(), principal.user_id())?;
         // Looked up before the write transaction: never hold one connection while taking
         // another.
         let existing = self.db.find_user_by_email(&email).await?;
@@ -183,7 +185,7 @@ impl AuthFlows {
         caller: Option<&Principal>,
         request: AcceptInvitation,
     ) -> Result<Joined> {
-        self.limits.check_ip(client.ip)?;
+        self.limits.check(Attempt::AcceptInvitation, client.ip)?;
         let token = OneTimeToken::new(request.token);
         let invalid = || CoreError::invalid("token", "is invalid, expired or already used");
         let invitation = self

@@ -5,7 +5,7 @@ use tenantkit_core::{ClientInfo, Email, Error as CoreError, Principal};
 
 use super::{AuthFlows, event};
 use crate::store::{TokenPurpose, mail_tokens};
-use crate::{OneTimeToken, Password, Result, Verification};
+use crate::{Attempt, OneTimeToken, Password, Result, Verification};
 
 /// The current password and the new one.
 #[derive(Debug, Deserialize)]
@@ -84,7 +84,7 @@ impl AuthFlows {
     ) -> Result<()> {
         // A stolen access token must not become an oracle for guessing the current password.
         self.limits
-            .check_account(&principal.user_id().to_string())?;
+            .check_account_action("password_check", principal.user_id())?;
         let user = self.current_user(principal).await?;
         let verification = self
             .passwords
@@ -127,8 +127,8 @@ impl AuthFlows {
         client: &ClientInfo,
         request: ResetRequest,
     ) -> Result<()> {
-        self.limits.check_ip(client.ip)?;
-        self.limits.check_account(&request.email)?;
+        self.limits.check(Attempt::PasswordReset, client.ip)?;
+        self.limits.check_reset(&request.email)?;
         let email = Email::parse(&request.email)?;
         let (flows, client) = (self.clone(), client.clone());
         tokio::spawn(async move {
@@ -168,7 +168,7 @@ impl AuthFlows {
         client: &ClientInfo,
         request: ResetConfirm,
     ) -> Result<()> {
-        self.limits.check_ip(client.ip)?;
+        self.limits.check(Attempt::PasswordReset, client.ip)?;
         self.passwords
             .policy()
             .check(&request.new_password, "new_password")?;
@@ -203,7 +203,7 @@ impl AuthFlows {
         client: &ClientInfo,
         request: VerifyConfirm,
     ) -> Result<()> {
-        self.limits.check_ip(client.ip)?;
+        self.limits.check(Attempt::VerifyEmail, client.ip)?;
         let token = OneTimeToken::new(request.token);
         let now = tenantkit_core::now();
         let mut tx = self.db.begin_system().await?;

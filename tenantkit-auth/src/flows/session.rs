@@ -8,7 +8,7 @@ use tenantkit_core::{
 
 use super::{AuthFlows, TokenPair, event};
 use crate::store::TokenPurpose;
-use crate::{Error, Password, RefreshToken, Result, Verification};
+use crate::{Attempt, Error, Password, RefreshToken, Result, Verification};
 
 /// A new tenant with the new user as its owner.
 #[derive(Debug, Deserialize)]
@@ -95,7 +95,7 @@ impl AuthFlows {
     /// email or slug is taken.
     #[tracing::instrument(skip_all)]
     pub async fn signup(&self, client: &ClientInfo, request: SignupRequest) -> Result<SignedUp> {
-        self.limits.check_ip(client.ip)?;
+        self.limits.check(Attempt::Signup, client.ip)?;
         let mut errors: Vec<FieldError> = Vec::new();
         let email = collect(Email::parse(&request.email), &mut errors);
         let slug = request
@@ -152,8 +152,8 @@ impl AuthFlows {
     #[tracing::instrument(skip_all)]
     pub async fn login(&self, client: &ClientInfo, request: LoginRequest) -> Result<LoggedIn> {
         // Counted before any password work, successful or not.
-        self.limits.check_ip(client.ip)?;
-        self.limits.check_login(&request.email)?;
+        self.limits.check(Attempt::Login, client.ip)?;
+        self.limits.check_login(&request.email, client.ip)?;
         let user = match Email::parse(&request.email) {
             Ok(email) => self.db.find_user_by_email(&email).await?,
             Err(_) => None,
@@ -170,7 +170,7 @@ impl AuthFlows {
                     self.record_failed_login(client, known.id);
                 }
                 tracing::info!("login failed");
-                self.limits.record_login_failure(&request.email)?;
+                self.limits.record_login_failure(&request.email, client.ip)?;
                 return Err(Error::InvalidCredentials);
             }
         };
@@ -236,7 +236,7 @@ impl AuthFlows {
         client: &ClientInfo,
         presented: &RefreshToken,
     ) -> Result<TokenPair> {
-        self.limits.check_ip(client.ip)?;
+        self.limits.check(Attempt::Refresh, client.ip)?;
         let (session, next) = match self.sessions.refresh(presented).await {
             Ok(rotated) => rotated,
             Err(Error::RefreshTokenReused {
@@ -356,7 +356,7 @@ impl AuthFlows {
     /// [`Error::RateLimited`]; storage errors.
     pub async fn request_email_verification(&self, principal: &Principal) -> Result<()> {
         self.limits
-            .check_account(&principal.user_id().to_string())?;
+            .check_account_action("verification_mail", principal.user_id())?;
         let user = self.current_user(principal).await?;
         if user.email_verified_at.is_none() {
             self.mail_token(&user, TokenPurpose::EmailVerification)
