@@ -139,7 +139,7 @@ fn rotation<S: SessionStore>(
     tenant: TenantId,
 ) {
     let (_, mut token) = runtime
-        .block_on(sessions.start(user, tenant))
+        .block_on(sessions.start(user, tenant, 0))
         .expect("start");
     c.bench_function(&format!("refresh_rotation/{name}"), |b| {
         b.iter(|| {

@@ -30,6 +30,10 @@ pub enum Error {
         /// Its tenant.
         tenant: tenantkit_core::TenantId,
     },
+    /// The user's credentials changed (a password change or reset, "log out everywhere")
+    /// while an operation that creates a session was in flight: the session was not created.
+    #[error("credentials changed")]
+    CredentialsChanged,
     /// Email or password is wrong, or the account cannot log in to the requested tenant.
     /// Deliberately one error for all of these, so responses do not reveal which accounts exist.
     #[error("invalid credentials")]
@@ -128,6 +132,10 @@ fn problem_body(err: &Error) -> Problem {
         Error::InvalidCredentials => Problem::new(
             ErrorCode::InvalidCredentials,
             "The email or password is incorrect.",
+        ),
+        Error::CredentialsChanged => Problem::new(
+            ErrorCode::InvalidToken,
+            "The account's credentials changed meanwhile; sign in again.",
         ),
         Error::RefreshTokenReused { .. } => Problem::new(
             ErrorCode::RefreshTokenReused,

@@ -58,8 +58,8 @@ pub use jwt::layer::{
     JwtAuth, JwtAuthLayer, StrictJwtAuth, StrictJwtAuthLayer, StrictResponseFuture, bearer_token,
 };
 pub use jwt::{
-    AccessClaims, AccessTokens, Algorithm, CachedRevocation, CheckFuture, IssuedToken, JwtConfig,
-    KeySet, SessionRevocation, SigningKey, VerifyingKey, generate_ed25519_pem,
+    AccessClaims, AccessTokens, Algorithm, CachedSessionCheck, CheckFuture, IssuedToken, JwtConfig,
+    KeySet, SessionCheck, SessionState, SigningKey, VerifyingKey, generate_ed25519_pem,
 };
 pub use mailer::{
     LogMailer, Mailer, MemoryMailer, Message, OneTimeToken, OutboxMailer, SendFuture,

@@ -234,14 +234,24 @@ impl<C: GovernorClock + Clone> RateLimits<C> {
         }
         Self {
             per_network: keyed(Quota::per_minute(config.per_network_per_minute), &clock),
-            refresh: keyed(Quota::per_minute(config.refresh_per_network_per_minute), &clock),
-            failures_local: keyed(Quota::per_minute(
-                config.failures_per_account_network_per_minute,
-            ), &clock),
-            failures_global: keyed(Quota::per_minute(config.failures_per_account_per_minute), &clock),
+            refresh: keyed(
+                Quota::per_minute(config.refresh_per_network_per_minute),
+                &clock,
+            ),
+            failures_local: keyed(
+                Quota::per_minute(config.failures_per_account_network_per_minute),
+                &clock,
+            ),
+            failures_global: keyed(
+                Quota::per_minute(config.failures_per_account_per_minute),
+                &clock,
+            ),
             blocked_local: Blocked::new(),
             blocked_global: Blocked::new(),
-            resets: keyed(Quota::per_minute(config.resets_per_account_per_minute), &clock),
+            resets: keyed(
+                Quota::per_minute(config.resets_per_account_per_minute),
+                &clock,
+            ),
             account_actions: keyed(Quota::per_minute(config.account_actions_per_minute), &clock),
             invites_by_inviter: keyed(per_hour(config.invitations_per_inviter_per_hour), &clock),
             invites_in_tenant: keyed(per_hour(config.invitations_per_tenant_per_hour), &clock),
@@ -406,9 +416,15 @@ mod tests {
             limits.check(Attempt::Login, ATTACKER),
             Err(Error::RateLimited { .. })
         ));
-        assert!(limits.check(Attempt::Signup, ATTACKER).is_ok(), "signup is not login");
+        assert!(
+            limits.check(Attempt::Signup, ATTACKER).is_ok(),
+            "signup is not login"
+        );
         for _ in 0..50 {
-            assert!(limits.check(Attempt::Refresh, ATTACKER).is_ok(), "refresh is far larger");
+            assert!(
+                limits.check(Attempt::Refresh, ATTACKER).is_ok(),
+                "refresh is far larger"
+            );
         }
         assert!(limits.check(Attempt::Login, OWNER).is_ok(), "per network");
     }
@@ -440,7 +456,11 @@ mod tests {
         let limits = RateLimits::with_clock(config(), clock.clone());
         for _ in 0..3 {
             assert!(limits.check_login("owner@example.com", ATTACKER).is_ok());
-            assert!(limits.record_login_failure("owner@example.com", ATTACKER).is_ok());
+            assert!(
+                limits
+                    .record_login_failure("owner@example.com", ATTACKER)
+                    .is_ok()
+            );
         }
         assert!(matches!(
             limits.record_login_failure("Owner@example.com", ATTACKER),
@@ -452,7 +472,10 @@ mod tests {
             "the owner's own network is not blocked"
         );
         clock.advance(Duration::from_secs(60));
-        assert!(limits.check_login("owner@example.com", ATTACKER).is_ok(), "the block ends");
+        assert!(
+            limits.check_login("owner@example.com", ATTACKER).is_ok(),
+            "the block ends"
+        );
     }
 
     #[test]
@@ -461,7 +484,10 @@ mod tests {
         let mut refused = 0;
         for host in 1..=10u8 {
             let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, host));
-            if limits.record_login_failure("victim@example.com", ip).is_err() {
+            if limits
+                .record_login_failure("victim@example.com", ip)
+                .is_err()
+            {
                 refused += 1;
             }
         }
@@ -478,7 +504,10 @@ mod tests {
             assert!(limits.check_login("owner@example.com", OWNER).is_ok());
         }
         assert!(limits.check_reset("owner@example.com").is_ok());
-        assert!(limits.check_reset("OWNER@example.com").is_err(), "one reset a minute");
+        assert!(
+            limits.check_reset("OWNER@example.com").is_err(),
+            "one reset a minute"
+        );
         assert!(limits.check_login("owner@example.com", OWNER).is_ok());
     }
 }

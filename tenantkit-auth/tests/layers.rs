@@ -207,7 +207,7 @@ async fn strict_mode_refuses_tokens_of_revoked_sessions() {
     use std::sync::Arc;
     use std::time::Duration;
     use tenantkit_auth::{
-        CachedRevocation, MemorySessionStore, RefreshConfig, RefreshSessions, StrictJwtAuthLayer,
+        CachedSessionCheck, MemorySessionStore, RefreshConfig, RefreshSessions, StrictJwtAuthLayer,
     };
 
     let tokens = tokens();
@@ -218,7 +218,7 @@ async fn strict_mode_refuses_tokens_of_revoked_sessions() {
     )
     .expect("sessions");
     let (session, refresh) = sessions
-        .start(UserId::new(), TenantId::new())
+        .start(UserId::new(), TenantId::new(), 0)
         .await
         .expect("start");
     let who = Principal::new(
@@ -232,7 +232,7 @@ async fn strict_mode_refuses_tokens_of_revoked_sessions() {
     let strict = |ttl| {
         StrictJwtAuthLayer::new(
             tokens.clone(),
-            CachedRevocation::with_ttl(Arc::new(sessions.clone()), ttl),
+            CachedSessionCheck::with_ttl(Arc::new(sessions.clone()), ttl),
         )
     };
 

@@ -54,7 +54,7 @@ mod suite {
     use super::*;
 
     pub(crate) async fn rotation_issues_a_new_token_each_time<S: SessionStore>(f: Fixture<S>) {
-        let (session, t0) = f.sessions.start(f.user, f.tenant).await.expect("start");
+        let (session, t0) = f.sessions.start(f.user, f.tenant, 0).await.expect("start");
         assert_eq!((session.user_id, session.tenant_id), (f.user, f.tenant));
         let (same, t1) = f.sessions.refresh(&t0).await.expect("refresh");
         assert_eq!(same.id, session.id, "same family");
@@ -68,7 +68,7 @@ mod suite {
     pub(crate) async fn replay_after_the_grace_window_revokes_the_family<S: SessionStore>(
         f: Fixture<S>,
     ) {
-        let (session, t0) = f.sessions.start(f.user, f.tenant).await.expect("start");
+        let (session, t0) = f.sessions.start(f.user, f.tenant, 0).await.expect("start");
         let (_, t1) = f.sessions.refresh(&t0).await.expect("refresh");
         f.clock.advance(Duration::from_secs(6));
         match f.sessions.refresh(&t0).await {
@@ -91,7 +91,7 @@ mod suite {
     pub(crate) async fn within_the_grace_window_the_same_successor_is_returned<S: SessionStore>(
         f: Fixture<S>,
     ) {
-        let (_, t0) = f.sessions.start(f.user, f.tenant).await.expect("start");
+        let (_, t0) = f.sessions.start(f.user, f.tenant, 0).await.expect("start");
         let (_, first) = f.sessions.refresh(&t0).await.expect("refresh");
         f.clock.advance(Duration::from_secs(4));
         let (_, second) = f.sessions.refresh(&t0).await.expect("retry inside grace");
@@ -102,8 +102,27 @@ mod suite {
         assert!(f.sessions.refresh(&first).await.is_ok());
     }
 
+    pub(crate) async fn a_spent_token_cannot_walk_past_a_rotated_successor<S: SessionStore>(
+        f: Fixture<S>,
+    ) {
+        let (_, t0) = f.sessions.start(f.user, f.tenant, 0).await.expect("start");
+        let (_, t1) = f.sessions.refresh(&t0).await.expect("rightful refresh");
+        let (_, t2) = f.sessions.refresh(&t1).await.expect("the client moves on");
+        // Still inside t0's grace window, a thief replays t0: t1 is already spent, so t0
+        // must not hand it out again; the replay is reuse and ends the family.
+        f.clock.advance(Duration::from_secs(1));
+        assert!(matches!(
+            f.sessions.refresh(&t0).await,
+            Err(Error::RefreshTokenReused { .. })
+        ));
+        assert!(
+            f.sessions.refresh(&t2).await.is_err(),
+            "the whole family is revoked"
+        );
+    }
+
     pub(crate) async fn concurrent_refreshes_yield_one_live_branch<S: SessionStore>(f: Fixture<S>) {
-        let (_, t0) = f.sessions.start(f.user, f.tenant).await.expect("start");
+        let (_, t0) = f.sessions.start(f.user, f.tenant, 0).await.expect("start");
         let mut tasks = Vec::new();
         for _ in 0..16 {
             let (sessions, token) = (f.sessions.clone(), t0.clone());
@@ -125,14 +144,14 @@ mod suite {
     }
 
     pub(crate) async fn idle_and_absolute_expiry_end_sessions<S: SessionStore>(f: Fixture<S>) {
-        let (_, idle) = f.sessions.start(f.user, f.tenant).await.expect("start");
+        let (_, idle) = f.sessions.start(f.user, f.tenant, 0).await.expect("start");
         f.clock.advance(Duration::from_secs(7 * 24 * 3600 + 1));
         assert!(
             matches!(f.sessions.refresh(&idle).await, Err(Error::InvalidToken(_))),
             "idle expiry"
         );
 
-        let (_, mut token) = f.sessions.start(f.user, f.tenant).await.expect("start");
+        let (_, mut token) = f.sessions.start(f.user, f.tenant, 0).await.expect("start");
         for _day in 0..29 {
             f.clock.advance(Duration::from_secs(24 * 3600));
             token = f
@@ -153,9 +172,9 @@ mod suite {
     }
 
     pub(crate) async fn logout_and_logout_everywhere_revoke<S: SessionStore>(f: Fixture<S>) {
-        let (_, laptop) = f.sessions.start(f.user, f.tenant).await.expect("start");
-        let (_, phone) = f.sessions.start(f.user, f.tenant).await.expect("start");
-        let (_, tablet) = f.sessions.start(f.user, f.tenant).await.expect("start");
+        let (_, laptop) = f.sessions.start(f.user, f.tenant, 0).await.expect("start");
+        let (_, phone) = f.sessions.start(f.user, f.tenant, 0).await.expect("start");
+        let (_, tablet) = f.sessions.start(f.user, f.tenant, 0).await.expect("start");
         assert!(f.sessions.revoke(&laptop).await.expect("logout").is_some());
         assert!(matches!(
             f.sessions.refresh(&laptop).await,
@@ -185,11 +204,11 @@ mod suite {
     pub(crate) async fn derived_sessions_never_outlive_their_parent<S: SessionStore>(
         f: Fixture<S>,
     ) {
-        let (parent, _) = f.sessions.start(f.user, f.tenant).await.expect("start");
+        let (parent, _) = f.sessions.start(f.user, f.tenant, 0).await.expect("start");
         f.clock.advance(Duration::from_secs(10 * 24 * 3600));
         let (child, token) = f
             .sessions
-            .start_until(f.user, f.tenant, Some(parent.expires_at))
+            .start_until(f.user, f.tenant, 0, Some(parent.expires_at))
             .await
             .expect("derived");
         assert_eq!(
@@ -252,6 +271,7 @@ refresh_tests!(
     rotation_issues_a_new_token_each_time,
     replay_after_the_grace_window_revokes_the_family,
     within_the_grace_window_the_same_successor_is_returned,
+    a_spent_token_cannot_walk_past_a_rotated_successor,
     concurrent_refreshes_yield_one_live_branch,
     idle_and_absolute_expiry_end_sessions,
     logout_and_logout_everywhere_revoke,

@@ -119,6 +119,10 @@ pub struct AuditEntry {
     /// This entry's hash.
     #[serde(skip)]
     pub hash: Vec<u8>,
+    /// HMAC of the tenant, position and hash under the audit key, when one is configured: a
+    /// chain rewritten by someone without the key does not carry valid anchors.
+    #[serde(skip)]
+    pub anchor: Option<Vec<u8>>,
 }
 
 impl AuditEntry {
@@ -164,7 +168,196 @@ pub struct AuditFilter {
     pub until: Option<OffsetDateTime>,
 }
 
-const COLUMNS: &str = "id, seq, at, actor_id, action, target_type, target_id, ip, user_agent, details, prev_hash, hash";
+const COLUMNS: &str = "id, seq, at, actor_id, action, target_type, target_id, ip, user_agent, details, prev_hash, hash, anchor";
+
+/// The key that anchors audit entries: held by the servers (a file or a secret manager),
+/// never by the database, so someone who can write the database cannot forge a chain that
+/// verifies. At least 32 bytes. Its `Debug` never shows it.
+#[derive(Clone)]
+pub struct AuditKey(std::sync::Arc<[u8]>);
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey(..)")
+    }
+}
+
+impl AuditKey {
+    /// A key of `bytes`.
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`] when shorter than 32 bytes.
+    pub fn new(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() < 32 {
+            return Err(crate::Error::Config(
+                "the audit key must be at least 32 bytes".into(),
+            ));
+        }
+        Ok(Self(bytes.into()))
+    }
+
+    /// The anchor of entry `seq` with `hash` in `tenant`'s chain.
+    pub fn anchor(&self, tenant: TenantId, seq: i64, hash: &[u8]) -> Vec<u8> {
+        use hmac::Mac as _;
+        let mut mac = <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(&self.0)
+            .expect("HMAC accepts any key length");
+        mac.update(b"tenantkit audit anchor v1\0");
+        mac.update(tenant.as_uuid().as_bytes());
+        mac.update(&seq.to_be_bytes());
+        mac.update(hash);
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// Whether `anchor` is the anchor of that entry (compared in constant time).
+    pub fn verifies(&self, tenant: TenantId, seq: i64, hash: &[u8], anchor: &[u8]) -> bool {
+        use hmac::Mac as _;
+        let mut mac = <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(&self.0)
+            .expect("HMAC accepts any key length");
+        mac.update(b"tenantkit audit anchor v1\0");
+        mac.update(tenant.as_uuid().as_bytes());
+        mac.update(&seq.to_be_bytes());
+        mac.update(hash);
+        mac.verify_slice(anchor).is_ok()
+    }
+}
+
+/// The head of one tenant's chain at some moment: kept outside the database (a checkpoint
+/// file, object storage with a retention lock), it lets `verify` detect a cut tail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ChainHead {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// The last entry's position (0 for an empty chain).
+    pub seq: i64,
+    /// The last entry's hash, hex.
+    pub hash: String,
+}
+
+/// What verifying a tenant's chain found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChainProblem {
+    /// An entry is missing or out of order at this position.
+    Gap(i64),
+    /// The entry at this position does not follow the previous one.
+    Broken(i64),
+    /// The entry at this position was edited.
+    Edited(i64),
+    /// The entry at this position has no anchor, or a wrong one, under the audit key.
+    Unanchored(i64),
+    /// The chain ends before (or differs from) a checkpoint of its head: it was cut or
+    /// rewritten after the checkpoint was taken.
+    Truncated {
+        /// The checkpoint's position.
+        checkpoint_seq: i64,
+    },
+}
+
+impl ChainProblem {
+    /// The position of the first broken entry.
+    pub fn seq(&self) -> i64 {
+        match self {
+            ChainProblem::Gap(seq)
+            | ChainProblem::Broken(seq)
+            | ChainProblem::Edited(seq)
+            | ChainProblem::Unanchored(seq) => *seq,
+            ChainProblem::Truncated { checkpoint_seq } => *checkpoint_seq,
+        }
+    }
+
+    /// What is wrong, in words.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            ChainProblem::Gap(_) => "missing or reordered entry",
+            ChainProblem::Broken(_) => "does not follow the previous entry",
+            ChainProblem::Edited(_) => "content was changed",
+            ChainProblem::Unanchored(_) => "not anchored by the audit key",
+            ChainProblem::Truncated { .. } => "the chain no longer reaches its checkpoint",
+        }
+    }
+}
+
+/// Appends `event` to `tenant`'s chain through `tx` (whose settings must reach the tenant's
+/// rows): the tenant row is locked so the chain never forks, the entry is hashed onto the
+/// previous one and, with a key, anchored.
+async fn append<T: crate::Transaction>(
+    tx: &mut T,
+    tenant: TenantId,
+    key: Option<&AuditKey>,
+    event: AuditEvent,
+) -> Result<AuditEntry> {
+    crate::members::lock_tenant(tx, tenant).await?;
+    let last = crate::with_conn!(tx, |c| {
+        sqlx::query_as::<_, (i64, Vec<u8>)>(
+            "SELECT seq, hash FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(tenant)
+        .fetch_optional(c)
+        .await
+    })?;
+    let (seq, prev_hash) = last.map_or((1, vec![0u8; 32]), |(seq, hash)| (seq + 1, hash));
+    let mut entry = AuditEntry {
+        id: AuditEntryId::new(),
+        seq,
+        at: now(),
+        actor_id: event.actor_id,
+        action: event.action,
+        target_type: event.target_type,
+        target_id: event.target_id,
+        ip: event.ip,
+        user_agent: event.user_agent.map(|ua| ua.chars().take(256).collect()),
+        details: event.details.to_string(),
+        prev_hash,
+        hash: Vec::new(),
+        anchor: None,
+    };
+    entry.hash = entry.expected_hash(tenant);
+    entry.anchor = key.map(|key| key.anchor(tenant, entry.seq, &entry.hash));
+    crate::with_conn!(tx, |c| {
+        sqlx::query(
+            "INSERT INTO audit_log (id, tenant_id, seq, at, actor_id, action, target_type, \
+             target_id, ip, user_agent, details, prev_hash, hash, anchor) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(entry.id)
+        .bind(tenant)
+        .bind(entry.seq)
+        .bind(entry.at)
+        .bind(entry.actor_id)
+        .bind(&entry.action)
+        .bind(&entry.target_type)
+        .bind(&entry.target_id)
+        .bind(&entry.ip)
+        .bind(&entry.user_agent)
+        .bind(&entry.details)
+        .bind(&entry.prev_hash)
+        .bind(&entry.hash)
+        .bind(&entry.anchor)
+        .execute(c)
+        .await
+        .map(drop)
+    })?;
+    Ok(entry)
+}
+
+impl crate::SystemTx {
+    /// Appends an event to `tenant`'s audit log inside this system transaction, so that work
+    /// spanning tenants (a password reset ends sessions everywhere) commits with its entries
+    /// in every tenant, or not at all. `tenant` must come from the system's own records.
+    ///
+    /// # Errors
+    /// [`crate::Error::Database`] on failure.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant, action = %event.action))]
+    pub async fn audit_in(&mut self, tenant: TenantId, event: AuditEvent) -> Result<AuditEntry> {
+        let key = self.audit_key();
+        // On PostgreSQL the entry is a row of `tenant`: act in that tenant for these
+        // statements only, then leave it again.
+        self.enter_tenant(Some(tenant)).await?;
+        let entry = append(self, tenant, key.as_ref(), event).await;
+        self.enter_tenant(None).await?;
+        entry
+    }
+}
 
 impl TenantTx {
     /// Appends an event to this tenant's audit log, in this transaction: the entry commits
@@ -174,57 +367,8 @@ impl TenantTx {
     /// [`crate::Error::Database`] on failure.
     #[tracing::instrument(skip_all, fields(tenant = %self.tenant_id(), action = %event.action))]
     pub async fn audit(&mut self, event: AuditEvent) -> Result<AuditEntry> {
-        let tenant = self.tenant_id();
-        // Serialize appends per tenant, so the chain never forks.
-        self.lock_tenant().await?;
-        let last = crate::with_conn!(self, |c| {
-            sqlx::query_as::<_, (i64, Vec<u8>)>(
-                "SELECT seq, hash FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
-            )
-            .bind(tenant)
-            .fetch_optional(c)
-            .await
-        })?;
-        let (seq, prev_hash) = last.map_or((1, vec![0u8; 32]), |(seq, hash)| (seq + 1, hash));
-        let mut entry = AuditEntry {
-            id: AuditEntryId::new(),
-            seq,
-            at: now(),
-            actor_id: event.actor_id,
-            action: event.action,
-            target_type: event.target_type,
-            target_id: event.target_id,
-            ip: event.ip,
-            user_agent: event.user_agent.map(|ua| ua.chars().take(256).collect()),
-            details: event.details.to_string(),
-            prev_hash,
-            hash: Vec::new(),
-        };
-        entry.hash = entry.expected_hash(tenant);
-        crate::with_conn!(self, |c| {
-            sqlx::query(
-                "INSERT INTO audit_log (id, tenant_id, seq, at, actor_id, action, target_type, target_id, \
-                 ip, user_agent, details, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            )
-            .bind(entry.id)
-            .bind(tenant)
-            .bind(entry.seq)
-            .bind(entry.at)
-            .bind(entry.actor_id)
-            .bind(&entry.action)
-            .bind(&entry.target_type)
-            .bind(&entry.target_id)
-            .bind(&entry.ip)
-            .bind(&entry.user_agent)
-            .bind(&entry.details)
-            .bind(&entry.prev_hash)
-            .bind(&entry.hash)
-            .execute(c)
-            .await
-            .map(drop)
-        })?;
-        Ok(entry)
+        let (tenant, key) = (self.tenant_id(), self.audit_key());
+        append(self, tenant, key.as_ref(), event).await
     }
 
     /// The tenant's audit entries in chain order, from `after_seq` (exclusive), at most `limit`.
@@ -277,35 +421,107 @@ impl TenantTx {
         })?)
     }
 
-    /// Checks this tenant's whole chain; `Ok(None)` when intact, else the first broken entry's
-    /// sequence number and what is wrong with it.
+    /// Checks this tenant's whole chain; `Ok(None)` when intact, else the first problem.
+    ///
+    /// With `key`, every entry from the first anchored one on must carry a valid anchor (older
+    /// entries, written before a key was configured, may have none), and a chain with entries
+    /// but no anchor at all is unanchored from its first entry. With `checkpoint`, the chain must
+    /// still contain the checkpoint's head, at its position, with its hash.
     ///
     /// # Errors
     /// [`crate::Error::Database`] on failure.
-    pub async fn verify_audit_chain(&mut self) -> Result<Option<(i64, &'static str)>> {
+    pub async fn verify_audit_chain(
+        &mut self,
+        key: Option<&AuditKey>,
+        checkpoint: Option<&ChainHead>,
+    ) -> Result<Option<ChainProblem>> {
         let tenant = self.tenant_id();
         let mut prev = vec![0u8; 32];
         let mut expected_seq = 1;
         let mut after = 0;
+        let mut anchored_from: Option<i64> = None;
+        let mut unanchored_head: Option<i64> = None;
+        let mut reached_checkpoint = checkpoint.is_none_or(|c| c.seq == 0);
         loop {
             let batch = self.audit_entries(after, 500).await?;
             let Some(last) = batch.last() else {
-                return Ok(None);
+                break;
             };
             after = last.seq;
             for entry in batch {
                 if entry.seq != expected_seq {
-                    return Ok(Some((expected_seq, "missing or reordered entry")));
+                    return Ok(Some(ChainProblem::Gap(expected_seq)));
                 }
                 if entry.prev_hash != prev {
-                    return Ok(Some((entry.seq, "does not follow the previous entry")));
+                    return Ok(Some(ChainProblem::Broken(entry.seq)));
                 }
                 if entry.expected_hash(tenant) != entry.hash {
-                    return Ok(Some((entry.seq, "content was changed")));
+                    return Ok(Some(ChainProblem::Edited(entry.seq)));
+                }
+                if let Some(key) = key {
+                    match &entry.anchor {
+                        Some(anchor) if key.verifies(tenant, entry.seq, &entry.hash, anchor) => {
+                            anchored_from.get_or_insert(entry.seq);
+                        }
+                        Some(_) => return Ok(Some(ChainProblem::Unanchored(entry.seq))),
+                        None if anchored_from.is_some() => {
+                            return Ok(Some(ChainProblem::Unanchored(entry.seq)));
+                        }
+                        None => {
+                            unanchored_head.get_or_insert(entry.seq);
+                        }
+                    }
+                }
+                if let Some(checkpoint) = checkpoint
+                    && entry.seq == checkpoint.seq
+                {
+                    if hex(&entry.hash) != checkpoint.hash {
+                        return Ok(Some(ChainProblem::Truncated {
+                            checkpoint_seq: checkpoint.seq,
+                        }));
+                    }
+                    reached_checkpoint = true;
                 }
                 prev = entry.hash;
                 expected_seq += 1;
             }
         }
+        if !reached_checkpoint {
+            let checkpoint_seq = checkpoint.map_or(0, |c| c.seq);
+            return Ok(Some(ChainProblem::Truncated { checkpoint_seq }));
+        }
+        if key.is_some()
+            && anchored_from.is_none()
+            && let Some(first) = unanchored_head
+        {
+            return Ok(Some(ChainProblem::Unanchored(first)));
+        }
+        Ok(None)
     }
+
+    /// The head of this tenant's chain now, to keep outside the database.
+    ///
+    /// # Errors
+    /// [`crate::Error::Database`] on failure.
+    pub async fn audit_head(&mut self) -> Result<ChainHead> {
+        let tenant = self.tenant_id();
+        let last: Option<(i64, Vec<u8>)> = crate::with_conn!(self, |c| {
+            sqlx::query_as(
+                "SELECT seq, hash FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
+            )
+            .bind(tenant)
+            .fetch_optional(c)
+            .await
+        })?;
+        let (seq, hash) = last.unwrap_or((0, Vec::new()));
+        Ok(ChainHead {
+            tenant_id: tenant,
+            seq,
+            hash: hex(&hash),
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

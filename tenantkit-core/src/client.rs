@@ -34,7 +34,9 @@ pub struct TrustedProxies {
 
 impl fmt::Debug for TrustedProxies {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.networks.iter().map(ToString::to_string)).finish()
+        f.debug_list()
+            .entries(self.networks.iter().map(ToString::to_string))
+            .finish()
     }
 }
 
@@ -122,7 +124,9 @@ fn forwarded_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
                     .split(';')
                     .find_map(|pair| {
                         let (key, value) = pair.trim().split_once('=')?;
-                        key.trim().eq_ignore_ascii_case("for").then_some(value.trim())
+                        key.trim()
+                            .eq_ignore_ascii_case("for")
+                            .then_some(value.trim())
                     })
                     .and_then(parse_forwarded_for)
             })
@@ -207,7 +211,10 @@ mod tests {
                 "for=192.0.2.60;proto=http, for=\"[2001:db8:cafe::17]:4711\"",
             ),
         ]);
-        assert_eq!(proxies.client(ip("127.0.0.1"), &both), ip("2001:db8:cafe::17"));
+        assert_eq!(
+            proxies.client(ip("127.0.0.1"), &both),
+            ip("2001:db8:cafe::17")
+        );
         let port = headers(&[("forwarded", "for=\"192.0.2.43:47011\"")]);
         assert_eq!(proxies.client(ip("127.0.0.1"), &port), ip("192.0.2.43"));
     }
@@ -231,7 +238,9 @@ mod tests {
 
     #[test]
     fn bad_entries_are_named() {
-        let err = "10.0.0.0/8, nonsense".parse::<TrustedProxies>().expect_err("bad");
+        let err = "10.0.0.0/8, nonsense"
+            .parse::<TrustedProxies>()
+            .expect_err("bad");
         assert!(err.to_string().contains("nonsense"));
         assert!("10.0.0.0/33".parse::<TrustedProxies>().is_err());
         assert!("".parse::<TrustedProxies>().expect("empty").is_empty());

@@ -29,6 +29,9 @@ pub struct Tenant {
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// When it was deleted (its members removed, its audit chain kept), if it was.
+    #[serde(skip)]
+    pub deleted_at: Option<OffsetDateTime>,
 }
 
 /// The fields of a new tenant.
@@ -57,6 +60,10 @@ pub struct User {
     /// When the account was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// Moves on with every password change or reset and "log out everywhere"; sessions made
+    /// under an older epoch are not created. Never serialized.
+    #[serde(skip)]
+    pub credentials_epoch: i64,
 }
 
 /// The fields of a new user.
@@ -84,8 +91,9 @@ pub struct Membership {
     pub created_at: OffsetDateTime,
 }
 
-const TENANT_COLUMNS: &str = "id, slug, name, plan, created_at";
-const USER_COLUMNS: &str = "id, email, password_hash, email_verified_at, created_at";
+pub(crate) const TENANT_COLUMNS: &str = "id, slug, name, plan, created_at, deleted_at";
+const USER_COLUMNS: &str =
+    "id, email, password_hash, email_verified_at, created_at, credentials_epoch";
 
 /// Maps a unique violation to a conflict the client can act on.
 pub(crate) fn conflict_as(message: &str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
@@ -117,12 +125,17 @@ impl Database {
             name,
             plan: PlanName::free(),
             created_at: now(),
+            deleted_at: None,
         };
         let tenant_setting = tenant.id.to_string();
         let conn = self
             .begin_conn(Mode::ReadWrite, Settings::Tenant(&tenant_setting))
             .await?;
-        let mut tx = TenantTx::new(crate::TenantScope::for_system(tenant.id), conn);
+        let mut tx = TenantTx::new(
+            crate::TenantScope::for_system(tenant.id),
+            conn,
+            self.audit_key.clone(),
+        );
         with_conn!(&mut tx, |c| {
             sqlx::query(
                 "INSERT INTO tenants (id, slug, name, plan, created_at) VALUES ($1, $2, $3, $4, $5)",
@@ -292,6 +305,24 @@ impl SystemTx {
         Ok(())
     }
 
+    /// Moves the user's credentials epoch on (a password change or reset, "log out
+    /// everywhere") and returns the new one: sessions made under an older epoch are refused.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the user does not exist.
+    pub async fn bump_credentials_epoch(&mut self, user: UserId) -> Result<i64> {
+        let epoch: Option<i64> = with_conn!(self, |c| {
+            sqlx::query_scalar(
+                "UPDATE users SET credentials_epoch = credentials_epoch + 1 WHERE id = $1 \
+                 RETURNING credentials_epoch",
+            )
+            .bind(user)
+            .fetch_optional(c)
+            .await
+        })?;
+        epoch.ok_or(Error::NotFound)
+    }
+
     /// Records that the user proved their email address (the first time counts).
     ///
     /// # Errors
@@ -347,6 +378,7 @@ impl TenantTx {
             password_hash: new.password_hash,
             email_verified_at: None,
             created_at: now(),
+            credentials_epoch: 0,
         };
         with_conn!(self, |c| {
             sqlx::query(

@@ -96,7 +96,9 @@ pub mod validate {
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use audit::{AuditEntry, AuditEvent, AuditFilter, ClientInfo};
+pub use audit::{
+    AuditEntry, AuditEvent, AuditFilter, AuditKey, ChainHead, ChainProblem, ClientInfo,
+};
 pub use client::{ParseProxiesError, TrustedProxies};
 pub use clock::{Clock, ManualClock, SystemClock};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

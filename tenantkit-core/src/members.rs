@@ -20,27 +20,36 @@ pub struct Member {
     #[serde(with = "time::serde::rfc3339")]
     pub joined_at: OffsetDateTime,
 }
-use crate::{Error, Membership, Page, PageRequest, Result, Role, Tenant, TenantTx, UserId};
+use crate::{
+    Error, Membership, Page, PageRequest, Result, Role, Tenant, TenantId, TenantTx, UserId,
+};
+
+/// Serializes changes that must see a consistent `tenant` on PostgreSQL by locking its row;
+/// SQLite already runs one writer at a time.
+pub(crate) async fn lock_tenant<T: crate::Transaction>(tx: &mut T, tenant: TenantId) -> Result<()> {
+    #[cfg(feature = "postgres")]
+    {
+        #[allow(irrefutable_let_patterns)] // Irrefutable when PostgreSQL is the only backend.
+        if let crate::RawConn::Postgres(conn) = crate::sql::raw_of(tx) {
+            // NO KEY UPDATE: serializes with other appenders, but not with the foreign-key
+            // checks (FOR KEY SHARE) that inserts into tenant tables take on this row;
+            // FOR UPDATE would deadlock two concurrent inserts-then-audits.
+            sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE")
+                .bind(tenant)
+                .execute(conn)
+                .await?;
+        }
+    }
+    #[cfg(not(feature = "postgres"))]
+    let _ = (tx, tenant);
+    Ok(())
+}
 
 impl TenantTx {
-    /// Serializes changes that must see a consistent tenant (audit chain, owner count) on
-    /// PostgreSQL by locking the tenant's row; SQLite already runs one writer at a time.
+    /// Serializes changes that must see a consistent tenant (audit chain, owner count).
     pub(crate) async fn lock_tenant(&mut self) -> Result<()> {
-        #[cfg(feature = "postgres")]
-        {
-            let tenant = self.tenant_id();
-            #[allow(irrefutable_let_patterns)] // Irrefutable when PostgreSQL is the only backend.
-            if let crate::RawConn::Postgres(tx) = self.raw() {
-                // NO KEY UPDATE: serializes with other appenders, but not with the foreign-key
-                // checks (FOR KEY SHARE) that inserts into tenant tables take on this row;
-                // FOR UPDATE would deadlock two concurrent inserts-then-audits.
-                sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE")
-                    .bind(tenant)
-                    .execute(tx)
-                    .await?;
-            }
-        }
-        Ok(())
+        let tenant = self.tenant_id();
+        lock_tenant(self, tenant).await
     }
 
     /// This transaction's tenant.
@@ -49,11 +58,12 @@ impl TenantTx {
     /// [`Error::NotFound`] when it was deleted.
     pub async fn tenant(&mut self) -> Result<Tenant> {
         let tenant = self.tenant_id();
+        let sql = format!(
+            "SELECT {} FROM tenants WHERE id = $1",
+            crate::directory::TENANT_COLUMNS
+        );
         let found: Option<Tenant> = with_conn!(self, |c| {
-            sqlx::query_as("SELECT id, slug, name, plan, created_at FROM tenants WHERE id = $1")
-                .bind(tenant)
-                .fetch_optional(c)
-                .await
+            sqlx::query_as(&sql).bind(tenant).fetch_optional(c).await
         })?;
         found.ok_or(Error::NotFound)
     }
@@ -76,6 +86,40 @@ impl TenantTx {
                 .await
                 .map(drop)
         })?;
+        self.tenant().await
+    }
+
+    /// Deletes this tenant softly, as `actor` (or the operator): every member is removed (and
+    /// with them their teams' memberships), the tenant is marked deleted, and the deletion is
+    /// audited. The tenant row and its audit chain stay: the chain can always be verified and
+    /// exported. Its content rows stay too, unreachable, until purged by their owners.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the tenant is already deleted.
+    pub async fn delete_tenant(&mut self, event: crate::AuditEvent) -> Result<Tenant> {
+        self.lock_tenant().await?;
+        let tenant = self.tenant_id();
+        let at = crate::now();
+        let marked = with_conn!(self, |c| {
+            sqlx::query("UPDATE tenants SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL")
+                .bind(at)
+                .bind(tenant)
+                .execute(c)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        if marked == 0 {
+            return Err(Error::NotFound);
+        }
+        let removed = with_conn!(self, |c| {
+            sqlx::query("DELETE FROM memberships WHERE tenant_id = $1")
+                .bind(tenant)
+                .execute(c)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        let event = event.details(serde_json::json!({ "members_removed": removed }));
+        self.audit(event).await?;
         self.tenant().await
     }
 

@@ -39,6 +39,13 @@ impl Principal {
         }
     }
 
+    /// The same caller with `role`: for an authentication layer that read the caller's
+    /// current role from a trusted store (a role change takes effect before the token expires).
+    pub fn with_role(mut self, role: Role) -> Self {
+        self.role = role;
+        self
+    }
+
     /// The calling user.
     pub fn user_id(&self) -> UserId {
         self.user_id

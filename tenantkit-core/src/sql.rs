@@ -94,13 +94,16 @@ pub struct TxCore {
     pub conn: Conn,
     /// Set when a statement run through [`with_conn!`](crate::with_conn) failed.
     pub poisoned: bool,
+    /// The key that anchors audit entries written in this transaction, if the database has one.
+    pub(crate) audit_key: Option<crate::AuditKey>,
 }
 
 impl TxCore {
-    pub(crate) fn new(conn: Conn) -> Self {
+    pub(crate) fn new(conn: Conn, audit_key: Option<crate::AuditKey>) -> Self {
         Self {
             conn,
             poisoned: false,
+            audit_key,
         }
     }
 
@@ -221,6 +224,11 @@ pub enum RawConn<'a> {
     Postgres(&'a mut sqlx::PgConnection),
 }
 
+/// The connection of any transaction kind, for backend-specific statements inside this crate.
+pub(crate) fn raw_of<T: Transaction + ?Sized>(tx: &mut T) -> RawConn<'_> {
+    raw(tx.core())
+}
+
 fn raw(core: &mut TxCore) -> RawConn<'_> {
     match &mut core.conn {
         #[cfg(feature = "sqlite")]
@@ -259,6 +267,11 @@ macro_rules! transaction_kind {
             pub fn raw(&mut self) -> RawConn<'_> {
                 raw(&mut self.core)
             }
+
+            #[allow(dead_code)] // A user transaction writes no audit entries.
+            pub(crate) fn audit_key(&self) -> Option<crate::AuditKey> {
+                self.core.audit_key.clone()
+            }
         }
     };
 }
@@ -284,10 +297,10 @@ impl fmt::Debug for TenantTx {
 }
 
 impl TenantTx {
-    pub(crate) fn new(scope: TenantScope, conn: Conn) -> Self {
+    pub(crate) fn new(scope: TenantScope, conn: Conn, audit_key: Option<crate::AuditKey>) -> Self {
         Self {
             scope,
-            core: TxCore::new(conn),
+            core: TxCore::new(conn, audit_key),
         }
     }
 
@@ -334,7 +347,7 @@ impl UserTx {
     pub(crate) fn new(user: UserId, conn: Conn) -> Self {
         Self {
             user,
-            core: TxCore::new(conn),
+            core: TxCore::new(conn, None),
         }
     }
 
@@ -364,10 +377,33 @@ impl fmt::Debug for SystemTx {
 }
 
 impl SystemTx {
-    pub(crate) fn new(conn: Conn) -> Self {
+    pub(crate) fn new(conn: Conn, audit_key: Option<crate::AuditKey>) -> Self {
         Self {
-            core: TxCore::new(conn),
+            core: TxCore::new(conn, audit_key),
         }
+    }
+
+    /// On PostgreSQL, lets the next statements reach `tenant`'s rows (or, with `None`, no
+    /// tenant's again): for the system's own work inside one tenant, such as its audit entry.
+    pub(crate) async fn enter_tenant(&mut self, tenant: Option<TenantId>) -> Result<()> {
+        #[cfg(feature = "postgres")]
+        {
+            let setting = tenant.map(|t| t.to_string()).unwrap_or_default();
+            #[allow(irrefutable_let_patterns)] // Irrefutable when PostgreSQL is the only backend.
+            if let RawConn::Postgres(conn) = self.raw() {
+                let entered = sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+                    .bind(setting)
+                    .execute(conn)
+                    .await;
+                if entered.is_err() {
+                    self.core.poisoned = true;
+                }
+                entered?;
+            }
+        }
+        #[cfg(not(feature = "postgres"))]
+        let _ = tenant;
+        Ok(())
     }
 }
 

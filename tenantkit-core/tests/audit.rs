@@ -3,7 +3,10 @@
 
 use sqlx::{Connection, Executor};
 use tenantkit_core::testing::{TestDb, TwoTenants};
-use tenantkit_core::{AuditEvent, Backend, Database, Migrations, TenantId, TenantScope};
+use tenantkit_core::{
+    AuditEvent, AuditKey, Backend, ChainHead, ChainProblem, Database, Migrations, TenantId,
+    TenantScope,
+};
 
 async fn append(db: &Database, tenant: TenantId, actions: &[&str]) {
     let mut tx = db
@@ -24,7 +27,10 @@ async fn verify(db: &Database, tenant: TenantId) -> Option<(i64, &'static str)> 
         .begin_read(&TenantScope::for_system(tenant))
         .await
         .expect("begin");
-    tx.verify_audit_chain().await.expect("verify")
+    tx.verify_audit_chain(None, None)
+        .await
+        .expect("verify")
+        .map(|problem| (problem.seq(), problem.describe()))
 }
 
 /// Runs `sql` (with `$1` = the tenant) as the table owner, as an attacker with database access
@@ -157,10 +163,207 @@ async fn an_aborted_change_leaves_no_audit_row(test_db: TestDb) {
     assert!(tx.audit_entries(0, 10).await.expect("entries").is_empty());
 }
 
+const KEY: &[u8] = b"audit-anchor-key-for-tests-only-0123456789";
+
+async fn verify_with(
+    db: &Database,
+    tenant: TenantId,
+    key: Option<&AuditKey>,
+    checkpoint: Option<&ChainHead>,
+) -> Option<ChainProblem> {
+    let mut tx = db
+        .begin_read(&TenantScope::for_system(tenant))
+        .await
+        .expect("begin");
+    tx.verify_audit_chain(key, checkpoint)
+        .await
+        .expect("verify")
+}
+
+async fn a_rewritten_chain_fails_its_anchors(test_db: TestDb) {
+    let key = AuditKey::new(KEY).expect("key");
+    let db = test_db.db.clone().with_audit_key(key.clone());
+    let world = TwoTenants::create(&db).await;
+    let a = world.a.tenant.id;
+    append(
+        &db,
+        a,
+        &["auth.login", "member.role_changed", "auth.logout"],
+    )
+    .await;
+    assert_eq!(verify_with(&db, a, Some(&key), None).await, None);
+    // Someone with write access to the database (but not the key) rewrites entry 2 and
+    // recomputes every hash after it: the plain hash chain is consistent again...
+    let mut tx = db
+        .begin_read(&TenantScope::for_system(a))
+        .await
+        .expect("begin");
+    let mut entries = tx.audit_entries(0, 10).await.expect("entries");
+    drop(tx);
+    entries[1].action = "nothing.happened".into();
+    for i in 1..entries.len() {
+        entries[i].prev_hash = entries[i - 1].hash.clone();
+        entries[i].hash = entries[i].expected_hash(a);
+    }
+    for entry in &entries[1..] {
+        let hex: String = entry.hash.iter().map(|b| format!("{b:02x}")).collect();
+        let prev: String = entry.prev_hash.iter().map(|b| format!("{b:02x}")).collect();
+        let (hash_sql, prev_sql) = match test_db.backend() {
+            Backend::Sqlite => (format!("X'{hex}'"), format!("X'{prev}'")),
+            _ => (format!("'\\x{hex}'::bytea"), format!("'\\x{prev}'::bytea")),
+        };
+        tamper(
+            &test_db,
+            a,
+            &format!(
+                "UPDATE audit_log SET action = '{}', hash = {hash_sql}, prev_hash = {prev_sql} \
+                 WHERE tenant_id = $1 AND seq = {}",
+                entry.action, entry.seq
+            ),
+        )
+        .await;
+    }
+    assert_eq!(
+        verify_with(&db, a, None, None).await,
+        None,
+        "without the key, a recomputed chain looks intact"
+    );
+    // ...but its anchors are not the key's.
+    assert_eq!(
+        verify_with(&db, a, Some(&key), None).await,
+        Some(ChainProblem::Unanchored(2))
+    );
+    // Anchors stripped from the rewritten part do not help either.
+    tamper(
+        &test_db,
+        a,
+        "UPDATE audit_log SET anchor = NULL WHERE tenant_id = $1 AND seq >= 2",
+    )
+    .await;
+    assert_eq!(
+        verify_with(&db, a, Some(&key), None).await,
+        Some(ChainProblem::Unanchored(2))
+    );
+}
+
+async fn a_cut_tail_is_found_with_a_checkpoint(test_db: TestDb) {
+    let key = AuditKey::new(KEY).expect("key");
+    let db = test_db.db.clone().with_audit_key(key.clone());
+    let world = TwoTenants::create(&db).await;
+    let a = world.a.tenant.id;
+    append(&db, a, &["one", "two", "three"]).await;
+    let head = {
+        let mut tx = db
+            .begin_read(&TenantScope::for_system(a))
+            .await
+            .expect("begin");
+        tx.audit_head().await.expect("head")
+    };
+    assert_eq!(head.seq, 3);
+    append(&db, a, &["four"]).await;
+    assert_eq!(verify_with(&db, a, Some(&key), Some(&head)).await, None);
+    // The last two entries are deleted: the rest is a valid, anchored prefix...
+    tamper(
+        &test_db,
+        a,
+        "DELETE FROM audit_log WHERE tenant_id = $1 AND seq >= 3",
+    )
+    .await;
+    assert_eq!(verify_with(&db, a, Some(&key), None).await, None);
+    // ...which no longer reaches the checkpoint kept outside the database.
+    assert_eq!(
+        verify_with(&db, a, Some(&key), Some(&head)).await,
+        Some(ChainProblem::Truncated { checkpoint_seq: 3 })
+    );
+}
+
+async fn deleting_a_tenant_keeps_its_chain(test_db: TestDb) {
+    let db = &test_db.db;
+    let world = TwoTenants::create(db).await;
+    let a = world.a.tenant.id;
+    append(db, a, &["auth.login", "project.created"]).await;
+    // The database refuses to drop a tenant with history, even as the owner.
+    let err = {
+        use sqlx::Connection as _;
+        let sql = "DELETE FROM tenants WHERE id = $1";
+        match test_db.backend() {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&test_db.owner_url)
+                    .await
+                    .expect("connect");
+                sqlx::query("PRAGMA foreign_keys = ON")
+                    .execute(&mut conn)
+                    .await
+                    .expect("pragma");
+                sqlx::query(sql).bind(a).execute(&mut conn).await.map(drop)
+            }
+            _ => {
+                let mut conn = sqlx::PgConnection::connect(&test_db.owner_url)
+                    .await
+                    .expect("connect");
+                let mut tx = conn.begin().await.expect("begin");
+                sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+                    .bind(a.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .expect("set");
+                sqlx::query(sql).bind(a).execute(&mut *tx).await.map(drop)
+            }
+        }
+    };
+    let err = err.expect_err("a tenant with an audit chain cannot be deleted");
+    // (SQLite reports a RESTRICT action as a trigger constraint, code 1811.)
+    assert!(
+        err.as_database_error().is_some_and(|e| {
+            e.is_foreign_key_violation() || e.message().contains("FOREIGN KEY constraint failed")
+        }),
+        "{err}"
+    );
+    // The explicit deletion: members gone, the row and the chain kept, and audited.
+    let mut tx = db.begin(&TenantScope::for_system(a)).await.expect("begin");
+    let deleted = tx
+        .delete_tenant(AuditEvent::new("tenant.deleted"))
+        .await
+        .expect("delete");
+    tx.commit().await.expect("commit");
+    assert!(deleted.deleted_at.is_some());
+    assert!(
+        db.memberships_of(world.a.owner.id)
+            .await
+            .expect("memberships")
+            .is_empty()
+    );
+    assert_eq!(verify(db, a).await, None);
+    let mut tx = db
+        .begin_read(&TenantScope::for_system(a))
+        .await
+        .expect("begin");
+    let actions: Vec<String> = tx
+        .audit_entries(0, 10)
+        .await
+        .expect("entries")
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(actions, ["auth.login", "project.created", "tenant.deleted"]);
+    drop(tx);
+    let mut tx = db.begin(&TenantScope::for_system(a)).await.expect("begin");
+    assert!(
+        matches!(
+            tx.delete_tenant(AuditEvent::new("tenant.deleted")).await,
+            Err(tenantkit_core::Error::NotFound)
+        ),
+        "a tenant is deleted once"
+    );
+}
+
 tenantkit_core::backend_tests!(
     fixture = db;
     chain_verifies_and_tampering_is_named,
     an_aborted_change_leaves_no_audit_row,
+    a_rewritten_chain_fails_its_anchors,
+    a_cut_tail_is_found_with_a_checkpoint,
+    deleting_a_tenant_keeps_its_chain,
 );
 
 #[tokio::test]
@@ -177,6 +380,9 @@ async fn postgres_app_role_cannot_rewrite_history() {
         "UPDATE audit_log SET action = 'x'",
         "DELETE FROM audit_log",
         "TRUNCATE audit_log",
+        // Nor can it wipe a chain by deleting its tenant.
+        "DELETE FROM tenants",
+        "TRUNCATE tenants CASCADE",
     ] {
         let err = conn.execute(statement).await.expect_err(statement);
         assert!(

@@ -120,6 +120,41 @@ async fn core_tenant_tables_hide_other_tenants_rows_without_the_app_filter() {
 }
 
 #[tokio::test]
+async fn a_tenant_sees_and_changes_only_its_own_tenant_row() {
+    let Some(test_db) = postgres().await else {
+        return;
+    };
+    let world = TwoTenants::create(&test_db.db).await;
+    let mut b = test_db.db.begin(&world.b.scope()).await.expect("begin");
+    let RawConn::Postgres(conn) = b.raw() else {
+        panic!("PostgreSQL");
+    };
+    let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("count");
+    assert_eq!(visible, 1, "only its own tenant row");
+    let renamed = sqlx::query("UPDATE tenants SET name = 'pwned' WHERE id = $1")
+        .bind(world.a.tenant.id)
+        .execute(&mut *conn)
+        .await
+        .expect("update");
+    assert_eq!(
+        renamed.rows_affected(),
+        0,
+        "another tenant's row cannot be changed"
+    );
+    drop(b);
+    let a = test_db
+        .db
+        .find_tenant(world.a.tenant.id)
+        .await
+        .expect("find")
+        .expect("tenant");
+    assert_eq!(a.name, world.a.tenant.name);
+}
+
+#[tokio::test]
 async fn invitations_are_reached_only_by_their_token_outside_their_tenant() {
     let Some(test_db) = postgres().await else {
         return;

@@ -59,7 +59,11 @@ impl TestServer {
     /// When the server cannot start.
     pub async fn start_with(backend: Backend, config: Config) -> Option<TestServer> {
         let test_db = TestDb::new(backend, &tenantkit_server::domain::all_migrations()).await?;
-        let world = TwoTenants::create(&test_db.db).await;
+        let mut world = TwoTenants::create(&test_db.db).await;
+        // Access tokens are checked against their sessions: the owners get real ones.
+        for fixture in [&mut world.a, &mut world.b] {
+            fixture.principal = live_session(&test_db.db, &fixture.principal).await;
+        }
         let data_dir = tempfile::tempdir().expect("a data folder");
         let config = Config {
             data_dir: data_dir.path().to_owned(),
@@ -172,31 +176,57 @@ impl TestServer {
 }
 
 impl TestServer {
+    /// Adds a new user with `role` to `tenant` and returns them as a caller with a real,
+    /// stored session (the server checks access tokens against their sessions).
+    ///
+    /// # Panics
+    /// When the database refuses.
+    pub async fn add_user(
+        &self,
+        tenant: &tenantkit_core::testing::TenantFixture,
+        role: tenantkit_core::Role,
+    ) -> (tenantkit_core::User, Principal) {
+        let (user, principal) = tenant.add_user(&self.test_db.db, role).await;
+        (user, self.with_live_session(&principal).await)
+    }
+
     /// `principal` with a real, stored session (fixture principals carry made-up session ids,
-    /// which operations that check the session refuse).
+    /// which the server's session check refuses).
     ///
     /// # Panics
     /// When the session cannot be stored.
     pub async fn with_live_session(&self, principal: &Principal) -> Principal {
-        let now = tenantkit_core::now();
-        let session = tenantkit_auth::SessionRecord::new(
-            principal.user_id(),
-            principal.tenant_id(),
-            now,
-            now + std::time::Duration::from_secs(3600),
-        );
-        let hash = uuid::Uuid::now_v7().into_bytes();
-        tenantkit_auth::SessionStore::create(&self.test_db.db, &session, &hash)
-            .await
-            .expect("store session");
-        Principal::new(
-            principal.user_id(),
-            principal.tenant_id(),
-            principal.role(),
-            Vec::<String>::new(),
-            session.id,
-        )
+        live_session(&self.test_db.db, principal).await
     }
+}
+
+/// `principal` with a real, stored session in `db`.
+async fn live_session(db: &tenantkit_core::Database, principal: &Principal) -> Principal {
+    let user = db
+        .find_user(principal.user_id())
+        .await
+        .expect("find user")
+        .expect("the principal's user exists");
+    let now = tenantkit_core::now();
+    let session = tenantkit_auth::SessionRecord::new(
+        principal.user_id(),
+        principal.tenant_id(),
+        now,
+        now + std::time::Duration::from_secs(3600),
+    )
+    .with_credentials_epoch(user.credentials_epoch);
+    let hash = uuid::Uuid::now_v7().into_bytes();
+    let created = tenantkit_auth::SessionStore::create(db, &session, &hash)
+        .await
+        .expect("store session");
+    assert!(created, "made under the user's current credentials epoch");
+    Principal::new(
+        principal.user_id(),
+        principal.tenant_id(),
+        principal.role(),
+        Vec::<String>::new(),
+        session.id,
+    )
 }
 
 /// An answer: status, headers, and the JSON body (`Null` when there is none).

@@ -288,11 +288,7 @@ async fn unauthenticated_forbidden_and_unknown_routes_are_problems(server: TestS
     );
     assert_problem(response, StatusCode::UNAUTHORIZED, "unauthenticated").await;
 
-    let (_, viewer) = server
-        .world
-        .a
-        .add_user(&server.test_db.db, Role::Viewer)
-        .await;
+    let (_, viewer) = server.add_user(&server.world.a, Role::Viewer).await;
     let response = server
         .request(&viewer, Method::POST, "/v1/projects")
         .json(&json!({"name": "x"}))

@@ -79,7 +79,10 @@ async fn at_most_the_configured_connections_are_served_at_once() {
     third.write_all(request).await.expect("write");
     let mut buffer = [0u8; 512];
     let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buffer)).await;
-    assert!(early.is_err(), "a third connection was served beyond the cap");
+    assert!(
+        early.is_err(),
+        "a third connection was served beyond the cap"
+    );
     // One slot frees up: the waiting connection is served.
     drop(held.pop());
     let read = tokio::time::timeout(Duration::from_secs(30), third.read(&mut buffer))

@@ -125,8 +125,8 @@ async fn a_new_teammate_joins_with_the_mailed_token(server: TestServer) {
 async fn invitation_misuse_is_refused(server: TestServer) {
     let db = &server.test_db.db;
     let owner = server.world.a.principal.clone();
-    let (_, admin) = server.world.a.add_user(db, Role::Admin).await;
-    let (member_user, member) = server.world.a.add_user(db, Role::Member).await;
+    let (_, admin) = server.add_user(&server.world.a, Role::Admin).await;
+    let (member_user, member) = server.add_user(&server.world.a, Role::Member).await;
     assert_eq!(
         invite(&server, &member, "x@example.com", "viewer").await.0,
         StatusCode::FORBIDDEN
@@ -199,9 +199,8 @@ tenantkit_core::backend_tests!(fixture = tenantkit_e2e::server;
 );
 
 async fn pending_invitations_can_be_listed_and_revoked(server: TestServer) {
-    let db = &server.test_db.db;
     let owner = server.world.a.principal.clone();
-    let (_, member) = server.world.a.add_user(db, Role::Member).await;
+    let (_, member) = server.add_user(&server.world.a, Role::Member).await;
     let (_, first) = invite(&server, &owner, "one@example.com", "viewer").await;
     invite(&server, &owner, "two@example.com", "member").await;
 

@@ -255,7 +255,7 @@ async fn fixture(server: &TestServer, callers: &Callers, n: usize) -> Fixture {
     let db = &server.test_db.db;
     let owner = &server.world.a;
     let scope = owner.scope();
-    let (member, _) = owner.add_user(db, Role::Member).await;
+    let (member, _) = server.add_user(owner, Role::Member).await;
     let mut tx = db.begin(&scope).await.expect("begin");
     let team = Team::create(
         &mut tx,
@@ -362,7 +362,6 @@ async fn send(
 }
 
 async fn every_route_method_and_caller_gets_the_status_the_rules_give(server: TestServer) {
-    let db = &server.test_db.db;
     let a = &server.world.a;
     let stale_clock = Arc::new(ManualClock::starting_now());
     stale_clock.rewind(Duration::from_secs(3600));
@@ -372,10 +371,10 @@ async fn every_route_method_and_caller_gets_the_status_the_rules_give(server: Te
         stale_clock,
     );
     let callers = Callers {
-        admin: a.add_user(db, Role::Admin).await.1,
-        insider: a.add_user(db, Role::Member).await,
-        outsider: a.add_user(db, Role::Member).await.1,
-        viewer: a.add_user(db, Role::Viewer).await.1,
+        admin: server.add_user(a, Role::Admin).await.1,
+        insider: server.add_user(a, Role::Member).await,
+        outsider: server.add_user(a, Role::Member).await.1,
+        viewer: server.add_user(a, Role::Viewer).await.1,
         expired: stale.issue(&a.principal).expect("issue").token,
     };
     let a_user_ids: Vec<String> = [&a.principal, &callers.admin, &callers.viewer]

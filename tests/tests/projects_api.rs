@@ -259,16 +259,8 @@ async fn another_tenants_resources_answer_exactly_like_missing_ones(server: Test
 
 async fn tasks_lifecycle_and_filters(server: TestServer) {
     let owner = &server.world.a.principal;
-    let (member, member_principal) = server
-        .world
-        .a
-        .add_user(&server.test_db.db, Role::Member)
-        .await;
-    let (outsider, _) = server
-        .world
-        .b
-        .add_user(&server.test_db.db, Role::Member)
-        .await;
+    let (member, member_principal) = server.add_user(&server.world.a, Role::Member).await;
+    let (outsider, _) = server.add_user(&server.world.b, Role::Member).await;
     let (_, _, project) = send(
         &server,
         owner,
@@ -387,7 +379,10 @@ async fn concurrent_creates_all_succeed_and_the_audit_chain_holds(server: TestSe
         .begin_read(&server.world.a.scope())
         .await
         .expect("begin");
-    assert_eq!(tx.verify_audit_chain().await.expect("verify"), None);
+    assert_eq!(
+        tx.verify_audit_chain(None, None).await.expect("verify"),
+        None
+    );
     assert_eq!(tx.audit_entries(0, 100).await.expect("entries").len(), 30);
 }
 

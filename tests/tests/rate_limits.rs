@@ -43,7 +43,10 @@ async fn concurrent_refreshes_after_logins_all_get_the_same_successor(server: Te
             )
             .await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-        refresh_token = reply.body["refresh_token"].as_str().expect("token").to_owned();
+        refresh_token = reply.body["refresh_token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
     }
     // Logins spent most of the address's login budget; refreshes have their own.
     let refreshes = (0..4).map(|_| {
@@ -98,20 +101,35 @@ async fn clients_behind_a_trusted_proxy_get_separate_buckets(server: TestServer)
     );
     // A forged chain: only the hop the trusted proxy appended counts.
     assert_eq!(
-        login(&server, Some("198.51.100.99, 203.0.113.1"), "x@example.com", "wrong wrong").await,
+        login(
+            &server,
+            Some("198.51.100.99, 203.0.113.1"),
+            "x@example.com",
+            "wrong wrong"
+        )
+        .await,
         StatusCode::TOO_MANY_REQUESTS,
         "a forged left-most hop does not make a new client"
     );
     // IPv6 clients count by their /64.
     for i in 0..4 {
-        let (from, email) = (format!("2001:db8:7:7::{i:x}"), format!("v6-{i}@example.com"));
+        let (from, email) = (
+            format!("2001:db8:7:7::{i:x}"),
+            format!("v6-{i}@example.com"),
+        );
         assert_eq!(
             login(&server, Some(&from), &email, "wrong wrong wrong").await,
             StatusCode::UNAUTHORIZED
         );
     }
     assert_eq!(
-        login(&server, Some("2001:db8:7:7::ffff"), "v6@example.com", "wrong wrong").await,
+        login(
+            &server,
+            Some("2001:db8:7:7::ffff"),
+            "v6@example.com",
+            "wrong wrong"
+        )
+        .await,
         StatusCode::TOO_MANY_REQUESTS,
         "rotating inside a /64 gives no new budget"
     );
@@ -135,7 +153,13 @@ async fn an_untrusted_peers_forwarding_headers_are_ignored(server: TestServer) {
         );
     }
     assert_eq!(
-        login(&server, Some("203.0.113.200"), "nobody@example.com", "wrong wrong").await,
+        login(
+            &server,
+            Some("203.0.113.200"),
+            "nobody@example.com",
+            "wrong wrong"
+        )
+        .await,
         StatusCode::TOO_MANY_REQUESTS,
         "every forged address is the same peer"
     );
@@ -146,11 +170,28 @@ async fn an_attacker_elsewhere_cannot_lock_the_owner_out(server: TestServer) {
     let attacker = Some("203.0.113.66");
     let mut statuses = Vec::new();
     for _ in 0..4 {
-        statuses.push(login(&server, attacker, "owner@victim.example", "guess guess guess").await);
+        statuses.push(
+            login(
+                &server,
+                attacker,
+                "owner@victim.example",
+                "guess guess guess",
+            )
+            .await,
+        );
     }
-    assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
     assert_eq!(
-        login(&server, Some("198.51.100.5"), "owner@victim.example", PASSWORD).await,
+        login(
+            &server,
+            Some("198.51.100.5"),
+            "owner@victim.example",
+            PASSWORD
+        )
+        .await,
         StatusCode::OK,
         "the owner, from their own network, still gets in with the right password"
     );
@@ -165,7 +206,12 @@ async fn an_attacker_elsewhere_cannot_lock_the_owner_out(server: TestServer) {
         .await;
     let token = owner.body["access_token"].as_str().expect("token");
     let log = server
-        .call_with_token(Some(token), Method::GET, "/v1/audit-log?action=auth.login_failed", None)
+        .call_with_token(
+            Some(token),
+            Method::GET,
+            "/v1/audit-log?action=auth.login_failed",
+            None,
+        )
         .await;
     let ips: Vec<&str> = log.body["items"]
         .as_array()
@@ -173,7 +219,10 @@ async fn an_attacker_elsewhere_cannot_lock_the_owner_out(server: TestServer) {
         .iter()
         .filter_map(|e| e["ip"].as_str())
         .collect();
-    assert!(!ips.is_empty() && ips.iter().all(|ip| *ip == "203.0.113.66"), "{ips:?}");
+    assert!(
+        !ips.is_empty() && ips.iter().all(|ip| *ip == "203.0.113.66"),
+        "{ips:?}"
+    );
 }
 
 /// Two failed logins per account and network.
@@ -199,12 +248,24 @@ async fn reset_requests_do_not_drain_the_login_budget(server: TestServer) {
         assert_eq!(reply.status, StatusCode::ACCEPTED);
     }
     assert_eq!(
-        login(&server, Some("198.51.100.8"), "forgetful@example.com", "wrong wrong wrong").await,
+        login(
+            &server,
+            Some("198.51.100.8"),
+            "forgetful@example.com",
+            "wrong wrong wrong"
+        )
+        .await,
         StatusCode::UNAUTHORIZED,
         "a failed login after resets is a failure, not a lockout"
     );
     assert_eq!(
-        login(&server, Some("198.51.100.8"), "forgetful@example.com", PASSWORD).await,
+        login(
+            &server,
+            Some("198.51.100.8"),
+            "forgetful@example.com",
+            PASSWORD
+        )
+        .await,
         StatusCode::OK
     );
 }

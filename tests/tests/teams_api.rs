@@ -6,10 +6,9 @@ use tenantkit_core::Role;
 use tenantkit_e2e::TestServer;
 
 async fn teams_lifecycle_and_restricted_projects(server: TestServer) {
-    let db = &server.test_db.db;
     let owner = &server.world.a.principal;
-    let (alice, alice_p) = server.world.a.add_user(db, Role::Member).await;
-    let (_, bob_p) = server.world.a.add_user(db, Role::Member).await;
+    let (alice, alice_p) = server.add_user(&server.world.a, Role::Member).await;
+    let (_, bob_p) = server.add_user(&server.world.a, Role::Member).await;
 
     let created = server
         .call(

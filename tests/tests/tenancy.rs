@@ -17,9 +17,8 @@ async fn send(
 }
 
 async fn tenant_settings_follow_permissions(server: TestServer) {
-    let db = &server.test_db.db;
-    let (_, member) = server.world.a.add_user(db, Role::Member).await;
-    let (_, admin) = server.world.a.add_user(db, Role::Admin).await;
+    let (_, member) = server.add_user(&server.world.a, Role::Member).await;
+    let (_, admin) = server.add_user(&server.world.a, Role::Admin).await;
     let (status, tenant) = send(&server, &member, Method::GET, "/v1/tenant", None).await;
     assert_eq!(
         (status, tenant["slug"].clone()),
@@ -75,11 +74,10 @@ async fn tenant_settings_follow_permissions(server: TestServer) {
 }
 
 async fn roles_follow_the_rules_and_an_owner_always_remains(server: TestServer) {
-    let db = &server.test_db.db;
     let owner = server.world.a.principal.clone();
-    let (admin_user, admin) = server.world.a.add_user(db, Role::Admin).await;
-    let (member_user, _) = server.world.a.add_user(db, Role::Member).await;
-    let (viewer_user, viewer) = server.world.a.add_user(db, Role::Viewer).await;
+    let (admin_user, admin) = server.add_user(&server.world.a, Role::Admin).await;
+    let (member_user, _) = server.add_user(&server.world.a, Role::Member).await;
+    let (viewer_user, viewer) = server.add_user(&server.world.a, Role::Viewer).await;
     let path = |user: &tenantkit_core::User| format!("/v1/members/{}", user.id);
     let owner_path = format!("/v1/members/{}", owner.user_id());
 
@@ -167,9 +165,8 @@ async fn roles_follow_the_rules_and_an_owner_always_remains(server: TestServer) 
 }
 
 async fn the_audit_log_lists_mutations_for_admins_only(server: TestServer) {
-    let db = &server.test_db.db;
     let owner = server.world.a.principal.clone();
-    let (_, member) = server.world.a.add_user(db, Role::Member).await;
+    let (_, member) = server.add_user(&server.world.a, Role::Member).await;
     let (_, created) = send(
         &server,
         &member,

@@ -3,7 +3,7 @@
 use std::io::BufRead as _;
 
 use tenantkit_auth::Password;
-use tenantkit_core::{ClientInfo, Role, TenantScope};
+use tenantkit_core::{ChainHead, ClientInfo, Role, TenantScope};
 
 use crate::{Config, ServerError, auth_flows, open_database};
 
@@ -63,27 +63,82 @@ pub async fn create_user(
     Ok(serde_json::to_value(result?).unwrap_or_default())
 }
 
-/// Verifies every tenant's audit chain; returns one JSON line per tenant and whether all
-/// chains are intact.
+/// Verifies every tenant's audit chain: hashes, order, the anchors of the audit key and, with
+/// `checkpoint` (a file written by [`audit_checkpoint`]), that no chain was cut or rewritten
+/// since. Returns one JSON line per tenant and whether all chains are intact.
 ///
 /// # Errors
-/// Database errors.
-pub async fn verify_audit(config: &Config) -> Result<(Vec<serde_json::Value>, bool), ServerError> {
+/// Database errors; an unreadable checkpoint file.
+pub async fn verify_audit(
+    config: &Config,
+    checkpoint: Option<&std::path::Path>,
+) -> Result<(Vec<serde_json::Value>, bool), ServerError> {
+    let heads: Vec<ChainHead> = match checkpoint {
+        Some(path) => {
+            let text = std::fs::read(path)?;
+            serde_json::from_slice(&text).map_err(|e| {
+                ServerError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+            })?
+        }
+        None => Vec::new(),
+    };
+    let key = crate::keys::load_audit_key(config)?;
     let db = open_database(config).await?;
     let mut report = Vec::new();
     let mut intact = true;
-    for tenant in db.tenant_ids().await? {
-        // The operator verifies every tenant; ids come from the database itself.
+    let mut tenants = db.tenant_ids().await?;
+    // A checkpointed tenant whose row vanished is itself a finding.
+    for head in &heads {
+        if !tenants.contains(&head.tenant_id) {
+            tenants.push(head.tenant_id);
+        }
+    }
+    for tenant in tenants {
+        // The operator verifies every tenant; ids come from the database and the checkpoint.
+        let head = heads.iter().find(|h| h.tenant_id == tenant);
         let mut tx = db.begin_read(&TenantScope::for_system(tenant)).await?;
-        let line = match tx.verify_audit_chain().await? {
+        let line = match tx.verify_audit_chain(Some(&key), head).await? {
             None => serde_json::json!({ "tenant_id": tenant, "status": "ok" }),
-            Some((seq, problem)) => {
+            Some(problem) => {
                 intact = false;
-                serde_json::json!({ "tenant_id": tenant, "status": "broken", "seq": seq, "problem": problem })
+                serde_json::json!({
+                    "tenant_id": tenant, "status": "broken",
+                    "seq": problem.seq(), "problem": problem.describe(),
+                })
             }
         };
         report.push(line);
     }
     db.close().await;
     Ok((report, intact))
+}
+
+/// The head of every tenant's chain, as JSON, to keep outside the database (and pass to
+/// `audit verify --checkpoint` later): a chain cut or rewritten after it is then detected.
+///
+/// # Errors
+/// Database errors.
+pub async fn audit_checkpoint(config: &Config) -> Result<Vec<ChainHead>, ServerError> {
+    let db = open_database(config).await?;
+    let mut heads = Vec::new();
+    for tenant in db.tenant_ids().await? {
+        let mut tx = db.begin_read(&TenantScope::for_system(tenant)).await?;
+        heads.push(tx.audit_head().await?);
+    }
+    db.close().await;
+    Ok(heads)
+}
+
+/// Deletes the tenant `slug` (audited): its members are removed and their sessions there end;
+/// the tenant row and its audit chain stay, verifiable and exportable.
+///
+/// # Errors
+/// Unknown tenant, database errors.
+pub async fn delete_tenant(config: &Config, slug: &str) -> Result<serde_json::Value, ServerError> {
+    let db = open_database(config).await?;
+    let flows = auth_flows(config, &db)?;
+    let result = flows.delete_tenant(&ClientInfo::operator(), slug).await;
+    db.close().await;
+    let tenant = result?;
+    Ok(serde_json::json!({ "tenant_id": tenant.id, "slug": tenant.slug, "deleted": true }))
 }

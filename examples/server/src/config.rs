@@ -17,6 +17,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// How access tokens are checked beyond their signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SessionCheckMode {
+    /// The session must be live and the user a member; the current role replaces the token's.
+    Strict,
+    /// Tokens are honoured until they expire.
+    Off,
+}
+
 /// Everything the server needs to start. Every field has a flag and an environment variable;
 /// the defaults run the embedded configuration with no setup.
 #[derive(Clone, clap::Args)]
@@ -128,10 +137,27 @@ pub struct Config {
     #[arg(long, env = "TENANTKIT_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
-    /// Strict mode: refuse access tokens of revoked sessions (checked with a 5 s cache)
-    /// instead of honouring them until they expire.
-    #[arg(long, env = "TENANTKIT_STRICT_SESSIONS", default_value_t = false)]
-    pub strict_sessions: bool,
+    /// How access tokens are checked beyond their signature. `strict` (the default): the
+    /// session must be live and its user still a member, whose current role replaces the
+    /// token's (a revocation, removal or role change takes effect within the check's cache
+    /// period). `off`: tokens are honoured until they expire (stateless; a removed member keeps
+    /// their rights for up to 15 minutes).
+    #[arg(
+        long,
+        env = "TENANTKIT_SESSION_CHECK",
+        value_enum,
+        default_value = "strict"
+    )]
+    pub session_check: SessionCheckMode,
+
+    /// Milliseconds a session check's answer is cached (at most 5000).
+    #[arg(long, env = "TENANTKIT_SESSION_CHECK_TTL_MS", default_value_t = 5000)]
+    pub session_check_ttl_ms: u64,
+
+    /// File holding the key (at least 32 bytes) that anchors audit entries; keep it outside the
+    /// database. Default: a development key under `<data dir>/keys/audit.key`.
+    #[arg(long, env = "TENANTKIT_AUDIT_KEY_FILE")]
+    pub audit_key_file: Option<PathBuf>,
 
     /// Log line format.
     #[arg(
@@ -167,7 +193,9 @@ impl Default for Config {
             rate_per_account_total: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
             trusted_proxies: tenantkit_core::TrustedProxies::default(),
             public_url: None,
-            strict_sessions: false,
+            session_check: SessionCheckMode::Strict,
+            session_check_ttl_ms: 5000,
+            audit_key_file: None,
             cors_origins: Vec::new(),
             smtp_url: None,
             mail_from: "tenantkit <noreply@localhost>".to_owned(),
@@ -201,6 +229,11 @@ impl Config {
             failures_per_account_per_minute: self.rate_per_account_total,
             ..tenantkit_auth::RateLimitConfig::default()
         }
+    }
+
+    /// How long a session check's answer is cached.
+    pub fn session_check_ttl(&self) -> Duration {
+        Duration::from_millis(self.session_check_ttl_ms.min(5000))
     }
 
     /// The request timeout.
@@ -244,7 +277,9 @@ impl fmt::Debug for Config {
             .field("rate_per_account_total", &self.rate_per_account_total)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("public_url", &self.public_url)
-            .field("strict_sessions", &self.strict_sessions)
+            .field("session_check", &self.session_check)
+            .field("session_check_ttl_ms", &self.session_check_ttl_ms)
+            .field("audit_key_file", &self.audit_key_file)
             .field("cors_origins", &self.cors_origins)
             .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
             .field("mail_from", &self.mail_from)

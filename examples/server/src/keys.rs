@@ -108,6 +108,30 @@ pub fn load_refresh_secret(config: &Config) -> Result<Vec<u8>, ServerError> {
     Ok(secret)
 }
 
+/// The key that anchors audit entries: `TENANTKIT_AUDIT_KEY_FILE` in production (shared by
+/// every instance, kept away from the database), else a random development key kept in
+/// `<data dir>/keys/audit.key`.
+///
+/// # Errors
+/// [`ServerError::Keys`] when the key is too short or cannot be read or written.
+pub fn load_audit_key(config: &Config) -> Result<tenantkit_core::AuditKey, ServerError> {
+    let path = config
+        .audit_key_file
+        .clone()
+        .unwrap_or_else(|| dev_key_dir(config).join("audit.key"));
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && config.audit_key_file.is_none() => {
+            let mut key = vec![0u8; 32];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut key);
+            write_private(&path, &key)?;
+            key
+        }
+        Err(e) => return Err(keys_error(&path, &e.to_string())),
+    };
+    tenantkit_core::AuditKey::new(&bytes).map_err(|e| keys_error(&path, &e.to_string()))
+}
+
 /// Writes a new file readable by its owner only.
 fn write_private(path: &Path, contents: &[u8]) -> Result<(), ServerError> {
     if let Some(dir) = path.parent() {

@@ -22,7 +22,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The whole application: routes plus request ids, tracing, problem answers for every error,
 /// panic containment, a request timeout and a body limit.
 pub fn app(mut state: AppState, config: &Config) -> Router {
-    let (routes, document) = crate::routes::router(&state, config.strict_sessions);
+    let (routes, document) = crate::routes::router(&state, config);
     state.openapi = document;
     let router = routes
         .fallback(|| async { Problem::new(ErrorCode::NotFound, "No such route.") })

@@ -52,6 +52,13 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum TenantCommand {
+    /// Delete a tenant: its members are removed and their sessions end; the tenant row and its
+    /// audit chain are kept (audited as `tenant.deleted`).
+    Delete {
+        /// The tenant's slug.
+        #[arg(long)]
+        slug: String,
+    },
     /// Create a tenant and its owner (password from TENANTKIT_PASSWORD or standard input).
     Create {
         /// Display name.
@@ -85,9 +92,16 @@ enum UserCommand {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Verify every tenant's hash chain; exits non-zero and names the first broken entry
-    /// when a row was edited, deleted or reordered.
-    Verify,
+    /// Verify every tenant's hash chain and anchors; exits 2 and names the first broken entry
+    /// when a row was edited, deleted, reordered, forged without the audit key, or (with a
+    /// checkpoint) cut off.
+    Verify {
+        /// A file written by `audit checkpoint`: the chains must still reach those heads.
+        #[arg(long)]
+        checkpoint: Option<std::path::PathBuf>,
+    },
+    /// Print the head of every tenant's chain as JSON, to keep outside the database.
+    Checkpoint,
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,9 +149,22 @@ async fn main() -> ExitCode {
                 .await
                 .map(|created| println!("{created}"))
         }
+        Command::Tenant {
+            command: TenantCommand::Delete { slug },
+        } => admin::delete_tenant(&cli.config, &slug)
+            .await
+            .map(|deleted| println!("{deleted}")),
         Command::Audit {
-            command: AuditCommand::Verify,
-        } => match admin::verify_audit(&cli.config).await {
+            command: AuditCommand::Checkpoint,
+        } => admin::audit_checkpoint(&cli.config).await.map(|heads| {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&heads).unwrap_or_default()
+            );
+        }),
+        Command::Audit {
+            command: AuditCommand::Verify { checkpoint },
+        } => match admin::verify_audit(&cli.config, checkpoint.as_deref()).await {
             Ok((report, intact)) => {
                 for line in report {
                     println!("{line}");

@@ -96,7 +96,9 @@ pub async fn open_database(config: &Config) -> Result<Database, ServerError> {
         ),
         _ => {}
     }
-    let db = Database::connect(&url).await?;
+    let db = Database::connect(&url)
+        .await?
+        .with_audit_key(crate::keys::load_audit_key(config)?);
     if db.backend() == Backend::Sqlite {
         db.migrate(&crate::domain::all_migrations()).await?;
     }

@@ -11,8 +11,8 @@ use sqlx::migrate::Migrator;
 use tenantkit_auth::{SessionRecord, SessionStore as _};
 use tenantkit_core::testing::{TestDb, TwoTenants};
 use tenantkit_core::{
-    AuditEvent, Backend, Database, DatabaseOptions, Email, NewTeam, RawConn, Role, Team,
-    TenantScope, TenantScoped, now,
+    AuditEntry, AuditEntryId, Backend, Database, DatabaseOptions, Email, NewTeam, RawConn, Role,
+    Team, TenantScope, TenantScoped, now, with_conn,
 };
 use tenantkit_server::domain::{NewProject, NewTask, Project, Task, all_migrations};
 
@@ -92,9 +92,48 @@ async fn fill(test_db: &TestDb) -> Filled {
     let task = Task::create(&mut tx, NewTask::new(project.id, "Carry over"))
         .await
         .expect("task");
-    tx.audit(AuditEvent::new("project.created").target("project", project.id))
+    // The audit entry as wave 1 wrote it (no anchor column yet).
+    let mut entry = AuditEntry {
+        id: AuditEntryId::new(),
+        seq: 1,
+        at: now(),
+        actor_id: Some(world.a.owner.id),
+        action: "project.created".into(),
+        target_type: Some("project".into()),
+        target_id: Some(project.id.to_string()),
+        ip: Some("203.0.113.9".into()),
+        user_agent: None,
+        details: "{}".into(),
+        prev_hash: vec![0u8; 32],
+        hash: Vec::new(),
+        anchor: None,
+    };
+    entry.hash = entry.expected_hash(world.a.tenant.id);
+    let tenant_a = world.a.tenant.id;
+    with_conn!(&mut tx, |c| {
+        sqlx::query(
+            "INSERT INTO audit_log (id, tenant_id, seq, at, actor_id, action, target_type, \
+             target_id, ip, user_agent, details, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(entry.id)
+        .bind(tenant_a)
+        .bind(entry.seq)
+        .bind(entry.at)
+        .bind(entry.actor_id)
+        .bind(&entry.action)
+        .bind(&entry.target_type)
+        .bind(&entry.target_id)
+        .bind(&entry.ip)
+        .bind(&entry.user_agent)
+        .bind(&entry.details)
+        .bind(&entry.prev_hash)
+        .bind(&entry.hash)
+        .execute(c)
         .await
-        .expect("audit");
+        .map(drop)
+    })
+    .expect("audit");
     let invitation_hash = [7u8; 32];
     tx.create_invitation(
         Email::parse("new@alpha.test").expect("email"),
@@ -114,7 +153,34 @@ async fn fill(test_db: &TestDb) -> Filled {
         at + Duration::from_secs(3600),
     );
     let session_hash = b"wave-1-refresh-token-hash-0123456".to_vec();
-    db.create(&session, &session_hash).await.expect("session");
+    // As wave 1 stored sessions (no credentials epoch yet).
+    let mut tx = db.begin_system().await.expect("begin");
+    with_conn!(&mut tx, |c| {
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, tenant_id, created_at, last_used_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(session.id)
+        .bind(session.user_id)
+        .bind(session.tenant_id)
+        .bind(session.created_at)
+        .bind(session.last_used_at)
+        .bind(session.expires_at)
+        .execute(&mut *c)
+        .await?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, session_id, generation, created_at) \
+             VALUES ($1, $2, 1, $3)",
+        )
+        .bind(&session_hash)
+        .bind(session.id)
+        .bind(session.created_at)
+        .execute(&mut *c)
+        .await
+        .map(drop)
+    })
+    .expect("session");
+    tx.commit().await.expect("commit");
     db.close().await;
     Filled {
         world,
@@ -150,7 +216,10 @@ async fn assert_kept(db: &Database, filled: &Filled) {
         .await
         .expect("team members");
     assert_eq!(members.items.len(), 1);
-    assert_eq!(tx.verify_audit_chain().await.expect("verify"), None);
+    assert_eq!(
+        tx.verify_audit_chain(None, None).await.expect("verify"),
+        None
+    );
     assert_eq!(tx.audit_entries(0, 10).await.expect("entries").len(), 1);
     tx.commit().await.expect("commit");
     assert_eq!(

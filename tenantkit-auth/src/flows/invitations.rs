@@ -254,7 +254,10 @@ impl AuthFlows {
         // Holding the token proves nothing about the mailbox (the inviter saw it too): a new
         // account starts unverified and gets a verification email.
         self.offer_verification(&user).await;
-        let (session, refresh) = self.sessions.start(user.id, invitation.tenant_id).await?;
+        let (session, refresh) = self
+            .sessions
+            .start(user.id, invitation.tenant_id, user.credentials_epoch)
+            .await?;
         let tokens = self.token_pair(&session, invitation.role, &refresh)?;
         Ok(Joined {
             tokens,

@@ -48,6 +48,7 @@
 //! ```
 
 mod invitations;
+mod members;
 mod operator;
 mod password;
 mod session;

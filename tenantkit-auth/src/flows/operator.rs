@@ -3,7 +3,7 @@
 use serde::Serialize;
 use tenantkit_core::{
     ClientInfo, Email, Error as CoreError, NewTenant, NewUser, Role, Slug, TenantId, TenantScope,
-    UserId,
+    UserId, with_conn,
 };
 
 use super::{AuthFlows, event};
@@ -34,6 +34,45 @@ pub struct UserAdded {
 }
 
 impl AuthFlows {
+    /// Deletes the tenant `tenant_slug` softly, as the operator: every member is removed and
+    /// every session in it ends, in one transaction with the audit entry `tenant.deleted`; the
+    /// tenant row and its audit chain stay (see [`tenantkit_core::TenantTx::delete_tenant`]).
+    ///
+    /// # Errors
+    /// `not_found` for an unknown or already deleted tenant.
+    #[tracing::instrument(skip_all)]
+    pub async fn delete_tenant(
+        &self,
+        client: &ClientInfo,
+        tenant_slug: &str,
+    ) -> Result<tenantkit_core::Tenant> {
+        let slug = Slug::parse(tenant_slug)?;
+        let tenant = self
+            .db
+            .find_tenant_by_slug(&slug)
+            .await?
+            .ok_or(CoreError::NotFound)?;
+        let mut tx = self.db.begin(&TenantScope::for_system(tenant.id)).await?;
+        let deleted = tx
+            .delete_tenant(event(client, "tenant.deleted", None, "tenant", tenant.id))
+            .await?;
+        // The tenant's sessions are its rows: they end in the same transaction.
+        with_conn!(&mut tx, |c| {
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = $1, revoked_reason = 'tenant_deleted' \
+                 WHERE tenant_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(tenantkit_core::now())
+            .bind(tenant.id)
+            .execute(c)
+            .await
+            .map(drop)
+        })?;
+        tx.commit().await?;
+        tracing::info!(tenant = %tenant.id, "tenant deleted");
+        Ok(deleted)
+    }
+
     /// Creates a tenant with a new owner account, audited as the operator's `tenant.created`.
     ///
     /// # Errors

@@ -4,6 +4,7 @@ use serde::Deserialize;
 use tenantkit_core::{ClientInfo, Email, Error as CoreError, Principal};
 
 use super::{AuthFlows, event};
+use crate::store::sessions::{restamp, revoke_sessions};
 use crate::store::{TokenPurpose, mail_tokens};
 use crate::{Attempt, OneTimeToken, Password, Result, Verification};
 
@@ -97,11 +98,21 @@ impl AuthFlows {
             .passwords
             .hash_new(&request.new_password, "new_password")
             .await?;
-        self.db.set_password_hash(user.id, &hash).await?;
-        let revoked = self
-            .sessions
-            .revoke_user_except(user.id, principal.session_id(), "password_changed")
-            .await?;
+        // One transaction: the new hash, the new epoch (stamped on the calling session, which
+        // stays signed in), every other session ended, and the audit entry.
+        let mut tx = self.db.begin_system().await?;
+        tx.set_password_hash(user.id, &hash).await?;
+        let epoch = tx.bump_credentials_epoch(user.id).await?;
+        restamp(&mut tx, principal.session_id(), epoch).await?;
+        let revoked = revoke_sessions(
+            &mut tx,
+            user.id,
+            Some(principal.session_id()),
+            None,
+            self.sessions.now(),
+            "password_changed",
+        )
+        .await?;
         let entry = event(
             client,
             "auth.password_changed",
@@ -110,7 +121,8 @@ impl AuthFlows {
             user.id,
         )
         .details(serde_json::json!({ "sessions_revoked": revoked }));
-        self.audit(principal.tenant_id(), entry).await?;
+        tx.audit_in(principal.tenant_id(), entry).await?;
+        tx.commit().await?;
         tracing::info!(revoked, "password changed; other sessions revoked");
         Ok(())
     }
@@ -172,23 +184,31 @@ impl AuthFlows {
         self.passwords
             .policy()
             .check(&request.new_password, "new_password")?;
-        // Hash first: a failure here must not spend the token.
-        let hash = self.passwords.hash(&request.new_password).await?;
         let token = OneTimeToken::new(request.token);
+        let now = tenantkit_core::now();
+        // The token first (a cheap lookup): a guessed token costs no password hash.
+        let user = mail_tokens::open(&self.db, &token.hash(), TokenPurpose::PasswordReset, now)
+            .await?
+            .ok_or_else(invalid_token)?;
+        let hash = self.passwords.hash(&request.new_password).await?;
+        let tenants: Vec<_> = self.db.memberships_of(user).await?;
+        // One transaction: the token spent (exactly once, even against a concurrent use), the
+        // new hash, the new epoch, every session ended, and an audit entry in every tenant.
         let mut tx = self.db.begin_system().await?;
-        let user = mail_tokens::consume(
-            &mut tx,
-            &token.hash(),
-            TokenPurpose::PasswordReset,
-            tenantkit_core::now(),
-        )
-        .await?
-        .ok_or_else(invalid_token)?;
+        if mail_tokens::consume(&mut tx, &token.hash(), TokenPurpose::PasswordReset, now).await?
+            != Some(user)
+        {
+            return Err(invalid_token().into());
+        }
         tx.set_password_hash(user, &hash).await?;
+        tx.bump_credentials_epoch(user).await?;
+        let revoked = revoke_sessions(&mut tx, user, None, None, now, "password_reset").await?;
+        for membership in &tenants {
+            let entry = event(client, "auth.password_reset", Some(user), "user", user)
+                .details(serde_json::json!({ "sessions_revoked": revoked }));
+            tx.audit_in(membership.tenant_id, entry).await?;
+        }
         tx.commit().await?;
-        let revoked = self.sessions.revoke_user(user, "password_reset").await?;
-        let entry = || event(client, "auth.password_reset", Some(user), "user", user);
-        self.audit_everywhere(user, entry).await?;
         tracing::info!(user = %user, revoked, "password reset; every session revoked");
         Ok(())
     }

@@ -8,6 +8,7 @@ use tenantkit_core::{
 
 use super::{AuthFlows, TokenPair, event};
 use crate::store::TokenPurpose;
+use crate::store::sessions::revoke_sessions;
 use crate::{Attempt, Error, Password, RefreshToken, Result, Verification};
 
 /// A new tenant with the new user as its owner.
@@ -134,7 +135,10 @@ impl AuthFlows {
         tx.commit().await?;
         tracing::info!(user = %user.id, tenant = %tenant.id, "signup");
         self.offer_verification(&user).await;
-        let (session, refresh) = self.sessions.start(user.id, tenant.id).await?;
+        let (session, refresh) = self
+            .sessions
+            .start(user.id, tenant.id, user.credentials_epoch)
+            .await?;
         let tokens = self.token_pair(&session, Role::Owner, &refresh)?;
         Ok(SignedUp {
             tokens,
@@ -170,7 +174,8 @@ impl AuthFlows {
                     self.record_failed_login(client, known.id);
                 }
                 tracing::info!("login failed");
-                self.limits.record_login_failure(&request.email, client.ip)?;
+                self.limits
+                    .record_login_failure(&request.email, client.ip)?;
                 return Err(Error::InvalidCredentials);
             }
         };
@@ -200,7 +205,16 @@ impl AuthFlows {
             tracing::info!(user = %user.id, "login failed: no membership in the requested tenant");
             return Err(Error::InvalidCredentials);
         };
-        let (session, refresh) = self.sessions.start(user.id, membership.tenant_id).await?;
+        // Under the epoch read before the (slow) password check: a reset or "log out
+        // everywhere" that happened meanwhile leaves no session behind.
+        let (session, refresh) = match self
+            .sessions
+            .start(user.id, membership.tenant_id, user.credentials_epoch)
+            .await
+        {
+            Err(Error::CredentialsChanged) => return Err(Error::InvalidCredentials),
+            other => other?,
+        };
         let entry = event(client, "auth.login", Some(user.id), "session", session.id);
         self.audit(membership.tenant_id, entry).await?;
         tracing::info!(user = %user.id, tenant = %membership.tenant_id, session = %session.id, "login");
@@ -299,10 +313,16 @@ impl AuthFlows {
     #[tracing::instrument(skip_all, fields(user = %principal.user_id()))]
     pub async fn logout_all(&self, client: &ClientInfo, principal: &Principal) -> Result<u64> {
         let user = principal.user_id();
-        let revoked = self.sessions.revoke_user(user, "logout_all").await?;
+        // One transaction: the epoch moves on (a login in flight cannot finish), every session
+        // ends, and the audit entry is written, or none of it.
+        let mut tx = self.db.begin_system().await?;
+        tx.bump_credentials_epoch(user).await?;
+        let revoked =
+            revoke_sessions(&mut tx, user, None, None, self.sessions.now(), "logout_all").await?;
         let entry = event(client, "auth.logout_all", Some(user), "user", user)
             .details(serde_json::json!({ "sessions_revoked": revoked }));
-        self.audit(principal.tenant_id(), entry).await?;
+        tx.audit_in(principal.tenant_id(), entry).await?;
+        tx.commit().await?;
         tracing::info!(revoked, "logout everywhere");
         Ok(revoked)
     }
@@ -333,10 +353,15 @@ impl AuthFlows {
             .sessions
             .session(principal.session_id())
             .await?
-            .map(|s| s.expires_at);
+            .ok_or(Error::InvalidToken("session is over"))?;
         let (session, refresh) = self
             .sessions
-            .start_until(principal.user_id(), membership.tenant_id, parent)
+            .start_until(
+                principal.user_id(),
+                membership.tenant_id,
+                parent.credentials_epoch,
+                Some(parent.expires_at),
+            )
             .await?;
         let entry = event(
             client,

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response, header};
 use tower::{Layer, Service};
 
-use super::{AccessTokens, CachedRevocation};
+use super::{AccessTokens, CachedSessionCheck, SessionState};
 use crate::future::ResponseFuture;
 use crate::{Error, Result, problem_response};
 
@@ -125,18 +125,21 @@ where
     }
 }
 
-/// Like [`JwtAuthLayer`], but also refuses access tokens whose session has been revoked
-/// (logout, logout everywhere, password change, refresh-token reuse) or has expired, instead
-/// of honouring them until they expire. Costs a session lookup per session per cache period.
+/// Like [`JwtAuthLayer`], and revocation-aware: also refuses access tokens whose session has
+/// been revoked (logout, logout everywhere, password change, refresh-token reuse), has expired,
+/// or whose user is no longer a member, and puts the caller's *current* role in the
+/// `Principal` instead of the token's, so removals and role changes take effect within the
+/// check's cache period (at most 5 s), not when the token expires. Costs one lookup per
+/// session per cache period.
 #[derive(Debug, Clone)]
 pub struct StrictJwtAuthLayer {
     tokens: AccessTokens,
-    revocation: CachedRevocation,
+    revocation: CachedSessionCheck,
 }
 
 impl StrictJwtAuthLayer {
     /// Verifies tokens with `tokens` and sessions with `revocation`.
-    pub fn new(tokens: AccessTokens, revocation: CachedRevocation) -> Self {
+    pub fn new(tokens: AccessTokens, revocation: CachedSessionCheck) -> Self {
         Self { tokens, revocation }
     }
 }
@@ -158,7 +161,7 @@ impl<S> Layer<S> for StrictJwtAuthLayer {
 pub struct StrictJwtAuth<S> {
     inner: S,
     tokens: AccessTokens,
-    revocation: CachedRevocation,
+    revocation: CachedSessionCheck,
 }
 
 /// The boxed future of [`StrictJwtAuth`].
@@ -190,12 +193,19 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let revocation = self.revocation.clone();
         Box::pin(async move {
-            match revocation.is_over(principal.session_id()).await {
-                Ok(false) => {
+            match revocation.check(&principal).await {
+                Ok(SessionState::Live { role }) => {
+                    // The role as stored now, not as the token remembers it.
+                    let principal = match role {
+                        Some(role) => principal.with_role(role),
+                        None => principal,
+                    };
                     request.extensions_mut().insert(principal);
                     inner.call(request).await
                 }
-                Ok(true) => Ok(problem_response(&Error::InvalidToken("session revoked"))),
+                Ok(SessionState::Over) => {
+                    Ok(problem_response(&Error::InvalidToken("session is over")))
+                }
                 Err(err) => Ok(problem_response(&err)),
             }
         })

@@ -13,7 +13,7 @@ use tenantkit_core::{Clock, Principal, Role, SessionId, SystemClock, TenantId, U
 
 pub use claims::AccessClaims;
 pub use keys::{Algorithm, KeySet, SigningKey, VerifyingKey, generate_ed25519_pem};
-pub use strict::{CachedRevocation, CheckFuture, SessionRevocation};
+pub use strict::{CachedSessionCheck, CheckFuture, SessionCheck, SessionState};
 
 use crate::{Error, Result};
 

@@ -1,96 +1,137 @@
-//! Strict mode: access tokens of revoked sessions are refused before they expire.
+//! Revocation-aware verification: access tokens of revoked or expired sessions are refused
+//! before they expire, and the caller's current role replaces the one in the token.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tenantkit_core::SessionId;
+use tenantkit_core::{Clock, Principal, Role, SessionId, SystemClock};
+use time::OffsetDateTime;
 
 use crate::Result;
 
-/// The future of a [`SessionRevocation`] check.
-pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<bool>> + Send + 'a>>;
+/// The future of a [`SessionCheck`].
+pub type CheckFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 
-/// Answers whether a session is over (revoked, expired or unknown).
-pub trait SessionRevocation: fmt::Debug + Send + Sync + 'static {
-    /// `true` when the session's access tokens must no longer be accepted.
-    fn is_over(&self, session: SessionId) -> CheckFuture<'_>;
+/// What a session check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// The session is live; `role` is the caller's role in the token's tenant now (`None`:
+    /// this check does not know memberships, keep the token's).
+    Live {
+        /// The current role.
+        role: Option<Role>,
+    },
+    /// The session was revoked, expired, its user's credentials changed, or the user is no
+    /// longer a member: the token must not be accepted.
+    Over,
 }
 
-/// A [`SessionRevocation`] with a short-lived cache in front, so strict mode costs one lookup
-/// per session per `ttl` rather than one per request. A revocation therefore takes effect
-/// within `ttl` (5 seconds by default), not after the token's full 15 minutes.
+/// Decides whether a verified access token's session is still live, and the caller's role now.
+///
+/// tenantkit implements it for [`crate::RefreshSessions`] over the database (sessions,
+/// credentials epochs and memberships in one query) and over [`crate::MemorySessionStore`]
+/// (sessions only).
+pub trait SessionCheck: fmt::Debug + Send + Sync + 'static {
+    /// Checks the session of `principal`.
+    fn check<'a>(&'a self, principal: &'a Principal) -> CheckFuture<'a, SessionState>;
+}
+
+/// A [`SessionCheck`] with a short-lived, bounded cache in front, so the check costs one
+/// lookup per session per `ttl` rather than one per request. A revocation, removal or role
+/// change therefore takes effect within `ttl` (5 seconds by default, and never more).
 #[derive(Clone)]
-pub struct CachedRevocation {
-    inner: Arc<dyn SessionRevocation>,
+pub struct CachedSessionCheck {
+    inner: Arc<dyn SessionCheck>,
     ttl: Duration,
     capacity: usize,
-    cache: Arc<Mutex<HashMap<SessionId, (bool, Instant)>>>,
+    clock: Arc<dyn Clock>,
+    cache: Arc<Mutex<HashMap<SessionId, (SessionState, OffsetDateTime)>>>,
 }
 
-impl fmt::Debug for CachedRevocation {
+impl fmt::Debug for CachedSessionCheck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CachedRevocation")
+        f.debug_struct("CachedSessionCheck")
             .field("inner", &self.inner)
             .field("ttl", &self.ttl)
             .finish_non_exhaustive()
     }
 }
 
-impl CachedRevocation {
+impl CachedSessionCheck {
+    /// The longest a cached answer is trusted.
+    pub const MAX_TTL: Duration = Duration::from_secs(5);
+
     /// Caches answers of `inner` for 5 seconds, for at most 100,000 sessions.
-    pub fn new(inner: Arc<dyn SessionRevocation>) -> Self {
-        Self::with_ttl(inner, Duration::from_secs(5))
+    pub fn new(inner: Arc<dyn SessionCheck>) -> Self {
+        Self::with_ttl(inner, Self::MAX_TTL)
     }
 
-    /// Caches answers for `ttl` (zero: no caching).
-    pub fn with_ttl(inner: Arc<dyn SessionRevocation>, ttl: Duration) -> Self {
+    /// Caches answers for `ttl` (at most [`CachedSessionCheck::MAX_TTL`]; zero: no caching).
+    pub fn with_ttl(inner: Arc<dyn SessionCheck>, ttl: Duration) -> Self {
+        Self::with_clock(inner, ttl, Arc::new(SystemClock))
+    }
+
+    /// The same on an explicit clock (tests move it instead of sleeping).
+    pub fn with_clock(inner: Arc<dyn SessionCheck>, ttl: Duration, clock: Arc<dyn Clock>) -> Self {
         Self {
             inner,
-            ttl,
+            ttl: ttl.min(Self::MAX_TTL),
             capacity: 100_000,
+            clock,
             cache: Arc::default(),
         }
     }
 
-    /// Whether `session` is over, from the cache when fresh.
+    /// The state of `principal`'s session, from the cache when fresh.
     ///
     /// # Errors
-    /// The underlying store's errors.
-    pub async fn is_over(&self, session: SessionId) -> Result<bool> {
-        let now = Instant::now();
-        if let Some((over, at)) = self.lock().get(&session).copied()
-            && now.duration_since(at) < self.ttl
+    /// The underlying check's errors.
+    pub async fn check(&self, principal: &Principal) -> Result<SessionState> {
+        let now = self.clock.now();
+        let session = principal.session_id();
+        if let Some((state, at)) = self.lock().get(&session).copied()
+            && now - at < self.ttl
+            && now >= at
         {
-            return Ok(over);
+            return Ok(state);
         }
-        let over = self.inner.is_over(session).await?;
+        let state = self.inner.check(principal).await?;
         if !self.ttl.is_zero() {
             let mut cache = self.lock();
             if cache.len() >= self.capacity {
                 // Bounded memory: drop stale entries, and everything if that is not enough.
-                cache.retain(|_, (_, at)| now.duration_since(*at) < self.ttl);
+                let ttl = self.ttl;
+                cache.retain(|_, (_, at)| now - *at < ttl);
                 if cache.len() >= self.capacity {
                     cache.clear();
                 }
             }
-            cache.insert(session, (over, now));
+            cache.insert(session, (state, now));
         }
-        Ok(over)
+        Ok(state)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, (bool, Instant)>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<SessionId, (SessionState, OffsetDateTime)>> {
         self.cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-impl<S: crate::SessionStore> SessionRevocation for crate::RefreshSessions<S> {
-    fn is_over(&self, session: SessionId) -> CheckFuture<'_> {
-        Box::pin(async move { crate::RefreshSessions::is_over(self, session).await })
+impl SessionCheck for crate::RefreshSessions<crate::MemorySessionStore> {
+    fn check<'a>(&'a self, principal: &'a Principal) -> CheckFuture<'a, SessionState> {
+        Box::pin(async move {
+            Ok(if self.is_over(principal.session_id()).await? {
+                SessionState::Over
+            } else {
+                SessionState::Live { role: None }
+            })
+        })
     }
 }

@@ -144,36 +144,54 @@ impl<S: SessionStore> RefreshSessions<S> {
         &self.store
     }
 
+    /// The lifetimes.
+    pub fn config(&self) -> &RefreshConfig {
+        &self.config
+    }
+
+    /// The current time of this instance's clock.
+    pub fn now(&self) -> time::OffsetDateTime {
+        self.clock.now()
+    }
+
     /// Starts a session for `user` in `tenant` (a login) and returns its first token.
+    /// `credentials_epoch` is the user's epoch as read when the login began.
     ///
     /// # Errors
-    /// Storage errors.
+    /// [`Error::CredentialsChanged`] when the user's epoch moved on since (a password reset
+    /// or "log out everywhere" while the login was in flight); storage errors.
     #[tracing::instrument(skip_all, fields(user = %user, tenant = %tenant))]
     pub async fn start(
         &self,
         user: UserId,
         tenant: TenantId,
+        credentials_epoch: i64,
     ) -> Result<(SessionRecord, RefreshToken)> {
-        self.start_until(user, tenant, None).await
+        self.start_until(user, tenant, credentials_epoch, None)
+            .await
     }
 
     /// Starts a session derived from another one (a tenant switch): it ends no later than
     /// `not_after`, so chaining sessions never extends the absolute expiry of the first login.
     ///
     /// # Errors
-    /// Storage errors.
+    /// As [`RefreshSessions::start`].
     pub async fn start_until(
         &self,
         user: UserId,
         tenant: TenantId,
+        credentials_epoch: i64,
         not_after: Option<time::OffsetDateTime>,
     ) -> Result<(SessionRecord, RefreshToken)> {
         let now = self.clock.now();
         let absolute = now + self.config.absolute;
         let expires_at = not_after.map_or(absolute, |cap| cap.min(absolute));
-        let session = SessionRecord::new(user, tenant, now, expires_at);
+        let session = SessionRecord::new(user, tenant, now, expires_at)
+            .with_credentials_epoch(credentials_epoch);
         let token = RefreshToken::generate();
-        self.store.create(&session, &token.hash()).await?;
+        if !self.store.create(&session, &token.hash()).await? {
+            return Err(Error::CredentialsChanged);
+        }
         Ok((session, token))
     }
 
@@ -216,8 +234,18 @@ impl<S: SessionStore> RefreshSessions<S> {
                 .and_then(|(token, _)| token.rotated_at)
                 .ok_or(Error::InvalidToken("refresh token vanished"))?,
         };
+        // Inside the grace window the same successor is answered again, but only while that
+        // successor is itself unrotated: a thief replaying an old token must not walk the chain
+        // once the rightful client moved on.
         if now - rotated_at <= self.config.grace {
-            return Ok((session, successor));
+            let next_unrotated = self
+                .store
+                .find(&successor.hash())
+                .await?
+                .is_some_and(|(next, _)| next.rotated_at.is_none());
+            if next_unrotated {
+                return Ok((session, successor));
+            }
         }
         // Reuse of a rotated token: someone holds a copy. Kill the whole family.
         self.store.revoke(session.id, now, REASON_REUSE).await?;

@@ -22,6 +22,9 @@ pub struct SessionRecord {
     pub expires_at: OffsetDateTime,
     /// When it was revoked, if it was.
     pub revoked_at: Option<OffsetDateTime>,
+    /// Its user's credentials epoch when it was created: a session is only made while this is
+    /// still the user's epoch, and stops refreshing once the epoch moves on.
+    pub credentials_epoch: i64,
 }
 
 impl SessionRecord {
@@ -41,7 +44,14 @@ impl SessionRecord {
             last_used_at: at,
             expires_at,
             revoked_at: None,
+            credentials_epoch: 0,
         }
+    }
+
+    /// The same session, made under the user's credentials epoch `epoch`.
+    pub fn with_credentials_epoch(mut self, epoch: i64) -> Self {
+        self.credentials_epoch = epoch;
+        self
     }
 }
 

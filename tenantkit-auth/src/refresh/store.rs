@@ -20,12 +20,15 @@ use crate::Result;
 /// tables). A custom store (Redis, DynamoDB, ...) implements these operations with the same
 /// guarantees.
 pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
-    /// Stores a new session with the hash of its first refresh token.
+    /// Stores a new session with the hash of its first refresh token, only if its user's
+    /// credentials epoch is still the session's (`false` otherwise: the password changed, or
+    /// every session was ended, while the login was in flight). Stores that know no users
+    /// accept every session.
     fn create(
         &self,
         session: &SessionRecord,
         token_hash: &[u8],
-    ) -> impl Future<Output = Result<()>> + Send;
+    ) -> impl Future<Output = Result<bool>> + Send;
 
     /// The token with this hash and its session; `Ok(None)` when unknown.
     fn find(
@@ -33,7 +36,8 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
         token_hash: &[u8],
     ) -> impl Future<Output = Result<Option<(RefreshTokenRecord, SessionRecord)>>> + Send;
 
-    /// Marks the token rotated and stores its successor, only if nobody did before.
+    /// Marks the token rotated and stores its successor, only if nobody did before and its
+    /// session is live (not revoked, its user's credentials epoch unchanged).
     fn rotate(
         &self,
         token_hash: &[u8],
@@ -93,7 +97,7 @@ impl MemorySessionStore {
 }
 
 impl SessionStore for MemorySessionStore {
-    async fn create(&self, session: &SessionRecord, token_hash: &[u8]) -> Result<()> {
+    async fn create(&self, session: &SessionRecord, token_hash: &[u8]) -> Result<bool> {
         self.with(|state| {
             state.sessions.insert(session.id, session.clone());
             let token = RefreshTokenRecord {
@@ -104,7 +108,7 @@ impl SessionStore for MemorySessionStore {
             };
             state.tokens.insert(token_hash.to_vec(), token);
         });
-        Ok(())
+        Ok(true)
     }
 
     async fn find(&self, token_hash: &[u8]) -> Result<Option<(RefreshTokenRecord, SessionRecord)>> {

@@ -59,6 +59,28 @@ pub(crate) async fn store(
     tx.commit().await
 }
 
+/// The user of an open (unused, unexpired) mailed token of `purpose`, without using it: a cheap
+/// check before expensive work.
+pub(crate) async fn open(
+    db: &Database,
+    token_hash: &[u8],
+    purpose: TokenPurpose,
+    now: OffsetDateTime,
+) -> Result<Option<UserId>> {
+    let mut tx = db.begin_system_read().await?;
+    Ok(with_conn!(&mut tx, |c| {
+        sqlx::query_scalar(
+            "SELECT user_id FROM user_tokens \
+             WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3",
+        )
+        .bind(token_hash)
+        .bind(purpose.as_str())
+        .bind(now)
+        .fetch_optional(c)
+        .await
+    })?)
+}
+
 /// Uses a mailed token in `tx`: marks it used if it exists, has this purpose, is unused and
 /// unexpired, and returns its user. Any other case is `Ok(None)`. Atomic: of concurrent uses
 /// exactly one gets the user.

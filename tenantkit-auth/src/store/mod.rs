@@ -2,7 +2,7 @@
 //! database, and their migrations.
 
 pub(crate) mod mail_tokens;
-mod sessions;
+pub(crate) mod sessions;
 
 pub use mail_tokens::TokenPurpose;
 

@@ -5,22 +5,29 @@
 //! run in system transactions; on PostgreSQL `sessions` is a tenant table whose migration
 //! allows system access, so tenant-scoped work still sees only its own tenant's sessions.
 
-use tenantkit_core::{Database, SessionId, TenantId, UserId, with_conn};
+use tenantkit_core::{
+    Database, Principal, Role, SessionId, SystemTx, TenantId, TenantScope, Transaction, UserId,
+    with_conn,
+};
 use time::OffsetDateTime;
 
 use crate::Result;
 use crate::refresh::{RefreshTokenRecord, SessionRecord, SessionStore};
 
-const SESSION_COLUMNS: &str =
-    "s.id, s.user_id, s.tenant_id, s.created_at, s.last_used_at, s.expires_at, s.revoked_at";
+const SESSION_COLUMNS: &str = "s.id, s.user_id, s.tenant_id, s.created_at, s.last_used_at, \
+                               s.expires_at, s.revoked_at, s.credentials_epoch";
 
 impl SessionStore for Database {
-    async fn create(&self, session: &SessionRecord, token_hash: &[u8]) -> Result<()> {
+    async fn create(&self, session: &SessionRecord, token_hash: &[u8]) -> Result<bool> {
         let mut tx = self.begin_system().await?;
-        with_conn!(&mut tx, |c| {
-            sqlx::query(
-                "INSERT INTO sessions (id, user_id, tenant_id, created_at, last_used_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+        let created = with_conn!(&mut tx, |c| {
+            // Only while the user's credentials epoch is still the one the login read: a
+            // password reset during a slow login leaves no session behind.
+            let created = sqlx::query(
+                "INSERT INTO sessions (id, user_id, tenant_id, created_at, last_used_at, \
+                 expires_at, credentials_epoch) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS \
+                 (SELECT 1 FROM users u WHERE u.id = $2 AND u.credentials_epoch = $7)",
             )
             .bind(session.id)
             .bind(session.user_id)
@@ -28,8 +35,13 @@ impl SessionStore for Database {
             .bind(session.created_at)
             .bind(session.last_used_at)
             .bind(session.expires_at)
+            .bind(session.credentials_epoch)
             .execute(&mut *c)
-            .await?;
+            .await?
+            .rows_affected();
+            if created == 0 {
+                return Ok(false);
+            }
             sqlx::query(
                 "INSERT INTO refresh_tokens (token_hash, session_id, generation, created_at) \
                  VALUES ($1, $2, 1, $3)",
@@ -39,9 +51,10 @@ impl SessionStore for Database {
             .bind(session.created_at)
             .execute(&mut *c)
             .await
-            .map(drop)
+            .map(|_| true)
         })?;
-        Ok(tx.commit().await?)
+        tx.commit().await?;
+        Ok(created)
     }
 
     async fn find(&self, token_hash: &[u8]) -> Result<Option<(RefreshTokenRecord, SessionRecord)>> {
@@ -71,10 +84,13 @@ impl SessionStore for Database {
             // The `rotated_at IS NULL` guard makes this the single winner among concurrent
             // refreshes (PostgreSQL re-checks it after waiting for the row lock; SQLite runs
             // writers one at a time).
+            // And only for a live session: not revoked, its user's epoch unchanged.
             let won = sqlx::query_as::<_, (SessionId, i64)>(
                 "UPDATE refresh_tokens SET rotated_at = $1 WHERE token_hash = $2 AND rotated_at IS NULL \
-                 AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = refresh_tokens.session_id \
-                                 AND s.revoked_at IS NOT NULL) \
+                 AND NOT EXISTS (SELECT 1 FROM sessions s JOIN users u ON u.id = s.user_id \
+                                 WHERE s.id = refresh_tokens.session_id \
+                                 AND (s.revoked_at IS NOT NULL \
+                                      OR s.credentials_epoch <> u.credentials_epoch)) \
                  RETURNING session_id, generation",
             )
             .bind(at)
@@ -133,21 +149,7 @@ impl SessionStore for Database {
         reason: &str,
     ) -> Result<u64> {
         let mut tx = self.begin_system().await?;
-        let revoked = with_conn!(&mut tx, |c| {
-            sqlx::query(
-                "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
-                 WHERE user_id = $3 AND revoked_at IS NULL \
-                 AND ($4 IS NULL OR tenant_id = $4) AND ($5 IS NULL OR id <> $5)",
-            )
-            .bind(at)
-            .bind(reason)
-            .bind(user)
-            .bind(tenant)
-            .bind(keep)
-            .execute(c)
-            .await
-            .map(|done| done.rows_affected())
-        })?;
+        let revoked = revoke_sessions(&mut tx, user, keep, tenant, at, reason).await?;
         tx.commit().await?;
         Ok(revoked)
     }
@@ -158,6 +160,110 @@ impl SessionStore for Database {
         Ok(with_conn!(&mut tx, |c| {
             sqlx::query_as(&sql).bind(id).fetch_optional(c).await
         })?)
+    }
+}
+
+/// Revokes a user's live sessions (only in `tenant`, if given) except `keep`, inside `tx`;
+/// returns how many.
+pub(crate) async fn revoke_sessions<T: Transaction>(
+    tx: &mut T,
+    user: UserId,
+    keep: Option<SessionId>,
+    tenant: Option<TenantId>,
+    at: OffsetDateTime,
+    reason: &str,
+) -> tenantkit_core::Result<u64> {
+    Ok(with_conn!(tx, |c| {
+        sqlx::query(
+            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
+             WHERE user_id = $3 AND revoked_at IS NULL \
+             AND ($4 IS NULL OR tenant_id = $4) AND ($5 IS NULL OR id <> $5)",
+        )
+        .bind(at)
+        .bind(reason)
+        .bind(user)
+        .bind(tenant)
+        .bind(keep)
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected())
+    })?)
+}
+
+/// Stamps `session` with its user's new credentials epoch (the session that changed the
+/// password stays signed in), inside `tx`.
+pub(crate) async fn restamp(
+    tx: &mut SystemTx,
+    session: SessionId,
+    epoch: i64,
+) -> tenantkit_core::Result<()> {
+    with_conn!(tx, |c| {
+        sqlx::query("UPDATE sessions SET credentials_epoch = $1 WHERE id = $2")
+            .bind(epoch)
+            .bind(session)
+            .execute(c)
+            .await
+            .map(drop)
+    })?;
+    Ok(())
+}
+
+/// What the session check reads of a session, in its tenant: the session, its user's current
+/// epoch, and the user's current role there (`None`: no longer a member).
+#[derive(sqlx::FromRow)]
+struct CheckedRow {
+    revoked_at: Option<OffsetDateTime>,
+    expires_at: OffsetDateTime,
+    last_used_at: OffsetDateTime,
+    credentials_epoch: i64,
+    user_epoch: i64,
+    role: Option<String>,
+}
+
+/// The revocation-aware check of [`crate::StrictJwtAuthLayer`] over the database: the session
+/// must be live (not revoked, not expired or idle, its user's credentials unchanged) and its
+/// user still a member of the token's tenant, whose current role replaces the token's.
+impl crate::SessionCheck for crate::RefreshSessions<Database> {
+    fn check<'a>(
+        &'a self,
+        principal: &'a Principal,
+    ) -> crate::CheckFuture<'a, crate::SessionState> {
+        Box::pin(async move {
+            // The tenant is the verified token's: its session and membership rows are read in
+            // that tenant's own scope.
+            let mut tx = self
+                .store()
+                .begin_read(&TenantScope::for_system(principal.tenant_id()))
+                .await?;
+            let row: Option<CheckedRow> = with_conn!(&mut tx, |c| {
+                sqlx::query_as(
+                    "SELECT s.revoked_at, s.expires_at, s.last_used_at, s.credentials_epoch, \
+                     u.credentials_epoch AS user_epoch, m.role \
+                     FROM sessions s JOIN users u ON u.id = s.user_id \
+                     LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = s.user_id \
+                     WHERE s.id = $1 AND s.tenant_id = $2 AND s.user_id = $3",
+                )
+                .bind(principal.session_id())
+                .bind(principal.tenant_id())
+                .bind(principal.user_id())
+                .fetch_optional(c)
+                .await
+            })?;
+            tx.commit().await?;
+            let now = self.now();
+            let live = row.and_then(|row| {
+                let over = row.revoked_at.is_some()
+                    || now >= row.expires_at
+                    || now - row.last_used_at > self.config().idle
+                    || row.credentials_epoch != row.user_epoch;
+                let role = row.role.and_then(|role| role.parse::<Role>().ok())?;
+                (!over).then_some(role)
+            });
+            Ok(match live {
+                Some(role) => crate::SessionState::Live { role: Some(role) },
+                None => crate::SessionState::Over,
+            })
+        })
     }
 }
 

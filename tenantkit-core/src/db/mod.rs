@@ -75,6 +75,7 @@ impl DatabaseOptions {
 #[derive(Clone)]
 pub struct Database {
     pool: Pool,
+    pub(crate) audit_key: Option<crate::AuditKey>,
 }
 
 #[derive(Clone)]
@@ -151,7 +152,17 @@ impl Database {
                 )));
             }
         };
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            audit_key: None,
+        })
+    }
+
+    /// Anchors every audit entry written through this handle with `key` (see
+    /// [`crate::AuditKey`]).
+    pub fn with_audit_key(mut self, key: crate::AuditKey) -> Self {
+        self.audit_key = Some(key);
+        self
     }
 
     fn supported_schemes() -> &'static str {
@@ -237,7 +248,7 @@ impl Database {
     async fn begin_tenant(&self, scope: &TenantScope, mode: Mode) -> Result<TenantTx> {
         let tenant = scope.tenant_id().to_string();
         let conn = self.begin_conn(mode, Settings::Tenant(&tenant)).await?;
-        Ok(TenantTx::new(*scope, conn))
+        Ok(TenantTx::new(*scope, conn, self.audit_key.clone()))
     }
 
     /// Begins a read-write transaction that sees one user's rows across tenants.
@@ -271,6 +282,7 @@ impl Database {
     pub async fn begin_system(&self) -> Result<SystemTx> {
         Ok(SystemTx::new(
             self.begin_conn(Mode::ReadWrite, Settings::System).await?,
+            self.audit_key.clone(),
         ))
     }
 
@@ -281,6 +293,7 @@ impl Database {
     pub async fn begin_system_read(&self) -> Result<SystemTx> {
         Ok(SystemTx::new(
             self.begin_conn(Mode::ReadOnly, Settings::System).await?,
+            self.audit_key.clone(),
         ))
     }
 

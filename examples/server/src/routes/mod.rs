@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
-use tenantkit_auth::{CachedRevocation, JwtAuthLayer, StrictJwtAuthLayer};
+use tenantkit_auth::{CachedSessionCheck, JwtAuthLayer, StrictJwtAuthLayer};
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -32,7 +32,7 @@ pub const UNDOCUMENTED_ROUTES: &[(&str, &str)] = &[("get", "/openapi.json"), ("g
 
 /// Every route (without the cross-cutting layers, see [`crate::app`]) and the finished OpenAPI
 /// document, as JSON.
-pub(crate) fn router(state: &AppState, strict_sessions: bool) -> (Router<AppState>, Arc<str>) {
+pub(crate) fn router(state: &AppState, config: &crate::Config) -> (Router<AppState>, Arc<str>) {
     let public = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
@@ -46,11 +46,15 @@ pub(crate) fn router(state: &AppState, strict_sessions: bool) -> (Router<AppStat
         .routes(routes!(recovery::confirm_verification));
     // `route_layer`, so an unknown path stays a 404 rather than becoming a 401.
     let tokens = state.auth.tokens().clone();
-    let protected = if strict_sessions {
-        let revocation = CachedRevocation::new(Arc::new(state.auth.sessions().clone()));
-        protected().route_layer(StrictJwtAuthLayer::new(tokens.clone(), revocation))
-    } else {
-        protected().route_layer(JwtAuthLayer::new(tokens.clone()))
+    let protected = match config.session_check {
+        crate::SessionCheckMode::Strict => {
+            let check = CachedSessionCheck::with_ttl(
+                Arc::new(state.auth.sessions().clone()),
+                config.session_check_ttl(),
+            );
+            protected().route_layer(StrictJwtAuthLayer::new(tokens.clone(), check))
+        }
+        crate::SessionCheckMode::Off => protected().route_layer(JwtAuthLayer::new(tokens.clone())),
     };
     // Accepting works with or without a token: with one, for that account.
     let accept = OpenApiRouter::new()

@@ -115,28 +115,14 @@ pub(crate) async fn patch_member(
     ApiId(user): ApiId<UserId>,
     ApiJson(body): ApiJson<RolePatch>,
 ) -> Result<Json<Membership>> {
-    principal.require(Permission::ManageMembers)?;
-    let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
-    let (membership, previous) = tx.change_role(user, body.role, principal.user_id()).await?;
-    let event = client
-        .event("member.role_changed", Some(principal.user_id()))
-        .target("user", user)
-        .details(json!({ "from": previous, "to": membership.role }));
-    tx.audit(event).await?;
-    tx.commit().await?;
-    if membership.role < previous {
-        // A demotion takes effect now, not when the member's access token expires.
-        state
-            .auth
-            .sessions()
-            .revoke_user_in_tenant(user, principal.tenant_id(), "demoted")
-            .await?;
-    }
+    let membership = state
+        .auth
+        .change_member_role(&client, &principal, user, body.role)
+        .await?;
     Ok(Json(membership))
 }
 
-/// `DELETE /v1/members/{user_id}`: removes a member (their sessions in this tenant end at the
-/// next refresh, which re-checks the membership).
+/// `DELETE /v1/members/{user_id}`: removes a member; their sessions in this tenant end with it.
 #[utoipa::path(
     delete,
     path = "/v1/members/{user_id}",
@@ -151,20 +137,7 @@ pub(crate) async fn delete_member(
     principal: Principal,
     ApiId(user): ApiId<UserId>,
 ) -> Result<StatusCode> {
-    principal.require(Permission::ManageMembers)?;
-    let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
-    let removed = tx.remove_member(user, principal.user_id()).await?;
-    let event = client
-        .event("member.removed", Some(principal.user_id()))
-        .target("user", user)
-        .details(json!({ "role": removed.role }));
-    tx.audit(event).await?;
-    tx.commit().await?;
-    state
-        .auth
-        .sessions()
-        .revoke_user_in_tenant(user, principal.tenant_id(), "removed")
-        .await?;
+    state.auth.remove_member(&client, &principal, user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,0 +1,77 @@
+//! Membership changes that end sessions: a demotion or a removal takes effect on the member's
+//! sessions in the same transaction as the change and its audit entry.
+
+use tenantkit_core::{ClientInfo, Membership, Permission, Principal, Role, TenantScope, UserId};
+
+use super::{AuthFlows, event};
+use crate::Result;
+use crate::store::sessions::revoke_sessions;
+
+impl AuthFlows {
+    /// Changes `user`'s role, as `principal` (whose current role is read from the database).
+    /// Only owners grant or take `owner`; the last owner stays. A demotion ends the member's
+    /// sessions in this tenant, in the same transaction as the change and its audit entry.
+    ///
+    /// # Errors
+    /// `forbidden`, `not_found` (not a member), `conflict` (the last owner).
+    #[tracing::instrument(skip_all, fields(tenant = %principal.tenant_id(), user = %user))]
+    pub async fn change_member_role(
+        &self,
+        client: &ClientInfo,
+        principal: &Principal,
+        user: UserId,
+        role: Role,
+    ) -> Result<Membership> {
+        principal.require(Permission::ManageMembers)?;
+        let mut tx = self.db.begin(&TenantScope::of(principal)).await?;
+        let (membership, previous) = tx.change_role(user, role, principal.user_id()).await?;
+        let entry = event(
+            client,
+            "member.role_changed",
+            Some(principal.user_id()),
+            "user",
+            user,
+        )
+        .details(serde_json::json!({ "from": previous, "to": membership.role }));
+        tx.audit(entry).await?;
+        if membership.role < previous {
+            // A demotion takes effect now, not when the member's access token expires.
+            let tenant = Some(principal.tenant_id());
+            let now = self.sessions.now();
+            revoke_sessions(&mut tx, user, None, tenant, now, "demoted").await?;
+        }
+        tx.commit().await?;
+        Ok(membership)
+    }
+
+    /// Removes `user` from the tenant, as `principal`. Only owners remove owners; never the
+    /// last one. Their sessions in this tenant end in the same transaction.
+    ///
+    /// # Errors
+    /// `forbidden`, `not_found` (not a member), `conflict` (the last owner).
+    #[tracing::instrument(skip_all, fields(tenant = %principal.tenant_id(), user = %user))]
+    pub async fn remove_member(
+        &self,
+        client: &ClientInfo,
+        principal: &Principal,
+        user: UserId,
+    ) -> Result<Membership> {
+        principal.require(Permission::ManageMembers)?;
+        let mut tx = self.db.begin(&TenantScope::of(principal)).await?;
+        let removed = tx.remove_member(user, principal.user_id()).await?;
+        let entry = event(
+            client,
+            "member.removed",
+            Some(principal.user_id()),
+            "user",
+            user,
+        )
+        .details(serde_json::json!({ "role": removed.role }));
+        tx.audit(entry).await?;
+        let tenant = Some(principal.tenant_id());
+        let now = self.sessions.now();
+        revoke_sessions(&mut tx, user, None, tenant, now, "removed").await?;
+        tx.commit().await?;
+        Ok(removed)
+    }
+}
