@@ -45,6 +45,11 @@ pub enum Error {
     /// invitation sent to an address that has an account).
     #[error("login required")]
     LoginRequired,
+    /// The password was right but the account's address is unproven, and this deployment
+    /// signs in only proven addresses ([`crate::flows::SignupMode::VerifyFirst`]). A new link
+    /// has been mailed.
+    #[error("email address not verified")]
+    EmailUnverified,
     /// A new password breaks the policy (too short, too long, too common).
     #[error("password rejected by policy")]
     WeakPassword(Vec<FieldError>),
@@ -148,6 +153,10 @@ fn problem_body(err: &Error) -> Problem {
         Error::LoginRequired => Problem::new(
             ErrorCode::Unauthenticated,
             "This address has an account; log in and try again with its access token.",
+        ),
+        Error::EmailUnverified => Problem::new(
+            ErrorCode::EmailUnverified,
+            "Confirm your email address first: a link has been sent to it.",
         ),
         Error::WeakPassword(errors) => Problem::new(
             ErrorCode::ValidationFailed,

@@ -57,16 +57,28 @@ impl OutboxMailer {
 impl Mailer for OutboxMailer {
     fn send(&self, message: Message) -> SendFuture<'_> {
         Box::pin(async move {
-            tokio::fs::create_dir_all(&self.dir)
-                .await
-                .map_err(|e| Error::Mail(e.to_string()))?;
+            let failed = |e: std::io::Error| Error::Mail(e.to_string());
+            // The messages hold live tokens: only the server's user may read them.
+            let mut dir = tokio::fs::DirBuilder::new();
+            dir.recursive(true);
+            #[cfg(unix)]
+            dir.mode(0o700);
+            dir.create(&self.dir).await.map_err(failed)?;
             let name = format!("{}.json", uuid::Uuid::now_v7());
             let path = self.dir.join(name);
             let json =
                 serde_json::to_vec_pretty(&message).map_err(|e| Error::Mail(e.to_string()))?;
-            tokio::fs::write(&path, json)
+            let mut file = tokio::fs::OpenOptions::new();
+            file.write(true).create_new(true);
+            #[cfg(unix)]
+            file.mode(0o600);
+            let mut file = file.open(&path).await.map_err(failed)?;
+            tokio::io::AsyncWriteExt::write_all(&mut file, &json)
                 .await
-                .map_err(|e| Error::Mail(e.to_string()))?;
+                .map_err(failed)?;
+            tokio::io::AsyncWriteExt::flush(&mut file)
+                .await
+                .map_err(failed)?;
             tracing::info!(to = %message.to, subject = %message.subject, file = %path.display(), "email written to the outbox");
             Ok(())
         })

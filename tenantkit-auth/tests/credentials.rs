@@ -43,7 +43,8 @@ async fn fixture(backend: Backend) -> Option<Fixture> {
 }
 
 async fn sign_up(f: &Fixture, email: &str) -> tenantkit_auth::flows::SignedUp {
-    f.flows
+    let outcome = f
+        .flows
         .signup(
             &f.client,
             SignupRequest {
@@ -54,7 +55,11 @@ async fn sign_up(f: &Fixture, email: &str) -> tenantkit_auth::flows::SignedUp {
             },
         )
         .await
-        .expect("signup")
+        .expect("signup");
+    match outcome {
+        tenantkit_auth::flows::SignupOutcome::SignedIn(signed_up) => *signed_up,
+        other => panic!("open signup signs in: {other:?}"),
+    }
 }
 
 fn db(f: &Fixture) -> &Database {

@@ -115,13 +115,13 @@ impl Database {
         let mut errors = Vec::new();
         check_text(&mut errors, "tenant_name", &name, 200);
         finish_validation(errors)?;
-        let slug = match new.slug {
-            Some(slug) => slug,
-            None => Slug::from_name(&name)?,
-        };
-        let tenant = Tenant {
+        // A slug the caller chose is theirs or a conflict; a derived one (never sent, so never
+        // the caller's mistake) moves to a suffixed candidate when taken.
+        let derived = new.slug.is_none();
+        let mut slug = new.slug.unwrap_or_else(|| Slug::from_name(&name));
+        let mut tenant = Tenant {
             id: TenantId::new(),
-            slug,
+            slug: slug.clone(),
             name,
             plan: PlanName::free(),
             created_at: now(),
@@ -136,20 +136,32 @@ impl Database {
             conn,
             self.audit_key.clone(),
         );
-        with_conn!(&mut tx, |c| {
-            sqlx::query(
-                "INSERT INTO tenants (id, slug, name, plan, created_at) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(tenant.id)
-            .bind(&tenant.slug)
-            .bind(&tenant.name)
-            .bind(&tenant.plan)
-            .bind(tenant.created_at)
-            .execute(c)
-            .await
-            .map(|done| done.rows_affected())
-        })
-        .map_err(conflict_as("this tenant slug is already taken"))?;
+        for attempt in 0.. {
+            tenant.slug = slug.clone();
+            // ON CONFLICT DO NOTHING: a taken slug leaves the transaction usable (and needs no
+            // read of other tenants' rows, which RLS hides).
+            let inserted = with_conn!(&mut tx, |c| {
+                sqlx::query(
+                    "INSERT INTO tenants (id, slug, name, plan, created_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (slug) DO NOTHING",
+                )
+                .bind(tenant.id)
+                .bind(&tenant.slug)
+                .bind(&tenant.name)
+                .bind(&tenant.plan)
+                .bind(tenant.created_at)
+                .execute(c)
+                .await
+                .map(|done| done.rows_affected())
+            })?;
+            if inserted == 1 {
+                break;
+            }
+            if !derived || attempt == 4 {
+                return Err(Error::Conflict("this tenant slug is already taken".into()));
+            }
+            slug = Slug::with_suffix(Slug::from_name(&tenant.name).as_str());
+        }
         Ok((tenant, tx))
     }
 
@@ -328,21 +340,30 @@ impl SystemTx {
     /// # Errors
     /// [`Error::NotFound`] when the user does not exist.
     pub async fn mark_email_verified(&mut self, user: UserId, at: OffsetDateTime) -> Result<()> {
-        let updated = with_conn!(self, |c| {
-            sqlx::query(
-                "UPDATE users SET email_verified_at = COALESCE(email_verified_at, $1) WHERE id = $2",
-            )
-            .bind(at)
-            .bind(user)
-            .execute(c)
-            .await
-            .map(|done| done.rows_affected())
-        })?;
-        if updated == 0 {
-            return Err(Error::NotFound);
-        }
-        Ok(())
+        mark_email_verified(self, user, at).await
     }
+}
+
+/// Records that `user` proved their email address (the first time counts), in `tx`.
+async fn mark_email_verified<T: crate::Transaction>(
+    tx: &mut T,
+    user: UserId,
+    at: OffsetDateTime,
+) -> Result<()> {
+    let updated = with_conn!(tx, |c| {
+        sqlx::query(
+            "UPDATE users SET email_verified_at = COALESCE(email_verified_at, $1) WHERE id = $2",
+        )
+        .bind(at)
+        .bind(user)
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected())
+    })?;
+    if updated == 0 {
+        return Err(Error::NotFound);
+    }
+    Ok(())
 }
 
 impl UserTx {
@@ -396,6 +417,15 @@ impl TenantTx {
         })
         .map_err(conflict_as("this email address is already registered"))?;
         Ok(user)
+    }
+
+    /// Records that `user` proved their email address (the first time counts), inside this
+    /// transaction (accepting a mailed invitation proves the mailbox).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the user does not exist.
+    pub async fn mark_email_verified(&mut self, user: UserId, at: OffsetDateTime) -> Result<()> {
+        mark_email_verified(self, user, at).await
     }
 
     /// Makes `user` a member of this tenant with `role`.

@@ -19,8 +19,10 @@ pub struct Invitation {
     /// The role the new member gets.
     #[sqlx(try_from = "String")]
     pub role: Role,
-    /// Who sent it.
+    /// Who sent it (`None` for the operator, or when the sender's account is gone).
     pub invited_by: Option<UserId>,
+    /// Whether the operator sent it (then no member's rights need to hold at acceptance).
+    pub by_operator: bool,
     /// When it was sent.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -32,35 +34,60 @@ pub struct Invitation {
     pub accepted_at: Option<OffsetDateTime>,
 }
 
-const COLUMNS: &str = "id, tenant_id, email, role, invited_by, created_at, expires_at, accepted_at";
+const COLUMNS: &str =
+    "id, tenant_id, email, role, invited_by, by_operator, created_at, expires_at, accepted_at";
+
+/// At most this many pending invitations per tenant: invitations cannot become a mail cannon.
+pub const MAX_PENDING_INVITATIONS: i64 = 200;
 
 impl TenantTx {
-    /// Stores an invitation to this tenant, known by the hash of its token.
+    /// Stores an invitation to this tenant, known by the hash of its token, sent by the member
+    /// `invited_by` (or, with `None`, by the operator).
     ///
     /// # Errors
-    /// [`crate::Error::Database`] on failure.
+    /// [`crate::Error::Conflict`] when the tenant already has
+    /// [`MAX_PENDING_INVITATIONS`] pending ones; [`crate::Error::Database`] on failure.
     pub async fn create_invitation(
         &mut self,
         email: Email,
         role: Role,
-        invited_by: UserId,
+        invited_by: Option<UserId>,
         token_hash: &[u8],
         expires_at: OffsetDateTime,
     ) -> Result<Invitation> {
+        let tenant = self.tenant_id();
+        let now = crate::now();
+        let pending: i64 = with_conn!(self, |c| {
+            sqlx::query_scalar(
+                "SELECT count(*) FROM invitations \
+                 WHERE tenant_id = $1 AND accepted_at IS NULL AND expires_at > $2",
+            )
+            .bind(tenant)
+            .bind(now)
+            .fetch_one(c)
+            .await
+        })?;
+        if pending >= MAX_PENDING_INVITATIONS {
+            return Err(crate::Error::Conflict(format!(
+                "this tenant has {MAX_PENDING_INVITATIONS} pending invitations; \
+                 withdraw some before sending more"
+            )));
+        }
         let invitation = Invitation {
             id: InvitationId::new(),
-            tenant_id: self.tenant_id(),
+            tenant_id: tenant,
             email,
             role,
-            invited_by: Some(invited_by),
-            created_at: crate::now(),
+            invited_by,
+            by_operator: invited_by.is_none(),
+            created_at: now,
             expires_at,
             accepted_at: None,
         };
         with_conn!(self, |c| {
             sqlx::query(
-                "INSERT INTO invitations (id, tenant_id, email, role, token_hash, invited_by, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                "INSERT INTO invitations (id, tenant_id, email, role, token_hash, invited_by, \
+                 by_operator, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(invitation.id)
             .bind(invitation.tenant_id)
@@ -68,6 +95,7 @@ impl TenantTx {
             .bind(invitation.role.as_str())
             .bind(token_hash)
             .bind(invitation.invited_by)
+            .bind(invitation.by_operator)
             .bind(invitation.created_at)
             .bind(invitation.expires_at)
             .execute(c)

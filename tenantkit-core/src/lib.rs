@@ -108,7 +108,7 @@ pub use directory::{Membership, NewTenant, NewUser, Tenant, User};
 pub use error::{Error, FieldError, Result};
 pub use id::{AuditEntryId, InvitationId, ParseIdError, SessionId, TeamId, TenantId, UserId};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use invitations::Invitation;
+pub use invitations::{Invitation, MAX_PENDING_INVITATIONS};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use members::Member;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

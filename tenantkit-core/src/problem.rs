@@ -31,6 +31,9 @@ pub enum ErrorCode {
     RefreshTokenReused,
     /// 403: authenticated but not allowed.
     Forbidden,
+    /// 403: the password was right, but the account's email address is not proven yet (in an
+    /// enumeration-safe signup mode, where signing in waits for it).
+    EmailUnverified,
     /// 404: no such resource in the caller's tenant.
     NotFound,
     /// 405: the route exists but not with this method.
@@ -65,7 +68,7 @@ impl ErrorCode {
             | ErrorCode::TokenExpired
             | ErrorCode::InvalidCredentials
             | ErrorCode::RefreshTokenReused => StatusCode::UNAUTHORIZED,
-            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden | ErrorCode::EmailUnverified => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -90,6 +93,7 @@ impl ErrorCode {
             ErrorCode::InvalidCredentials => "invalid_credentials",
             ErrorCode::RefreshTokenReused => "refresh_token_reused",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::EmailUnverified => "email_unverified",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::RequestTimeout => "request_timeout",
@@ -114,6 +118,7 @@ impl ErrorCode {
             ErrorCode::InvalidCredentials => "Invalid credentials",
             ErrorCode::RefreshTokenReused => "Refresh token reused",
             ErrorCode::Forbidden => "Forbidden",
+            ErrorCode::EmailUnverified => "Email address not verified",
             ErrorCode::NotFound => "Not found",
             ErrorCode::MethodNotAllowed => "Method not allowed",
             ErrorCode::RequestTimeout => "Request timeout",
@@ -338,6 +343,7 @@ mod tests {
             InvalidCredentials,
             RefreshTokenReused,
             Forbidden,
+            EmailUnverified,
             NotFound,
             MethodNotAllowed,
             Conflict,
@@ -357,6 +363,7 @@ mod tests {
                 && code != ErrorCode::TokenExpired
                 && code != ErrorCode::InvalidCredentials
                 && code != ErrorCode::RefreshTokenReused
+                && code != ErrorCode::EmailUnverified
             {
                 assert_eq!(ErrorCode::from_status(code.status()), Some(code), "{code}");
             }

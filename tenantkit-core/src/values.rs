@@ -124,22 +124,36 @@ impl Slug {
         }
     }
 
-    /// Derives a slug from a display name (`"Acme, Inc."` → `"acme-inc"`).
-    ///
-    /// # Errors
-    /// `validation_failed` when the name has too few letters or digits to make one.
-    pub fn from_name(name: &str) -> Result<Self> {
-        let mut slug = String::with_capacity(name.len());
+    /// Derives a slug from a display name (`"Acme, Inc."` → `"acme-inc"`). A name with too
+    /// few ASCII letters or digits (`"T"`, `"東京"`) still gets a valid slug: what it has,
+    /// padded with a random suffix (`"t-3f9a2c"`, `"tenant-3f9a2c"`).
+    pub fn from_name(name: &str) -> Self {
+        let mut slug = String::with_capacity(name.len().min(64));
         for c in name.chars().flat_map(char::to_lowercase) {
+            if slug.len() >= 63 {
+                break;
+            }
             if c.is_ascii_alphanumeric() {
                 slug.push(c);
             } else if !slug.is_empty() && !slug.ends_with('-') {
                 slug.push('-');
             }
         }
-        slug.truncate(63);
         let slug = slug.trim_end_matches('-');
-        Slug::parse(slug)
+        match Slug::parse(slug) {
+            Ok(slug) => slug,
+            Err(_) if slug.is_empty() => Slug::with_suffix("tenant"),
+            Err(_) => Slug::with_suffix(slug),
+        }
+    }
+
+    /// `base` (itself made of valid slug characters, at most 56 bytes kept) with a random
+    /// six-character suffix: a fresh candidate when a derived slug is taken.
+    pub(crate) fn with_suffix(base: &str) -> Self {
+        let random = uuid::Uuid::now_v7().simple().to_string();
+        let base: String = base.chars().take(56).collect();
+        let base = base.trim_end_matches('-');
+        Slug(format!("{base}-{}", &random[random.len() - 6..]))
     }
 
     /// The slug text.
@@ -349,11 +363,21 @@ mod tests {
         ] {
             assert!(Slug::parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(
-            Slug::from_name("Acme, Inc.").expect("derive").as_str(),
-            "acme-inc"
+        assert_eq!(Slug::from_name("Acme, Inc.").as_str(), "acme-inc");
+        for short in ["T", "!!", "東京", "a-", &"é".repeat(300)] {
+            let derived = Slug::from_name(short);
+            assert!(
+                Slug::parse(derived.as_str()).is_ok(),
+                "{short:?} → {derived}"
+            );
+        }
+        assert!(Slug::from_name("T").as_str().starts_with("t-"));
+        assert!(Slug::from_name("東京").as_str().starts_with("tenant-"));
+        let long = Slug::from_name(&"ab ".repeat(100));
+        assert!(
+            long.as_str().len() <= 63 && Slug::parse(long.as_str()).is_ok(),
+            "{long}"
         );
-        assert!(Slug::from_name("!!").is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use tenantkit_core::testing::{TestDb, TwoTenants};
 use tenantkit_core::{
     Backend, Email, Error, Limit, Migrations, NewTeam, NewTenant, NewUser, PageRequest, RawConn,
-    Role, Slug, Team, TeamFilter, TeamPatch, TenantScoped,
+    Role, Slug, Team, TeamFilter, TeamPatch, TenantScoped, now,
 };
 
 async fn db(backend: Backend) -> Option<TestDb> {
@@ -212,3 +212,53 @@ tenantkit_core::backend_tests!(
     directory_enforces_unique_slugs_and_emails,
     teams_group_members_of_their_own_tenant,
 );
+
+/// Pending invitations are capped per tenant (accepted or expired ones do not count).
+async fn pending_invitations_are_capped(test_db: TestDb) {
+    let db = &test_db.db;
+    let world = TwoTenants::create(db).await;
+    let mut tx = db.begin(&world.a.scope()).await.expect("begin");
+    let expires = now() + std::time::Duration::from_secs(3600);
+    for n in 0..tenantkit_core::MAX_PENDING_INVITATIONS {
+        tx.create_invitation(
+            Email::parse(&format!("guest{n}@alpha.test")).expect("email"),
+            Role::Viewer,
+            Some(world.a.owner.id),
+            &n.to_be_bytes(),
+            expires,
+        )
+        .await
+        .expect("under the cap");
+    }
+    let over = tx
+        .create_invitation(
+            Email::parse("one-too-many@alpha.test").expect("email"),
+            Role::Viewer,
+            None,
+            b"over",
+            expires,
+        )
+        .await;
+    assert!(
+        matches!(over, Err(tenantkit_core::Error::Conflict(_))),
+        "{over:?}"
+    );
+    tx.commit().await.expect("commit");
+    // Another tenant has its own room.
+    let mut tx = db.begin(&world.b.scope()).await.expect("begin");
+    tx.create_invitation(
+        Email::parse("guest@beta.test").expect("email"),
+        Role::Viewer,
+        None,
+        b"beta",
+        expires,
+    )
+    .await
+    .expect("b's own cap");
+    tx.commit().await.expect("commit");
+}
+
+mod invitations {
+    tenantkit_core::backend_tests!(fixture = db; pending_invitations_are_capped);
+    use super::{db, pending_invitations_are_capped};
+}

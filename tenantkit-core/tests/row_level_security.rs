@@ -107,7 +107,7 @@ async fn core_tenant_tables_hide_other_tenants_rows_without_the_app_filter() {
     tx.create_invitation(
         Email::parse("guest@alpha.test").expect("email"),
         Role::Viewer,
-        world.a.owner.id,
+        Some(world.a.owner.id),
         &[1u8; 32],
         now() + Duration::from_secs(3600),
     )
@@ -167,7 +167,7 @@ async fn invitations_are_reached_only_by_their_token_outside_their_tenant() {
         .create_invitation(
             Email::parse("guest@alpha.test").expect("email"),
             Role::Member,
-            world.a.owner.id,
+            Some(world.a.owner.id),
             &hash,
             now() + Duration::from_secs(3600),
         )

@@ -35,6 +35,8 @@ pub struct TestServer {
     pub world: TwoTenants,
     /// The server's token issuer (same keys and configuration).
     pub tokens: AccessTokens,
+    /// The server's auth flows (for what an operator does outside HTTP, as the CLI does).
+    pub flows: tenantkit_auth::flows::AuthFlows,
     /// Every email the server sent.
     pub mailer: std::sync::Arc<tenantkit_auth::MemoryMailer>,
     /// The server's data folder (dev keys, outbox).
@@ -79,6 +81,7 @@ impl TestServer {
             .expect("the server starts")
             .with_mailer(mailer.clone());
         let tokens = server.state().auth.tokens().clone();
+        let flows = server.state().auth.clone();
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
@@ -96,6 +99,7 @@ impl TestServer {
             test_db,
             world,
             tokens,
+            flows,
             mailer,
             data_dir,
             shutdown: Some(shutdown),

@@ -45,8 +45,18 @@ async fn a_new_teammate_joins_with_the_mailed_token(server: TestServer) {
         (invitation["email"].as_str(), invitation["role"].as_str()),
         (Some("newbie@example.com"), Some("member"))
     );
+    assert!(
+        invitation.get("token").is_none(),
+        "the token travels only by mail: the inviter cannot accept for the invitee"
+    );
     let mailed = server.mailed_token("newbie@example.com", "invited").await;
-    assert_eq!(invitation["token"].as_str(), Some(mailed.as_str()));
+    let mail = server
+        .mailer
+        .sent()
+        .into_iter()
+        .find(|m| m.to == "newbie@example.com")
+        .expect("the invitation");
+    assert_eq!(mail.subject, tenantkit_auth::flows::INVITATION_SUBJECT);
 
     // A weak password is refused, and the invitation stays usable.
     let (status, _) = accept(
@@ -77,10 +87,9 @@ async fn a_new_teammate_joins_with_the_mailed_token(server: TestServer) {
         .body;
     assert_eq!(me["tenant"]["id"], json!(server.world.a.tenant.id));
     assert!(
-        me["user"]["email_verified_at"].is_null(),
-        "the inviter saw the token too: no proof of the mailbox"
+        me["user"]["email_verified_at"].is_string(),
+        "only the mailbox saw the token: accepting proves the address"
     );
-    server.mailed_token("newbie@example.com", "Verify").await;
     // The new member creates a task right away.
     let project = server
         .call_with_token(
@@ -159,8 +168,9 @@ async fn invitation_misuse_is_refused(server: TestServer) {
     // An existing account (B's owner) is invited to A.
     let b_owner = server.with_live_session(&server.world.b.principal).await;
     let b_email = server.world.b.owner.email.to_string();
-    let (_, invitation) = invite(&server, &admin, &b_email, "viewer").await;
-    let token = invitation["token"].as_str().expect("token").to_owned();
+    let (status, _) = invite(&server, &admin, &b_email, "viewer").await;
+    assert_eq!(status, StatusCode::CREATED);
+    let token = server.mailed_token(&b_email, "invited").await;
     let (status, body) = accept(
         &server,
         None,
@@ -202,6 +212,7 @@ async fn pending_invitations_can_be_listed_and_revoked(server: TestServer) {
     let owner = server.world.a.principal.clone();
     let (_, member) = server.add_user(&server.world.a, Role::Member).await;
     let (_, first) = invite(&server, &owner, "one@example.com", "viewer").await;
+    let first_token = server.mailed_token("one@example.com", "invited").await;
     invite(&server, &owner, "two@example.com", "member").await;
 
     let (status, pending) = send(
@@ -217,7 +228,7 @@ async fn pending_invitations_can_be_listed_and_revoked(server: TestServer) {
     assert_eq!(items.len(), 2);
     let text = pending.to_string();
     assert!(
-        !text.contains(first["token"].as_str().expect("token")) && !text.contains("token_hash"),
+        !text.contains(&first_token) && !text.contains("token_hash"),
         "never the token"
     );
     let (status, _) = send(
@@ -240,7 +251,7 @@ async fn pending_invitations_can_be_listed_and_revoked(server: TestServer) {
     let (status, _) = accept(
         &server,
         None,
-        json!({"token": first["token"], "password": "a teammate passphrase"}),
+        json!({"token": first_token, "password": "a teammate passphrase"}),
     )
     .await;
     assert_eq!(
@@ -291,4 +302,285 @@ async fn pending_invitations_can_be_listed_and_revoked(server: TestServer) {
 mod listing {
     tenantkit_core::backend_tests!(fixture = tenantkit_e2e::server; pending_invitations_can_be_listed_and_revoked);
     use super::pending_invitations_can_be_listed_and_revoked;
+}
+
+/// Pre-account hijacking: anyone can register any address, so an account whose address is
+/// unproven is unclaimed. The operator "adding" it invites instead of attaching it; only the
+/// mailbox gets the token; its owner claims the account by a mailed reset, which ends the
+/// squatter's password and sessions; only then does the account join.
+async fn an_unverified_account_is_never_attached_to_a_tenant(server: TestServer) {
+    use tenantkit_auth::flows::UserAdded;
+    use tenantkit_core::ClientInfo;
+    const SQUATTER: &str = "the squatter's passphrase";
+    let squatter = send(
+        &server,
+        None,
+        Method::POST,
+        "/v1/auth/signup",
+        json!({"email": "cto@corp.test", "password": SQUATTER, "tenant_name": "Squat", "tenant_slug": "squat"}),
+    )
+    .await
+    .1;
+    let slug = server.world.a.tenant.slug.to_string();
+    let added = server
+        .flows
+        .add_user(&ClientInfo::operator(), "cto@corp.test", &slug, Role::Admin)
+        .await
+        .expect("add the user");
+    assert!(
+        matches!(
+            added,
+            UserAdded::Invited {
+                mailed: true,
+                role: Role::Admin,
+                ..
+            }
+        ),
+        "an unverified account is invited, not attached: {added:?}"
+    );
+    let cto = server
+        .test_db
+        .db
+        .find_user_by_email(&tenantkit_core::Email::parse("cto@corp.test").expect("email"))
+        .await
+        .expect("lookup")
+        .expect("user");
+    assert_eq!(
+        server
+            .test_db
+            .db
+            .memberships_of(cto.id)
+            .await
+            .expect("memberships")
+            .len(),
+        1,
+        "still only a member of the squatter's own tenant"
+    );
+    // The squatter's password gets nothing in A: not by login, not by switching.
+    let (status, _) = send(
+        &server,
+        None,
+        Method::POST,
+        "/v1/auth/login",
+        json!({"email": "cto@corp.test", "password": SQUATTER, "tenant": slug}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let squatter_access = squatter["access_token"].as_str().expect("token").to_owned();
+    let switch = server
+        .call_with_token(
+            Some(&squatter_access),
+            Method::POST,
+            "/v1/auth/switch-tenant",
+            Some(json!({"tenant_id": server.world.a.tenant.id})),
+        )
+        .await;
+    assert!(switch.status.is_client_error(), "{}", switch.body);
+    // The invitation's token went only to the mailbox (the squatter cannot read it), and
+    // without it the account cannot accept.
+    let token = server.mailed_token("cto@corp.test", "invited").await;
+    let (status, _) = accept(&server, None, json!({"token": token})).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the account must sign in first"
+    );
+
+    // The mailbox's owner claims the account with a mailed reset...
+    let (status, _) = send(
+        &server,
+        None,
+        Method::POST,
+        "/v1/auth/password-reset/request",
+        json!({"email": "cto@corp.test"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let reset = server.mailed_token("cto@corp.test", "Reset").await;
+    let (status, _) = send(
+        &server,
+        None,
+        Method::POST,
+        "/v1/auth/password-reset/confirm",
+        json!({"token": reset, "new_password": "the real owner's passphrase"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // ...which ends the squatter's password and sessions,
+    let (status, _) = send(
+        &server,
+        None,
+        Method::POST,
+        "/v1/auth/login",
+        json!({"email": "cto@corp.test", "password": SQUATTER}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = send(
+        &server,
+        None,
+        Method::POST,
+        "/v1/auth/refresh",
+        json!({"refresh_token": squatter["refresh_token"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // ...and proves the address.
+    let (status, owner) = send(
+        &server,
+        None,
+        Method::POST,
+        "/v1/auth/login",
+        json!({"email": "cto@corp.test", "password": "the real owner's passphrase"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{owner}");
+    let owner_access = owner["access_token"].as_str().expect("token").to_owned();
+    let me = server
+        .call_with_token(Some(&owner_access), Method::GET, "/v1/me", None)
+        .await
+        .body;
+    assert!(me["user"]["email_verified_at"].is_string(), "{me}");
+    let joined = server
+        .call_with_token(
+            Some(&owner_access),
+            Method::POST,
+            "/v1/invitations/accept",
+            Some(json!({"token": token})),
+        )
+        .await;
+    assert_eq!(joined.status, StatusCode::OK, "{}", joined.body);
+    assert_eq!(joined.body["role"], "admin");
+
+    // A verified account is attached at once.
+    let b_slug = server.world.b.tenant.slug.to_string();
+    let added = server
+        .flows
+        .add_user(
+            &ClientInfo::operator(),
+            "cto@corp.test",
+            &b_slug,
+            Role::Viewer,
+        )
+        .await
+        .expect("attach");
+    assert!(
+        matches!(
+            added,
+            UserAdded::Attached {
+                role: Role::Viewer,
+                ..
+            }
+        ),
+        "{added:?}"
+    );
+    assert_eq!(
+        server
+            .test_db
+            .db
+            .memberships_of(cto.id)
+            .await
+            .expect("memberships")
+            .len(),
+        3
+    );
+    // Attaching twice is a conflict, not a second membership.
+    let again = server
+        .flows
+        .add_user(
+            &ClientInfo::operator(),
+            "cto@corp.test",
+            &b_slug,
+            Role::Viewer,
+        )
+        .await;
+    assert!(
+        matches!(
+            again,
+            Err(tenantkit_auth::Error::Core(
+                tenantkit_core::Error::Conflict(_)
+            ))
+        ),
+        "{again:?}"
+    );
+}
+
+/// Invitations are no mail cannon: a budget per inviter and per tenant, a fixed subject
+/// (never the tenant's free text).
+async fn invitations_are_limited_and_carry_no_free_text_in_the_subject(server: TestServer) {
+    let owner = server.world.a.principal.clone();
+    let spammy = "Cheap pills at spam.example";
+    server
+        .test_db
+        .execute_as_owner(&format!(
+            "UPDATE tenants SET name = '{spammy}' WHERE slug = '{}'",
+            server.world.a.tenant.slug
+        ))
+        .await;
+    for n in 0..30 {
+        let (status, body) =
+            invite(&server, &owner, &format!("friend{n}@example.com"), "viewer").await;
+        assert_eq!(status, StatusCode::CREATED, "{n}: {body}");
+    }
+    let (status, body) = invite(&server, &owner, "one-more@example.com", "viewer").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")),
+        "30 per inviter per hour"
+    );
+    // Other admins share the tenant's budget of 100 an hour.
+    let mut sent = 30;
+    'admins: loop {
+        let (_, admin) = server.add_user(&server.world.a, Role::Admin).await;
+        for n in 0..30 {
+            let (status, body) = invite(
+                &server,
+                &admin,
+                &format!("more{sent}-{n}@example.com"),
+                "viewer",
+            )
+            .await;
+            if sent == 100 {
+                assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+                break 'admins;
+            }
+            assert_eq!(status, StatusCode::CREATED, "{sent}: {body}");
+            sent += 1;
+        }
+    }
+    // Another tenant's budget is its own.
+    let (status, _) = invite(
+        &server,
+        &server.world.b.principal,
+        "friend0@example.com",
+        "viewer",
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // Wait for the background deliveries, then look at every subject.
+    server.mailed_token("friend0@example.com", "invited").await;
+    let mut mails = Vec::new();
+    for _ in 0..100 {
+        mails = server.mailer.sent();
+        if mails.len() >= 101 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(mails.len(), 101);
+    for mail in &mails {
+        assert_eq!(mail.subject, tenantkit_auth::flows::INVITATION_SUBJECT);
+        assert!(!mail.subject.contains("spam"));
+    }
+}
+
+mod limits {
+    tenantkit_core::backend_tests!(fixture = tenantkit_e2e::server;
+        an_unverified_account_is_never_attached_to_a_tenant,
+        invitations_are_limited_and_carry_no_free_text_in_the_subject
+    );
+    use super::{
+        an_unverified_account_is_never_attached_to_a_tenant,
+        invitations_are_limited_and_carry_no_free_text_in_the_subject,
+    };
 }

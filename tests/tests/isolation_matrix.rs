@@ -289,7 +289,7 @@ async fn fixture(server: &TestServer, callers: &Callers, n: usize) -> Fixture {
         .create_invitation(
             email,
             Role::Member,
-            owner.owner.id,
+            Some(owner.owner.id),
             &n.to_be_bytes(),
             expires,
         )

@@ -42,8 +42,9 @@ pub async fn create_tenant(
     Ok(serde_json::to_value(result?).unwrap_or_default())
 }
 
-/// Adds a user to a tenant with `role` (audited), creating the account (with `password`) if
-/// the email is new; prints `{user_id, tenant_id, role, created}`.
+/// Adds `email` to a tenant with `role` (audited): a verified account is attached; for an
+/// unknown address or an unverified account an invitation is mailed instead (see
+/// `AuthFlows::add_user`). Prints `{outcome, ...}`.
 ///
 /// # Errors
 /// Unknown tenant, validation, conflicts (already a member), database errors.
@@ -52,12 +53,11 @@ pub async fn create_user(
     email: &str,
     tenant_slug: &str,
     role: Role,
-    password: Option<&Password>,
 ) -> Result<serde_json::Value, ServerError> {
     let db = open_database(config).await?;
     let flows = auth_flows(config, &db)?;
     let result = flows
-        .add_user(&ClientInfo::operator(), email, tenant_slug, role, password)
+        .add_user(&ClientInfo::operator(), email, tenant_slug, role)
         .await;
     db.close().await;
     Ok(serde_json::to_value(result?).unwrap_or_default())

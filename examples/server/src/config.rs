@@ -26,6 +26,24 @@ pub enum SessionCheckMode {
     Off,
 }
 
+/// How signup treats addresses (see [`tenantkit_auth::flows::SignupMode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SignupMode {
+    /// Signed in at once; a registered email answers 409.
+    Open,
+    /// Enumeration-safe: 202 for every well-formed signup; sign-in waits for a proven address.
+    VerifyFirst,
+}
+
+impl From<SignupMode> for tenantkit_auth::flows::SignupMode {
+    fn from(mode: SignupMode) -> Self {
+        match mode {
+            SignupMode::Open => Self::Open,
+            SignupMode::VerifyFirst => Self::VerifyFirst,
+        }
+    }
+}
+
 /// Everything the server needs to start. Every field has a flag and an environment variable;
 /// the defaults run the embedded configuration with no setup.
 #[derive(Clone, clap::Args)]
@@ -150,6 +168,18 @@ pub struct Config {
     )]
     pub session_check: SessionCheckMode,
 
+    /// `open` (the default): signup signs the owner in at once, and a registered email answers
+    /// 409 (which reveals that the address has an account). `verify-first`: every well-formed
+    /// signup answers the same 202, the account waits for its mailed link, and login refuses
+    /// an unproven address (`email_unverified`).
+    #[arg(
+        long,
+        env = "TENANTKIT_SIGNUP_MODE",
+        value_enum,
+        default_value = "open"
+    )]
+    pub signup_mode: SignupMode,
+
     /// Milliseconds a session check's answer is cached (at most 5000).
     #[arg(long, env = "TENANTKIT_SESSION_CHECK_TTL_MS", default_value_t = 5000)]
     pub session_check_ttl_ms: u64,
@@ -194,6 +224,7 @@ impl Default for Config {
             trusted_proxies: tenantkit_core::TrustedProxies::default(),
             public_url: None,
             session_check: SessionCheckMode::Strict,
+            signup_mode: SignupMode::Open,
             session_check_ttl_ms: 5000,
             audit_key_file: None,
             cors_origins: Vec::new(),
@@ -278,6 +309,7 @@ impl fmt::Debug for Config {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("public_url", &self.public_url)
             .field("session_check", &self.session_check)
+            .field("signup_mode", &self.signup_mode)
             .field("session_check_ttl_ms", &self.session_check_ttl_ms)
             .field("audit_key_file", &self.audit_key_file)
             .field("cors_origins", &self.cors_origins)

@@ -22,7 +22,7 @@ mod routes;
 mod run;
 mod telemetry;
 
-pub use config::{Config, LogFormat, SessionCheckMode, redact_url};
+pub use config::{Config, LogFormat, SessionCheckMode, SignupMode, redact_url};
 pub use layers::app;
 pub use routes::UNDOCUMENTED_ROUTES;
 pub use run::{

@@ -75,8 +75,8 @@ enum TenantCommand {
 
 #[derive(Debug, Subcommand)]
 enum UserCommand {
-    /// Add a user to a tenant, creating the account if needed (password from
-    /// TENANTKIT_PASSWORD or standard input).
+    /// Add a user to a tenant: a verified account is attached; an unknown address or an
+    /// unverified account is sent an invitation instead (accepting proves the mailbox).
     Create {
         /// The user's email.
         #[arg(long)]
@@ -140,15 +140,9 @@ async fn main() -> ExitCode {
                     tenant,
                     role,
                 },
-        } => {
-            // An existing account needs no password; a new one takes TENANTKIT_PASSWORD.
-            let password = std::env::var("TENANTKIT_PASSWORD")
-                .ok()
-                .map(tenantkit_auth::Password::new);
-            admin::create_user(&cli.config, &email, &tenant, role, password.as_ref())
-                .await
-                .map(|created| println!("{created}"))
-        }
+        } => admin::create_user(&cli.config, &email, &tenant, role)
+            .await
+            .map(|created| println!("{created}")),
         Command::Tenant {
             command: TenantCommand::Delete { slug },
         } => admin::delete_tenant(&cli.config, &slug)

@@ -155,7 +155,8 @@ pub fn auth_flows(config: &Config, db: &Database) -> Result<AuthFlows, ServerErr
     Ok(AuthFlows::new(db.clone(), tokens, sessions)
         .with_limits(Arc::new(RateLimits::new(config.rate_limits())))
         .with_mailer(mailer)
-        .with_public_url(&config.public_url()))
+        .with_public_url(&config.public_url())
+        .with_signup_mode(config.signup_mode.into()))
 }
 
 /// The server, ready to serve: its configuration and state. The binary and the end-to-end

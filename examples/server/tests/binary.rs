@@ -330,6 +330,8 @@ async fn tenant_and_user_create_then_log_in_over_http() {
     let created: serde_json::Value = serde_json::from_slice(&tenant.stdout).expect("json");
     assert_eq!(created["slug"], "acme-corp");
 
+    // A new address gets an invitation, mailed (to the outbox here), never a ready account:
+    // the operator cannot know who holds the mailbox.
     let user = run(
         &[
             "user",
@@ -341,25 +343,49 @@ async fn tenant_and_user_create_then_log_in_over_http() {
             "--role",
             "admin",
         ],
-        Some("a sturdy member passphrase"),
+        None,
     );
     assert!(
         user.status.success(),
         "{}",
         String::from_utf8_lossy(&user.stderr)
     );
-    let again = run(
-        &[
-            "user",
-            "create",
-            "--email",
-            "dev@example.com",
-            "--tenant",
-            "acme-corp",
-        ],
-        None,
+    let added: serde_json::Value = serde_json::from_slice(&user.stdout).expect("json");
+    assert_eq!(
+        (added["outcome"].as_str(), added["mailed"].as_bool()),
+        (Some("invited"), Some(true)),
+        "{added}"
     );
-    assert!(!again.status.success(), "already a member");
+    let outbox = dir.path().join("outbox");
+    let mails: Vec<_> = std::fs::read_dir(&outbox)
+        .expect("outbox")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    assert_eq!(mails.len(), 1);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |path: &Path| {
+            std::fs::metadata(path)
+                .expect("metadata")
+                .permissions()
+                .mode()
+        };
+        assert_eq!(mode(&mails[0]) & 0o777, 0o600, "it holds a live token");
+        assert_eq!(
+            mode(&outbox) & 0o077,
+            0,
+            "only the server's user may list it"
+        );
+    }
+    let mail: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&mails[0]).expect("read")).expect("json");
+    let token = mail["body"]
+        .as_str()
+        .and_then(|body| body.split_once("token="))
+        .and_then(|(_, after)| after.split_whitespace().next())
+        .expect("a token in the mail")
+        .to_owned();
     let missing = run(
         &[
             "user",
@@ -369,7 +395,7 @@ async fn tenant_and_user_create_then_log_in_over_http() {
             "--tenant",
             "no-such-tenant",
         ],
-        Some("a sturdy member passphrase"),
+        None,
     );
     assert!(!missing.status.success());
 
@@ -377,6 +403,13 @@ async fn tenant_and_user_create_then_log_in_over_http() {
     let mut child = server(dir.path(), port).spawn().expect("spawn");
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&base, &mut child).await;
+    let accepted = reqwest::Client::new()
+        .post(format!("{base}/v1/invitations/accept"))
+        .json(&serde_json::json!({"token": token, "password": "a sturdy member passphrase"}))
+        .send()
+        .await
+        .expect("accept");
+    assert_eq!(accepted.status(), 200);
     let login = reqwest::Client::new()
         .post(format!("{base}/v1/auth/login"))
         .json(&serde_json::json!({"email": "dev@example.com", "password": "a sturdy member passphrase", "tenant": "acme-corp"}))
@@ -402,9 +435,29 @@ async fn tenant_and_user_create_then_log_in_over_http() {
         .iter()
         .map(|entry| entry["action"].as_str().expect("action"))
         .collect();
-    assert_eq!(actions[..2], ["tenant.created", "member.added"], "{log}");
+    assert_eq!(
+        actions[..3],
+        [
+            "tenant.created",
+            "invitation.created",
+            "invitation.accepted"
+        ],
+        "{log}"
+    );
     terminate(&child);
     assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
+    let again = run(
+        &[
+            "user",
+            "create",
+            "--email",
+            "dev@example.com",
+            "--tenant",
+            "acme-corp",
+        ],
+        None,
+    );
+    assert!(!again.status.success(), "already a member");
 }
 
 #[tokio::test]

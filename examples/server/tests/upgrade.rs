@@ -11,8 +11,8 @@ use sqlx::migrate::Migrator;
 use tenantkit_auth::{SessionRecord, SessionStore as _};
 use tenantkit_core::testing::{TestDb, TwoTenants};
 use tenantkit_core::{
-    AuditEntry, AuditEntryId, Backend, Database, DatabaseOptions, Email, NewTeam, RawConn, Role,
-    Team, TenantScope, TenantScoped, now, with_conn,
+    AuditEntry, AuditEntryId, Backend, Database, DatabaseOptions, Email, InvitationId, NewTeam,
+    RawConn, Role, Team, TenantScope, TenantScoped, now, with_conn,
 };
 use tenantkit_server::domain::{NewProject, NewTask, Project, Task, all_migrations};
 
@@ -135,14 +135,25 @@ async fn fill(test_db: &TestDb) -> Filled {
     })
     .expect("audit");
     let invitation_hash = [7u8; 32];
-    tx.create_invitation(
-        Email::parse("new@alpha.test").expect("email"),
-        Role::Viewer,
-        world.a.owner.id,
-        &invitation_hash,
-        now() + Duration::from_secs(3600),
-    )
-    .await
+    // As wave 1 stored invitations (no operator flag yet).
+    let owner = world.a.owner.id;
+    with_conn!(&mut tx, |c| {
+        sqlx::query(
+            "INSERT INTO invitations (id, tenant_id, email, role, token_hash, invited_by, \
+             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(InvitationId::new())
+        .bind(tenant_a)
+        .bind(Email::parse("new@alpha.test").expect("email"))
+        .bind(Role::Viewer.as_str())
+        .bind(&invitation_hash[..])
+        .bind(owner)
+        .bind(now())
+        .bind(now() + Duration::from_secs(3600))
+        .execute(c)
+        .await
+        .map(drop)
+    })
     .expect("invitation");
     tx.commit().await.expect("commit");
     let at = now();

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tenantkit_core::{
-    ClientInfo, Email, Error as CoreError, InvitationId, NewUser, Permission, Principal, Role,
-    TenantId, TenantScope, now,
+    ClientInfo, Email, Error as CoreError, Invitation, InvitationId, NewUser, Permission,
+    Principal, Role, TenantId, TenantScope, TenantTx, UserId, now,
 };
 use time::OffsetDateTime;
 
@@ -25,16 +25,17 @@ pub struct InviteRequest {
     pub role: Role,
 }
 
-/// A new invitation, with its token: shown this once (and mailed), stored only hashed. Its
-/// `Debug` hides the token.
-#[derive(Serialize)]
+/// The subject of every invitation email: fixed, so no tenant's free text reaches a subject
+/// line (invitations must not become a way to send anyone a message of one's choosing).
+pub const INVITATION_SUBJECT: &str = "You have been invited to join a team";
+
+/// A new invitation. Its token is mailed to the invitee and answered to nobody: holding it
+/// proves the mailbox, so the inviter cannot accept on the invitee's behalf.
+#[derive(Debug, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InvitationCreated {
     /// The invitation's id, to revoke it.
     pub id: InvitationId,
-    /// The single-use token the invitee accepts with.
-    #[cfg_attr(feature = "openapi", schema(format = Password))]
-    pub token: String,
     /// Who may accept it.
     pub email: Email,
     /// The role it grants.
@@ -42,15 +43,6 @@ pub struct InvitationCreated {
     /// When it stops working.
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
-}
-
-impl std::fmt::Debug for InvitationCreated {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InvitationCreated")
-            .field("id", &self.id)
-            .field("role", &self.role)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The invitation token, and a password when it creates a new account. Its `Debug` hides
@@ -129,12 +121,43 @@ impl AuthFlows {
         {
             return Err(CoreError::Conflict("that address is already a member".into()).into());
         }
+        let (invitation, mail) = self
+            .store_invitation(
+                &mut tx,
+                client,
+                email,
+                request.role,
+                Some(principal.user_id()),
+            )
+            .await?;
+        tx.commit().await?;
+        // Only once committed: a rolled-back invitation sends nothing.
+        self.send_in_background(mail);
+        Ok(InvitationCreated {
+            id: invitation.id,
+            email: invitation.email,
+            role: invitation.role,
+            expires_at: invitation.expires_at,
+        })
+    }
+
+    /// Stores an invitation in `tx` (sent by `invited_by`, or the operator), audits it and
+    /// answers the mail that carries its token: the only place the token ever goes. The caller
+    /// sends it once `tx` has committed. No free text of the tenant's goes into the subject.
+    pub(super) async fn store_invitation(
+        &self,
+        tx: &mut TenantTx,
+        client: &ClientInfo,
+        email: Email,
+        role: Role,
+        invited_by: Option<UserId>,
+    ) -> Result<(Invitation, Message)> {
         let token = OneTimeToken::generate();
         let invitation = tx
             .create_invitation(
                 email,
-                request.role,
-                principal.user_id(),
+                role,
+                invited_by,
                 &token.hash(),
                 now() + INVITATION_TTL,
             )
@@ -142,32 +165,28 @@ impl AuthFlows {
         let entry = event(
             client,
             "invitation.created",
-            Some(principal.user_id()),
+            invited_by,
             "invitation",
             invitation.id,
         )
-        .details(serde_json::json!({ "email": invitation.email, "role": invitation.role }));
+        .details(serde_json::json!({
+            "email": invitation.email, "role": invitation.role, "by_operator": invited_by.is_none(),
+        }));
         tx.audit(entry).await?;
         let tenant = tx.tenant().await?;
-        tx.commit().await?;
-        self.send_in_background(Message {
+        let mail = Message {
             to: invitation.email.to_string(),
-            subject: format!("You are invited to {}", tenant.name),
+            subject: INVITATION_SUBJECT.to_owned(),
             body: format!(
-                "You were invited to join {} as {}. Accept within 7 days:\n\n{}/accept-invitation?token={}\n",
-                tenant.name,
+                "You were invited to join the workspace \"{}\" as {}. Accept within 7 days:\n\n\
+                 {}/accept-invitation?token={}\n\nIf you did not expect this, ignore this email.\n",
+                tenant.name.chars().take(80).collect::<String>(),
                 invitation.role,
                 self.public_url,
                 token.expose()
             ),
-        });
-        Ok(InvitationCreated {
-            id: invitation.id,
-            token: token.expose().to_owned(),
-            email: invitation.email,
-            role: invitation.role,
-            expires_at: invitation.expires_at,
-        })
+        };
+        Ok((invitation, mail))
     }
 
     /// Accepts an invitation. A new address creates its account (with `password`); an
@@ -219,15 +238,17 @@ impl AuthFlows {
         if !tx.accept_invitation(invitation.id, now()).await? {
             return Err(invalid().into());
         }
-        // A demoted or removed admin's pending invitations die with their rights.
+        // A demoted or removed admin's pending invitations die with their rights (the
+        // operator's stand as long as they are open).
         let inviter_role = match invitation.invited_by {
             Some(inviter) => tx.member(inviter).await?.map(|m| m.role),
             None => None,
         };
-        let still_allowed = inviter_role.is_some_and(|role| {
-            role.allows(Permission::ManageMembers)
-                && (invitation.role != Role::Owner || role == Role::Owner)
-        });
+        let still_allowed = invitation.by_operator
+            || inviter_role.is_some_and(|role| {
+                role.allows(Permission::ManageMembers)
+                    && (invitation.role != Role::Owner || role == Role::Owner)
+            });
         if !still_allowed {
             return Err(invalid().into());
         }
@@ -242,6 +263,10 @@ impl AuthFlows {
             }
         };
         tx.add_member(user.id, invitation.role).await?;
+        // The token only ever travelled by mail to this address: holding it proves the
+        // mailbox, so the address is verified (an unverified account that someone else
+        // registered for it can only get here by also knowing its password).
+        tx.mark_email_verified(user.id, now()).await?;
         let entry = event(
             client,
             "invitation.accepted",
@@ -251,9 +276,6 @@ impl AuthFlows {
         );
         tx.audit(entry).await?;
         tx.commit().await?;
-        // Holding the token proves nothing about the mailbox (the inviter saw it too): a new
-        // account starts unverified and gets a verification email.
-        self.offer_verification(&user).await;
         let (session, refresh) = self
             .sessions
             .start(user.id, invitation.tenant_id, user.credentials_epoch)

@@ -8,7 +8,7 @@
 //! flows serve a CLI or a test.
 //!
 //! ```
-//! use tenantkit_auth::flows::{AuthFlows, LoginRequest, SignupRequest};
+//! use tenantkit_auth::flows::{AuthFlows, LoginRequest, SignupOutcome, SignupRequest};
 //! use tenantkit_auth::{AccessTokens, JwtConfig, KeySet, Password, RefreshConfig, RefreshSessions, SigningKey};
 //! use tenantkit_core::{ClientInfo, Database, Migrations};
 //!
@@ -24,14 +24,17 @@
 //! let auth = AuthFlows::new(db, tokens.clone(), sessions);
 //! let client = ClientInfo::new("203.0.113.7".parse().expect("an IP"));
 //!
-//! let signed_up = auth
+//! let SignupOutcome::SignedIn(signed_up) = auth
 //!     .signup(&client, SignupRequest {
 //!         email: "ada@example.com".into(),
 //!         password: Password::new("correct horse battery staple"),
 //!         tenant_name: "Acme".into(),
 //!         tenant_slug: None,
 //!     })
-//!     .await?;
+//!     .await?
+//! else {
+//!     unreachable!("the default signup mode signs the owner in");
+//! };
 //! let caller = tokens.verify(&signed_up.tokens.access_token)?;
 //! assert_eq!(caller.tenant_id(), signed_up.tenant.id);
 //!
@@ -62,10 +65,12 @@ use tenantkit_core::{
     AuditEvent, ClientInfo, Database, Principal, Role, TenantId, TenantScope, User, UserId,
 };
 
-pub use invitations::{AcceptInvitation, InvitationCreated, InviteRequest, Joined};
+pub use invitations::{
+    AcceptInvitation, INVITATION_SUBJECT, InvitationCreated, InviteRequest, Joined,
+};
 pub use operator::{TenantCreated, UserAdded};
 pub use password::{ChangePassword, ResetConfirm, ResetRequest, VerifyConfirm};
-pub use session::{LoggedIn, LoginRequest, SignedUp, SignupRequest, SwitchTenant};
+pub use session::{LoggedIn, LoginRequest, SignedUp, SignupOutcome, SignupRequest, SwitchTenant};
 
 use crate::refresh::SessionRecord;
 use crate::store::TokenPurpose;
@@ -88,6 +93,23 @@ pub struct AuthFlows {
     limits: Arc<RateLimits>,
     mailer: Arc<dyn Mailer>,
     public_url: Arc<str>,
+    signup_mode: SignupMode,
+}
+
+/// How signup treats an address, and whether signing in waits for a proven one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SignupMode {
+    /// Signup signs the new owner in at once, and a registered address answers `409
+    /// conflict`: the answer tells whoever asks that the address has an account (bounded by
+    /// the signup rate limit). Signing in does not wait for the address to be proven.
+    #[default]
+    Open,
+    /// Enumeration-safe: every well-formed signup answers the same `202` whether the address
+    /// is new or registered (the new account's verification link, or a notice to the
+    /// registered owner, goes to the mailbox; both paths hash the password, so timing says
+    /// nothing either), and login refuses an unproven address with `email_unverified` (after
+    /// the password matched; a new link is mailed).
+    VerifyFirst,
 }
 
 impl fmt::Debug for AuthFlows {
@@ -113,7 +135,19 @@ impl AuthFlows {
             limits: Arc::new(RateLimits::new(Default::default())),
             mailer: Arc::new(crate::LogMailer),
             public_url: "http://localhost".into(),
+            signup_mode: SignupMode::Open,
         }
+    }
+
+    /// Uses `mode` for signup and sign-in ([`SignupMode::Open`] by default).
+    pub fn with_signup_mode(mut self, mode: SignupMode) -> Self {
+        self.signup_mode = mode;
+        self
+    }
+
+    /// The signup mode in use.
+    pub fn signup_mode(&self) -> SignupMode {
+        self.signup_mode
     }
 
     /// Uses `mailer` for reset, verification and invitation emails.

@@ -20,17 +20,32 @@ pub struct TenantCreated {
     pub owner_id: UserId,
 }
 
-/// A user added to a tenant by the operator.
+/// What `user create` did.
 #[derive(Debug, Clone, Serialize)]
-pub struct UserAdded {
-    /// The user.
-    pub user_id: UserId,
-    /// The tenant.
-    pub tenant_id: TenantId,
-    /// Their role there.
-    pub role: Role,
-    /// Whether the account was created now.
-    pub created: bool,
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum UserAdded {
+    /// A verified account was made a member.
+    Attached {
+        /// The user.
+        user_id: UserId,
+        /// The tenant.
+        tenant_id: TenantId,
+        /// Their role there.
+        role: Role,
+    },
+    /// The address has no account, or one whose address is unproven: nothing was attached; an
+    /// invitation went to the address (accepting it proves the mailbox).
+    Invited {
+        /// The invitation.
+        invitation_id: tenantkit_core::InvitationId,
+        /// The tenant.
+        tenant_id: TenantId,
+        /// The role it grants.
+        role: Role,
+        /// Whether the mailer took the invitation (when not, revoke it and try again once
+        /// mail works: its token went nowhere).
+        mailed: bool,
+    },
 }
 
 impl AuthFlows {
@@ -115,8 +130,10 @@ impl AuthFlows {
         })
     }
 
-    /// Adds a user to the tenant `tenant_slug` with `role`, creating the account (with
-    /// `password`) if the address is new; audited as the operator's `member.added`.
+    /// Adds `email` to the tenant `tenant_slug` with `role`, as the operator (audited). A
+    /// verified account is attached at once. An unverified account is *unclaimed* (anyone can
+    /// sign up with any address): attaching it would hand the tenant to whoever registered it,
+    /// so, as for an unknown address, an invitation is mailed instead.
     ///
     /// # Errors
     /// `not_found` for an unknown tenant; `validation_failed`; `conflict` when already a
@@ -128,7 +145,6 @@ impl AuthFlows {
         email: &str,
         tenant_slug: &str,
         role: Role,
-        password: Option<&Password>,
     ) -> Result<UserAdded> {
         let email = Email::parse(email)?;
         let slug = Slug::parse(tenant_slug)?;
@@ -138,38 +154,48 @@ impl AuthFlows {
             .await?
             .ok_or(CoreError::NotFound)?;
         let existing = self.db.find_user_by_email(&email).await?;
-        let hash = match (&existing, password) {
-            (Some(_), _) => None,
-            (None, Some(password)) => Some(self.passwords.hash_new(password, "password").await?),
-            (None, None) => {
-                return Err(
-                    CoreError::invalid("password", "a new account needs a password").into(),
-                );
-            }
-        };
         // The operator acts for this tenant; its id comes from our own records.
         let mut tx = self.db.begin(&TenantScope::for_system(tenant.id)).await?;
-        let (user, created) = match existing {
-            Some(user) => (user, false),
-            None => (
-                tx.create_user(NewUser {
-                    email,
-                    password_hash: hash,
-                })
-                .await?,
-                true,
-            ),
+        if let Some(user) = &existing
+            && tx.member(user.id).await?.is_some()
+        {
+            return Err(CoreError::Conflict("that address is already a member".into()).into());
+        }
+        let added = match existing {
+            Some(user) if user.email_verified_at.is_some() => {
+                tx.add_member(user.id, role).await?;
+                let entry = event(client, "member.added", None, "user", user.id)
+                    .details(serde_json::json!({ "role": role, "by": "operator" }));
+                tx.audit(entry).await?;
+                UserAdded::Attached {
+                    user_id: user.id,
+                    tenant_id: tenant.id,
+                    role,
+                }
+            }
+            _ => {
+                let (invitation, mail) = self
+                    .store_invitation(&mut tx, client, email, role, None)
+                    .await?;
+                tx.commit().await?;
+                // Awaited, not in the background: the operator's command exits right after,
+                // and must say whether the mail went out.
+                let mailed = match self.mailer.send(mail).await {
+                    Ok(()) => true,
+                    Err(err) => {
+                        tracing::error!(error = %err, "sending the invitation failed");
+                        false
+                    }
+                };
+                return Ok(UserAdded::Invited {
+                    invitation_id: invitation.id,
+                    tenant_id: tenant.id,
+                    role,
+                    mailed,
+                });
+            }
         };
-        tx.add_member(user.id, role).await?;
-        let entry = event(client, "member.added", None, "user", user.id)
-            .details(serde_json::json!({ "role": role, "created": created, "by": "operator" }));
-        tx.audit(entry).await?;
         tx.commit().await?;
-        Ok(UserAdded {
-            user_id: user.id,
-            tenant_id: tenant.id,
-            role,
-            created,
-        })
+        Ok(added)
     }
 }

@@ -202,6 +202,10 @@ impl AuthFlows {
         }
         tx.set_password_hash(user, &hash).await?;
         tx.bump_credentials_epoch(user).await?;
+        // The token came by mail: the address is proven. This is also how the owner of an
+        // address claims an account someone else registered for it: the other party's
+        // password and sessions die here.
+        tx.mark_email_verified(user, now).await?;
         let revoked = revoke_sessions(&mut tx, user, None, None, now, "password_reset").await?;
         for membership in &tenants {
             let entry = event(client, "auth.password_reset", Some(user), "user", user)

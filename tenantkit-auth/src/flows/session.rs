@@ -41,6 +41,16 @@ pub struct SignedUp {
     pub tenant: Tenant,
 }
 
+/// What a signup did.
+#[derive(Debug)]
+pub enum SignupOutcome {
+    /// [`super::SignupMode::Open`]: the tenant and its owner exist, signed in.
+    SignedIn(Box<SignedUp>),
+    /// [`super::SignupMode::VerifyFirst`]: the same answer for a new and a registered address;
+    /// what happens next is in the mailbox.
+    CheckEmail,
+}
+
 /// Email and password, optionally for one tenant.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,13 +99,19 @@ fn collect<T>(result: tenantkit_core::Result<T>, errors: &mut Vec<FieldError>) -
 
 impl AuthFlows {
     /// Signup: creates a tenant with the new user as its owner, in one transaction with its
-    /// audit entry, mails a verification link and signs the owner in.
+    /// audit entry, and mails a verification link. In [`super::SignupMode::Open`] the owner
+    /// is signed in at once; in [`super::SignupMode::VerifyFirst`] a registered address is
+    /// answered exactly like a new one (its owner gets a notice instead of a second account).
     ///
     /// # Errors
     /// [`Error::RateLimited`]; `validation_failed` naming every bad field; `conflict` when the
-    /// email or slug is taken.
+    /// chosen slug is taken, or (open mode only) the email.
     #[tracing::instrument(skip_all)]
-    pub async fn signup(&self, client: &ClientInfo, request: SignupRequest) -> Result<SignedUp> {
+    pub async fn signup(
+        &self,
+        client: &ClientInfo,
+        request: SignupRequest,
+    ) -> Result<SignupOutcome> {
         self.limits.check(Attempt::Signup, client.ip)?;
         let mut errors: Vec<FieldError> = Vec::new();
         let email = collect(Email::parse(&request.email), &mut errors);
@@ -114,6 +130,23 @@ impl AuthFlows {
         let (Some(email), true) = (email, errors.is_empty()) else {
             return Err(CoreError::Validation(errors).into());
         };
+        let verify_first = self.signup_mode == super::SignupMode::VerifyFirst;
+        if verify_first {
+            // A taken slug is refused before the address is looked at, so the answer never
+            // depends on whether the address is registered.
+            if let Some(slug) = &slug
+                && self.db.find_tenant_by_slug(slug).await?.is_some()
+            {
+                return Err(CoreError::Conflict("this tenant slug is already taken".into()).into());
+            }
+            if let Some(existing) = self.db.find_user_by_email(&email).await? {
+                // The same work as a real signup (one password hash), then a notice to the
+                // owner of the address rather than an answer to the caller.
+                let _ = self.passwords.hash(&request.password).await?;
+                self.notify_signup_attempt(&existing);
+                return Ok(SignupOutcome::CheckEmail);
+            }
+        }
         let hash = self.passwords.hash(&request.password).await?;
         // Tenant, owner, membership and audit entry commit together or not at all.
         let (tenant, mut tx) = self
@@ -123,28 +156,58 @@ impl AuthFlows {
                 slug,
             })
             .await?;
-        let user = tx
+        let created = tx
             .create_user(NewUser {
                 email,
                 password_hash: Some(hash),
             })
-            .await?;
+            .await;
+        let user = match created {
+            // Registered between the look-up and now: the same answer as above.
+            Err(CoreError::Conflict(_)) if verify_first => return Ok(SignupOutcome::CheckEmail),
+            other => other?,
+        };
         tx.add_member(user.id, Role::Owner).await?;
         tx.audit(event(client, "auth.signup", Some(user.id), "user", user.id))
             .await?;
         tx.commit().await?;
         tracing::info!(user = %user.id, tenant = %tenant.id, "signup");
         self.offer_verification(&user).await;
+        if verify_first {
+            return Ok(SignupOutcome::CheckEmail);
+        }
         let (session, refresh) = self
             .sessions
             .start(user.id, tenant.id, user.credentials_epoch)
             .await?;
         let tokens = self.token_pair(&session, Role::Owner, &refresh)?;
-        Ok(SignedUp {
+        Ok(SignupOutcome::SignedIn(Box::new(SignedUp {
             tokens,
             user,
             tenant,
-        })
+        })))
+    }
+
+    /// Tells the owner of a registered address that someone tried to sign up with it (at
+    /// most a few times an hour per account: never a mail cannon).
+    fn notify_signup_attempt(&self, user: &User) {
+        if self
+            .limits
+            .check_account_action("signup_notice", user.id)
+            .is_err()
+        {
+            return;
+        }
+        self.send_in_background(crate::Message {
+            to: user.email.to_string(),
+            subject: "Someone tried to sign up with your address".to_owned(),
+            body: format!(
+                "Someone tried to create an account with this address, which already has one.\n\n\
+                 If it was you, sign in instead, or reset your password at {}/forgot-password.\n\
+                 If not, you can ignore this email: nothing was changed.\n",
+                self.public_url
+            ),
+        });
     }
 
     /// Login: checks the password (an unknown email costs the same and answers the same),
@@ -179,6 +242,18 @@ impl AuthFlows {
                 return Err(Error::InvalidCredentials);
             }
         };
+        if self.signup_mode == super::SignupMode::VerifyFirst && user.email_verified_at.is_none() {
+            // Only after the password matched: this tells nothing to someone who lacks it.
+            tracing::info!(user = %user.id, "login refused: address not verified");
+            if self
+                .limits
+                .check_account_action("verification_mail", user.id)
+                .is_ok()
+            {
+                self.offer_verification(&user).await;
+            }
+            return Err(Error::EmailUnverified);
+        }
         if needs_rehash {
             let upgraded = self.passwords.hash(&request.password).await?;
             self.db.set_password_hash(user.id, &upgraded).await?;

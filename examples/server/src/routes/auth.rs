@@ -8,7 +8,8 @@ use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use tenantkit_auth::RefreshToken;
 use tenantkit_auth::flows::{
-    ChangePassword, LoggedIn, LoginRequest, SignedUp, SignupRequest, SwitchTenant, TokenPair,
+    ChangePassword, LoggedIn, LoginRequest, SignedUp, SignupOutcome, SignupRequest, SwitchTenant,
+    TokenPair,
 };
 use tenantkit_core::{Error, Membership, Principal, Role, Tenant, User};
 
@@ -20,21 +21,40 @@ pub(crate) fn no_store() -> [(header::HeaderName, &'static str); 1] {
     [(header::CACHE_CONTROL, "no-store")]
 }
 
+/// `{"status": "check_your_email"}`: a verify-first signup's one answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct CheckEmail {
+    /// Always `check_your_email`.
+    status: &'static str,
+}
+
 /// `POST /v1/auth/signup`: a new tenant with the new user as its owner, signed in.
 #[utoipa::path(
     post,
     path = "/v1/auth/signup",
     tag = "auth",
     request_body(content = SignupRequest, content_type = "application/json"),
-    responses((status = 201, description = "Tenant and owner created, signed in", body = SignedUp, headers(("Cache-Control" = String, description = "no-store"))), (status = 409, description = "The email or slug is taken", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json"))
+    responses((status = 201, description = "Tenant and owner created, signed in", body = SignedUp, headers(("Cache-Control" = String, description = "no-store"))), (status = 202, description = "TENANTKIT_SIGNUP_MODE=verify-first: the same answer for a new and a registered address; the rest is in the mailbox", body = CheckEmail), (status = 409, description = "The slug is taken, or (open mode) the email", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json"))
 )]
 pub(crate) async fn signup(
     State(state): State<AppState>,
     client: Client,
     ApiJson(body): ApiJson<SignupRequest>,
 ) -> Result<impl IntoResponse> {
-    let signed_up = state.auth.signup(&client, body).await?;
-    Ok((StatusCode::CREATED, no_store(), Json(signed_up)))
+    Ok(match state.auth.signup(&client, body).await? {
+        SignupOutcome::SignedIn(signed_up) => {
+            (StatusCode::CREATED, no_store(), Json(*signed_up)).into_response()
+        }
+        // The same answer for a new and a registered address.
+        SignupOutcome::CheckEmail => (
+            StatusCode::ACCEPTED,
+            no_store(),
+            Json(CheckEmail {
+                status: "check_your_email",
+            }),
+        )
+            .into_response(),
+    })
 }
 
 /// `POST /v1/auth/login`.
