@@ -65,6 +65,13 @@ pub enum Error {
         /// How long until the next attempt is allowed.
         retry_after: std::time::Duration,
     },
+    /// The password hasher's queue is full: the request is refused at once rather than made
+    /// to wait behind a burst (503 `service_unavailable` + `Retry-After`).
+    #[error("password hashing overloaded")]
+    Overloaded {
+        /// When to try again.
+        retry_after: std::time::Duration,
+    },
     /// An email could not be sent.
     #[error("mail delivery failed: {0}")]
     Mail(String),
@@ -106,7 +113,7 @@ impl From<&Error> for Problem {
                 http::HeaderValue::from_static(challenge),
             );
         }
-        if let Error::RateLimited { retry_after } = err {
+        if let Error::RateLimited { retry_after } | Error::Overloaded { retry_after } = err {
             // Whole seconds, rounded up, at least 1 (RFC 9110 §10.2.3).
             let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             problem = problem.with_header(
@@ -167,6 +174,13 @@ fn problem_body(err: &Error) -> Problem {
             ErrorCode::RateLimited,
             "Too many attempts; retry after the time in `Retry-After`.",
         ),
+        Error::Overloaded { .. } => {
+            tracing::warn!("password hashing queue full; request refused");
+            Problem::new(
+                ErrorCode::ServiceUnavailable,
+                "The server is busy; retry after the time in `Retry-After`.",
+            )
+        }
         Error::Core(core) => Problem::from(core),
         Error::Key(_) | Error::Hashing(_) | Error::Mail(_) => {
             tracing::error!(error = %err, "auth internal error");
@@ -194,4 +208,21 @@ pub fn problem_response<B: From<bytes::Bytes>>(err: &Error) -> http::Response<B>
         );
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overloaded_hasher_answers_503_with_retry_after() {
+        let err = Error::Overloaded {
+            retry_after: std::time::Duration::from_millis(1500),
+        };
+        let response: http::Response<bytes::Bytes> = problem_response(&err);
+        assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "2");
+        let body: serde_json::Value = serde_json::from_slice(response.body()).expect("json");
+        assert_eq!(body["code"], "service_unavailable");
+    }
 }

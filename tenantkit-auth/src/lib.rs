@@ -64,7 +64,7 @@ pub use jwt::{
 pub use mailer::{
     LogMailer, Mailer, MemoryMailer, Message, OneTimeToken, OutboxMailer, SendFuture,
 };
-pub use password::{Password, PasswordHasher, PasswordPolicy, Verification};
+pub use password::{HasherStats, Password, PasswordHasher, PasswordPolicy, Verification};
 pub use rate_limit::{Attempt, ClientNetwork, RateLimitConfig, RateLimits};
 pub use refresh::{
     MemorySessionStore, RefreshConfig, RefreshSessions, RefreshToken, RefreshTokenRecord,

@@ -2,7 +2,9 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use argon2::password_hash::{
     PasswordHash as Phc, PasswordHasher as _, PasswordVerifier as _, SaltString,
@@ -110,7 +112,10 @@ pub enum Verification {
 }
 
 /// argon2id hashing and verification on a bounded pool of blocking threads, so a burst of
-/// logins cannot take every runtime thread. Cheap to clone.
+/// logins cannot take every runtime thread, with a bounded queue in front of it: when as many
+/// hashes wait as the queue holds, the next one is refused at once with
+/// [`Error::Overloaded`] (503 + `Retry-After`) instead of making every caller wait longer.
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct PasswordHasher {
     inner: Arc<Inner>,
@@ -120,8 +125,35 @@ struct Inner {
     params: Params,
     policy: PasswordPolicy,
     permits: Arc<Semaphore>,
+    /// How many hashes run at once.
+    concurrency: usize,
+    /// How many hashes may wait for a permit.
+    queue: usize,
+    /// How many wait now.
+    waiting: AtomicUsize,
+    /// How many hashes or verifications have run (or are running).
+    started: AtomicU64,
+    /// How many were refused because the queue was full.
+    refused: AtomicU64,
     dummy: OnceCell<String>,
 }
+
+/// What a [`PasswordHasher`] has done so far, for metrics and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HasherStats {
+    /// Hashes and verifications started (each one argon2 run).
+    pub started: u64,
+    /// Refused with [`Error::Overloaded`] because the queue was full.
+    pub refused: u64,
+    /// Waiting for a worker now.
+    pub waiting: usize,
+}
+
+/// Waiting hashes allowed per running one, by default.
+const QUEUE_PER_PERMIT: usize = 16;
+
+/// What an overloaded hasher tells callers to wait.
+const OVERLOADED_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 impl fmt::Debug for PasswordHasher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -130,6 +162,8 @@ impl fmt::Debug for PasswordHasher {
             .field("t_cost", &self.inner.params.t_cost())
             .field("p_cost", &self.inner.params.p_cost())
             .field("policy", &self.inner.policy)
+            .field("concurrency", &self.concurrency())
+            .field("queue", &self.inner.queue)
             .finish_non_exhaustive()
     }
 }
@@ -141,12 +175,18 @@ impl Default for PasswordHasher {
 }
 
 impl PasswordHasher {
-    /// OWASP's argon2id parameters (m = 19456 KiB, t = 2, p = 1), the default policy, and as
-    /// many concurrent hashes as the machine has cores.
+    /// OWASP's argon2id parameters (m = 19456 KiB, t = 2, p = 1), the default policy, as many
+    /// concurrent hashes as the machine has cores and 16 waiting per core.
     pub fn new() -> Self {
         // These constants are valid argon2 parameters.
         let params = Params::new(19_456, 2, 1, None).unwrap_or_default();
-        Self::build(params, PasswordPolicy::default())
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        Self::build(
+            params,
+            PasswordPolicy::default(),
+            cores,
+            cores * QUEUE_PER_PERMIT,
+        )
     }
 
     /// Custom argon2id parameters (memory in KiB, iterations, lanes).
@@ -156,33 +196,69 @@ impl PasswordHasher {
     pub fn with_params(m_cost_kib: u32, t_cost: u32, p_cost: u32) -> Result<Self> {
         let params = Params::new(m_cost_kib, t_cost, p_cost, None)
             .map_err(|e| Error::Hashing(format!("invalid argon2 parameters: {e}")))?;
-        Ok(Self::build(params, PasswordPolicy::default()))
+        let defaults = Self::new();
+        Ok(Self::build(
+            params,
+            PasswordPolicy::default(),
+            defaults.concurrency(),
+            defaults.inner.queue,
+        ))
     }
 
     /// Replaces the password policy.
     pub fn with_policy(self, policy: PasswordPolicy) -> Self {
-        Self::build(self.inner.params.clone(), policy)
+        Self::build(
+            self.inner.params.clone(),
+            policy,
+            self.concurrency(),
+            self.inner.queue,
+        )
     }
 
-    /// Limits how many hashes run at once (at least one).
+    /// Limits how many hashes run at once (at least one); the queue keeps its length.
     pub fn with_concurrency(self, permits: usize) -> Self {
-        let inner = Inner {
-            params: self.inner.params.clone(),
-            policy: self.inner.policy.clone(),
-            permits: Arc::new(Semaphore::new(permits.max(1))),
-            dummy: OnceCell::new(),
-        };
-        Self {
-            inner: Arc::new(inner),
+        Self::build(
+            self.inner.params.clone(),
+            self.inner.policy.clone(),
+            permits.max(1),
+            self.inner.queue,
+        )
+    }
+
+    /// Lets at most `waiting` hashes wait for a free worker (0: none wait; a hash either
+    /// starts at once or is refused).
+    pub fn with_queue_limit(self, waiting: usize) -> Self {
+        Self::build(
+            self.inner.params.clone(),
+            self.inner.policy.clone(),
+            self.concurrency(),
+            waiting,
+        )
+    }
+
+    fn concurrency(&self) -> usize {
+        self.inner.concurrency
+    }
+
+    /// Counts of the work done so far (shared by every clone).
+    pub fn stats(&self) -> HasherStats {
+        HasherStats {
+            started: self.inner.started.load(Ordering::Relaxed),
+            refused: self.inner.refused.load(Ordering::Relaxed),
+            waiting: self.inner.waiting.load(Ordering::Relaxed),
         }
     }
 
-    fn build(params: Params, policy: PasswordPolicy) -> Self {
-        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    fn build(params: Params, policy: PasswordPolicy, permits: usize, queue: usize) -> Self {
         let inner = Inner {
             params,
             policy,
-            permits: Arc::new(Semaphore::new(cores)),
+            permits: Arc::new(Semaphore::new(permits)),
+            concurrency: permits,
+            queue,
+            waiting: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             dummy: OnceCell::new(),
         };
         Self {
@@ -280,18 +356,34 @@ impl PasswordHasher {
             .cloned()
     }
 
-    /// Runs CPU-heavy work on the blocking pool, at most `permits` at a time.
+    /// Runs CPU-heavy work on the blocking pool, at most `permits` at a time, with at most
+    /// `queue` callers waiting for one.
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T> {
-        let permit = self
-            .inner
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Hashing("hasher closed".into()))?;
+        let permits = self.inner.permits.clone();
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::Closed) => {
+                return Err(Error::Hashing("hasher closed".into()));
+            }
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                let Some(waiting) = Waiting::enter(&self.inner.waiting, self.inner.queue) else {
+                    self.inner.refused.fetch_add(1, Ordering::Relaxed);
+                    return Err(Error::Overloaded {
+                        retry_after: OVERLOADED_RETRY_AFTER,
+                    });
+                };
+                let permit = permits
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Error::Hashing("hasher closed".into()))?;
+                drop(waiting);
+                permit
+            }
+        };
+        self.inner.started.fetch_add(1, Ordering::Relaxed);
         // The permit lives in the blocking task: if the request is cancelled, the hash still
         // runs to completion and keeps its slot, so cancelled logins cannot exceed the bound.
         tokio::task::spawn_blocking(move || {
@@ -301,6 +393,28 @@ impl PasswordHasher {
         })
         .await
         .map_err(|e| Error::Hashing(format!("hashing task failed: {e}")))
+    }
+}
+
+/// A place in the hasher's queue, given back when dropped (also when the waiting caller is
+/// cancelled).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    /// Takes a place if fewer than `limit` are taken.
+    fn enter(waiting: &'a AtomicUsize, limit: usize) -> Option<Self> {
+        waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                (now < limit).then_some(now + 1)
+            })
+            .ok()
+            .map(|_| Waiting(waiting))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -324,6 +438,84 @@ fn needs_rehash(stored: &Phc<'_>, current: &Params) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With every worker busy and the queue full, the next hash is refused at once; the
+    /// waiting ones still finish. Driven by the hasher's own counters, not by timing.
+    #[tokio::test]
+    async fn a_full_queue_refuses_instead_of_waiting() {
+        let hasher = PasswordHasher::with_params(8, 1, 1)
+            .expect("params")
+            .with_concurrency(1)
+            .with_queue_limit(2);
+        // Occupy the only worker.
+        let busy = hasher
+            .inner
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .expect("the worker");
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let hasher = hasher.clone();
+                tokio::spawn(async move {
+                    hasher
+                        .hash(&Password::new("a long enough passphrase"))
+                        .await
+                })
+            })
+            .collect();
+        while hasher.inner.waiting.load(Ordering::Acquire) < 2 {
+            tokio::task::yield_now().await;
+        }
+        let refused = hasher.hash(&Password::new("one more passphrase")).await;
+        assert!(
+            matches!(refused, Err(Error::Overloaded { retry_after }) if retry_after.as_secs() >= 1),
+            "{refused:?}"
+        );
+        let refused = hasher
+            .verify(&Password::new("one more passphrase"), None)
+            .await;
+        assert!(
+            matches!(refused, Err(Error::Overloaded { .. })),
+            "{refused:?}"
+        );
+        drop(busy);
+        for waiter in waiters {
+            waiter
+                .await
+                .expect("join")
+                .expect("a queued hash completes");
+        }
+        assert_eq!(hasher.inner.waiting.load(Ordering::Acquire), 0);
+        // A cancelled waiter gives its place back.
+        let busy = hasher
+            .inner
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .expect("the worker");
+        let cancelled = {
+            let hasher = hasher.clone();
+            tokio::spawn(async move {
+                hasher
+                    .hash(&Password::new("a long enough passphrase"))
+                    .await
+            })
+        };
+        while hasher.inner.waiting.load(Ordering::Acquire) < 1 {
+            tokio::task::yield_now().await;
+        }
+        cancelled.abort();
+        let _ = cancelled.await;
+        assert_eq!(hasher.inner.waiting.load(Ordering::Acquire), 0);
+        drop(busy);
+        // No queue at all: a free worker still serves.
+        let no_queue = hasher.with_queue_limit(0);
+        no_queue
+            .hash(&Password::new("a long enough passphrase"))
+            .await
+            .expect("a free worker");
+    }
 
     #[test]
     fn the_policy_rejects_short_long_and_common_passwords() {

@@ -195,8 +195,38 @@ async fn a_failed_password_change_changes_nothing(f: Fixture) {
     assert_eq!(user.credentials_epoch, 0, "the epoch did not move");
 }
 
+/// A reset confirmation with a wrong token costs no password hash: the token is checked
+/// first, so guessing tokens cannot be turned into argon2 work.
+async fn a_bad_reset_token_costs_no_password_hash(f: Fixture) {
+    use tenantkit_auth::flows::ResetConfirm;
+    sign_up(&f, "resetter@example.com").await;
+    let before = f.flows.passwords().stats();
+    for token in ["", "guess", &"A".repeat(43), &"x".repeat(5000)] {
+        let refused = f
+            .flows
+            .confirm_password_reset(
+                &f.client,
+                ResetConfirm {
+                    token: token.to_owned(),
+                    new_password: Password::new("a brand new passphrase"),
+                },
+            )
+            .await;
+        assert!(
+            matches!(&refused, Err(Error::Core(tenantkit_core::Error::Validation(errors))) if errors[0].field == "token"),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(
+        f.flows.passwords().stats().started,
+        before.started,
+        "no hash ran"
+    );
+}
+
 tenantkit_core::backend_tests!(
     fixture = fixture;
+    a_bad_reset_token_costs_no_password_hash,
     a_session_cannot_be_created_under_an_old_epoch,
     a_session_of_an_old_epoch_stops_refreshing,
     a_failed_password_change_changes_nothing,

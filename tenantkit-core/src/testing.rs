@@ -12,6 +12,8 @@
 
 use std::fmt;
 
+pub mod fuzz;
+
 use crate::{
     Backend, Database, DatabaseOptions, Email, Migrations, NewTenant, NewUser, Principal, Role,
     SessionId, Slug, Tenant, TenantScope, User,

@@ -169,9 +169,15 @@ async fn malformed_bodies_are_rejected_with_the_right_code(server: TestServer) {
     for shape in [
         "{\"name\": 5}",
         "[1, 2]",
+        // A struct's fields by position: serde would read it; the API does not.
+        "[\"Positional\", null]",
+        " [\"Positional\"]",
+        "\"Positional\"",
         "{}",
         "{\"name\": \"ok\", \"tenant_id\": \"x\"}",
         "null",
+        "42",
+        "true",
     ] {
         let response = send_raw(shape).await.expect("send");
         assert_problem(
@@ -422,6 +428,76 @@ fn tokio_stream_iter<T: Send + 'static>(
     Iter(items.into_iter())
 }
 
+/// Query validation is bounded: past the cap a query string is refused (400) before any of
+/// it is looked at, and below it every unknown or repeated name is reported once.
+async fn query_strings_are_bounded(server: TestServer) {
+    let owner = &server.world.a.principal;
+    let cap = tenantkit_server::extract::MAX_QUERY_PARAMETERS;
+    let over: Vec<String> = (0..5000).map(|n| format!("p{n}=x")).collect();
+    let response = server
+        .request(
+            owner,
+            Method::GET,
+            &format!("/v1/projects?{}", over.join("&")),
+        )
+        .send()
+        .await
+        .expect("send");
+    let body = assert_problem(response, StatusCode::BAD_REQUEST, "bad_request").await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("parameters")),
+        "{body}"
+    );
+    // One past the cap is already too many; the cap itself is served.
+    let just_over: Vec<String> = (0..=cap).map(|n| format!("p{n}=x")).collect();
+    let response = server
+        .request(
+            owner,
+            Method::GET,
+            &format!("/v1/projects?{}", just_over.join("&")),
+        )
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let at_cap: Vec<String> = (0..cap).map(|n| format!("p{n}=x")).collect();
+    let response = server
+        .request(
+            owner,
+            Method::GET,
+            &format!("/v1/projects?{}", at_cap.join("&")),
+        )
+        .send()
+        .await
+        .expect("send");
+    let body = assert_problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    let named = fields(&body);
+    assert_eq!(named.len(), cap, "every unknown name, once");
+    let unique: std::collections::HashSet<&String> = named.iter().collect();
+    assert_eq!(unique.len(), cap);
+    // The same unknown name many times is one error; a repeated known one is one too.
+    let repeated = format!("{}&limit=1&limit=2", vec!["junk=1"; cap - 2].join("&"));
+    let response = server
+        .request(owner, Method::GET, &format!("/v1/projects?{repeated}"))
+        .send()
+        .await
+        .expect("send");
+    let body = assert_problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(fields(&body), ["junk", "limit"], "{body}");
+}
+
 fn uuid_v7() -> tenantkit_server::domain::ProjectId {
     tenantkit_server::domain::ProjectId::new()
 }
@@ -433,4 +509,5 @@ tenantkit_core::backend_tests!(fixture = tenantkit_e2e::server;
     unauthenticated_forbidden_and_unknown_routes_are_problems,
     if_match_must_be_an_etag_we_issued,
     request_ids_are_echoed_only_when_harmless,
+    query_strings_are_bounded,
 );

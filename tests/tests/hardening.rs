@@ -42,6 +42,10 @@ async fn every_answer_carries_security_headers() {
             "default-src 'none'; frame-ancestors 'none'"
         );
         assert_eq!(headers["cache-control"], "no-store", "{}", response.url());
+        assert!(
+            headers.get("strict-transport-security").is_none(),
+            "no HSTS over plain http"
+        );
     }
     let jwks = server
         .anonymous(Method::GET, "/.well-known/jwks.json")
@@ -53,6 +57,30 @@ async fn every_answer_carries_security_headers() {
         "public, max-age=300",
         "routes may set their own caching"
     );
+}
+
+/// Behind TLS (an `https` public URL), every answer asks browsers to stay on HTTPS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_public_url_turns_on_hsts() {
+    let config = tenantkit_server::Config {
+        public_url: Some("https://app.example.com".into()),
+        ..tenantkit_server::Config::default()
+    };
+    let Some(server) = TestServer::start_with(Backend::Sqlite, config).await else {
+        return;
+    };
+    for path in ["/healthz", "/v1/projects", "/nope", "/docs"] {
+        let response = server
+            .anonymous(Method::GET, path)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(
+            response.headers()["strict-transport-security"],
+            "max-age=31536000",
+            "{path}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -182,9 +182,53 @@ async fn the_document_covers_every_route_with_schemas_and_security() {
         .to_str()
         .expect("ascii")
         .to_owned();
-    assert!(csp.contains("script-src https://cdn.jsdelivr.net"), "{csp}");
+    // One pinned file, checked by its hash; no images or fonts from anywhere.
+    let script = "https://cdn.jsdelivr.net/npm/@scalar/api-reference@";
+    let directive = |name: &str| {
+        csp.split(';')
+            .map(str::trim)
+            .find(|d| d.starts_with(name))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let script_src = directive("script-src");
+    assert!(
+        script_src.starts_with(&format!("script-src {script}")),
+        "{csp}"
+    );
+    assert!(script_src.ends_with("/dist/browser/standalone.js"), "{csp}");
+    assert_eq!(directive("img-src"), "img-src data:", "{csp}");
+    assert!(
+        !csp.contains("https: ") && !csp.ends_with("https:"),
+        "no scheme-wide sources: {csp}"
+    );
     let html = docs.text().await.expect("html");
     assert!(html.contains("/openapi.json"));
+    let tag = html
+        .lines()
+        .find(|line| line.contains(script))
+        .expect("the viewer script")
+        .to_owned();
+    let version = tag
+        .split(script)
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("a version");
+    assert!(
+        version.split('.').count() == 3 && version.split('.').all(|p| p.parse::<u32>().is_ok()),
+        "an exact version, not a range: {tag}"
+    );
+    assert!(
+        script_src.contains(version),
+        "the CSP names the same file: {csp}"
+    );
+    let integrity = tag
+        .split("integrity=\"sha384-")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("an SRI hash");
+    assert_eq!(integrity.len(), 64, "a base64 SHA-384: {tag}");
+    assert!(tag.contains("crossorigin=\"anonymous\""), "{tag}");
 }
 
 /// A valid value for a documented query parameter.

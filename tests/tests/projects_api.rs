@@ -352,7 +352,94 @@ async fn tasks_lifecycle_and_filters(server: TestServer) {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+/// A task assigned to someone who has left stays editable: the assignee is checked only when
+/// it changes (the record of who had it is kept).
+async fn a_former_members_tasks_stay_editable(server: TestServer) {
+    let owner = &server.world.a.principal;
+    let (leaver, leaver_principal) = server.add_user(&server.world.a, Role::Member).await;
+    let (_, _, project) = send(
+        &server,
+        owner,
+        Method::POST,
+        "/v1/projects",
+        Some(json!({"name": "Handover"})),
+    )
+    .await;
+    let tasks = format!("/v1/projects/{}/tasks", project["id"].as_str().expect("id"));
+    let (status, _, task) = send(
+        &server,
+        &leaver_principal,
+        Method::POST,
+        &tasks,
+        Some(json!({"title": "Half done", "assignee_id": leaver.id})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    let removed = server
+        .request(owner, Method::DELETE, &format!("/v1/members/{}", leaver.id))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(removed.status(), StatusCode::NO_CONTENT);
+    let path = format!("/v1/tasks/{}", task["id"].as_str().expect("id"));
+    for patch in [
+        json!({"title": "Taken over"}),
+        json!({"status": "in_progress"}),
+        json!({"assignee_id": leaver.id}),
+    ] {
+        let (status, _, body) =
+            send(&server, owner, Method::PATCH, &path, Some(patch.clone())).await;
+        assert_eq!(status, StatusCode::OK, "{patch}: {body}");
+        assert_eq!(body["assignee_id"], json!(leaver.id), "kept");
+    }
+    // Assigning anew is checked: the former member cannot be given new work...
+    let (_, _, other) = send(
+        &server,
+        owner,
+        Method::POST,
+        &tasks,
+        Some(json!({"title": "New"})),
+    )
+    .await;
+    let other_path = format!("/v1/tasks/{}", other["id"].as_str().expect("id"));
+    let (status, _, body) = send(
+        &server,
+        owner,
+        Method::PATCH,
+        &other_path,
+        Some(json!({"assignee_id": leaver.id})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    // ...and the old task can be handed to a current member, or unassigned.
+    let (status, _, body) = send(
+        &server,
+        owner,
+        Method::PATCH,
+        &path,
+        Some(json!({"assignee_id": server.world.a.owner.id})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["assignee_id"].clone()),
+        (StatusCode::OK, json!(server.world.a.owner.id))
+    );
+    let (status, _, body) = send(
+        &server,
+        owner,
+        Method::PATCH,
+        &path,
+        Some(json!({"assignee_id": null})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["assignee_id"].clone()),
+        (StatusCode::OK, json!(null))
+    );
+}
+
 tenantkit_core::backend_tests!(fixture = tenantkit_e2e::server;
+    a_former_members_tasks_stay_editable,
     project_lifecycle_with_etags,
     concurrent_patches_with_one_etag_let_exactly_one_win,
     lists_paginate_with_cursors,

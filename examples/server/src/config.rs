@@ -59,12 +59,12 @@ pub struct Config {
     /// Database the application connects to: `sqlite://...` or `postgres://...`
     /// [default: sqlite://<data dir>/tenantkit.db]. On PostgreSQL this must be an RLS-bound
     /// role (see README).
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
     /// PostgreSQL only: the table owner's URL, used to apply migrations at start-up and by
     /// `migrate`. Without it `serve` assumes `migrate` was run.
-    #[arg(long, env = "DATABASE_MIGRATION_URL")]
+    #[arg(long, env = "DATABASE_MIGRATION_URL", hide_env_values = true)]
     pub database_migration_url: Option<String>,
 
     /// Largest request body accepted, in bytes.
@@ -127,6 +127,11 @@ pub struct Config {
     /// Failed logins allowed per minute against one account from everywhere.
     #[arg(long, env = "TENANTKIT_RATE_PER_ACCOUNT_TOTAL", default_value_t = NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN))]
     pub rate_per_account_total: NonZeroU32,
+
+    /// Password hashes allowed to wait for a worker (argon2 runs on one worker per core);
+    /// beyond it signups and logins answer 503 + `Retry-After` at once. Default: 16 per core.
+    #[arg(long, env = "TENANTKIT_PASSWORD_QUEUE")]
+    pub password_queue: Option<usize>,
 
     /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` name the client, comma-separated
     /// networks (`10.0.0.0/8, ::1`). None by default: the TCP peer is the client.
@@ -221,6 +226,7 @@ impl Default for Config {
             rate_refresh_per_ip: NonZeroU32::new(600).unwrap_or(NonZeroU32::MIN),
             rate_per_account: NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN),
             rate_per_account_total: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
+            password_queue: None,
             trusted_proxies: tenantkit_core::TrustedProxies::default(),
             public_url: None,
             session_check: SessionCheckMode::Strict,
@@ -310,6 +316,7 @@ impl fmt::Debug for Config {
             .field("public_url", &self.public_url)
             .field("session_check", &self.session_check)
             .field("signup_mode", &self.signup_mode)
+            .field("password_queue", &self.password_queue)
             .field("session_check_ttl_ms", &self.session_check_ttl_ms)
             .field("audit_key_file", &self.audit_key_file)
             .field("cors_origins", &self.cors_origins)

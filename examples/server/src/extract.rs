@@ -14,8 +14,10 @@ use tenantkit_core::{Error, ErrorCode, FieldError, PageRequest, Problem, Version
 use utoipa::IntoParams;
 use utoipa::openapi::path::ParameterIn;
 
-/// A JSON body. Malformed JSON is 400 `bad_request`, a wrong shape or type 422
-/// `validation_failed`, a missing or wrong `Content-Type` 415, an oversize body 413.
+/// A JSON object body. Malformed JSON is 400 `bad_request`; a wrong shape or type 422
+/// `validation_failed` (so is any JSON that is not an object: serde would otherwise read an
+/// array positionally into a struct's fields, a shape no client is documented to send); a
+/// missing or wrong `Content-Type` 415; an oversize body 413.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
@@ -23,11 +25,58 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        if !json_content_type(req.headers()) {
+            return Err(Problem::new(
+                ErrorCode::UnsupportedMediaType,
+                "The body must be sent with `Content-Type: application/json`.",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+                    Problem::new(
+                        ErrorCode::PayloadTooLarge,
+                        "The body is larger than this server accepts.",
+                    )
+                } else {
+                    Problem::new(
+                        ErrorCode::BadRequest,
+                        format!("The body could not be read ({}).", rejection.status()),
+                    )
+                }
+            })?;
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some_and(|b| matches!(b, b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n'))
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok()
+        {
+            return Err(Problem::new(
+                ErrorCode::ValidationFailed,
+                "The body does not have the expected shape; see `errors`.",
+            )
+            .with_errors(vec![FieldError::new("body", "must be a JSON object")]));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(ApiJson(value)),
             Err(rejection) => Err(json_problem(rejection)),
         }
     }
+}
+
+/// `application/json` or any `application/*+json`, as axum's own check.
+fn json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json") || subtype.to_ascii_lowercase().ends_with("+json"))
 }
 
 fn json_problem(rejection: JsonRejection) -> Problem {

@@ -50,7 +50,7 @@ pub fn app(mut state: AppState, config: &Config) -> Router {
                 .layer(DefaultBodyLimit::max(config.body_limit)),
         );
     // CORS outermost, so preflight requests are answered before anything else runs.
-    with_security_headers(router).layer(cors(config))
+    with_security_headers(router, config).layer(cors(config))
 }
 
 /// CORS from the configured origin allow-list; with none, browsers get no cross-origin access.
@@ -83,7 +83,18 @@ fn cors(config: &Config) -> CorsLayer {
 /// Headers every answer carries. The API serves JSON, so the strictest settings hold; the
 /// one HTML page (`/docs`) sets its own content security policy, and routes that need caching
 /// (the JWKS, the OpenAPI document) set their own `Cache-Control`.
-fn with_security_headers(router: Router) -> Router {
+///
+/// When the public URL is `https`, every answer also carries HSTS (one year; no
+/// `includeSubDomains` or `preload`, which would bind hosts this server does not own).
+fn with_security_headers(router: Router, config: &Config) -> Router {
+    let router = if config.public_url().starts_with("https://") {
+        router.layer(SetResponseHeaderLayer::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        ))
+    } else {
+        router
+    };
     let router = router.layer(SetResponseHeaderLayer::if_not_present(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),

@@ -152,7 +152,12 @@ pub fn auth_flows(config: &Config, db: &Database) -> Result<AuthFlows, ServerErr
         }
         None => Arc::new(OutboxMailer::new(config.data_dir.join("outbox"))),
     };
+    let mut passwords = tenantkit_auth::PasswordHasher::new();
+    if let Some(waiting) = config.password_queue {
+        passwords = passwords.with_queue_limit(waiting);
+    }
     Ok(AuthFlows::new(db.clone(), tokens, sessions)
+        .with_passwords(passwords)
         .with_limits(Arc::new(RateLimits::new(config.rate_limits())))
         .with_mailer(mailer)
         .with_public_url(&config.public_url())

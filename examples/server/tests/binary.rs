@@ -113,6 +113,47 @@ async fn starts_on_a_fresh_data_dir_and_stops_cleanly_on_sigterm() {
     assert!(wait_exit(&mut again, Duration::from_secs(15)).success());
 }
 
+/// `--help` shows which environment variables are read, never the secrets they hold.
+#[test]
+fn help_never_prints_secrets_from_the_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secrets = [
+        (
+            "DATABASE_URL",
+            "postgres://app:s3cret-app-pw@db.internal/tk",
+        ),
+        (
+            "DATABASE_MIGRATION_URL",
+            "postgres://owner:s3cret-owner-pw@db.internal/tk",
+        ),
+        (
+            "TENANTKIT_SMTP_URL",
+            "smtps://mailer:s3cret-smtp-pw@smtp.internal:465",
+        ),
+        (
+            "TENANTKIT_REFRESH_SECRET",
+            "s3cret-refresh-secret-0123456789abcdef",
+        ),
+    ];
+    for args in [&["--help"][..], &["help"][..], &["migrate", "--help"][..]] {
+        let mut command = server(dir.path(), free_port());
+        command.args(args);
+        for (name, value) in secrets {
+            command.env(name, value);
+        }
+        let output = command.output().expect("run");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if args == ["--help"] {
+            assert!(text.contains("DATABASE_URL"), "{text}");
+        }
+        assert!(!text.contains("s3cret"), "{args:?} leaks a secret: {text}");
+    }
+}
+
 #[test]
 fn migrate_subcommand_creates_and_migrates_the_database() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -201,7 +201,9 @@ fn contains_pattern(text: &str) -> String {
 }
 
 impl Task {
-    async fn validate(&self, tx: &mut TenantTx) -> Result<()> {
+    /// Checks the fields; the assignee only when `assignee_changed` (a task assigned to
+    /// someone who has since left keeps that record, and stays editable).
+    async fn validate(&self, tx: &mut TenantTx, assignee_changed: bool) -> Result<()> {
         let mut errors = Vec::new();
         check_text(&mut errors, "title", &self.title, TITLE_MAX);
         check_optional_text(
@@ -210,7 +212,8 @@ impl Task {
             self.description.as_deref(),
             DESCRIPTION_MAX,
         );
-        if let Some(assignee) = self.assignee_id
+        if assignee_changed
+            && let Some(assignee) = self.assignee_id
             && tx.member(assignee).await?.is_none()
         {
             errors.push(FieldError::new(
@@ -269,7 +272,7 @@ impl TenantScoped for Task {
             created_at: at,
             updated_at: at,
         };
-        task.validate(tx).await?;
+        task.validate(tx, true).await?;
         with_conn!(tx, |c| {
             sqlx::query(
                 "INSERT INTO tasks (id, tenant_id, project_id, title, description, status, \
@@ -318,13 +321,16 @@ impl TenantScoped for Task {
         if let Some(status) = patch.status {
             task.status = status;
         }
+        let assignee_changed = patch
+            .assignee_id
+            .is_some_and(|assignee| assignee != task.assignee_id);
         if let Some(assignee) = patch.assignee_id {
             task.assignee_id = assignee;
         }
         if let Some(due_at) = patch.due_at {
             task.due_at = due_at;
         }
-        task.validate(tx).await?;
+        task.validate(tx, assignee_changed).await?;
         task.version = base.next();
         task.updated_at = now();
         let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_teams(), tx.viewer());

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderValue, header};
 use axum::response::IntoResponse;
 use tenantkit_core::Problem;
 use utoipa::openapi::path::Operation;
@@ -68,25 +68,29 @@ pub(crate) async fn openapi_json(State(state): State<AppState>) -> impl IntoResp
     )
 }
 
-/// `GET /docs`: Scalar's API reference over `/openapi.json`. The page loads its script from
-/// the jsDelivr CDN, so this route alone gets a content security policy that allows it.
-pub(crate) async fn docs_page() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; script-src https://cdn.jsdelivr.net; \
-                 style-src 'unsafe-inline' https://cdn.jsdelivr.net; \
-                 font-src https://cdn.jsdelivr.net data:; img-src data: https:; \
-                 connect-src 'self'; frame-ancestors 'none'",
-            ),
-        ],
-        DOCS_HTML,
-    )
-}
+/// The viewer script: one pinned release of `@scalar/api-reference`, the file its npm tarball
+/// ships as `dist/browser/standalone.js` (jsDelivr serves npm files unchanged).
+pub(crate) const DOCS_SCRIPT_URL: &str =
+    "https://cdn.jsdelivr.net/npm/@scalar/api-reference@1.76.0/dist/browser/standalone.js";
 
-const DOCS_HTML: &str = r#"<!doctype html>
+/// The Subresource Integrity hash of [`DOCS_SCRIPT_URL`]: the browser refuses the script if
+/// the CDN serves anything else. Recompute it with `bash scripts/docs-sri.sh <version>` when
+/// upgrading.
+pub(crate) const DOCS_SCRIPT_INTEGRITY: &str =
+    "sha384-oH1C0RwqcwbVXkC+r8A+4qRoyEUQdtxAzOwumkxZtQBBcsy61FOoPt7B50OVJYYQ";
+
+/// `GET /docs`: Scalar's API reference over `/openapi.json`. The page loads one pinned script
+/// from the jsDelivr CDN, checked by its SRI hash, so this route alone gets a content security
+/// policy that allows exactly that file (and no images from anywhere but the page itself).
+pub(crate) async fn docs_page() -> impl IntoResponse {
+    static PAGE: std::sync::LazyLock<(HeaderValue, String)> = std::sync::LazyLock::new(|| {
+        let csp = format!(
+            "default-src 'none'; script-src {DOCS_SCRIPT_URL}; style-src 'unsafe-inline'; \
+             font-src data:; img-src data:; connect-src 'self'; base-uri 'none'; \
+             form-action 'none'; frame-ancestors 'none'"
+        );
+        let html = format!(
+            r#"<!doctype html>
 <html lang="en">
 <head>
   <meta charset="utf-8">
@@ -95,11 +99,28 @@ const DOCS_HTML: &str = r#"<!doctype html>
 </head>
 <body>
   <script id="api-reference" data-url="/openapi.json"></script>
-  <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference@1"></script>
+  <script src="{DOCS_SCRIPT_URL}" integrity="{DOCS_SCRIPT_INTEGRITY}" crossorigin="anonymous"></script>
   <noscript>The machine-readable document is at <a href="/openapi.json">/openapi.json</a>.</noscript>
 </body>
 </html>
-"#;
+"#
+        );
+        (
+            HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static("default-src 'none'")),
+            html,
+        )
+    });
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+            (header::CONTENT_SECURITY_POLICY, PAGE.0.clone()),
+        ],
+        PAGE.1.as_str(),
+    )
+}
 
 /// The bearer scheme the `security(("bearer" = []))` requirements name.
 struct BearerScheme;
