@@ -283,6 +283,17 @@ async fn fixture(server: &TestServer, callers: &Callers, n: usize) -> Fixture {
     let rtask = Task::create(&mut tx, NewTask::new(restricted.id, "secret"))
         .await
         .expect("restricted task");
+    // Earlier cells' invitations are withdrawn: a tenant holds at most
+    // `MAX_PENDING_INVITATIONS` pending ones, and the matrix has more cells than that.
+    let tenant = tx.tenant_id();
+    tenantkit_core::with_conn!(&mut tx, |c| {
+        sqlx::query("DELETE FROM invitations WHERE tenant_id = $1 AND accepted_at IS NULL")
+            .bind(tenant)
+            .execute(c)
+            .await
+            .map(drop)
+    })
+    .expect("withdraw earlier invitations");
     let email = Email::parse(&format!("pending{n}@matrix.test")).expect("email");
     let expires = tenantkit_core::now() + Duration::from_secs(86_400);
     let invitation = tx
