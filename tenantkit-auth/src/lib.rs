@@ -59,7 +59,8 @@ pub use jwt::layer::{
 };
 pub use jwt::{
     AccessClaims, AccessTokens, Algorithm, CachedSessionCheck, CheckFuture, IssuedToken, JwtConfig,
-    KeySet, SessionCheck, SessionState, SigningKey, VerifyingKey, generate_ed25519_pem,
+    KeySet, SessionCheck, SessionState, SigningKey, VERIFIED_CACHE_CAPACITY, VerifyingKey,
+    generate_ed25519_pem,
 };
 pub use mailer::{
     LogMailer, Mailer, MemoryMailer, Message, OneTimeToken, OutboxMailer, SendFuture,

@@ -6,13 +6,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use argon2::password_hash::{
-    PasswordHash as Phc, PasswordHasher as _, PasswordVerifier as _, SaltString,
-};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{PasswordHash as Phc, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use password_hash::rand_core::OsRng;
 use tenantkit_core::{FieldError, PasswordHash};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::OnceCell;
 
 use crate::{Error, Result};
 
@@ -111,11 +109,13 @@ pub enum Verification {
     Mismatch,
 }
 
-/// argon2id hashing and verification on a bounded pool of blocking threads, so a burst of
-/// logins cannot take every runtime thread, with a bounded queue in front of it: when as many
-/// hashes wait as the queue holds, the next one is refused at once with
-/// [`Error::Overloaded`] (503 + `Retry-After`) instead of making every caller wait longer.
-/// Cheap to clone.
+/// argon2id hashing and verification on a fixed set of worker threads, each reusing one
+/// memory buffer of the configured cost, so a login storm neither takes the runtime's threads
+/// nor grows memory: however long it lasts, hashing holds `concurrency` × `m_cost` KiB. A
+/// bounded queue stands in front of the workers: when as many hashes wait as it holds, the
+/// next one is refused at once with [`Error::Overloaded`] (503 + `Retry-After`) instead of
+/// making every caller wait longer. Cheap to clone; the workers stop when the last clone is
+/// dropped.
 #[derive(Clone)]
 pub struct PasswordHasher {
     inner: Arc<Inner>,
@@ -124,17 +124,7 @@ pub struct PasswordHasher {
 struct Inner {
     params: Params,
     policy: PasswordPolicy,
-    permits: Arc<Semaphore>,
-    /// How many hashes run at once.
-    concurrency: usize,
-    /// How many hashes may wait for a permit.
-    queue: usize,
-    /// How many wait now.
-    waiting: AtomicUsize,
-    /// How many hashes or verifications have run (or are running).
-    started: AtomicU64,
-    /// How many were refused because the queue was full.
-    refused: AtomicU64,
+    workers: Workers,
     dummy: OnceCell<String>,
 }
 
@@ -145,15 +135,124 @@ pub struct HasherStats {
     pub started: u64,
     /// Refused with [`Error::Overloaded`] because the queue was full.
     pub refused: u64,
-    /// Waiting for a worker now.
+    /// Admitted and not running yet (waiting for a worker, or just handed to one).
     pub waiting: usize,
 }
 
-/// Waiting hashes allowed per running one, by default.
-const QUEUE_PER_PERMIT: usize = 16;
+/// Waiting hashes allowed per worker, by default.
+const QUEUE_PER_WORKER: usize = 16;
 
 /// What an overloaded hasher tells callers to wait.
 const OVERLOADED_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// A job for a worker: gets the worker's memory buffer.
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
+/// The worker threads and the bounded queue in front of them.
+struct Workers {
+    jobs: std::sync::mpsc::Sender<Job>,
+    count: usize,
+    queue: usize,
+    counters: Arc<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    /// Jobs admitted and not finished: running plus waiting. At most `count + queue`.
+    admitted: AtomicUsize,
+    /// Jobs a worker is running now.
+    running: AtomicUsize,
+    started: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl Workers {
+    /// Starts `count` threads whose buffers hold `blocks` argon2 blocks (allocated on a
+    /// worker's first job, so an idle hasher costs no memory).
+    fn start(count: usize, queue: usize, blocks: usize) -> Self {
+        let (jobs, receiver) = std::sync::mpsc::channel::<Job>();
+        let receiver = Arc::new(std::sync::Mutex::new(receiver));
+        let counters = Arc::new(Counters::default());
+        for n in 0..count {
+            let receiver = Arc::clone(&receiver);
+            let spawned = std::thread::Builder::new()
+                .name(format!("tenantkit-argon2-{n}"))
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    let mut memory: Vec<Block> = Vec::new();
+                    loop {
+                        // The lock is held only while waiting for the next job.
+                        let job = receiver
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .recv();
+                        let Ok(job) = job else {
+                            return; // Every sender is gone: the hasher was dropped.
+                        };
+                        if memory.len() < blocks {
+                            memory.resize(blocks, Block::default());
+                        }
+                        job(&mut memory);
+                    }
+                });
+            if let Err(err) = spawned {
+                tracing::error!(error = %err, "could not start a password-hashing thread");
+            }
+        }
+        Self {
+            jobs,
+            count,
+            queue,
+            counters,
+        }
+    }
+
+    /// Runs `work` on a worker with its buffer. Refused at once when `count` jobs run and
+    /// `queue` wait already. A job whose caller went away before a worker took it is skipped.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
+    ) -> Result<T> {
+        let limit = self.count + self.queue;
+        let admitted =
+            self.counters
+                .admitted
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                    (now < limit).then_some(now + 1)
+                });
+        if admitted.is_err() {
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::Overloaded {
+                retry_after: OVERLOADED_RETRY_AFTER,
+            });
+        }
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let counters = Arc::clone(&self.counters);
+        let job: Job = Box::new(move |memory| {
+            if done.is_closed() {
+                counters.admitted.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+            counters.running.fetch_add(1, Ordering::AcqRel);
+            counters.started.fetch_add(1, Ordering::Relaxed);
+            let output = work(memory);
+            // The slot is free before the caller hears back, so its next request (or anyone's)
+            // finds it free.
+            counters.running.fetch_sub(1, Ordering::AcqRel);
+            counters.admitted.fetch_sub(1, Ordering::AcqRel);
+            let _ = done.send(output);
+        });
+        if self.jobs.send(job).is_err() {
+            self.counters.admitted.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::Hashing(
+                "no password-hashing thread is running".into(),
+            ));
+        }
+        answer
+            .await
+            .map_err(|_| Error::Hashing("the hashing thread failed".into()))
+    }
+}
 
 impl fmt::Debug for PasswordHasher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -162,8 +261,8 @@ impl fmt::Debug for PasswordHasher {
             .field("t_cost", &self.inner.params.t_cost())
             .field("p_cost", &self.inner.params.p_cost())
             .field("policy", &self.inner.policy)
-            .field("concurrency", &self.concurrency())
-            .field("queue", &self.inner.queue)
+            .field("concurrency", &self.inner.workers.count)
+            .field("queue", &self.inner.workers.queue)
             .finish_non_exhaustive()
     }
 }
@@ -175,8 +274,8 @@ impl Default for PasswordHasher {
 }
 
 impl PasswordHasher {
-    /// OWASP's argon2id parameters (m = 19456 KiB, t = 2, p = 1), the default policy, as many
-    /// concurrent hashes as the machine has cores and 16 waiting per core.
+    /// OWASP's argon2id parameters (m = 19456 KiB, t = 2, p = 1), the default policy, one
+    /// worker per core and 16 waiting per worker.
     pub fn new() -> Self {
         // These constants are valid argon2 parameters.
         let params = Params::new(19_456, 2, 1, None).unwrap_or_default();
@@ -185,7 +284,7 @@ impl PasswordHasher {
             params,
             PasswordPolicy::default(),
             cores,
-            cores * QUEUE_PER_PERMIT,
+            cores * QUEUE_PER_WORKER,
         )
     }
 
@@ -196,69 +295,67 @@ impl PasswordHasher {
     pub fn with_params(m_cost_kib: u32, t_cost: u32, p_cost: u32) -> Result<Self> {
         let params = Params::new(m_cost_kib, t_cost, p_cost, None)
             .map_err(|e| Error::Hashing(format!("invalid argon2 parameters: {e}")))?;
-        let defaults = Self::new();
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
         Ok(Self::build(
             params,
             PasswordPolicy::default(),
-            defaults.concurrency(),
-            defaults.inner.queue,
+            cores,
+            cores * QUEUE_PER_WORKER,
         ))
     }
 
     /// Replaces the password policy.
     pub fn with_policy(self, policy: PasswordPolicy) -> Self {
+        let workers = &self.inner.workers;
         Self::build(
             self.inner.params.clone(),
             policy,
-            self.concurrency(),
-            self.inner.queue,
+            workers.count,
+            workers.queue,
         )
     }
 
-    /// Limits how many hashes run at once (at least one); the queue keeps its length.
-    pub fn with_concurrency(self, permits: usize) -> Self {
+    /// Runs `workers` hashes at once (at least one); the queue keeps its length.
+    pub fn with_concurrency(self, workers: usize) -> Self {
+        let queue = self.inner.workers.queue;
         Self::build(
             self.inner.params.clone(),
             self.inner.policy.clone(),
-            permits.max(1),
-            self.inner.queue,
+            workers.max(1),
+            queue,
         )
     }
 
     /// Lets at most `waiting` hashes wait for a free worker (0: none wait; a hash either
     /// starts at once or is refused).
     pub fn with_queue_limit(self, waiting: usize) -> Self {
+        let count = self.inner.workers.count;
         Self::build(
             self.inner.params.clone(),
             self.inner.policy.clone(),
-            self.concurrency(),
+            count,
             waiting,
         )
     }
 
-    fn concurrency(&self) -> usize {
-        self.inner.concurrency
-    }
-
     /// Counts of the work done so far (shared by every clone).
     pub fn stats(&self) -> HasherStats {
+        let counters = &self.inner.workers.counters;
+        let admitted = counters.admitted.load(Ordering::Acquire);
+        let running = counters.running.load(Ordering::Acquire);
         HasherStats {
-            started: self.inner.started.load(Ordering::Relaxed),
-            refused: self.inner.refused.load(Ordering::Relaxed),
-            waiting: self.inner.waiting.load(Ordering::Relaxed),
+            started: counters.started.load(Ordering::Relaxed),
+            refused: counters.refused.load(Ordering::Relaxed),
+            waiting: admitted.saturating_sub(running),
         }
     }
 
-    fn build(params: Params, policy: PasswordPolicy, permits: usize, queue: usize) -> Self {
+    fn build(params: Params, policy: PasswordPolicy, workers: usize, queue: usize) -> Self {
+        let workers = Workers::start(workers, queue, params.block_count());
         let inner = Inner {
             params,
             policy,
-            permits: Arc::new(Semaphore::new(permits)),
-            concurrency: permits,
-            queue,
-            waiting: AtomicUsize::new(0),
-            started: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
+            workers,
             dummy: OnceCell::new(),
         };
         Self {
@@ -287,19 +384,15 @@ impl PasswordHasher {
     /// Hashes a password (no policy check: use it to rehash a verified password).
     ///
     /// # Errors
-    /// [`Error::Hashing`] when hashing fails.
+    /// [`Error::Overloaded`] when the queue is full; [`Error::Hashing`] when hashing fails.
     #[tracing::instrument(skip_all)]
     pub async fn hash(&self, password: &Password) -> Result<PasswordHash> {
         let params = self.inner.params.clone();
         let password = password.clone();
         let phc = self
-            .blocking(move || {
-                let salt = SaltString::generate(&mut OsRng);
-                Self::argon2(params)
-                    .hash_password(password.expose().as_bytes(), &salt)
-                    .map(|hash| hash.to_string())
-                    .map_err(|e| Error::Hashing(e.to_string()))
-            })
+            .inner
+            .workers
+            .run(move |memory| hash_with(&params, password.expose().as_bytes(), memory))
             .await??;
         Ok(PasswordHash::new(phc))
     }
@@ -309,7 +402,8 @@ impl PasswordHasher {
     /// response time does not reveal whether the account exists.
     ///
     /// # Errors
-    /// [`Error::Hashing`] when the worker pool fails.
+    /// [`Error::Overloaded`] when the queue is full; [`Error::Hashing`] when the stored hash
+    /// cannot be read.
     #[tracing::instrument(skip_all)]
     pub async fn verify(
         &self,
@@ -330,14 +424,9 @@ impl PasswordHasher {
             password.clone()
         };
         let matched = self
-            .blocking(move || {
-                let parsed = Phc::new(&phc)
-                    .map_err(|e| Error::Hashing(format!("stored hash unreadable: {e}")))?;
-                let ok = Self::argon2(params.clone())
-                    .verify_password(attempt.expose().as_bytes(), &parsed)
-                    .is_ok();
-                Ok::<_, Error>(ok.then(|| needs_rehash(&parsed, &params)))
-            })
+            .inner
+            .workers
+            .run(move |memory| verify_with(&phc, attempt.expose().as_bytes(), &params, memory))
             .await??;
         Ok(match matched {
             Some(needs_rehash) if known => Verification::Match { needs_rehash },
@@ -355,67 +444,89 @@ impl PasswordHasher {
             .await
             .cloned()
     }
-
-    /// Runs CPU-heavy work on the blocking pool, at most `permits` at a time, with at most
-    /// `queue` callers waiting for one.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T> {
-        let permits = self.inner.permits.clone();
-        let permit = match permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(tokio::sync::TryAcquireError::Closed) => {
-                return Err(Error::Hashing("hasher closed".into()));
-            }
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
-                let Some(waiting) = Waiting::enter(&self.inner.waiting, self.inner.queue) else {
-                    self.inner.refused.fetch_add(1, Ordering::Relaxed);
-                    return Err(Error::Overloaded {
-                        retry_after: OVERLOADED_RETRY_AFTER,
-                    });
-                };
-                let permit = permits
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| Error::Hashing("hasher closed".into()))?;
-                drop(waiting);
-                permit
-            }
-        };
-        self.inner.started.fetch_add(1, Ordering::Relaxed);
-        // The permit lives in the blocking task: if the request is cancelled, the hash still
-        // runs to completion and keeps its slot, so cancelled logins cannot exceed the bound.
-        tokio::task::spawn_blocking(move || {
-            let output = work();
-            drop(permit);
-            output
-        })
-        .await
-        .map_err(|e| Error::Hashing(format!("hashing task failed: {e}")))
-    }
 }
 
-/// A place in the hasher's queue, given back when dropped (also when the waiting caller is
-/// cancelled).
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl<'a> Waiting<'a> {
-    /// Takes a place if fewer than `limit` are taken.
-    fn enter(waiting: &'a AtomicUsize, limit: usize) -> Option<Self> {
-        waiting
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
-                (now < limit).then_some(now + 1)
-            })
-            .ok()
-            .map(|_| Waiting(waiting))
-    }
+/// argon2id of `password` with a new salt under `params`, in `memory`, as a PHC string.
+fn hash_with(params: &Params, password: &[u8], memory: &mut Vec<Block>) -> Result<String> {
+    let failed = |e: &dyn fmt::Display| Error::Hashing(e.to_string());
+    let salt = SaltString::generate(&mut OsRng);
+    let mut salt_bytes = [0u8; 64];
+    let salt_raw = salt
+        .as_salt()
+        .decode_b64(&mut salt_bytes)
+        .map_err(|e| failed(&e))?;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    fill(params, password, salt_raw, &mut out, memory)?;
+    let phc = Phc {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: argon2::password_hash::ParamsString::try_from(params).map_err(|e| failed(&e))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(argon2::password_hash::Output::new(&out).map_err(|e| failed(&e))?),
+    };
+    Ok(phc.to_string())
 }
 
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+/// Whether `password` matches the PHC string `stored` (computed in `memory` when the stored
+/// cost fits, else in a buffer of its own), and if so whether it needs a rehash under
+/// `current`.
+fn verify_with(
+    stored: &str,
+    password: &[u8],
+    current: &Params,
+    memory: &mut [Block],
+) -> Result<Option<bool>> {
+    let parsed =
+        Phc::new(stored).map_err(|e| Error::Hashing(format!("stored hash unreadable: {e}")))?;
+    let unreadable = |what: &str| Error::Hashing(format!("stored hash unreadable: {what}"));
+    let algorithm = Algorithm::try_from(parsed.algorithm).map_err(|_| unreadable("algorithm"))?;
+    let version = parsed
+        .version
+        .map(Version::try_from)
+        .transpose()
+        .map_err(|_| unreadable("version"))?
+        .unwrap_or_default();
+    let params = Params::try_from(&parsed).map_err(|_| unreadable("parameters"))?;
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return Err(unreadable("no salt or hash"));
+    };
+    let mut salt_bytes = [0u8; 64];
+    let salt_raw = salt
+        .decode_b64(&mut salt_bytes)
+        .map_err(|_| unreadable("salt"))?;
+    let mut out = vec![0u8; expected.len()];
+    let argon2 = Argon2::new(algorithm, version, params.clone());
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        // A hash made with a larger memory cost than today's: a buffer of its own, once
+        // (the rehash that follows a match brings it to today's cost).
+        let mut own = vec![Block::default(); blocks];
+        argon2.hash_password_into_with_memory(password, salt_raw, &mut out, &mut own[..])
+    } else {
+        argon2.hash_password_into_with_memory(password, salt_raw, &mut out, &mut memory[..blocks])
     }
+    .map_err(|e| Error::Hashing(e.to_string()))?;
+    // Output's equality is constant-time.
+    let computed =
+        argon2::password_hash::Output::new(&out).map_err(|e| Error::Hashing(e.to_string()))?;
+    Ok((computed == expected).then(|| needs_rehash(&parsed, current)))
+}
+
+/// argon2id under `params` into `out`, in the first blocks of `memory`.
+fn fill(
+    params: &Params,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+    memory: &mut Vec<Block>,
+) -> Result<()> {
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    PasswordHasher::argon2(params.clone())
+        .hash_password_into_with_memory(password, salt, out, &mut memory[..blocks])
+        .map_err(|e| Error::Hashing(e.to_string()))
 }
 
 /// Whether a stored hash was made with other settings than `current`.
@@ -439,21 +550,37 @@ fn needs_rehash(stored: &Phc<'_>, current: &Params) -> bool {
 mod tests {
     use super::*;
 
+    /// Occupies the hasher's only worker until the answer is sent on the returned channel.
+    async fn occupy(hasher: &PasswordHasher) -> std::sync::mpsc::Sender<()> {
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let started = hasher.stats().started;
+        let workers = Arc::clone(&hasher.inner);
+        let gatekeeper = tokio::spawn(async move {
+            workers
+                .workers
+                .run(move |_| {
+                    let _ = gate.recv();
+                })
+                .await
+        });
+        // Wait for the state, not for a time: the worker has taken the gate.
+        while hasher.stats().started == started {
+            assert!(!gatekeeper.is_finished(), "the gate was refused");
+            tokio::task::yield_now().await;
+        }
+        release
+    }
+
     /// With every worker busy and the queue full, the next hash is refused at once; the
-    /// waiting ones still finish. Driven by the hasher's own counters, not by timing.
-    #[tokio::test]
+    /// waiting ones still finish; a cancelled waiter gives its place back; with no queue a
+    /// free worker still serves. Driven by the hasher's own counters, not by timing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_queue_refuses_instead_of_waiting() {
         let hasher = PasswordHasher::with_params(8, 1, 1)
             .expect("params")
             .with_concurrency(1)
             .with_queue_limit(2);
-        // Occupy the only worker.
-        let busy = hasher
-            .inner
-            .permits
-            .clone()
-            .try_acquire_owned()
-            .expect("the worker");
+        let release = occupy(&hasher).await;
         let waiters: Vec<_> = (0..2)
             .map(|_| {
                 let hasher = hasher.clone();
@@ -464,7 +591,7 @@ mod tests {
                 })
             })
             .collect();
-        while hasher.inner.waiting.load(Ordering::Acquire) < 2 {
+        while hasher.stats().waiting < 2 {
             tokio::task::yield_now().await;
         }
         let refused = hasher.hash(&Password::new("one more passphrase")).await;
@@ -479,21 +606,16 @@ mod tests {
             matches!(refused, Err(Error::Overloaded { .. })),
             "{refused:?}"
         );
-        drop(busy);
+        assert_eq!(hasher.stats().refused, 2);
+        release.send(()).expect("release");
         for waiter in waiters {
             waiter
                 .await
                 .expect("join")
                 .expect("a queued hash completes");
         }
-        assert_eq!(hasher.inner.waiting.load(Ordering::Acquire), 0);
-        // A cancelled waiter gives its place back.
-        let busy = hasher
-            .inner
-            .permits
-            .clone()
-            .try_acquire_owned()
-            .expect("the worker");
+        // A cancelled waiter gives its place back, and its hash never runs.
+        let release = occupy(&hasher).await;
         let cancelled = {
             let hasher = hasher.clone();
             tokio::spawn(async move {
@@ -502,19 +624,97 @@ mod tests {
                     .await
             })
         };
-        while hasher.inner.waiting.load(Ordering::Acquire) < 1 {
+        while hasher.stats().waiting < 1 {
             tokio::task::yield_now().await;
         }
         cancelled.abort();
         let _ = cancelled.await;
-        assert_eq!(hasher.inner.waiting.load(Ordering::Acquire), 0);
-        drop(busy);
-        // No queue at all: a free worker still serves.
+        let started = hasher.stats().started;
+        release.send(()).expect("release");
+        while hasher.stats().waiting > 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            hasher.stats().started,
+            started,
+            "the cancelled hash was skipped"
+        );
+        // No queue at all: a free worker still serves, a busy one refuses.
         let no_queue = hasher.with_queue_limit(0);
         no_queue
             .hash(&Password::new("a long enough passphrase"))
             .await
             .expect("a free worker");
+        let release = occupy(&no_queue).await;
+        assert!(matches!(
+            no_queue
+                .hash(&Password::new("a long enough passphrase"))
+                .await,
+            Err(Error::Overloaded { .. })
+        ));
+        release.send(()).expect("release");
+    }
+
+    /// Hashes made here verify with the argon2 crate's own verifier and the other way round,
+    /// a hash of another cost still verifies (and asks for a rehash), and a wrong password or
+    /// a corrupt stored hash never matches.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn worker_hashes_are_standard_phc_strings() {
+        use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+        let hasher = PasswordHasher::with_params(64, 1, 1).expect("params");
+        let password = Password::new("correct horse battery staple");
+        let ours = hasher.hash(&password).await.expect("hash");
+        let parsed = Phc::new(ours.as_str()).expect("phc");
+        Argon2::default()
+            .verify_password(password.expose().as_bytes(), &parsed)
+            .expect("the argon2 crate verifies ours");
+        let salt = SaltString::generate(&mut OsRng);
+        let theirs = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(128, 2, 1, None).expect("params"),
+        )
+        .hash_password(password.expose().as_bytes(), &salt)
+        .expect("hash")
+        .to_string();
+        let theirs = PasswordHash::new(theirs);
+        assert_eq!(
+            hasher
+                .verify(&password, Some(&theirs))
+                .await
+                .expect("verify"),
+            Verification::Match { needs_rehash: true },
+            "a larger cost than today's still verifies"
+        );
+        assert_eq!(
+            hasher.verify(&password, Some(&ours)).await.expect("verify"),
+            Verification::Match {
+                needs_rehash: false
+            }
+        );
+        assert_eq!(
+            hasher
+                .verify(&Password::new("not the password at all"), Some(&ours))
+                .await
+                .expect("verify"),
+            Verification::Mismatch
+        );
+        for corrupt in [
+            "",
+            "$argon2id$v=19$m=64,t=1,p=1$",
+            "not a hash",
+            "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$",
+        ] {
+            assert!(
+                !matches!(
+                    hasher
+                        .verify(&password, Some(&PasswordHash::new(corrupt.to_owned())))
+                        .await,
+                    Ok(Verification::Match { .. })
+                ),
+                "{corrupt}"
+            );
+        }
     }
 
     #[test]

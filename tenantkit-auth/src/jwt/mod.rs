@@ -71,11 +71,94 @@ impl fmt::Debug for IssuedToken {
 }
 
 /// Issues and verifies access tokens. Cheap to clone; keys can be replaced while serving.
+///
+/// Verified tokens are remembered (keyed by their SHA-256, at most
+/// [`VERIFIED_CACHE_CAPACITY`], never past their `exp`, all forgotten when the keys change),
+/// so a client sending the same token again costs a hash and a lookup instead of a signature
+/// check.
 #[derive(Clone)]
 pub struct AccessTokens {
     keys: Arc<RwLock<Arc<KeySet>>>,
     config: Arc<JwtConfig>,
     clock: Arc<dyn Clock>,
+    verified: Arc<VerifiedCache>,
+}
+
+/// At most this many verified tokens are remembered.
+pub const VERIFIED_CACHE_CAPACITY: usize = 16 * 1024;
+
+const SHARDS: usize = 16;
+
+/// Verified tokens by the SHA-256 of their text, in shards (one lock each), with the unix
+/// time they stop being good.
+struct VerifiedCache {
+    shards: [std::sync::Mutex<Shard>; SHARDS],
+}
+
+/// One shard: token hash → (principal, unix time it stops being good).
+type Shard = std::collections::HashMap<[u8; 32], (Principal, i64)>;
+
+impl VerifiedCache {
+    fn new() -> Self {
+        Self {
+            shards: std::array::from_fn(|_| std::sync::Mutex::new(Default::default())),
+        }
+    }
+
+    fn key(token: &str) -> [u8; 32] {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(token.as_bytes()).into()
+    }
+
+    fn shard(&self, key: &[u8; 32]) -> std::sync::MutexGuard<'_, Shard> {
+        self.shards[usize::from(key[0]) % SHARDS]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, key: &[u8; 32], now: i64) -> Option<Principal> {
+        let mut shard = self.shard(key);
+        match shard.get(key) {
+            Some((principal, until)) if now < *until => Some(principal.clone()),
+            Some(_) => {
+                shard.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn insert(&self, key: [u8; 32], principal: Principal, until: i64, now: i64) {
+        let mut shard = self.shard(&key);
+        if shard.len() >= VERIFIED_CACHE_CAPACITY / SHARDS {
+            shard.retain(|_, (_, until)| now < *until);
+            if shard.len() >= VERIFIED_CACHE_CAPACITY / SHARDS {
+                // Still full of live tokens: start over rather than grow.
+                shard.clear();
+            }
+        }
+        shard.insert(key, (principal, until));
+    }
+
+    fn clear(&self) {
+        for shard in &self.shards {
+            shard
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clear();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .len()
+            })
+            .sum()
+    }
 }
 
 impl fmt::Debug for AccessTokens {
@@ -98,6 +181,7 @@ impl AccessTokens {
             keys: Arc::new(RwLock::new(Arc::new(keys))),
             config: Arc::new(config),
             clock,
+            verified: Arc::new(VerifiedCache::new()),
         }
     }
 
@@ -120,6 +204,13 @@ impl AccessTokens {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *guard = Arc::new(keys);
+        // A retired key's tokens must stop working now, not when they would have expired.
+        self.verified.clear();
+    }
+
+    /// How many verified tokens are remembered now (for metrics and tests).
+    pub fn cached_tokens(&self) -> usize {
+        self.verified.len()
     }
 
     /// Issues a token for `principal`.
@@ -165,7 +256,19 @@ impl AccessTokens {
     /// # Errors
     /// [`Error::InvalidToken`] or [`Error::TokenExpired`].
     pub fn verify(&self, token: &str) -> Result<Principal> {
-        self.verify_claims(token).and_then(principal_from)
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(Error::InvalidToken("token too large"));
+        }
+        let key = VerifiedCache::key(token);
+        let now = self.clock.now().unix_timestamp();
+        if let Some(principal) = self.verified.get(&key, now) {
+            return Ok(principal);
+        }
+        let claims = self.verify_claims(token)?;
+        let until = claims.exp;
+        let principal = principal_from(claims)?;
+        self.verified.insert(key, principal.clone(), until, now);
+        Ok(principal)
     }
 
     /// Verifies a token and returns its claims.

@@ -207,19 +207,28 @@ impl<S: SessionStore> RefreshSessions<S> {
     #[tracing::instrument(skip_all)]
     pub async fn refresh(&self, presented: &RefreshToken) -> Result<(SessionRecord, RefreshToken)> {
         let hash = presented.hash();
+        let now = self.clock.now();
+        let successor = self.successor(presented);
+        // The common case in one step: a live, unrotated token.
+        if let Some(session) = self
+            .store
+            .rotate_live(&hash, &successor.hash(), now, now - self.config.idle)
+            .await?
+        {
+            return Ok((session, successor));
+        }
+        // Otherwise: unknown, ended, or already rotated (a concurrent twin, or a replay).
         let (token, session) = self
             .store
             .find(&hash)
             .await?
             .ok_or(Error::InvalidToken("unknown refresh token"))?;
-        let now = self.clock.now();
         if session.revoked_at.is_some() {
             return Err(Error::InvalidToken("session revoked"));
         }
         if now >= session.expires_at || now - session.last_used_at > self.config.idle {
             return Err(Error::InvalidToken("session expired"));
         }
-        let successor = self.successor(presented);
         let rotated_at = match token.rotated_at {
             Some(at) => at,
             None if self.store.rotate(&hash, &successor.hash(), now).await? => {

@@ -45,6 +45,36 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
         at: OffsetDateTime,
     ) -> impl Future<Output = Result<bool>> + Send;
 
+    /// The hot path of a refresh, in as few steps as the store can: if the token is known,
+    /// unrotated and its session live (not revoked, its user's credentials epoch unchanged,
+    /// not expired at `at`, used after `idle_since`), rotates it to `successor_hash`, touches
+    /// the session and answers it (with `last_used_at = at`); otherwise `Ok(None)`, and the
+    /// caller looks closer (replay, grace window, expiry). Atomic like
+    /// [`SessionStore::rotate`]. The default is [`SessionStore::find`] then `rotate`; the
+    /// database store does it in one statement on PostgreSQL and one transaction on SQLite.
+    fn rotate_live(
+        &self,
+        token_hash: &[u8],
+        successor_hash: &[u8],
+        at: OffsetDateTime,
+        idle_since: OffsetDateTime,
+    ) -> impl Future<Output = Result<Option<SessionRecord>>> + Send {
+        async move {
+            let Some((token, mut session)) = self.find(token_hash).await? else {
+                return Ok(None);
+            };
+            let live = token.rotated_at.is_none()
+                && session.revoked_at.is_none()
+                && at < session.expires_at
+                && session.last_used_at > idle_since;
+            if live && self.rotate(token_hash, successor_hash, at).await? {
+                session.last_used_at = at;
+                return Ok(Some(session));
+            }
+            Ok(None)
+        }
+    }
+
     /// Revokes one session.
     fn revoke(
         &self,

@@ -17,6 +17,10 @@ use crate::refresh::{RefreshTokenRecord, SessionRecord, SessionStore};
 const SESSION_COLUMNS: &str = "s.id, s.user_id, s.tenant_id, s.created_at, s.last_used_at, \
                                s.expires_at, s.revoked_at, s.credentials_epoch";
 
+/// The same, unqualified (SQLite's `RETURNING` names only the updated table's own columns).
+const SESSION_RETURNING: &str = "id, user_id, tenant_id, created_at, last_used_at, expires_at, \
+                                 revoked_at, credentials_epoch";
+
 impl SessionStore for Database {
     async fn create(&self, session: &SessionRecord, token_hash: &[u8]) -> Result<bool> {
         let mut tx = self.begin_system().await?;
@@ -121,6 +125,90 @@ impl SessionStore for Database {
         })?;
         tx.commit().await?;
         Ok(rotated)
+    }
+
+    async fn rotate_live(
+        &self,
+        token_hash: &[u8],
+        successor_hash: &[u8],
+        at: OffsetDateTime,
+        idle_since: OffsetDateTime,
+    ) -> Result<Option<SessionRecord>> {
+        // The token is unrotated (the guard that makes one winner among concurrent refreshes:
+        // PostgreSQL re-checks it after waiting for the row lock, SQLite runs writers one at a
+        // time) and its session live: not revoked, same credentials epoch as its user, not
+        // expired, not idle.
+        const WON: &str = "UPDATE refresh_tokens SET rotated_at = $1 \
+             WHERE token_hash = $2 AND rotated_at IS NULL \
+             AND EXISTS (SELECT 1 FROM sessions s JOIN users u ON u.id = s.user_id \
+                         WHERE s.id = refresh_tokens.session_id AND s.revoked_at IS NULL \
+                         AND s.credentials_epoch = u.credentials_epoch \
+                         AND s.expires_at > $1 AND s.last_used_at > $3) \
+             RETURNING session_id, generation";
+        let mut tx = self.begin_system().await?;
+        let session: Option<SessionRecord> = match tx.raw() {
+            // One statement, one round trip (plus the transaction's own).
+            #[cfg(feature = "postgres")]
+            tenantkit_core::RawConn::Postgres(c) => {
+                let sql = format!(
+                    "WITH won AS ({WON}), \
+                     successor AS (INSERT INTO refresh_tokens \
+                        (token_hash, session_id, generation, created_at) \
+                        SELECT $4, session_id, generation + 1, $1 FROM won) \
+                     UPDATE sessions s SET last_used_at = $1 FROM won \
+                     WHERE s.id = won.session_id RETURNING {SESSION_COLUMNS}"
+                );
+                sqlx::query_as(&sql)
+                    .bind(at)
+                    .bind(token_hash)
+                    .bind(idle_since)
+                    .bind(successor_hash)
+                    .fetch_optional(c)
+                    .await?
+            }
+            // SQLite has no data-modifying CTEs: three statements on the one writer
+            // connection, inside one transaction.
+            #[cfg(feature = "sqlite")]
+            tenantkit_core::RawConn::Sqlite(c) => {
+                let won: Option<(SessionId, i64)> = sqlx::query_as(WON)
+                    .bind(at)
+                    .bind(token_hash)
+                    .bind(idle_since)
+                    .fetch_optional(&mut *c)
+                    .await?;
+                match won {
+                    Some((session, generation)) => {
+                        sqlx::query(
+                            "INSERT INTO refresh_tokens \
+                             (token_hash, session_id, generation, created_at) \
+                             VALUES ($1, $2, $3, $4)",
+                        )
+                        .bind(successor_hash)
+                        .bind(session)
+                        .bind(generation + 1)
+                        .bind(at)
+                        .execute(&mut *c)
+                        .await?;
+                        let sql = format!(
+                            "UPDATE sessions SET last_used_at = $1 WHERE id = $2 \
+                             RETURNING {SESSION_RETURNING}"
+                        );
+                        sqlx::query_as(&sql)
+                            .bind(at)
+                            .bind(session)
+                            .fetch_optional(&mut *c)
+                            .await?
+                    }
+                    None => None,
+                }
+            }
+            #[allow(unreachable_patterns)] // Only when both backends are built.
+            _ => None,
+        };
+        if session.is_some() {
+            tx.commit().await?;
+        }
+        Ok(session)
     }
 
     async fn revoke(&self, session: SessionId, at: OffsetDateTime, reason: &str) -> Result<()> {

@@ -81,7 +81,7 @@ pub struct Database {
 #[derive(Clone)]
 pub(crate) enum Pool {
     #[cfg(feature = "sqlite")]
-    Sqlite(sqlx::SqlitePool),
+    Sqlite(sqlite::SqlitePools),
     #[cfg(feature = "postgres")]
     Postgres(sqlx::PgPool),
 }
@@ -196,8 +196,8 @@ impl Database {
     pub async fn migrate(&self, migrations: &Migrations) -> Result<()> {
         match &self.pool {
             #[cfg(feature = "sqlite")]
-            Pool::Sqlite(pool) => {
-                let mut conn = pool.acquire().await?;
+            Pool::Sqlite(pools) => {
+                let mut conn = pools.writer.acquire().await?;
                 crate::migrate::apply_sqlite(migrations, &mut conn).await?;
             }
             #[cfg(feature = "postgres")]
@@ -217,7 +217,14 @@ impl Database {
     pub async fn ping(&self) -> Result<()> {
         match &self.pool {
             #[cfg(feature = "sqlite")]
-            Pool::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
+            Pool::Sqlite(pools) => {
+                // Both paths: a request may need either.
+                sqlx::query("SELECT 1").execute(&pools.reader).await?;
+                sqlx::query("SELECT 1")
+                    .execute(&pools.writer)
+                    .await
+                    .map(drop)?
+            }
             #[cfg(feature = "postgres")]
             Pool::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
         };
@@ -226,8 +233,9 @@ impl Database {
 
     /// Begins a read-write transaction scoped to one tenant.
     ///
-    /// On SQLite the write lock is taken up front (`BEGIN IMMEDIATE`), so concurrent writers
-    /// queue on the busy timeout instead of failing on a lock upgrade. On PostgreSQL the
+    /// On SQLite every read-write transaction runs on the one writer connection, taking the
+    /// write lock up front (`BEGIN IMMEDIATE`): concurrent writers queue for that connection,
+    /// in order, and never sleep in the busy handler. On PostgreSQL the
     /// tenant is set for row-level security for this transaction only.
     ///
     /// # Errors
@@ -303,36 +311,39 @@ impl Database {
     pub(crate) async fn begin_conn(&self, mode: Mode, settings: Settings<'_>) -> Result<Conn> {
         match &self.pool {
             #[cfg(feature = "sqlite")]
-            Pool::Sqlite(pool) => {
+            Pool::Sqlite(pools) => {
                 let _ = settings; // SQLite has no row-level security; the app filter is the wall.
                 let tx = match mode {
-                    Mode::ReadWrite => pool.begin_with("BEGIN IMMEDIATE").await?,
-                    Mode::ReadOnly => pool.begin().await?,
+                    // The one writer connection: writers queue for it, never for the lock.
+                    Mode::ReadWrite => pools.writer.begin_with("BEGIN IMMEDIATE").await?,
+                    Mode::ReadOnly => pools.reader.begin().await?,
                 };
                 Ok(Conn::Sqlite(tx))
             }
             #[cfg(feature = "postgres")]
             Pool::Postgres(pool) => {
-                let mut tx = match mode {
-                    Mode::ReadWrite => pool.begin().await?,
-                    Mode::ReadOnly => pool.begin_with("BEGIN READ ONLY").await?,
-                };
-                // All three, every time: whatever a connection might carry over from elsewhere,
-                // a transaction sees exactly what its kind allows.
+                // All three settings, every time: whatever a connection might carry over from
+                // elsewhere, a transaction sees exactly what its kind allows. They travel with
+                // `BEGIN` in one simple-protocol message: one round trip instead of two. The
+                // values are ids this crate formatted (or "on"); quotes are doubled anyway.
                 let (tenant, user, system) = match settings {
                     Settings::Tenant(tenant) => (tenant, "", ""),
                     Settings::User(user) => ("", user, ""),
                     Settings::System => ("", "", "on"),
                 };
-                sqlx::query(
-                    "SELECT set_config('app.tenant_id', $1, true), \
-                     set_config('app.user_id', $2, true), set_config('app.system', $3, true)",
-                )
-                .bind(tenant)
-                .bind(user)
-                .bind(system)
-                .execute(&mut *tx)
-                .await?;
+                let quote = |value: &str| value.replace('\'', "''");
+                let begin = match mode {
+                    Mode::ReadWrite => "BEGIN",
+                    Mode::ReadOnly => "BEGIN READ ONLY",
+                };
+                let statement = format!(
+                    "{begin}; SELECT set_config('app.tenant_id', '{}', true), \
+                     set_config('app.user_id', '{}', true), set_config('app.system', '{}', true)",
+                    quote(tenant),
+                    quote(user),
+                    quote(system)
+                );
+                let tx = pool.begin_with(statement).await?;
                 Ok(Conn::Postgres(tx))
             }
         }
@@ -342,7 +353,7 @@ impl Database {
     pub async fn close(&self) {
         match &self.pool {
             #[cfg(feature = "sqlite")]
-            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Sqlite(pools) => pools.close().await,
             #[cfg(feature = "postgres")]
             Pool::Postgres(pool) => pool.close().await,
         }

@@ -1,4 +1,12 @@
-//! SQLite connection settings.
+//! SQLite connection settings: one writer, many readers.
+//!
+//! SQLite admits one writer at a time. Several pooled connections racing for the write lock
+//! make the losers sleep in the busy handler (a fixed back-off, whatever the lock's holder is
+//! doing), which is where a write's tail latency came from. So writes have one path: a pool
+//! of exactly one connection, on which they queue in order without touching the lock, each
+//! taking it up front with `BEGIN IMMEDIATE`. Reads use their own pool of read-only
+//! connections (`SQLITE_OPEN_READONLY`): in WAL mode they never wait for the writer, and they
+//! cannot take the write lock even by mistake.
 
 use std::str::FromStr;
 
@@ -8,37 +16,71 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use super::DatabaseOptions;
 use crate::{Error, Result};
 
-pub(super) async fn connect(url: &str, options: &DatabaseOptions) -> Result<SqlitePool> {
+/// The writer and the readers of one SQLite database.
+#[derive(Debug, Clone)]
+pub(crate) struct SqlitePools {
+    /// Exactly one connection: every read-write transaction.
+    pub(crate) writer: SqlitePool,
+    /// Read-only connections: every read-only transaction. The writer itself for an in-memory
+    /// database (each connection to `:memory:` is a database of its own).
+    pub(crate) reader: SqlitePool,
+}
+
+impl SqlitePools {
+    pub(crate) async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+pub(super) async fn connect(url: &str, options: &DatabaseOptions) -> Result<SqlitePools> {
     let connect = SqliteConnectOptions::from_str(url)
         .map_err(|e| Error::Config(format!("invalid SQLite URL: {e}")))?
-        .create_if_missing(true)
         .foreign_keys(true)
         .busy_timeout(options.busy_timeout);
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-    let mut pool = SqlitePoolOptions::new().acquire_timeout(options.acquire_timeout);
-    if in_memory {
-        // Every connection to `:memory:` is a separate database: keep exactly one, forever.
-        pool = pool
+    let single = || {
+        SqlitePoolOptions::new()
+            .acquire_timeout(options.acquire_timeout)
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
-            .max_lifetime(None);
-    } else {
-        let path = connect.get_filename();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::Config(format!(
-                    "cannot create database folder {}: {e}",
-                    dir.display()
-                ))
-            })?;
-        }
-        pool = pool.max_connections(options.max_connections.max(1));
+            .max_lifetime(None)
+    };
+    if in_memory {
+        let pool = single()
+            .connect_with(connect.create_if_missing(true))
+            .await?;
+        return Ok(SqlitePools {
+            writer: pool.clone(),
+            reader: pool,
+        });
+    }
+    let path = connect.get_filename();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Config(format!(
+                "cannot create database folder {}: {e}",
+                dir.display()
+            ))
+        })?;
     }
     // WAL lets readers run beside the single writer; NORMAL sync is durable in WAL mode
     // except for the last transactions on power loss, the usual trade-off for a server.
-    let connect = connect
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal);
-    Ok(pool.connect_with(connect).await?)
+    let writer = single()
+        .connect_with(
+            connect
+                .clone()
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal),
+        )
+        .await?;
+    // The file exists and is in WAL mode (a persistent setting) once the writer is open.
+    let reader = SqlitePoolOptions::new()
+        .acquire_timeout(options.acquire_timeout)
+        .max_connections(options.max_connections.max(1))
+        .connect_with(connect.read_only(true))
+        .await?;
+    Ok(SqlitePools { writer, reader })
 }
