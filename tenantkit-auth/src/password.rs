@@ -111,7 +111,8 @@ pub enum Verification {
 
 /// argon2id hashing and verification on a fixed set of worker threads, each reusing one
 /// memory buffer of the configured cost, so a login storm neither takes the runtime's threads
-/// nor grows memory: however long it lasts, hashing holds `concurrency` × `m_cost` KiB. A
+/// nor grows memory: however long it lasts, hashing holds `concurrency` × `m_cost` KiB, and
+/// gives it back a second after the storm. A
 /// bounded queue stands in front of the workers: when as many hashes wait as it holds, the
 /// next one is refused at once with [`Error::Overloaded`] (503 + `Retry-After`) instead of
 /// making every caller wait longer. Cheap to clone; the workers stop when the last clone is
@@ -142,6 +143,9 @@ pub struct HasherStats {
 /// Waiting hashes allowed per worker, by default.
 const QUEUE_PER_WORKER: usize = 16;
 
+/// A worker idle this long gives its memory back.
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
+
 /// What an overloaded hasher tells callers to wait.
 const OVERLOADED_RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -150,7 +154,7 @@ type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 
 /// The worker threads and the bounded queue in front of them.
 struct Workers {
-    jobs: std::sync::mpsc::Sender<Job>,
+    jobs: flume::Sender<Job>,
     count: usize,
     queue: usize,
     counters: Arc<Counters>,
@@ -167,27 +171,33 @@ struct Counters {
 }
 
 impl Workers {
-    /// Starts `count` threads whose buffers hold `blocks` argon2 blocks (allocated on a
-    /// worker's first job, so an idle hasher costs no memory).
+    /// Starts `count` threads whose buffers hold `blocks` argon2 blocks (allocated by a
+    /// worker's first job and given back after a second without one, so an idle hasher costs
+    /// no memory and a storm holds exactly `count` buffers).
     fn start(count: usize, queue: usize, blocks: usize) -> Self {
-        let (jobs, receiver) = std::sync::mpsc::channel::<Job>();
-        let receiver = Arc::new(std::sync::Mutex::new(receiver));
+        let (jobs, receiver) = flume::unbounded::<Job>();
         let counters = Arc::new(Counters::default());
         for n in 0..count {
-            let receiver = Arc::clone(&receiver);
+            let receiver = receiver.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("tenantkit-argon2-{n}"))
                 .stack_size(256 * 1024)
                 .spawn(move || {
                     let mut memory: Vec<Block> = Vec::new();
                     loop {
-                        // The lock is held only while waiting for the next job.
-                        let job = receiver
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .recv();
-                        let Ok(job) = job else {
-                            return; // Every sender is gone: the hasher was dropped.
+                        let job = match receiver.recv_timeout(IDLE_RELEASE) {
+                            Ok(job) => job,
+                            // Idle: give the buffer back (a storm keeps it; the first hash
+                            // after a quiet second allocates it again), then wait.
+                            Err(flume::RecvTimeoutError::Timeout) => {
+                                memory = Vec::new();
+                                match receiver.recv() {
+                                    Ok(job) => job,
+                                    Err(_) => return,
+                                }
+                            }
+                            // Every sender is gone: the hasher was dropped.
+                            Err(flume::RecvTimeoutError::Disconnected) => return,
                         };
                         if memory.len() < blocks {
                             memory.resize(blocks, Block::default());

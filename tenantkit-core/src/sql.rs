@@ -53,9 +53,51 @@ use crate::{Result, TenantId, TenantScope, UserId};
 #[derive(Debug)]
 pub enum Never {}
 
+/// A SQLite connection as a transaction kind uses it: inside a transaction (every read-write
+/// one), or in autocommit mode (read-only ones, where each statement reads one consistent
+/// snapshot, as PostgreSQL's default READ COMMITTED gives each statement; skipping `BEGIN`
+/// and `COMMIT` saves two round trips to the connection's thread per request).
 #[cfg(feature = "sqlite")]
 #[doc(hidden)]
-pub type SqliteTx = sqlx::Transaction<'static, sqlx::Sqlite>;
+#[derive(Debug)]
+pub enum SqliteTx {
+    /// Inside `BEGIN IMMEDIATE` … `COMMIT`.
+    Transaction(sqlx::Transaction<'static, sqlx::Sqlite>),
+    /// A read-only connection in autocommit mode.
+    Autocommit(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+}
+
+#[cfg(feature = "sqlite")]
+impl std::ops::Deref for SqliteTx {
+    type Target = sqlx::SqliteConnection;
+
+    fn deref(&self) -> &sqlx::SqliteConnection {
+        match self {
+            SqliteTx::Transaction(tx) => tx,
+            SqliteTx::Autocommit(conn) => conn,
+        }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl std::ops::DerefMut for SqliteTx {
+    fn deref_mut(&mut self) -> &mut sqlx::SqliteConnection {
+        match self {
+            SqliteTx::Transaction(tx) => tx,
+            SqliteTx::Autocommit(conn) => conn,
+        }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl SqliteTx {
+    async fn commit(self) -> std::result::Result<(), sqlx::Error> {
+        match self {
+            SqliteTx::Transaction(tx) => tx.commit().await,
+            SqliteTx::Autocommit(_) => Ok(()),
+        }
+    }
+}
 #[cfg(not(feature = "sqlite"))]
 #[doc(hidden)]
 pub type SqliteTx = Never;
@@ -225,6 +267,7 @@ pub enum RawConn<'a> {
 }
 
 /// The connection of any transaction kind, for backend-specific statements inside this crate.
+#[cfg(feature = "postgres")]
 pub(crate) fn raw_of<T: Transaction + ?Sized>(tx: &mut T) -> RawConn<'_> {
     raw(tx.core())
 }

@@ -23,7 +23,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// panic containment, a request timeout and a body limit.
 pub fn app(mut state: AppState, config: &Config) -> Router {
     let (routes, document) = crate::routes::router(&state, config);
-    state.openapi = document;
+    state.parts_mut().openapi = document;
     let router = routes
         .fallback(|| async { Problem::new(ErrorCode::NotFound, "No such route.") })
         .with_state(state)

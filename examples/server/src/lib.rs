@@ -36,9 +36,14 @@ use std::sync::Arc;
 use tenantkit_auth::flows::AuthFlows;
 use tenantkit_core::{Database, Problem};
 
-/// What every handler can reach. Cheap to clone.
+/// What every handler can reach. One `Arc`: extracting it in a handler (axum clones the
+/// state for every request) costs one reference count, not one per component.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<StateParts>);
+
+/// The parts of [`AppState`], reached through it (`state.db`, `state.auth`).
+#[derive(Debug, Clone)]
+pub struct StateParts {
     /// The application's database (on PostgreSQL, an RLS-bound role).
     pub db: Database,
     /// The auth flows (tokens, sessions, passwords, rate limits, mail).
@@ -49,21 +54,34 @@ pub struct AppState {
     pub proxies: Arc<tenantkit_core::TrustedProxies>,
 }
 
+impl std::ops::Deref for AppState {
+    type Target = StateParts;
+
+    fn deref(&self) -> &StateParts {
+        &self.0
+    }
+}
+
 impl AppState {
     /// Believes the forwarding headers of these proxies (see [`tenantkit_core::TrustedProxies`]).
     pub fn with_proxies(mut self, proxies: tenantkit_core::TrustedProxies) -> Self {
-        self.proxies = Arc::new(proxies);
+        self.parts_mut().proxies = Arc::new(proxies);
         self
     }
 
     /// State over an open, migrated database and the auth flows.
     pub fn new(db: Database, auth: AuthFlows) -> Self {
-        Self {
+        Self(Arc::new(StateParts {
             db,
             auth,
             openapi: Arc::from("{}"),
             proxies: Arc::default(),
-        }
+        }))
+    }
+
+    /// The parts, to change while setting up (copied first if the state is shared).
+    pub(crate) fn parts_mut(&mut self) -> &mut StateParts {
+        Arc::make_mut(&mut self.0)
     }
 }
 

@@ -193,7 +193,8 @@ impl Server {
 
     /// Replaces the mailer (an API adapter in production, a memory mailer in tests).
     pub fn with_mailer(mut self, mailer: Arc<dyn Mailer>) -> Self {
-        self.state.auth = self.state.auth.clone().with_mailer(mailer);
+        let auth = self.state.auth.clone().with_mailer(mailer);
+        self.state.parts_mut().auth = auth;
         self
     }
 

@@ -315,8 +315,13 @@ impl Database {
                 let _ = settings; // SQLite has no row-level security; the app filter is the wall.
                 let tx = match mode {
                     // The one writer connection: writers queue for it, never for the lock.
-                    Mode::ReadWrite => pools.writer.begin_with("BEGIN IMMEDIATE").await?,
-                    Mode::ReadOnly => pools.reader.begin().await?,
+                    Mode::ReadWrite => crate::sql::SqliteTx::Transaction(
+                        pools.writer.begin_with("BEGIN IMMEDIATE").await?,
+                    ),
+                    // Readers need no transaction: each statement reads one snapshot.
+                    Mode::ReadOnly => {
+                        crate::sql::SqliteTx::Autocommit(pools.reader.acquire().await?)
+                    }
                 };
                 Ok(Conn::Sqlite(tx))
             }

@@ -10,6 +10,13 @@ pub(super) async fn connect(url: &str, options: &DatabaseOptions) -> Result<PgPo
     Ok(PgPoolOptions::new()
         .max_connections(options.max_connections.max(1))
         .acquire_timeout(options.acquire_timeout)
+        // No ping before every transaction: it is a whole round trip per request. A
+        // connection the server dropped fails its next statement instead (an error answer, not
+        // a wrong one), and connections are recycled before servers and proxies tend to drop
+        // them.
+        .test_before_acquire(false)
+        .idle_timeout(std::time::Duration::from_secs(300))
+        .max_lifetime(std::time::Duration::from_secs(1800))
         .connect(url)
         .await?)
 }

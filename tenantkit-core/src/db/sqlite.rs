@@ -39,8 +39,11 @@ pub(super) async fn connect(url: &str, options: &DatabaseOptions) -> Result<Sqli
         .foreign_keys(true)
         .busy_timeout(options.busy_timeout);
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    // No ping before each use: a local file's connection does not go stale, and the ping is a
+    // round trip to the connection's worker thread per transaction.
     let single = || {
         SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .acquire_timeout(options.acquire_timeout)
             .max_connections(1)
             .min_connections(1)
@@ -78,6 +81,7 @@ pub(super) async fn connect(url: &str, options: &DatabaseOptions) -> Result<Sqli
         .await?;
     // The file exists and is in WAL mode (a persistent setting) once the writer is open.
     let reader = SqlitePoolOptions::new()
+        .test_before_acquire(false)
         .acquire_timeout(options.acquire_timeout)
         .max_connections(options.max_connections.max(1))
         .connect_with(connect.read_only(true))

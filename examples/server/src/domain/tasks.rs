@@ -252,12 +252,6 @@ impl TenantScoped for Task {
 
     #[tracing::instrument(skip_all, fields(tenant = %tx.tenant_id(), project = %new.project_id))]
     async fn create(tx: &mut TenantTx, new: NewTask) -> Result<Self> {
-        // A task can only hang off a project of the same tenant that the caller may see;
-        // another tenant's project, or a restricted one outside the caller's teams, answers
-        // exactly like a missing one. The composite foreign key is the second wall.
-        if !PROJECTS.contains(tx, new.project_id.into()).await? {
-            return Err(Error::NotFound);
-        }
         let at = now();
         let task = Task {
             id: TaskId::new(),
@@ -273,27 +267,41 @@ impl TenantScoped for Task {
             updated_at: at,
         };
         task.validate(tx, true).await?;
-        with_conn!(tx, |c| {
-            sqlx::query(
-                "INSERT INTO tasks (id, tenant_id, project_id, title, description, status, \
-                 assignee_id, due_at, version, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .bind(task.id)
-            .bind(task.tenant_id)
-            .bind(task.project_id)
-            .bind(&task.title)
-            .bind(&task.description)
-            .bind(task.status.as_str())
-            .bind(task.assignee_id)
-            .bind(task.due_at)
-            .bind(task.version)
-            .bind(task.created_at)
-            .bind(task.updated_at)
-            .execute(c)
-            .await
-            .map(|done| done.rows_affected())
+        // A task can only hang off a project of the same tenant that the caller may see;
+        // another tenant's project, or a restricted one outside the caller's teams, answers
+        // exactly like a missing one. Checked in the INSERT itself (one statement, not two);
+        // the composite foreign key is the second wall.
+        let sql = format!(
+            "INSERT INTO tasks (id, tenant_id, project_id, title, description, status, \
+             assignee_id, due_at, version, created_at, updated_at) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 WHERE EXISTS \
+             (SELECT 1 FROM projects p WHERE p.tenant_id = $2 AND p.id = $3{})",
+            PROJECTS.visibility.condition("p", 12, 13)
+        );
+        let (all, viewer) = (tx.sees_all_teams(), tx.viewer());
+        let inserted = with_conn!(tx, |c| {
+            let query = sqlx::query(&sql)
+                .bind(task.id)
+                .bind(task.tenant_id)
+                .bind(task.project_id)
+                .bind(&task.title)
+                .bind(&task.description)
+                .bind(task.status.as_str())
+                .bind(task.assignee_id)
+                .bind(task.due_at)
+                .bind(task.version)
+                .bind(task.created_at)
+                .bind(task.updated_at);
+            let query = if PROJECTS.visibility.has_parameters() {
+                query.bind(all).bind(viewer)
+            } else {
+                query
+            };
+            query.execute(c).await.map(|done| done.rows_affected())
         })?;
+        if inserted == 0 {
+            return Err(Error::NotFound);
+        }
         Ok(task)
     }
 
