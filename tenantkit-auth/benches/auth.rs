@@ -1,5 +1,6 @@
-//! Benchmarks: JWT sign/verify per algorithm, the auth layer's per-request overhead, argon2
-//! at the default parameters, and refresh rotation per store.
+//! Benchmarks: JWT sign/verify per algorithm, the verified-token cache (hit and miss), the
+//! auth layer's per-request overhead, argon2 at the default parameters, refresh rotation per
+//! store, and rotation under contention (many sessions rotating at once: the write path).
 //!
 //! `cargo bench -p tenantkit-auth` (PostgreSQL rotation runs when
 //! `TENANTKIT_TEST_POSTGRES_URL` is set, e.g. inside `bash scripts/test.sh --no-run` shells).
@@ -14,7 +15,7 @@ use http::{Request, Response};
 use http_body_util::Full;
 use tenantkit_auth::{
     AccessTokens, Algorithm, JwtAuthLayer, JwtConfig, KeySet, MemorySessionStore, Password,
-    PasswordHasher, RefreshConfig, RefreshSessions, SessionStore, SigningKey,
+    PasswordHasher, RefreshConfig, RefreshSessions, RefreshToken, SessionStore, SigningKey,
 };
 use tenantkit_core::testing::{TestDb, TwoTenants};
 use tenantkit_core::{Backend, Principal, Role, SessionId, TenantId, UserId};
@@ -58,6 +59,30 @@ fn jwt(c: &mut Criterion) {
             b.iter(|| tokens.verify(black_box(&token)).expect("verify"))
         });
     }
+    group.finish();
+}
+
+/// The verified-token cache: a hit is a hash and a shard lookup; a miss is a full signature
+/// check plus the insert.
+fn token_cache(c: &mut Criterion) {
+    let tokens = AccessTokens::new(
+        KeySet::new(SigningKey::generate_ed25519().expect("key")),
+        JwtConfig::new("iss", "aud"),
+    );
+    let who = principal();
+    let token = tokens.issue(&who).expect("issue").token;
+    tokens.verify(&token).expect("warm");
+    let mut group = c.benchmark_group("token_cache");
+    group.bench_function("hit/EdDSA", |b| {
+        b.iter(|| tokens.verify(black_box(&token)).expect("verify"))
+    });
+    group.bench_function("miss/EdDSA", |b| {
+        b.iter_batched(
+            || tokens.issue(&who).expect("issue").token,
+            |fresh| tokens.verify(&fresh).expect("verify"),
+            BatchSize::SmallInput,
+        )
+    });
     group.finish();
 }
 
@@ -151,6 +176,50 @@ fn rotation<S: SessionStore>(
     });
 }
 
+/// `CONTENDED` sessions rotating at the same moment, each on its own chain: on SQLite every
+/// one of them goes through the single writer connection, on PostgreSQL through the pool.
+/// One iteration is one round of `CONTENDED` concurrent rotations.
+fn contended<S: SessionStore + Send + Sync + 'static>(
+    c: &mut Criterion,
+    name: &str,
+    runtime: &tokio::runtime::Runtime,
+    sessions: RefreshSessions<S>,
+    user: UserId,
+    tenant: TenantId,
+) {
+    const CONTENDED: usize = 16;
+    let sessions = std::sync::Arc::new(sessions);
+    let mut chains: Vec<Option<RefreshToken>> = (0..CONTENDED)
+        .map(|_| {
+            runtime
+                .block_on(sessions.start(user, tenant, 0))
+                .expect("start")
+                .1
+        })
+        .map(Some)
+        .collect();
+    c.bench_function(&format!("refresh_contended_x{CONTENDED}/{name}"), |b| {
+        b.iter(|| {
+            chains = runtime.block_on(async {
+                let mut set = tokio::task::JoinSet::new();
+                for (i, token) in std::mem::take(&mut chains).into_iter().enumerate() {
+                    let sessions = sessions.clone();
+                    let token = token.expect("every chain has a token");
+                    set.spawn(
+                        async move { (i, sessions.refresh(&token).await.expect("refresh").1) },
+                    );
+                }
+                let mut next: Vec<Option<RefreshToken>> = (0..CONTENDED).map(|_| None).collect();
+                while let Some(done) = set.join_next().await {
+                    let (i, token) = done.expect("task");
+                    next[i] = Some(token);
+                }
+                next
+            });
+        })
+    });
+}
+
 fn refresh(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let secret = b"bench-refresh-secret-0123456789abcdef";
@@ -178,6 +247,14 @@ fn refresh(c: &mut Criterion) {
             c,
             &backend.to_string(),
             &runtime,
+            sessions.clone(),
+            world.a.owner.id,
+            world.a.tenant.id,
+        );
+        contended(
+            c,
+            &backend.to_string(),
+            &runtime,
             sessions,
             world.a.owner.id,
             world.a.tenant.id,
@@ -185,5 +262,5 @@ fn refresh(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, jwt, layer, argon2, refresh);
+criterion_group!(benches, jwt, token_cache, layer, argon2, refresh);
 criterion_main!(benches);
