@@ -41,8 +41,24 @@ pub(super) async fn connect(url: &str, options: &DatabaseOptions) -> Result<Sqli
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
     // No ping before each use: a local file's connection does not go stale, and the ping is a
     // round trip to the connection's worker thread per transaction.
+    //
+    // A request dropped while `BEGIN IMMEDIATE` is in flight (its client went away) can hand
+    // the connection back inside a transaction that no guard will end: sqlx counts the
+    // transaction as begun before its own guard exists. The check below ends any such
+    // leftover before the connection is used again, so one cancelled request can never make
+    // every later write fail.
     let single = || {
         SqlitePoolOptions::new()
+            .before_acquire(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::TransactionManager as _;
+                    while sqlx::sqlite::SqliteTransactionManager::get_transaction_depth(conn) > 0 {
+                        tracing::warn!("ending a transaction left open by a cancelled request");
+                        sqlx::sqlite::SqliteTransactionManager::rollback(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .test_before_acquire(false)
             .acquire_timeout(options.acquire_timeout)
             .max_connections(1)
