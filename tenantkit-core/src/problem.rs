@@ -19,6 +19,8 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 pub enum ErrorCode {
     /// 400: the request is malformed (e.g. invalid JSON).
     BadRequest,
+    /// 400: a signed request (a webhook) carries no valid signature.
+    InvalidSignature,
     /// 401: no credentials were presented.
     Unauthenticated,
     /// 401: the presented token is invalid.
@@ -34,6 +36,8 @@ pub enum ErrorCode {
     /// 403: the password was right, but the account's email address is not proven yet (in an
     /// enumeration-safe signup mode, where signing in waits for it).
     EmailUnverified,
+    /// 403: the tenant's plan does not allow more (storage bytes, seats).
+    QuotaExceeded,
     /// 404: no such resource in the caller's tenant.
     NotFound,
     /// 405: the route exists but not with this method.
@@ -42,6 +46,11 @@ pub enum ErrorCode {
     RequestTimeout,
     /// 409: the change conflicts with existing state.
     Conflict,
+    /// 409: an upload is completed before its bytes reached the store.
+    UploadIncomplete,
+    /// 409: the stored object is not what the upload declared (size, sha256, type); it was
+    /// deleted.
+    UploadMismatch,
     /// 412: `If-Match` does not match the current version.
     PreconditionFailed,
     /// 413: the body is larger than allowed.
@@ -62,17 +71,21 @@ impl ErrorCode {
     /// The HTTP status this code is always sent with.
     pub const fn status(self) -> StatusCode {
         match self {
-            ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest | ErrorCode::InvalidSignature => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthenticated
             | ErrorCode::InvalidToken
             | ErrorCode::TokenExpired
             | ErrorCode::InvalidCredentials
             | ErrorCode::RefreshTokenReused => StatusCode::UNAUTHORIZED,
-            ErrorCode::Forbidden | ErrorCode::EmailUnverified => StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden | ErrorCode::EmailUnverified | ErrorCode::QuotaExceeded => {
+                StatusCode::FORBIDDEN
+            }
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::Conflict | ErrorCode::UploadIncomplete | ErrorCode::UploadMismatch => {
+                StatusCode::CONFLICT
+            }
             ErrorCode::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -87,6 +100,10 @@ impl ErrorCode {
     pub const fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "bad_request",
+            ErrorCode::InvalidSignature => "invalid_signature",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::UploadIncomplete => "upload_incomplete",
+            ErrorCode::UploadMismatch => "upload_mismatch",
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::TokenExpired => "token_expired",
@@ -112,6 +129,10 @@ impl ErrorCode {
     pub const fn title(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "Malformed request",
+            ErrorCode::InvalidSignature => "Invalid signature",
+            ErrorCode::QuotaExceeded => "Quota exceeded",
+            ErrorCode::UploadIncomplete => "Upload incomplete",
+            ErrorCode::UploadMismatch => "Upload mismatch",
             ErrorCode::Unauthenticated => "Authentication required",
             ErrorCode::InvalidToken => "Invalid token",
             ErrorCode::TokenExpired => "Token expired",
@@ -337,6 +358,10 @@ mod tests {
         use ErrorCode::*;
         for code in [
             BadRequest,
+            InvalidSignature,
+            QuotaExceeded,
+            UploadIncomplete,
+            UploadMismatch,
             Unauthenticated,
             InvalidToken,
             TokenExpired,
@@ -364,6 +389,10 @@ mod tests {
                 && code != ErrorCode::InvalidCredentials
                 && code != ErrorCode::RefreshTokenReused
                 && code != ErrorCode::EmailUnverified
+                && code != ErrorCode::InvalidSignature
+                && code != ErrorCode::QuotaExceeded
+                && code != ErrorCode::UploadIncomplete
+                && code != ErrorCode::UploadMismatch
             {
                 assert_eq!(ErrorCode::from_status(code.status()), Some(code), "{code}");
             }

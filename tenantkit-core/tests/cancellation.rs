@@ -18,7 +18,7 @@ async fn cancelled_transactions_never_poison_later_writes(test_db: TestDb) {
     for round in 0..150u32 {
         let tasks: Vec<_> = (0..16)
             .map(|_| {
-                let (db, scope) = (test_db.db.clone(), scope.clone());
+                let (db, scope) = (test_db.db.clone(), scope);
                 tokio::spawn(async move {
                     let mut tx = db.begin(&scope).await?;
                     let _ = tx.tenant().await?;
@@ -35,7 +35,7 @@ async fn cancelled_transactions_never_poison_later_writes(test_db: TestDb) {
             let _ = task.await;
         }
         if round % 25 == 0 {
-            let mut tx = test_db
+            let tx = test_db
                 .db
                 .begin(&scope)
                 .await

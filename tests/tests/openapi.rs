@@ -51,6 +51,11 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("patch", "/v1/tasks/{id}"),
     ("delete", "/v1/tasks/{id}"),
     ("get", "/v1/audit-log"),
+    ("post", "/v1/uploads"),
+    ("post", "/v1/uploads/{id}/complete"),
+    ("get", "/v1/files"),
+    ("get", "/v1/files/{id}"),
+    ("delete", "/v1/files/{id}"),
 ];
 
 fn refs<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
@@ -304,7 +309,7 @@ async fn every_documented_query_parameter_is_accepted() {
         assert_eq!(reply.status, StatusCode::OK, "GET {url}: {}", reply.body);
         checked.push(path.clone());
     }
-    assert_eq!(checked.len(), 7, "{checked:?}");
+    assert_eq!(checked.len(), 8, "{checked:?}");
 }
 
 /// A route and its document entry are one declaration (utoipa-axum), so the router serves

@@ -142,3 +142,19 @@ pub async fn delete_tenant(config: &Config, slug: &str) -> Result<serde_json::Va
     let tenant = result?;
     Ok(serde_json::json!({ "tenant_id": tenant.id, "slug": tenant.slug, "deleted": true }))
 }
+
+/// Removes expired pending uploads and orphaned objects once; prints what it removed.
+///
+/// # Errors
+/// Database and object-store errors.
+pub async fn storage_sweep(config: &Config) -> Result<serde_json::Value, ServerError> {
+    let db = open_database(config).await?;
+    let (storage, _) = crate::storage(config, &db)?;
+    let result = storage.sweep(tenantkit_core::now()).await;
+    db.close().await;
+    let report = result?;
+    Ok(serde_json::json!({
+        "expired_uploads": report.expired_uploads,
+        "orphans": report.orphans,
+    }))
+}

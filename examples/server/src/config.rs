@@ -194,6 +194,48 @@ pub struct Config {
     #[arg(long, env = "TENANTKIT_AUDIT_KEY_FILE")]
     pub audit_key_file: Option<PathBuf>,
 
+    /// Where uploaded files are stored: `local` (the default: `<data dir>/uploads`, served by
+    /// this server through signed URLs) or `s3` (any S3-compatible store; see the
+    /// `TENANTKIT_S3_*` settings and the standard AWS credential variables).
+    #[arg(long, env = "TENANTKIT_STORAGE", value_enum, default_value = "local")]
+    pub storage: StorageBackend,
+
+    /// The S3 bucket (with `TENANTKIT_STORAGE=s3`).
+    #[arg(long, env = "TENANTKIT_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+
+    /// A custom S3 endpoint (MinIO, SeaweedFS, R2), addressed path-style; AWS when unset.
+    #[arg(long, env = "TENANTKIT_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// The S3 region [default: `AWS_REGION`, else us-east-1].
+    #[arg(long, env = "TENANTKIT_S3_REGION")]
+    pub s3_region: Option<String>,
+
+    /// The largest uploaded file, in bytes.
+    #[arg(long, env = "TENANTKIT_UPLOAD_MAX_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub upload_max_bytes: u64,
+
+    /// The media types that may be uploaded, comma-separated [default: common images, PDF,
+    /// plain text, CSV, JSON, ZIP, MP3, MP4]. HTML, SVG, JavaScript and XML are refused even
+    /// when listed.
+    #[arg(long, env = "TENANTKIT_UPLOAD_TYPES", value_delimiter = ',')]
+    pub upload_types: Vec<String>,
+
+    /// Bytes each tenant may store (files plus pending uploads) until billing sets plans.
+    #[arg(long, env = "TENANTKIT_STORAGE_QUOTA_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub storage_quota_bytes: u64,
+
+    /// Seconds between sweeps of expired uploads and orphaned objects (0: never; run
+    /// `storage sweep` instead).
+    #[arg(long, env = "TENANTKIT_STORAGE_SWEEP_SECS", default_value_t = 600)]
+    pub storage_sweep_secs: u64,
+
+    /// File holding the key (at least 32 bytes) that signs local upload and download URLs.
+    /// Default: a development key under `<data dir>/keys/storage.key`.
+    #[arg(long, env = "TENANTKIT_STORAGE_KEY_FILE")]
+    pub storage_key_file: Option<PathBuf>,
+
     /// Log line format.
     #[arg(
         long,
@@ -236,8 +278,26 @@ impl Default for Config {
             cors_origins: Vec::new(),
             smtp_url: None,
             mail_from: "tenantkit <noreply@localhost>".to_owned(),
+            storage: StorageBackend::Local,
+            s3_bucket: None,
+            s3_endpoint: None,
+            s3_region: None,
+            upload_max_bytes: 100 * 1024 * 1024,
+            upload_types: Vec::new(),
+            storage_quota_bytes: 1024 * 1024 * 1024,
+            storage_sweep_secs: 600,
+            storage_key_file: None,
         }
     }
+}
+
+/// Where uploaded files are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StorageBackend {
+    /// `<data dir>/uploads`, through signed URLs this server answers.
+    Local,
+    /// An S3-compatible bucket, through presigned URLs.
+    S3,
 }
 
 impl Config {

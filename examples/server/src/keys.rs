@@ -132,6 +132,35 @@ pub fn load_audit_key(config: &Config) -> Result<tenantkit_core::AuditKey, Serve
     tenantkit_core::AuditKey::new(&bytes).map_err(|e| keys_error(&path, &e.to_string()))
 }
 
+/// The key that signs local storage URLs: `TENANTKIT_STORAGE_KEY_FILE`, else a development
+/// key created under `<data dir>/keys/storage.key`.
+///
+/// # Errors
+/// [`ServerError::Keys`] when the file cannot be read or created, or is shorter than 32 bytes.
+pub fn load_storage_key(config: &Config) -> Result<Vec<u8>, ServerError> {
+    let path = config
+        .storage_key_file
+        .clone()
+        .unwrap_or_else(|| dev_key_dir(config).join("storage.key"));
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && config.storage_key_file.is_none() => {
+            let mut key = vec![0u8; 32];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut key);
+            write_private(&path, &key)?;
+            key
+        }
+        Err(e) => return Err(keys_error(&path, &e.to_string())),
+    };
+    if bytes.len() < 32 {
+        return Err(keys_error(
+            &path,
+            "the storage key must be at least 32 bytes",
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Writes a new file readable by its owner only.
 fn write_private(path: &Path, contents: &[u8]) -> Result<(), ServerError> {
     if let Some(dir) = path.parent() {

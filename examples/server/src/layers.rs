@@ -24,6 +24,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn app(mut state: AppState, config: &Config) -> Router {
     let (routes, document) = crate::routes::router(&state, config);
     state.parts_mut().openapi = document;
+    let state_for_storage = state.clone();
     let router = routes
         .fallback(|| async { Problem::new(ErrorCode::NotFound, "No such route.") })
         .with_state(state)
@@ -49,6 +50,20 @@ pub fn app(mut state: AppState, config: &Config) -> Router {
                 ))
                 .layer(DefaultBodyLimit::max(config.body_limit)),
         );
+    // Signed storage URLs: outside the body limit and the timeout (the signed size bounds
+    // the body, which is streamed), inside tracing, panic containment and the headers.
+    let router = match crate::routes::signed_url_routes(&state_for_storage) {
+        Some(storage) => router.merge(
+            storage.layer(
+                ServiceBuilder::new()
+                    .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                    .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                    .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                    .layer(CatchPanicLayer::custom(panic_response)),
+            ),
+        ),
+        None => router,
+    };
     // CORS outermost, so preflight requests are answered before anything else runs.
     with_security_headers(router, config).layer(cors(config))
 }

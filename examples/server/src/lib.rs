@@ -22,12 +22,12 @@ mod routes;
 mod run;
 mod telemetry;
 
-pub use config::{Config, LogFormat, SessionCheckMode, SignupMode, redact_url};
+pub use config::{Config, LogFormat, SessionCheckMode, SignupMode, StorageBackend, redact_url};
 pub use layers::app;
-pub use routes::UNDOCUMENTED_ROUTES;
+pub use routes::{SIGNED_URL_ROUTES, UNDOCUMENTED_ROUTES};
 pub use run::{
     Server, ServerError, access_tokens, auth_flows, migrate, open_database, refresh_sessions, run,
-    shutdown_signal,
+    shutdown_signal, storage,
 };
 pub use telemetry::init_tracing;
 
@@ -52,6 +52,10 @@ pub struct StateParts {
     pub(crate) openapi: Arc<str>,
     /// The reverse proxies whose forwarding headers name the client.
     pub proxies: Arc<tenantkit_core::TrustedProxies>,
+    /// The upload lifecycle (tenantkit-storage).
+    pub storage: tenantkit_storage::Storage,
+    /// The service answering local storage's signed URLs (with the local backend).
+    pub local_storage: Option<tenantkit_storage::LocalStorageService>,
 }
 
 impl std::ops::Deref for AppState {
@@ -69,13 +73,21 @@ impl AppState {
         self
     }
 
-    /// State over an open, migrated database and the auth flows.
-    pub fn new(db: Database, auth: AuthFlows) -> Self {
+    /// State over an open, migrated database, the auth flows and the upload lifecycle
+    /// (`local_storage`: the service answering a local store's signed URLs).
+    pub fn new(
+        db: Database,
+        auth: AuthFlows,
+        storage: tenantkit_storage::Storage,
+        local_storage: Option<tenantkit_storage::LocalStorageService>,
+    ) -> Self {
         Self(Arc::new(StateParts {
             db,
             auth,
             openapi: Arc::from("{}"),
             proxies: Arc::default(),
+            storage,
+            local_storage,
         }))
     }
 

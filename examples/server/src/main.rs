@@ -49,6 +49,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Maintain uploaded files.
+    Storage {
+        #[command(subcommand)]
+        command: StorageCommand,
+    },
     /// Manage the development signing keys under `<data dir>/keys`.
     Keys {
         #[command(subcommand)]
@@ -111,6 +116,13 @@ enum AuditCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum StorageCommand {
+    /// Delete pending uploads expired for over an hour, and objects no upload or file refers
+    /// to (older than an hour), once; prints `{expired_uploads, orphans}`.
+    Sweep,
+}
+
+#[derive(Debug, Subcommand)]
 enum KeysCommand {
     /// Create a new key that signs from the next start on; older keys keep verifying until
     /// their files are deleted.
@@ -154,6 +166,11 @@ async fn main() -> ExitCode {
         } => admin::delete_tenant(&cli.config, &slug)
             .await
             .map(|deleted| println!("{deleted}")),
+        Command::Storage {
+            command: StorageCommand::Sweep,
+        } => admin::storage_sweep(&cli.config)
+            .await
+            .map(|report| println!("{report}")),
         Command::Audit {
             command: AuditCommand::Checkpoint,
         } => admin::audit_checkpoint(&cli.config).await.map(|heads| {

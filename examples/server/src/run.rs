@@ -25,6 +25,9 @@ pub enum ServerError {
     /// A signing key could not be loaded or created.
     #[error("signing keys: {0}")]
     Keys(String),
+    /// The storage backend could not be set up.
+    #[error("storage: {0}")]
+    Storage(#[from] tenantkit_storage::Error),
     /// An auth flow (an operator command) refused or failed.
     #[error("{}", describe_auth(.0))]
     Auth(#[from] tenantkit_auth::Error),
@@ -164,6 +167,69 @@ pub fn auth_flows(config: &Config, db: &Database) -> Result<AuthFlows, ServerErr
         .with_signup_mode(config.signup_mode.into()))
 }
 
+/// The upload lifecycle configured by `config` over `db`: the local store under
+/// `<data dir>/uploads` (and the service answering its URLs), or the S3 bucket.
+///
+/// # Errors
+/// [`ServerError::Keys`] or [`ServerError::Storage`] when the store cannot be set up.
+pub fn storage(
+    config: &Config,
+    db: &Database,
+) -> Result<
+    (
+        tenantkit_storage::Storage,
+        Option<tenantkit_storage::LocalStorageService>,
+    ),
+    ServerError,
+> {
+    let (store, local): (Arc<dyn tenantkit_storage::ObjectStore>, _) = match config.storage {
+        crate::StorageBackend::Local => {
+            let key = crate::keys::load_storage_key(config)?;
+            let store = tenantkit_storage::LocalStore::new(
+                config.data_dir.join("uploads"),
+                &format!("{}/v1/storage", config.public_url()),
+                &key,
+            )?;
+            let service = store.service();
+            (Arc::new(store), Some(service))
+        }
+        crate::StorageBackend::S3 => {
+            let bucket = config.s3_bucket.as_deref().ok_or_else(|| {
+                ServerError::Storage(tenantkit_storage::Error::Config(
+                    "TENANTKIT_STORAGE=s3 needs TENANTKIT_S3_BUCKET".into(),
+                ))
+            })?;
+            let s3 = tenantkit_storage::S3Config::from_env(
+                bucket,
+                config.s3_endpoint.as_deref(),
+                config.s3_region.as_deref(),
+            )?;
+            tracing::info!(bucket, endpoint = ?config.s3_endpoint, "files go to S3");
+            (Arc::new(tenantkit_storage::S3Store::new(s3)), None)
+        }
+    };
+    let mut limits = tenantkit_storage::Limits {
+        max_file_bytes: config.upload_max_bytes,
+        ..tenantkit_storage::Limits::default()
+    };
+    let types: Vec<String> = config
+        .upload_types
+        .iter()
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    if !types.is_empty() {
+        limits.allowed_types = types;
+    }
+    let storage = tenantkit_storage::Storage::new(db.clone(), store)
+        .with_limits(limits)
+        .with_quota(Arc::new(tenantkit_storage::FixedQuota(Some(
+            config.storage_quota_bytes,
+        ))))
+        .with_parent(tenantkit_storage::FileParent { table: "projects" });
+    Ok((storage, local))
+}
+
 /// The server, ready to serve: its configuration and state. The binary and the end-to-end
 /// tests both start the application through [`Server::prepare`] and [`Server::serve`].
 #[derive(Debug)]
@@ -182,7 +248,9 @@ impl Server {
         std::fs::create_dir_all(&config.data_dir)?;
         let db = open_database(&config).await?;
         let auth = auth_flows(&config, &db)?;
-        let state = AppState::new(db, auth).with_proxies(config.trusted_proxies.clone());
+        let (files, local) = storage(&config, &db)?;
+        let state =
+            AppState::new(db, auth, files, local).with_proxies(config.trusted_proxies.clone());
         Ok(Self { config, state })
     }
 
@@ -214,6 +282,7 @@ impl Server {
     ) -> Result<(), ServerError> {
         let db = self.state.db.clone();
         tracing::info!(address = %listener.local_addr()?, "listening");
+        let sweeper = spawn_sweeper(self.state.storage.clone(), self.config.storage_sweep_secs);
         let router = app(self.state, &self.config);
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(hyper_util::rt::TokioTimer::new())
@@ -282,10 +351,41 @@ impl Server {
         // Every connection has given its slot back once it is done.
         let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
         let _ = connections.acquire_many(all).await;
+        if let Some(sweeper) = sweeper {
+            sweeper.abort();
+        }
         db.close().await;
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Sweeps expired uploads and orphaned objects every `secs` seconds (never when 0).
+fn spawn_sweeper(
+    storage: tenantkit_storage::Storage,
+    secs: u64,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if secs == 0 {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(secs));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            match storage.sweep(tenantkit_core::now()).await {
+                Ok(report) if report.expired_uploads + report.orphans > 0 => {
+                    tracing::info!(
+                        expired_uploads = report.expired_uploads,
+                        orphans = report.orphans,
+                        "storage swept"
+                    );
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "storage sweep failed"),
+            }
+        }
+    }))
 }
 
 /// Runs the server as configured until `shutdown`: data folder, database, migrations, listen,

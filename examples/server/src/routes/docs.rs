@@ -41,6 +41,7 @@ use crate::AppState;
         (name = "teams", description = "Groups of members; restricted projects belong to one"),
         (name = "projects", description = "Projects (ETag / If-Match)"),
         (name = "tasks", description = "Tasks inside projects (ETag / If-Match)"),
+        (name = "files", description = "Direct-to-storage uploads (signed intents, verified results) and files"),
         (name = "audit", description = "The tamper-evident audit log"),
         (name = "health", description = "Probes and public keys"),
     )

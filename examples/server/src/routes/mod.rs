@@ -7,6 +7,7 @@
 
 mod auth;
 mod docs;
+mod files;
 mod health;
 mod invitations;
 mod projects;
@@ -19,7 +20,7 @@ mod tenancy;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, get_service, put_service};
 use tenantkit_auth::{CachedSessionCheck, JwtAuthLayer, StrictJwtAuthLayer};
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
@@ -89,6 +90,29 @@ fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(projects::get, projects::update, projects::delete))
         .routes(routes!(tasks::list, tasks::create))
         .routes(routes!(tasks::get, tasks::update, tasks::delete))
+        .routes(routes!(files::create_upload))
+        .routes(routes!(files::complete_upload))
+        .routes(routes!(files::list_files))
+        .routes(routes!(files::get_file, files::delete_file))
+}
+
+/// The routes answering local storage's signed URLs (outside the API document: their
+/// signature is their authorization), or none with another backend. They sit outside the
+/// API's body limit and request timeout: the signed size bounds the body, and the service
+/// streams it.
+pub const SIGNED_URL_ROUTES: &[(&str, &str)] = &[
+    ("put", "/v1/storage/upload/{token}"),
+    ("get", "/v1/storage/download/{token}"),
+];
+
+/// The router of [`SIGNED_URL_ROUTES`].
+pub(crate) fn signed_url_routes(state: &AppState) -> Option<Router> {
+    let service = state.local_storage.clone()?;
+    Some(
+        Router::new()
+            .route("/v1/storage/upload/{token}", put_service(service.clone()))
+            .route("/v1/storage/download/{token}", get_service(service)),
+    )
 }
 
 #[cfg(test)]
@@ -97,6 +121,7 @@ mod tests {
     const ROUTE_MODULES: &[(&str, &str)] = &[
         ("auth.rs", include_str!("auth.rs")),
         ("docs.rs", include_str!("docs.rs")),
+        ("files.rs", include_str!("files.rs")),
         ("health.rs", include_str!("health.rs")),
         ("invitations.rs", include_str!("invitations.rs")),
         ("projects.rs", include_str!("projects.rs")),
@@ -124,7 +149,7 @@ mod tests {
             .collect();
         assert_eq!(
             direct.len(),
-            super::UNDOCUMENTED_ROUTES.len(),
+            super::UNDOCUMENTED_ROUTES.len() + super::SIGNED_URL_ROUTES.len(),
             "only the document and its viewer are routed outside it: {direct:?}"
         );
     }

@@ -1,0 +1,911 @@
+//! The upload lifecycle over this crate's tables: intents under a quota, completion that
+//! verifies what was stored, files, signed downloads, deletion and the sweeper.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use tenantkit_core::{
+    AuditEvent, ClientInfo, Database, MigrationSet, Page, PageRequest, Principal, SystemTx,
+    TenantId, TenantScope, TenantTx, UserId, Visibility, with_conn,
+};
+
+use crate::store::{BoxFuture, ObjectStore, SignedUpload};
+use crate::{Error, ObjectId, ObjectKey, Result, Sha256, UploadIntent, UploadMethod, sniff};
+
+tenantkit_core::define_id!(
+    /// Identifies a pending (or completed) upload.
+    UploadId, "upload id"
+);
+tenantkit_core::define_id!(
+    /// Identifies a stored file.
+    FileId, "file id"
+);
+
+/// This crate's migrations (versions 3000 and up): `storage_uploads`, `storage_files`,
+/// `storage_usage`, behind row-level security on PostgreSQL.
+pub fn migrations() -> MigrationSet {
+    tenantkit_core::migration_set!("tenantkit-storage")
+}
+
+/// Where the tenant's storage quota comes from: one function, so a billing plan can set it.
+pub trait QuotaSource: std::fmt::Debug + Send + Sync + 'static {
+    /// The tenant's quota in bytes (`None`: unlimited), read inside the quota check's
+    /// transaction.
+    fn storage_quota<'a>(&'a self, tx: &'a mut TenantTx) -> BoxFuture<'a, Result<Option<u64>>>;
+}
+
+/// The same quota for every tenant.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedQuota(pub Option<u64>);
+
+impl QuotaSource for FixedQuota {
+    fn storage_quota<'a>(&'a self, _: &'a mut TenantTx) -> BoxFuture<'a, Result<Option<u64>>> {
+        Box::pin(std::future::ready(Ok(self.0)))
+    }
+}
+
+/// Files may hang off rows of this team-restricted table ([`Visibility::Team`]: `id`,
+/// `tenant_id`, `team_id`, `restricted`), through `project_id`, and are then visible exactly
+/// when that row is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileParent {
+    /// The table (a constant of your code, never input).
+    pub table: &'static str,
+}
+
+/// Per-file limits and lifetimes.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The largest file, in bytes (default 100 MiB).
+    pub max_file_bytes: u64,
+    /// The media types that may be uploaded (default [`sniff::DEFAULT_ALLOWED`]); those in
+    /// [`sniff::NEVER_ALLOWED`] are refused even when listed.
+    pub allowed_types: Vec<String>,
+    /// How long upload instructions stay valid (default 15 minutes).
+    pub upload_ttl: Duration,
+    /// How long a download URL stays valid (default 5 minutes).
+    pub download_ttl: Duration,
+    /// How long past its expiry a pending upload, or an object with no row, is kept before
+    /// the sweeper removes it (default 1 hour).
+    pub sweep_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 100 * 1024 * 1024,
+            allowed_types: sniff::DEFAULT_ALLOWED
+                .iter()
+                .map(|&t| t.to_owned())
+                .collect(),
+            upload_ttl: Duration::minutes(15),
+            download_ttl: Duration::minutes(5),
+            sweep_grace: Duration::hours(1),
+        }
+    }
+}
+
+/// What a client asks to upload.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NewUpload {
+    /// The name to offer on download (1 to 255 characters, no control characters or `/`).
+    pub filename: String,
+    /// The media type (`type/subtype`, lowercase, no parameters; one of the allowed types).
+    pub content_type: String,
+    /// The exact size in bytes.
+    pub size: u64,
+    /// The SHA-256 of the bytes, 64 hex digits.
+    pub sha256: String,
+    /// The project (a record of the [`FileParent`] table) the file belongs to.
+    #[serde(default)]
+    pub project_id: Option<Uuid>,
+    /// `PUT` (default) or `POST` (a browser form; stores that support it).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub method: Option<String>,
+}
+
+/// The answer to an upload intent: where and how to send the bytes.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UploadTicket {
+    /// The upload's id (complete it with this).
+    pub id: UploadId,
+    /// `PUT` or `POST`.
+    pub method: UploadMethod,
+    /// Where to send it.
+    pub url: String,
+    /// The headers to send exactly (PUT).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    /// The form fields to send before `file` (POST), as an object in field order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub fields: Option<serde_json::Map<String, serde_json::Value>>,
+    /// When the instructions stop working.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// A pending or completed upload.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Upload {
+    /// Its id.
+    pub id: UploadId,
+    /// The owning tenant.
+    pub tenant_id: TenantId,
+    /// The object it writes.
+    pub object_id: ObjectId,
+    /// The project it belongs to.
+    pub project_id: Option<Uuid>,
+    /// The declared file name.
+    pub filename: String,
+    /// The declared type.
+    pub content_type: String,
+    /// The declared size.
+    pub size: i64,
+    /// The declared SHA-256.
+    pub sha256: Vec<u8>,
+    /// Who asked.
+    pub created_by: Option<UserId>,
+    /// When the instructions expire.
+    pub expires_at: OffsetDateTime,
+    /// `pending` or `completed`.
+    pub state: String,
+    /// The file it became.
+    pub file_id: Option<FileId>,
+}
+
+/// A stored file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StoredFile {
+    /// Its id.
+    pub id: FileId,
+    /// The owning tenant (not sent to clients).
+    #[serde(skip)]
+    pub tenant_id: TenantId,
+    /// The object holding its bytes (not sent to clients).
+    #[serde(skip)]
+    pub object_id: ObjectId,
+    /// The file name offered on download.
+    pub filename: String,
+    /// Its media type (verified against its bytes).
+    pub content_type: String,
+    /// Its size in bytes.
+    pub size: i64,
+    /// Its SHA-256, hex.
+    #[serde(serialize_with = "hex_bytes")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub sha256: Vec<u8>,
+    /// The project it belongs to.
+    pub project_id: Option<Uuid>,
+    /// Who uploaded it.
+    pub created_by: Option<UserId>,
+    /// When it became a file.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// A signed download URL (only when one file is read).
+    #[sqlx(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub download_url: Option<String>,
+    /// When `download_url` expires.
+    #[sqlx(skip)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub download_expires_at: Option<OffsetDateTime>,
+}
+
+fn hex_bytes<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::key::hex(bytes))
+}
+
+/// What one sweep removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    /// Expired pending uploads removed (with their objects).
+    pub expired_uploads: u64,
+    /// Objects with no upload or file row removed.
+    pub orphans: u64,
+}
+
+/// The upload lifecycle of one server: database, object store, limits and quota.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    db: Database,
+    store: Arc<dyn ObjectStore>,
+    limits: Arc<Limits>,
+    quota: Arc<dyn QuotaSource>,
+    parent: Option<FileParent>,
+}
+
+const UPLOAD_COLUMNS: &str = "id, tenant_id, object_id, project_id, filename, content_type, \
+                              size, sha256, created_by, expires_at, state, file_id";
+const FILE_COLUMNS: &str = "id, tenant_id, object_id, filename, content_type, size, sha256, \
+                            project_id, created_by, created_at";
+const FILENAME_MAX: usize = 255;
+
+impl Storage {
+    /// The lifecycle over `db` (migrated with [`migrations`]) and `store`.
+    pub fn new(db: Database, store: Arc<dyn ObjectStore>) -> Self {
+        Self {
+            db,
+            store,
+            limits: Arc::new(Limits::default()),
+            quota: Arc::new(FixedQuota(None)),
+            parent: None,
+        }
+    }
+
+    /// Replaces the limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = Arc::new(limits);
+        self
+    }
+
+    /// Replaces where quotas come from.
+    pub fn with_quota(mut self, quota: Arc<dyn QuotaSource>) -> Self {
+        self.quota = quota;
+        self
+    }
+
+    /// Lets files belong to rows of `parent` (and share their visibility).
+    pub fn with_parent(mut self, parent: FileParent) -> Self {
+        self.parent = Some(parent);
+        self
+    }
+
+    /// The object store.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// ` AND (<alias>.project_id IS NULL OR <the parent is visible>)`, parameters `all`, `user`.
+    fn visible(&self, alias: &str, all: usize, user: usize) -> String {
+        match self.parent {
+            None => format!(" AND {alias}.project_id IS NULL"),
+            Some(parent) => {
+                let condition = Visibility::Parent {
+                    table: parent.table,
+                    key: "project_id",
+                }
+                .condition(alias, all, user);
+                let condition = condition.trim_start_matches(" AND ");
+                format!(" AND ({alias}.project_id IS NULL OR {condition})")
+            }
+        }
+    }
+
+    fn has_visibility_parameters(&self) -> bool {
+        self.parent.is_some()
+    }
+
+    fn validate(&self, new: &NewUpload) -> Result<(UploadIntent, UploadMethod)> {
+        let mut errors = Vec::new();
+        let filename = new.filename.trim();
+        if filename.is_empty() || filename.chars().count() > FILENAME_MAX {
+            errors.push(tenantkit_core::FieldError::new(
+                "filename",
+                "must be 1 to 255 characters",
+            ));
+        } else if filename
+            .chars()
+            .any(|c| c.is_control() || matches!(c, '/' | '\\'))
+        {
+            errors.push(tenantkit_core::FieldError::new(
+                "filename",
+                "must not contain control characters or slashes",
+            ));
+        }
+        let content_type = new.content_type.as_str();
+        let well_formed = content_type.len() <= 127
+            && content_type.split_once('/').is_some_and(|(a, b)| {
+                !a.is_empty()
+                    && !b.is_empty()
+                    && content_type.bytes().all(|c| {
+                        c.is_ascii_lowercase()
+                            || c.is_ascii_digit()
+                            || matches!(c, b'/' | b'.' | b'+' | b'-')
+                    })
+            });
+        if !well_formed {
+            errors.push(tenantkit_core::FieldError::new(
+                "content_type",
+                "must be a lowercase type/subtype without parameters",
+            ));
+        } else if sniff::NEVER_ALLOWED.contains(&content_type)
+            || !self.limits.allowed_types.iter().any(|t| t == content_type)
+        {
+            errors.push(tenantkit_core::FieldError::new(
+                "content_type",
+                "is not an allowed type",
+            ));
+        }
+        if new.size == 0 {
+            errors.push(tenantkit_core::FieldError::new(
+                "size",
+                "must be at least 1",
+            ));
+        } else if new.size > self.limits.max_file_bytes {
+            errors.push(tenantkit_core::FieldError::new(
+                "size",
+                format!("must be at most {} bytes", self.limits.max_file_bytes),
+            ));
+        }
+        let sha256 = match Sha256::from_hex(&new.sha256) {
+            Ok(sha) => Some(sha),
+            Err(_) => {
+                errors.push(tenantkit_core::FieldError::new(
+                    "sha256",
+                    "must be 64 hex digits",
+                ));
+                None
+            }
+        };
+        let method = match new.method.as_deref() {
+            None | Some("PUT") => Some(UploadMethod::Put),
+            Some("POST") => Some(UploadMethod::Post),
+            Some(_) => {
+                errors.push(tenantkit_core::FieldError::new(
+                    "method",
+                    "must be PUT or POST",
+                ));
+                None
+            }
+        };
+        if let Some(method) = method
+            && !self.store.methods().contains(&method)
+        {
+            errors.push(tenantkit_core::FieldError::new(
+                "method",
+                "is not supported by this server's storage",
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(Error::Core(tenantkit_core::Error::Validation(errors)));
+        }
+        match (sha256, method) {
+            (Some(sha256), Some(method)) => Ok((
+                UploadIntent {
+                    filename: filename.to_owned(),
+                    content_type: content_type.to_owned(),
+                    size: new.size,
+                    sha256,
+                },
+                method,
+            )),
+            _ => Err(Error::invalid("body", "invalid")),
+        }
+    }
+
+    /// Records a pending upload for the caller's tenant and signs its instructions. The
+    /// quota counts stored files and every pending upload, checked under a per-tenant lock,
+    /// so parallel intents cannot together overshoot it.
+    ///
+    /// # Errors
+    /// [`tenantkit_core::Error::Forbidden`] below member, validation errors,
+    /// [`tenantkit_core::Error::NotFound`] for a project the caller cannot see,
+    /// [`Error::QuotaExceeded`].
+    pub async fn create_upload(
+        &self,
+        principal: &Principal,
+        client: &ClientInfo,
+        new: NewUpload,
+    ) -> Result<UploadTicket> {
+        principal.require(tenantkit_core::Permission::WriteContent)?;
+        let (intent, method) = self.validate(&new)?;
+        let tenant = principal.tenant_id();
+        let upload_id = UploadId::new();
+        let object_id = ObjectId::new();
+        let key = ObjectKey::new(tenant, object_id);
+        let now = tenantkit_core::now();
+        // Sign first (no transaction is held across it): a failure stores nothing.
+        let signed = self
+            .store
+            .sign_upload(&key, &intent, method, now, self.limits.upload_ttl)
+            .await?;
+        let mut tx = self.db.begin(&TenantScope::of(principal)).await?;
+        if let Some(project) = new.project_id {
+            self.check_parent(&mut tx, project).await?;
+        }
+        // The lock: one row per tenant, written first, held to commit.
+        with_conn!(&mut tx, |c| {
+            sqlx::query(
+                "INSERT INTO storage_usage (tenant_id, intents) VALUES ($1, 1) \
+                 ON CONFLICT (tenant_id) DO UPDATE SET intents = storage_usage.intents + 1",
+            )
+            .bind(tenant)
+            .execute(c)
+            .await
+            .map(drop)
+        })?;
+        let quota = self.quota.storage_quota(&mut tx).await?;
+        if let Some(quota) = quota {
+            let used = usage(&mut tx, tenant).await?;
+            if used.saturating_add(intent.size) > quota {
+                return Err(Error::QuotaExceeded);
+            }
+        }
+        let size = i64::try_from(intent.size).map_err(|_| Error::invalid("size", "too large"))?;
+        with_conn!(&mut tx, |c| {
+            sqlx::query(
+                "INSERT INTO storage_uploads (id, tenant_id, object_id, project_id, filename, \
+                 content_type, size, sha256, method, created_by, created_at, expires_at, state) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending')",
+            )
+            .bind(upload_id)
+            .bind(tenant)
+            .bind(object_id)
+            .bind(new.project_id)
+            .bind(&intent.filename)
+            .bind(&intent.content_type)
+            .bind(size)
+            .bind(intent.sha256.0.to_vec())
+            .bind(match method {
+                UploadMethod::Put => "PUT",
+                UploadMethod::Post => "POST",
+            })
+            .bind(principal.user_id())
+            .bind(now)
+            .bind(signed.expires_at)
+            .execute(c)
+            .await
+            .map(drop)
+        })?;
+        tx.commit().await?;
+        let _ = client;
+        Ok(ticket(upload_id, signed))
+    }
+
+    async fn check_parent(&self, tx: &mut TenantTx, project: Uuid) -> Result<()> {
+        let Some(parent) = self.parent else {
+            return Err(Error::invalid(
+                "project_id",
+                "files cannot belong to a project here",
+            ));
+        };
+        let table = tenantkit_core::TenantTable {
+            name: parent.table,
+            columns: "id",
+            visibility: Visibility::Team,
+        };
+        if table.contains(tx, project).await? {
+            Ok(())
+        } else {
+            Err(Error::Core(tenantkit_core::Error::NotFound))
+        }
+    }
+
+    async fn find_upload(&self, tx: &mut TenantTx, id: UploadId) -> Result<Option<Upload>> {
+        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_teams(), tx.viewer());
+        let sql = format!(
+            "SELECT {UPLOAD_COLUMNS} FROM storage_uploads u WHERE u.tenant_id = $1 AND u.id = $2{}",
+            self.visible("u", 3, 4)
+        );
+        let with = self.has_visibility_parameters();
+        Ok(with_conn!(tx, |c| {
+            let query = sqlx::query_as(&sql).bind(tenant).bind(id);
+            let query = if with {
+                query.bind(all).bind(viewer)
+            } else {
+                query
+            };
+            query.fetch_optional(c).await
+        })?)
+    }
+
+    async fn file_row(&self, tx: &mut TenantTx, id: FileId) -> Result<Option<StoredFile>> {
+        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_teams(), tx.viewer());
+        let sql = format!(
+            "SELECT {FILE_COLUMNS} FROM storage_files f WHERE f.tenant_id = $1 AND f.id = $2{}",
+            self.visible("f", 3, 4)
+        );
+        let with = self.has_visibility_parameters();
+        Ok(with_conn!(tx, |c| {
+            let query = sqlx::query_as(&sql).bind(tenant).bind(id);
+            let query = if with {
+                query.bind(all).bind(viewer)
+            } else {
+                query
+            };
+            query.fetch_optional(c).await
+        })?)
+    }
+
+    /// Turns an upload into a file once its object is in the store and is exactly what was
+    /// declared: size, SHA-256, stored type, and the declared type against the first bytes.
+    /// Idempotent: completing a completed upload answers the same file, and concurrent
+    /// completes make exactly one file. A mismatch deletes the object and the upload.
+    ///
+    /// # Errors
+    /// [`tenantkit_core::Error::NotFound`] (also another tenant's id),
+    /// [`Error::UploadIncomplete`], [`Error::UploadMismatch`].
+    pub async fn complete(
+        &self,
+        principal: &Principal,
+        client: &ClientInfo,
+        id: UploadId,
+    ) -> Result<StoredFile> {
+        principal.require(tenantkit_core::Permission::WriteContent)?;
+        let scope = TenantScope::of(principal);
+        let upload = {
+            let mut tx = self.db.begin_read(&scope).await?;
+            let upload = self.find_upload(&mut tx, id).await?;
+            tx.commit().await?;
+            upload.ok_or(Error::Core(tenantkit_core::Error::NotFound))?
+        };
+        if let Some(file_id) = upload.file_id {
+            return self.read_file(&scope, file_id).await;
+        }
+        let key = ObjectKey::new(upload.tenant_id, upload.object_id);
+        let meta = self
+            .store
+            .head(&key)
+            .await?
+            .ok_or(Error::UploadIncomplete)?;
+        let declared_sha = Sha256(
+            upload
+                .sha256
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::Store("stored sha256 is not 32 bytes".into()))?,
+        );
+        let mismatch = if i64::try_from(meta.size).ok() != Some(upload.size) {
+            Some("size")
+        } else if meta
+            .content_type
+            .as_deref()
+            .is_some_and(|stored| !stored.eq_ignore_ascii_case(&upload.content_type))
+        {
+            Some("content type")
+        } else {
+            let stored_sha = match meta.sha256 {
+                Some(sha) => Some(sha),
+                None => self.store.digest(&key).await?,
+            };
+            if stored_sha != Some(declared_sha) {
+                Some("sha256")
+            } else {
+                let prefix = self.store.read_prefix(&key, sniff::SNIFF_BYTES).await?;
+                sniff::check(&upload.content_type, &prefix)
+                    .err()
+                    .map(|_| "content")
+            }
+        };
+        if let Some(what) = mismatch {
+            self.store.delete(&key).await?;
+            let mut tx = self.db.begin(&scope).await?;
+            let removed = with_conn!(&mut tx, |c| {
+                sqlx::query(
+                    "DELETE FROM storage_uploads WHERE tenant_id = $1 AND id = $2 AND state = 'pending'",
+                )
+                .bind(upload.tenant_id)
+                .bind(upload.id)
+                .execute(c)
+                .await
+                .map(|done| done.rows_affected())
+            })?;
+            if removed > 0 {
+                tx.audit(
+                    client
+                        .event("upload.rejected", Some(principal.user_id()))
+                        .target("upload", upload.id)
+                        .details(serde_json::json!({
+                            "mismatch": what,
+                            "content_type": upload.content_type,
+                            "size": upload.size,
+                        })),
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            return Err(Error::UploadMismatch(what));
+        }
+        let mut tx = self.db.begin(&scope).await?;
+        let file_id = FileId::new();
+        let now = tenantkit_core::now();
+        let inserted = with_conn!(&mut tx, |c| {
+            sqlx::query(
+                "INSERT INTO storage_files (id, tenant_id, upload_id, object_id, project_id, \
+                 filename, content_type, size, sha256, created_by, created_at) \
+                 SELECT $1, u.tenant_id, u.id, u.object_id, u.project_id, u.filename, \
+                 u.content_type, u.size, u.sha256, u.created_by, $2 FROM storage_uploads u \
+                 WHERE u.tenant_id = $3 AND u.id = $4 AND u.state = 'pending' \
+                 ON CONFLICT (upload_id) DO NOTHING",
+            )
+            .bind(file_id)
+            .bind(now)
+            .bind(upload.tenant_id)
+            .bind(upload.id)
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected())
+        })?;
+        if inserted == 0 {
+            // Someone completed it first (or it was swept): answer what is there now.
+            tx.commit().await?;
+            let mut tx = self.db.begin_read(&scope).await?;
+            let upload = self.find_upload(&mut tx, id).await?;
+            tx.commit().await?;
+            return match upload.and_then(|u| u.file_id) {
+                Some(file_id) => self.read_file(&scope, file_id).await,
+                None => Err(Error::Core(tenantkit_core::Error::NotFound)),
+            };
+        }
+        with_conn!(&mut tx, |c| {
+            sqlx::query(
+                "UPDATE storage_uploads SET state = 'completed', file_id = $1 \
+                 WHERE tenant_id = $2 AND id = $3",
+            )
+            .bind(file_id)
+            .bind(upload.tenant_id)
+            .bind(upload.id)
+            .execute(c)
+            .await
+            .map(drop)
+        })?;
+        tx.audit(
+            client
+                .event("upload.completed", Some(principal.user_id()))
+                .target("file", file_id)
+                .details(serde_json::json!({
+                    "upload_id": upload.id,
+                    "content_type": upload.content_type,
+                    "size": upload.size,
+                })),
+        )
+        .await?;
+        tx.commit().await?;
+        self.read_file(&scope, file_id).await
+    }
+
+    async fn read_file(&self, scope: &TenantScope, id: FileId) -> Result<StoredFile> {
+        let mut tx = self.db.begin_read(scope).await?;
+        let file = self.file_row(&mut tx, id).await?;
+        tx.commit().await?;
+        file.ok_or(Error::Core(tenantkit_core::Error::NotFound))
+    }
+
+    /// One file with a signed download URL.
+    ///
+    /// # Errors
+    /// [`tenantkit_core::Error::NotFound`] (also another tenant's id).
+    pub async fn file(&self, principal: &Principal, id: FileId) -> Result<StoredFile> {
+        principal.require(tenantkit_core::Permission::Read)?;
+        let mut file = self.read_file(&TenantScope::of(principal), id).await?;
+        let key = ObjectKey::new(file.tenant_id, file.object_id);
+        let download = self
+            .store
+            .sign_download(
+                &key,
+                &file.filename,
+                &file.content_type,
+                tenantkit_core::now(),
+                self.limits.download_ttl,
+            )
+            .await?;
+        file.download_url = Some(download.url);
+        file.download_expires_at = Some(download.expires_at);
+        Ok(file)
+    }
+
+    /// The files the caller may see, newest id last, in keyset pages; only those of
+    /// `project` when given.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn files(
+        &self,
+        principal: &Principal,
+        project: Option<Uuid>,
+        page: PageRequest,
+    ) -> Result<Page<StoredFile>> {
+        principal.require(tenantkit_core::Permission::Read)?;
+        let mut tx = self.db.begin_read(&TenantScope::of(principal)).await?;
+        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_teams(), tx.viewer());
+        let sql = format!(
+            "SELECT {FILE_COLUMNS} FROM storage_files f WHERE f.tenant_id = $1 AND f.id > $2 \
+             AND ($3 IS NULL OR f.project_id = $3){} ORDER BY f.id LIMIT $4",
+            self.visible("f", 5, 6)
+        );
+        let with = self.has_visibility_parameters();
+        let (after, fetch) = (page.after_key(), page.fetch_count());
+        let rows: Vec<StoredFile> = with_conn!(&mut tx, |c| {
+            let query = sqlx::query_as(&sql)
+                .bind(tenant)
+                .bind(after)
+                .bind(project)
+                .bind(fetch);
+            let query = if with {
+                query.bind(all).bind(viewer)
+            } else {
+                query
+            };
+            query.fetch_all(c).await
+        })?;
+        tx.commit().await?;
+        Ok(Page::from_rows(rows, &page, |f| f.id.into()))
+    }
+
+    /// Deletes a file and its object.
+    ///
+    /// # Errors
+    /// [`tenantkit_core::Error::Forbidden`] below member, [`tenantkit_core::Error::NotFound`].
+    pub async fn delete_file(
+        &self,
+        principal: &Principal,
+        client: &ClientInfo,
+        id: FileId,
+    ) -> Result<()> {
+        principal.require(tenantkit_core::Permission::WriteContent)?;
+        let mut tx = self.db.begin(&TenantScope::of(principal)).await?;
+        let file = self
+            .file_row(&mut tx, id)
+            .await?
+            .ok_or(Error::Core(tenantkit_core::Error::NotFound))?;
+        let tenant = file.tenant_id;
+        with_conn!(&mut tx, |c| {
+            sqlx::query("DELETE FROM storage_files WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant)
+                .bind(id)
+                .execute(&mut *c)
+                .await?;
+            sqlx::query("DELETE FROM storage_uploads WHERE tenant_id = $1 AND file_id = $2")
+                .bind(tenant)
+                .bind(id)
+                .execute(c)
+                .await
+                .map(drop)
+        })?;
+        tx.audit(
+            client
+                .event("file.deleted", Some(principal.user_id()))
+                .target("file", id)
+                .details(serde_json::json!({ "size": file.size })),
+        )
+        .await?;
+        tx.commit().await?;
+        // After the commit: the row is gone, so a failure here leaves an orphan the sweeper
+        // removes, never a file without bytes.
+        if let Err(err) = self
+            .store
+            .delete(&ObjectKey::new(file.tenant_id, file.object_id))
+            .await
+        {
+            tracing::warn!(error = %err, "object of a deleted file not deleted; the sweeper will");
+        }
+        Ok(())
+    }
+
+    /// Removes pending uploads expired for longer than the grace period (and their
+    /// objects), and objects older than the grace period that no upload or file refers to.
+    ///
+    /// # Errors
+    /// Database and store errors (what was removed before stays removed).
+    pub async fn sweep(&self, now: OffsetDateTime) -> Result<SweepReport> {
+        let mut report = SweepReport::default();
+        let cutoff = now - self.limits.sweep_grace;
+        loop {
+            let mut tx = self.db.begin_system().await?;
+            let expired: Vec<(UploadId, TenantId, ObjectId)> = with_conn!(&mut tx, |c| {
+                sqlx::query_as(
+                    "SELECT id, tenant_id, object_id FROM storage_uploads \
+                     WHERE state = 'pending' AND expires_at < $1 ORDER BY expires_at LIMIT 100",
+                )
+                .bind(cutoff)
+                .fetch_all(c)
+                .await
+            })?;
+            tx.commit().await?;
+            if expired.is_empty() {
+                break;
+            }
+            for (id, tenant, object) in expired {
+                self.store.delete(&ObjectKey::new(tenant, object)).await?;
+                let mut tx = self.db.begin_system().await?;
+                let removed = with_conn!(&mut tx, |c| {
+                    sqlx::query("DELETE FROM storage_uploads WHERE id = $1 AND state = 'pending'")
+                        .bind(id)
+                        .execute(c)
+                        .await
+                        .map(|done| done.rows_affected())
+                })?;
+                if removed > 0 {
+                    tx.audit_in(
+                        tenant,
+                        AuditEvent::new("upload.expired").target("upload", id),
+                    )
+                    .await?;
+                    report.expired_uploads += 1;
+                }
+                tx.commit().await?;
+            }
+        }
+        let mut after: Option<ObjectKey> = None;
+        loop {
+            let batch = self.store.list(after.as_ref(), 500).await?;
+            let Some(last) = batch.last() else {
+                break;
+            };
+            after = Some(last.key.clone());
+            for info in batch {
+                if info.modified >= cutoff {
+                    continue;
+                }
+                let mut tx = self.db.begin_system_read().await?;
+                let known = referenced(&mut tx, info.key.object()).await?;
+                tx.commit().await?;
+                if !known {
+                    self.store.delete(&info.key).await?;
+                    report.orphans += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Bytes of the tenant's files plus every pending upload.
+async fn usage(tx: &mut TenantTx, tenant: TenantId) -> Result<u64> {
+    let used: i64 = with_conn!(tx, |c| {
+        sqlx::query_scalar(
+            "SELECT CAST((SELECT COALESCE(SUM(size), 0) FROM storage_files WHERE tenant_id = $1) \
+             + (SELECT COALESCE(SUM(size), 0) FROM storage_uploads \
+                WHERE tenant_id = $1 AND state = 'pending') AS BIGINT)",
+        )
+        .bind(tenant)
+        .fetch_one(c)
+        .await
+    })?;
+    Ok(u64::try_from(used).unwrap_or(0))
+}
+
+async fn referenced(tx: &mut SystemTx, object: ObjectId) -> Result<bool> {
+    let found: Option<i32> = with_conn!(tx, |c| {
+        sqlx::query_scalar(
+            "SELECT 1 FROM storage_uploads WHERE object_id = $1 \
+             UNION ALL SELECT 1 FROM storage_files WHERE object_id = $1 LIMIT 1",
+        )
+        .bind(object)
+        .fetch_optional(c)
+        .await
+    })?;
+    Ok(found.is_some())
+}
+
+fn ticket(id: UploadId, signed: SignedUpload) -> UploadTicket {
+    let (headers, fields) = match signed.method {
+        UploadMethod::Put => (Some(signed.headers), None),
+        UploadMethod::Post => (
+            None,
+            Some(
+                signed
+                    .fields
+                    .into_iter()
+                    .map(|(k, v)| (k, serde_json::Value::String(v)))
+                    .collect(),
+            ),
+        ),
+    };
+    UploadTicket {
+        id,
+        method: signed.method,
+        url: signed.url,
+        headers,
+        fields,
+        expires_at: signed.expires_at,
+    }
+}

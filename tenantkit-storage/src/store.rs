@@ -1,0 +1,129 @@
+//! The object store trait and what it signs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::Serialize;
+use time::{Duration, OffsetDateTime};
+
+use crate::{ObjectKey, Result, Sha256, UploadIntent};
+
+/// A boxed, sendable future (the trait is object safe: servers hold `Arc<dyn ObjectStore>`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How the client sends the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum UploadMethod {
+    /// One `PUT` of the raw bytes with exactly the signed headers.
+    #[serde(rename = "PUT")]
+    Put,
+    /// A browser `multipart/form-data` form: the signed fields, then `file`.
+    #[serde(rename = "POST")]
+    Post,
+}
+
+/// Signed instructions for one upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SignedUpload {
+    /// `PUT` or `POST`.
+    pub method: UploadMethod,
+    /// Where to send it.
+    pub url: String,
+    /// The headers to send exactly (PUT).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// The form fields to send, before the file (POST), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<(String, String)>,
+    /// When the signature stops working.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// A signed, expiring download URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedDownload {
+    /// The URL.
+    pub url: String,
+    /// When it stops working.
+    pub expires_at: OffsetDateTime,
+}
+
+/// What the store knows about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Its size in bytes.
+    pub size: u64,
+    /// The content type it was stored with.
+    pub content_type: Option<String>,
+    /// Its SHA-256 when the store recorded one (S3's checksum, the local store's own).
+    pub sha256: Option<Sha256>,
+}
+
+/// An entry of [`ObjectStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The object's key.
+    pub key: ObjectKey,
+    /// When it was last written.
+    pub modified: OffsetDateTime,
+}
+
+/// An object store that clients upload to and download from directly, through URLs this
+/// trait signs. Implementations never take a path or key from the client: every method gets
+/// an [`ObjectKey`].
+pub trait ObjectStore: fmt::Debug + Send + Sync + 'static {
+    /// The upload methods this store can sign.
+    fn methods(&self) -> &'static [UploadMethod];
+
+    /// Signs an upload of exactly `intent` (size, type, checksum) to `key`, valid for
+    /// `expires_in`, create-only (a second upload to the same key is refused).
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`] for a method the store does not support.
+    fn sign_upload<'a>(
+        &'a self,
+        key: &'a ObjectKey,
+        intent: &'a UploadIntent,
+        method: UploadMethod,
+        now: OffsetDateTime,
+        expires_in: Duration,
+    ) -> BoxFuture<'a, Result<SignedUpload>>;
+
+    /// Signs a download of `key`, served as an attachment named `filename` with
+    /// `content_type`.
+    ///
+    /// # Errors
+    /// Signing failures.
+    fn sign_download<'a>(
+        &'a self,
+        key: &'a ObjectKey,
+        filename: &'a str,
+        content_type: &'a str,
+        now: OffsetDateTime,
+        expires_in: Duration,
+    ) -> BoxFuture<'a, Result<SignedDownload>>;
+
+    /// The object's metadata; `None` when there is none.
+    fn head<'a>(&'a self, key: &'a ObjectKey) -> BoxFuture<'a, Result<Option<ObjectMeta>>>;
+
+    /// Up to `len` leading bytes of the object (for [`crate::sniff`]).
+    fn read_prefix<'a>(&'a self, key: &'a ObjectKey, len: usize) -> BoxFuture<'a, Result<Vec<u8>>>;
+
+    /// The SHA-256 of the whole object, streamed (for stores whose [`ObjectStore::head`]
+    /// gives none); `None` when the object is missing.
+    fn digest<'a>(&'a self, key: &'a ObjectKey) -> BoxFuture<'a, Result<Option<Sha256>>>;
+
+    /// Deletes the object; deleting a missing one succeeds.
+    fn delete<'a>(&'a self, key: &'a ObjectKey) -> BoxFuture<'a, Result<()>>;
+
+    /// Up to `limit` objects after `after` (in key order), for the sweeper.
+    fn list<'a>(
+        &'a self,
+        after: Option<&'a ObjectKey>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<ObjectInfo>>>;
+}
