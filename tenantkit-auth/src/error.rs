@@ -184,10 +184,7 @@ fn problem_body(err: &Error) -> Problem {
         Error::Core(core) => Problem::from(core),
         Error::Key(_) | Error::Hashing(_) | Error::Mail(_) => {
             tracing::error!(error = %err, "auth internal error");
-            Problem::new(
-                ErrorCode::InternalError,
-                "The server failed to handle the request.",
-            )
+            Problem::internal()
         }
     }
 }

@@ -225,6 +225,15 @@ impl Problem {
         }
     }
 
+    /// The generic 500 answer for an internal failure: its cause belongs in the server log
+    /// (log it before answering), never in the response.
+    pub fn internal() -> Self {
+        Self::new(
+            ErrorCode::InternalError,
+            "The server failed to handle the request.",
+        )
+    }
+
     /// Adds a response header to send with this problem.
     pub fn with_header(mut self, name: http::HeaderName, value: HeaderValue) -> Self {
         self.headers.insert(name, value);
@@ -286,10 +295,7 @@ impl From<&Error> for Problem {
             ),
             Error::Aborted | Error::Database(_) | Error::Migrate(_) | Error::Config(_) => {
                 tracing::error!(error = %err, cause = ?std::error::Error::source(err), "internal error");
-                Problem::new(
-                    ErrorCode::InternalError,
-                    "The server failed to handle the request.",
-                )
+                Problem::internal()
             }
         }
     }

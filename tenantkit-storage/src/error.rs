@@ -99,10 +99,7 @@ impl From<&Error> for Problem {
             }
             Error::Config(_) => {
                 tracing::error!(error = %err, "storage configuration error");
-                Problem::new(
-                    ErrorCode::InternalError,
-                    "The server failed to handle the request.",
-                )
+                Problem::internal()
             }
         }
     }

@@ -550,6 +550,104 @@ async fn other_tenants_and_viewers(fixture: Fixture) {
     assert_eq!(delete.status, StatusCode::FORBIDDEN);
 }
 
+async fn restricted_projects_hide_their_files(fixture: Fixture) {
+    let who = owner(&fixture);
+    let team = fixture
+        .server
+        .call(
+            Some(who),
+            Method::POST,
+            "/v1/teams",
+            Some(json!({"name": "Secret"})),
+        )
+        .await;
+    assert_eq!(team.status, StatusCode::CREATED, "{}", team.body);
+    let project = fixture
+        .server
+        .call(
+            Some(who),
+            Method::POST,
+            "/v1/projects",
+            Some(json!({"name": "Hidden", "team_id": team.body["id"], "restricted": true})),
+        )
+        .await;
+    assert_eq!(project.status, StatusCode::CREATED, "{}", project.body);
+    let project_id = project.body["id"].as_str().expect("id").to_owned();
+    let bytes = png(900);
+    let reply = fixture
+        .intent(
+            who,
+            json!({"filename": "h.png", "content_type": "image/png", "size": bytes.len(),
+                   "sha256": Sha256::of(&bytes).to_hex(), "project_id": project_id}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    assert!(
+        fixture
+            .put(&reply.body, bytes.clone(), None)
+            .await
+            .is_success()
+    );
+    let file = fixture
+        .complete(who, reply.body["id"].as_str().expect("id"))
+        .await;
+    assert_eq!(file.status, StatusCode::OK, "{}", file.body);
+    assert_eq!(file.body["project_id"], project_id.as_str());
+    let file_id = file.body["id"].as_str().expect("id").to_owned();
+
+    // A member outside the team sees neither the file nor the project.
+    let (_, outsider) = fixture
+        .server
+        .add_user(&fixture.server.world.a, Role::Member)
+        .await;
+    let listed = fixture
+        .server
+        .call(Some(&outsider), Method::GET, "/v1/files", None)
+        .await;
+    assert_eq!(listed.body["items"], json!([]));
+    let filtered = fixture
+        .server
+        .call(
+            Some(&outsider),
+            Method::GET,
+            &format!("/v1/files?project_id={project_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(filtered.body["items"], json!([]));
+    for method in [Method::GET, Method::DELETE] {
+        let reply = fixture
+            .server
+            .call(
+                Some(&outsider),
+                method,
+                &format!("/v1/files/{file_id}"),
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    }
+    let refused = fixture
+        .intent(
+            &outsider,
+            json!({"filename": "h.png", "content_type": "image/png", "size": bytes.len(),
+                   "sha256": Sha256::of(&bytes).to_hex(), "project_id": project_id}),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::NOT_FOUND);
+    // The owner still sees it.
+    let mine = fixture
+        .server
+        .call(
+            Some(who),
+            Method::GET,
+            &format!("/v1/files?project_id={project_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(mine.body["items"].as_array().expect("items").len(), 1);
+}
+
 async fn concurrent_completes_make_one_file(fixture: Fixture) {
     let who = owner(&fixture);
     let bytes = png(4096);
@@ -838,6 +936,7 @@ mod local_store {
         upload_download_delete, refused_uploads_keep_nothing,
         declared_png_holding_html_is_a_mismatch, quota_counts_pending_uploads,
         other_tenants_and_viewers, concurrent_completes_make_one_file, bad_intents_are_422,
+        restricted_projects_hide_their_files,
         sweeper_removes_expired_uploads_and_orphans, post_policy_uploads,
         local_streamed_oversize_is_cut
     );

@@ -158,3 +158,58 @@ pub async fn storage_sweep(config: &Config) -> Result<serde_json::Value, ServerE
         "orphans": report.orphans,
     }))
 }
+
+/// Stored Stripe events, newest first, optionally only those in `state`
+/// (`pending`, `processing`, `done`, `dead`), as JSON lines.
+///
+/// # Errors
+/// An unknown state, database errors.
+pub async fn billing_events(
+    config: &Config,
+    state: Option<&str>,
+) -> Result<Vec<serde_json::Value>, ServerError> {
+    let state = match state {
+        None => None,
+        Some("pending") => Some(tenantkit_billing::EventState::Pending),
+        Some("processing") => Some(tenantkit_billing::EventState::Processing),
+        Some("done") => Some(tenantkit_billing::EventState::Done),
+        Some("dead") => Some(tenantkit_billing::EventState::Dead),
+        Some(_) => {
+            return Err(ServerError::Core(tenantkit_core::Error::invalid(
+                "state",
+                "must be pending, processing, done or dead",
+            )));
+        }
+    };
+    let db = open_database(config).await?;
+    let result = tenantkit_billing::Inbox::new(db.clone())
+        .list(state, 1000)
+        .await;
+    db.close().await;
+    Ok(result?
+        .into_iter()
+        .map(|e| {
+            serde_json::json!({
+                "event_id": e.event_id, "type": e.event_type, "created": e.created,
+                "state": e.state, "attempts": e.attempts, "last_error": e.last_error,
+            })
+        })
+        .collect())
+}
+
+/// Puts a stored event back in line for the worker (attempts reset).
+///
+/// # Errors
+/// An unknown event, database errors.
+pub async fn billing_replay(config: &Config, event_id: &str) -> Result<(), ServerError> {
+    let db = open_database(config).await?;
+    let result = tenantkit_billing::Inbox::new(db.clone())
+        .replay(event_id)
+        .await;
+    db.close().await;
+    if result? {
+        Ok(())
+    } else {
+        Err(ServerError::Core(tenantkit_core::Error::NotFound))
+    }
+}

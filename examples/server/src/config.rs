@@ -236,6 +236,16 @@ pub struct Config {
     #[arg(long, env = "TENANTKIT_STORAGE_KEY_FILE")]
     pub storage_key_file: Option<PathBuf>,
 
+    /// Stripe webhook endpoint secrets (`whsec_…`), comma-separated (several during a
+    /// rotation). Without one, every delivery to `/v1/billing/stripe/webhook` is refused.
+    #[arg(
+        long,
+        env = "TENANTKIT_STRIPE_WEBHOOK_SECRETS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub stripe_webhook_secrets: Vec<String>,
+
     /// Log line format.
     #[arg(
         long,
@@ -287,6 +297,7 @@ impl Default for Config {
             storage_quota_bytes: 1024 * 1024 * 1024,
             storage_sweep_secs: 600,
             storage_key_file: None,
+            stripe_webhook_secrets: Vec::new(),
         }
     }
 }

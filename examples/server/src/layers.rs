@@ -216,9 +216,5 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response<Bo
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_default();
     tracing::error!(panic = %message, "handler panicked");
-    Problem::new(
-        ErrorCode::InternalError,
-        "The server failed to handle the request.",
-    )
-    .into_response()
+    Problem::internal().into_response()
 }

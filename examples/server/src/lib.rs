@@ -56,6 +56,8 @@ pub struct StateParts {
     pub storage: tenantkit_storage::Storage,
     /// The service answering local storage's signed URLs (with the local backend).
     pub local_storage: Option<tenantkit_storage::LocalStorageService>,
+    /// The Stripe webhook endpoint and its inbox (tenantkit-billing).
+    pub billing: tenantkit_billing::Billing,
 }
 
 impl std::ops::Deref for AppState {
@@ -81,7 +83,9 @@ impl AppState {
         storage: tenantkit_storage::Storage,
         local_storage: Option<tenantkit_storage::LocalStorageService>,
     ) -> Self {
+        let billing = tenantkit_billing::Billing::new(db.clone(), None);
         Self(Arc::new(StateParts {
+            billing,
             db,
             auth,
             openapi: Arc::from("{}"),
@@ -89,6 +93,13 @@ impl AppState {
             storage,
             local_storage,
         }))
+    }
+
+    /// Verifies Stripe deliveries with `verifier` (without one every delivery is refused).
+    pub fn with_billing(mut self, verifier: Option<tenantkit_billing::WebhookVerifier>) -> Self {
+        let db = self.db.clone();
+        self.parts_mut().billing = tenantkit_billing::Billing::new(db, verifier);
+        self
     }
 
     /// The parts, to change while setting up (copied first if the state is shared).

@@ -49,6 +49,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Inspect the Stripe event inbox.
+    Billing {
+        #[command(subcommand)]
+        command: BillingCommand,
+    },
     /// Maintain uploaded files.
     Storage {
         #[command(subcommand)]
@@ -116,6 +121,23 @@ enum AuditCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum BillingCommand {
+    /// Stored events, newest first, one JSON object per line.
+    Events {
+        /// Only events in this state: pending, processing, done or dead.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Events whose handlers failed too often.
+    DeadLetters,
+    /// Puts an event back in line for the worker, attempts reset.
+    Replay {
+        /// The event id (`evt_…`).
+        event_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum StorageCommand {
     /// Delete pending uploads expired for over an hour, and objects no upload or file refers
     /// to (older than an hour), once; prints `{expired_uploads, orphans}`.
@@ -166,6 +188,21 @@ async fn main() -> ExitCode {
         } => admin::delete_tenant(&cli.config, &slug)
             .await
             .map(|deleted| println!("{deleted}")),
+        Command::Billing {
+            command: BillingCommand::Events { state },
+        } => admin::billing_events(&cli.config, state.as_deref())
+            .await
+            .map(|events| events.iter().for_each(|e| println!("{e}"))),
+        Command::Billing {
+            command: BillingCommand::DeadLetters,
+        } => admin::billing_events(&cli.config, Some("dead"))
+            .await
+            .map(|events| events.iter().for_each(|e| println!("{e}"))),
+        Command::Billing {
+            command: BillingCommand::Replay { event_id },
+        } => admin::billing_replay(&cli.config, &event_id)
+            .await
+            .map(|()| println!("{{\"replayed\":\"{event_id}\"}}")),
         Command::Storage {
             command: StorageCommand::Sweep,
         } => admin::storage_sweep(&cli.config)

@@ -28,6 +28,9 @@ pub enum ServerError {
     /// The storage backend could not be set up.
     #[error("storage: {0}")]
     Storage(#[from] tenantkit_storage::Error),
+    /// The billing inbox failed.
+    #[error("billing: {0}")]
+    Billing(#[from] tenantkit_billing::Error),
     /// An auth flow (an operator command) refused or failed.
     #[error("{}", describe_auth(.0))]
     Auth(#[from] tenantkit_auth::Error),
@@ -249,8 +252,24 @@ impl Server {
         let db = open_database(&config).await?;
         let auth = auth_flows(&config, &db)?;
         let (files, local) = storage(&config, &db)?;
-        let state =
-            AppState::new(db, auth, files, local).with_proxies(config.trusted_proxies.clone());
+        let secrets: Vec<&str> = config
+            .stripe_webhook_secrets
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let verifier = if secrets.is_empty() {
+            None
+        } else {
+            Some(
+                tenantkit_billing::WebhookVerifier::new(&secrets).map_err(|e| {
+                    ServerError::Keys(format!("TENANTKIT_STRIPE_WEBHOOK_SECRETS: {e}"))
+                })?,
+            )
+        };
+        let state = AppState::new(db, auth, files, local)
+            .with_proxies(config.trusted_proxies.clone())
+            .with_billing(verifier);
         Ok(Self { config, state })
     }
 

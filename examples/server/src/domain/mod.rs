@@ -46,11 +46,12 @@ pub fn wave1_migrations() -> MigrationSet {
 }
 
 /// Every migration the reference server applies: tenantkit-core, tenantkit-auth,
-/// tenantkit-storage and the example domain, able to upgrade a wave-1 database.
+/// tenantkit-storage, tenantkit-billing and the example domain, able to upgrade a wave-1 database.
 pub fn all_migrations() -> Migrations {
     Migrations::new()
         .with(tenantkit_auth::migrations())
         .with(tenantkit_storage::migrations())
+        .with(tenantkit_billing::migrations())
         .with(migrations())
         .upgrading_from(wave1_migrations())
 }

@@ -42,6 +42,7 @@ use crate::AppState;
         (name = "projects", description = "Projects (ETag / If-Match)"),
         (name = "tasks", description = "Tasks inside projects (ETag / If-Match)"),
         (name = "files", description = "Direct-to-storage uploads (signed intents, verified results) and files"),
+        (name = "billing", description = "Stripe webhooks into a durable inbox"),
         (name = "audit", description = "The tamper-evident audit log"),
         (name = "health", description = "Probes and public keys"),
     )

@@ -6,6 +6,7 @@
 //! document are the document itself (`/openapi.json`) and its viewer (`/docs`).
 
 mod auth;
+mod billing;
 mod docs;
 mod files;
 mod health;
@@ -44,7 +45,8 @@ pub(crate) fn router(state: &AppState, config: &crate::Config) -> (Router<AppSta
         .routes(routes!(auth::logout))
         .routes(routes!(recovery::request_reset))
         .routes(routes!(recovery::confirm_reset))
-        .routes(routes!(recovery::confirm_verification));
+        .routes(routes!(recovery::confirm_verification))
+        .routes(routes!(billing::stripe_webhook));
     // `route_layer`, so an unknown path stays a 404 rather than becoming a 401.
     let tokens = state.auth.tokens().clone();
     let protected = match config.session_check {
@@ -120,6 +122,7 @@ mod tests {
     /// The route modules, as source: none may add a route around utoipa-axum's `routes!`.
     const ROUTE_MODULES: &[(&str, &str)] = &[
         ("auth.rs", include_str!("auth.rs")),
+        ("billing.rs", include_str!("billing.rs")),
         ("docs.rs", include_str!("docs.rs")),
         ("files.rs", include_str!("files.rs")),
         ("health.rs", include_str!("health.rs")),

@@ -1,0 +1,43 @@
+//! # tenantkit-billing
+//!
+//! Stripe webhooks done right by construction: anyone can POST to a webhook endpoint, Stripe
+//! delivers at least once and in no guaranteed order, so
+//!
+//! - [`WebhookVerifier`] checks `Stripe-Signature` on the raw bytes (HMAC-SHA256 of
+//!   `"{t}.{body}"`, any of several `v1` signatures, several endpoint secrets during a
+//!   rotation, a 300 s tolerance both ways, constant-time comparison);
+//! - [`Inbox`] (features `sqlite`/`postgres`) stores each verified event in this crate's own
+//!   table ([`migrations`]) keyed by event id (`INSERT … ON CONFLICT DO NOTHING`: a duplicate
+//!   delivery is a no-op), and the endpoint answers 2xx only after that commit, never waiting
+//!   for handlers;
+//! - [`Billing::receive`] is the whole endpoint as one call (limit, verify, store), for any
+//!   framework.
+//!
+//! ```
+//! use tenantkit_billing::{WebhookVerifier, signature::sign};
+//!
+//! let verifier = WebhookVerifier::new(&["whsec_test"]).unwrap();
+//! let body = br#"{"id":"evt_1","object":"event","type":"invoice.paid","created":1}"#;
+//! let now = time::OffsetDateTime::now_utc();
+//! let header = sign("whsec_test", now.unix_timestamp(), body);
+//! assert!(verifier.verify(Some(header.as_bytes()), body, now).is_ok());
+//! assert!(verifier.verify(Some(header.as_bytes()), b"{}", now).is_err());
+//! ```
+#![forbid(unsafe_code)]
+#![doc(test(attr(deny(warnings))))]
+
+mod error;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod inbox;
+pub mod signature;
+
+pub use error::{Error, Result};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use inbox::{
+    Billing, BoxFuture, EventHandler, EventRouter, EventState, Inbox, Ingested, Outcome,
+    StoredEvent, Worker, migrations,
+};
+pub use signature::{SignatureError, WebhookVerifier};
+
+/// The largest webhook body read by default (Stripe's events are far smaller).
+pub const DEFAULT_BODY_LIMIT: usize = 512 * 1024;

@@ -1,0 +1,275 @@
+//! The durable inbox and the worker, on both backends: duplicates are no-ops, handlers run
+//! until they succeed or the event becomes a dead letter, a claimed event whose worker died is
+//! taken over after its lease, and replay puts an event back in line.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tenantkit_billing::{
+    Billing, BoxFuture, EventHandler, EventRouter, EventState, Outcome, StoredEvent,
+    WebhookVerifier, Worker, signature::sign,
+};
+use tenantkit_core::testing::TestDb;
+use tenantkit_core::{Backend, Migrations, SystemTx};
+use time::Duration;
+
+async fn db(backend: Backend) -> Option<TestDb> {
+    TestDb::new(
+        backend,
+        &Migrations::new().with(tenantkit_billing::migrations()),
+    )
+    .await
+}
+
+const SECRET: &str = "whsec_inbox_test";
+
+fn event(id: &str, kind: &str, created: i64) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "id": id, "object": "event", "type": kind, "created": created, "livemode": false,
+        "data": {"object": {"id": "sub_1", "object": "subscription"}}
+    }))
+    .expect("json")
+}
+
+fn billing(test_db: &TestDb) -> Billing {
+    Billing::new(
+        test_db.db.clone(),
+        Some(WebhookVerifier::new(&[SECRET]).expect("verifier")),
+    )
+}
+
+async fn deliver(
+    billing: &Billing,
+    body: &[u8],
+) -> tenantkit_billing::Result<tenantkit_billing::Ingested> {
+    let header = sign(SECRET, tenantkit_core::now().unix_timestamp(), body);
+    billing.receive(Some(header.as_bytes()), body).await
+}
+
+async fn duplicates_are_no_ops(test_db: TestDb) {
+    let billing = billing(&test_db);
+    let body = event("evt_dup1", "invoice.paid", 1_700_000_000);
+    let first = deliver(&billing, &body).await.expect("stored");
+    assert!(!first.duplicate);
+    // Concurrent redeliveries of the same event: all acknowledged, one row.
+    let again = futures_join(&billing, &body).await;
+    assert!(again.iter().all(|r| r.duplicate));
+    let listed = billing.inbox().list(None, 10).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].event_id, "evt_dup1");
+    assert_eq!(listed[0].state, EventState::Pending);
+    assert_eq!(listed[0].payload["data"]["object"]["id"], "sub_1");
+    // A refused delivery stores nothing.
+    let other = event("evt_forged", "invoice.paid", 1_700_000_000);
+    let forged = billing
+        .receive(Some(b"t=1,v1=00"), &other)
+        .await
+        .expect_err("refused");
+    assert!(matches!(forged, tenantkit_billing::Error::Signature(_)));
+    assert!(
+        billing
+            .inbox()
+            .get("evt_forged")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    // Signed, but not an event.
+    for body in [
+        &b"[1,2]"[..],
+        b"{\"id\":\"x\",\"type\":\"a\",\"created\":1}",
+        b"not json",
+    ] {
+        assert!(matches!(
+            deliver(&billing, body).await,
+            Err(tenantkit_billing::Error::NotAnEvent(_))
+        ));
+    }
+}
+
+async fn futures_join(billing: &Billing, body: &[u8]) -> Vec<tenantkit_billing::Ingested> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let (billing, body) = (billing.clone(), body.to_vec());
+        set.spawn(async move { deliver(&billing, &body).await.expect("stored") });
+    }
+    let mut out = Vec::new();
+    while let Some(done) = set.join_next().await {
+        out.push(done.expect("task"));
+    }
+    out
+}
+
+#[derive(Debug, Default)]
+struct Counting {
+    calls: AtomicUsize,
+    fail_first: usize,
+}
+
+impl EventHandler for Counting {
+    fn handle<'a>(
+        &'a self,
+        _tx: &'a mut SystemTx,
+        _event: &'a StoredEvent,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            if n < self.fail_first {
+                Err(format!("failure {n}"))
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
+
+async fn retries_then_dead_letters_then_replay(test_db: TestDb) {
+    let billing = billing(&test_db);
+    deliver(&billing, &event("evt_retry", "invoice.paid", 1))
+        .await
+        .expect("stored");
+    deliver(&billing, &event("evt_unknown", "some.future.type", 2))
+        .await
+        .expect("stored");
+    let handler = Arc::new(Counting {
+        fail_first: 2,
+        ..Counting::default()
+    });
+    let mut worker = Worker::new(
+        test_db.db.clone(),
+        EventRouter::new().on("invoice.paid", handler.clone()),
+    );
+    worker.max_attempts = 3;
+    let mut now = tenantkit_core::now();
+    // Two failures, with growing delays; nothing is due in between.
+    assert_eq!(
+        worker.run_once(now).await.expect("run"),
+        Outcome::Retry("evt_retry".into())
+    );
+    // The unknown type is acknowledged and done.
+    assert_eq!(
+        worker.run_once(now).await.expect("run"),
+        Outcome::Done("evt_unknown".into())
+    );
+    assert_eq!(worker.run_once(now).await.expect("run"), Outcome::Idle);
+    now += Duration::minutes(10);
+    assert_eq!(
+        worker.run_once(now).await.expect("run"),
+        Outcome::Retry("evt_retry".into())
+    );
+    now += Duration::minutes(10);
+    assert_eq!(
+        worker.run_once(now).await.expect("run"),
+        Outcome::Done("evt_retry".into())
+    );
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 3);
+    let stored = billing
+        .inbox()
+        .get("evt_retry")
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(stored.state, EventState::Done);
+    assert_eq!(stored.attempts, 3);
+
+    // Always failing: a dead letter after max_attempts, then replayed.
+    let failing = Arc::new(Counting {
+        fail_first: usize::MAX,
+        ..Counting::default()
+    });
+    let mut worker = Worker::new(
+        test_db.db.clone(),
+        EventRouter::new().on("invoice.payment_failed", failing.clone()),
+    );
+    worker.max_attempts = 2;
+    deliver(&billing, &event("evt_dead", "invoice.payment_failed", 3))
+        .await
+        .expect("stored");
+    assert_eq!(
+        worker.run_once(now).await.expect("run"),
+        Outcome::Retry("evt_dead".into())
+    );
+    now += Duration::minutes(10);
+    assert_eq!(
+        worker.run_once(now).await.expect("run"),
+        Outcome::Dead("evt_dead".into())
+    );
+    now += Duration::hours(10);
+    assert_eq!(worker.run_once(now).await.expect("run"), Outcome::Idle);
+    let dead = billing
+        .inbox()
+        .list(Some(EventState::Dead), 10)
+        .await
+        .expect("list");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].last_error.as_deref(), Some("failure 1"));
+    assert!(billing.inbox().replay("evt_dead").await.expect("replay"));
+    assert!(!billing.inbox().replay("evt_missing").await.expect("replay"));
+    assert_eq!(
+        worker.run_once(now).await.expect("run"),
+        Outcome::Retry("evt_dead".into())
+    );
+}
+
+/// A handler that never finishes: its worker "dies" holding the event.
+#[derive(Debug)]
+struct Hang;
+
+impl EventHandler for Hang {
+    fn handle<'a>(
+        &'a self,
+        _tx: &'a mut SystemTx,
+        _event: &'a StoredEvent,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+async fn a_dead_workers_event_is_reclaimed_after_its_lease(test_db: TestDb) {
+    let billing = billing(&test_db);
+    deliver(&billing, &event("evt_lease", "invoice.paid", 1))
+        .await
+        .expect("stored");
+    let hung = Worker::new(
+        test_db.db.clone(),
+        EventRouter::new().on("invoice.paid", Arc::new(Hang)),
+    );
+    let now = tenantkit_core::now();
+    let task = tokio::spawn(async move { hung.run_once(now).await });
+    // Wait until it holds the event, then kill it.
+    for _ in 0..200 {
+        let state = billing
+            .inbox()
+            .get("evt_lease")
+            .await
+            .expect("get")
+            .expect("stored")
+            .state;
+        if state == EventState::Processing {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    task.abort();
+    let _ = task.await;
+    let handler = Arc::new(Counting::default());
+    let worker = Worker::new(
+        test_db.db.clone(),
+        EventRouter::new().on("invoice.paid", handler.clone()),
+    );
+    // Within the lease nobody else takes it.
+    assert_eq!(worker.run_once(now).await.expect("run"), Outcome::Idle);
+    let later = now + worker.lease + Duration::seconds(1);
+    assert_eq!(
+        worker.run_once(later).await.expect("run"),
+        Outcome::Done("evt_lease".into())
+    );
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(worker.run_once(later).await.expect("run"), Outcome::Idle);
+}
+
+tenantkit_core::backend_tests!(
+    fixture = db;
+    duplicates_are_no_ops, retries_then_dead_letters_then_replay,
+    a_dead_workers_event_is_reclaimed_after_its_lease
+);
