@@ -303,6 +303,20 @@ impl Billing {
     /// # Errors
     /// [`Error::TooLarge`], [`Error::Signature`], [`Error::NotAnEvent`], database errors.
     pub async fn receive(&self, signature: Option<&[u8]>, body: &[u8]) -> Result<Ingested> {
+        self.receive_at(signature, body, tenantkit_core::now())
+            .await
+    }
+
+    /// [`Billing::receive`] with the clock given (for tests and deterministic checks).
+    ///
+    /// # Errors
+    /// As [`Billing::receive`].
+    pub async fn receive_at(
+        &self,
+        signature: Option<&[u8]>,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Ingested> {
         if body.len() > self.body_limit {
             return Err(Error::TooLarge);
         }
@@ -310,7 +324,7 @@ impl Billing {
             .verifier
             .as_ref()
             .ok_or(Error::Signature(crate::SignatureError::NoMatch))?;
-        verifier.verify(signature, body, tenantkit_core::now())?;
+        verifier.verify(signature, body, now)?;
         self.inbox.ingest(body).await
     }
 }
