@@ -392,15 +392,24 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker over `db` with `router`: 60 s leases, 8 attempts, 2 s first backoff.
+    /// A worker over `db` with `router`: 60 s leases, 12 attempts, 30 s first backoff
+    /// doubling up to 6 hours (about 21 hours in all: an event waiting for one it depends on
+    /// outlives any realistic delay, and Stripe itself retries for 3 days).
     pub fn new(db: Database, router: EventRouter) -> Self {
         Self {
             db,
             router: Arc::new(router),
             lease: Duration::seconds(60),
-            max_attempts: 8,
-            backoff: Duration::seconds(2),
+            max_attempts: 12,
+            backoff: Duration::seconds(30),
         }
+    }
+
+    /// The delay before attempt `attempts + 1`.
+    fn delay(&self, event_id: &str, attempts: i32) -> Duration {
+        let exponent = u32::try_from(attempts.clamp(1, 20) - 1).unwrap_or(0);
+        let base = (self.backoff * 2i32.pow(exponent.min(16))).min(Duration::hours(6));
+        base + base * f64::from(jitter_fraction(event_id, attempts))
     }
 
     /// Claims one due event (pending and due, or processing with an expired lease: its worker
@@ -449,10 +458,7 @@ impl Worker {
             Some(error) => {
                 drop(tx); // rolls the handlers' effects back
                 let dead = event.attempts >= self.max_attempts;
-                let exponent = u32::try_from(event.attempts.clamp(1, 16) - 1).unwrap_or(0);
-                let base = self.backoff * 2i32.pow(exponent);
-                let jitter = base * (f64::from(jitter_fraction(&event.event_id, event.attempts)));
-                let next = now + base + jitter;
+                let next = now + self.delay(&event.event_id, event.attempts);
                 let mut tx = self.db.begin_system().await?;
                 with_conn!(&mut tx, |c| {
                     sqlx::query(

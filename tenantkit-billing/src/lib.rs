@@ -29,7 +29,11 @@
 mod error;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod inbox;
+pub mod plans;
 pub mod signature;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod subscriptions;
+pub mod testing;
 
 pub use error::{Error, Result};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -37,7 +41,12 @@ pub use inbox::{
     Billing, BoxFuture, EventHandler, EventRouter, EventState, Inbox, Ingested, Outcome,
     StoredEvent, Worker, migrations,
 };
+pub use plans::{Plan, Plans};
 pub use signature::{SignatureError, WebhookVerifier};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use subscriptions::{
+    BillingStatus, Entitlements, PlanBook, SUBSCRIPTION_EVENTS, SubscriptionHandler, status_rank,
+};
 
 /// The largest webhook body read by default (Stripe's events are far smaller).
 pub const DEFAULT_BODY_LIMIT: usize = 512 * 1024;

@@ -51,6 +51,9 @@ pub enum Error {
     /// The message is safe to show to the client.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The tenant's plan allows no more (seats, storage). The message is safe to show.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
     /// Optimistic concurrency: the record changed since the client read it.
     #[error("version mismatch: the record is at version {current}")]
     VersionMismatch {

@@ -41,6 +41,27 @@ const COLUMNS: &str =
 pub const MAX_PENDING_INVITATIONS: i64 = 200;
 
 impl TenantTx {
+    /// Seats taken: the tenant's members plus its pending (unexpired, unaccepted) invitations.
+    ///
+    /// # Errors
+    /// [`crate::Error::Database`] on failure.
+    pub async fn seats_in_use(&mut self) -> Result<u64> {
+        let tenant = self.tenant_id();
+        let now = crate::now();
+        let used: i64 = with_conn!(self, |c| {
+            sqlx::query_scalar(
+                "SELECT (SELECT count(*) FROM memberships WHERE tenant_id = $1) + \
+                 (SELECT count(*) FROM invitations WHERE tenant_id = $1 \
+                  AND accepted_at IS NULL AND expires_at > $2)",
+            )
+            .bind(tenant)
+            .bind(now)
+            .fetch_one(c)
+            .await
+        })?;
+        Ok(u64::try_from(used).unwrap_or(0))
+    }
+
     /// Stores an invitation to this tenant, known by the hash of its token, sent by the member
     /// `invited_by` (or, with `None`, by the operator).
     ///

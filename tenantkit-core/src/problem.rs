@@ -289,6 +289,7 @@ impl From<&Error> for Problem {
             )
             .with_errors(errors.clone()),
             Error::Conflict(detail) => Problem::new(ErrorCode::Conflict, detail.clone()),
+            Error::QuotaExceeded(detail) => Problem::new(ErrorCode::QuotaExceeded, detail.clone()),
             Error::VersionMismatch { current } => Problem::new(
                 ErrorCode::PreconditionFailed,
                 format!("The resource has changed; it is now at version {current}."),

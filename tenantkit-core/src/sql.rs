@@ -426,6 +426,31 @@ impl SystemTx {
         }
     }
 
+    /// Sets `tenant`'s plan (its billing decides which; this transaction's caller audits it).
+    /// `false` when there is no such tenant.
+    ///
+    /// # Errors
+    /// [`crate::Error::Database`] on failure.
+    pub async fn set_tenant_plan(
+        &mut self,
+        tenant: TenantId,
+        plan: &crate::PlanName,
+    ) -> Result<bool> {
+        // The tenants table lets a transaction change only its own tenant's row: act in that
+        // tenant for this statement.
+        self.enter_tenant(Some(tenant)).await?;
+        let updated = crate::with_conn!(self, |c| {
+            sqlx::query("UPDATE tenants SET plan = $1 WHERE id = $2")
+                .bind(plan)
+                .bind(tenant)
+                .execute(c)
+                .await
+                .map(|done| done.rows_affected())
+        });
+        self.enter_tenant(None).await?;
+        Ok(updated? > 0)
+    }
+
     /// On PostgreSQL, lets the next statements reach `tenant`'s rows (or, with `None`, no
     /// tenant's again): for the system's own work inside one tenant, such as its audit entry.
     pub(crate) async fn enter_tenant(&mut self, tenant: Option<TenantId>) -> Result<()> {

@@ -89,7 +89,164 @@ async fn deliveries_are_verified_and_stored_once(server: TestServer) {
     assert!(stored.iter().all(|e| e.state == EventState::Pending));
 }
 
+/// Seats (invitations) and storage (upload intents) switch with the plan a verified
+/// subscription buys, and back when it ends; `GET /v1/billing` shows it; every change is
+/// audited.
+async fn entitlements_follow_the_plan(backend: Backend) {
+    let plans = tempfile::NamedTempFile::new().expect("plans file");
+    std::fs::write(
+        plans.path(),
+        "[plans.free]\nseats = 2\nstorage_bytes = 2000\n\
+         [plans.pro]\nstripe_prices = [\"price_pro\"]\nseats = 10\nstorage_bytes = 1000000\nfeatures = [\"sso\"]\n",
+    )
+    .expect("write plans");
+    let Some(server) = TestServer::start_with(
+        backend,
+        Config {
+            stripe_webhook_secrets: vec![SECRET.into()],
+            plans_file: Some(plans.path().to_owned()),
+            ..Config::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let owner = &server.world.a.principal;
+    let tenant = server.world.a.tenant.id;
+    let free = server
+        .call(Some(owner), reqwest::Method::GET, "/v1/billing", None)
+        .await;
+    assert_eq!(free.status, StatusCode::OK, "{}", free.body);
+    assert_eq!(free.body["plan"], "free");
+    assert_eq!(free.body["status"], "none");
+    assert_eq!(free.body["entitlements"]["seats"], 2);
+
+    let invite = |email: &str| {
+        let body = serde_json::json!({"email": email, "role": "member"});
+        let owner = owner.clone();
+        let server = &server;
+        async move {
+            server
+                .call(
+                    Some(&owner),
+                    reqwest::Method::POST,
+                    "/v1/invitations",
+                    Some(body),
+                )
+                .await
+        }
+    };
+    let upload = || {
+        let body = serde_json::json!({"filename": "a.png", "content_type": "image/png",
+            "size": 5000, "sha256": "ab".repeat(32)});
+        let owner = owner.clone();
+        let server = &server;
+        async move {
+            server
+                .call(
+                    Some(&owner),
+                    reqwest::Method::POST,
+                    "/v1/uploads",
+                    Some(body),
+                )
+                .await
+        }
+    };
+    // Free: the owner plus one invitation fill the two seats; 5,000 bytes are over 2,000.
+    assert_eq!(invite("one@example.com").await.status, StatusCode::CREATED);
+    let refused = invite("two@example.com").await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    assert_eq!(refused.body["code"], "quota_exceeded");
+    let refused = upload().await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    assert_eq!(refused.body["code"], "quota_exceeded");
+
+    // A verified subscription (out of order: the subscription before its checkout session).
+    let life = tenantkit_billing::testing::SubscriptionLife::new(
+        &tenant.to_string(),
+        "price_pro",
+        "e2e",
+        1_700_000_000,
+    )
+    .checkout_completed(0)
+    .subscription_event("created", 1, "active")
+    .deleted(5);
+    let now = tenantkit_core::now().unix_timestamp();
+    let events = life.events();
+    for event in [&events[1], &events[0]] {
+        let (status, _) = post(
+            &server,
+            Some(event.signature(SECRET, now)),
+            event.body.clone(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let pro = wait_for_plan(&server, owner, "pro").await;
+    assert_eq!(pro["status"], "active");
+    assert_eq!(pro["entitlements"]["seats"], 10);
+    assert_eq!(pro["entitlements"]["features"], serde_json::json!(["sso"]));
+    assert_eq!(invite("two@example.com").await.status, StatusCode::CREATED);
+    assert_eq!(upload().await.status, StatusCode::CREATED);
+
+    // The subscription ends: back to free, where the seats and bytes already taken stay but
+    // nothing more fits.
+    let (status, _) = post(
+        &server,
+        Some(events[2].signature(SECRET, now)),
+        events[2].body.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let free = wait_for_plan(&server, owner, "free").await;
+    assert_eq!(free["status"], "canceled");
+    assert_eq!(
+        invite("three@example.com").await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    // A member cannot read billing; the plan changes are in the audit log.
+    let (_, member) = server
+        .add_user(&server.world.a, tenantkit_core::Role::Member)
+        .await;
+    let hidden = server
+        .call(Some(&member), reqwest::Method::GET, "/v1/billing", None)
+        .await;
+    assert_eq!(hidden.status, StatusCode::FORBIDDEN);
+    let log = server
+        .call(Some(owner), reqwest::Method::GET, "/v1/audit-log", None)
+        .await;
+    let changes = log.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| e["action"] == "billing.plan_changed")
+        .count();
+    assert_eq!(changes, 2, "{}", log.body);
+}
+
+/// Polls `GET /v1/billing` until the background worker has applied the events (bounded).
+async fn wait_for_plan(
+    server: &TestServer,
+    owner: &tenantkit_core::Principal,
+    plan: &str,
+) -> serde_json::Value {
+    for _ in 0..600 {
+        let reply = server
+            .call(Some(owner), reqwest::Method::GET, "/v1/billing", None)
+            .await;
+        if reply.body["plan"] == plan {
+            return reply.body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the plan never became {plan}");
+}
+
 tenantkit_core::backend_tests!(
     fixture = server;
-    deliveries_are_verified_and_stored_once
+    deliveries_are_verified_and_stored_once;
+    fixture = tenantkit_core::testing::backend;
+    entitlements_follow_the_plan
 );

@@ -52,6 +52,7 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("delete", "/v1/tasks/{id}"),
     ("get", "/v1/audit-log"),
     ("post", "/v1/billing/stripe/webhook"),
+    ("get", "/v1/billing"),
     ("post", "/v1/uploads"),
     ("post", "/v1/uploads/{id}/complete"),
     ("get", "/v1/files"),

@@ -246,6 +246,12 @@ pub struct Config {
     )]
     pub stripe_webhook_secrets: Vec<String>,
 
+    /// The plans file (TOML: `[plans.<name>] stripe_prices, seats, storage_bytes,
+    /// features`). Without it only the free plan exists: unlimited seats and
+    /// `TENANTKIT_STORAGE_QUOTA_BYTES` of storage.
+    #[arg(long, env = "TENANTKIT_PLANS_FILE")]
+    pub plans_file: Option<PathBuf>,
+
     /// Log line format.
     #[arg(
         long,
@@ -298,6 +304,7 @@ impl Default for Config {
             storage_sweep_secs: 600,
             storage_key_file: None,
             stripe_webhook_secrets: Vec::new(),
+            plans_file: None,
         }
     }
 }

@@ -15,6 +15,7 @@
 pub mod admin;
 mod config;
 pub mod domain;
+mod entitlements;
 pub mod extract;
 pub mod keys;
 mod layers;
@@ -26,8 +27,8 @@ pub use config::{Config, LogFormat, SessionCheckMode, SignupMode, StorageBackend
 pub use layers::app;
 pub use routes::{SIGNED_URL_ROUTES, UNDOCUMENTED_ROUTES};
 pub use run::{
-    Server, ServerError, access_tokens, auth_flows, migrate, open_database, refresh_sessions, run,
-    shutdown_signal, storage,
+    Server, ServerError, access_tokens, auth_flows, migrate, open_database, plans,
+    refresh_sessions, run, shutdown_signal, storage,
 };
 pub use telemetry::init_tracing;
 
@@ -58,6 +59,8 @@ pub struct StateParts {
     pub local_storage: Option<tenantkit_storage::LocalStorageService>,
     /// The Stripe webhook endpoint and its inbox (tenantkit-billing).
     pub billing: tenantkit_billing::Billing,
+    /// Plans and entitlements (seats, storage) per tenant.
+    pub plans: tenantkit_billing::PlanBook,
 }
 
 impl std::ops::Deref for AppState {
@@ -86,6 +89,7 @@ impl AppState {
         let billing = tenantkit_billing::Billing::new(db.clone(), None);
         Self(Arc::new(StateParts {
             billing,
+            plans: tenantkit_billing::PlanBook::new(Arc::default()),
             db,
             auth,
             openapi: Arc::from("{}"),
@@ -95,10 +99,17 @@ impl AppState {
         }))
     }
 
-    /// Verifies Stripe deliveries with `verifier` (without one every delivery is refused).
-    pub fn with_billing(mut self, verifier: Option<tenantkit_billing::WebhookVerifier>) -> Self {
+    /// Verifies Stripe deliveries with `verifier` (without one every delivery is refused)
+    /// and derives entitlements from `plans`.
+    pub fn with_billing(
+        mut self,
+        verifier: Option<tenantkit_billing::WebhookVerifier>,
+        plans: tenantkit_billing::PlanBook,
+    ) -> Self {
         let db = self.db.clone();
-        self.parts_mut().billing = tenantkit_billing::Billing::new(db, verifier);
+        let parts = self.parts_mut();
+        parts.billing = tenantkit_billing::Billing::new(db, verifier);
+        parts.plans = plans;
         self
     }
 

@@ -233,6 +233,32 @@ pub fn storage(
     Ok((storage, local))
 }
 
+/// The plans: `TENANTKIT_PLANS_FILE`, else only the free plan (unlimited seats,
+/// `TENANTKIT_STORAGE_QUOTA_BYTES` of storage).
+///
+/// # Errors
+/// [`ServerError::Billing`] for an unreadable or invalid plans file.
+pub fn plans(config: &Config) -> Result<tenantkit_billing::PlanBook, ServerError> {
+    let plans = match &config.plans_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ServerError::Billing(tenantkit_billing::Error::Config(format!(
+                    "plans file {}: {e}",
+                    path.display()
+                )))
+            })?;
+            tenantkit_billing::Plans::from_toml(&text)?
+        }
+        None => tenantkit_billing::Plans::with_free(tenantkit_billing::Plan {
+            stripe_prices: Vec::new(),
+            seats: None,
+            storage_bytes: Some(config.storage_quota_bytes),
+            features: Vec::new(),
+        }),
+    };
+    Ok(tenantkit_billing::PlanBook::new(Arc::new(plans)))
+}
+
 /// The server, ready to serve: its configuration and state. The binary and the end-to-end
 /// tests both start the application through [`Server::prepare`] and [`Server::serve`].
 #[derive(Debug)]
@@ -250,8 +276,11 @@ impl Server {
     pub async fn prepare(config: Config) -> Result<Self, ServerError> {
         std::fs::create_dir_all(&config.data_dir)?;
         let db = open_database(&config).await?;
-        let auth = auth_flows(&config, &db)?;
+        let plans = plans(&config)?;
+        let auth = auth_flows(&config, &db)?
+            .with_seat_limit(Arc::new(crate::entitlements::Seats(plans.clone())));
         let (files, local) = storage(&config, &db)?;
+        let files = files.with_quota(Arc::new(crate::entitlements::StorageQuota(plans.clone())));
         let secrets: Vec<&str> = config
             .stripe_webhook_secrets
             .iter()
@@ -269,7 +298,7 @@ impl Server {
         };
         let state = AppState::new(db, auth, files, local)
             .with_proxies(config.trusted_proxies.clone())
-            .with_billing(verifier);
+            .with_billing(verifier, plans);
         Ok(Self { config, state })
     }
 
@@ -302,6 +331,7 @@ impl Server {
         let db = self.state.db.clone();
         tracing::info!(address = %listener.local_addr()?, "listening");
         let sweeper = spawn_sweeper(self.state.storage.clone(), self.config.storage_sweep_secs);
+        let billing_worker = spawn_billing_worker(&self.state);
         let router = app(self.state, &self.config);
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(hyper_util::rt::TokioTimer::new())
@@ -373,10 +403,35 @@ impl Server {
         if let Some(sweeper) = sweeper {
             sweeper.abort();
         }
+        // An event in flight is rolled back with its transaction and reclaimed after its
+        // lease by the next start: nothing acknowledged is lost.
+        billing_worker.abort();
         db.close().await;
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Handles stored Stripe events: subscription state, the tenant's plan (audited).
+fn spawn_billing_worker(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let worker = tenantkit_billing::Worker::new(
+        state.db.clone(),
+        tenantkit_billing::SubscriptionHandler::router(state.plans.plans().clone()),
+    );
+    tokio::spawn(async move {
+        loop {
+            match worker.run_once(tenantkit_core::now()).await {
+                Ok(tenantkit_billing::Outcome::Idle) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "billing worker failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    })
 }
 
 /// Sweeps expired uploads and orphaned objects every `secs` seconds (never when 0).

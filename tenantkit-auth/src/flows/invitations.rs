@@ -152,6 +152,16 @@ impl AuthFlows {
         role: Role,
         invited_by: Option<UserId>,
     ) -> Result<(Invitation, Message)> {
+        if let Some(limit) = &self.seats
+            && let Some(seats) = limit.seats(tx).await?
+            && tx.seats_in_use().await? >= seats
+        {
+            return Err(CoreError::QuotaExceeded(format!(
+                "the tenant's plan has {seats} seats, all taken by members and pending \
+                 invitations; upgrade the plan or withdraw invitations"
+            ))
+            .into());
+        }
         let token = OneTimeToken::generate();
         let invitation = tx
             .create_invitation(

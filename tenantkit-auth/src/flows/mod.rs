@@ -94,6 +94,19 @@ pub struct AuthFlows {
     mailer: Arc<dyn Mailer>,
     public_url: Arc<str>,
     signup_mode: SignupMode,
+    seats: Option<Arc<dyn SeatLimit>>,
+}
+
+/// How many seats (members plus pending invitations) a tenant may fill: one function, so a
+/// billing plan can set it. Inviting beyond it answers `403 quota_exceeded`.
+pub trait SeatLimit: fmt::Debug + Send + Sync + 'static {
+    /// The tenant's seat limit (`None`: unlimited), read inside the invitation's transaction.
+    fn seats<'a>(
+        &'a self,
+        tx: &'a mut tenantkit_core::TenantTx,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = tenantkit_core::Result<Option<u64>>> + Send + 'a>,
+    >;
 }
 
 /// How signup treats an address, and whether signing in waits for a proven one.
@@ -136,7 +149,14 @@ impl AuthFlows {
             mailer: Arc::new(crate::LogMailer),
             public_url: "http://localhost".into(),
             signup_mode: SignupMode::Open,
+            seats: None,
         }
+    }
+
+    /// Limits the seats of each tenant (see [`SeatLimit`]); unlimited by default.
+    pub fn with_seat_limit(mut self, seats: Arc<dyn SeatLimit>) -> Self {
+        self.seats = Some(seats);
+        self
     }
 
     /// Uses `mode` for signup and sign-in ([`SignupMode::Open`] by default).

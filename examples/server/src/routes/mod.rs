@@ -92,6 +92,7 @@ fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(projects::get, projects::update, projects::delete))
         .routes(routes!(tasks::list, tasks::create))
         .routes(routes!(tasks::get, tasks::update, tasks::delete))
+        .routes(routes!(billing::get_billing))
         .routes(routes!(files::create_upload))
         .routes(routes!(files::complete_upload))
         .routes(routes!(files::list_files))

@@ -1,0 +1,364 @@
+//! Subscription state from Stripe events, guarded against stale and out-of-order deliveries,
+//! and the tenant's plan and entitlements derived from it.
+//!
+//! Each subscription row keeps a watermark: the `(created, status rank, event id)` of the
+//! newest event applied. An event is applied only when its own key is greater, in one
+//! conditional upsert, so duplicates, redeliveries and reordering converge to the state of the
+//! newest event (where Stripe's one-second timestamps tie, the later lifecycle status wins:
+//! a deletion beats an update of the same second). An event whose tenant is not known yet
+//! (a subscription event before its checkout session, without `metadata.tenant_id`) fails and
+//! is retried by the worker until the mapping exists.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use tenantkit_core::{AuditEvent, PlanName, SystemTx, TenantId, TenantTx, with_conn};
+
+use crate::inbox::{BoxFuture, EventHandler, EventRouter, StoredEvent};
+use crate::plans::Plans;
+
+/// The event types [`SubscriptionHandler`] applies.
+pub const SUBSCRIPTION_EVENTS: &[&str] = &[
+    "checkout.session.completed",
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "customer.subscription.paused",
+    "customer.subscription.resumed",
+];
+
+/// Where a status stands in a subscription's life (the tie-breaker of equal timestamps).
+pub fn status_rank(status: &str) -> i32 {
+    match status {
+        "incomplete" => 0,
+        "trialing" => 1,
+        "active" => 2,
+        "paused" => 3,
+        "past_due" => 4,
+        "unpaid" => 5,
+        "canceled" | "incomplete_expired" => 6,
+        _ => 0,
+    }
+}
+
+/// Applies checkout and subscription events, then sets the tenant's plan (audited when it
+/// changes).
+#[derive(Debug, Clone)]
+pub struct SubscriptionHandler {
+    plans: Arc<Plans>,
+}
+
+impl SubscriptionHandler {
+    /// A handler deriving plans from `plans`.
+    pub fn new(plans: Arc<Plans>) -> Self {
+        Self { plans }
+    }
+
+    /// A router with this handler on every [`SUBSCRIPTION_EVENTS`] type.
+    pub fn router(plans: Arc<Plans>) -> EventRouter {
+        let handler: Arc<dyn EventHandler> = Arc::new(Self::new(plans));
+        SUBSCRIPTION_EVENTS
+            .iter()
+            .fold(EventRouter::new(), |router, kind| {
+                router.on(kind, handler.clone())
+            })
+    }
+}
+
+fn text<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
+    value
+        .get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+/// A tenant id from event data: only ever from the signed event, checked to exist.
+async fn existing_tenant(
+    tx: &mut SystemTx,
+    text: Option<&str>,
+) -> Result<Option<TenantId>, String> {
+    let Some(id) = text.and_then(|t| t.parse::<TenantId>().ok()) else {
+        return Ok(None);
+    };
+    let found: Option<i32> = with_conn!(tx, |c| {
+        sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(c)
+            .await
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(found.map(|_| id))
+}
+
+async fn tenant_of_customer(tx: &mut SystemTx, customer: &str) -> Result<Option<TenantId>, String> {
+    with_conn!(tx, |c| {
+        sqlx::query_scalar("SELECT tenant_id FROM billing_customers WHERE customer_id = $1")
+            .bind(customer)
+            .fetch_optional(c)
+            .await
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// Maps `customer` to `tenant` unless either already has another mapping (a tenant has at
+/// most one customer; a customer belongs to one tenant).
+async fn map_customer(tx: &mut SystemTx, tenant: TenantId, customer: &str) -> Result<(), String> {
+    let now = tenantkit_core::now();
+    // PostgreSQL: the row is the tenant's, so act in it for the insert.
+    with_conn!(tx, |c| {
+        sqlx::query(
+            "INSERT INTO billing_customers (tenant_id, customer_id, created_at) \
+             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(customer)
+        .bind(now)
+        .execute(c)
+        .await
+        .map(drop)
+    })
+    .map_err(|e| e.to_string())
+}
+
+impl SubscriptionHandler {
+    async fn apply(&self, tx: &mut SystemTx, event: &StoredEvent) -> Result<(), String> {
+        let object = &event.payload["data"]["object"];
+        if event.event_type == "checkout.session.completed" {
+            let tenant = existing_tenant(tx, text(object, "client_reference_id")).await?;
+            let tenant = match tenant {
+                Some(t) => Some(t),
+                None => existing_tenant(tx, text(&object["metadata"], "tenant_id")).await?,
+            };
+            if let (Some(tenant), Some(customer)) = (tenant, text(object, "customer")) {
+                map_customer(tx, tenant, customer).await?;
+            }
+            return Ok(());
+        }
+        let subscription = text(object, "id").ok_or("subscription without id")?;
+        let customer = text(object, "customer").ok_or("subscription without customer")?;
+        let tenant = match existing_tenant(tx, text(&object["metadata"], "tenant_id")).await? {
+            Some(tenant) => {
+                map_customer(tx, tenant, customer).await?;
+                tenant
+            }
+            None => tenant_of_customer(tx, customer)
+                .await?
+                .ok_or("the subscription's tenant is not known yet")?,
+        };
+        // The customer must be this tenant's (never another tenant's subscription).
+        if tenant_of_customer(tx, customer).await? != Some(tenant) {
+            tracing::warn!(
+                subscription,
+                "subscription of a customer mapped to another tenant; ignored"
+            );
+            return Ok(());
+        }
+        let status = if event.event_type == "customer.subscription.deleted" {
+            "canceled"
+        } else {
+            text(object, "status").ok_or("subscription without status")?
+        };
+        let item = &object["items"]["data"][0];
+        let price = text(&item["price"], "id");
+        let period_end = object["current_period_end"]
+            .as_i64()
+            .or_else(|| item["current_period_end"].as_i64());
+        let cancel_at_period_end = object["cancel_at_period_end"].as_bool().unwrap_or(false);
+        let rank = status_rank(status);
+        let now = tenantkit_core::now();
+        with_conn!(tx, |c| {
+            sqlx::query(
+                "INSERT INTO billing_subscriptions (subscription_id, tenant_id, customer_id, \
+                 status, price_id, current_period_end, cancel_at_period_end, wm_created, wm_rank, \
+                 wm_event, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                 ON CONFLICT (subscription_id) DO UPDATE SET status = excluded.status, \
+                 price_id = excluded.price_id, current_period_end = excluded.current_period_end, \
+                 cancel_at_period_end = excluded.cancel_at_period_end, \
+                 wm_created = excluded.wm_created, wm_rank = excluded.wm_rank, \
+                 wm_event = excluded.wm_event, updated_at = excluded.updated_at \
+                 WHERE billing_subscriptions.tenant_id = excluded.tenant_id AND \
+                 (excluded.wm_created, excluded.wm_rank, excluded.wm_event) > \
+                 (billing_subscriptions.wm_created, billing_subscriptions.wm_rank, \
+                  billing_subscriptions.wm_event)",
+            )
+            .bind(subscription)
+            .bind(tenant)
+            .bind(customer)
+            .bind(status)
+            .bind(price)
+            .bind(period_end)
+            .bind(cancel_at_period_end)
+            .bind(event.created)
+            .bind(rank)
+            .bind(&event.event_id)
+            .bind(now)
+            .execute(c)
+            .await
+            .map(drop)
+        })
+        .map_err(|e| e.to_string())?;
+        self.settle_plan(tx, tenant, event).await
+    }
+
+    /// Sets the tenant's plan from its subscriptions (audited when it changes).
+    async fn settle_plan(
+        &self,
+        tx: &mut SystemTx,
+        tenant: TenantId,
+        event: &StoredEvent,
+    ) -> Result<(), String> {
+        let rows: Vec<SubscriptionRow> = with_conn!(tx, |c| {
+            sqlx::query_as(SUBSCRIPTIONS_OF_TENANT)
+                .bind(tenant)
+                .fetch_all(c)
+                .await
+        })
+        .map_err(|e| e.to_string())?;
+        let (plan, status) = effective(&self.plans, &rows, tenantkit_core::now());
+        let current: Option<String> = with_conn!(tx, |c| {
+            sqlx::query_scalar("SELECT plan FROM tenants WHERE id = $1")
+                .bind(tenant)
+                .fetch_optional(c)
+                .await
+        })
+        .map_err(|e| e.to_string())?;
+        if current.as_deref() == Some(plan.as_str()) {
+            return Ok(());
+        }
+        let name = PlanName::parse(&plan).map_err(|e| e.to_string())?;
+        tx.set_tenant_plan(tenant, &name)
+            .await
+            .map_err(|e| e.to_string())?;
+        tx.audit_in(
+            tenant,
+            AuditEvent::new("billing.plan_changed")
+                .target("tenant", tenant)
+                .details(serde_json::json!({
+                    "from": current, "to": plan, "status": status, "event_id": event.event_id,
+                })),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+impl EventHandler for SubscriptionHandler {
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut SystemTx,
+        event: &'a StoredEvent,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(self.apply(tx, event))
+    }
+}
+
+const SUBSCRIPTIONS_OF_TENANT: &str = "SELECT subscription_id, status, price_id, current_period_end, \
+     cancel_at_period_end FROM billing_subscriptions WHERE tenant_id = $1 \
+     ORDER BY wm_created DESC, subscription_id";
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct SubscriptionRow {
+    subscription_id: String,
+    status: String,
+    price_id: Option<String>,
+    current_period_end: Option<i64>,
+    cancel_at_period_end: bool,
+}
+
+/// The plan the subscriptions grant: the newest subscription that is active or trialing (or
+/// past due within the grace period) and whose price is a plan's; otherwise `free`.
+fn effective(plans: &Plans, rows: &[SubscriptionRow], now: OffsetDateTime) -> (String, String) {
+    for row in rows {
+        let paying = match row.status.as_str() {
+            "active" | "trialing" => true,
+            "past_due" => row
+                .current_period_end
+                .is_none_or(|end| end + plans.past_due_grace_days * 86_400 > now.unix_timestamp()),
+            _ => false,
+        };
+        if paying && let Some((name, _)) = row.price_id.as_deref().and_then(|p| plans.for_price(p))
+        {
+            return (name.to_owned(), row.status.clone());
+        }
+    }
+    let status = rows.first().map_or("none", |r| r.status.as_str());
+    (PlanName::FREE.to_owned(), status.to_owned())
+}
+
+/// A tenant's plan and what it grants (`GET /v1/billing`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BillingStatus {
+    /// The plan in effect.
+    pub plan: String,
+    /// The newest subscription's status (`none` without one).
+    pub status: String,
+    /// When the current period ends (Unix seconds).
+    pub current_period_end: Option<i64>,
+    /// Whether it ends then.
+    pub cancel_at_period_end: bool,
+    /// What the plan grants.
+    pub entitlements: Entitlements,
+}
+
+/// What a plan grants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Entitlements {
+    /// Seats (members plus pending invitations); `null`: unlimited.
+    pub seats: Option<u64>,
+    /// Storage bytes; `null`: unlimited.
+    pub storage_bytes: Option<u64>,
+    /// Feature flags.
+    pub features: Vec<String>,
+}
+
+/// Reads plans and entitlements inside a tenant's transactions: the one place seats and
+/// storage limits come from.
+#[derive(Debug, Clone)]
+pub struct PlanBook {
+    plans: Arc<Plans>,
+}
+
+impl PlanBook {
+    /// Over `plans`.
+    pub fn new(plans: Arc<Plans>) -> Self {
+        Self { plans }
+    }
+
+    /// The plans.
+    pub fn plans(&self) -> &Arc<Plans> {
+        &self.plans
+    }
+
+    /// The transaction's tenant's billing status.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn status(&self, tx: &mut TenantTx) -> tenantkit_core::Result<BillingStatus> {
+        let tenant = tx.tenant_id();
+        let rows: Vec<SubscriptionRow> = with_conn!(tx, |c| {
+            sqlx::query_as(SUBSCRIPTIONS_OF_TENANT)
+                .bind(tenant)
+                .fetch_all(c)
+                .await
+        })?;
+        let (plan, status) = effective(&self.plans, &rows, tenantkit_core::now());
+        let newest = rows.first();
+        let (_, granted) = self.plans.named(&plan);
+        let _ = newest.map(|r| &r.subscription_id);
+        Ok(BillingStatus {
+            plan,
+            status,
+            current_period_end: newest.and_then(|r| r.current_period_end),
+            cancel_at_period_end: newest.is_some_and(|r| r.cancel_at_period_end),
+            entitlements: Entitlements {
+                seats: granted.seats,
+                storage_bytes: granted.storage_bytes,
+                features: granted.features.clone(),
+            },
+        })
+    }
+}
