@@ -246,6 +246,11 @@ pub struct Config {
     )]
     pub stripe_webhook_secrets: Vec<String>,
 
+    /// Seconds a billing worker's claim on an event lasts: after a crash the event is taken
+    /// over (and handled exactly once) when it ends.
+    #[arg(long, env = "TENANTKIT_BILLING_LEASE_SECS", default_value_t = 60)]
+    pub billing_lease_secs: u64,
+
     /// The plans file (TOML: `[plans.<name>] stripe_prices, seats, storage_bytes,
     /// features`). Without it only the free plan exists: unlimited seats and
     /// `TENANTKIT_STORAGE_QUOTA_BYTES` of storage.
@@ -305,6 +310,7 @@ impl Default for Config {
             storage_key_file: None,
             stripe_webhook_secrets: Vec::new(),
             plans_file: None,
+            billing_lease_secs: 60,
         }
     }
 }

@@ -331,7 +331,7 @@ impl Server {
         let db = self.state.db.clone();
         tracing::info!(address = %listener.local_addr()?, "listening");
         let sweeper = spawn_sweeper(self.state.storage.clone(), self.config.storage_sweep_secs);
-        let billing_worker = spawn_billing_worker(&self.state);
+        let billing_worker = spawn_billing_worker(&self.state, self.config.billing_lease_secs);
         let router = app(self.state, &self.config);
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(hyper_util::rt::TokioTimer::new())
@@ -413,11 +413,12 @@ impl Server {
 }
 
 /// Handles stored Stripe events: subscription state, the tenant's plan (audited).
-fn spawn_billing_worker(state: &AppState) -> tokio::task::JoinHandle<()> {
-    let worker = tenantkit_billing::Worker::new(
+fn spawn_billing_worker(state: &AppState, lease_secs: u64) -> tokio::task::JoinHandle<()> {
+    let mut worker = tenantkit_billing::Worker::new(
         state.db.clone(),
         tenantkit_billing::SubscriptionHandler::router(state.plans.plans().clone()),
     );
+    worker.lease = time::Duration::seconds(i64::try_from(lease_secs.max(1)).unwrap_or(60));
     tokio::spawn(async move {
         loop {
             match worker.run_once(tenantkit_core::now()).await {
