@@ -496,8 +496,9 @@ impl Worker {
         let sql = format!(
             "UPDATE billing_events SET state = 'processing', attempts = attempts + 1, \
              lease_until = $2 WHERE event_id = (SELECT event_id FROM billing_events \
-             WHERE (state = 'pending' AND next_attempt_at <= $1) \
-                OR (state = 'processing' AND lease_until < $1) \
+             WHERE state IN ('pending', 'processing') \
+               AND ((state = 'pending' AND next_attempt_at <= $1) \
+                OR (state = 'processing' AND lease_until < $1)) \
              ORDER BY created, event_id LIMIT 1{lock}) RETURNING {}",
             columns(backend)
         );

@@ -14,4 +14,8 @@ CREATE TABLE billing_events (
     received_at   TEXT NOT NULL,
     processed_at  TEXT
 );
-CREATE INDEX billing_events_due_idx ON billing_events (state, next_attempt_at);
+-- The worker takes the oldest open event: this index hands it over without sorting the
+-- backlog (the claim repeats the index's condition so the planner can use it).
+CREATE INDEX billing_events_open_idx ON billing_events (created, event_id)
+    WHERE state IN ('pending', 'processing');
+CREATE INDEX billing_events_received_idx ON billing_events (received_at);
