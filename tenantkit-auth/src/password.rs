@@ -155,8 +155,10 @@ type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 /// The worker threads and the bounded queue in front of them.
 struct Workers {
     jobs: flume::Sender<Job>,
+    receiver: flume::Receiver<Job>,
     count: usize,
     queue: usize,
+    blocks: usize,
     counters: Arc<Counters>,
 }
 
@@ -166,54 +168,87 @@ struct Counters {
     admitted: AtomicUsize,
     /// Jobs a worker is running now.
     running: AtomicUsize,
+    /// Worker threads alive now (at most `count`).
+    alive: AtomicUsize,
     started: AtomicU64,
     refused: AtomicU64,
 }
 
 impl Workers {
-    /// Starts `count` threads whose buffers hold `blocks` argon2 blocks (allocated by a
-    /// worker's first job and given back after a second without one, so an idle hasher costs
-    /// no memory and a storm holds exactly `count` buffers).
+    /// At most `count` threads, started when jobs arrive, whose buffers hold `blocks` argon2
+    /// blocks. A thread idle for a second ends, and its buffer and its allocator heap go with
+    /// it: an idle hasher costs no memory (a thread that merely frees its buffer can leave the
+    /// pages resident in a thread-caching allocator), and a storm holds exactly `count`
+    /// buffers.
     fn start(count: usize, queue: usize, blocks: usize) -> Self {
         let (jobs, receiver) = flume::unbounded::<Job>();
-        let counters = Arc::new(Counters::default());
-        for n in 0..count {
-            let receiver = receiver.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("tenantkit-argon2-{n}"))
-                .stack_size(256 * 1024)
-                .spawn(move || {
-                    let mut memory: Vec<Block> = Vec::new();
-                    loop {
-                        let job = match receiver.recv_timeout(IDLE_RELEASE) {
-                            Ok(job) => job,
-                            // Idle: give the buffer back (a storm keeps it; the first hash
-                            // after a quiet second allocates it again), then wait.
-                            Err(flume::RecvTimeoutError::Timeout) => {
-                                memory = Vec::new();
-                                match receiver.recv() {
-                                    Ok(job) => job,
-                                    Err(_) => return,
-                                }
-                            }
-                            // Every sender is gone: the hasher was dropped.
-                            Err(flume::RecvTimeoutError::Disconnected) => return,
-                        };
-                        if memory.len() < blocks {
-                            memory.resize(blocks, Block::default());
-                        }
-                        job(&mut memory);
-                    }
-                });
-            if let Err(err) = spawned {
-                tracing::error!(error = %err, "could not start a password-hashing thread");
-            }
-        }
         Self {
             jobs,
+            receiver,
             count,
             queue,
-            counters,
+            blocks,
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
+    /// Starts a worker unless `count` are alive.
+    fn ensure_worker(&self) {
+        let reserved =
+            self.counters
+                .alive
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |alive| {
+                    (alive < self.count).then_some(alive + 1)
+                });
+        if reserved.is_err() {
+            return;
+        }
+        let (receiver, counters, blocks, count) = (
+            self.receiver.clone(),
+            Arc::clone(&self.counters),
+            self.blocks,
+            self.count,
+        );
+        let n = self.counters.started.load(Ordering::Relaxed);
+        let spawned = std::thread::Builder::new()
+            .name(format!("tenantkit-argon2-{n}"))
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let mut memory: Vec<Block> = Vec::new();
+                loop {
+                    match receiver.recv_timeout(IDLE_RELEASE) {
+                        Ok(job) => {
+                            if memory.len() < blocks {
+                                memory.resize(blocks, Block::default());
+                            }
+                            job(&mut memory);
+                        }
+                        // Idle: end the thread, unless a job arrived while it was deciding and
+                        // no other worker was started for it (never more than `count`).
+                        Err(flume::RecvTimeoutError::Timeout) => {
+                            counters.alive.fetch_sub(1, Ordering::AcqRel);
+                            if receiver.is_empty() {
+                                return;
+                            }
+                            let back = counters.alive.fetch_update(
+                                Ordering::AcqRel,
+                                Ordering::Acquire,
+                                |alive| (alive < count).then_some(alive + 1),
+                            );
+                            if back.is_err() {
+                                return;
+                            }
+                        }
+                        Err(flume::RecvTimeoutError::Disconnected) => {
+                            counters.alive.fetch_sub(1, Ordering::AcqRel);
+                            return;
+                        }
+                    }
+                }
+            });
+        if let Err(err) = spawned {
+            self.counters.alive.fetch_sub(1, Ordering::AcqRel);
+            tracing::error!(error = %err, "could not start a password-hashing thread");
         }
     }
 
@@ -258,6 +293,8 @@ impl Workers {
                 "no password-hashing thread is running".into(),
             ));
         }
+        // After the send: a worker that is just ending sees the job and stays.
+        self.ensure_worker();
         answer
             .await
             .map_err(|_| Error::Hashing("the hashing thread failed".into()))

@@ -8,12 +8,6 @@
 
 use std::process::ExitCode;
 
-/// mimalloc instead of the system allocator: per-thread free lists without glibc's arena
-/// growth (a server's threads each kept their own arenas, and RSS never came back down), and
-/// cheaper small allocations on the request path.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::{Parser, Subcommand};
 use tenantkit_core::Role;
 use tenantkit_server::{Config, admin, init_tracing, keys, migrate, run, shutdown_signal};
