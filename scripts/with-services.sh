@@ -185,9 +185,19 @@ start_seaweed() {
     # shellcheck source=scripts/seaweedfs.sh
     source scripts/seaweedfs.sh || return 1
     seaweed_install "$venv" || return 1
-    SEAWEED_TMP="$(mktemp -d -t tenantkit-s3.XXXXXX)"
-    seaweed_start "$SEAWEED_TMP" || return 1
-    export TENANTKIT_TEST_S3_PYTHON="$SEAWEED_PYTHON"
+    # A second try on fresh ports and a fresh folder: a start-up can lose a port race.
+    local attempt
+    for attempt in 1 2 3; do
+        SEAWEED_TMP="$(mktemp -d -t tenantkit-s3.XXXXXX)"
+        if seaweed_start "$SEAWEED_TMP"; then
+            export TENANTKIT_TEST_S3_PYTHON="$SEAWEED_PYTHON"
+            return 0
+        fi
+        rm -rf "$SEAWEED_TMP"
+        SEAWEED_TMP=""
+        log "SeaweedFS start-up attempt $attempt failed"
+    done
+    return 1
 }
 
 if ! start_seaweed; then
