@@ -4,4 +4,4 @@
 #   bash scripts/bench.sh [extra cargo bench args, e.g. -- jwt]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-exec bash scripts/with-services.sh cargo bench -p tenantkit-auth "$@"
+exec bash scripts/with-services.sh cargo bench -p tenantkit-auth -p tenantkit-storage "$@"

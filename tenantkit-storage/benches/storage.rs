@@ -11,6 +11,7 @@ use time::Duration;
 
 fn sign(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .expect("runtime");
     let dir = tempfile::tempdir().expect("dir");
