@@ -503,6 +503,21 @@ impl Worker {
             columns(backend)
         );
         let mut tx = self.db.begin_system().await?;
+        if backend == Backend::Postgres {
+            // Walk the open-events index in order, whatever the statistics say: before the
+            // table is first analyzed (a fresh inbox filling up), PostgreSQL estimates one
+            // open row and sorts the whole backlog for every claim instead (measured: 59 ms
+            // a claim, 12 events/s, at 45k pending). For this transaction only.
+            with_conn!(&mut tx, |c| {
+                sqlx::query(
+                    "SELECT set_config('enable_sort', 'off', true), \
+                     set_config('enable_bitmapscan', 'off', true)",
+                )
+                .execute(c)
+                .await
+                .map(drop)
+            })?;
+        }
         let row: Option<Row> = with_conn!(&mut tx, |c| {
             sqlx::query_as(&sql)
                 .bind(now)
