@@ -140,7 +140,8 @@ async fn retries_then_dead_letters_then_replay(test_db: TestDb) {
         EventRouter::new().on("invoice.paid", handler.clone()),
     );
     worker.max_attempts = 3;
-    let mut now = tenantkit_core::now();
+    // A second ahead of the deliveries: due-ness never hangs on clock granularity.
+    let mut now = tenantkit_core::now() + Duration::seconds(1);
     // Two failures, with growing delays; nothing is due in between.
     assert_eq!(
         worker.run_once(now).await.expect("run"),
@@ -234,7 +235,7 @@ async fn a_dead_workers_event_is_reclaimed_after_its_lease(test_db: TestDb) {
         test_db.db.clone(),
         EventRouter::new().on("invoice.paid", Arc::new(Hang)),
     );
-    let now = tenantkit_core::now();
+    let now = tenantkit_core::now() + Duration::seconds(1);
     let task = tokio::spawn(async move { hung.run_once(now).await });
     // Wait until it holds the event (however slow the machine), then kill it.
     let mut claimed = false;
