@@ -83,14 +83,9 @@ async fn existing_tenant(
     let Some(id) = text.and_then(|t| t.parse::<TenantId>().ok()) else {
         return Ok(None);
     };
-    let found: Option<i32> = with_conn!(tx, |c| {
-        sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = $1")
-            .bind(id)
-            .fetch_optional(c)
-            .await
-    })
-    .map_err(|e| e.to_string())?;
-    Ok(found.map(|_| id))
+    // Core owns the tenants table: ask it.
+    let found = tx.find_tenant(id).await.map_err(|e| e.to_string())?;
+    Ok(found.map(|tenant| tenant.id))
 }
 
 async fn tenant_of_customer(tx: &mut SystemTx, customer: &str) -> Result<Option<TenantId>, String> {
@@ -218,13 +213,11 @@ impl SubscriptionHandler {
         })
         .map_err(|e| e.to_string())?;
         let (plan, status) = effective(&self.plans, &rows, tenantkit_core::now());
-        let current: Option<String> = with_conn!(tx, |c| {
-            sqlx::query_scalar("SELECT plan FROM tenants WHERE id = $1")
-                .bind(tenant)
-                .fetch_optional(c)
-                .await
-        })
-        .map_err(|e| e.to_string())?;
+        let current: Option<String> = tx
+            .find_tenant(tenant)
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|t| t.plan.to_string());
         if current.as_deref() == Some(plan.as_str()) {
             return Ok(());
         }

@@ -489,11 +489,18 @@ impl Storage {
         }
     }
 
-    async fn find_upload(&self, tx: &mut TenantTx, id: UploadId) -> Result<Option<Upload>> {
+    /// The row `id` of `table` (aliased `alias`, `columns` its row type's) in the
+    /// transaction's tenant, if the caller may see it (the parent's visibility).
+    async fn visible_row<R: tenantkit_core::Row>(
+        &self,
+        tx: &mut TenantTx,
+        (table, alias, columns): (&str, &str, &str),
+        id: Uuid,
+    ) -> Result<Option<R>> {
         let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_teams(), tx.viewer());
         let sql = format!(
-            "SELECT {UPLOAD_COLUMNS} FROM storage_uploads u WHERE u.tenant_id = $1 AND u.id = $2{}",
-            self.visible("u", 3, 4)
+            "SELECT {columns} FROM {table} {alias} WHERE {alias}.tenant_id = $1 AND {alias}.id = $2{}",
+            self.visible(alias, 3, 4)
         );
         let with = self.has_visibility_parameters();
         Ok(with_conn!(tx, |c| {
@@ -507,22 +514,14 @@ impl Storage {
         })?)
     }
 
+    async fn find_upload(&self, tx: &mut TenantTx, id: UploadId) -> Result<Option<Upload>> {
+        self.visible_row(tx, ("storage_uploads", "u", UPLOAD_COLUMNS), id.into())
+            .await
+    }
+
     async fn file_row(&self, tx: &mut TenantTx, id: FileId) -> Result<Option<StoredFile>> {
-        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_teams(), tx.viewer());
-        let sql = format!(
-            "SELECT {FILE_COLUMNS} FROM storage_files f WHERE f.tenant_id = $1 AND f.id = $2{}",
-            self.visible("f", 3, 4)
-        );
-        let with = self.has_visibility_parameters();
-        Ok(with_conn!(tx, |c| {
-            let query = sqlx::query_as(&sql).bind(tenant).bind(id);
-            let query = if with {
-                query.bind(all).bind(viewer)
-            } else {
-                query
-            };
-            query.fetch_optional(c).await
-        })?)
+        self.visible_row(tx, ("storage_files", "f", FILE_COLUMNS), id.into())
+            .await
     }
 
     /// Turns an upload into a file once its object is in the store and is exactly what was
