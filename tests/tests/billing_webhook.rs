@@ -86,7 +86,8 @@ async fn deliveries_are_verified_and_stored_once(server: TestServer) {
     let ids: Vec<&str> = stored.iter().map(|e| e.event_id.as_str()).collect();
     assert_eq!(stored.len(), 2, "{ids:?}");
     assert!(ids.contains(&"evt_e2e_1") && ids.contains(&"evt_e2e_2"));
-    assert!(stored.iter().all(|e| e.state == EventState::Pending));
+    // The server's worker may already have handled them; none is a dead letter.
+    assert!(stored.iter().all(|e| e.state != EventState::Dead));
 }
 
 /// Seats (invitations) and storage (upload intents) switch with the plan a verified
