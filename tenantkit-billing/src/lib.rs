@@ -34,6 +34,11 @@ pub mod signature;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod subscriptions;
 pub mod testing;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod typed;
+
+/// async-stripe's Stripe object types (its 1.0 line), which typed handlers receive.
+pub use stripe_shared;
 
 pub use error::{Error, Result};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -47,6 +52,20 @@ pub use signature::{SignatureError, WebhookVerifier};
 pub use subscriptions::{
     BillingStatus, Entitlements, PlanBook, SUBSCRIPTION_EVENTS, SubscriptionHandler, status_rank,
 };
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use typed::ObjectHandler;
+
+/// The Stripe API version async-stripe's types (and so typed handlers) are generated from:
+/// set the webhook endpoint's API version to it.
+pub const API_VERSION: &str = "2026-09-30.endive";
 
 /// The largest webhook body read by default (Stripe's events are far smaller).
 pub const DEFAULT_BODY_LIMIT: usize = 512 * 1024;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_api_version_is_async_stripes() {
+        assert_eq!(super::API_VERSION, stripe_shared::version::VERSION.as_str());
+    }
+}

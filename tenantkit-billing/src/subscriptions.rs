@@ -11,14 +11,17 @@
 
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
 use serde::Serialize;
-use serde_json::Value;
+use stripe_shared::{CheckoutSession, Subscription};
 use time::OffsetDateTime;
 
 use tenantkit_core::{AuditEvent, PlanName, SystemTx, TenantId, TenantTx, with_conn};
 
-use crate::inbox::{BoxFuture, EventHandler, EventRouter, StoredEvent};
+use crate::inbox::{BoxFuture, EventRouter, StoredEvent};
 use crate::plans::Plans;
+use crate::typed::ObjectHandler;
 
 /// The event types [`SubscriptionHandler`] applies.
 pub const SUBSCRIPTION_EVENTS: &[&str] = &[
@@ -28,6 +31,7 @@ pub const SUBSCRIPTION_EVENTS: &[&str] = &[
     "customer.subscription.deleted",
     "customer.subscription.paused",
     "customer.subscription.resumed",
+    "customer.subscription.trial_will_end",
 ];
 
 /// Where a status stands in a subscription's life (the tie-breaker of equal timestamps).
@@ -57,21 +61,27 @@ impl SubscriptionHandler {
         Self { plans }
     }
 
-    /// A router with this handler on every [`SUBSCRIPTION_EVENTS`] type.
+    /// A router with this handler on every [`SUBSCRIPTION_EVENTS`] type: checkout sessions
+    /// parsed as async-stripe's [`CheckoutSession`], the rest as its [`Subscription`].
     pub fn router(plans: Arc<Plans>) -> EventRouter {
-        let handler: Arc<dyn EventHandler> = Arc::new(Self::new(plans));
+        let handler = Arc::new(Self::new(plans));
         SUBSCRIPTION_EVENTS
             .iter()
             .fold(EventRouter::new(), |router, kind| {
-                router.on(kind, handler.clone())
+                if *kind == "checkout.session.completed" {
+                    router.on_object::<CheckoutSession, _>(kind, handler.clone())
+                } else {
+                    router.on_object::<Subscription, _>(kind, handler.clone())
+                }
             })
     }
 }
 
-fn text<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
-    value
-        .get(key)
-        .and_then(Value::as_str)
+/// `metadata.tenant_id`, when set.
+fn metadata_tenant(metadata: Option<&HashMap<String, String>>) -> Option<&str> {
+    metadata
+        .and_then(|m| m.get("tenant_id"))
+        .map(String::as_str)
         .filter(|s| !s.is_empty())
 }
 
@@ -119,34 +129,42 @@ async fn map_customer(tx: &mut SystemTx, tenant: TenantId, customer: &str) -> Re
 }
 
 impl SubscriptionHandler {
-    async fn apply(&self, tx: &mut SystemTx, event: &StoredEvent) -> Result<(), String> {
-        let object = &event.payload["data"]["object"];
-        if event.event_type == "checkout.session.completed" {
-            let tenant = existing_tenant(tx, text(object, "client_reference_id")).await?;
-            let tenant = match tenant {
-                Some(t) => Some(t),
-                None => existing_tenant(tx, text(&object["metadata"], "tenant_id")).await?,
-            };
-            if let (Some(tenant), Some(customer)) = (tenant, text(object, "customer")) {
-                map_customer(tx, tenant, customer).await?;
-            }
-            return Ok(());
-        }
-        let subscription = text(object, "id").ok_or("subscription without id")?;
-        let customer = text(object, "customer").ok_or("subscription without customer")?;
-        let tenant = match existing_tenant(tx, text(&object["metadata"], "tenant_id")).await? {
-            Some(tenant) => {
-                map_customer(tx, tenant, customer).await?;
-                tenant
-            }
-            None => tenant_of_customer(tx, customer)
-                .await?
-                .ok_or("the subscription's tenant is not known yet")?,
+    /// A checkout session maps its customer to the tenant it names.
+    async fn checkout(&self, tx: &mut SystemTx, session: &CheckoutSession) -> Result<(), String> {
+        let tenant = match existing_tenant(tx, session.client_reference_id.as_deref()).await? {
+            Some(tenant) => Some(tenant),
+            None => existing_tenant(tx, metadata_tenant(session.metadata.as_ref())).await?,
         };
+        if let (Some(tenant), Some(customer)) = (tenant, &session.customer) {
+            map_customer(tx, tenant, customer.id().as_str()).await?;
+        }
+        Ok(())
+    }
+
+    /// A subscription event moves the subscription's row (if it is newer than the row's
+    /// watermark), then settles the tenant's plan.
+    async fn subscription(
+        &self,
+        tx: &mut SystemTx,
+        event: &StoredEvent,
+        subscription: &Subscription,
+    ) -> Result<(), String> {
+        let id = subscription.id.as_str();
+        let customer = subscription.customer.id().as_str();
+        let tenant =
+            match existing_tenant(tx, metadata_tenant(Some(&subscription.metadata))).await? {
+                Some(tenant) => {
+                    map_customer(tx, tenant, customer).await?;
+                    tenant
+                }
+                None => tenant_of_customer(tx, customer)
+                    .await?
+                    .ok_or("the subscription's tenant is not known yet")?,
+            };
         // The customer must be this tenant's (never another tenant's subscription).
         if tenant_of_customer(tx, customer).await? != Some(tenant) {
             tracing::warn!(
-                subscription,
+                subscription = id,
                 "subscription of a customer mapped to another tenant; ignored"
             );
             return Ok(());
@@ -154,14 +172,11 @@ impl SubscriptionHandler {
         let status = if event.event_type == "customer.subscription.deleted" {
             "canceled"
         } else {
-            text(object, "status").ok_or("subscription without status")?
+            subscription.status.as_str()
         };
-        let item = &object["items"]["data"][0];
-        let price = text(&item["price"], "id");
-        let period_end = object["current_period_end"]
-            .as_i64()
-            .or_else(|| item["current_period_end"].as_i64());
-        let cancel_at_period_end = object["cancel_at_period_end"].as_bool().unwrap_or(false);
+        let item = subscription.items.data.first();
+        let price = item.map(|item| item.price.id.as_str());
+        let period_end = item.map(|item| item.current_period_end);
         let rank = status_rank(status);
         let now = tenantkit_core::now();
         with_conn!(tx, |c| {
@@ -179,13 +194,13 @@ impl SubscriptionHandler {
                  (billing_subscriptions.wm_created, billing_subscriptions.wm_rank, \
                   billing_subscriptions.wm_event)",
             )
-            .bind(subscription)
+            .bind(id)
             .bind(tenant)
             .bind(customer)
             .bind(status)
             .bind(price)
             .bind(period_end)
-            .bind(cancel_at_period_end)
+            .bind(subscription.cancel_at_period_end)
             .bind(event.created)
             .bind(rank)
             .bind(&event.event_id)
@@ -195,6 +210,20 @@ impl SubscriptionHandler {
             .map(drop)
         })
         .map_err(|e| e.to_string())?;
+        if event.event_type == "customer.subscription.trial_will_end" {
+            // Stripe sends it three days ahead; once per event (the handler runs exactly once).
+            tx.audit_in(
+                tenant,
+                AuditEvent::new("billing.trial_will_end")
+                    .target("tenant", tenant)
+                    .details(serde_json::json!({
+                        "subscription": id, "trial_end": subscription.trial_end,
+                        "event_id": event.event_id,
+                    })),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        }
         self.settle_plan(tx, tenant, event).await
     }
 
@@ -239,13 +268,25 @@ impl SubscriptionHandler {
     }
 }
 
-impl EventHandler for SubscriptionHandler {
+impl ObjectHandler<CheckoutSession> for SubscriptionHandler {
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut SystemTx,
+        _event: &'a StoredEvent,
+        session: CheckoutSession,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { self.checkout(tx, &session).await })
+    }
+}
+
+impl ObjectHandler<Subscription> for SubscriptionHandler {
     fn handle<'a>(
         &'a self,
         tx: &'a mut SystemTx,
         event: &'a StoredEvent,
+        subscription: Subscription,
     ) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(self.apply(tx, event))
+        Box::pin(async move { self.subscription(tx, event, &subscription).await })
     }
 }
 

@@ -5,8 +5,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use tenantkit_billing::stripe_shared::Invoice;
+use tenantkit_billing::testing::SubscriptionLife;
 use tenantkit_billing::{
-    Billing, BoxFuture, EventHandler, EventRouter, EventState, Outcome, StoredEvent,
+    Billing, BoxFuture, EventHandler, EventRouter, EventState, ObjectHandler, Outcome, StoredEvent,
     WebhookVerifier, Worker, signature::sign,
 };
 use tenantkit_core::testing::TestDb;
@@ -272,8 +274,81 @@ async fn a_dead_workers_event_is_reclaimed_after_its_lease(test_db: TestDb) {
     assert_eq!(worker.run_once(later).await.expect("run"), Outcome::Idle);
 }
 
+/// A typed handler: receives async-stripe's `Invoice`.
+#[derive(Debug, Default)]
+struct Receipts {
+    paid: std::sync::Mutex<Vec<(String, i64)>>,
+}
+
+impl ObjectHandler<Invoice> for Receipts {
+    fn handle<'a>(
+        &'a self,
+        _tx: &'a mut SystemTx,
+        _event: &'a StoredEvent,
+        invoice: Invoice,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let id = invoice.id.map(|id| id.to_string()).unwrap_or_default();
+            self.paid
+                .lock()
+                .expect("lock")
+                .push((id, invoice.amount_paid));
+            Ok(())
+        })
+    }
+}
+
+async fn typed_handlers_get_async_stripes_objects(test_db: TestDb) {
+    let billing = billing(&test_db);
+    let life =
+        SubscriptionLife::new("tenant", "price_pro", "typed", 1_700_000_000).invoice("paid", 0);
+    deliver(&billing, &life.events()[0].body)
+        .await
+        .expect("stored");
+    // An object in an older API shape (fields async-stripe's types require are missing).
+    deliver(
+        &billing,
+        &event("evt_old_shape", "invoice.paid", 1_700_000_001),
+    )
+    .await
+    .expect("stored: the endpoint never parses objects");
+    let receipts = Arc::new(Receipts::default());
+    let worker = Worker::new(
+        test_db.db.clone(),
+        EventRouter::new().on_object::<Invoice, _>("invoice.paid", receipts.clone()),
+    );
+    let now = tenantkit_core::now() + Duration::seconds(1);
+    assert_eq!(
+        worker.run_once(now).await.expect("run"),
+        Outcome::Done("evt_typed_1".into())
+    );
+    assert_eq!(
+        *receipts.paid.lock().expect("lock"),
+        vec![("in_typed_0".to_owned(), 2000)]
+    );
+    assert_eq!(
+        worker.run_once(now).await.expect("run"),
+        Outcome::Retry("evt_old_shape".into())
+    );
+    let stored = billing
+        .inbox()
+        .get("evt_old_shape")
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(stored.state, EventState::Pending);
+    let reason = stored.last_error.expect("reason");
+    assert!(
+        reason.contains("does not parse as async-stripe's Invoice")
+            && reason.contains(tenantkit_billing::API_VERSION),
+        "{reason}"
+    );
+    assert_eq!(receipts.paid.lock().expect("lock").len(), 1);
+}
+
 tenantkit_core::backend_tests!(
     fixture = db;
     duplicates_are_no_ops, retries_then_dead_letters_then_replay,
+    typed_handlers_get_async_stripes_objects,
     a_dead_workers_event_is_reclaimed_after_its_lease
 );

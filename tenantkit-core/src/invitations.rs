@@ -43,9 +43,13 @@ pub const MAX_PENDING_INVITATIONS: i64 = 200;
 impl TenantTx {
     /// Seats taken: the tenant's members plus its pending (unexpired, unaccepted) invitations.
     ///
+    /// Takes the tenant's lock first (PostgreSQL; SQLite has one writer): two concurrent
+    /// invitations at the last seat count one after the other, never both the same free seat.
+    ///
     /// # Errors
     /// [`crate::Error::Database`] on failure.
     pub async fn seats_in_use(&mut self) -> Result<u64> {
+        self.lock_tenant().await?;
         let tenant = self.tenant_id();
         let now = crate::now();
         let used: i64 = with_conn!(self, |c| {
@@ -76,6 +80,8 @@ impl TenantTx {
         token_hash: &[u8],
         expires_at: OffsetDateTime,
     ) -> Result<Invitation> {
+        // The pending count below holds under concurrent invitations (see `seats_in_use`).
+        self.lock_tenant().await?;
         let tenant = self.tenant_id();
         let now = crate::now();
         let pending: i64 = with_conn!(self, |c| {

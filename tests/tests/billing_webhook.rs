@@ -155,7 +155,23 @@ async fn entitlements_follow_the_plan(backend: Backend) {
         }
     };
     // Free: the owner plus one invitation fill the two seats; 5,000 bytes are over 2,000.
-    assert_eq!(invite("one@example.com").await.status, StatusCode::CREATED);
+    // Eight invitations at once race for the one free seat: exactly one gets it.
+    let emails: Vec<String> = (0..8).map(|i| format!("racer{i}@example.com")).collect();
+    let raced = futures_util::future::join_all(emails.iter().map(|email| invite(email))).await;
+    let won = raced
+        .iter()
+        .filter(|r| r.status == StatusCode::CREATED)
+        .count();
+    assert_eq!(
+        won,
+        1,
+        "{:?}",
+        raced.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    for lost in raced.iter().filter(|r| r.status != StatusCode::CREATED) {
+        assert_eq!(lost.status, StatusCode::FORBIDDEN, "{}", lost.body);
+        assert_eq!(lost.body["code"], "quota_exceeded");
+    }
     let refused = invite("two@example.com").await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
     assert_eq!(refused.body["code"], "quota_exceeded");
