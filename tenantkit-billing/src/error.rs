@@ -23,6 +23,10 @@ pub enum Error {
     /// A correctly signed body that is not a Stripe event.
     #[error("not a Stripe event: {0}")]
     NotAnEvent(&'static str),
+    /// Stripe refused a request or could not be reached (the details are logged, not
+    /// answered).
+    #[error("Stripe: {0}")]
+    Stripe(String),
     /// The configuration is unusable.
     #[error("configuration error: {0}")]
     Config(String),
@@ -52,6 +56,10 @@ impl From<&Error> for Problem {
             Error::NotAnEvent(why) => Problem::new(
                 ErrorCode::BadRequest,
                 format!("The body is not a Stripe event ({why})."),
+            ),
+            Error::Stripe(why) => Problem::new(
+                ErrorCode::ServiceUnavailable,
+                format!("Stripe could not create the session ({why}). Try again later."),
             ),
             Error::Config(_) => {
                 tracing::error!(error = %err, "billing configuration error");

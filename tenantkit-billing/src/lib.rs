@@ -26,6 +26,8 @@
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(all(feature = "checkout", any(feature = "sqlite", feature = "postgres")))]
+mod checkout;
 mod error;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod inbox;
@@ -40,6 +42,8 @@ mod typed;
 /// async-stripe's Stripe object types (its 1.0 line), which typed handlers receive.
 pub use stripe_shared;
 
+#[cfg(all(feature = "checkout", any(feature = "sqlite", feature = "postgres")))]
+pub use checkout::{HostedSession, StripeSessions};
 pub use error::{Error, Result};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use inbox::{

@@ -134,6 +134,14 @@ impl Plans {
             .map(|(name, plan)| (name.as_str(), plan))
     }
 
+    /// The Stripe price that buys the plan named `name` (its first), if it has one.
+    pub fn price_of(&self, name: &str) -> Option<&str> {
+        self.plans
+            .get(name)
+            .and_then(|plan| plan.stripe_prices.first())
+            .map(String::as_str)
+    }
+
     /// The plan named `name`, or the free plan for an unknown name.
     pub fn named(&self, name: &str) -> (&str, &Plan) {
         self.plans
@@ -164,6 +172,9 @@ mod tests {
         .unwrap();
         assert_eq!(plans.for_price("price_pro").unwrap().0, "pro");
         assert_eq!(plans.for_price("price_other"), None);
+        assert_eq!(plans.price_of("pro"), Some("price_pro"));
+        assert_eq!(plans.price_of("free"), None);
+        assert_eq!(plans.price_of("nope"), None);
         assert_eq!(plans.named("nope").0, "free");
         assert_eq!(plans.named("free").1, &default_free());
         assert_eq!(plans.past_due_grace_days, 3);

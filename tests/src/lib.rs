@@ -5,6 +5,8 @@
 //! Tests run on both backends with [`tenantkit_core::backend_tests!`] and the [`server`]
 //! fixture (or one of their own that calls [`TestServer::start_with`]).
 
+pub mod stripe;
+
 use reqwest::{Client, Method, RequestBuilder};
 use tenantkit_auth::AccessTokens;
 use tenantkit_core::testing::{TestDb, TwoTenants};

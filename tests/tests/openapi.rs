@@ -53,6 +53,8 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("get", "/v1/audit-log"),
     ("post", "/v1/billing/stripe/webhook"),
     ("get", "/v1/billing"),
+    ("post", "/v1/billing/checkout"),
+    ("post", "/v1/billing/portal"),
     ("post", "/v1/uploads"),
     ("post", "/v1/uploads/{id}/complete"),
     ("get", "/v1/files"),

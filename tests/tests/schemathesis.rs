@@ -14,7 +14,25 @@ async fn fuzz(backend: Backend) {
     let Some(st) = tenantkit_core::testing::required_service(ST_VAR, "schemathesis") else {
         return;
     };
-    let Some(server) = TestServer::start(backend).await else {
+    // Checkout and the portal reach a local stand-in for Stripe's API (a plan with a price).
+    let (_stripe, stripe_base) = tenantkit_e2e::stripe::stand_in().await;
+    let plans = tempfile::NamedTempFile::new().expect("plans file");
+    std::fs::write(
+        plans.path(),
+        "[plans.pro]\nstripe_prices = [\"price_pro\"]\n",
+    )
+    .expect("write plans");
+    let Some(server) = TestServer::start_with(
+        backend,
+        tenantkit_server::Config {
+            stripe_api_key: Some("sk_test_schemathesis".into()),
+            stripe_api_base: Some(stripe_base),
+            plans_file: Some(plans.path().to_owned()),
+            ..tenantkit_server::Config::default()
+        },
+    )
+    .await
+    else {
         return;
     };
     // The owner of tenant A: every operation is allowed, so the run reaches the handlers.

@@ -246,6 +246,17 @@ pub struct Config {
     )]
     pub stripe_webhook_secrets: Vec<String>,
 
+    /// The Stripe secret API key (`sk_…` or a restricted `rk_…` key allowed to create
+    /// Checkout and portal sessions). Without it `POST /v1/billing/checkout` and
+    /// `/v1/billing/portal` answer 503.
+    #[arg(long, env = "TENANTKIT_STRIPE_API_KEY", hide_env_values = true)]
+    pub stripe_api_key: Option<String>,
+
+    /// The Stripe API's base URL (Stripe's own by default; tests point it at a local
+    /// stand-in).
+    #[arg(long, env = "TENANTKIT_STRIPE_API_BASE")]
+    pub stripe_api_base: Option<String>,
+
     /// Seconds a billing worker's claim on an event lasts: after a crash the event is taken
     /// over (and handled exactly once) when it ends.
     #[arg(long, env = "TENANTKIT_BILLING_LEASE_SECS", default_value_t = 60)]
@@ -309,6 +320,8 @@ impl Default for Config {
             storage_sweep_secs: 600,
             storage_key_file: None,
             stripe_webhook_secrets: Vec::new(),
+            stripe_api_key: None,
+            stripe_api_base: None,
             plans_file: None,
             billing_lease_secs: 60,
         }
@@ -405,6 +418,11 @@ impl fmt::Debug for Config {
             .field("audit_key_file", &self.audit_key_file)
             .field("cors_origins", &self.cors_origins)
             .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
+            .field(
+                "stripe_api_key",
+                &self.stripe_api_key.as_ref().map(|_| "<set>"),
+            )
+            .field("stripe_api_base", &self.stripe_api_base)
             .field("mail_from", &self.mail_from)
             .finish()
     }

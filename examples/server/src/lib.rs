@@ -61,6 +61,8 @@ pub struct StateParts {
     pub billing: tenantkit_billing::Billing,
     /// Plans and entitlements (seats, storage) per tenant.
     pub plans: tenantkit_billing::PlanBook,
+    /// Stripe-hosted Checkout and portal sessions (with `TENANTKIT_STRIPE_API_KEY`).
+    pub stripe: Option<tenantkit_billing::StripeSessions>,
 }
 
 impl std::ops::Deref for AppState {
@@ -90,6 +92,7 @@ impl AppState {
         Self(Arc::new(StateParts {
             billing,
             plans: tenantkit_billing::PlanBook::new(Arc::default()),
+            stripe: None,
             db,
             auth,
             openapi: Arc::from("{}"),
@@ -110,6 +113,15 @@ impl AppState {
         let parts = self.parts_mut();
         parts.billing = tenantkit_billing::Billing::new(db, verifier);
         parts.plans = plans;
+        self
+    }
+
+    /// Creates Checkout and portal sessions with `sessions`.
+    pub fn with_stripe_sessions(
+        mut self,
+        sessions: Option<tenantkit_billing::StripeSessions>,
+    ) -> Self {
+        self.parts_mut().stripe = sessions;
         self
     }
 

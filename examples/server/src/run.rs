@@ -296,9 +296,19 @@ impl Server {
                 })?,
             )
         };
+        let sessions = match config.stripe_api_key.as_deref().map(str::trim) {
+            Some(key) if !key.is_empty() => Some(tenantkit_billing::StripeSessions::new(
+                key,
+                config.stripe_api_base.as_deref(),
+                plans.clone(),
+                &format!("{}/billing", config.public_url()),
+            )?),
+            _ => None,
+        };
         let state = AppState::new(db, auth, files, local)
             .with_proxies(config.trusted_proxies.clone())
-            .with_billing(verifier, plans);
+            .with_billing(verifier, plans)
+            .with_stripe_sessions(sessions);
         Ok(Self { config, state })
     }
 

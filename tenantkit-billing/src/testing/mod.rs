@@ -14,6 +14,7 @@ use crate::signature::sign;
 const SUBSCRIPTION: &str = include_str!("subscription.json");
 const CHECKOUT_SESSION: &str = include_str!("checkout_session.json");
 const INVOICE: &str = include_str!("invoice.json");
+const PORTAL_SESSION: &str = include_str!("portal_session.json");
 
 fn fixture(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
@@ -24,6 +25,35 @@ fn patch(object: &mut Value, fields: Value) {
     if let (Some(object), Value::Object(fields)) = (object.as_object_mut(), fields) {
         object.extend(fields);
     }
+}
+
+/// What Stripe's API answers to `POST /v1/checkout/sessions`: an open subscription Checkout
+/// session at `url` (for a local stand-in of Stripe's API in tests).
+pub fn checkout_session_answer(id: &str, url: &str) -> Value {
+    let mut object = fixture(CHECKOUT_SESSION);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    patch(
+        &mut object,
+        json!({
+            "id": id, "url": url, "status": "open", "payment_status": "unpaid",
+            "subscription": null, "created": now, "expires_at": now + 86_400,
+        }),
+    );
+    object
+}
+
+/// What Stripe's API answers to `POST /v1/billing_portal/sessions`: a portal session of
+/// `customer` at `url`.
+pub fn portal_session_answer(id: &str, customer: &str, url: &str) -> Value {
+    let mut object = fixture(PORTAL_SESSION);
+    patch(
+        &mut object,
+        json!({
+            "id": id, "customer": customer, "url": url, "flow": null,
+            "created": time::OffsetDateTime::now_utc().unix_timestamp(),
+        }),
+    );
+    object
 }
 
 /// One event of a life: its id, type, `created` and the whole payload.
@@ -268,5 +298,20 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
+        let answer =
+            serde_json::to_string(&checkout_session_answer("cs_1", "https://x/y")).expect("text");
+        let session: stripe_shared::CheckoutSession =
+            miniserde::json::from_str(&answer).expect("a checkout answer");
+        assert_eq!(session.url.as_deref(), Some("https://x/y"));
+    }
+
+    #[cfg(feature = "checkout")]
+    #[test]
+    fn the_portal_answer_parses_as_async_stripes_type() {
+        let answer = serde_json::to_string(&portal_session_answer("bps_1", "cus_1", "https://x/p"))
+            .expect("text");
+        let session: stripe_billing::BillingPortalSession =
+            miniserde::json::from_str(&answer).expect("a portal answer");
+        assert_eq!(session.url, "https://x/p");
     }
 }

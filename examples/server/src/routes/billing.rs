@@ -1,14 +1,15 @@
 //! `/v1/billing/stripe/webhook`: Stripe's deliveries into tenantkit-billing's durable inbox
-//! (the handler only adapts HTTP to `Billing::receive`).
+//! (the handler only adapts HTTP to `Billing::receive`); `/v1/billing`: the tenant's plan;
+//! `/v1/billing/checkout` and `/portal`: Stripe-hosted pages (`StripeSessions`).
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use tenantkit_core::{Permission, Principal, TenantScope};
+use tenantkit_core::{ErrorCode, Permission, Principal, Problem, TenantScope};
 
 use crate::{AppState, Result};
 
@@ -95,5 +96,85 @@ pub(crate) async fn get_billing(
             storage_bytes: status.entitlements.storage_bytes,
             features: status.entitlements.features,
         },
+    }))
+}
+
+/// What to subscribe to.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CheckoutRequest {
+    /// A plan of the plans file that has a Stripe price.
+    #[schema(min_length = 1, max_length = 64)]
+    plan: String,
+}
+
+/// A Stripe-hosted page to send the user to.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct HostedSessionAnswer {
+    /// The session's Stripe id.
+    id: String,
+    /// Its URL on Stripe.
+    url: String,
+}
+
+fn sessions(state: &AppState) -> Result<&tenantkit_billing::StripeSessions> {
+    state.stripe.as_ref().ok_or_else(|| {
+        Problem::new(
+            ErrorCode::ServiceUnavailable,
+            "Stripe checkout is not configured on this server (TENANTKIT_STRIPE_API_KEY).",
+        )
+    })
+}
+
+/// `POST /v1/billing/checkout` (owner): a Stripe Checkout session subscribing the tenant to
+/// a plan. The tenant is named in the session, so the signed events that follow set its plan.
+#[utoipa::path(
+    post,
+    path = "/v1/billing/checkout",
+    tag = "billing",
+    request_body = CheckoutRequest,
+    responses(
+        (status = 200, description = "Send the owner to `url`", body = HostedSessionAnswer),
+        (status = 409, description = "`conflict`: the tenant already has a subscription (use the portal)", body = tenantkit_core::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`service_unavailable`: checkout is not configured, or Stripe failed", body = tenantkit_core::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn checkout(
+    State(state): State<AppState>,
+    principal: Principal,
+    crate::extract::ApiJson(request): crate::extract::ApiJson<CheckoutRequest>,
+) -> Result<Json<HostedSessionAnswer>> {
+    principal.require(Permission::ManageBilling)?;
+    let session = sessions(&state)?
+        .checkout(&state.db, &principal, &request.plan)
+        .await?;
+    Ok(Json(HostedSessionAnswer {
+        id: session.id,
+        url: session.url,
+    }))
+}
+
+/// `POST /v1/billing/portal` (owner): a Stripe customer-portal session for the tenant.
+#[utoipa::path(
+    post,
+    path = "/v1/billing/portal",
+    tag = "billing",
+    responses(
+        (status = 200, description = "Send the owner to `url`", body = HostedSessionAnswer),
+        (status = 409, description = "`conflict`: the tenant has no Stripe customer yet (subscribe first)", body = tenantkit_core::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`service_unavailable`: checkout is not configured, or Stripe failed", body = tenantkit_core::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn portal(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<HostedSessionAnswer>> {
+    principal.require(Permission::ManageBilling)?;
+    let session = sessions(&state)?.portal(&state.db, &principal).await?;
+    Ok(Json(HostedSessionAnswer {
+        id: session.id,
+        url: session.url,
     }))
 }

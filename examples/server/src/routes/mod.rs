@@ -93,6 +93,8 @@ fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::list, tasks::create))
         .routes(routes!(tasks::get, tasks::update, tasks::delete))
         .routes(routes!(billing::get_billing))
+        .routes(routes!(billing::checkout))
+        .routes(routes!(billing::portal))
         .routes(routes!(files::create_upload))
         .routes(routes!(files::complete_upload))
         .routes(routes!(files::list_files))
