@@ -97,10 +97,42 @@ struct Envelope {
     object: Option<String>,
 }
 
+/// The payload as stored: the body exactly as received, except that U+0000 in a string
+/// becomes U+FFFD (PostgreSQL's `jsonb` cannot hold U+0000; both backends store the same).
+fn storable(body: &str, mut value: serde_json::Value) -> String {
+    fn replace_nul(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::String(text) if text.contains('\0') => {
+                *text = text.replace('\0', "\u{FFFD}");
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(replace_nul),
+            serde_json::Value::Object(map) => {
+                // Keys too: rebuild the map when one holds U+0000.
+                if map.keys().any(|k| k.contains('\0')) {
+                    let entries = std::mem::take(map);
+                    for (key, mut item) in entries {
+                        replace_nul(&mut item);
+                        map.insert(key.replace('\0', "\u{FFFD}"), item);
+                    }
+                } else {
+                    map.values_mut().for_each(replace_nul);
+                }
+            }
+            _ => {}
+        }
+    }
+    if !body.contains("\\u0000") {
+        return body.to_owned();
+    }
+    replace_nul(&mut value);
+    value.to_string()
+}
+
 /// The inbox table.
 #[derive(Debug, Clone)]
 pub struct Inbox {
     db: Database,
+    writer: crate::ingest::Writer,
 }
 
 type Row = (
@@ -142,17 +174,24 @@ fn event_of(row: Row) -> StoredEvent {
 impl Inbox {
     /// The inbox in `db` (migrated with [`migrations`]).
     pub fn new(db: Database) -> Self {
-        Self { db }
+        Self {
+            db,
+            writer: crate::ingest::Writer::default(),
+        }
     }
 
     /// Stores a verified event body (once: a redelivery is a no-op), committed before this
-    /// returns.
+    /// returns. Concurrent deliveries share a transaction (group commit, see the `ingest`
+    /// module); the first call starts the inbox's writer task on the current Tokio runtime.
     ///
     /// # Errors
     /// [`Error::NotAnEvent`] for a body that is not a Stripe event; database errors.
     pub async fn ingest(&self, body: &[u8]) -> Result<Ingested> {
-        let envelope: Envelope =
-            serde_json::from_slice(body).map_err(|_| Error::NotAnEvent("not an event object"))?;
+        // All of it is JSON (a lone surrogate escape is not), not only the envelope.
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|_| Error::NotAnEvent("not JSON"))?;
+        let envelope =
+            Envelope::deserialize(&value).map_err(|_| Error::NotAnEvent("not an event object"))?;
         if !envelope.id.starts_with("evt_")
             || envelope.id.len() > 255
             || !envelope
@@ -165,40 +204,30 @@ impl Inbox {
         if envelope.object.as_deref().is_some_and(|o| o != "event") {
             return Err(Error::NotAnEvent("the object is not an event"));
         }
-        if envelope.event_type.is_empty() || envelope.event_type.len() > 255 {
+        if envelope.event_type.is_empty()
+            || envelope.event_type.len() > 255
+            || envelope.event_type.chars().any(char::is_control)
+        {
             return Err(Error::NotAnEvent("the type is missing"));
         }
         let payload = std::str::from_utf8(body).map_err(|_| Error::NotAnEvent("not UTF-8"))?;
-        let now = tenantkit_core::now();
-        let sql = match self.db.backend() {
-            Backend::Postgres => {
-                "INSERT INTO billing_events (event_id, event_type, created, livemode, payload, \
-                 next_attempt_at, received_at) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $6) \
-                 ON CONFLICT (event_id) DO NOTHING"
-            }
-            _ => {
-                "INSERT INTO billing_events (event_id, event_type, created, livemode, payload, \
-                 next_attempt_at, received_at) VALUES ($1, $2, $3, $4, $5, $6, $6) \
-                 ON CONFLICT (event_id) DO NOTHING"
-            }
-        };
-        let mut tx = self.db.begin_system().await?;
-        let inserted = with_conn!(&mut tx, |c| {
-            sqlx::query(sql)
-                .bind(&envelope.id)
-                .bind(&envelope.event_type)
-                .bind(envelope.created)
-                .bind(envelope.livemode)
-                .bind(payload)
-                .bind(now)
-                .execute(c)
-                .await
-                .map(|done| done.rows_affected())
-        })?;
-        tx.commit().await?;
+        let payload = storable(payload, value);
+        let new = self
+            .writer
+            .store(
+                &self.db,
+                crate::ingest::Delivery {
+                    event_id: envelope.id.clone(),
+                    event_type: envelope.event_type,
+                    created: envelope.created,
+                    livemode: envelope.livemode,
+                    payload,
+                },
+            )
+            .await?;
         Ok(Ingested {
             event_id: envelope.id,
-            duplicate: inserted == 0,
+            duplicate: !new,
         })
     }
 

@@ -31,6 +31,8 @@ mod checkout;
 mod error;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod inbox;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod ingest;
 pub mod plans;
 pub mod signature;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

@@ -274,6 +274,69 @@ async fn a_dead_workers_event_is_reclaimed_after_its_lease(test_db: TestDb) {
     assert_eq!(worker.run_once(later).await.expect("run"), Outcome::Idle);
 }
 
+async fn concurrent_deliveries_are_each_answered_after_their_commit(test_db: TestDb) {
+    let billing = billing(&test_db);
+    // 300 events, each delivered twice at once: they share transactions (group commit).
+    let mut set = tokio::task::JoinSet::new();
+    for n in 0..600 {
+        let billing = billing.clone();
+        set.spawn(async move {
+            let body = event(
+                &format!("evt_many_{}", n % 300),
+                "invoice.paid",
+                1_700_000_000,
+            );
+            deliver(&billing, &body).await.expect("stored")
+        });
+    }
+    let mut new = std::collections::HashSet::new();
+    let mut duplicates = 0;
+    while let Some(done) = set.join_next().await {
+        let ingested = done.expect("task");
+        if ingested.duplicate {
+            duplicates += 1;
+        } else {
+            assert!(
+                new.insert(ingested.event_id),
+                "one answer says new per event"
+            );
+        }
+    }
+    assert_eq!((new.len(), duplicates), (300, 300));
+    // Every answer came after its commit: each event is there.
+    let stored = billing.inbox().list(None, 1000).await.expect("list");
+    assert_eq!(stored.len(), 300);
+}
+
+async fn payloads_any_backend_can_store(test_db: TestDb) {
+    let billing = billing(&test_db);
+    // U+0000 (in a value and in a key): PostgreSQL's jsonb cannot hold it; stored as U+FFFD.
+    let body = br#"{"id":"evt_nul","object":"event","type":"invoice.paid","created":1,"data":{"object":{"id":"in_1","metadata":{"note":"a\u0000b","k\u0000":"v"}}}}"#;
+    let stored = deliver(&billing, body).await.expect("stored");
+    assert!(!stored.duplicate);
+    let event = billing
+        .inbox()
+        .get("evt_nul")
+        .await
+        .expect("get")
+        .expect("stored");
+    let metadata = &event.payload["data"]["object"]["metadata"];
+    assert_eq!(metadata["note"], "a\u{FFFD}b");
+    assert_eq!(metadata["k\u{FFFD}"], "v");
+    // Not JSON (a lone surrogate escape), or a type with a control character: refused.
+    for body in [
+        &br#"{"id":"evt_sur","object":"event","type":"invoice.paid","created":1,"x":"\ud800"}"#[..],
+        br#"{"id":"evt_ctl","object":"event","type":"invoice.\u0000paid","created":1}"#,
+    ] {
+        let refused = deliver(&billing, body).await.expect_err("refused");
+        assert!(
+            matches!(refused, tenantkit_billing::Error::NotAnEvent(_)),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(billing.inbox().list(None, 10).await.expect("list").len(), 1);
+}
+
 /// A typed handler: receives async-stripe's `Invoice`.
 #[derive(Debug, Default)]
 struct Receipts {
@@ -350,5 +413,6 @@ tenantkit_core::backend_tests!(
     fixture = db;
     duplicates_are_no_ops, retries_then_dead_letters_then_replay,
     typed_handlers_get_async_stripes_objects,
+    concurrent_deliveries_are_each_answered_after_their_commit, payloads_any_backend_can_store,
     a_dead_workers_event_is_reclaimed_after_its_lease
 );
