@@ -405,6 +405,9 @@ pub enum Outcome {
     Retry(String),
     /// A handler failed for the last time; the event is a dead letter.
     Dead(String),
+    /// The handlers took longer than the claim's lease and another worker took the event
+    /// over: this attempt's effects were rolled back (the other attempt's count).
+    Superseded(String),
 }
 
 /// Claims due events and routes them.
@@ -418,6 +421,12 @@ pub struct Worker {
     pub max_attempts: i32,
     /// The first retry's delay (doubling each time, with jitter).
     pub backoff: Duration,
+    /// Events claimed per claim transaction (handled one by one, each in its own
+    /// transaction, before the next claim). A claimed event not yet handled when its lease
+    /// ends is left to whichever worker claims it then.
+    pub batch: usize,
+    /// Claimed events not handled yet, with the end of their lease.
+    claimed: Arc<std::sync::Mutex<std::collections::VecDeque<(StoredEvent, OffsetDateTime)>>>,
 }
 
 impl Worker {
@@ -431,6 +440,33 @@ impl Worker {
             lease: Duration::seconds(60),
             max_attempts: 12,
             backoff: Duration::seconds(30),
+            batch: 16,
+            claimed: Arc::default(),
+        }
+    }
+
+    /// The next claimed event whose lease still holds at `now`, claiming a batch when none is
+    /// left.
+    async fn next(&self, now: OffsetDateTime) -> Result<Option<StoredEvent>> {
+        loop {
+            let next = self
+                .claimed
+                .lock()
+                .map(|mut q| q.pop_front())
+                .unwrap_or(None);
+            match next {
+                Some((event, until)) if until > now => return Ok(Some(event)),
+                Some(_) => continue, // its lease ran out: another worker may hold it now
+                None => {}
+            }
+            let events = self.claim(now).await?;
+            if events.is_empty() {
+                return Ok(None);
+            }
+            if let Ok(mut queue) = self.claimed.lock() {
+                let until = now + self.lease;
+                queue.extend(events.into_iter().map(|event| (event, until)));
+            }
         }
     }
 
@@ -441,13 +477,13 @@ impl Worker {
         base + base * f64::from(jitter_fraction(event_id, attempts))
     }
 
-    /// Claims one due event (pending and due, or processing with an expired lease: its worker
-    /// died) and handles it.
+    /// Handles one due event (pending and due, or processing with an expired lease: its
+    /// worker died), oldest first; claims up to [`Worker::batch`] of them at a time.
     ///
     /// # Errors
     /// Database errors (handler errors become retries).
     pub async fn run_once(&self, now: OffsetDateTime) -> Result<Outcome> {
-        let Some(event) = self.claim(now).await? else {
+        let Some(event) = self.next(now).await? else {
             return Ok(Outcome::Idle);
         };
         let handlers = self
@@ -466,22 +502,31 @@ impl Worker {
         }
         match failure {
             None => {
+                // Only while this claim holds (its attempt number): after the lease another
+                // worker may have taken the event over, and then this attempt's effects roll
+                // back instead of committing a second time.
                 let marked = with_conn!(&mut tx, |c| {
                     sqlx::query(
                         "UPDATE billing_events SET state = 'done', processed_at = $2, \
                          lease_until = NULL, last_error = NULL \
-                         WHERE event_id = $1 AND state = 'processing'",
+                         WHERE event_id = $1 AND state = 'processing' AND attempts = $3",
                     )
                     .bind(&event.event_id)
                     .bind(now)
+                    .bind(event.attempts)
                     .execute(c)
                     .await
                     .map(|done| done.rows_affected())
                 })?;
-                tx.commit().await?;
                 if marked == 0 {
-                    tracing::warn!(event = %event.event_id, "event was reclaimed meanwhile");
+                    drop(tx);
+                    tracing::warn!(
+                        event = %event.event_id,
+                        "another worker took the event over after this claim's lease; rolled back"
+                    );
+                    return Ok(Outcome::Superseded(event.event_id));
                 }
+                tx.commit().await?;
                 Ok(Outcome::Done(event.event_id))
             }
             Some(error) => {
@@ -492,12 +537,14 @@ impl Worker {
                 with_conn!(&mut tx, |c| {
                     sqlx::query(
                         "UPDATE billing_events SET state = $2, next_attempt_at = $3, \
-                         lease_until = NULL, last_error = $4 WHERE event_id = $1",
+                         lease_until = NULL, last_error = $4 \
+                         WHERE event_id = $1 AND state = 'processing' AND attempts = $5",
                     )
                     .bind(&event.event_id)
                     .bind(if dead { "dead" } else { "pending" })
                     .bind(next)
                     .bind(error.chars().take(1000).collect::<String>())
+                    .bind(event.attempts)
                     .execute(c)
                     .await
                     .map(drop)
@@ -513,7 +560,8 @@ impl Worker {
         }
     }
 
-    async fn claim(&self, now: OffsetDateTime) -> Result<Option<StoredEvent>> {
+    /// Claims up to `batch` due events, oldest first.
+    async fn claim(&self, now: OffsetDateTime) -> Result<Vec<StoredEvent>> {
         let backend = self.db.backend();
         // PostgreSQL: SKIP LOCKED, so several instances' workers never take the same event;
         // SQLite: the single writer serializes claims.
@@ -524,11 +572,12 @@ impl Worker {
         };
         let sql = format!(
             "UPDATE billing_events SET state = 'processing', attempts = attempts + 1, \
-             lease_until = $2 WHERE event_id = (SELECT event_id FROM billing_events \
+             lease_until = $2 WHERE event_id IN (SELECT event_id FROM billing_events \
              WHERE state IN ('pending', 'processing') \
                AND ((state = 'pending' AND next_attempt_at <= $1) \
                 OR (state = 'processing' AND lease_until < $1)) \
-             ORDER BY created, event_id LIMIT 1{lock}) RETURNING {}",
+             ORDER BY created, event_id LIMIT {}{lock}) RETURNING {}",
+            self.batch.clamp(1, 1000),
             columns(backend)
         );
         let mut tx = self.db.begin_system().await?;
@@ -547,15 +596,18 @@ impl Worker {
                 .map(drop)
             })?;
         }
-        let row: Option<Row> = with_conn!(&mut tx, |c| {
+        let rows: Vec<Row> = with_conn!(&mut tx, |c| {
             sqlx::query_as(&sql)
                 .bind(now)
                 .bind(now + self.lease)
-                .fetch_optional(c)
+                .fetch_all(c)
                 .await
         })?;
         tx.commit().await?;
-        Ok(row.map(event_of))
+        let mut events: Vec<StoredEvent> = rows.into_iter().map(event_of).collect();
+        // RETURNING has no order.
+        events.sort_by(|a, b| (a.created, &a.event_id).cmp(&(b.created, &b.event_id)));
+        Ok(events)
     }
 }
 

@@ -409,6 +409,105 @@ async fn typed_handlers_get_async_stripes_objects(test_db: TestDb) {
     assert_eq!(receipts.paid.lock().expect("lock").len(), 1);
 }
 
+/// A handler whose effect is a row of its own (an `evt_effect_<attempt>` inbox row), that
+/// can be held mid-handler until released.
+#[derive(Debug, Default)]
+struct Effect {
+    entered: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+    hold: std::sync::atomic::AtomicBool,
+}
+
+impl EventHandler for Effect {
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut SystemTx,
+        event: &'a StoredEvent,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let id = format!("evt_effect_{}", event.attempts);
+            tenantkit_core::with_conn!(tx, |c| {
+                sqlx::query(
+                    "INSERT INTO billing_events (event_id, event_type, created, payload, \
+                     next_attempt_at, received_at, state) \
+                     VALUES ($1, 'test.effect', 1, '{}', $2, $2, 'done')",
+                )
+                .bind(&id)
+                .bind(tenantkit_core::now())
+                .execute(c)
+                .await
+                .map(drop)
+            })
+            .map_err(|e| e.to_string())?;
+            if self.hold.swap(false, Ordering::SeqCst) {
+                self.entered.notify_one();
+                self.release.notified().await;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// PostgreSQL (several workers at once): a worker whose handlers outlast its lease loses the
+/// event to another worker, and its effects roll back, so they commit exactly once. (On
+/// SQLite the single writer serializes the two: the first attempt commits before another
+/// worker can claim, and the second finds the event done.)
+async fn a_worker_past_its_lease_commits_nothing(test_db: TestDb) {
+    let billing = billing(&test_db);
+    deliver(&billing, &event("evt_slow", "invoice.paid", 1))
+        .await
+        .expect("stored");
+    let effect = Arc::new(Effect::default());
+    effect.hold.store(true, Ordering::SeqCst);
+    let mut slow = Worker::new(
+        test_db.db.clone(),
+        EventRouter::new().on("invoice.paid", effect.clone()),
+    );
+    slow.lease = Duration::seconds(1);
+    let now = tenantkit_core::now() + Duration::seconds(1);
+    let first = tokio::spawn(async move { slow.run_once(now).await });
+    effect.entered.notified().await;
+    // The first attempt is mid-handler; its lease has run out by the second worker's clock.
+    let other = Worker::new(
+        test_db.db.clone(),
+        EventRouter::new().on("invoice.paid", effect.clone()),
+    );
+    assert_eq!(
+        other
+            .run_once(now + Duration::seconds(5))
+            .await
+            .expect("run"),
+        Outcome::Done("evt_slow".into())
+    );
+    effect.release.notify_one();
+    assert_eq!(
+        first.await.expect("task").expect("run"),
+        Outcome::Superseded("evt_slow".into())
+    );
+    let inbox = billing.inbox();
+    assert!(
+        inbox.get("evt_effect_1").await.expect("get").is_none(),
+        "rolled back"
+    );
+    assert!(
+        inbox.get("evt_effect_2").await.expect("get").is_some(),
+        "committed once"
+    );
+    let slow_event = inbox.get("evt_slow").await.expect("get").expect("stored");
+    assert_eq!(
+        (slow_event.state, slow_event.attempts),
+        (EventState::Done, 2)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_worker_past_its_lease_commits_nothing() {
+    let Some(test_db) = db(Backend::Postgres).await else {
+        return;
+    };
+    a_worker_past_its_lease_commits_nothing(test_db).await;
+}
+
 tenantkit_core::backend_tests!(
     fixture = db;
     duplicates_are_no_ops, retries_then_dead_letters_then_replay,
