@@ -219,7 +219,7 @@ impl Workers {
                     match receiver.recv_timeout(IDLE_RELEASE) {
                         Ok(job) => {
                             if memory.len() < blocks {
-                                memory.resize(blocks, Block::default());
+                                memory = argon2_memory(blocks);
                             }
                             job(&mut memory);
                         }
@@ -547,7 +547,7 @@ fn verify_with(
     if memory.len() < blocks {
         // A hash made with a larger memory cost than today's: a buffer of its own, once
         // (the rehash that follows a match brings it to today's cost).
-        let mut own = vec![Block::default(); blocks];
+        let mut own = argon2_memory(blocks);
         argon2.hash_password_into_with_memory(password, salt_raw, &mut out, &mut own[..])
     } else {
         argon2.hash_password_into_with_memory(password, salt_raw, &mut out, &mut memory[..blocks])
@@ -557,6 +557,21 @@ fn verify_with(
     let computed =
         argon2::password_hash::Output::new(&out).map_err(|e| Error::Hashing(e.to_string()))?;
     Ok((computed == expected).then(|| needs_rehash(&parsed, current)))
+}
+
+/// glibc's largest dynamic mmap threshold (32 MiB on 64-bit) plus 1 MiB, in argon2 blocks.
+const OWN_MAPPING_BLOCKS: usize = (33 << 20) / argon2::Block::SIZE;
+
+/// `blocks` argon2 blocks (zeroed) in an allocation that is always its own memory mapping:
+/// its capacity is above the largest threshold glibc's malloc ever moves its mmap threshold
+/// to, so freeing it returns the pages to the operating system at once. (A 19 MiB buffer
+/// would move the threshold up on its first free and then live in the heap, which glibc
+/// keeps: 38 MB of resident memory after a login storm on two cores.) The pages past
+/// `blocks` are never touched, so they are never resident.
+fn argon2_memory(blocks: usize) -> Vec<Block> {
+    let mut memory = Vec::with_capacity(blocks.max(OWN_MAPPING_BLOCKS));
+    memory.resize(blocks, Block::default());
+    memory
 }
 
 /// argon2id under `params` into `out`, in the first blocks of `memory`.
@@ -569,7 +584,7 @@ fn fill(
 ) -> Result<()> {
     let blocks = params.block_count();
     if memory.len() < blocks {
-        memory.resize(blocks, Block::default());
+        *memory = argon2_memory(blocks);
     }
     PasswordHasher::argon2(params.clone())
         .hash_password_into_with_memory(password, salt, out, &mut memory[..blocks])
@@ -596,6 +611,17 @@ fn needs_rehash(stored: &Phc<'_>, current: &Params) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn argon2_memory_is_always_its_own_mapping() {
+        // 19 MiB (OWASP's m), a small cost and a cost above the threshold itself: the capacity
+        // is past glibc's largest mmap threshold, only the blocks asked for are written.
+        for blocks in [19 * 1024, 8, OWN_MAPPING_BLOCKS + 1] {
+            let memory = argon2_memory(blocks);
+            assert_eq!(memory.len(), blocks);
+            assert!(memory.capacity() * argon2::Block::SIZE > 32 << 20);
+        }
+    }
 
     /// Occupies the hasher's only worker until the answer is sent on the returned channel.
     async fn occupy(hasher: &PasswordHasher) -> std::sync::mpsc::Sender<()> {

@@ -96,11 +96,14 @@ pub(super) async fn connect(url: &str, options: &DatabaseOptions) -> Result<Sqli
         )
         .await?;
     // The file exists and is in WAL mode (a persistent setting) once the writer is open.
+    // Each reader keeps a 512 KiB page cache instead of SQLite's 2 MB: the readers would
+    // each cache the same hot pages, and the operating system's cache holds the file anyway
+    // (10 readers: 5 MB instead of 20 MB of resident memory).
     let reader = SqlitePoolOptions::new()
         .test_before_acquire(false)
         .acquire_timeout(options.acquire_timeout)
         .max_connections(options.max_connections.max(1))
-        .connect_with(connect.read_only(true))
+        .connect_with(connect.read_only(true).pragma("cache_size", "-512"))
         .await?;
     Ok(SqlitePools { writer, reader })
 }
