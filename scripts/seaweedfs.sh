@@ -129,6 +129,13 @@ seaweed_start() {
     fi
     mkdir -p "$dir/data" "$dir/logs" || return 1
     dir="$(cd "$dir" && pwd)"
+    # Observed: with 9 GB free on a 252 GB disk (91 % used) every PUT to SeaweedFS 4.48
+    # answered 500 and the S3 tests failed; with 42 GB free they passed. Say so up front.
+    local free_gb
+    free_gb="$(df -Pk "$dir" | awk 'NR == 2 { printf "%d", $4 / 1048576 }')"
+    if [[ -n "$free_gb" && "$free_gb" -lt 20 ]]; then
+        _seaweed_log "WARNING: only ${free_gb} GB free under $dir: SeaweedFS may refuse writes (500) below about 10 %; free some space (e.g. target/debug/incremental)"
+    fi
 
     local ports master volume filer s3 admin
     ports="$(_seaweed_free_ports 5)" || { _seaweed_log "could not choose free ports"; return 1; }
