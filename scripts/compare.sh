@@ -128,7 +128,7 @@ fi
 PB_BIN="$(pb_install)"
 log "PocketBase: $PB_BIN ($("$PB_BIN" --version))"
 
-if pgrep -f rustc >/dev/null 2>&1; then
+if pgrep -x rustc >/dev/null 2>&1; then
     log "WARNING: a Rust compiler is running on this machine: the numbers will be noisy"
 fi
 
@@ -277,13 +277,13 @@ pb_scenario() {
 # wrk_exec <key> <seconds> <threads> <conns>: runs wrk on S_URL/S_LUA/S_ENV into results/<key>.
 wrk_exec() {
     local key="$1" secs="$2" t="$3" c="$4"
-    ! pgrep -f rustc >/dev/null 2>&1 || R_NOISY[$key]=1
+    ! pgrep -x rustc >/dev/null 2>&1 || R_NOISY[$key]=1
     env WRK_METHOD=GET WRK_AUTH= WRK_BODY= WRK_SEQ_BODY=0 WRK_CONTENT_TYPE=application/json \
         WRK_CHECK_STATUS=1 ${S_ENV[@]+"${S_ENV[@]}"} \
         timeout $((secs + 60)) wrk "-t$t" "-c$c" "-d${secs}s" --latency --timeout 10s \
         -s "$S_LUA" "$S_URL" >"$WORK/results/$key.txt" 2>&1 || true
     # A compiler running at the start or the end of a run: its numbers are not to be trusted.
-    if [ -n "${R_NOISY[$key]:-}" ] || pgrep -f rustc >/dev/null 2>&1; then
+    if [ -n "${R_NOISY[$key]:-}" ] || pgrep -x rustc >/dev/null 2>&1; then
         R_NOISY[$key]=1; echo "NOISY" >>"$WORK/results/$key.txt"
     fi
 }
