@@ -95,7 +95,14 @@ struct Envelope {
     livemode: bool,
     #[serde(default)]
     object: Option<String>,
+    #[serde(default)]
+    api_version: Option<String>,
 }
+
+/// Said once per process: events rendered in another API version than the typed handlers
+/// read may not parse (they are kept, retried and dead-lettered, never lost).
+static API_VERSION_WARNED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// The payload as stored: the body exactly as received, except that U+0000 in a string
 /// becomes U+FFFD (PostgreSQL's `jsonb` cannot hold U+0000; both backends store the same).
@@ -211,6 +218,19 @@ impl Inbox {
             return Err(Error::NotAnEvent("the type is missing"));
         }
         let payload = std::str::from_utf8(body).map_err(|_| Error::NotAnEvent("not UTF-8"))?;
+        if let Some(version) = envelope.api_version.as_deref()
+            && version != crate::API_VERSION
+            && !API_VERSION_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                event = %envelope.id,
+                event_api_version = version,
+                handlers_api_version = crate::API_VERSION,
+                "a Stripe event in another API version than the typed handlers read: set the \
+                 webhook endpoint's API version to {}, or its events may not parse",
+                crate::API_VERSION
+            );
+        }
         let payload = storable(payload, value);
         let new = self
             .writer
@@ -463,10 +483,11 @@ impl Worker {
             if events.is_empty() {
                 return Ok(None);
             }
-            if let Ok(mut queue) = self.claimed.lock() {
-                let until = now + self.lease;
-                queue.extend(events.into_iter().map(|event| (event, until)));
-            }
+            let until = now + self.lease;
+            self.claimed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend(events.into_iter().map(|event| (event, until)));
         }
     }
 
@@ -534,7 +555,7 @@ impl Worker {
                 let dead = event.attempts >= self.max_attempts;
                 let next = now + self.delay(&event.event_id, event.attempts);
                 let mut tx = self.db.begin_system().await?;
-                with_conn!(&mut tx, |c| {
+                let marked = with_conn!(&mut tx, |c| {
                     sqlx::query(
                         "UPDATE billing_events SET state = $2, next_attempt_at = $3, \
                          lease_until = NULL, last_error = $4 \
@@ -547,9 +568,13 @@ impl Worker {
                     .bind(event.attempts)
                     .execute(c)
                     .await
-                    .map(drop)
+                    .map(|done| done.rows_affected())
                 })?;
                 tx.commit().await?;
+                if marked == 0 {
+                    // Another worker holds the event now; its attempt decides.
+                    return Ok(Outcome::Superseded(event.event_id));
+                }
                 tracing::warn!(event = %event.event_id, attempts = event.attempts, dead, "billing handler failed");
                 Ok(if dead {
                     Outcome::Dead(event.event_id)

@@ -9,7 +9,7 @@
 //! whose request is dropped midway (its client went away) never stalls the others.
 
 use std::collections::HashSet;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tenantkit_core::{Backend, Database, with_conn};
 use tokio::sync::{mpsc, oneshot};
@@ -34,18 +34,29 @@ type Job = (Delivery, oneshot::Sender<Result<bool>>);
 /// The handle to the writer task (started by the first delivery).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Writer {
-    sender: Arc<OnceLock<mpsc::Sender<Job>>>,
+    sender: Arc<Mutex<Option<mpsc::Sender<Job>>>>,
 }
 
 impl Writer {
+    /// The running writer task's queue, starting a task when there is none (the first
+    /// delivery, or the task ended: it panicked, or its runtime shut down).
+    fn sender(&self, db: &Database) -> mpsc::Sender<Job> {
+        let mut slot = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*slot {
+            Some(sender) if !sender.is_closed() => sender.clone(),
+            _ => {
+                let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
+                tokio::spawn(write_loop(db.clone(), receiver));
+                *slot = Some(sender.clone());
+                sender
+            }
+        }
+    }
+
     /// Stores `delivery` in `db`; `true` when it was new, `false` for a redelivery. Returns
     /// once the transaction that wrote it has committed.
     pub(crate) async fn store(&self, db: &Database, delivery: Delivery) -> Result<bool> {
-        let sender = self.sender.get_or_init(|| {
-            let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
-            tokio::spawn(write_loop(db.clone(), receiver));
-            sender
-        });
+        let sender = self.sender(db);
         let (reply, answer) = oneshot::channel();
         sender
             .send((delivery, reply))
@@ -63,7 +74,15 @@ fn stopped() -> crate::Error {
 async fn write_loop(db: Database, mut receiver: mpsc::Receiver<Job>) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let deliveries: Vec<&Delivery> = jobs.iter().map(|(delivery, _)| delivery).collect();
+        // Nobody waits for a delivery whose request was dropped; Stripe will deliver it again.
+        jobs.retain(|(_, reply)| !reply.is_closed());
+        if jobs.is_empty() {
+            continue;
+        }
+        let mut deliveries: Vec<&Delivery> = jobs.iter().map(|(delivery, _)| delivery).collect();
+        // One order of keys for every instance: concurrent batches on PostgreSQL never
+        // deadlock on each other's rows.
+        deliveries.sort_by(|a, b| a.event_id.cmp(&b.event_id));
         match insert(&db, &deliveries).await {
             Ok(inserted) => {
                 let mut inserted: HashSet<String> = inserted.into_iter().collect();
@@ -77,6 +96,16 @@ async fn write_loop(db: Database, mut receiver: mpsc::Receiver<Job>) {
                     let _ = reply.send(Err(err));
                 }
             }
+            Err(err) if !about_a_row(&err) => {
+                // The database itself failed (unreachable, pool exhausted): the same answer
+                // for all, without retrying each one into the same failure.
+                tracing::warn!(error = %err, deliveries = jobs.len(), "billing inbox write failed");
+                for (_, reply) in jobs.drain(..) {
+                    let _ = reply.send(Err(crate::Error::Core(tenantkit_core::Error::Database(
+                        sqlx::Error::Protocol("the inbox's batch failed".into()),
+                    ))));
+                }
+            }
             Err(_) => {
                 // One at a time: each delivery gets its own answer.
                 for (delivery, reply) in jobs.drain(..) {
@@ -88,6 +117,15 @@ async fn write_loop(db: Database, mut receiver: mpsc::Receiver<Job>) {
             }
         }
     }
+}
+
+/// Whether `err` is the database refusing a statement (one row can be the cause), rather
+/// than the database being unreachable or busy.
+fn about_a_row(err: &crate::Error) -> bool {
+    matches!(
+        err,
+        crate::Error::Core(tenantkit_core::Error::Database(sqlx::Error::Database(_)))
+    )
 }
 
 /// Inserts `deliveries` in one transaction; answers the ids that were new.
