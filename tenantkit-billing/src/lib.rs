@@ -40,6 +40,8 @@ mod subscriptions;
 pub mod testing;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod typed;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod worker;
 
 /// async-stripe's Stripe object types (its 1.0 line), which typed handlers receive.
 pub use stripe_shared;
@@ -48,10 +50,7 @@ pub use stripe_shared;
 pub use checkout::{HostedSession, StripeSessions};
 pub use error::{Error, Result};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use inbox::{
-    Billing, BoxFuture, EventHandler, EventRouter, EventState, Inbox, Ingested, Outcome,
-    StoredEvent, Worker, migrations,
-};
+pub use inbox::{Billing, EventState, Inbox, Ingested, StoredEvent, migrations};
 pub use plans::{Plan, Plans};
 pub use signature::{SignatureError, WebhookVerifier};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -60,6 +59,8 @@ pub use subscriptions::{
 };
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use typed::ObjectHandler;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use worker::{BoxFuture, EventHandler, EventRouter, Outcome, Worker};
 
 /// The Stripe API version async-stripe's types (and so typed handlers) are generated from:
 /// set the webhook endpoint's API version to it.

@@ -19,9 +19,10 @@ use time::OffsetDateTime;
 
 use tenantkit_core::{AuditEvent, PlanName, SystemTx, TenantId, TenantTx, with_conn};
 
-use crate::inbox::{BoxFuture, EventRouter, StoredEvent};
+use crate::inbox::StoredEvent;
 use crate::plans::Plans;
 use crate::typed::ObjectHandler;
+use crate::worker::{BoxFuture, EventRouter};
 
 /// The event types [`SubscriptionHandler`] applies.
 pub const SUBSCRIPTION_EVENTS: &[&str] = &[

@@ -41,7 +41,8 @@ use std::sync::Arc;
 use tenantkit_core::SystemTx;
 
 use crate::API_VERSION;
-use crate::inbox::{BoxFuture, EventHandler, EventRouter, StoredEvent};
+use crate::inbox::StoredEvent;
+use crate::worker::{BoxFuture, EventHandler, EventRouter};
 
 impl StoredEvent {
     /// The event's `data.object` as async-stripe's type `T` (e.g.

@@ -2,9 +2,8 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash as Phc, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -13,6 +12,12 @@ use tenantkit_core::{FieldError, PasswordHash};
 use tokio::sync::OnceCell;
 
 use crate::{Error, Result};
+
+mod workers;
+
+#[cfg(test)]
+use workers::OWN_MAPPING_BLOCKS;
+use workers::{QUEUE_PER_WORKER, Workers, argon2_memory};
 
 /// A plaintext password from a client. Its `Debug` never shows it.
 #[derive(Clone, serde::Deserialize)]
@@ -39,7 +44,7 @@ impl fmt::Debug for Password {
 
 /// The 19,640 most common passwords (Django's `CommonPasswordValidator` list, BSD-3).
 static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
-    include_str!("../data/common-passwords.txt")
+    include_str!("../../data/common-passwords.txt")
         .lines()
         .collect()
 });
@@ -138,167 +143,6 @@ pub struct HasherStats {
     pub refused: u64,
     /// Admitted and not running yet (waiting for a worker, or just handed to one).
     pub waiting: usize,
-}
-
-/// Waiting hashes allowed per worker, by default.
-const QUEUE_PER_WORKER: usize = 16;
-
-/// A worker idle this long gives its memory back.
-const IDLE_RELEASE: Duration = Duration::from_secs(1);
-
-/// What an overloaded hasher tells callers to wait.
-const OVERLOADED_RETRY_AFTER: Duration = Duration::from_secs(1);
-
-/// A job for a worker: gets the worker's memory buffer.
-type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
-
-/// The worker threads and the bounded queue in front of them.
-struct Workers {
-    jobs: flume::Sender<Job>,
-    receiver: flume::Receiver<Job>,
-    count: usize,
-    queue: usize,
-    blocks: usize,
-    counters: Arc<Counters>,
-}
-
-#[derive(Default)]
-struct Counters {
-    /// Jobs admitted and not finished: running plus waiting. At most `count + queue`.
-    admitted: AtomicUsize,
-    /// Jobs a worker is running now.
-    running: AtomicUsize,
-    /// Worker threads alive now (at most `count`).
-    alive: AtomicUsize,
-    started: AtomicU64,
-    refused: AtomicU64,
-}
-
-impl Workers {
-    /// At most `count` threads, started when jobs arrive, whose buffers hold `blocks` argon2
-    /// blocks. A thread idle for a second ends, and its buffer and its allocator heap go with
-    /// it: an idle hasher costs no memory (a thread that merely frees its buffer can leave the
-    /// pages resident in a thread-caching allocator), and a storm holds exactly `count`
-    /// buffers.
-    fn start(count: usize, queue: usize, blocks: usize) -> Self {
-        let (jobs, receiver) = flume::unbounded::<Job>();
-        Self {
-            jobs,
-            receiver,
-            count,
-            queue,
-            blocks,
-            counters: Arc::new(Counters::default()),
-        }
-    }
-
-    /// Starts a worker unless `count` are alive.
-    fn ensure_worker(&self) {
-        let reserved =
-            self.counters
-                .alive
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |alive| {
-                    (alive < self.count).then_some(alive + 1)
-                });
-        if reserved.is_err() {
-            return;
-        }
-        let (receiver, counters, blocks, count) = (
-            self.receiver.clone(),
-            Arc::clone(&self.counters),
-            self.blocks,
-            self.count,
-        );
-        let n = self.counters.started.load(Ordering::Relaxed);
-        let spawned = std::thread::Builder::new()
-            .name(format!("tenantkit-argon2-{n}"))
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                let mut memory: Vec<Block> = Vec::new();
-                loop {
-                    match receiver.recv_timeout(IDLE_RELEASE) {
-                        Ok(job) => {
-                            if memory.len() < blocks {
-                                memory = argon2_memory(blocks);
-                            }
-                            job(&mut memory);
-                        }
-                        // Idle: end the thread, unless a job arrived while it was deciding and
-                        // no other worker was started for it (never more than `count`).
-                        Err(flume::RecvTimeoutError::Timeout) => {
-                            counters.alive.fetch_sub(1, Ordering::AcqRel);
-                            if receiver.is_empty() {
-                                return;
-                            }
-                            let back = counters.alive.fetch_update(
-                                Ordering::AcqRel,
-                                Ordering::Acquire,
-                                |alive| (alive < count).then_some(alive + 1),
-                            );
-                            if back.is_err() {
-                                return;
-                            }
-                        }
-                        Err(flume::RecvTimeoutError::Disconnected) => {
-                            counters.alive.fetch_sub(1, Ordering::AcqRel);
-                            return;
-                        }
-                    }
-                }
-            });
-        if let Err(err) = spawned {
-            self.counters.alive.fetch_sub(1, Ordering::AcqRel);
-            tracing::error!(error = %err, "could not start a password-hashing thread");
-        }
-    }
-
-    /// Runs `work` on a worker with its buffer. Refused at once when `count` jobs run and
-    /// `queue` wait already. A job whose caller went away before a worker took it is skipped.
-    async fn run<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
-    ) -> Result<T> {
-        let limit = self.count + self.queue;
-        let admitted =
-            self.counters
-                .admitted
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
-                    (now < limit).then_some(now + 1)
-                });
-        if admitted.is_err() {
-            self.counters.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(Error::Overloaded {
-                retry_after: OVERLOADED_RETRY_AFTER,
-            });
-        }
-        let (done, answer) = tokio::sync::oneshot::channel();
-        let counters = Arc::clone(&self.counters);
-        let job: Job = Box::new(move |memory| {
-            if done.is_closed() {
-                counters.admitted.fetch_sub(1, Ordering::AcqRel);
-                return;
-            }
-            counters.running.fetch_add(1, Ordering::AcqRel);
-            counters.started.fetch_add(1, Ordering::Relaxed);
-            let output = work(memory);
-            // The slot is free before the caller hears back, so its next request (or anyone's)
-            // finds it free.
-            counters.running.fetch_sub(1, Ordering::AcqRel);
-            counters.admitted.fetch_sub(1, Ordering::AcqRel);
-            let _ = done.send(output);
-        });
-        if self.jobs.send(job).is_err() {
-            self.counters.admitted.fetch_sub(1, Ordering::AcqRel);
-            return Err(Error::Hashing(
-                "no password-hashing thread is running".into(),
-            ));
-        }
-        // After the send: a worker that is just ending sees the job and stays.
-        self.ensure_worker();
-        answer
-            .await
-            .map_err(|_| Error::Hashing("the hashing thread failed".into()))
-    }
 }
 
 impl fmt::Debug for PasswordHasher {
@@ -557,21 +401,6 @@ fn verify_with(
     let computed =
         argon2::password_hash::Output::new(&out).map_err(|e| Error::Hashing(e.to_string()))?;
     Ok((computed == expected).then(|| needs_rehash(&parsed, current)))
-}
-
-/// glibc's largest dynamic mmap threshold (32 MiB on 64-bit) plus 1 MiB, in argon2 blocks.
-const OWN_MAPPING_BLOCKS: usize = (33 << 20) / argon2::Block::SIZE;
-
-/// `blocks` argon2 blocks (zeroed) in an allocation that is always its own memory mapping:
-/// its capacity is above the largest threshold glibc's malloc ever moves its mmap threshold
-/// to, so freeing it returns the pages to the operating system at once. (A 19 MiB buffer
-/// would move the threshold up on its first free and then live in the heap, which glibc
-/// keeps: 38 MB of resident memory after a login storm on two cores.) The pages past
-/// `blocks` are never touched, so they are never resident.
-fn argon2_memory(blocks: usize) -> Vec<Block> {
-    let mut memory = Vec::with_capacity(blocks.max(OWN_MAPPING_BLOCKS));
-    memory.resize(blocks, Block::default());
-    memory
 }
 
 /// argon2id under `params` into `out`, in the first blocks of `memory`.

@@ -1,0 +1,281 @@
+//! The worker: claims stored events (in batches, under leases; `FOR UPDATE SKIP LOCKED` on
+//! PostgreSQL), routes them to handlers inside the transaction that marks them done, and
+//! retries failures with backoff and jitter until they become dead letters.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use time::{Duration, OffsetDateTime};
+
+use tenantkit_core::{Backend, Database, SystemTx, with_conn};
+
+use crate::Result;
+use crate::inbox::{Row, StoredEvent, columns, event_of};
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Handles events of the types it was registered for, inside the transaction that also
+/// marks the event done: its database effects commit exactly once with that mark.
+pub trait EventHandler: std::fmt::Debug + Send + Sync + 'static {
+    /// Handles `event`; an error rolls back its effects and schedules a retry.
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut SystemTx,
+        event: &'a StoredEvent,
+    ) -> BoxFuture<'a, std::result::Result<(), String>>;
+}
+
+/// Event types → handlers. Types without a handler are acknowledged and marked done.
+#[derive(Debug, Clone, Default)]
+pub struct EventRouter {
+    handlers: HashMap<String, Vec<Arc<dyn EventHandler>>>,
+}
+
+impl EventRouter {
+    /// An empty router.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Routes `event_type` to `handler` too.
+    pub fn on(mut self, event_type: &str, handler: Arc<dyn EventHandler>) -> Self {
+        self.handlers
+            .entry(event_type.to_owned())
+            .or_default()
+            .push(handler);
+        self
+    }
+}
+
+/// What [`Worker::run_once`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing was due.
+    Idle,
+    /// The event was handled.
+    Done(String),
+    /// A handler failed; the event will be retried.
+    Retry(String),
+    /// A handler failed for the last time; the event is a dead letter.
+    Dead(String),
+    /// The handlers took longer than the claim's lease and another worker took the event
+    /// over: this attempt's effects were rolled back (the other attempt's count).
+    Superseded(String),
+}
+
+/// Claims due events and routes them.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    db: Database,
+    router: Arc<EventRouter>,
+    /// How long a claim lasts before another worker may take the event over.
+    pub lease: Duration,
+    /// Attempts before an event becomes a dead letter.
+    pub max_attempts: i32,
+    /// The first retry's delay (doubling each time, with jitter).
+    pub backoff: Duration,
+    /// Events claimed per claim transaction (handled one by one, each in its own
+    /// transaction, before the next claim). A claimed event not yet handled when its lease
+    /// ends is left to whichever worker claims it then.
+    pub batch: usize,
+    /// Claimed events not handled yet, with the end of their lease.
+    claimed: Arc<std::sync::Mutex<std::collections::VecDeque<(StoredEvent, OffsetDateTime)>>>,
+}
+
+impl Worker {
+    /// A worker over `db` with `router`: 60 s leases, 12 attempts, 30 s first backoff
+    /// doubling up to 6 hours (about 21 hours in all: an event waiting for one it depends on
+    /// outlives any realistic delay, and Stripe itself retries for 3 days).
+    pub fn new(db: Database, router: EventRouter) -> Self {
+        Self {
+            db,
+            router: Arc::new(router),
+            lease: Duration::seconds(60),
+            max_attempts: 12,
+            backoff: Duration::seconds(30),
+            batch: 16,
+            claimed: Arc::default(),
+        }
+    }
+
+    /// The next claimed event whose lease still holds at `now`, claiming a batch when none is
+    /// left.
+    async fn next(&self, now: OffsetDateTime) -> Result<Option<StoredEvent>> {
+        loop {
+            let next = self
+                .claimed
+                .lock()
+                .map(|mut q| q.pop_front())
+                .unwrap_or(None);
+            match next {
+                Some((event, until)) if until > now => return Ok(Some(event)),
+                Some(_) => continue, // its lease ran out: another worker may hold it now
+                None => {}
+            }
+            let events = self.claim(now).await?;
+            if events.is_empty() {
+                return Ok(None);
+            }
+            let until = now + self.lease;
+            self.claimed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend(events.into_iter().map(|event| (event, until)));
+        }
+    }
+
+    /// The delay before attempt `attempts + 1`.
+    fn delay(&self, event_id: &str, attempts: i32) -> Duration {
+        let exponent = u32::try_from(attempts.clamp(1, 20) - 1).unwrap_or(0);
+        let base = (self.backoff * 2i32.pow(exponent.min(16))).min(Duration::hours(6));
+        base + base * f64::from(jitter_fraction(event_id, attempts))
+    }
+
+    /// Handles one due event (pending and due, or processing with an expired lease: its
+    /// worker died), oldest first; claims up to [`Worker::batch`] of them at a time.
+    ///
+    /// # Errors
+    /// Database errors (handler errors become retries).
+    pub async fn run_once(&self, now: OffsetDateTime) -> Result<Outcome> {
+        let Some(event) = self.next(now).await? else {
+            return Ok(Outcome::Idle);
+        };
+        let handlers = self
+            .router
+            .handlers
+            .get(&event.event_type)
+            .cloned()
+            .unwrap_or_default();
+        let mut tx = self.db.begin_system().await?;
+        let mut failure = None;
+        for handler in &handlers {
+            if let Err(err) = handler.handle(&mut tx, &event).await {
+                failure = Some(err);
+                break;
+            }
+        }
+        match failure {
+            None => {
+                // Only while this claim holds (its attempt number): after the lease another
+                // worker may have taken the event over, and then this attempt's effects roll
+                // back instead of committing a second time.
+                let marked = with_conn!(&mut tx, |c| {
+                    sqlx::query(
+                        "UPDATE billing_events SET state = 'done', processed_at = $2, \
+                         lease_until = NULL, last_error = NULL \
+                         WHERE event_id = $1 AND state = 'processing' AND attempts = $3",
+                    )
+                    .bind(&event.event_id)
+                    .bind(now)
+                    .bind(event.attempts)
+                    .execute(c)
+                    .await
+                    .map(|done| done.rows_affected())
+                })?;
+                if marked == 0 {
+                    drop(tx);
+                    tracing::warn!(
+                        event = %event.event_id,
+                        "another worker took the event over after this claim's lease; rolled back"
+                    );
+                    return Ok(Outcome::Superseded(event.event_id));
+                }
+                tx.commit().await?;
+                Ok(Outcome::Done(event.event_id))
+            }
+            Some(error) => {
+                drop(tx); // rolls the handlers' effects back
+                let dead = event.attempts >= self.max_attempts;
+                let next = now + self.delay(&event.event_id, event.attempts);
+                let mut tx = self.db.begin_system().await?;
+                let marked = with_conn!(&mut tx, |c| {
+                    sqlx::query(
+                        "UPDATE billing_events SET state = $2, next_attempt_at = $3, \
+                         lease_until = NULL, last_error = $4 \
+                         WHERE event_id = $1 AND state = 'processing' AND attempts = $5",
+                    )
+                    .bind(&event.event_id)
+                    .bind(if dead { "dead" } else { "pending" })
+                    .bind(next)
+                    .bind(error.chars().take(1000).collect::<String>())
+                    .bind(event.attempts)
+                    .execute(c)
+                    .await
+                    .map(|done| done.rows_affected())
+                })?;
+                tx.commit().await?;
+                if marked == 0 {
+                    // Another worker holds the event now; its attempt decides.
+                    return Ok(Outcome::Superseded(event.event_id));
+                }
+                tracing::warn!(event = %event.event_id, attempts = event.attempts, dead, "billing handler failed");
+                Ok(if dead {
+                    Outcome::Dead(event.event_id)
+                } else {
+                    Outcome::Retry(event.event_id)
+                })
+            }
+        }
+    }
+
+    /// Claims up to `batch` due events, oldest first.
+    async fn claim(&self, now: OffsetDateTime) -> Result<Vec<StoredEvent>> {
+        let backend = self.db.backend();
+        // PostgreSQL: SKIP LOCKED, so several instances' workers never take the same event;
+        // SQLite: the single writer serializes claims.
+        let lock = if backend == Backend::Postgres {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "UPDATE billing_events SET state = 'processing', attempts = attempts + 1, \
+             lease_until = $2 WHERE event_id IN (SELECT event_id FROM billing_events \
+             WHERE state IN ('pending', 'processing') \
+               AND ((state = 'pending' AND next_attempt_at <= $1) \
+                OR (state = 'processing' AND lease_until < $1)) \
+             ORDER BY created, event_id LIMIT {}{lock}) RETURNING {}",
+            self.batch.clamp(1, 1000),
+            columns(backend)
+        );
+        let mut tx = self.db.begin_system().await?;
+        if backend == Backend::Postgres {
+            // Walk the open-events index in order, whatever the statistics say: before the
+            // table is first analyzed (a fresh inbox filling up), PostgreSQL estimates one
+            // open row and sorts the whole backlog for every claim instead (measured: 59 ms
+            // a claim, 12 events/s, at 45k pending). For this transaction only.
+            with_conn!(&mut tx, |c| {
+                sqlx::query(
+                    "SELECT set_config('enable_sort', 'off', true), \
+                     set_config('enable_bitmapscan', 'off', true)",
+                )
+                .execute(c)
+                .await
+                .map(drop)
+            })?;
+        }
+        let rows: Vec<Row> = with_conn!(&mut tx, |c| {
+            sqlx::query_as(&sql)
+                .bind(now)
+                .bind(now + self.lease)
+                .fetch_all(c)
+                .await
+        })?;
+        tx.commit().await?;
+        let mut events: Vec<StoredEvent> = rows.into_iter().map(event_of).collect();
+        // RETURNING has no order.
+        events.sort_by(|a, b| (a.created, &a.event_id).cmp(&(b.created, &b.event_id)));
+        Ok(events)
+    }
+}
+
+/// A deterministic fraction in [0, 0.5) from the event and attempt (spreads retries without
+/// a random source).
+fn jitter_fraction(event_id: &str, attempt: i32) -> f32 {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("{event_id}:{attempt}").as_bytes());
+    f32::from(digest[0]) / 512.0
+}
