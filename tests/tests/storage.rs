@@ -710,7 +710,7 @@ async fn bad_intents_are_422(fixture: Fixture) {
 async fn sweeper_removes_expired_uploads_and_orphans(fixture: Fixture) {
     let who = owner(&fixture);
     let storage = fixture.storage().with_limits(tenantkit_storage::Limits {
-        upload_ttl: time::Duration::seconds(1),
+        upload_ttl: time::Duration::minutes(5),
         sweep_grace: time::Duration::ZERO,
         ..tenantkit_storage::Limits::default()
     });
@@ -724,7 +724,8 @@ async fn sweeper_removes_expired_uploads_and_orphans(fixture: Fixture) {
         project_id: None,
         method: None,
     };
-    // Expires a second after it was made (uploaded, never completed).
+    // Expires five minutes after it was made (uploaded, never completed). The sweep below runs
+    // at a given instant six minutes on, so no wall-clock wait or race decides the outcome.
     let expiring = storage
         .create_upload(who, &client, new())
         .await
@@ -736,7 +737,7 @@ async fn sweeper_removes_expired_uploads_and_orphans(fixture: Fixture) {
             .await
             .is_success()
     );
-    // Fresh (15 minutes).
+    // Fresh (the server's default, 15 minutes).
     let fresh = fixture.ticket(who, &bytes, "image/png").await;
     // A completed file.
     let done = fixture.ticket(who, &bytes, "image/png").await;
@@ -768,7 +769,7 @@ async fn sweeper_removes_expired_uploads_and_orphans(fixture: Fixture) {
     assert!(fixture.put(&signed, bytes.clone(), None).await.is_success());
     assert!(store.head(&orphan).await.expect("head").is_some());
 
-    let later = tenantkit_core::now() + time::Duration::seconds(3);
+    let later = tenantkit_core::now() + time::Duration::minutes(6);
     let report = storage.sweep(later).await.expect("sweep");
     assert_eq!(report.expired_uploads, 1, "{report:?}");
     assert_eq!(report.orphans, 1, "{report:?}");
