@@ -135,7 +135,8 @@ start_smtp() {
     "$venv/bin/python" -m aiosmtpd -n -l "127.0.0.1:$port" -c aiosmtpd.handlers.Mailbox "$SMTP_TMP/maildir" \
         >"$SMTP_TMP/smtp.log" 2>&1 &
     SMTP_PID=$!
-    for _ in $(seq 1 100); do
+    # Up to about a minute on a busy machine (each probe starts a Python); usually the first.
+    for _ in $(seq 1 300); do
         if "$venv/bin/python" -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" >/dev/null 2>&1; then
             export TENANTKIT_TEST_SMTP_URL="smtp://127.0.0.1:$port"
             export TENANTKIT_TEST_SMTP_MAILDIR="$SMTP_TMP/maildir"

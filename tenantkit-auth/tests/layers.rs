@@ -229,10 +229,13 @@ async fn strict_mode_refuses_tokens_of_revoked_sessions() {
         session.id,
     );
     let bearer = format!("Bearer {}", tokens.issue(&who).expect("issue").token);
+    // The cache's clock stands still: "lives for its TTL" must not depend on how fast this
+    // machine gets from the warm-up to the check.
+    let clock = Arc::new(tenantkit_core::ManualClock::new(tenantkit_core::now()));
     let strict = |ttl| {
         StrictJwtAuthLayer::new(
             tokens.clone(),
-            CachedSessionCheck::with_ttl(Arc::new(sessions.clone()), ttl),
+            CachedSessionCheck::with_clock(Arc::new(sessions.clone()), ttl, clock.clone()),
         )
     };
 

@@ -27,7 +27,7 @@ async fn messages_are_delivered_through_a_real_smtp_server() {
         .await
         .expect("send");
     let new = maildir.join("new");
-    for _ in 0..100 {
+    for _ in 0..600 {
         for entry in std::fs::read_dir(&new).into_iter().flatten().flatten() {
             let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
             if text.contains(&marker) {

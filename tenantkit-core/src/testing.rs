@@ -111,7 +111,7 @@ impl TestDb {
     async fn sqlite() -> TestDb {
         let dir = tempfile::tempdir().expect("temporary folder for a test database");
         let url = format!("sqlite://{}", dir.path().join("test.db").display());
-        let db = Database::connect(&url)
+        let db = Database::connect_with(&url, &Self::options())
             .await
             .expect("open SQLite test database");
         TestDb {
@@ -148,7 +148,18 @@ impl TestDb {
     /// # Errors
     /// What [`Database::connect`] refuses.
     pub async fn reconnect(&self) -> crate::Result<Database> {
-        Database::connect(&self.app_url).await
+        Database::connect_with(&self.app_url, &Self::options()).await
+    }
+
+    /// The production defaults, except that a connection is waited for up to a minute: tests
+    /// run many writers at once on a busy machine, where the production bound (5 s, then a
+    /// 503) would make a slow test a failed one.
+    fn options() -> DatabaseOptions {
+        DatabaseOptions {
+            acquire_timeout: std::time::Duration::from_secs(60),
+            busy_timeout: std::time::Duration::from_secs(60),
+            ..DatabaseOptions::default()
+        }
     }
 
     /// Runs `sql` (one or more statements) as the owner of the tables, as a migration would.

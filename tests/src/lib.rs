@@ -156,12 +156,12 @@ impl TestServer {
 
 impl TestServer {
     /// The token in the newest email to `to` whose subject contains `subject`, waiting up to
-    /// five seconds for background delivery.
+    /// 30 seconds for background delivery (a busy machine; a quick one answers at once).
     ///
     /// # Panics
     /// When no such email arrives.
     pub async fn mailed_token(&self, to: &str, subject: &str) -> String {
-        for _ in 0..100 {
+        for _ in 0..600 {
             let found = self
                 .mailer
                 .sent()

@@ -519,6 +519,23 @@ async fn auth_events_are_audited_without_secrets(server: TestServer) {
     )
     .await
     .expect("send");
+    // A failed login is audited off the request's path (its answer waits for nothing that
+    // could tell an attacker more): wait for the entry, so the order below is the order of
+    // the events, not of the scheduler.
+    let tenant: tenantkit_core::TenantId = id(&signed_up["tenant"]["id"]);
+    let scope = tenantkit_core::TenantScope::for_system(tenant);
+    let mut recorded = false;
+    for _ in 0..600 {
+        let mut tx = server.test_db.db.begin_read(&scope).await.expect("begin");
+        let entries = tx.audit_entries(0, 100).await.expect("entries");
+        if entries.iter().any(|e| e.action == "auth.login_failed") {
+            recorded = true;
+            break;
+        }
+        drop(tx);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(recorded, "the failed login was never audited");
     let login: Value = call(
         "/v1/auth/login",
         json!({"email": "audited@example.com", "password": PASSWORD}),
@@ -551,13 +568,7 @@ async fn auth_events_are_audited_without_secrets(server: TestServer) {
     .await
     .expect("send");
 
-    let tenant: tenantkit_core::TenantId = id(&signed_up["tenant"]["id"]);
-    let mut tx = server
-        .test_db
-        .db
-        .begin_read(&tenantkit_core::TenantScope::for_system(tenant))
-        .await
-        .expect("begin");
+    let mut tx = server.test_db.db.begin_read(&scope).await.expect("begin");
     let entries = tx.audit_entries(0, 100).await.expect("entries");
     assert_eq!(
         tx.verify_audit_chain(None, None).await.expect("verify"),

@@ -56,8 +56,11 @@ async fn a_client_that_trickles_its_headers_is_cut_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_most_the_configured_connections_are_served_at_once() {
+    // A long header timeout: the two held connections must stay open however slowly a busy
+    // machine gets through this test (the server would close an idle one after it).
     let config = Config {
         max_connections: 2,
+        header_timeout_secs: 300,
         ..Config::default()
     };
     let server = TestServer::start_with(Backend::Sqlite, config)

@@ -114,7 +114,7 @@ async fn only_the_newest_reset_link_works_and_garbage_is_refused(server: TestSer
             .filter(|m| m.to == "twice@example.com" && m.subject.contains("Reset"))
             .count()
     };
-    for _ in 0..100 {
+    for _ in 0..600 {
         if resets() == 2 {
             break;
         }

@@ -101,7 +101,7 @@ async fn verify_first_signup_does_not_reveal_registered_addresses(server: TestSe
     // The mailboxes know what happened: a link for the new account, a notice for the old.
     let verify = server.mailed_token(fresh, "Verify").await;
     let mut notice = None;
-    for _ in 0..100 {
+    for _ in 0..600 {
         notice = server
             .mailer
             .sent()
@@ -151,7 +151,7 @@ async fn verify_first_signup_does_not_reveal_registered_addresses(server: TestSe
     );
     // That login mailed a new link, which replaces the first.
     let mut links = 0;
-    for _ in 0..100 {
+    for _ in 0..600 {
         links = server
             .mailer
             .sent()
