@@ -86,16 +86,19 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker over `db` with `router`: 60 s leases, 12 attempts, 30 s first backoff
-    /// doubling up to 6 hours (about 21 hours in all: an event waiting for one it depends on
-    /// outlives any realistic delay, and Stripe itself retries for 3 days).
+    /// A worker over `db` with `router`: 60 s leases, 18 attempts, a 1 s first backoff
+    /// doubling up to 6 hours (plus up to half again of jitter; about 21 hours in all: an
+    /// event waiting for one it depends on outlives any realistic delay, and Stripe itself
+    /// retries for 3 days). The short first delay is for the common case: Stripe delivers
+    /// `customer.subscription.created` before the `checkout.session.completed` that names
+    /// its tenant, and the plan should follow within seconds, not a minute.
     pub fn new(db: Database, router: EventRouter) -> Self {
         Self {
             db,
             router: Arc::new(router),
             lease: Duration::seconds(60),
-            max_attempts: 12,
-            backoff: Duration::seconds(30),
+            max_attempts: 18,
+            backoff: Duration::seconds(1),
             batch: 16,
             claimed: Arc::default(),
         }
@@ -278,4 +281,28 @@ fn jitter_fraction(event_id: &str, attempt: i32) -> f32 {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(format!("{event_id}:{attempt}").as_bytes());
     f32::from(digest[0]) / 512.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The default schedule: a retry within 1.5 s first (an event waiting for its checkout
+    /// session), then doubling, capped at 6 hours (9 with jitter), about a day in all.
+    #[tokio::test]
+    async fn the_default_backoff_retries_soon_then_for_about_a_day() {
+        let db = Database::connect("sqlite::memory:").await.expect("db");
+        let worker = Worker::new(db, EventRouter::new());
+        let delays: Vec<Duration> = (1..worker.max_attempts)
+            .map(|attempt| worker.delay("evt_1", attempt))
+            .collect();
+        assert!(delays[0] >= Duration::seconds(1) && delays[0] < Duration::milliseconds(1500));
+        assert!(delays.windows(2).all(|pair| pair[1] >= pair[0] / 2));
+        assert!(delays.iter().all(|delay| *delay < Duration::hours(9)));
+        let total: Duration = delays.iter().copied().sum();
+        assert!(
+            total > Duration::hours(21) && total < Duration::hours(32),
+            "{total}"
+        );
+    }
 }
