@@ -1,5 +1,6 @@
-//! The database session store on both backends: a token of a revoked session never rotates,
-//! and sessions are tenant rows (on PostgreSQL, behind row-level security).
+//! The database session store on both backends: a live rotation writes exactly the successor
+//! and the session's touch, a token of a revoked session never rotates, and sessions are
+//! tenant rows (on PostgreSQL, behind row-level security).
 
 use std::time::Duration;
 
@@ -53,6 +54,87 @@ async fn a_revoked_sessions_token_never_rotates(test_db: TestDb) {
     assert!(stored.revoked_at.is_some());
 }
 
+/// The one-statement rotation (SQLite: the trigger of migration 2005; PostgreSQL: one CTE):
+/// the successor is the next generation, the session is touched, what comes back is what is
+/// stored, and a spent, idle or revoked token writes nothing.
+async fn a_live_rotation_writes_the_successor_and_touches_the_session(test_db: TestDb) {
+    let db = &test_db.db;
+    let world = TwoTenants::create(db).await;
+    let start = now();
+    let session = SessionRecord::new(
+        world.a.owner.id,
+        world.a.tenant.id,
+        start,
+        start + Duration::from_secs(3600),
+    );
+    let (first, second, third) = (
+        b"first-token-hash-0123456789abcdef",
+        b"second-token-hash-0123456789abcde",
+        b"third-token-hash-0123456789abcdef",
+    );
+    db.create(&session, first).await.expect("create");
+    let at = start + Duration::from_secs(60);
+    let idle_since = start - Duration::from_secs(60);
+    let rotated = db
+        .rotate_live(first, second, at, idle_since)
+        .await
+        .expect("rotate")
+        .expect("a live token rotates");
+    let stored = db
+        .session(session.id)
+        .await
+        .expect("session")
+        .expect("exists");
+    assert_eq!(rotated, stored, "the answer is the stored session");
+    assert_eq!(
+        (stored.id, stored.last_used_at, stored.created_at),
+        (session.id, at, session.created_at)
+    );
+    let (old, _) = db.find(first).await.expect("find").expect("kept");
+    assert_eq!((old.generation, old.rotated_at), (1, Some(at)));
+    let (next, of) = db.find(second).await.expect("find").expect("successor");
+    assert_eq!(
+        (
+            next.session_id,
+            next.generation,
+            next.created_at,
+            next.rotated_at
+        ),
+        (session.id, 2, at, None)
+    );
+    assert_eq!(of, stored);
+
+    // A spent token: nothing rotates, no third row appears.
+    let again = db
+        .rotate_live(first, third, at, idle_since)
+        .await
+        .expect("rotate");
+    assert_eq!(again, None);
+    assert!(db.find(third).await.expect("find").is_none());
+    // Idle: last used before `idle_since`.
+    let later = at + Duration::from_secs(60);
+    assert_eq!(
+        db.rotate_live(second, third, later, later)
+            .await
+            .expect("rotate"),
+        None
+    );
+    assert!(db.find(third).await.expect("find").is_none());
+    // Revoked.
+    db.revoke(session.id, later, "logout")
+        .await
+        .expect("revoke");
+    assert_eq!(
+        db.rotate_live(second, third, later, idle_since)
+            .await
+            .expect("rotate"),
+        None
+    );
+    assert!(db.find(third).await.expect("find").is_none());
+    let (unspent, _) = db.find(second).await.expect("find").expect("kept");
+    assert_eq!(unspent.rotated_at, None, "nothing was marked");
+}
+
 async fn sessions_are_tenant_rows(test_db: TestDb) {
     let db = &test_db.db;
     let world = TwoTenants::create(db).await;
@@ -73,6 +155,7 @@ async fn sessions_are_tenant_rows(test_db: TestDb) {
 
 tenantkit_core::backend_tests!(
     fixture = db;
+    a_live_rotation_writes_the_successor_and_touches_the_session,
     a_revoked_sessions_token_never_rotates,
     sessions_are_tenant_rows,
 );

@@ -134,7 +134,7 @@ impl Database {
         let mut tx = TenantTx::new(
             crate::TenantScope::for_system(tenant.id),
             conn,
-            self.audit_key.clone(),
+            self.audit.clone(),
         );
         for attempt in 0.. {
             tenant.slug = slug.clone();

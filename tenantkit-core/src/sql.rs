@@ -53,18 +53,20 @@ use crate::{Result, TenantId, TenantScope, UserId};
 #[derive(Debug)]
 pub enum Never {}
 
-/// A SQLite connection as a transaction kind uses it: inside a transaction (every read-write
-/// one), or in autocommit mode (read-only ones, where each statement reads one consistent
-/// snapshot, as PostgreSQL's default READ COMMITTED gives each statement; skipping `BEGIN`
-/// and `COMMIT` saves two round trips to the connection's thread per request).
+/// A SQLite connection as a transaction kind uses it: the one writer (inside `BEGIN
+/// IMMEDIATE` … `COMMIT` for every read-write transaction, or in autocommit mode for a
+/// single statement, see `Database::begin_system_statement`), or a reader in autocommit mode
+/// (read-only transactions, where each statement reads one consistent snapshot, as
+/// PostgreSQL's default READ COMMITTED gives each statement; skipping `BEGIN` and `COMMIT`
+/// saves two round trips to the connection's thread per request).
 #[cfg(feature = "sqlite")]
 #[doc(hidden)]
 #[derive(Debug)]
 pub enum SqliteTx {
-    /// Inside `BEGIN IMMEDIATE` … `COMMIT`.
-    Transaction(sqlx::Transaction<'static, sqlx::Sqlite>),
+    /// The writer connection, held by this transaction.
+    Writer(crate::db::WriterGuard),
     /// A read-only connection in autocommit mode.
-    Autocommit(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Reader(sqlx::pool::PoolConnection<sqlx::Sqlite>),
 }
 
 #[cfg(feature = "sqlite")]
@@ -73,8 +75,8 @@ impl std::ops::Deref for SqliteTx {
 
     fn deref(&self) -> &sqlx::SqliteConnection {
         match self {
-            SqliteTx::Transaction(tx) => tx,
-            SqliteTx::Autocommit(conn) => conn,
+            SqliteTx::Writer(conn) => conn,
+            SqliteTx::Reader(conn) => conn,
         }
     }
 }
@@ -83,8 +85,8 @@ impl std::ops::Deref for SqliteTx {
 impl std::ops::DerefMut for SqliteTx {
     fn deref_mut(&mut self) -> &mut sqlx::SqliteConnection {
         match self {
-            SqliteTx::Transaction(tx) => tx,
-            SqliteTx::Autocommit(conn) => conn,
+            SqliteTx::Writer(conn) => conn,
+            SqliteTx::Reader(conn) => conn,
         }
     }
 }
@@ -93,8 +95,8 @@ impl std::ops::DerefMut for SqliteTx {
 impl SqliteTx {
     async fn commit(self) -> std::result::Result<(), sqlx::Error> {
         match self {
-            SqliteTx::Transaction(tx) => tx.commit().await,
-            SqliteTx::Autocommit(_) => Ok(()),
+            SqliteTx::Writer(conn) => conn.commit().await,
+            SqliteTx::Reader(_) => Ok(()),
         }
     }
 }
@@ -136,16 +138,16 @@ pub struct TxCore {
     pub conn: Conn,
     /// Set when a statement run through [`with_conn!`](crate::with_conn) failed.
     pub poisoned: bool,
-    /// The key that anchors audit entries written in this transaction, if the database has one.
-    pub(crate) audit_key: Option<crate::AuditKey>,
+    /// How audit entries written in this transaction are anchored and chained.
+    pub(crate) audit: crate::audit::AuditSetup,
 }
 
 impl TxCore {
-    pub(crate) fn new(conn: Conn, audit_key: Option<crate::AuditKey>) -> Self {
+    pub(crate) fn new(conn: Conn, audit: crate::audit::AuditSetup) -> Self {
         Self {
             conn,
             poisoned: false,
-            audit_key,
+            audit,
         }
     }
 
@@ -312,8 +314,8 @@ macro_rules! transaction_kind {
             }
 
             #[allow(dead_code)] // A user transaction writes no audit entries.
-            pub(crate) fn audit_key(&self) -> Option<crate::AuditKey> {
-                self.core.audit_key.clone()
+            pub(crate) fn audit_setup(&self) -> crate::audit::AuditSetup {
+                self.core.audit.clone()
             }
         }
     };
@@ -340,10 +342,10 @@ impl fmt::Debug for TenantTx {
 }
 
 impl TenantTx {
-    pub(crate) fn new(scope: TenantScope, conn: Conn, audit_key: Option<crate::AuditKey>) -> Self {
+    pub(crate) fn new(scope: TenantScope, conn: Conn, audit: crate::audit::AuditSetup) -> Self {
         Self {
             scope,
-            core: TxCore::new(conn, audit_key),
+            core: TxCore::new(conn, audit),
         }
     }
 
@@ -390,7 +392,7 @@ impl UserTx {
     pub(crate) fn new(user: UserId, conn: Conn) -> Self {
         Self {
             user,
-            core: TxCore::new(conn, None),
+            core: TxCore::new(conn, crate::audit::AuditSetup::default()),
         }
     }
 
@@ -420,9 +422,9 @@ impl fmt::Debug for SystemTx {
 }
 
 impl SystemTx {
-    pub(crate) fn new(conn: Conn, audit_key: Option<crate::AuditKey>) -> Self {
+    pub(crate) fn new(conn: Conn, audit: crate::audit::AuditSetup) -> Self {
         Self {
-            core: TxCore::new(conn, audit_key),
+            core: TxCore::new(conn, audit),
         }
     }
 

@@ -163,6 +163,52 @@ async fn an_aborted_change_leaves_no_audit_row(test_db: TestDb) {
     assert!(tx.audit_entries(0, 10).await.expect("entries").is_empty());
 }
 
+/// An append chains onto the real end of the chain whatever this handle remembers of it
+/// (SQLite keeps each tenant's last head in memory): after a rolled-back append, after
+/// another handle (another process) appended, and with several tenants interleaved.
+async fn appends_chain_onto_the_real_end(test_db: TestDb) {
+    let db = &test_db.db;
+    let world = TwoTenants::create(db).await;
+    let (a, b) = (world.a.tenant.id, world.b.tenant.id);
+    append(db, a, &["one", "two"]).await;
+    // Rolled back: the remembered head names an entry that was never committed.
+    let mut tx = db.begin(&world.a.scope()).await.expect("begin");
+    tx.audit(AuditEvent::new("rolled.back"))
+        .await
+        .expect("audit");
+    drop(tx);
+    append(db, a, &["three"]).await;
+    append(db, b, &["other"]).await;
+    // Another handle appends behind this one's back.
+    let other = test_db.reconnect().await.expect("reconnect");
+    append(&other, a, &["four", "five"]).await;
+    append(db, a, &["six"]).await;
+    append(&other, a, &["seven"]).await;
+    append(db, a, &["eight"]).await;
+    assert_eq!(verify(db, a).await, None);
+    assert_eq!(verify(db, b).await, None);
+    let mut tx = db.begin_read(&world.a.scope()).await.expect("begin");
+    let entries = tx.audit_entries(0, 100).await.expect("entries");
+    let actions: Vec<(i64, &str)> = entries
+        .iter()
+        .map(|entry| (entry.seq, entry.action.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            (1, "one"),
+            (2, "two"),
+            (3, "three"),
+            (4, "four"),
+            (5, "five"),
+            (6, "six"),
+            (7, "seven"),
+            (8, "eight")
+        ]
+    );
+    other.close().await;
+}
+
 const KEY: &[u8] = b"audit-anchor-key-for-tests-only-0123456789";
 
 async fn verify_with(
@@ -361,6 +407,7 @@ tenantkit_core::backend_tests!(
     fixture = db;
     chain_verifies_and_tampering_is_named,
     an_aborted_change_leaves_no_audit_row,
+    appends_chain_onto_the_real_end,
     a_rewritten_chain_fails_its_anchors,
     a_cut_tail_is_found_with_a_checkpoint,
     deleting_a_tenant_keeps_its_chain,

@@ -6,8 +6,8 @@
 //! allows system access, so tenant-scoped work still sees only its own tenant's sessions.
 
 use tenantkit_core::{
-    Database, Principal, Role, SessionId, SystemTx, TenantId, TenantScope, Transaction, UserId,
-    with_conn,
+    Backend, Database, Principal, Role, SessionId, SystemTx, TenantId, TenantScope, Transaction,
+    UserId, with_conn,
 };
 use time::OffsetDateTime;
 
@@ -17,9 +17,16 @@ use crate::refresh::{RefreshTokenRecord, SessionRecord, SessionStore};
 const SESSION_COLUMNS: &str = "s.id, s.user_id, s.tenant_id, s.created_at, s.last_used_at, \
                                s.expires_at, s.revoked_at, s.credentials_epoch";
 
-/// The same, unqualified (SQLite's `RETURNING` names only the updated table's own columns).
-const SESSION_RETURNING: &str = "id, user_id, tenant_id, created_at, last_used_at, expires_at, \
-                                 revoked_at, credentials_epoch";
+/// The session's other columns, as SQLite's `RETURNING` of an update of `refresh_tokens` can
+/// name them (one scalar subquery each, by primary key).
+const SESSION_SUBQUERIES: [&str; 6] = [
+    "(SELECT user_id FROM sessions WHERE id = refresh_tokens.session_id) AS user_id",
+    "(SELECT tenant_id FROM sessions WHERE id = refresh_tokens.session_id) AS tenant_id",
+    "(SELECT created_at FROM sessions WHERE id = refresh_tokens.session_id) AS created_at",
+    "(SELECT expires_at FROM sessions WHERE id = refresh_tokens.session_id) AS expires_at",
+    "(SELECT revoked_at FROM sessions WHERE id = refresh_tokens.session_id) AS revoked_at",
+    "(SELECT credentials_epoch FROM sessions WHERE id = refresh_tokens.session_id) AS credentials_epoch",
+];
 
 impl SessionStore for Database {
     async fn create(&self, session: &SessionRecord, token_hash: &[u8]) -> Result<bool> {
@@ -138,77 +145,62 @@ impl SessionStore for Database {
         // PostgreSQL re-checks it after waiting for the row lock, SQLite runs writers one at a
         // time) and its session live: not revoked, same credentials epoch as its user, not
         // expired, not idle.
-        const WON: &str = "UPDATE refresh_tokens SET rotated_at = $1 \
-             WHERE token_hash = $2 AND rotated_at IS NULL \
+        const LIVE: &str = "WHERE token_hash = $2 AND rotated_at IS NULL \
              AND EXISTS (SELECT 1 FROM sessions s JOIN users u ON u.id = s.user_id \
                          WHERE s.id = refresh_tokens.session_id AND s.revoked_at IS NULL \
                          AND s.credentials_epoch = u.credentials_epoch \
-                         AND s.expires_at > $1 AND s.last_used_at > $3) \
-             RETURNING session_id, generation";
-        let mut tx = self.begin_system().await?;
-        let session: Option<SessionRecord> = match tx.raw() {
-            // One statement, one round trip (plus the transaction's own).
-            #[cfg(feature = "postgres")]
-            tenantkit_core::RawConn::Postgres(c) => {
+                         AND s.expires_at > $1 AND s.last_used_at > $3)";
+        match self.backend() {
+            // One statement in autocommit mode on the single writer: marking the token rotated
+            // with its successor's hash makes the trigger of migration 2005 insert the
+            // successor and touch the session, all in this statement. The session's columns
+            // come back through subqueries; its `last_used_at` is the rotation's own instant.
+            Backend::Sqlite => {
                 let sql = format!(
-                    "WITH won AS ({WON}), \
+                    "UPDATE refresh_tokens SET rotated_at = $1, successor_hash = $4 {LIVE} \
+                     RETURNING session_id AS id, rotated_at AS last_used_at, {}",
+                    SESSION_SUBQUERIES.join(", ")
+                );
+                let mut tx = self.begin_system_statement().await?;
+                let session = with_conn!(&mut tx, |c| {
+                    sqlx::query_as(&sql)
+                        .bind(at)
+                        .bind(token_hash)
+                        .bind(idle_since)
+                        .bind(successor_hash)
+                        .fetch_optional(c)
+                        .await
+                })?;
+                tx.commit().await?;
+                Ok(session)
+            }
+            // One statement, one round trip (plus the transaction's own).
+            _ => {
+                let sql = format!(
+                    "WITH won AS (UPDATE refresh_tokens SET rotated_at = $1 {LIVE} \
+                        RETURNING session_id, generation), \
                      successor AS (INSERT INTO refresh_tokens \
                         (token_hash, session_id, generation, created_at) \
                         SELECT $4, session_id, generation + 1, $1 FROM won) \
                      UPDATE sessions s SET last_used_at = $1 FROM won \
                      WHERE s.id = won.session_id RETURNING {SESSION_COLUMNS}"
                 );
-                sqlx::query_as(&sql)
-                    .bind(at)
-                    .bind(token_hash)
-                    .bind(idle_since)
-                    .bind(successor_hash)
-                    .fetch_optional(c)
-                    .await?
-            }
-            // SQLite has no data-modifying CTEs: three statements on the one writer
-            // connection, inside one transaction.
-            #[cfg(feature = "sqlite")]
-            tenantkit_core::RawConn::Sqlite(c) => {
-                let won: Option<(SessionId, i64)> = sqlx::query_as(WON)
-                    .bind(at)
-                    .bind(token_hash)
-                    .bind(idle_since)
-                    .fetch_optional(&mut *c)
-                    .await?;
-                match won {
-                    Some((session, generation)) => {
-                        sqlx::query(
-                            "INSERT INTO refresh_tokens \
-                             (token_hash, session_id, generation, created_at) \
-                             VALUES ($1, $2, $3, $4)",
-                        )
-                        .bind(successor_hash)
-                        .bind(session)
-                        .bind(generation + 1)
+                let mut tx = self.begin_system().await?;
+                let session: Option<SessionRecord> = with_conn!(&mut tx, |c| {
+                    sqlx::query_as(&sql)
                         .bind(at)
-                        .execute(&mut *c)
-                        .await?;
-                        let sql = format!(
-                            "UPDATE sessions SET last_used_at = $1 WHERE id = $2 \
-                             RETURNING {SESSION_RETURNING}"
-                        );
-                        sqlx::query_as(&sql)
-                            .bind(at)
-                            .bind(session)
-                            .fetch_optional(&mut *c)
-                            .await?
-                    }
-                    None => None,
+                        .bind(token_hash)
+                        .bind(idle_since)
+                        .bind(successor_hash)
+                        .fetch_optional(c)
+                        .await
+                })?;
+                if session.is_some() {
+                    tx.commit().await?;
                 }
+                Ok(session)
             }
-            #[allow(unreachable_patterns)] // Only when both backends are built.
-            _ => None,
-        };
-        if session.is_some() {
-            tx.commit().await?;
         }
-        Ok(session)
     }
 
     async fn revoke(&self, session: SessionId, at: OffsetDateTime, reason: &str) -> Result<()> {

@@ -8,6 +8,9 @@ mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(feature = "sqlite")]
+pub(crate) use sqlite::WriterGuard;
+
 use std::fmt;
 use std::time::Duration;
 
@@ -75,7 +78,7 @@ impl DatabaseOptions {
 #[derive(Clone)]
 pub struct Database {
     pool: Pool,
-    pub(crate) audit_key: Option<crate::AuditKey>,
+    pub(crate) audit: crate::audit::AuditSetup,
 }
 
 #[derive(Clone)]
@@ -100,6 +103,9 @@ impl fmt::Debug for Database {
 pub(crate) enum Mode {
     ReadWrite,
     ReadOnly,
+    /// One write statement. SQLite: on the writer connection in autocommit mode (the
+    /// statement, its triggers included, is atomic on its own). PostgreSQL: as `ReadWrite`.
+    Statement,
 }
 
 /// The PostgreSQL settings a transaction kind runs under (transaction-local).
@@ -152,16 +158,24 @@ impl Database {
                 )));
             }
         };
+        // SQLite's appends run one at a time on the one writer, so the chain head each one
+        // leaves behind is worth remembering (see `ChainHeads`).
+        let heads = match &pool {
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(_) => Some(std::sync::Arc::default()),
+            #[allow(unreachable_patterns)] // Only when both backends are built.
+            _ => None,
+        };
         Ok(Self {
             pool,
-            audit_key: None,
+            audit: crate::audit::AuditSetup { key: None, heads },
         })
     }
 
     /// Anchors every audit entry written through this handle with `key` (see
     /// [`crate::AuditKey`]).
     pub fn with_audit_key(mut self, key: crate::AuditKey) -> Self {
-        self.audit_key = Some(key);
+        self.audit.key = Some(key);
         self
     }
 
@@ -197,7 +211,7 @@ impl Database {
         match &self.pool {
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(pools) => {
-                let mut conn = pools.writer.acquire().await?;
+                let mut conn = pools.writer.lock().await?;
                 crate::migrate::apply_sqlite(migrations, &mut conn).await?;
             }
             #[cfg(feature = "postgres")]
@@ -219,9 +233,12 @@ impl Database {
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(pools) => {
                 // Both paths: a request may need either.
-                sqlx::query("SELECT 1").execute(&pools.reader).await?;
+                if let Some(reader) = &pools.reader {
+                    sqlx::query("SELECT 1").execute(reader).await?;
+                }
+                let mut writer = pools.writer.lock().await?;
                 sqlx::query("SELECT 1")
-                    .execute(&pools.writer)
+                    .execute(&mut *writer)
                     .await
                     .map(drop)?
             }
@@ -256,7 +273,7 @@ impl Database {
     async fn begin_tenant(&self, scope: &TenantScope, mode: Mode) -> Result<TenantTx> {
         let tenant = scope.tenant_id().to_string();
         let conn = self.begin_conn(mode, Settings::Tenant(&tenant)).await?;
-        Ok(TenantTx::new(*scope, conn, self.audit_key.clone()))
+        Ok(TenantTx::new(*scope, conn, self.audit.clone()))
     }
 
     /// Begins a read-write transaction that sees one user's rows across tenants.
@@ -290,7 +307,25 @@ impl Database {
     pub async fn begin_system(&self) -> Result<SystemTx> {
         Ok(SystemTx::new(
             self.begin_conn(Mode::ReadWrite, Settings::System).await?,
-            self.audit_key.clone(),
+            self.audit.clone(),
+        ))
+    }
+
+    /// A system transaction for exactly **one** write statement (see [`SystemTx`]).
+    ///
+    /// On SQLite the statement runs on the writer connection without `BEGIN` and `COMMIT`:
+    /// one statement is atomic by itself, its triggers included, so it holds the single writer
+    /// for one round trip instead of three. Each further statement would commit on its own,
+    /// so use this only where one statement does all the work (a hot path such as a refresh
+    /// rotation); anything else wants [`Database::begin_system`]. On PostgreSQL it is an
+    /// ordinary system transaction (the row-level-security settings are transaction-local).
+    ///
+    /// # Errors
+    /// [`Error::Database`] when no connection can be had.
+    pub async fn begin_system_statement(&self) -> Result<SystemTx> {
+        Ok(SystemTx::new(
+            self.begin_conn(Mode::Statement, Settings::System).await?,
+            self.audit.clone(),
         ))
     }
 
@@ -301,7 +336,7 @@ impl Database {
     pub async fn begin_system_read(&self) -> Result<SystemTx> {
         Ok(SystemTx::new(
             self.begin_conn(Mode::ReadOnly, Settings::System).await?,
-            self.audit_key.clone(),
+            self.audit.clone(),
         ))
     }
 
@@ -313,14 +348,16 @@ impl Database {
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(pools) => {
                 let _ = settings; // SQLite has no row-level security; the app filter is the wall.
-                let tx = match mode {
+                use crate::sql::SqliteTx;
+                let tx = match (mode, &pools.reader) {
                     // The one writer connection: writers queue for it, never for the lock.
-                    Mode::ReadWrite => crate::sql::SqliteTx::Transaction(
-                        pools.writer.begin_with("BEGIN IMMEDIATE").await?,
-                    ),
+                    (Mode::ReadWrite, _) => SqliteTx::Writer(pools.writer.begin().await?),
                     // Readers need no transaction: each statement reads one snapshot.
-                    Mode::ReadOnly => {
-                        crate::sql::SqliteTx::Autocommit(pools.reader.acquire().await?)
+                    (Mode::ReadOnly, Some(reader)) => SqliteTx::Reader(reader.acquire().await?),
+                    // One statement is its own transaction, still on the one writer (an
+                    // in-memory database reads there too).
+                    (Mode::Statement, _) | (Mode::ReadOnly, None) => {
+                        SqliteTx::Writer(pools.writer.lock().await?)
                     }
                 };
                 Ok(Conn::Sqlite(tx))
@@ -338,7 +375,7 @@ impl Database {
                 };
                 let quote = |value: &str| value.replace('\'', "''");
                 let begin = match mode {
-                    Mode::ReadWrite => "BEGIN",
+                    Mode::ReadWrite | Mode::Statement => "BEGIN",
                     Mode::ReadOnly => "BEGIN READ ONLY",
                 };
                 let statement = format!(
