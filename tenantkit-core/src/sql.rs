@@ -66,7 +66,7 @@ pub enum SqliteTx {
     /// The writer connection, held by this transaction.
     Writer(crate::db::WriterGuard),
     /// A read-only connection in autocommit mode.
-    Reader(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Reader(crate::db::ReaderGuard),
 }
 
 #[cfg(feature = "sqlite")]

@@ -18,14 +18,6 @@ use tenantkit_server::{Config, admin, init_tracing, keys, migrate, run, shutdown
 struct Cli {
     #[command(flatten)]
     config: Config,
-    /// How many tasks a runtime worker runs before it looks at the queue of tasks woken from
-    /// outside the runtime (answers from SQLite's connection threads and the password
-    /// workers). Small values finish started requests first: a request holding SQLite's one
-    /// writer connection gets each answer sooner, so the writer idles less. Tokio's own
-    /// default (0 here) tunes it to about 200 µs of polling.
-    #[arg(long, env = "TENANTKIT_GLOBAL_QUEUE_INTERVAL", default_value_t = DEFAULT_GLOBAL_QUEUE_INTERVAL,
-          value_parser = clap::value_parser!(u32).range(0..=255))]
-    global_queue_interval: u32,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -153,28 +145,9 @@ enum KeysCommand {
     Rotate,
 }
 
-/// See [`Cli::global_queue_interval`]; measured with `scripts/compare.sh` (README,
-/// Performance).
-const DEFAULT_GLOBAL_QUEUE_INTERVAL: u32 = 4;
-
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    if cli.global_queue_interval > 0 {
-        runtime.global_queue_interval(cli.global_queue_interval);
-    }
-    let runtime = runtime.build();
-    match runtime {
-        Ok(runtime) => runtime.block_on(serve(cli)),
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn serve(cli: Cli) -> ExitCode {
     init_tracing(cli.config.log_format);
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => run(cli.config, shutdown_signal()).await,

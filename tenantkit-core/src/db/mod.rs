@@ -9,7 +9,7 @@ mod postgres;
 mod sqlite;
 
 #[cfg(feature = "sqlite")]
-pub(crate) use sqlite::WriterGuard;
+pub(crate) use sqlite::{ReaderGuard, WriterGuard};
 
 use std::fmt;
 use std::time::Duration;
@@ -233,8 +233,9 @@ impl Database {
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(pools) => {
                 // Both paths: a request may need either.
-                if let Some(reader) = &pools.reader {
-                    sqlx::query("SELECT 1").execute(reader).await?;
+                if let Some(readers) = &pools.reader {
+                    let mut reader = readers.acquire().await?;
+                    sqlx::query("SELECT 1").execute(&mut *reader).await?;
                 }
                 let mut writer = pools.writer.lock().await?;
                 sqlx::query("SELECT 1")

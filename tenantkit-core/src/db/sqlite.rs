@@ -5,23 +5,22 @@
 //! doing), which is where a write's tail latency came from. So writes have one path: exactly
 //! one connection, behind a fair (first come, first served) async mutex, on which they queue
 //! in order without touching the lock, each taking it up front with `BEGIN IMMEDIATE`. Reads
-//! use their own pool of read-only connections (`SQLITE_OPEN_READONLY`): in WAL mode they
-//! never wait for the writer, and they cannot take the write lock even by mistake.
+//! use their own read-only connections (`SQLITE_OPEN_READONLY`): in WAL mode they never wait
+//! for the writer, and they cannot take the write lock even by mistake.
 //!
 //! The writer is not a pool of one: handing a pooled connection back goes through a task the
 //! pool spawns, so the next writer waited for that task on top of its own work (a `SELECT 1`
-//! took 66–200 µs through a pool and 20 µs on a held connection, here). The mutex hands the
-//! connection to the next writer directly.
+//! took 66–200 µs through a pool and 20 µs on a held connection, here). A mutex hands the
+//! connection to the next writer directly; the readers are mutexes too.
 
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{ConnectOptions as _, Connection as _, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions as _, Connection as _};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::DatabaseOptions;
@@ -35,14 +34,14 @@ pub(crate) struct SqlitePools {
     /// Read-only connections for every read-only transaction; `None` for an in-memory
     /// database, whose every connection would be a database of its own: the writer serves
     /// its reads too.
-    pub(crate) reader: Option<SqlitePool>,
+    pub(crate) reader: Option<Readers>,
 }
 
 impl SqlitePools {
     pub(crate) async fn close(&self) {
         self.writer.close().await;
-        if let Some(reader) = &self.reader {
-            reader.close().await;
+        if let Some(readers) = &self.reader {
+            readers.close().await;
         }
     }
 }
@@ -100,6 +99,84 @@ impl Writer {
         if let Some(conn) = state.conn.take() {
             let _ = conn.close().await;
         }
+    }
+}
+
+/// The read-only connections, each behind a mutex of its own (the pool's hand-back task is
+/// what they avoid, as the writer does). A read takes the first free one from a rotating
+/// start, or waits in line at one when all are busy. Each opens on first use.
+#[derive(Clone)]
+pub(crate) struct Readers {
+    conns: Arc<[Arc<Mutex<Option<SqliteConnection>>>]>,
+    next: Arc<AtomicUsize>,
+    options: Arc<SqliteConnectOptions>,
+    acquire_timeout: Duration,
+}
+
+impl std::fmt::Debug for Readers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readers")
+            .field("connections", &self.conns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Readers {
+    /// A reader connection (at most the acquire timeout, then `PoolTimedOut`).
+    pub(crate) async fn acquire(&self) -> std::result::Result<ReaderGuard, sqlx::Error> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let count = self.conns.len();
+        let free = (0..count).find_map(|i| {
+            self.conns[(start + i) % count]
+                .clone()
+                .try_lock_owned()
+                .ok()
+        });
+        let mut guard = match free {
+            Some(guard) => guard,
+            None => tokio::time::timeout(
+                self.acquire_timeout,
+                self.conns[start % count].clone().lock_owned(),
+            )
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?,
+        };
+        if guard.is_none() {
+            *guard = Some(self.options.connect().await?);
+        }
+        Ok(ReaderGuard(guard))
+    }
+
+    async fn close(&self) {
+        for conn in self.conns.iter() {
+            if let Some(conn) = conn.lock().await.take() {
+                let _ = conn.close().await;
+            }
+        }
+    }
+}
+
+/// A reader connection while one request holds it.
+#[doc(hidden)]
+pub struct ReaderGuard(OwnedMutexGuard<Option<SqliteConnection>>);
+
+impl std::fmt::Debug for ReaderGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReaderGuard").finish_non_exhaustive()
+    }
+}
+
+impl Deref for ReaderGuard {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        self.0.as_ref().expect("a reader is open while held")
+    }
+}
+
+impl DerefMut for ReaderGuard {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.0.as_mut().expect("a reader is open while held")
     }
 }
 
@@ -216,16 +293,17 @@ pub(super) async fn connect(url: &str, options: &DatabaseOptions) -> Result<Sqli
     // Each reader keeps a 512 KiB page cache instead of SQLite's 2 MB: the readers would
     // each cache the same hot pages, and the operating system's cache holds the file anyway
     // (10 readers: 5 MB instead of 20 MB of resident memory).
-    // No ping before each use: a local file's connection does not go stale, and the ping is
-    // a round trip to the connection's worker thread per transaction.
-    let reader = SqlitePoolOptions::new()
-        .test_before_acquire(false)
-        .acquire_timeout(options.acquire_timeout)
-        .max_connections(options.max_connections.max(1))
-        .connect_with(connect.read_only(true).pragma("cache_size", "-512"))
-        .await?;
+    let count = usize::try_from(options.max_connections.max(1)).unwrap_or(1);
+    let readers = Readers {
+        conns: (0..count).map(|_| Arc::new(Mutex::new(None))).collect(),
+        next: Arc::default(),
+        options: Arc::new(connect.read_only(true).pragma("cache_size", "-512")),
+        acquire_timeout: options.acquire_timeout,
+    };
+    // One now, so that a database that cannot be read fails at start-up.
+    drop(readers.acquire().await?);
     Ok(SqlitePools {
         writer: writer(conn),
-        reader: Some(reader),
+        reader: Some(readers),
     })
 }
