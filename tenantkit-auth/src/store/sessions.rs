@@ -162,17 +162,20 @@ impl SessionStore for Database {
                     SESSION_SUBQUERIES.join(", ")
                 );
                 let mut tx = self.begin_system_statement().await?;
-                let session = with_conn!(&mut tx, |c| {
+                // `fetch_all`, not `fetch_optional`: in autocommit mode the statement commits
+                // when it runs to its end, and only a statement run to its end reports a
+                // failed commit (sqlx ignores errors of a statement stopped after one row).
+                let sessions: Vec<SessionRecord> = with_conn!(&mut tx, |c| {
                     sqlx::query_as(&sql)
                         .bind(at)
                         .bind(token_hash)
                         .bind(idle_since)
                         .bind(successor_hash)
-                        .fetch_optional(c)
+                        .fetch_all(c)
                         .await
                 })?;
                 tx.commit().await?;
-                Ok(session)
+                Ok(sessions.into_iter().next())
             }
             // One statement, one round trip (plus the transaction's own).
             _ => {

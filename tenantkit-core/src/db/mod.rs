@@ -318,7 +318,10 @@ impl Database {
     /// one statement is atomic by itself, its triggers included, so it holds the single writer
     /// for one round trip instead of three. Each further statement would commit on its own,
     /// so use this only where one statement does all the work (a hot path such as a refresh
-    /// rotation); anything else wants [`Database::begin_system`]. On PostgreSQL it is an
+    /// rotation); anything else wants [`Database::begin_system`]. Run the statement to its end
+    /// (`execute` or `fetch_all`): the commit happens there, and a statement stopped after
+    /// its first row (`fetch_optional`, `fetch_one`) would not report a failed commit. On
+    /// PostgreSQL it is an
     /// ordinary system transaction (the row-level-security settings are transaction-local).
     ///
     /// # Errors

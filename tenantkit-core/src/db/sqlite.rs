@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions as _, Connection as _};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
 use super::DatabaseOptions;
 use crate::{Error, Result};
@@ -78,8 +78,7 @@ impl Writer {
         let conn = state.conn.as_mut().ok_or(sqlx::Error::PoolClosed)?;
         if left_open {
             tracing::warn!("ending a transaction left open by a cancelled request");
-            // An error means there was no transaction left to end (its COMMIT had run).
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            rollback(conn).await?;
             state.in_transaction = false;
         }
         Ok(WriterGuard(Some(state)))
@@ -102,11 +101,25 @@ impl Writer {
     }
 }
 
+/// Ends the connection's transaction; also fine when there is none left (its `COMMIT` ran
+/// before the request that began it was dropped).
+async fn rollback(conn: &mut SqliteConnection) -> std::result::Result<(), sqlx::Error> {
+    match sqlx::query("ROLLBACK").execute(&mut *conn).await {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(err)) if err.message().contains("no transaction is active") => {
+            Ok(())
+        }
+        Err(err) => Err(err),
+    }
+}
+
 /// The read-only connections, each behind a mutex of its own (the pool's hand-back task is
 /// what they avoid, as the writer does). A read takes the first free one from a rotating
 /// start, or waits in line at one when all are busy. Each opens on first use.
 #[derive(Clone)]
 pub(crate) struct Readers {
+    /// One permit per connection: a holder always finds a free connection.
+    permits: Arc<Semaphore>,
     conns: Arc<[Arc<Mutex<Option<SqliteConnection>>>]>,
     next: Arc<AtomicUsize>,
     options: Arc<SqliteConnectOptions>,
@@ -124,30 +137,38 @@ impl std::fmt::Debug for Readers {
 impl Readers {
     /// A reader connection (at most the acquire timeout, then `PoolTimedOut`).
     pub(crate) async fn acquire(&self) -> std::result::Result<ReaderGuard, sqlx::Error> {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        // Waiting is for a permit, so a read waits for whichever connection frees first.
+        let permit =
+            tokio::time::timeout(self.acquire_timeout, self.permits.clone().acquire_owned())
+                .await
+                .map_err(|_| sqlx::Error::PoolTimedOut)?
+                .map_err(|_| sqlx::Error::PoolClosed)?;
         let count = self.conns.len();
-        let free = (0..count).find_map(|i| {
-            self.conns[(start + i) % count]
-                .clone()
-                .try_lock_owned()
-                .ok()
-        });
-        let mut guard = match free {
-            Some(guard) => guard,
-            None => tokio::time::timeout(
-                self.acquire_timeout,
-                self.conns[start % count].clone().lock_owned(),
-            )
-            .await
-            .map_err(|_| sqlx::Error::PoolTimedOut)?,
+        let mut guard = loop {
+            // With a permit, at most `count - 1` others hold connections: one is free (another
+            // permit holder may take it first, so look again).
+            let start = self.next.fetch_add(1, Ordering::Relaxed);
+            if let Some(guard) = (0..count).find_map(|i| {
+                self.conns[(start + i) % count]
+                    .clone()
+                    .try_lock_owned()
+                    .ok()
+            }) {
+                break guard;
+            }
+            tokio::task::yield_now().await;
         };
         if guard.is_none() {
             *guard = Some(self.options.connect().await?);
         }
-        Ok(ReaderGuard(guard))
+        Ok(ReaderGuard {
+            conn: guard,
+            _permit: permit,
+        })
     }
 
     async fn close(&self) {
+        self.permits.close();
         for conn in self.conns.iter() {
             if let Some(conn) = conn.lock().await.take() {
                 let _ = conn.close().await;
@@ -158,7 +179,11 @@ impl Readers {
 
 /// A reader connection while one request holds it.
 #[doc(hidden)]
-pub struct ReaderGuard(OwnedMutexGuard<Option<SqliteConnection>>);
+pub struct ReaderGuard {
+    /// Dropped before the permit: the connection is free when the next permit is handed out.
+    conn: OwnedMutexGuard<Option<SqliteConnection>>,
+    _permit: OwnedSemaphorePermit,
+}
 
 impl std::fmt::Debug for ReaderGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -170,13 +195,13 @@ impl Deref for ReaderGuard {
     type Target = SqliteConnection;
 
     fn deref(&self) -> &SqliteConnection {
-        self.0.as_ref().expect("a reader is open while held")
+        self.conn.as_ref().expect("a reader is open while held")
     }
 }
 
 impl DerefMut for ReaderGuard {
     fn deref_mut(&mut self) -> &mut SqliteConnection {
-        self.0.as_mut().expect("a reader is open while held")
+        self.conn.as_mut().expect("a reader is open while held")
     }
 }
 
@@ -241,11 +266,13 @@ impl Drop for WriterGuard {
         // next writer finds it clean. Without a runtime the next `lock` rolls back.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                if let Some(conn) = state.conn.as_mut() {
-                    // An error means there was no transaction left to end.
-                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                // On failure the mark stays: the next `lock` tries again, and refuses the
+                // connection while it may still be inside this transaction.
+                if let Some(conn) = state.conn.as_mut()
+                    && rollback(conn).await.is_ok()
+                {
+                    state.in_transaction = false;
                 }
-                state.in_transaction = false;
             });
         }
     }
@@ -295,6 +322,7 @@ pub(super) async fn connect(url: &str, options: &DatabaseOptions) -> Result<Sqli
     // (10 readers: 5 MB instead of 20 MB of resident memory).
     let count = usize::try_from(options.max_connections.max(1)).unwrap_or(1);
     let readers = Readers {
+        permits: Arc::new(Semaphore::new(count)),
         conns: (0..count).map(|_| Arc::new(Mutex::new(None))).collect(),
         next: Arc::default(),
         options: Arc::new(connect.read_only(true).pragma("cache_size", "-512")),

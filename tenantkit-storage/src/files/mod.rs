@@ -432,6 +432,9 @@ impl Storage {
         let mut tx = self.db.begin(&scope).await?;
         let file_id = FileId::new();
         let now = tenantkit_core::now();
+        // No conflict target: a concurrent completion of the same upload collides on
+        // `upload_id` or on `object_id`, whichever unique index PostgreSQL checks first, and
+        // with a target only that one would be an arbiter (the other answered 409).
         let inserted = with_conn!(&mut tx, |c| {
             sqlx::query(
                 "INSERT INTO storage_files (id, tenant_id, upload_id, object_id, project_id, \
@@ -439,7 +442,7 @@ impl Storage {
                  SELECT $1, u.tenant_id, u.id, u.object_id, u.project_id, u.filename, \
                  u.content_type, u.size, u.sha256, u.created_by, $2 FROM storage_uploads u \
                  WHERE u.tenant_id = $3 AND u.id = $4 AND u.state = 'pending' \
-                 ON CONFLICT (upload_id) DO NOTHING",
+                 ON CONFLICT DO NOTHING",
             )
             .bind(file_id)
             .bind(now)
