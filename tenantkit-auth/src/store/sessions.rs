@@ -17,16 +17,59 @@ use crate::refresh::{RefreshTokenRecord, SessionRecord, SessionStore};
 const SESSION_COLUMNS: &str = "s.id, s.user_id, s.tenant_id, s.created_at, s.last_used_at, \
                                s.expires_at, s.revoked_at, s.credentials_epoch";
 
-/// The session's other columns, as SQLite's `RETURNING` of an update of `refresh_tokens` can
-/// name them (one scalar subquery each, by primary key).
-const SESSION_SUBQUERIES: [&str; 6] = [
-    "(SELECT user_id FROM sessions WHERE id = refresh_tokens.session_id) AS user_id",
-    "(SELECT tenant_id FROM sessions WHERE id = refresh_tokens.session_id) AS tenant_id",
-    "(SELECT created_at FROM sessions WHERE id = refresh_tokens.session_id) AS created_at",
-    "(SELECT expires_at FROM sessions WHERE id = refresh_tokens.session_id) AS expires_at",
-    "(SELECT revoked_at FROM sessions WHERE id = refresh_tokens.session_id) AS revoked_at",
-    "(SELECT credentials_epoch FROM sessions WHERE id = refresh_tokens.session_id) AS credentials_epoch",
+/// The session's columns besides its id and `last_used_at`, which SQLite's `RETURNING` of an
+/// update of `refresh_tokens` reaches through one scalar subquery each, by primary key.
+const SESSION_OTHER_COLUMNS: [&str; 6] = [
+    "user_id",
+    "tenant_id",
+    "created_at",
+    "expires_at",
+    "revoked_at",
+    "credentials_epoch",
 ];
+
+/// The token is unrotated (the guard that makes one winner among concurrent refreshes:
+/// PostgreSQL re-checks it after waiting for the row lock, SQLite runs writers one at a time)
+/// and its session live: not revoked, same credentials epoch as its user, not expired, not
+/// idle. `$1` is the rotation's instant, `$2` the token's hash, `$3` the idle cut-off.
+const LIVE: &str = "WHERE token_hash = $2 AND rotated_at IS NULL \
+     AND EXISTS (SELECT 1 FROM sessions s JOIN users u ON u.id = s.user_id \
+                 WHERE s.id = refresh_tokens.session_id AND s.revoked_at IS NULL \
+                 AND s.credentials_epoch = u.credentials_epoch \
+                 AND s.expires_at > $1 AND s.last_used_at > $3)";
+
+/// SQLite's live rotation, one statement: marking the token rotated with its successor's
+/// hash (`$4`) makes the trigger of migration 2005 insert the successor and touch the session.
+/// The session's `last_used_at` is the rotation's own instant.
+static SQLITE_ROTATE_LIVE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let others: Vec<String> = SESSION_OTHER_COLUMNS
+        .iter()
+        .map(|column| {
+            format!(
+                "(SELECT {column} FROM sessions WHERE id = refresh_tokens.session_id) AS {column}"
+            )
+        })
+        .collect();
+    format!(
+        "UPDATE refresh_tokens SET rotated_at = $1, successor_hash = $4 {LIVE} \
+         RETURNING session_id AS id, rotated_at AS last_used_at, {}",
+        others.join(", ")
+    )
+});
+
+/// PostgreSQL's live rotation, one statement: the rotation, the successor (`$4`) and the
+/// session's touch as data-modifying CTEs.
+static POSTGRES_ROTATE_LIVE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH won AS (UPDATE refresh_tokens SET rotated_at = $1 {LIVE} \
+            RETURNING session_id, generation), \
+         successor AS (INSERT INTO refresh_tokens \
+            (token_hash, session_id, generation, created_at) \
+            SELECT $4, session_id, generation + 1, $1 FROM won) \
+         UPDATE sessions s SET last_used_at = $1 FROM won \
+         WHERE s.id = won.session_id RETURNING {SESSION_COLUMNS}"
+    )
+});
 
 impl SessionStore for Database {
     async fn create(&self, session: &SessionRecord, token_hash: &[u8]) -> Result<bool> {
@@ -141,69 +184,29 @@ impl SessionStore for Database {
         at: OffsetDateTime,
         idle_since: OffsetDateTime,
     ) -> Result<Option<SessionRecord>> {
-        // The token is unrotated (the guard that makes one winner among concurrent refreshes:
-        // PostgreSQL re-checks it after waiting for the row lock, SQLite runs writers one at a
-        // time) and its session live: not revoked, same credentials epoch as its user, not
-        // expired, not idle.
-        const LIVE: &str = "WHERE token_hash = $2 AND rotated_at IS NULL \
-             AND EXISTS (SELECT 1 FROM sessions s JOIN users u ON u.id = s.user_id \
-                         WHERE s.id = refresh_tokens.session_id AND s.revoked_at IS NULL \
-                         AND s.credentials_epoch = u.credentials_epoch \
-                         AND s.expires_at > $1 AND s.last_used_at > $3)";
-        match self.backend() {
-            // One statement in autocommit mode on the single writer: marking the token rotated
-            // with its successor's hash makes the trigger of migration 2005 insert the
-            // successor and touch the session, all in this statement. The session's columns
-            // come back through subqueries; its `last_used_at` is the rotation's own instant.
-            Backend::Sqlite => {
-                let sql = format!(
-                    "UPDATE refresh_tokens SET rotated_at = $1, successor_hash = $4 {LIVE} \
-                     RETURNING session_id AS id, rotated_at AS last_used_at, {}",
-                    SESSION_SUBQUERIES.join(", ")
-                );
-                let mut tx = self.begin_system_statement().await?;
-                // `fetch_all`, not `fetch_optional`: in autocommit mode the statement commits
-                // when it runs to its end, and only a statement run to its end reports a
-                // failed commit (sqlx ignores errors of a statement stopped after one row).
-                let sessions: Vec<SessionRecord> = with_conn!(&mut tx, |c| {
-                    sqlx::query_as(&sql)
-                        .bind(at)
-                        .bind(token_hash)
-                        .bind(idle_since)
-                        .bind(successor_hash)
-                        .fetch_all(c)
-                        .await
-                })?;
-                tx.commit().await?;
-                Ok(sessions.into_iter().next())
-            }
-            // One statement, one round trip (plus the transaction's own).
-            _ => {
-                let sql = format!(
-                    "WITH won AS (UPDATE refresh_tokens SET rotated_at = $1 {LIVE} \
-                        RETURNING session_id, generation), \
-                     successor AS (INSERT INTO refresh_tokens \
-                        (token_hash, session_id, generation, created_at) \
-                        SELECT $4, session_id, generation + 1, $1 FROM won) \
-                     UPDATE sessions s SET last_used_at = $1 FROM won \
-                     WHERE s.id = won.session_id RETURNING {SESSION_COLUMNS}"
-                );
-                let mut tx = self.begin_system().await?;
-                let session: Option<SessionRecord> = with_conn!(&mut tx, |c| {
-                    sqlx::query_as(&sql)
-                        .bind(at)
-                        .bind(token_hash)
-                        .bind(idle_since)
-                        .bind(successor_hash)
-                        .fetch_optional(c)
-                        .await
-                })?;
-                if session.is_some() {
-                    tx.commit().await?;
-                }
-                Ok(session)
-            }
+        // SQLite: one statement in autocommit mode on the single writer. PostgreSQL: one
+        // statement in a transaction (its row-level-security settings are transaction-local).
+        let (sql, mut tx) = match self.backend() {
+            Backend::Sqlite => (&*SQLITE_ROTATE_LIVE, self.begin_system_statement().await?),
+            _ => (&*POSTGRES_ROTATE_LIVE, self.begin_system().await?),
+        };
+        // `fetch_all`, not `fetch_optional`: in autocommit mode the statement commits when it
+        // runs to its end, and only a statement run to its end reports a failed commit (sqlx
+        // ignores errors of a statement stopped after one row).
+        let sessions: Vec<SessionRecord> = with_conn!(&mut tx, |c| {
+            sqlx::query_as(sql.as_str())
+                .bind(at)
+                .bind(token_hash)
+                .bind(idle_since)
+                .bind(successor_hash)
+                .fetch_all(c)
+                .await
+        })?;
+        let session = sessions.into_iter().next();
+        if session.is_some() {
+            tx.commit().await?;
         }
+        Ok(session)
     }
 
     async fn revoke(&self, session: SessionId, at: OffsetDateTime, reason: &str) -> Result<()> {
