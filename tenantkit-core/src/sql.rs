@@ -106,7 +106,7 @@ pub type SqliteTx = Never;
 
 #[cfg(feature = "postgres")]
 #[doc(hidden)]
-pub type PgTx = sqlx::Transaction<'static, sqlx::Postgres>;
+pub type PgTx = crate::db::PgConn;
 #[cfg(not(feature = "postgres"))]
 #[doc(hidden)]
 pub type PgTx = Never;

@@ -106,18 +106,17 @@ impl TenantScoped for Note {
         let sql = format!(
             "UPDATE notes SET body = $1, team_id = $2, version = $3 \
              WHERE tenant_id = $4 AND id = $5 AND version = $6{}",
-            NOTES.visibility.condition("notes", 7, 8)
+            NOTES.visibility.condition("notes", all, 7)
         );
         let rows = with_conn!(tx, |c| {
-            sqlx::query(&sql)
+            let query = sqlx::query(&sql)
                 .bind(&note.body)
                 .bind(note.team_id)
                 .bind(note.version)
                 .bind(tenant)
                 .bind(id)
-                .bind(base)
-                .bind(all)
-                .bind(viewer)
+                .bind(base);
+            tenantkit_core::bind_visibility!(query, NOTES.visibility, all, viewer)
                 .execute(c)
                 .await
                 .map(|done| done.rows_affected())
@@ -135,15 +134,14 @@ impl TenantScoped for Note {
         let sql = format!(
             "SELECT id, team_id, restricted, body, version FROM notes \
              WHERE tenant_id = $1 AND id > $2{} ORDER BY id LIMIT $3",
-            NOTES.visibility.condition("notes", 4, 5)
+            NOTES.visibility.condition("notes", all, 4)
         );
         let rows: Vec<Note> = with_conn!(tx, |c| {
-            sqlx::query_as(&sql)
+            let query = sqlx::query_as(&sql)
                 .bind(tenant)
                 .bind(page.after_key())
-                .bind(page.fetch_count())
-                .bind(all)
-                .bind(viewer)
+                .bind(page.fetch_count());
+            tenantkit_core::bind_visibility!(query, NOTES.visibility, all, viewer)
                 .fetch_all(c)
                 .await
         })?;

@@ -5,9 +5,13 @@
 
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod slots;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(feature = "postgres")]
+pub(crate) use postgres::PgConn;
 #[cfg(feature = "sqlite")]
 pub(crate) use sqlite::{ReaderGuard, WriterGuard};
 
@@ -86,7 +90,7 @@ pub(crate) enum Pool {
     #[cfg(feature = "sqlite")]
     Sqlite(sqlite::SqlitePools),
     #[cfg(feature = "postgres")]
-    Postgres(sqlx::PgPool),
+    Postgres(postgres::PgConnections),
 }
 
 impl fmt::Debug for Database {
@@ -216,8 +220,9 @@ impl Database {
             }
             #[cfg(feature = "postgres")]
             Pool::Postgres(pool) => {
-                let mut conn = pool.acquire().await?;
+                let mut conn = pool.raw().await?;
                 crate::migrate::apply_postgres(migrations, &mut conn).await?;
+                conn.release();
             }
         }
         tracing::info!(sets = %migrations.names().join(", "), "database migrations applied");
@@ -244,7 +249,11 @@ impl Database {
                     .map(drop)?
             }
             #[cfg(feature = "postgres")]
-            Pool::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
+            Pool::Postgres(pool) => {
+                let mut conn = pool.raw().await?;
+                sqlx::query("SELECT 1").execute(&mut *conn).await?;
+                conn.release();
+            }
         };
         Ok(())
     }
@@ -389,7 +398,7 @@ impl Database {
                     quote(user),
                     quote(system)
                 );
-                let tx = pool.begin_with(statement).await?;
+                let tx = pool.begin(&statement, mode == Mode::ReadOnly).await?;
                 Ok(Conn::Postgres(tx))
             }
         }

@@ -1,24 +1,317 @@
 //! PostgreSQL connection settings and the row-level-security checks made at start-up.
 
-use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use std::str::FromStr;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions as _, Connection as _, Executor as _};
+use tokio::sync::Notify;
 
 use super::DatabaseOptions;
+use super::slots::{Held, Slots};
 use crate::{Error, Result};
 
-pub(super) async fn connect(url: &str, options: &DatabaseOptions) -> Result<PgPool> {
-    Ok(PgPoolOptions::new()
-        .max_connections(options.max_connections.max(1))
-        .acquire_timeout(options.acquire_timeout)
-        // No ping before every transaction: it is a whole round trip per request. A
-        // connection the server dropped fails its next statement instead (an error answer, not
-        // a wrong one), and connections are recycled before servers and proxies tend to drop
-        // them.
-        .test_before_acquire(false)
-        .idle_timeout(std::time::Duration::from_secs(300))
-        .max_lifetime(std::time::Duration::from_secs(1800))
-        .connect(url)
-        .await?)
+/// A connection older than this is replaced before its next use.
+const MAX_LIFETIME: Duration = Duration::from_secs(1800);
+/// A connection unused this long is replaced before its next use: servers and proxies tend
+/// to drop idle connections, and a dropped one would fail its next statement.
+const MAX_IDLE: Duration = Duration::from_secs(300);
+/// How long a finished read-only transaction may wait for its connection's next
+/// transaction to carry its `COMMIT` before a task sends it on its own.
+const COMMIT_AFTER: Duration = Duration::from_millis(20);
+/// How long ending a transaction a request left open may take before its connection is
+/// given up (closed; the server rolls it back).
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The PostgreSQL connections, each behind a mutex of its own (see [`super::slots`]),
+/// opened on first use.
+///
+/// Round trips: sqlx's pool pings every connection it gets back (a round trip per request,
+/// in a task it spawns). Here a connection that ended cleanly goes straight to the next
+/// holder, and one that did not (an error, a cancelled request) is rolled back, or closed
+/// when that fails. A read-only transaction answers as soon as its statements have: its
+/// `COMMIT` (which has nothing to write) travels in the same message as the connection's
+/// next `BEGIN`, or, when no transaction comes within [`COMMIT_AFTER`], a task sends it. So
+/// a read is two round trips (`COMMIT; BEGIN; set_config`, the statement), where it was
+/// four (`BEGIN; set_config`, the statement, `COMMIT`, the ping).
+#[derive(Clone)]
+pub(crate) struct PgConnections {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    slots: Slots<Slot>,
+    options: PgConnectOptions,
+    acquire_timeout: Duration,
+    /// Wakes the task that commits the finished reads no transaction came for.
+    settle: Arc<Notify>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The settling task holds only a weak reference: this lets it see that and end.
+        self.settle.notify_one();
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Slot {
+    conn: Option<PgConnection>,
+    opened: Option<Instant>,
+    released: Option<Instant>,
+    /// A finished read-only transaction is still open on the connection: its `COMMIT` is
+    /// sent before anything else.
+    owes_commit: bool,
+}
+
+impl Slot {
+    fn conn(&mut self) -> &mut PgConnection {
+        self.conn
+            .as_mut()
+            .expect("a held slot has an open connection")
+    }
+}
+
+impl std::fmt::Debug for PgConnections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgConnections")
+            .field("connections", &self.inner.slots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgConnections {
+    /// A connection inside a transaction begun by `begin` (a simple-protocol text:
+    /// `BEGIN …; SELECT set_config(…)`), in one round trip with the `COMMIT` the connection
+    /// may owe.
+    pub(crate) async fn begin(
+        &self,
+        begin: &str,
+        read_only: bool,
+    ) -> std::result::Result<PgConn, sqlx::Error> {
+        let mut conn = self.hold(read_only).await?;
+        let slot = conn.slot();
+        // Cleared first: from here a failure or a cancelled request rolls back whatever is
+        // open (the guard is not done).
+        if std::mem::take(&mut slot.owes_commit) {
+            slot.conn()
+                .execute(format!("COMMIT; {begin}").as_str())
+                .await?;
+        } else {
+            slot.conn().execute(begin).await?;
+        }
+        Ok(conn)
+    }
+
+    /// A connection outside any transaction, for the crate's own statements (migrations, the
+    /// start-up checks, pings). [`PgConn::release`] it when done.
+    pub(crate) async fn raw(&self) -> std::result::Result<PgConn, sqlx::Error> {
+        let mut conn = self.hold(false).await?;
+        let slot = conn.slot();
+        if std::mem::take(&mut slot.owes_commit) {
+            slot.conn().execute("COMMIT").await?;
+        }
+        Ok(conn)
+    }
+
+    /// A held slot with a usable connection: opened on first use, replaced when too old or
+    /// idle too long.
+    async fn hold(&self, read_only: bool) -> std::result::Result<PgConn, sqlx::Error> {
+        let mut held = self.inner.slots.acquire().await?;
+        let slot = &mut *held.slot;
+        let stale = slot.opened.is_some_and(|at| at.elapsed() > MAX_LIFETIME)
+            || slot.released.is_some_and(|at| at.elapsed() > MAX_IDLE);
+        if stale && let Some(old) = slot.conn.take() {
+            // The server rolls back whatever the connection still had open.
+            let _ = tokio::time::timeout(CLEANUP_TIMEOUT, old.close()).await;
+        }
+        if slot.conn.is_none() {
+            slot.owes_commit = false;
+            let conn =
+                tokio::time::timeout(self.inner.acquire_timeout, self.inner.options.connect())
+                    .await
+                    .map_err(|_| sqlx::Error::PoolTimedOut)??;
+            slot.conn = Some(conn);
+            slot.opened = Some(Instant::now());
+        }
+        Ok(PgConn {
+            held: Some(held),
+            read_only,
+            done: false,
+            settle: self.inner.settle.clone(),
+        })
+    }
+
+    pub(crate) async fn close(&self) {
+        self.inner
+            .slots
+            .close(async |slot: &mut Slot| {
+                if let Some(conn) = slot.conn.take() {
+                    let _ = tokio::time::timeout(CLEANUP_TIMEOUT, conn.close()).await;
+                }
+            })
+            .await;
+    }
+}
+
+/// Sends the `COMMIT` of finished reads whose connection no transaction came for within
+/// [`COMMIT_AFTER`]: a read-only transaction holds no row locks, but its table locks would
+/// keep a migration's `ALTER TABLE` waiting.
+async fn settle_idle(inner: Weak<Inner>, settle: Arc<Notify>) {
+    loop {
+        settle.notified().await;
+        tokio::time::sleep(COMMIT_AFTER).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        for index in 0..inner.slots.len() {
+            // A slot in use settles itself: its holder's next `BEGIN` or release.
+            let Some(mut held) = inner.slots.try_acquire_at(index) else {
+                continue;
+            };
+            let slot = &mut *held.slot;
+            if !slot.owes_commit {
+                continue;
+            }
+            if slot.released.is_some_and(|at| at.elapsed() < COMMIT_AFTER) {
+                // Released since this round began: the next round sees it.
+                settle.notify_one();
+                continue;
+            }
+            slot.owes_commit = false;
+            let committed = match slot.conn.as_mut() {
+                Some(conn) => {
+                    tokio::time::timeout(CLEANUP_TIMEOUT, sqlx::query("COMMIT").execute(conn))
+                        .await
+                        .is_ok_and(|done| done.is_ok())
+                }
+                None => true,
+            };
+            if !committed {
+                slot.conn = None;
+            }
+        }
+    }
+}
+
+/// A PostgreSQL connection while one transaction holds it. Ended without
+/// [`commit`](Self::commit) (an error, a cancelled request), its transaction is rolled back
+/// by a task that keeps the connection until that is done, and the connection is closed
+/// when the rollback fails: the next holder finds it clean, or opens a new one.
+#[doc(hidden)]
+pub struct PgConn {
+    held: Option<Held<Slot>>,
+    read_only: bool,
+    done: bool,
+    settle: Arc<Notify>,
+}
+
+impl std::fmt::Debug for PgConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgConn")
+            .field("read_only", &self.read_only)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgConn {
+    fn slot(&mut self) -> &mut Slot {
+        &mut self
+            .held
+            .as_mut()
+            .expect("a guard holds its slot until dropped")
+            .slot
+    }
+
+    /// Commits the transaction. A read-only one owes its `COMMIT` to the connection's next
+    /// use (or the settling task): nothing was written, so there is nothing to wait for.
+    pub(crate) async fn commit(mut self) -> std::result::Result<(), sqlx::Error> {
+        if self.read_only {
+            self.slot().owes_commit = true;
+            self.settle.notify_one();
+        } else {
+            self.slot().conn().execute("COMMIT").await?;
+        }
+        self.release();
+        Ok(())
+    }
+
+    /// Gives the connection back, clean (outside any transaction but a read's owed commit).
+    pub(crate) fn release(mut self) {
+        self.slot().released = Some(Instant::now());
+        self.done = true;
+    }
+}
+
+impl std::ops::Deref for PgConn {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        self.held
+            .as_ref()
+            .and_then(|held| held.slot.conn.as_ref())
+            .expect("a guard holds an open connection until dropped")
+    }
+}
+
+impl std::ops::DerefMut for PgConn {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        self.slot().conn()
+    }
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        let Some(mut held) = self.held.take() else {
+            return;
+        };
+        if self.done {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            held.slot.conn = None;
+            return;
+        };
+        // The task keeps the slot and its permit: nobody else gets the connection before it
+        // is clean (after a cancelled statement sqlx first reads what is left of its answer).
+        runtime.spawn(async move {
+            let slot = &mut *held.slot;
+            let rolled_back = match slot.conn.as_mut() {
+                Some(conn) => {
+                    tokio::time::timeout(CLEANUP_TIMEOUT, sqlx::query("ROLLBACK").execute(conn))
+                        .await
+                        .is_ok_and(|done| done.is_ok())
+                }
+                None => true,
+            };
+            slot.owes_commit = false;
+            if rolled_back {
+                slot.released = Some(Instant::now());
+            } else {
+                tracing::warn!("closing a PostgreSQL connection that could not be rolled back");
+                slot.conn = None;
+            }
+            drop(held);
+        });
+    }
+}
+
+pub(super) async fn connect(url: &str, options: &DatabaseOptions) -> Result<PgConnections> {
+    let connect = PgConnectOptions::from_str(url)
+        .map_err(|e| Error::Config(format!("invalid PostgreSQL URL: {e}")))?;
+    let settle = Arc::new(Notify::new());
+    let inner = Arc::new(Inner {
+        slots: Slots::new(options.max_connections, options.acquire_timeout),
+        options: connect,
+        acquire_timeout: options.acquire_timeout,
+        settle: settle.clone(),
+    });
+    tokio::spawn(settle_idle(Arc::downgrade(&inner), settle));
+    let connections = PgConnections { inner };
+    // One now, so that a database that cannot be reached fails at start-up.
+    connections.raw().await?.release();
+    Ok(connections)
 }
 
 /// Tenant relations are found in the catalog, not from a list: every table (or view) of the
@@ -58,14 +351,23 @@ const OPEN_POLICIES: &str = "SELECT c.relname::text || '.' || p.polname::text \
 /// to every tenant, or to none), a view over tenant rows runs with its owner's rights, a policy
 /// that lets everything through applies to the role, or there are no tenant tables at all (the
 /// migrations were not applied to this schema).
-pub(super) async fn check_rls_safe(pool: &PgPool) -> Result<()> {
+pub(super) async fn check_rls_safe(connections: &PgConnections) -> Result<()> {
+    let mut conn = connections.raw().await?;
+    check_rls_safe_on(&mut conn).await?;
+    conn.release();
+    Ok(())
+}
+
+async fn check_rls_safe_on(conn: &mut PgConnection) -> Result<()> {
     let (role, superuser, bypass): (String, bool, bool) = sqlx::query_as(
         "SELECT r.rolname::text, r.rolsuper, r.rolbypassrls \
          FROM pg_catalog.pg_roles r WHERE r.rolname = current_user",
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
-    let relations: Vec<TenantRelation> = sqlx::query_as(TENANT_RELATIONS).fetch_all(pool).await?;
+    let relations: Vec<TenantRelation> = sqlx::query_as(TENANT_RELATIONS)
+        .fetch_all(&mut *conn)
+        .await?;
     let owned: Vec<&str> = relations
         .iter()
         .filter(|r| r.owned)
@@ -140,7 +442,9 @@ pub(super) async fn check_rls_safe(pool: &PgPool) -> Result<()> {
              be protected",
         );
     }
-    let open: Vec<String> = sqlx::query_scalar(OPEN_POLICIES).fetch_all(pool).await?;
+    let open: Vec<String> = sqlx::query_scalar(OPEN_POLICIES)
+        .fetch_all(&mut *conn)
+        .await?;
     if !open.is_empty() {
         let names: Vec<&str> = open.iter().map(String::as_str).collect();
         return refuse(

@@ -11,19 +11,19 @@
 //! The writer is not a pool of one: handing a pooled connection back goes through a task the
 //! pool spawns, so the next writer waited for that task on top of its own work (a `SELECT 1`
 //! took 66–200 µs through a pool and 20 µs on a held connection, here). A mutex hands the
-//! connection to the next writer directly; the readers are mutexes too.
+//! connection to the next writer directly; the readers are mutexes too ([`super::slots`]).
 
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions as _, Connection as _};
-use tokio::sync::{Mutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::DatabaseOptions;
+use super::slots::{Held, Slots};
 use crate::{Error, Result};
 
 /// The writer and the readers of one SQLite database.
@@ -114,16 +114,11 @@ async fn rollback(conn: &mut SqliteConnection) -> std::result::Result<(), sqlx::
 }
 
 /// The read-only connections, each behind a mutex of its own (the pool's hand-back task is
-/// what they avoid, as the writer does). A read takes the first free one from a rotating
-/// start, or waits in line at one when all are busy. Each opens on first use.
+/// what they avoid, as the writer does). Each opens on first use.
 #[derive(Clone)]
 pub(crate) struct Readers {
-    /// One permit per connection: a holder always finds a free connection.
-    permits: Arc<Semaphore>,
-    conns: Arc<[Arc<Mutex<Option<SqliteConnection>>>]>,
-    next: Arc<AtomicUsize>,
+    conns: Arc<Slots<Option<SqliteConnection>>>,
     options: Arc<SqliteConnectOptions>,
-    acquire_timeout: Duration,
 }
 
 impl std::fmt::Debug for Readers {
@@ -137,53 +132,27 @@ impl std::fmt::Debug for Readers {
 impl Readers {
     /// A reader connection (at most the acquire timeout, then `PoolTimedOut`).
     pub(crate) async fn acquire(&self) -> std::result::Result<ReaderGuard, sqlx::Error> {
-        // Waiting is for a permit, so a read waits for whichever connection frees first.
-        let permit =
-            tokio::time::timeout(self.acquire_timeout, self.permits.clone().acquire_owned())
-                .await
-                .map_err(|_| sqlx::Error::PoolTimedOut)?
-                .map_err(|_| sqlx::Error::PoolClosed)?;
-        let count = self.conns.len();
-        let mut guard = loop {
-            // With a permit, at most `count - 1` others hold connections: one is free (another
-            // permit holder may take it first, so look again).
-            let start = self.next.fetch_add(1, Ordering::Relaxed);
-            if let Some(guard) = (0..count).find_map(|i| {
-                self.conns[(start + i) % count]
-                    .clone()
-                    .try_lock_owned()
-                    .ok()
-            }) {
-                break guard;
-            }
-            tokio::task::yield_now().await;
-        };
-        if guard.is_none() {
-            *guard = Some(self.options.connect().await?);
+        let mut held = self.conns.acquire().await?;
+        if held.slot.is_none() {
+            *held.slot = Some(self.options.connect().await?);
         }
-        Ok(ReaderGuard {
-            conn: guard,
-            _permit: permit,
-        })
+        Ok(ReaderGuard(held))
     }
 
     async fn close(&self) {
-        self.permits.close();
-        for conn in self.conns.iter() {
-            if let Some(conn) = conn.lock().await.take() {
-                let _ = conn.close().await;
-            }
-        }
+        self.conns
+            .close(async |conn: &mut Option<SqliteConnection>| {
+                if let Some(conn) = conn.take() {
+                    let _ = conn.close().await;
+                }
+            })
+            .await;
     }
 }
 
 /// A reader connection while one request holds it.
 #[doc(hidden)]
-pub struct ReaderGuard {
-    /// Dropped before the permit: the connection is free when the next permit is handed out.
-    conn: OwnedMutexGuard<Option<SqliteConnection>>,
-    _permit: OwnedSemaphorePermit,
-}
+pub struct ReaderGuard(Held<Option<SqliteConnection>>);
 
 impl std::fmt::Debug for ReaderGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -195,13 +164,13 @@ impl Deref for ReaderGuard {
     type Target = SqliteConnection;
 
     fn deref(&self) -> &SqliteConnection {
-        self.conn.as_ref().expect("a reader is open while held")
+        self.0.slot.as_ref().expect("a reader is open while held")
     }
 }
 
 impl DerefMut for ReaderGuard {
     fn deref_mut(&mut self) -> &mut SqliteConnection {
-        self.conn.as_mut().expect("a reader is open while held")
+        self.0.slot.as_mut().expect("a reader is open while held")
     }
 }
 
@@ -320,13 +289,9 @@ pub(super) async fn connect(url: &str, options: &DatabaseOptions) -> Result<Sqli
     // Each reader keeps a 512 KiB page cache instead of SQLite's 2 MB: the readers would
     // each cache the same hot pages, and the operating system's cache holds the file anyway
     // (10 readers: 5 MB instead of 20 MB of resident memory).
-    let count = usize::try_from(options.max_connections.max(1)).unwrap_or(1);
     let readers = Readers {
-        permits: Arc::new(Semaphore::new(count)),
-        conns: (0..count).map(|_| Arc::new(Mutex::new(None))).collect(),
-        next: Arc::default(),
+        conns: Arc::new(Slots::new(options.max_connections, options.acquire_timeout)),
         options: Arc::new(connect.read_only(true).pragma("cache_size", "-512")),
-        acquire_timeout: options.acquire_timeout,
     };
     // One now, so that a database that cannot be read fails at start-up.
     drop(readers.acquire().await?);

@@ -226,12 +226,13 @@ pub enum Visibility {
 }
 
 /// SQL that holds when the team-restricted row aliased `alias` (a table with `tenant_id`,
-/// `team_id` and `restricted`) is visible: `$all` is bound to whether the transaction sees
-/// every team ([`TenantTx::sees_all_teams`]), `$user` to its viewer ([`TenantTx::viewer`]).
-/// `alias` must be a constant of your code, never input.
-pub fn team_visible(alias: &str, all: usize, user: usize) -> String {
+/// `team_id` and `restricted`) is visible to a viewer who does not see every team: `$user` is
+/// bound to its viewer ([`TenantTx::viewer`]). `alias` must be a constant of your code, never
+/// input. A transaction that sees every team ([`TenantTx::sees_all_teams`]) needs no condition
+/// at all (see [`Visibility::condition`]).
+pub fn team_visible(alias: &str, user: usize) -> String {
     format!(
-        "(NOT {alias}.restricted OR ${all} OR EXISTS (SELECT 1 FROM team_members tm \
+        "(NOT {alias}.restricted OR EXISTS (SELECT 1 FROM team_members tm \
          WHERE tm.tenant_id = {alias}.tenant_id AND tm.team_id = {alias}.team_id \
          AND tm.user_id = ${user}))"
     )
@@ -239,32 +240,43 @@ pub fn team_visible(alias: &str, all: usize, user: usize) -> String {
 
 impl Visibility {
     /// ` AND <condition>` limiting the table aliased `alias` to what the transaction may see,
-    /// with its two parameters numbered `all` and `user` (bind [`TenantTx::sees_all_teams`]
-    /// and [`TenantTx::viewer`] there); empty for [`Visibility::Tenant`].
-    pub fn condition(self, alias: &str, all: usize, user: usize) -> String {
+    /// with its one parameter numbered `user` (bind [`TenantTx::viewer`] there when
+    /// [`Visibility::has_parameters`]); empty for [`Visibility::Tenant`] and for a transaction
+    /// that sees every team (`sees_all`, [`TenantTx::sees_all_teams`]).
+    ///
+    /// The two cases are two statements rather than one with a `$all OR …` flag: PostgreSQL
+    /// keeps a generic plan for a prepared statement only when it costs no more than one
+    /// planned for the values at hand, and a flag the planner can fold away made it plan every
+    /// execution of such a statement anew (a third of the database's time on a read of one
+    /// record, here).
+    pub fn condition(self, alias: &str, sees_all: bool, user: usize) -> String {
         match self {
+            _ if sees_all => String::new(),
             Visibility::Tenant => String::new(),
-            Visibility::Team => format!(" AND {}", team_visible(alias, all, user)),
+            Visibility::Team => format!(" AND {}", team_visible(alias, user)),
             Visibility::Parent { table, key } => format!(
                 " AND EXISTS (SELECT 1 FROM {table} parent WHERE parent.tenant_id = \
                  {alias}.tenant_id AND parent.id = {alias}.{key} AND {})",
-                team_visible("parent", all, user)
+                team_visible("parent", user)
             ),
         }
     }
 
-    /// Whether [`Visibility::condition`] has parameters to bind.
-    pub fn has_parameters(self) -> bool {
-        self != Visibility::Tenant
+    /// Whether [`Visibility::condition`] has a parameter to bind.
+    pub fn has_parameters(self, sees_all: bool) -> bool {
+        !sees_all && self != Visibility::Tenant
     }
 }
 
-/// Binds the two parameters of a [`Visibility::condition`] when it has any.
+/// Binds the parameter of a [`Visibility::condition`] (the viewer) when it has one:
+/// `bind_visibility!(query, visibility, sees_all, viewer)`, after the statement's other
+/// parameters (the condition's is numbered last).
+#[macro_export]
 macro_rules! bind_visibility {
     ($query:expr, $visibility:expr, $all:expr, $viewer:expr) => {{
         let query = $query;
-        if $visibility.has_parameters() {
-            query.bind($all).bind($viewer)
+        if $visibility.has_parameters($all) {
+            query.bind($viewer)
         } else {
             query
         }
@@ -295,7 +307,7 @@ impl TenantTable {
             "SELECT {} FROM {} WHERE tenant_id = $1 AND id = $2{}",
             self.columns,
             self.name,
-            self.visibility.condition(self.name, 3, 4)
+            self.visibility.condition(self.name, all, 3)
         );
         Ok(with_conn!(tx, |c| {
             bind_visibility!(
@@ -318,7 +330,7 @@ impl TenantTable {
         let sql = format!(
             "SELECT 1 FROM {} WHERE tenant_id = $1 AND id = $2{}",
             self.name,
-            self.visibility.condition(self.name, 3, 4)
+            self.visibility.condition(self.name, all, 3)
         );
         let found: Option<i32> = with_conn!(tx, |c| {
             bind_visibility!(
@@ -352,7 +364,7 @@ impl TenantTable {
         let sql = format!(
             "DELETE FROM {} WHERE tenant_id = $1 AND id = $2 AND ($3 IS NULL OR version = $3){}",
             self.name,
-            self.visibility.condition(self.name, 4, 5)
+            self.visibility.condition(self.name, all, 4)
         );
         let key: Uuid = id.into();
         let deleted = with_conn!(tx, |c| {

@@ -90,10 +90,12 @@ impl Storage {
         &self.limits
     }
 
-    /// ` AND (<alias>.project_id IS NULL OR <the parent is visible>)`, parameters `all`, `user`.
-    fn visible(&self, alias: &str, all: usize, user: usize) -> String {
+    /// ` AND (<alias>.project_id IS NULL OR <the parent is visible>)`, its parameter numbered
+    /// `user`; empty for a transaction that sees every team (`all`).
+    fn visible(&self, alias: &str, all: bool, user: usize) -> String {
         match self.parent {
             None => format!(" AND {alias}.project_id IS NULL"),
+            Some(_) if all => String::new(),
             Some(parent) => {
                 let condition = Visibility::Parent {
                     table: parent.table,
@@ -106,8 +108,8 @@ impl Storage {
         }
     }
 
-    fn has_visibility_parameters(&self) -> bool {
-        self.parent.is_some()
+    fn has_visibility_parameters(&self, all: bool) -> bool {
+        self.parent.is_some() && !all
     }
 
     fn validate(&self, new: &NewUpload) -> Result<(UploadIntent, UploadMethod)> {
@@ -317,16 +319,12 @@ impl Storage {
         let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_teams(), tx.viewer());
         let sql = format!(
             "SELECT {columns} FROM {table} {alias} WHERE {alias}.tenant_id = $1 AND {alias}.id = $2{}",
-            self.visible(alias, 3, 4)
+            self.visible(alias, all, 3)
         );
-        let with = self.has_visibility_parameters();
+        let with = self.has_visibility_parameters(all);
         Ok(with_conn!(tx, |c| {
             let query = sqlx::query_as(&sql).bind(tenant).bind(id);
-            let query = if with {
-                query.bind(all).bind(viewer)
-            } else {
-                query
-            };
+            let query = if with { query.bind(viewer) } else { query };
             query.fetch_optional(c).await
         })?)
     }
@@ -388,9 +386,9 @@ impl Storage {
         let sql = format!(
             "SELECT {FILE_COLUMNS} FROM storage_files f WHERE f.tenant_id = $1 AND f.id > $2 \
              AND ($3 IS NULL OR f.project_id = $3){} ORDER BY f.id LIMIT $4",
-            self.visible("f", 5, 6)
+            self.visible("f", all, 5)
         );
-        let with = self.has_visibility_parameters();
+        let with = self.has_visibility_parameters(all);
         let (after, fetch) = (page.after_key(), page.fetch_count());
         let rows: Vec<StoredFile> = with_conn!(&mut tx, |c| {
             let query = sqlx::query_as(&sql)
@@ -398,11 +396,7 @@ impl Storage {
                 .bind(after)
                 .bind(project)
                 .bind(fetch);
-            let query = if with {
-                query.bind(all).bind(viewer)
-            } else {
-                query
-            };
+            let query = if with { query.bind(viewer) } else { query };
             query.fetch_all(c).await
         })?;
         tx.commit().await?;

@@ -5,8 +5,7 @@ use serde::{Deserialize, Serialize};
 use tenantkit_core::validate::{check_optional_text, check_text, finish_validation};
 use tenantkit_core::{
     FieldError, Page, PageRequest, Result, TeamId, TenantId, TenantScoped, TenantTable, TenantTx,
-    Version, Visibility, double_option, ensure_written, now, read_for_update, team_visible,
-    with_conn,
+    Version, Visibility, double_option, ensure_written, now, read_for_update, with_conn,
 };
 use time::OffsetDateTime;
 
@@ -234,10 +233,10 @@ impl TenantScoped for Project {
         let sql = format!(
             "UPDATE projects SET name = $1, description = $2, team_id = $3, restricted = $4, \
              version = $5, updated_at = $6 WHERE tenant_id = $7 AND id = $8 AND version = $9{}",
-            PROJECTS.visibility.condition("projects", 10, 11)
+            PROJECTS.visibility.condition("projects", all, 10)
         );
         let updated = with_conn!(tx, |c| {
-            sqlx::query(&sql)
+            let query = sqlx::query(&sql)
                 .bind(&project.name)
                 .bind(&project.description)
                 .bind(project.team_id)
@@ -246,9 +245,8 @@ impl TenantScoped for Project {
                 .bind(project.updated_at)
                 .bind(tenant)
                 .bind(id)
-                .bind(base)
-                .bind(all)
-                .bind(viewer)
+                .bind(base);
+            tenantkit_core::bind_visibility!(query, PROJECTS.visibility, all, viewer)
                 .execute(c)
                 .await
                 .map(|done| done.rows_affected())
@@ -270,17 +268,16 @@ impl TenantScoped for Project {
         let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_teams(), tx.viewer());
         let sql = format!(
             "SELECT {COLUMNS} FROM projects WHERE tenant_id = $1 AND id > $2 \
-             AND ($3 IS NULL OR team_id = $3) AND {} ORDER BY id LIMIT $4",
-            team_visible("projects", 5, 6)
+             AND ($3 IS NULL OR team_id = $3){} ORDER BY id LIMIT $4",
+            PROJECTS.visibility.condition("projects", all, 5)
         );
         let rows: Vec<Project> = with_conn!(tx, |c| {
-            sqlx::query_as(&sql)
+            let query = sqlx::query_as(&sql)
                 .bind(tenant)
                 .bind(ProjectId::from_uuid(page.after_key()))
                 .bind(filter.team_id)
-                .bind(page.fetch_count())
-                .bind(all)
-                .bind(viewer)
+                .bind(page.fetch_count());
+            tenantkit_core::bind_visibility!(query, PROJECTS.visibility, all, viewer)
                 .fetch_all(c)
                 .await
         })?;

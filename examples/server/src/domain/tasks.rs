@@ -271,14 +271,14 @@ impl TenantScoped for Task {
         // another tenant's project, or a restricted one outside the caller's teams, answers
         // exactly like a missing one. Checked in the INSERT itself (one statement, not two);
         // the composite foreign key is the second wall.
+        let (all, viewer) = (tx.sees_all_teams(), tx.viewer());
         let sql = format!(
             "INSERT INTO tasks (id, tenant_id, project_id, title, description, status, \
              assignee_id, due_at, version, created_at, updated_at) \
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 WHERE EXISTS \
              (SELECT 1 FROM projects p WHERE p.tenant_id = $2 AND p.id = $3{})",
-            PROJECTS.visibility.condition("p", 12, 13)
+            PROJECTS.visibility.condition("p", all, 12)
         );
-        let (all, viewer) = (tx.sees_all_teams(), tx.viewer());
         let inserted = with_conn!(tx, |c| {
             let query = sqlx::query(&sql)
                 .bind(task.id)
@@ -292,12 +292,10 @@ impl TenantScoped for Task {
                 .bind(task.version)
                 .bind(task.created_at)
                 .bind(task.updated_at);
-            let query = if PROJECTS.visibility.has_parameters() {
-                query.bind(all).bind(viewer)
-            } else {
-                query
-            };
-            query.execute(c).await.map(|done| done.rows_affected())
+            tenantkit_core::bind_visibility!(query, PROJECTS.visibility, all, viewer)
+                .execute(c)
+                .await
+                .map(|done| done.rows_affected())
         })?;
         if inserted == 0 {
             return Err(Error::NotFound);
@@ -347,10 +345,10 @@ impl TenantScoped for Task {
             "UPDATE tasks SET title = $1, description = $2, status = $3, assignee_id = $4, \
              due_at = $5, version = $6, updated_at = $7 \
              WHERE tenant_id = $8 AND id = $9 AND version = $10{}",
-            TASKS.visibility.condition("tasks", 11, 12)
+            TASKS.visibility.condition("tasks", all, 11)
         );
         let updated = with_conn!(tx, |c| {
-            sqlx::query(&sql)
+            let query = sqlx::query(&sql)
                 .bind(&task.title)
                 .bind(&task.description)
                 .bind(task.status.as_str())
@@ -360,9 +358,8 @@ impl TenantScoped for Task {
                 .bind(task.updated_at)
                 .bind(tenant)
                 .bind(id)
-                .bind(base)
-                .bind(all)
-                .bind(viewer)
+                .bind(base);
+            tenantkit_core::bind_visibility!(query, TASKS.visibility, all, viewer)
                 .execute(c)
                 .await
                 .map(|done| done.rows_affected())
@@ -378,26 +375,48 @@ impl TenantScoped for Task {
 
     async fn list(tx: &mut TenantTx, filter: &TaskFilter, page: PageRequest) -> Result<Page<Self>> {
         let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_teams(), tx.viewer());
-        let sql = format!(
-            "SELECT {COLUMNS} FROM tasks WHERE tenant_id = $1 AND id > $2 \
-             AND ($3 IS NULL OR project_id = $3) \
-             AND ($4 IS NULL OR status = $4) \
-             AND ($5 IS NULL OR assignee_id = $5) \
-             AND ($6 IS NULL OR lower(title) LIKE $6 ESCAPE '\\'){} \
-             ORDER BY id LIMIT $7",
-            TASKS.visibility.condition("tasks", 8, 9)
-        );
+        // Only the filters in use are in the statement (one prepared statement per
+        // combination), not `($n IS NULL OR column = $n)`: PostgreSQL's generic plan of that
+        // form can use no index for the filter and sorts the tenant's rows on every page.
+        let mut sql = format!("SELECT {COLUMNS} FROM tasks WHERE tenant_id = $1 AND id > $2");
+        let mut parameters = 2;
+        let mut filter_on = |condition: &str| {
+            parameters += 1;
+            sql.push_str(&condition.replace("$n", &format!("${parameters}")));
+        };
+        let title = filter.title_contains.as_deref().map(contains_pattern);
+        if filter.project_id.is_some() {
+            filter_on(" AND project_id = $n");
+        }
+        if filter.status.is_some() {
+            filter_on(" AND status = $n");
+        }
+        if filter.assignee_id.is_some() {
+            filter_on(" AND assignee_id = $n");
+        }
+        if title.is_some() {
+            filter_on(" AND lower(title) LIKE $n ESCAPE '\\'");
+        }
+        sql.push_str(&TASKS.visibility.condition("tasks", all, parameters + 2));
+        sql.push_str(&format!(" ORDER BY id LIMIT ${}", parameters + 1));
         let rows: Vec<Task> = with_conn!(tx, |c| {
-            sqlx::query_as(&sql)
+            let mut query = sqlx::query_as(&sql)
                 .bind(tenant)
-                .bind(TaskId::from_uuid(page.after_key()))
-                .bind(filter.project_id)
-                .bind(filter.status.map(TaskStatus::as_str))
-                .bind(filter.assignee_id)
-                .bind(filter.title_contains.as_deref().map(contains_pattern))
-                .bind(page.fetch_count())
-                .bind(all)
-                .bind(viewer)
+                .bind(TaskId::from_uuid(page.after_key()));
+            if let Some(project) = filter.project_id {
+                query = query.bind(project);
+            }
+            if let Some(status) = filter.status {
+                query = query.bind(status.as_str());
+            }
+            if let Some(assignee) = filter.assignee_id {
+                query = query.bind(assignee);
+            }
+            if let Some(title) = &title {
+                query = query.bind(title.as_str());
+            }
+            let query = query.bind(page.fetch_count());
+            tenantkit_core::bind_visibility!(query, TASKS.visibility, all, viewer)
                 .fetch_all(c)
                 .await
         })?;
