@@ -257,6 +257,11 @@ macro_rules! __tk_postgres_arm {
 /// understands (catalog queries, PostgreSQL-only features). Prefer
 /// [`with_conn!`](crate::with_conn): it runs one text on both backends and poisons the
 /// transaction on failure, which statements run through `RawConn` do not.
+///
+/// The connection is already inside the transaction: do not begin, commit or roll back
+/// through it (sqlx's `Connection::begin` on it would send a second `BEGIN`, not a
+/// savepoint, and its end would end tenantkit's transaction and its row-level-security
+/// settings with it); use `SAVEPOINT` statements for a nested unit.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum RawConn<'a> {

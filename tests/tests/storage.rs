@@ -646,6 +646,33 @@ async fn restricted_projects_hide_their_files(fixture: Fixture) {
         )
         .await;
     assert_eq!(mine.body["items"].as_array().expect("items").len(), 1);
+    // Once the project is gone its files are nobody's to see, the owner's included (a file
+    // shares its project's visibility, and a missing project is visible to no one).
+    let deleted = fixture
+        .server
+        .call(
+            Some(who),
+            Method::DELETE,
+            &format!("/v1/projects/{project_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.body);
+    let gone = fixture
+        .server
+        .call(
+            Some(who),
+            Method::GET,
+            &format!("/v1/files/{file_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND, "{}", gone.body);
+    let listed = fixture
+        .server
+        .call(Some(who), Method::GET, "/v1/files", None)
+        .await;
+    assert_eq!(listed.body["items"], json!([]));
 }
 
 async fn concurrent_completes_make_one_file(fixture: Fixture) {

@@ -271,8 +271,10 @@ impl Database {
         self.begin_tenant(scope, Mode::ReadWrite).await
     }
 
-    /// Begins a read-only transaction scoped to one tenant (PostgreSQL: `READ ONLY`;
-    /// SQLite: a deferred transaction that never blocks writers).
+    /// Begins a read-only transaction scoped to one tenant (PostgreSQL: `READ ONLY`, and
+    /// its `COMMIT`, which has nothing to write, is sent with the connection's next `BEGIN`
+    /// or within 20 ms; SQLite: a read-only connection in autocommit, each statement one
+    /// snapshot, that never blocks the writer).
     ///
     /// # Errors
     /// [`Error::Database`] when no connection can be had.
@@ -389,7 +391,10 @@ impl Database {
                 let quote = |value: &str| value.replace('\'', "''");
                 let begin = match mode {
                     Mode::ReadWrite | Mode::Statement => "BEGIN",
-                    Mode::ReadOnly => "BEGIN READ ONLY",
+                    // Read committed whatever the server's default: a read's `COMMIT` is
+                    // sent later (see `postgres::PgConnections`), which is only sound where a
+                    // read-only transaction's commit cannot fail (it can under SERIALIZABLE).
+                    Mode::ReadOnly => "BEGIN ISOLATION LEVEL READ COMMITTED, READ ONLY",
                 };
                 let statement = format!(
                     "{begin}; SELECT set_config('app.tenant_id', '{}', true), \

@@ -63,6 +63,11 @@ pub(crate) struct Slot {
     /// A finished read-only transaction is still open on the connection: its `COMMIT` is
     /// sent before anything else.
     owes_commit: bool,
+    /// Held, and not yet given back clean: set by every holder, cleared only when the
+    /// connection is known to be outside any transaction of that holder's (a release, a
+    /// rollback, the settling `COMMIT`). Found set by the next holder (a cleanup task that
+    /// never ran, say, because its runtime ended), the connection is closed, not reused.
+    in_use: bool,
 }
 
 impl Slot {
@@ -94,14 +99,44 @@ impl PgConnections {
         let slot = conn.slot();
         // Cleared first: from here a failure or a cancelled request rolls back whatever is
         // open (the guard is not done).
-        if std::mem::take(&mut slot.owes_commit) {
+        let first = if std::mem::take(&mut slot.owes_commit) {
             slot.conn()
                 .execute(format!("COMMIT; {begin}").as_str())
-                .await?;
+                .await
         } else {
-            slot.conn().execute(begin).await?;
+            slot.conn().execute(begin).await
+        };
+        if let Err(err) = first {
+            // Nothing of the caller's has run: a connection that failed (the server restarted,
+            // a proxy dropped it; or the previous read's owed `COMMIT` failed, which is not
+            // this caller's business) is replaced, once.
+            self.reopen(&mut conn, &err).await?;
+            conn.slot().conn().execute(begin).await?;
         }
         Ok(conn)
+    }
+
+    /// Replaces the connection of `conn` after `err`, a failure before its holder ran
+    /// anything.
+    async fn reopen(
+        &self,
+        conn: &mut PgConn,
+        err: &sqlx::Error,
+    ) -> std::result::Result<(), sqlx::Error> {
+        tracing::warn!(error = %err, "replacing a PostgreSQL connection that failed before use");
+        let slot = conn.slot();
+        slot.conn = None;
+        slot.owes_commit = false;
+        self.open(slot).await
+    }
+
+    async fn open(&self, slot: &mut Slot) -> std::result::Result<(), sqlx::Error> {
+        let opened = tokio::time::timeout(self.inner.acquire_timeout, self.inner.options.connect())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)??;
+        slot.conn = Some(opened);
+        slot.opened = Some(Instant::now());
+        Ok(())
     }
 
     /// A connection outside any transaction, for the crate's own statements (migrations, the
@@ -109,8 +144,10 @@ impl PgConnections {
     pub(crate) async fn raw(&self) -> std::result::Result<PgConn, sqlx::Error> {
         let mut conn = self.hold(false).await?;
         let slot = conn.slot();
-        if std::mem::take(&mut slot.owes_commit) {
-            slot.conn().execute("COMMIT").await?;
+        if std::mem::take(&mut slot.owes_commit)
+            && let Err(err) = slot.conn().execute("COMMIT").await
+        {
+            self.reopen(&mut conn, &err).await?;
         }
         Ok(conn)
     }
@@ -118,29 +155,31 @@ impl PgConnections {
     /// A held slot with a usable connection: opened on first use, replaced when too old or
     /// idle too long.
     async fn hold(&self, read_only: bool) -> std::result::Result<PgConn, sqlx::Error> {
-        let mut held = self.inner.slots.acquire().await?;
-        let slot = &mut *held.slot;
-        let stale = slot.opened.is_some_and(|at| at.elapsed() > MAX_LIFETIME)
-            || slot.released.is_some_and(|at| at.elapsed() > MAX_IDLE);
-        if stale && let Some(old) = slot.conn.take() {
-            // The server rolls back whatever the connection still had open.
-            let _ = tokio::time::timeout(CLEANUP_TIMEOUT, old.close()).await;
-        }
-        if slot.conn.is_none() {
-            slot.owes_commit = false;
-            let conn =
-                tokio::time::timeout(self.inner.acquire_timeout, self.inner.options.connect())
-                    .await
-                    .map_err(|_| sqlx::Error::PoolTimedOut)??;
-            slot.conn = Some(conn);
-            slot.opened = Some(Instant::now());
-        }
-        Ok(PgConn {
+        let held = self.inner.slots.acquire().await?;
+        // The guard first: cancelled from here on, it cleans up.
+        let mut conn = PgConn {
             held: Some(held),
             read_only,
             done: false,
             settle: self.inner.settle.clone(),
-        })
+        };
+        let slot = conn.slot();
+        let stale = slot.opened.is_some_and(|at| at.elapsed() > MAX_LIFETIME)
+            || slot.released.is_some_and(|at| at.elapsed() > MAX_IDLE);
+        if slot.in_use {
+            // Its last holder never gave it back clean: what state it is in is unknown.
+            tracing::warn!("closing a PostgreSQL connection whose last holder did not end cleanly");
+            slot.conn = None;
+        } else if stale && let Some(old) = slot.conn.take() {
+            // The server rolls back whatever the connection still had open.
+            let _ = tokio::time::timeout(CLEANUP_TIMEOUT, old.close()).await;
+        }
+        slot.in_use = true;
+        if slot.conn.is_none() {
+            slot.owes_commit = false;
+            self.open(slot).await?;
+        }
+        Ok(conn)
     }
 
     pub(crate) async fn close(&self) {
@@ -179,18 +218,24 @@ async fn settle_idle(inner: Weak<Inner>, settle: Arc<Notify>) {
                 settle.notify_one();
                 continue;
             }
-            slot.owes_commit = false;
+            // Marked in use until the `COMMIT` is through: were this task dropped midway, the
+            // next holder closes the connection instead of using it.
+            slot.in_use = true;
             let committed = match slot.conn.as_mut() {
                 Some(conn) => {
                     tokio::time::timeout(CLEANUP_TIMEOUT, sqlx::query("COMMIT").execute(conn))
                         .await
-                        .is_ok_and(|done| done.is_ok())
+                        .map_err(|_| "timed out".to_owned())
+                        .and_then(|done| done.map(drop).map_err(|e| e.to_string()))
                 }
-                None => true,
+                None => Ok(()),
             };
-            if !committed {
+            if let Err(error) = committed {
+                tracing::warn!(%error, "closing a PostgreSQL connection whose COMMIT failed");
                 slot.conn = None;
             }
+            slot.owes_commit = false;
+            slot.in_use = false;
         }
     }
 }
@@ -239,7 +284,9 @@ impl PgConn {
 
     /// Gives the connection back, clean (outside any transaction but a read's owed commit).
     pub(crate) fn release(mut self) {
-        self.slot().released = Some(Instant::now());
+        let slot = self.slot();
+        slot.released = Some(Instant::now());
+        slot.in_use = false;
         self.done = true;
     }
 }
@@ -288,6 +335,7 @@ impl Drop for PgConn {
             slot.owes_commit = false;
             if rolled_back {
                 slot.released = Some(Instant::now());
+                slot.in_use = false;
             } else {
                 tracing::warn!("closing a PostgreSQL connection that could not be rolled back");
                 slot.conn = None;

@@ -87,11 +87,15 @@ impl<T> Slots<T> {
         }
     }
 
-    /// Refuses new holders, then gives every slot to `each` once its holder is done.
+    /// Waits for every holder to be done (taking every permit, so nobody can start using
+    /// a slot meanwhile), gives every slot to `each`, then refuses new holders for good.
     pub(crate) async fn close(&self, mut each: impl AsyncFnMut(&mut T)) {
-        self.permits.close();
+        let count = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+        let all = self.permits.acquire_many(count).await;
         for slot in &self.slots {
             each(&mut *slot.lock().await).await;
         }
+        self.permits.close();
+        drop(all);
     }
 }

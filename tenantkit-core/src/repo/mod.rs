@@ -241,8 +241,9 @@ pub fn team_visible(alias: &str, user: usize) -> String {
 impl Visibility {
     /// ` AND <condition>` limiting the table aliased `alias` to what the transaction may see,
     /// with its one parameter numbered `user` (bind [`TenantTx::viewer`] there when
-    /// [`Visibility::has_parameters`]); empty for [`Visibility::Tenant`] and for a transaction
-    /// that sees every team (`sees_all`, [`TenantTx::sees_all_teams`]).
+    /// [`Visibility::has_parameters`]). Empty for [`Visibility::Tenant`], and for
+    /// [`Visibility::Team`] in a transaction that sees every team (`sees_all`,
+    /// [`TenantTx::sees_all_teams`]); [`Visibility::Parent`] then only requires the parent.
     ///
     /// The two cases are two statements rather than one with a `$all OR …` flag: PostgreSQL
     /// keeps a generic plan for a prepared statement only when it costs no more than one
@@ -251,13 +252,18 @@ impl Visibility {
     /// record, here).
     pub fn condition(self, alias: &str, sees_all: bool, user: usize) -> String {
         match self {
-            _ if sees_all => String::new(),
             Visibility::Tenant => String::new(),
+            Visibility::Team if sees_all => String::new(),
             Visibility::Team => format!(" AND {}", team_visible(alias, user)),
+            // The parent must exist either way (a row whose parent is gone is seen by nobody).
             Visibility::Parent { table, key } => format!(
                 " AND EXISTS (SELECT 1 FROM {table} parent WHERE parent.tenant_id = \
-                 {alias}.tenant_id AND parent.id = {alias}.{key} AND {})",
-                team_visible("parent", user)
+                 {alias}.tenant_id AND parent.id = {alias}.{key}{})",
+                if sees_all {
+                    String::new()
+                } else {
+                    format!(" AND {}", team_visible("parent", user))
+                }
             ),
         }
     }

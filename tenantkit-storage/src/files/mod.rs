@@ -90,12 +90,11 @@ impl Storage {
         &self.limits
     }
 
-    /// ` AND (<alias>.project_id IS NULL OR <the parent is visible>)`, its parameter numbered
-    /// `user`; empty for a transaction that sees every team (`all`).
+    /// ` AND (<alias>.project_id IS NULL OR <the parent exists and is visible>)`, its
+    /// parameter (unless the transaction sees every team, `all`) numbered `user`.
     fn visible(&self, alias: &str, all: bool, user: usize) -> String {
         match self.parent {
             None => format!(" AND {alias}.project_id IS NULL"),
-            Some(_) if all => String::new(),
             Some(parent) => {
                 let condition = Visibility::Parent {
                     table: parent.table,
