@@ -47,6 +47,16 @@ async fn seen<T: Transaction>(tx: &mut T) -> ((String, String, String, String), 
     .expect("read the settings")
 }
 
+/// The PostgreSQL backend (server process) of the transaction's connection.
+async fn backend_pid<T: Transaction>(tx: &mut T) -> i32 {
+    with_conn!(tx, |c| {
+        sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(c)
+            .await
+    })
+    .expect("pid")
+}
+
 fn settings(
     tenant: &str,
     user: &str,
@@ -171,12 +181,7 @@ async fn cancelled_statements_and_killed_connections_leave_the_next_transaction_
     drop(tx);
     let mut tx = db.begin_read(&world.b.scope()).await.expect("read B");
     assert_eq!(seen(&mut tx).await, (settings(&b, "", "", true), 0));
-    let pid: i32 = with_conn!(&mut tx, |c| {
-        sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(c)
-            .await
-    })
-    .expect("pid");
+    let pid = backend_pid(&mut tx).await;
     tx.commit().await.expect("commit");
     let mut tx = db.begin_read(&world.a.scope()).await.expect("read A");
     assert_eq!(
@@ -214,12 +219,7 @@ async fn cancelled_statements_and_killed_connections_leave_the_next_transaction_
         .await
         .expect("a new connection");
     assert_eq!(seen(&mut tx).await, (settings(&b, "", "", true), 0));
-    let new_pid: i32 = with_conn!(&mut tx, |c| {
-        sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(c)
-            .await
-    })
-    .expect("pid");
+    let new_pid = backend_pid(&mut tx).await;
     assert_ne!(new_pid, pid, "the killed connection was replaced");
     tx.commit().await.expect("commit");
 }

@@ -76,6 +76,29 @@ impl Slot {
             .as_mut()
             .expect("a held slot has an open connection")
     }
+
+    /// Ends the connection's transaction with `sql` (`COMMIT` or `ROLLBACK`), or closes the
+    /// connection when that fails or takes longer than [`CLEANUP_TIMEOUT`]. Marked in use
+    /// until done: were the caller dropped midway, the next holder closes the connection
+    /// instead of using it.
+    async fn end(&mut self, sql: &'static str) {
+        self.in_use = true;
+        if let Some(conn) = self.conn.as_mut() {
+            let ended = tokio::time::timeout(CLEANUP_TIMEOUT, sqlx::query(sql).execute(conn)).await;
+            let error = match ended {
+                Ok(Ok(_)) => None,
+                Ok(Err(err)) => Some(err.to_string()),
+                Err(_) => Some("timed out".to_owned()),
+            };
+            if let Some(error) = error {
+                tracing::warn!(%error, statement = sql, "closing a PostgreSQL connection that could not end its transaction");
+                self.conn = None;
+            }
+        }
+        self.owes_commit = false;
+        self.released = Some(Instant::now());
+        self.in_use = false;
+    }
 }
 
 impl std::fmt::Debug for PgConnections {
@@ -218,24 +241,7 @@ async fn settle_idle(inner: Weak<Inner>, settle: Arc<Notify>) {
                 settle.notify_one();
                 continue;
             }
-            // Marked in use until the `COMMIT` is through: were this task dropped midway, the
-            // next holder closes the connection instead of using it.
-            slot.in_use = true;
-            let committed = match slot.conn.as_mut() {
-                Some(conn) => {
-                    tokio::time::timeout(CLEANUP_TIMEOUT, sqlx::query("COMMIT").execute(conn))
-                        .await
-                        .map_err(|_| "timed out".to_owned())
-                        .and_then(|done| done.map(drop).map_err(|e| e.to_string()))
-                }
-                None => Ok(()),
-            };
-            if let Err(error) = committed {
-                tracing::warn!(%error, "closing a PostgreSQL connection whose COMMIT failed");
-                slot.conn = None;
-            }
-            slot.owes_commit = false;
-            slot.in_use = false;
+            slot.end("COMMIT").await;
         }
     }
 }
@@ -324,22 +330,7 @@ impl Drop for PgConn {
         // is clean (after a cancelled statement sqlx first reads what is left of its answer).
         runtime.spawn(async move {
             let slot = &mut *held.slot;
-            let rolled_back = match slot.conn.as_mut() {
-                Some(conn) => {
-                    tokio::time::timeout(CLEANUP_TIMEOUT, sqlx::query("ROLLBACK").execute(conn))
-                        .await
-                        .is_ok_and(|done| done.is_ok())
-                }
-                None => true,
-            };
-            slot.owes_commit = false;
-            if rolled_back {
-                slot.released = Some(Instant::now());
-                slot.in_use = false;
-            } else {
-                tracing::warn!("closing a PostgreSQL connection that could not be rolled back");
-                slot.conn = None;
-            }
+            slot.end("ROLLBACK").await;
             drop(held);
         });
     }
