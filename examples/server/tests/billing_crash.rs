@@ -3,10 +3,13 @@
 //! mark; a claim left by the killed process is taken over when its lease ends), and the
 //! tenant's plan ends where in-order delivery puts it.
 
-use std::net::TcpListener;
+mod support;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use support::Server;
 
 use tenantkit_billing::testing::SubscriptionLife;
 use tenantkit_billing::{EventState, Inbox};
@@ -14,50 +17,18 @@ use tenantkit_billing::{EventState, Inbox};
 const BINARY: &str = env!("CARGO_BIN_EXE_tenantkit-server");
 const SECRET: &str = "whsec_crash_test";
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address").port()
-}
-
-fn start(data_dir: &Path, port: u16, plans: &Path) -> Child {
-    Command::new(BINARY)
+/// The server on `data_dir`, ready, on a port the kernel picked.
+async fn start(data_dir: &Path, plans: &Path) -> Server {
+    let mut command = Command::new(BINARY);
+    command
         .env_clear()
         .env("TENANTKIT_DATA_DIR", data_dir)
-        .env("TENANTKIT_BIND", format!("127.0.0.1:{port}"))
         .env("TENANTKIT_STRIPE_WEBHOOK_SECRETS", SECRET)
         .env("TENANTKIT_BILLING_LEASE_SECS", "1")
         .env("TENANTKIT_PLANS_FILE", plans)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the server")
-}
-
-async fn wait_ready(base: &str, child: &mut Child) {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(response) = client.get(format!("{base}/readyz")).send().await
-            && response.status() == 200
-        {
-            return;
-        }
-        if let Some(status) = child.try_wait().expect("poll child") {
-            panic!("server exited early with {status}");
-        }
-        assert!(Instant::now() < deadline, "server not ready within 60 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn kill9(child: &mut Child) {
-    let status = Command::new("kill")
-        .args(["-KILL", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let _ = child.wait();
+        // The `listening` line announces the address.
+        .env("RUST_LOG", "warn,tenantkit_server::run=info");
+    Server::start(command).await
 }
 
 async fn deliver(client: &reqwest::Client, base: &str, body: &[u8]) -> bool {
@@ -82,11 +53,9 @@ async fn kill_9_while_the_worker_is_busy_loses_and_repeats_nothing() {
     let plans = dir.path().join("plans.toml");
     std::fs::write(&plans, "[plans.pro]\nstripe_prices = [\"price_pro\"]\n").expect("plans");
     let data = dir.path().join("data");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let mut child = start(&data, port, &plans);
-    wait_ready(&base, &mut child).await;
+    let mut server = start(&data, &plans).await;
+    let mut base = server.base.clone();
     let signup: serde_json::Value = client
         .post(format!("{base}/v1/auth/signup"))
         .json(&serde_json::json!({"email": "crash@example.com", "password": "correct horse battery staple", "tenant_name": "Crash"}))
@@ -127,7 +96,7 @@ async fn kill_9_while_the_worker_is_busy_loses_and_repeats_nothing() {
         }
         // Let the worker get busy, then kill the process mid-burst.
         tokio::time::sleep(Duration::from_millis(250 + 200 * round)).await;
-        kill9(&mut child);
+        server.kill9();
         while let Some(done) = tasks.join_next().await {
             let (id, ok) = done.expect("task");
             if ok {
@@ -154,8 +123,8 @@ async fn kill_9_while_the_worker_is_busy_loses_and_repeats_nothing() {
             );
         }
         db.close().await;
-        child = start(&data, port, &plans);
-        wait_ready(&base, &mut child).await;
+        server = start(&data, &plans).await;
+        base = server.base.clone();
     }
     // The restarted server finishes everything.
     let db = tenantkit_core::Database::connect(&format!(
@@ -228,5 +197,5 @@ async fn kill_9_while_the_worker_is_busy_loses_and_repeats_nothing() {
         .count();
     assert_eq!(changes, 2, "{log}");
     db.close().await;
-    kill9(&mut child);
+    server.kill9();
 }

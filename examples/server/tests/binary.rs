@@ -1,92 +1,36 @@
 //! The real `tenantkit-server` binary: starts on a fresh data folder with no setup, answers
 //! `/readyz`, stops cleanly on SIGTERM, and refuses unsafe or broken configurations clearly.
 
-use std::net::TcpListener;
+mod support;
+
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::{Server, wait_exit};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_tenantkit-server");
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address").port()
-}
-
-fn server(data_dir: &Path, port: u16) -> Command {
+/// The binary on `data_dir`; a serving one is started with [`Server::start`], which has it
+/// listen on a port the kernel picks.
+fn server(data_dir: &Path) -> Command {
     let mut command = Command::new(BINARY);
     command
         .env_clear()
         .env("TENANTKIT_DATA_DIR", data_dir)
-        .env("TENANTKIT_BIND", format!("127.0.0.1:{port}"))
+        .env("TENANTKIT_BIND", "127.0.0.1:0")
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     command
 }
 
-async fn wait_ready(base: &str, child: &mut Child) {
-    let client = reqwest::Client::new();
-    // Bounds a broken start only: a busy machine may take a while, a ready server answers at
-    // once.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(response) = client.get(format!("{base}/readyz")).send().await {
-            assert_eq!(response.status(), 200);
-            let body: serde_json::Value = response.json().await.expect("json");
-            assert_eq!(body["status"], "ready");
-            return;
-        }
-        if let Some(status) = child.try_wait().expect("poll child") {
-            panic!("server exited early with {status}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server did not become ready within 120 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn terminate(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().expect("poll child") {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("server did not stop within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn output(child: Child) -> String {
-    let out = child.wait_with_output().expect("output");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 #[tokio::test]
 async fn starts_on_a_fresh_data_dir_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data_dir = dir.path().join("fresh").join("data");
-    let port = free_port();
-    let mut child = server(&data_dir, port).spawn().expect("spawn server");
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&base, &mut child).await;
+    let running = Server::start(server(&data_dir)).await;
+    let base = running.base.clone();
     assert!(
         data_dir.join("tenantkit.db").exists(),
         "SQLite file created on first run"
@@ -97,10 +41,8 @@ async fn starts_on_a_fresh_data_dir_and_stops_cleanly_on_sigterm() {
         .expect("healthz");
     assert_eq!(health.status(), 200);
 
-    terminate(&child);
-    let status = wait_exit(&mut child, Duration::from_secs(60));
+    let (status, logs) = running.stop(Duration::from_secs(60));
     assert!(status.success(), "clean exit on SIGTERM, got {status}");
-    let logs = output(child);
     assert!(logs.contains("SIGTERM received"), "{logs}");
     assert!(logs.contains("stopped"), "{logs}");
     assert!(
@@ -109,10 +51,8 @@ async fn starts_on_a_fresh_data_dir_and_stops_cleanly_on_sigterm() {
     );
 
     // A second start on the same folder reuses the database (migrations are idempotent).
-    let mut again = server(&data_dir, port).spawn().expect("spawn again");
-    wait_ready(&base, &mut again).await;
-    terminate(&again);
-    assert!(wait_exit(&mut again, Duration::from_secs(60)).success());
+    let again = Server::start(server(&data_dir)).await;
+    assert!(again.stop(Duration::from_secs(60)).0.success());
 }
 
 /// `--help` shows which environment variables are read, never the secrets they hold.
@@ -138,7 +78,7 @@ fn help_never_prints_secrets_from_the_environment() {
         ),
     ];
     for args in [&["--help"][..], &["help"][..], &["migrate", "--help"][..]] {
-        let mut command = server(dir.path(), free_port());
+        let mut command = server(dir.path());
         command.args(args);
         for (name, value) in secrets {
             command.env(name, value);
@@ -159,7 +99,7 @@ fn help_never_prints_secrets_from_the_environment() {
 #[test]
 fn migrate_subcommand_creates_and_migrates_the_database() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let status = server(dir.path(), free_port())
+    let status = server(dir.path())
         .arg("migrate")
         .status()
         .expect("run migrate");
@@ -167,7 +107,7 @@ fn migrate_subcommand_creates_and_migrates_the_database() {
     assert!(dir.path().join("tenantkit.db").exists());
     // Running it twice is fine.
     assert!(
-        server(dir.path(), free_port())
+        server(dir.path())
             .arg("migrate")
             .status()
             .expect("again")
@@ -178,7 +118,7 @@ fn migrate_subcommand_creates_and_migrates_the_database() {
 #[test]
 fn broken_configuration_fails_fast_with_a_clear_message_and_no_secret() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = server(dir.path(), free_port())
+    let mut child = server(dir.path())
         .env("DATABASE_URL", "mysql://root:hunter2@localhost/db")
         .spawn()
         .expect("spawn");
@@ -196,7 +136,7 @@ fn broken_configuration_fails_fast_with_a_clear_message_and_no_secret() {
         "the password must not be printed: {text}"
     );
 
-    let bad_bind = server(dir.path(), free_port())
+    let bad_bind = server(dir.path())
         .env("TENANTKIT_BIND", "not-an-address")
         .output()
         .expect("run");
@@ -216,7 +156,7 @@ async fn refuses_a_postgres_role_that_bypasses_row_level_security() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = server(dir.path(), free_port())
+    let out = server(dir.path())
         .env("DATABASE_URL", &admin_url)
         .output()
         .expect("run");
@@ -236,24 +176,20 @@ async fn serves_on_postgres_as_the_app_role_with_migrations_run_as_the_owner() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let mut child = server(dir.path(), port)
+    let mut command = server(dir.path());
+    command
         .env("DATABASE_URL", &test_db.app_url)
-        .env("DATABASE_MIGRATION_URL", &test_db.owner_url)
-        .spawn()
-        .expect("spawn server");
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&base, &mut child).await;
-    let ready: serde_json::Value = reqwest::get(format!("{base}/readyz"))
+        .env("DATABASE_MIGRATION_URL", &test_db.owner_url);
+    let running = Server::start(command).await;
+    let ready: serde_json::Value = reqwest::get(format!("{}/readyz", running.base))
         .await
         .expect("readyz")
         .json()
         .await
         .expect("json");
     assert_eq!(ready["database"], "postgres");
-    terminate(&child);
-    assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
-    let logs = output(child);
+    let (status, logs) = running.stop(Duration::from_secs(60));
+    assert!(status.success());
     assert!(
         !logs.contains("tenantkit-test-only"),
         "database passwords are redacted in logs"
@@ -263,9 +199,7 @@ async fn serves_on_postgres_as_the_app_role_with_migrations_run_as_the_owner() {
 #[tokio::test]
 async fn keys_rotate_adds_a_signing_key_and_keeps_the_old_one_verifying() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let jwks = || async {
+    let jwks = |base: String| async move {
         let body: serde_json::Value = reqwest::get(format!("{base}/.well-known/jwks.json"))
             .await
             .expect("jwks")
@@ -280,14 +214,12 @@ async fn keys_rotate_adds_a_signing_key_and_keeps_the_old_one_verifying() {
             .collect::<Vec<_>>()
     };
 
-    let mut child = server(dir.path(), port).spawn().expect("spawn");
-    wait_ready(&base, &mut child).await;
-    let first = jwks().await;
+    let running = Server::start(server(dir.path())).await;
+    let first = jwks(running.base.clone()).await;
     assert_eq!(first.len(), 1, "a development key is created on first run");
-    terminate(&child);
-    assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
+    assert!(running.stop(Duration::from_secs(60)).0.success());
 
-    let rotate = server(dir.path(), free_port())
+    let rotate = server(dir.path())
         .args(["keys", "rotate"])
         .output()
         .expect("rotate");
@@ -297,13 +229,11 @@ async fn keys_rotate_adds_a_signing_key_and_keeps_the_old_one_verifying() {
         String::from_utf8_lossy(&rotate.stderr)
     );
 
-    let mut child = server(dir.path(), port).spawn().expect("spawn");
-    wait_ready(&base, &mut child).await;
-    let second = jwks().await;
+    let running = Server::start(server(dir.path())).await;
+    let second = jwks(running.base.clone()).await;
     assert_eq!(second.len(), 2, "old key still verifies, new key signs");
     assert!(second.contains(&first[0]));
-    terminate(&child);
-    assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
+    assert!(running.stop(Duration::from_secs(60)).0.success());
 
     #[cfg(unix)]
     {
@@ -328,7 +258,7 @@ async fn keys_rotate_adds_a_signing_key_and_keeps_the_old_one_verifying() {
 async fn tenant_and_user_create_then_log_in_over_http() {
     let dir = tempfile::tempdir().expect("tempdir");
     let run = |args: &[&str], password: Option<&str>| {
-        let mut command = server(dir.path(), free_port());
+        let mut command = server(dir.path());
         command.args(args);
         if let Some(password) = password {
             command.env("TENANTKIT_PASSWORD", password);
@@ -441,10 +371,8 @@ async fn tenant_and_user_create_then_log_in_over_http() {
     );
     assert!(!missing.status.success());
 
-    let port = free_port();
-    let mut child = server(dir.path(), port).spawn().expect("spawn");
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&base, &mut child).await;
+    let running = Server::start(server(dir.path())).await;
+    let base = running.base.clone();
     let accepted = reqwest::Client::new()
         .post(format!("{base}/v1/invitations/accept"))
         .json(&serde_json::json!({"token": token, "password": "a sturdy member passphrase"}))
@@ -486,8 +414,7 @@ async fn tenant_and_user_create_then_log_in_over_http() {
         ],
         "{log}"
     );
-    terminate(&child);
-    assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
+    assert!(running.stop(Duration::from_secs(60)).0.success());
     let again = run(
         &[
             "user",
@@ -505,8 +432,7 @@ async fn tenant_and_user_create_then_log_in_over_http() {
 #[tokio::test]
 async fn the_binary_knows_client_addresses_and_mails_through_smtp() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let mut command = server(dir.path(), port);
+    let mut command = server(dir.path());
     command.env("TENANTKIT_RATE_PER_IP", "3");
     let smtp = std::env::var("TENANTKIT_TEST_SMTP_URL").ok();
     if let Some(url) = &smtp {
@@ -514,9 +440,8 @@ async fn the_binary_knows_client_addresses_and_mails_through_smtp() {
             .env("TENANTKIT_SMTP_URL", url)
             .env("TENANTKIT_MAIL_FROM", "tk <noreply@tenantkit.test>");
     }
-    let mut child = command.spawn().expect("spawn");
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&base, &mut child).await;
+    let running = Server::start(command).await;
+    let base = running.base.clone();
     let client = reqwest::Client::new();
     let signup = client
         .post(format!("{base}/v1/auth/signup"))
@@ -556,9 +481,8 @@ async fn the_binary_knows_client_addresses_and_mails_through_smtp() {
             "the verification email went through the SMTP relay"
         );
     }
-    terminate(&child);
-    assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
-    let audit_ip_logged = output(child);
+    let (status, audit_ip_logged) = running.stop(Duration::from_secs(60));
+    assert!(status.success());
     assert!(
         !audit_ip_logged.contains("correct horse"),
         "no password in logs"
@@ -568,7 +492,7 @@ async fn the_binary_knows_client_addresses_and_mails_through_smtp() {
 #[tokio::test]
 async fn audit_verify_names_a_tampered_row() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let create = server(dir.path(), free_port())
+    let create = server(dir.path())
         .args([
             "tenant",
             "create",
@@ -587,10 +511,8 @@ async fn audit_verify_names_a_tampered_row() {
         String::from_utf8_lossy(&create.stderr)
     );
     // The signup-like creation wrote no audit entry; make a few through the API.
-    let port = free_port();
-    let mut child = server(dir.path(), port).spawn().expect("spawn");
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&base, &mut child).await;
+    let running = Server::start(server(dir.path())).await;
+    let base = running.base.clone();
     let client = reqwest::Client::new();
     for _ in 0..3 {
         let login = client
@@ -601,11 +523,10 @@ async fn audit_verify_names_a_tampered_row() {
             .expect("login");
         assert_eq!(login.status(), 200);
     }
-    terminate(&child);
-    assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
+    assert!(running.stop(Duration::from_secs(60)).0.success());
 
     let verify = || {
-        server(dir.path(), free_port())
+        server(dir.path())
             .args(["audit", "verify"])
             .output()
             .expect("verify")
