@@ -160,9 +160,11 @@ struct Comment {
 const COMMENTS: TenantTable = TenantTable {
     name: "note_comments",
     columns: "id, note_id, body, version",
+    // `note_id` is NOT NULL with a cascading foreign key to the note (tests/notes migrations).
     visibility: Visibility::Parent {
         table: "notes",
         key: "note_id",
+        enforced: true,
     },
 };
 
@@ -314,6 +316,23 @@ async fn team_restricted_rows_are_hidden_outside_their_team(test_db: TestDb) {
             ));
         }
     }
+    // The owner reads comments without a lookup of their note (the foreign key is
+    // `enforced`): deleting the note takes its comments with it, so none is left to see.
+    let owner = TenantScope::of(&world.a.principal);
+    let mut tx = db.begin(&owner).await.expect("begin");
+    Note::delete(&mut tx, hidden.id, None)
+        .await
+        .expect("delete note");
+    tx.commit().await.expect("commit");
+    let mut tx = db.begin(&owner).await.expect("begin");
+    assert!(
+        COMMENTS
+            .find::<Comment>(&mut tx, comment.id.into())
+            .await
+            .expect("find comment")
+            .is_none(),
+        "a deleted note's comment is gone"
+    );
 }
 
 async fn a_failed_statement_poisons_the_transaction(test_db: TestDb) {

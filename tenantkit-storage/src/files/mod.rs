@@ -96,9 +96,11 @@ impl Storage {
         match self.parent {
             None => format!(" AND {alias}.project_id IS NULL"),
             Some(parent) => {
+                // No foreign key: a file outlives its deleted parent until it is swept.
                 let condition = Visibility::Parent {
                     table: parent.table,
                     key: "project_id",
+                    enforced: false,
                 }
                 .condition(alias, all, user);
                 let condition = condition.trim_start_matches(" AND ");

@@ -230,9 +230,11 @@ const COLUMNS: &str = "id, tenant_id, project_id, title, description, status, as
 const TASKS: TenantTable = TenantTable {
     name: "tasks",
     columns: COLUMNS,
+    // `project_id` is NOT NULL with a cascading foreign key to the project (migration 10001).
     visibility: Visibility::Parent {
         table: "projects",
         key: "project_id",
+        enforced: true,
     },
 };
 
