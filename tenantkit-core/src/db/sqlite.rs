@@ -61,6 +61,12 @@ impl SqlitePools {
 /// How long a transaction begun ahead may wait unused before a settling task ends it.
 const SETTLE_AFTER: Duration = Duration::from_millis(20);
 
+/// At most this many commits in a row begin the next transaction ahead; the next one commits
+/// alone. Between a `COMMIT; BEGIN IMMEDIATE` the write lock is free for microseconds only,
+/// so under sustained writes another process (an admin command, in SQLite's busy handler)
+/// would rarely get it; a plain commit leaves it free for a round trip.
+const MAX_AHEAD_STREAK: u8 = 4;
+
 /// The single writer connection, behind a fair async mutex.
 #[derive(Clone)]
 pub(crate) struct Writer {
@@ -90,6 +96,8 @@ struct WriterState {
     /// The connection is inside a `BEGIN IMMEDIATE` that the last commit began for the next
     /// transaction, unused so far (then `in_transaction` is `false`).
     begun_ahead: bool,
+    /// Commits in a row that began the next transaction ahead.
+    ahead_streak: u8,
 }
 
 impl WriterState {
@@ -98,7 +106,23 @@ impl WriterState {
             conn: Some(conn),
             in_transaction: false,
             begun_ahead: false,
+            ahead_streak: 0,
         }
+    }
+
+    /// Rolls back a transaction begun ahead, if there is one. It counts as left open until the
+    /// rollback is done, so after a failure (or a cancellation) the next holder rolls back
+    /// first and never writes inside it.
+    async fn end_begun_ahead(&mut self) -> std::result::Result<(), sqlx::Error> {
+        if !std::mem::take(&mut self.begun_ahead) {
+            return Ok(());
+        }
+        self.ahead_streak = 0;
+        self.in_transaction = true;
+        let conn = self.conn.as_mut().ok_or(sqlx::Error::PoolClosed)?;
+        rollback(conn).await?;
+        self.in_transaction = false;
+        Ok(())
     }
 }
 
@@ -136,11 +160,7 @@ impl Writer {
     /// or one begun ahead, is rolled back first.
     pub(crate) async fn lock(&self) -> std::result::Result<WriterGuard, sqlx::Error> {
         let mut guard = self.acquire().await?;
-        let state = guard.state();
-        if std::mem::take(&mut state.begun_ahead) {
-            let conn = state.conn.as_mut().ok_or(sqlx::Error::PoolClosed)?;
-            rollback(conn).await?;
-        }
+        guard.state().end_begun_ahead().await?;
         Ok(guard)
     }
 
@@ -181,8 +201,8 @@ impl Writer {
         })
     }
 
-    /// Ends a transaction begun ahead that is still unused once the writer has been idle for
-    /// [`SETTLE_AFTER`] (one settling task at a time).
+    /// Ends a transaction begun ahead that is still unused once nobody holds or waits for the
+    /// writer (looking every [`SETTLE_AFTER`]; one settling task at a time).
     fn settle_later(&self) {
         if self.settling.swap(true, Ordering::AcqRel) {
             return;
@@ -194,28 +214,26 @@ impl Writer {
         };
         let writer = self.clone();
         runtime.spawn(async move {
-            tokio::time::sleep(SETTLE_AFTER).await;
-            writer.settling.store(false, Ordering::Release);
-            // Held by someone: they use the transaction, or their commit settles again.
-            let Ok(mut state) = writer.conn.clone().try_lock_owned() else {
-                return;
-            };
-            if !state.begun_ahead {
-                return;
-            }
-            if let Some(conn) = state.conn.as_mut() {
-                match rollback(conn).await {
-                    Ok(()) => state.begun_ahead = false,
-                    // The mark stays: the next holder rolls back first.
-                    Err(err) => tracing::warn!(error = %err, "ending an unused transaction failed"),
+            loop {
+                tokio::time::sleep(SETTLE_AFTER).await;
+                // Held, or waited for (the mutex hands itself to a waiter first): look again.
+                let Ok(mut state) = writer.conn.clone().try_lock_owned() else {
+                    continue;
+                };
+                // Cleared while holding the writer, so no commit can begin ahead unseen.
+                writer.settling.store(false, Ordering::Release);
+                if let Err(err) = state.end_begun_ahead().await {
+                    // Marked as left open: the next holder rolls back first.
+                    tracing::warn!(error = %err, "ending an unused transaction failed");
                 }
+                return;
             }
         });
     }
 
     #[cfg(test)]
-    fn begun_ahead(&self) -> bool {
-        self.conn.try_lock().is_ok_and(|state| state.begun_ahead)
+    async fn begun_ahead(&self) -> bool {
+        self.conn.lock().await.begun_ahead
     }
 
     async fn close(&self) {
@@ -327,9 +345,13 @@ impl WriterGuard {
         if !self.state().in_transaction {
             return Ok(());
         }
-        if self.writer.waiting.load(Ordering::Acquire) == 0 {
+        if self.writer.waiting.load(Ordering::Acquire) == 0
+            || self.state().ahead_streak >= MAX_AHEAD_STREAK
+        {
             sqlx::query("COMMIT").execute(&mut *self).await?;
-            self.state().in_transaction = false;
+            let state = self.state();
+            state.in_transaction = false;
+            state.ahead_streak = 0;
             return Ok(());
         }
         // One result per statement: the commit's decides this transaction; a failed
@@ -349,9 +371,13 @@ impl WriterGuard {
         state.in_transaction = false;
         state.begun_ahead = matches!(begun, Some(Ok(_)));
         if state.begun_ahead {
+            state.ahead_streak += 1;
             self.writer.settle_later();
-        } else if let Some(Err(err)) = begun {
-            tracing::debug!(error = %err, "the next write transaction was not begun ahead");
+        } else {
+            state.ahead_streak = 0;
+            if let Some(Err(err)) = begun {
+                tracing::debug!(error = %err, "the next write transaction was not begun ahead");
+            }
         }
         Ok(())
     }
@@ -513,7 +539,26 @@ mod tests {
         assert_eq!(writer.taken_ahead.load(Ordering::Relaxed), 1);
         assert_eq!(count(&other).await, 2, "both committed");
         // Nobody waited for the second: its commit began nothing.
-        assert!(!writer.begun_ahead());
+        assert!(!writer.begun_ahead().await);
+        pools.close().await;
+    }
+
+    #[tokio::test]
+    async fn every_fifth_commit_under_sustained_writes_leaves_the_lock_free() {
+        let (_dir, pools, other) = database().await;
+        let writer = pools.writer.clone();
+        // Writers always waiting: commits begin ahead four times in a row, then one commits
+        // alone (another process's busy handler gets its chance), and the run starts again.
+        let always = Waiting::new(&writer.waiting);
+        for x in 0..11 {
+            let mut tx = writer.begin().await.expect("begin");
+            insert(&mut tx, x).await;
+            tx.commit().await.expect("commit");
+        }
+        drop(always);
+        // Begins 2-5 and 7-10 took a transaction begun ahead; 1, 6 and 11 began their own.
+        assert_eq!(writer.taken_ahead.load(Ordering::Relaxed), 8);
+        assert_eq!(count(&other).await, 11);
         pools.close().await;
     }
 
@@ -528,7 +573,7 @@ mod tests {
             let gave_up = Waiting::new(&writer.waiting);
             tx.commit().await.expect("commit");
             drop(gave_up);
-            assert!(writer.begun_ahead());
+            assert!(writer.begun_ahead().await);
         };
 
         // Another process's write waits for the write lock, which the settling task frees.
@@ -536,7 +581,7 @@ mod tests {
         let mut process = other.connect().await.expect("other connection");
         insert(&mut process, 10).await;
         process.close().await.expect("close");
-        assert!(!writer.begun_ahead(), "settled");
+        assert!(!writer.begun_ahead().await, "settled");
 
         // A statement in autocommit mode ends such a transaction first, so it commits.
         begin_ahead().await;

@@ -44,8 +44,13 @@ impl Server {
             let logs = Arc::clone(&logs);
             std::thread::spawn(move || {
                 let mut announce = Some(announce);
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
+                let mut stderr = BufReader::new(stderr);
+                let mut bytes = Vec::new();
+                // Every byte is drained (a line that is not UTF-8 too), so the server never
+                // blocks on a full pipe.
+                while stderr.read_until(b'\n', &mut bytes).is_ok_and(|n| n > 0) {
+                    let line = String::from_utf8_lossy(&bytes).trim_end().to_owned();
+                    bytes.clear();
                     if let Some(address) = listening_address(&line)
                         && let Some(announce) = announce.take()
                     {
@@ -128,6 +133,16 @@ impl Server {
             .expect("kill");
         assert!(status.success());
         let _ = self.child.wait();
+    }
+}
+
+/// A test that fails midway does not leave its server running.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
