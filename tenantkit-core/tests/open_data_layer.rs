@@ -289,11 +289,7 @@ async fn team_restricted_rows_are_hidden_outside_their_team(test_db: TestDb) {
         assert_eq!(listed.contains(&hidden.id), sees, "{who}: list");
         assert!(listed.contains(&open.id), "{who} sees the open note");
         assert_eq!(
-            COMMENTS
-                .find::<Comment>(&mut tx, comment.id.into())
-                .await
-                .expect("find comment")
-                .is_some(),
+            sees_comment(&mut tx, comment.id).await,
             sees,
             "{who}: a restricted note's comment"
         );
@@ -326,13 +322,17 @@ async fn team_restricted_rows_are_hidden_outside_their_team(test_db: TestDb) {
     tx.commit().await.expect("commit");
     let mut tx = db.begin(&owner).await.expect("begin");
     assert!(
-        COMMENTS
-            .find::<Comment>(&mut tx, comment.id.into())
-            .await
-            .expect("find comment")
-            .is_none(),
+        !sees_comment(&mut tx, comment.id).await,
         "a deleted note's comment is gone"
     );
+}
+
+async fn sees_comment(tx: &mut TenantTx, comment: CommentId) -> bool {
+    COMMENTS
+        .find::<Comment>(tx, comment.into())
+        .await
+        .expect("find comment")
+        .is_some()
 }
 
 async fn a_failed_statement_poisons_the_transaction(test_db: TestDb) {
