@@ -9,9 +9,20 @@
 //!   limit only bounds cost, and concurrent refreshes of one token (two tabs, a retrying app)
 //!   must all succeed.
 //! - **No targeted lockout**: failed logins are counted per (account, client network), so an
-//!   attacker elsewhere cannot lock the owner out by failing on purpose; a much higher
-//!   account-wide ceiling still stops a distributed guessing run. Successful logins never
-//!   count, and reset requests have a bucket of their own.
+//!   attacker elsewhere cannot lock the owner out by failing on purpose. Successful logins
+//!   never count, and reset requests have a bucket of their own.
+//! - **An account-wide ceiling that only stops the guessers**: failures against one account
+//!   from everywhere are counted too. Past that ceiling (a distributed guessing run), a network
+//!   that has itself failed against the account in the last hour is refused until the run
+//!   subsides, unless it logged into the account with the right password before (the owner
+//!   who mistyped). A network that has not failed against the account still gets its attempt
+//!   checked, within its own budgets; its first failure marks it. So the owner is never
+//!   refused from a network that has not failed, while each guessing network gets one guess
+//!   per hour instead of its per-network budget. The per-network and per-(account, network)
+//!   budgets stay hard limits in every case.
+//!
+//! Every decision depends on the account string alone, never on whether it exists, so an
+//! unknown email is limited (and answered) exactly like a registered one.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -20,9 +31,11 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use governor::clock::{Clock as GovernorClock, DefaultClock, Reference as _};
 use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 use tenantkit_core::{TenantId, UserId};
@@ -60,6 +73,7 @@ pub struct RateLimitConfig {
     /// Failed logins against one account from one client network.
     pub failures_per_account_network_per_minute: NonZeroU32,
     /// Failed logins against one account from anywhere: the ceiling of a distributed run.
+    /// Past it, only networks that failed against the account themselves are refused.
     pub failures_per_account_per_minute: NonZeroU32,
     /// Password-reset requests for one account.
     pub resets_per_account_per_minute: NonZeroU32,
@@ -130,6 +144,14 @@ impl ClientNetwork {
     }
 }
 
+/// How long a failed login marks its client network as a guesser of that account (refused
+/// while the account-wide ceiling is exceeded).
+const FAILURE_MEMORY: Duration = Duration::from_secs(60 * 60);
+
+/// How long a successful login marks its client network as the account's own (let through
+/// while the account-wide ceiling is exceeded, even after a mistyped password).
+const SUCCESS_MEMORY: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
 type Keyed<K, C> =
     RateLimiter<K, DashMapStateStore<K>, C, NoOpMiddleware<<C as GovernorClock>::Instant>>;
 
@@ -167,6 +189,10 @@ impl<K: Hash + Eq + Clone, I: Copy + Ord> Blocked<K, I> {
         }
     }
 
+    fn remove(&self, key: &K) {
+        self.lock().remove(key);
+    }
+
     fn block(&self, key: K, until: I, now: I) {
         let mut blocked = self.lock();
         if blocked.len() >= Self::CAP {
@@ -194,7 +220,12 @@ pub struct RateLimits<C: GovernorClock = DefaultClock> {
     failures_local: Keyed<(String, ClientNetwork), C>,
     failures_global: Keyed<String, C>,
     blocked_local: Blocked<(String, ClientNetwork), C::Instant>,
+    /// Accounts past their account-wide ceiling, until when.
     blocked_global: Blocked<String, C::Instant>,
+    /// (Account, network) pairs with a recent failure, until [`FAILURE_MEMORY`] has passed.
+    failed_from: Blocked<(String, ClientNetwork), C::Instant>,
+    /// (Account, network) pairs with a recent success, until [`SUCCESS_MEMORY`] has passed.
+    succeeded_from: Blocked<(String, ClientNetwork), C::Instant>,
     resets: Keyed<String, C>,
     account_actions: Keyed<(&'static str, String), C>,
     invites_by_inviter: Keyed<UserId, C>,
@@ -248,6 +279,8 @@ impl<C: GovernorClock + Clone> RateLimits<C> {
             ),
             blocked_local: Blocked::new(),
             blocked_global: Blocked::new(),
+            failed_from: Blocked::new(),
+            succeeded_from: Blocked::new(),
             resets: keyed(
                 Quota::per_minute(config.resets_per_account_per_minute),
                 &clock,
@@ -280,19 +313,25 @@ impl<C: GovernorClock + Clone> RateLimits<C> {
         result.map_err(|not_until| self.limited(&not_until))
     }
 
-    /// Login: refuses an account whose failed-login budget is spent, from `ip`'s network or in
-    /// all. Unlike the other checks this consumes nothing, so successful logins never count.
+    /// Login: refuses `ip`'s network when its own failure budget against `account` is spent,
+    /// or when the account-wide ceiling is exceeded and this network is one of the guessers (it
+    /// failed against the account within the last hour and has not logged into it within 30
+    /// days). A network that has not failed is never refused here. Unlike the
+    /// other checks this consumes nothing, so successful logins never count.
     ///
     /// # Errors
-    /// [`Error::RateLimited`] while the account is blocked for this network or everywhere.
+    /// [`Error::RateLimited`] with the wait until the block ends.
     pub fn check_login(&self, account: &str, ip: IpAddr) -> Result<()> {
         let key = Self::account_key(account);
+        let local_key = (key, ClientNetwork::of(ip));
         let now = self.clock.now();
-        let local = self
-            .blocked_local
-            .get(&(key.clone(), ClientNetwork::of(ip)), now);
-        let global = self.blocked_global.get(&key, now);
-        match local.into_iter().chain(global).max() {
+        let mut until = self.blocked_local.get(&local_key, now);
+        if let Some(ceiling) = self.blocked_global.get(&local_key.0, now)
+            && self.is_guesser(&local_key, now)
+        {
+            until = until.max(Some(ceiling));
+        }
+        match until {
             Some(until) => Err(Error::RateLimited {
                 retry_after: until.duration_since(now).into(),
             }),
@@ -300,31 +339,63 @@ impl<C: GovernorClock + Clone> RateLimits<C> {
         }
     }
 
-    /// Login: counts a failed attempt against `account` from `ip`'s network (and in all).
-    /// When that spends a budget, the account is blocked (for that network, or everywhere
-    /// when the account-wide ceiling is reached) and this attempt answers rate limited.
+    /// Whether the network of `local_key` failed against its account recently and is not
+    /// known to the account by a successful login.
+    fn is_guesser(&self, local_key: &(String, ClientNetwork), now: C::Instant) -> bool {
+        self.failed_from.get(local_key, now).is_some()
+            && self.succeeded_from.get(local_key, now).is_none()
+    }
+
+    /// Login: counts a failed attempt against `account` from `ip`'s network (and in all), and
+    /// marks the network as having failed against the account. When that spends the
+    /// network's budget, the network is blocked for this account; when the account-wide
+    /// ceiling is exceeded, every network that failed against the account (this one included,
+    /// unless the account knows it) is refused until the ceiling allows failures again. Either
+    /// way this attempt answers rate limited.
     ///
     /// # Errors
-    /// [`Error::RateLimited`] when this failure exhausted a budget.
+    /// [`Error::RateLimited`] when this failure exhausted a budget that now refuses this
+    /// network.
     pub fn record_login_failure(&self, account: &str, ip: IpAddr) -> Result<()> {
         self.housekeeping();
         let key = Self::account_key(account);
         let local_key = (key.clone(), ClientNetwork::of(ip));
         let now = self.clock.now();
+        self.failed_from
+            .block(local_key.clone(), now + Nanos::from(FAILURE_MEMORY), now);
         let local = self.failures_local.check_key(&local_key);
         let global = self.failures_global.check_key(&key);
-        let mut refused = None;
-        if let Err(not_until) = local {
-            self.blocked_local
-                .block(local_key, not_until.earliest_possible(), now);
-            refused = Some(self.limited(&not_until));
-        }
+        let mut refused_until = None;
         if let Err(not_until) = global {
-            self.blocked_global
-                .block(key, not_until.earliest_possible(), now);
-            refused = Some(self.limited(&not_until));
+            let until = not_until.earliest_possible();
+            self.blocked_global.block(key, until, now);
+            if self.is_guesser(&local_key, now) {
+                refused_until = Some(until);
+            }
         }
-        refused.map_or(Ok(()), Err)
+        if let Err(not_until) = local {
+            let until = not_until.earliest_possible();
+            self.blocked_local.block(local_key, until, now);
+            refused_until = refused_until.max(Some(until));
+        }
+        match refused_until {
+            Some(until) => Err(Error::RateLimited {
+                retry_after: until.duration_since(now).into(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Login: `ip`'s network proved it knows `account`'s password. It is let through the
+    /// account-wide ceiling for 30 days (its own budgets still apply), and its
+    /// earlier failures no longer mark it as a guesser.
+    pub fn record_login_success(&self, account: &str, ip: IpAddr) {
+        self.housekeeping();
+        let local_key = (Self::account_key(account), ClientNetwork::of(ip));
+        let now = self.clock.now();
+        self.failed_from.remove(&local_key);
+        self.succeeded_from
+            .block(local_key, now + Nanos::from(SUCCESS_MEMORY), now);
     }
 
     /// Counts a password-reset request for `account` (its own bucket: resets never drain the
@@ -478,23 +549,106 @@ mod tests {
         );
     }
 
+    fn host(n: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, n))
+    }
+
+    /// The old behaviour refused every network once the ceiling was reached, which let a
+    /// distributed run (or one host forging addresses) lock the owner out everywhere: a fresh
+    /// network is now checked, only the guessers are refused.
     #[test]
-    fn a_distributed_run_hits_the_account_ceiling() {
+    fn a_distributed_run_hits_the_account_ceiling_but_only_its_networks_are_refused() {
         let limits = RateLimits::with_clock(config(), FakeRelativeClock::default());
         let mut refused = 0;
-        for host in 1..=10u8 {
-            let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, host));
+        for n in 1..=10u8 {
+            assert!(limits.check_login("victim@example.com", host(n)).is_ok());
             if limits
-                .record_login_failure("victim@example.com", ip)
+                .record_login_failure("victim@example.com", host(n))
                 .is_err()
             {
                 refused += 1;
             }
         }
-        assert!(refused > 0, "the account-wide ceiling of 6 holds");
-        let fresh = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 200));
-        assert!(limits.check_login("victim@example.com", fresh).is_err());
-        assert!(limits.check_login("other@example.com", fresh).is_ok());
+        assert_eq!(refused, 4, "failures past the account-wide ceiling of 6");
+        for n in 1..=10u8 {
+            assert!(
+                matches!(
+                    limits.check_login("victim@example.com", host(n)),
+                    Err(Error::RateLimited { .. })
+                ),
+                "guessing network {n} is refused, under its own budget of 3"
+            );
+        }
+        assert!(
+            limits.check_login("Victim@example.com", host(200)).is_ok(),
+            "a network that has not failed still gets its attempt checked"
+        );
+        assert!(limits.check_login("other@example.com", host(1)).is_ok());
+        // A new guessing network gets one guess, then is refused like the others.
+        assert!(matches!(
+            limits.record_login_failure("victim@example.com", host(11)),
+            Err(Error::RateLimited { .. })
+        ));
+        assert!(limits.check_login("victim@example.com", host(11)).is_err());
+        assert!(limits.check_login("victim@example.com", host(200)).is_ok());
+    }
+
+    #[test]
+    fn the_owners_network_gets_through_the_ceiling_even_after_a_typo() {
+        let clock = FakeRelativeClock::default();
+        let limits = RateLimits::with_clock(config(), clock.clone());
+        limits.record_login_success("owner@example.com", OWNER);
+        assert!(
+            limits
+                .record_login_failure("owner@example.com", OWNER)
+                .is_ok()
+        );
+        for n in 1..=6u8 {
+            let _ = limits.record_login_failure("owner@example.com", host(n));
+        }
+        assert!(limits.check_login("owner@example.com", host(1)).is_err());
+        assert!(
+            limits.check_login("owner@example.com", OWNER).is_ok(),
+            "a network that logged in before is the account's own"
+        );
+        for _ in 0..2 {
+            assert!(
+                limits
+                    .record_login_failure("owner@example.com", OWNER)
+                    .is_ok(),
+                "its failures are checked against its own budget (3) only"
+            );
+        }
+        assert!(matches!(
+            limits.record_login_failure("owner@example.com", OWNER),
+            Err(Error::RateLimited { .. })
+        ));
+        assert!(
+            limits.check_login("owner@example.com", OWNER).is_err(),
+            "the per-(account, network) budget stays a hard limit"
+        );
+        // Once the run subsides (the ceiling allows failures again), a guessing network's
+        // next attempt is checked again.
+        clock.advance(Duration::from_secs(60));
+        assert!(limits.check_login("owner@example.com", host(1)).is_ok());
+        assert!(limits.check_login("owner@example.com", OWNER).is_ok());
+    }
+
+    #[test]
+    fn a_success_clears_the_networks_failures_and_unknown_accounts_count_the_same() {
+        let limits = RateLimits::with_clock(config(), FakeRelativeClock::default());
+        for account in ["owner@example.com", "nobody@example.com"] {
+            let _ = limits.record_login_failure(account, OWNER);
+            for n in 1..=6u8 {
+                let _ = limits.record_login_failure(account, host(n));
+            }
+            assert!(limits.check_login(account, OWNER).is_err(), "{account}");
+            assert!(limits.check_login(account, host(1)).is_err(), "{account}");
+            assert!(limits.check_login(account, host(99)).is_ok(), "{account}");
+        }
+        // (The flow records a success only after the password matched.)
+        limits.record_login_success("owner@example.com", OWNER);
+        assert!(limits.check_login("owner@example.com", OWNER).is_ok());
     }
 
     #[test]

@@ -10,7 +10,8 @@ use tenantkit_core::{Backend, Database, MigrationSet, with_conn};
 
 use crate::{Error, Result, WebhookVerifier};
 
-/// This crate's migrations (versions 4000 and up): `billing_events`.
+/// This crate's migrations (versions 4000 and up): `billing_events` (the inbox, numbering
+/// events in arrival order), `billing_customers` and `billing_subscriptions`.
 pub fn migrations() -> MigrationSet {
     tenantkit_core::migration_set!("tenantkit-billing")
 }
@@ -70,6 +71,9 @@ pub struct StoredEvent {
     /// When it was received.
     #[serde(with = "time::serde::rfc3339")]
     pub received_at: OffsetDateTime,
+    /// Its place in the order of arrival: a number the inbox gives each new event, larger
+    /// for every later one (the tie-breaker of events of the same `created` second).
+    pub arrival: i64,
 }
 
 /// What storing a delivery did.
@@ -148,12 +152,13 @@ pub(crate) type Row = (
     i32,
     Option<String>,
     OffsetDateTime,
+    i64,
 );
 
 const COLUMNS_SQLITE: &str =
-    "event_id, event_type, created, payload, state, attempts, last_error, received_at";
-const COLUMNS_PG: &str =
-    "event_id, event_type, created, payload::text, state, attempts, last_error, received_at";
+    "event_id, event_type, created, payload, state, attempts, last_error, received_at, arrival";
+const COLUMNS_PG: &str = "event_id, event_type, created, payload::text, state, attempts, \
+     last_error, received_at, arrival";
 
 pub(crate) fn columns(backend: Backend) -> &'static str {
     match backend {
@@ -172,6 +177,7 @@ pub(crate) fn event_of(row: Row) -> StoredEvent {
         attempts: row.5,
         last_error: row.6,
         received_at: row.7,
+        arrival: row.8,
     }
 }
 

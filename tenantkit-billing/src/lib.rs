@@ -51,11 +51,12 @@ pub use checkout::{HostedSession, StripeSessions};
 pub use error::{Error, Result};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use inbox::{Billing, EventState, Inbox, Ingested, StoredEvent, migrations};
-pub use plans::{Plan, Plans};
+pub use plans::{Plan, Plans, default_free};
 pub use signature::{SignatureError, WebhookVerifier};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use subscriptions::{
-    BillingStatus, Entitlements, PlanBook, SUBSCRIPTION_EVENTS, SubscriptionHandler, status_rank,
+    BillingStatus, Entitlements, PlanBook, SUBSCRIPTION_EVENTS, SubscriptionHandler,
+    TERMINAL_STATUSES, status_rank,
 };
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use typed::ObjectHandler;

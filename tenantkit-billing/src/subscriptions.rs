@@ -1,15 +1,27 @@
 //! Subscription state from Stripe events, guarded against stale and out-of-order deliveries,
 //! and the tenant's plan and entitlements derived from it.
 //!
-//! Each subscription row keeps a watermark: the `(created, status rank, event id)` of the
-//! newest event applied. An event is applied only when its own key is greater, in one
-//! conditional upsert, so duplicates, redeliveries and reordering converge to the state of the
-//! newest event (where Stripe's one-second timestamps tie, the later lifecycle status wins:
-//! a deletion beats an update of the same second). An event whose tenant is not known yet
-//! (a subscription event before its checkout session, without `metadata.tenant_id`) fails and
-//! is retried by the worker until the mapping exists.
+//! Each subscription row keeps a watermark: the key of the newest event applied. An event is
+//! applied only when its own key is greater, in one conditional upsert, so duplicates,
+//! redeliveries and reordering converge to the state of the newest event, whatever order the
+//! worker handles them in. The key is what Stripe gives, then what the inbox saw:
+//!
+//! 1. the event's `created` (Stripe's clock; a subscription object carries no modification
+//!    time of its own, so this is the finest order Stripe states);
+//! 2. within one second, a terminal status ([`TERMINAL_STATUSES`]) wins: nothing follows the
+//!    end of a subscription, so a deletion beats an update of the same second however they
+//!    arrive;
+//! 3. otherwise the inbox's arrival order ([`crate::StoredEvent::arrival`]): of two events of
+//!    the same second, the one that arrived later wins (`paused` then `active` in one second
+//!    ends `active`; delivered the other way round, it ends `paused`). Stripe states nothing
+//!    finer than the second, so the order in which its deliveries arrived is the best
+//!    evidence left.
+//!
+//! An event whose tenant is not known yet (a subscription event before its checkout session,
+//! without `metadata.tenant_id`) fails and is retried by the worker until the mapping exists;
+//! its retries keep its place in the arrival order.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use std::collections::HashMap;
 
@@ -35,7 +47,9 @@ pub const SUBSCRIPTION_EVENTS: &[&str] = &[
     "customer.subscription.trial_will_end",
 ];
 
-/// Where a status stands in a subscription's life (the tie-breaker of equal timestamps).
+/// Where a status stands in a subscription's life (recorded with each watermark, for
+/// inspection; the order of events comes from their timestamps and arrival, see the module
+/// documentation).
 pub fn status_rank(status: &str) -> i32 {
     match status {
         "incomplete" => 0,
@@ -48,6 +62,42 @@ pub fn status_rank(status: &str) -> i32 {
         _ => 0,
     }
 }
+
+/// The statuses after which a subscription has no life left: within one second, an event in
+/// one of them wins over any other.
+pub const TERMINAL_STATUSES: &[&str] = &["canceled", "incomplete_expired"];
+
+/// SQL that is 1 when `column` holds a terminal status, else 0.
+fn terminal(column: &str) -> String {
+    let list = TERMINAL_STATUSES
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("(CASE WHEN {column} IN ({list}) THEN 1 ELSE 0 END)")
+}
+
+/// Moves a subscription's row only when the event's key `(created, terminal status,
+/// arrival)` is greater than the row's watermark (see the module documentation).
+static UPSERT_SUBSCRIPTION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO billing_subscriptions (subscription_id, tenant_id, customer_id, \
+         status, price_id, current_period_end, cancel_at_period_end, wm_created, wm_rank, \
+         wm_event, wm_arrival, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         ON CONFLICT (subscription_id) DO UPDATE SET status = excluded.status, \
+         price_id = excluded.price_id, current_period_end = excluded.current_period_end, \
+         cancel_at_period_end = excluded.cancel_at_period_end, \
+         wm_created = excluded.wm_created, wm_rank = excluded.wm_rank, \
+         wm_event = excluded.wm_event, wm_arrival = excluded.wm_arrival, \
+         updated_at = excluded.updated_at \
+         WHERE billing_subscriptions.tenant_id = excluded.tenant_id AND \
+         (excluded.wm_created, {}, excluded.wm_arrival) > \
+         (billing_subscriptions.wm_created, {}, billing_subscriptions.wm_arrival)",
+        terminal("excluded.status"),
+        terminal("billing_subscriptions.status"),
+    )
+});
 
 /// Applies checkout and subscription events, then sets the tenant's plan (audited when it
 /// changes).
@@ -181,34 +231,22 @@ impl SubscriptionHandler {
         let rank = status_rank(status);
         let now = tenantkit_core::now();
         with_conn!(tx, |c| {
-            sqlx::query(
-                "INSERT INTO billing_subscriptions (subscription_id, tenant_id, customer_id, \
-                 status, price_id, current_period_end, cancel_at_period_end, wm_created, wm_rank, \
-                 wm_event, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                 ON CONFLICT (subscription_id) DO UPDATE SET status = excluded.status, \
-                 price_id = excluded.price_id, current_period_end = excluded.current_period_end, \
-                 cancel_at_period_end = excluded.cancel_at_period_end, \
-                 wm_created = excluded.wm_created, wm_rank = excluded.wm_rank, \
-                 wm_event = excluded.wm_event, updated_at = excluded.updated_at \
-                 WHERE billing_subscriptions.tenant_id = excluded.tenant_id AND \
-                 (excluded.wm_created, excluded.wm_rank, excluded.wm_event) > \
-                 (billing_subscriptions.wm_created, billing_subscriptions.wm_rank, \
-                  billing_subscriptions.wm_event)",
-            )
-            .bind(id)
-            .bind(tenant)
-            .bind(customer)
-            .bind(status)
-            .bind(price)
-            .bind(period_end)
-            .bind(subscription.cancel_at_period_end)
-            .bind(event.created)
-            .bind(rank)
-            .bind(&event.event_id)
-            .bind(now)
-            .execute(c)
-            .await
-            .map(drop)
+            sqlx::query(UPSERT_SUBSCRIPTION.as_str())
+                .bind(id)
+                .bind(tenant)
+                .bind(customer)
+                .bind(status)
+                .bind(price)
+                .bind(period_end)
+                .bind(subscription.cancel_at_period_end)
+                .bind(event.created)
+                .bind(rank)
+                .bind(&event.event_id)
+                .bind(event.arrival)
+                .bind(now)
+                .execute(c)
+                .await
+                .map(drop)
         })
         .map_err(|e| e.to_string())?;
         if event.event_type == "customer.subscription.trial_will_end" {
@@ -293,7 +331,7 @@ impl ObjectHandler<Subscription> for SubscriptionHandler {
 
 const SUBSCRIPTIONS_OF_TENANT: &str = "SELECT subscription_id, status, price_id, current_period_end, \
      cancel_at_period_end FROM billing_subscriptions WHERE tenant_id = $1 \
-     ORDER BY wm_created DESC, subscription_id";
+     ORDER BY wm_created DESC, wm_arrival DESC, subscription_id";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 struct SubscriptionRow {

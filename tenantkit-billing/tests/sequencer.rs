@@ -259,7 +259,67 @@ async fn every_interleaving_converges_to_the_in_order_state(test_db: TestDb) {
     }
 }
 
+/// Two events of the same `created` second are ordered by their arrival, not by status rank
+/// or event id: `paused` then `active` ends active, the other way round ends paused, and the
+/// order the worker handles them in changes nothing. A deletion still wins its second.
+async fn events_of_one_second_are_ordered_by_arrival(test_db: TestDb) {
+    let plans = plans();
+    let book = PlanBook::new(plans.clone());
+    let billing = Billing::new(
+        test_db.db.clone(),
+        Some(WebhookVerifier::new(&[SECRET]).expect("verifier")),
+    );
+    let worker = Worker::new(
+        test_db.db.clone(),
+        SubscriptionHandler::router(plans.clone()),
+    );
+    let mut now = tenantkit_core::now();
+    // (statuses at second 2, in the order delivered; worker between them?) -> final status
+    let cases: [(&[&str], bool, &str, &str); 6] = [
+        (&["paused", "active"], false, "active", "pro"),
+        (&["paused", "active"], true, "active", "pro"),
+        (&["active", "paused"], false, "paused", "free"),
+        (&["active", "paused"], true, "paused", "free"),
+        (&["canceled", "active"], false, "canceled", "free"),
+        (&["canceled", "active"], true, "canceled", "free"),
+    ];
+    for (n, (statuses, worker_between, status, plan)) in cases.into_iter().enumerate() {
+        let tenant = new_tenant(&test_db, 100 + n).await;
+        let start = 1_700_000_000 + i64::try_from(n).expect("n") * 100;
+        let mut life =
+            SubscriptionLife::new(&tenant.to_string(), "price_pro", &format!("tie{n}"), start)
+                .checkout_completed(0)
+                .subscription_event("created", 1, "active");
+        for status in statuses {
+            life = match *status {
+                "canceled" => life.deleted(2),
+                "paused" => life.subscription_event("paused", 2, "paused"),
+                other => life.subscription_event("updated", 2, other),
+            };
+        }
+        let events = life.events();
+        let setup: Vec<usize> = vec![0, 1];
+        play(&billing, &worker, events, &setup, setup.len(), &mut now).await;
+        if worker_between {
+            // Each handled as it arrives.
+            play(&billing, &worker, events, &[2], 1, &mut now).await;
+            play(&billing, &worker, events, &[3], 1, &mut now).await;
+        } else {
+            // Both waiting, handled in the worker's order (by `created`, then event id).
+            play(&billing, &worker, events, &[2, 3], 2, &mut now).await;
+        }
+        let got = state(&test_db, &book, tenant).await;
+        assert_eq!(
+            (got.0.as_str(), got.1.as_str()),
+            (plan, status),
+            "{statuses:?} delivered in that order, worker between: {worker_between}"
+        );
+        assert_eq!(events[2].created, events[3].created, "one second");
+    }
+}
+
 tenantkit_core::backend_tests!(
     fixture = db;
-    every_interleaving_converges_to_the_in_order_state
+    every_interleaving_converges_to_the_in_order_state,
+    events_of_one_second_are_ordered_by_arrival
 );

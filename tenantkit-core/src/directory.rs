@@ -227,7 +227,11 @@ impl Database {
         tx.commit().await
     }
 
-    /// The membership of `user` in `tenant`, read in the user's own scope.
+    /// The membership of `user` in `tenant`, read in the user's own scope (one read: the
+    /// refresh path). Unlike [`Database::memberships_of`] it does not look at the tenant: it
+    /// serves callers that hold a session in `tenant`, and no session in a deleted tenant
+    /// exists (deletion revokes them, and every way to a new one, login, switch and
+    /// invitation accept, refuses a deleted tenant).
     ///
     /// # Errors
     /// [`Error::Database`] on failure.
@@ -237,18 +241,45 @@ impl Database {
         tenant: TenantId,
     ) -> Result<Option<Membership>> {
         Ok(self
-            .memberships_of(user)
+            .begin_user_read(user)
+            .await?
+            .memberships()
             .await?
             .into_iter()
             .find(|m| m.tenant_id == tenant))
     }
 
-    /// Every membership of one user, across tenants (for login and tenant switching).
+    /// Every membership of one user in a tenant that is not deleted, across tenants, oldest
+    /// first (for login, tenant switching and refresh: a deleted tenant is never offered).
     ///
     /// # Errors
     /// [`Error::Database`] on failure.
     pub async fn memberships_of(&self, user: UserId) -> Result<Vec<Membership>> {
-        self.begin_user_read(user).await?.memberships().await
+        let memberships = self.begin_user_read(user).await?.memberships().await?;
+        if memberships.is_empty() {
+            return Ok(memberships);
+        }
+        // Deleting a tenant removes its memberships; this also holds for any left from before
+        // it did. Read in a system transaction: a user's scope cannot see the tenants table.
+        let placeholders = (1..=memberships.len())
+            .map(|n| format!("${n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT id FROM tenants WHERE deleted_at IS NOT NULL AND id IN ({placeholders})"
+        );
+        let mut tx = self.begin_system_read().await?;
+        let deleted: Vec<TenantId> = with_conn!(&mut tx, |c| {
+            let mut query = sqlx::query_scalar(&sql);
+            for membership in &memberships {
+                query = query.bind(membership.tenant_id);
+            }
+            query.fetch_all(c).await
+        })?;
+        Ok(memberships
+            .into_iter()
+            .filter(|m| !deleted.contains(&m.tenant_id))
+            .collect())
     }
 }
 
@@ -367,7 +398,9 @@ async fn mark_email_verified<T: crate::Transaction>(
 }
 
 impl UserTx {
-    /// Every membership of this transaction's user, across tenants, oldest first.
+    /// Every membership row of this transaction's user, across tenants, oldest first; rows
+    /// of deleted tenants included (a user's scope cannot read the tenants table): use
+    /// [`Database::memberships_of`], which leaves those out, to decide where they may sign in.
     ///
     /// # Errors
     /// [`Error::Database`] on failure.
@@ -428,10 +461,14 @@ impl TenantTx {
         mark_email_verified(self, user, at).await
     }
 
-    /// Makes `user` a member of this tenant with `role`.
+    /// Makes `user` a member of this tenant with `role`. A caller adding someone to a tenant
+    /// it did not create in this transaction calls [`TenantTx::require_live_tenant`] first
+    /// (as [`TenantTx::accept_invitation`] does): nobody joins a deleted tenant. (Even so, a
+    /// membership of a deleted tenant is never offered: see [`Database::memberships_of`].)
     ///
     /// # Errors
-    /// [`Error::Conflict`] when they already are; [`Error::Conflict`] when the user does not exist.
+    /// [`Error::Conflict`] when they already are a member; [`Error::Conflict`] when the user
+    /// does not exist.
     #[tracing::instrument(skip_all, fields(tenant = %self.tenant_id(), user = %user))]
     pub async fn add_member(&mut self, user: UserId, role: Role) -> Result<Membership> {
         let membership = Membership {

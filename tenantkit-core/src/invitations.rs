@@ -37,6 +37,10 @@ pub struct Invitation {
 const COLUMNS: &str =
     "id, tenant_id, email, role, invited_by, by_operator, created_at, expires_at, accepted_at";
 
+/// The invitation `i`'s tenant is not deleted.
+const TENANT_LIVE: &str = "NOT EXISTS (SELECT 1 FROM tenants t \
+                           WHERE t.id = i.tenant_id AND t.deleted_at IS NOT NULL)";
+
 /// At most this many pending invitations per tenant: invitations cannot become a mail cannon.
 pub const MAX_PENDING_INVITATIONS: i64 = 200;
 
@@ -70,8 +74,9 @@ impl TenantTx {
     /// `invited_by` (or, with `None`, by the operator).
     ///
     /// # Errors
-    /// [`crate::Error::Conflict`] when the tenant already has
-    /// [`MAX_PENDING_INVITATIONS`] pending ones; [`crate::Error::Database`] on failure.
+    /// [`crate::Error::NotFound`] when the tenant was deleted; [`crate::Error::Conflict`] when
+    /// the tenant already has [`MAX_PENDING_INVITATIONS`] pending ones;
+    /// [`crate::Error::Database`] on failure.
     pub async fn create_invitation(
         &mut self,
         email: Email,
@@ -80,8 +85,9 @@ impl TenantTx {
         token_hash: &[u8],
         expires_at: OffsetDateTime,
     ) -> Result<Invitation> {
-        // The pending count below holds under concurrent invitations (see `seats_in_use`).
-        self.lock_tenant().await?;
+        // Under the tenant's lock: the pending count below holds under concurrent invitations
+        // (see `seats_in_use`), and a deleted tenant gets no invitation.
+        self.require_live_tenant().await?;
         let tenant = self.tenant_id();
         let now = crate::now();
         let pending: i64 = with_conn!(self, |c| {
@@ -134,7 +140,8 @@ impl TenantTx {
 }
 
 impl Database {
-    /// The open (unused, unexpired) invitation with this token hash; `Ok(None)` otherwise.
+    /// The open (unused, unexpired) invitation with this token hash, to a tenant that is not
+    /// deleted; `Ok(None)` otherwise.
     /// Using it is [`TenantTx::accept_invitation`], in the transaction that adds the member.
     ///
     /// The token is looked up before its tenant is known. On PostgreSQL the application role
@@ -150,13 +157,15 @@ impl Database {
         now: OffsetDateTime,
     ) -> Result<Option<Invitation>> {
         let mut tx = self.begin_system_read().await?;
+        // A deleted tenant's invitations open nothing (its deletion removes them; this also
+        // covers any left from before it did).
         let sql = match self.backend() {
-            crate::Backend::Postgres => {
-                format!("SELECT {COLUMNS} FROM tenantkit_open_invitation($1, $2)")
-            }
+            crate::Backend::Postgres => format!(
+                "SELECT {COLUMNS} FROM tenantkit_open_invitation($1, $2) i WHERE {TENANT_LIVE}"
+            ),
             _ => format!(
-                "SELECT {COLUMNS} FROM invitations WHERE token_hash = $1 \
-                 AND accepted_at IS NULL AND expires_at > $2"
+                "SELECT {COLUMNS} FROM invitations i WHERE i.token_hash = $1 \
+                 AND i.accepted_at IS NULL AND i.expires_at > $2 AND {TENANT_LIVE}"
             ),
         };
         Ok(with_conn!(&mut tx, |c| {
@@ -170,8 +179,8 @@ impl Database {
 }
 
 impl TenantTx {
-    /// Marks the invitation accepted, only if it is still open; `false` when someone used it
-    /// first (or it expired meanwhile).
+    /// Marks the invitation accepted, only if it is still open and its tenant is not deleted;
+    /// `false` when someone used it first, it expired meanwhile, or the tenant is deleted.
     ///
     /// # Errors
     /// [`crate::Error::Database`] on failure.
@@ -180,6 +189,14 @@ impl TenantTx {
         id: InvitationId,
         now: OffsetDateTime,
     ) -> Result<bool> {
+        // The tenant's lock first (before the invitation's row): the same order as
+        // `delete_tenant`, so an acceptance and a deletion never deadlock, and an invitation
+        // left over from before deletions removed them still opens nothing.
+        match self.require_live_tenant().await {
+            Ok(()) => {}
+            Err(crate::Error::NotFound) => return Ok(false),
+            Err(other) => return Err(other),
+        }
         let tenant = self.tenant_id();
         let updated = with_conn!(self, |c| {
             sqlx::query(

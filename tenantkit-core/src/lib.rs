@@ -99,7 +99,7 @@ pub mod validate {
 pub use audit::{
     AuditEntry, AuditEvent, AuditFilter, AuditKey, ChainHead, ChainProblem, ClientInfo,
 };
-pub use client::{ParseProxiesError, TrustedProxies};
+pub use client::{ForwardedHeader, ParseForwardedHeaderError, ParseProxiesError, TrustedProxies};
 pub use clock::{Clock, ManualClock, SystemClock};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use db::{Backend, Database, DatabaseOptions};

@@ -52,10 +52,10 @@ impl TenantTx {
         lock_tenant(self, tenant).await
     }
 
-    /// This transaction's tenant.
+    /// This transaction's tenant, deleted or not (its [`Tenant::deleted_at`] says which).
     ///
     /// # Errors
-    /// [`Error::NotFound`] when it was deleted.
+    /// [`Error::NotFound`] when there is no such tenant.
     pub async fn tenant(&mut self) -> Result<Tenant> {
         let tenant = self.tenant_id();
         let sql = format!(
@@ -66,6 +66,31 @@ impl TenantTx {
             sqlx::query_as(&sql).bind(tenant).fetch_optional(c).await
         })?;
         found.ok_or(Error::NotFound)
+    }
+
+    /// Takes the tenant's lock and checks that the tenant is not deleted: a change that must
+    /// not reach a deleted tenant (a new member of an existing tenant, a new invitation)
+    /// calls this first, so it
+    /// either commits before a concurrent [`TenantTx::delete_tenant`] (which then removes it)
+    /// or sees the deletion.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the tenant does not exist or was deleted.
+    pub async fn require_live_tenant(&mut self) -> Result<()> {
+        self.lock_tenant().await?;
+        let tenant = self.tenant_id();
+        // Read after the lock: under READ COMMITTED this statement sees a deletion that
+        // committed while we waited for the lock.
+        let deleted_at: Option<Option<OffsetDateTime>> = with_conn!(self, |c| {
+            sqlx::query_scalar("SELECT deleted_at FROM tenants WHERE id = $1")
+                .bind(tenant)
+                .fetch_optional(c)
+                .await
+        })?;
+        match deleted_at {
+            Some(None) => Ok(()),
+            _ => Err(Error::NotFound),
+        }
     }
 
     /// Renames this tenant (the slug never changes).
@@ -90,9 +115,15 @@ impl TenantTx {
     }
 
     /// Deletes this tenant softly, as `actor` (or the operator): every member is removed (and
-    /// with them their teams' memberships), the tenant is marked deleted, and the deletion is
-    /// audited. The tenant row and its audit chain stay: the chain can always be verified and
-    /// exported. Its content rows stay too, unreachable, until purged by their owners.
+    /// with them their teams' memberships), every pending invitation is deleted (its token
+    /// stops working), the tenant is marked deleted, and the deletion is audited, all in this
+    /// transaction. The tenant row and its audit chain stay: the chain can always be verified
+    /// and exported. Its content rows stay too, unreachable, until purged by their owners.
+    ///
+    /// A deleted tenant stays deleted: [`TenantTx::require_live_tenant`] and
+    /// [`TenantTx::create_invitation`] refuse it, [`TenantTx::accept_invitation`] accepts
+    /// nothing in it, and [`crate::Database::memberships_of`] never lists it, so no login,
+    /// switch or refresh gets a session in it. Its slug stays taken.
     ///
     /// # Errors
     /// [`Error::NotFound`] when the tenant is already deleted.
@@ -118,7 +149,18 @@ impl TenantTx {
                 .await
                 .map(|done| done.rows_affected())
         })?;
-        let event = event.details(serde_json::json!({ "members_removed": removed }));
+        // Pending invitations would otherwise let anyone holding a mailed token back in.
+        let invitations_deleted = with_conn!(self, |c| {
+            sqlx::query("DELETE FROM invitations WHERE tenant_id = $1 AND accepted_at IS NULL")
+                .bind(tenant)
+                .execute(c)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        let event = event.details(serde_json::json!({
+            "members_removed": removed,
+            "invitations_deleted": invitations_deleted,
+        }));
         self.audit(event).await?;
         self.tenant().await
     }

@@ -18,8 +18,13 @@ pub enum Error {
     /// An upload was completed before its object reached the store.
     #[error("nothing was uploaded yet")]
     UploadIncomplete,
-    /// The stored object differs from the upload's intent; it was deleted. The message says
-    /// which property differed and is safe to show.
+    /// An upload was completed after its instructions expired: it can never become a file
+    /// (ask for a new upload). Answered as `upload_incomplete`.
+    #[error("the upload expired")]
+    UploadExpired,
+    /// The stored object differs from the upload's intent; it was deleted, and completing the
+    /// upload again answers this again. The message says which property differed and is safe
+    /// to show.
     #[error("upload mismatch: {0}")]
     UploadMismatch(&'static str),
     /// A signed URL is malformed, tampered with, or for another operation.
@@ -38,6 +43,14 @@ pub enum Error {
     /// The object was already uploaded (uploads are create-only).
     #[error("object already exists")]
     AlreadyExists,
+    /// Another upload to the same signed URL is still being received: at most one is in
+    /// flight per upload, so parallel bodies cannot each fill the disk up to the signed size.
+    #[error("an upload to this url is in progress")]
+    UploadInProgress,
+    /// The body stopped arriving (no data within the idle timeout) or arrived below the
+    /// minimum rate; nothing was kept.
+    #[error("the body arrived too slowly")]
+    TooSlow,
     /// The object store failed or is unreachable. Never shown to clients.
     #[error("object store error: {0}")]
     Store(String),
@@ -73,6 +86,10 @@ impl From<&Error> for Problem {
                 ErrorCode::UploadIncomplete,
                 "Nothing has been uploaded for this upload yet.",
             ),
+            Error::UploadExpired => Problem::new(
+                ErrorCode::UploadIncomplete,
+                "The upload expired before it was completed; ask for a new upload.",
+            ),
             Error::UploadMismatch(what) => Problem::new(
                 ErrorCode::UploadMismatch,
                 format!("The uploaded object does not match the upload ({what}); it was deleted."),
@@ -90,6 +107,14 @@ impl From<&Error> for Problem {
             Error::AlreadyExists => {
                 Problem::new(ErrorCode::Conflict, "This upload URL was already used.")
             }
+            Error::UploadInProgress => Problem::new(
+                ErrorCode::Conflict,
+                "Another upload to this URL is in progress; nothing was stored from this one.",
+            ),
+            Error::TooSlow => Problem::new(
+                ErrorCode::RequestTimeout,
+                "The body arrived too slowly. Nothing was stored.",
+            ),
             Error::Store(_) => {
                 tracing::error!(error = %err, "object store error");
                 Problem::new(

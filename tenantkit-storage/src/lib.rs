@@ -54,7 +54,9 @@ pub use files::{
 };
 pub use key::{ObjectId, ObjectKey, Sha256, UploadIntent};
 #[cfg(feature = "local")]
-pub use local::{LocalBody, LocalStorageService, LocalStore, MAX_LOCAL_TOKEN_BYTES};
+pub use local::{
+    LocalBody, LocalStorageService, LocalStore, MAX_LOCAL_TOKEN_BYTES, TransferLimits,
+};
 #[cfg(feature = "s3")]
 pub use s3::{S3Config, S3Store};
 pub use store::{

@@ -117,6 +117,31 @@ pub trait ObjectStore: fmt::Debug + Send + Sync + 'static {
     /// gives none); `None` when the object is missing.
     fn digest<'a>(&'a self, key: &'a ObjectKey) -> BoxFuture<'a, Result<Option<Sha256>>>;
 
+    /// Feeds the whole object to `visit`, chunk by chunk and in order, with bounded memory
+    /// (for the SHA-256 and [`crate::sniff::Scanner`] in one pass); `false` when the object
+    /// is missing.
+    fn read_all<'a>(
+        &'a self,
+        key: &'a ObjectKey,
+        visit: &'a mut (dyn FnMut(&[u8]) + Send),
+    ) -> BoxFuture<'a, Result<bool>>;
+
+    /// Pins the uploaded object at `key` before it is verified, so that the bytes verified
+    /// are exactly the bytes downloads will return: answers the key that holds them from now
+    /// on, which no signed upload can change any more, or `None` when nothing is at `key`.
+    ///
+    /// A store whose uploads are create-only and final (the local store: a hard link that
+    /// fails when the target exists) answers `key` itself. A store where a signed upload can
+    /// replace the object while its signature lasts (S3: a POST policy cannot say "create
+    /// only", and an S3-compatible server may ignore a PUT's `If-None-Match`) copies it,
+    /// server-side, to `to` (a key the server chose and never signed an upload for) and
+    /// answers `to`. The caller deletes `to` when it does not keep it.
+    fn pin<'a>(
+        &'a self,
+        key: &'a ObjectKey,
+        to: &'a ObjectKey,
+    ) -> BoxFuture<'a, Result<Option<ObjectKey>>>;
+
     /// Deletes the object; deleting a missing one succeeds.
     fn delete<'a>(&'a self, key: &'a ObjectKey) -> BoxFuture<'a, Result<()>>;
 

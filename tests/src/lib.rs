@@ -44,6 +44,7 @@ pub struct TestServer {
     /// The server's data folder (dev keys, outbox).
     pub data_dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
+    serving: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TestServer {
@@ -89,7 +90,7 @@ impl TestServer {
             .expect("bind 127.0.0.1:0");
         let base_url = format!("http://{}", listener.local_addr().expect("local address"));
         let (shutdown, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
+        let serving = tokio::spawn(async move {
             let stopped = async move {
                 let _ = stopped.await;
             };
@@ -105,6 +106,7 @@ impl TestServer {
             mailer,
             data_dir,
             shutdown: Some(shutdown),
+            serving: Some(serving),
         })
     }
 
@@ -332,6 +334,22 @@ pub fn id<T: std::str::FromStr>(value: &serde_json::Value) -> T {
         .as_str()
         .and_then(|text| text.parse().ok())
         .unwrap_or_else(|| panic!("not an id: {value}"))
+}
+
+impl TestServer {
+    /// Shuts the server down as SIGTERM does and waits until `serve` has returned (requests
+    /// in flight finished or, after the grace period, their connections closed).
+    ///
+    /// # Panics
+    /// When serving failed.
+    pub async fn stop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(serving) = self.serving.take() {
+            serving.await.expect("the server stops cleanly");
+        }
+    }
 }
 
 impl Drop for TestServer {

@@ -502,6 +502,160 @@ fn uuid_v7() -> tenantkit_server::domain::ProjectId {
     tenantkit_server::domain::ProjectId::new()
 }
 
+/// A value the body's types cannot hold (a negative or too large number, a fraction for a
+/// whole number, a string for a number, a number for a string, enum or time) names its field,
+/// as every other validation error does; so do a missing and an unknown field. Only a body
+/// that is no JSON object at all is named `body`.
+async fn bad_values_name_their_field(server: TestServer) {
+    let owner = &server.world.a.principal;
+    let project = server
+        .call(
+            Some(owner),
+            Method::POST,
+            "/v1/projects",
+            Some(json!({"name": "Fields"})),
+        )
+        .await;
+    assert_eq!(project.status, StatusCode::CREATED, "{}", project.body);
+    let tasks = format!(
+        "/v1/projects/{}/tasks",
+        project.body["id"].as_str().expect("id")
+    );
+    let member = format!("/v1/members/{}", server.world.a.owner.id);
+    let upload = |size: serde_json::Value| json!({"filename": "a.txt", "content_type": "text/plain", "size": size});
+    let cases: Vec<(Method, &str, serde_json::Value, &str)> = vec![
+        (Method::POST, "/v1/uploads", upload(json!(-1)), "size"),
+        (
+            Method::POST,
+            "/v1/uploads",
+            upload(json!(-9_223_372_036_854_775_808_i64)),
+            "size",
+        ),
+        (Method::POST, "/v1/uploads", upload(json!(1.5)), "size"),
+        (Method::POST, "/v1/uploads", upload(json!(1e30)), "size"),
+        (Method::POST, "/v1/uploads", upload(json!("12")), "size"),
+        (Method::POST, "/v1/uploads", upload(json!(null)), "size"),
+        (
+            Method::POST,
+            "/v1/uploads",
+            json!({"filename": "a.txt", "content_type": "text/plain"}),
+            "size",
+        ),
+        (
+            Method::POST,
+            "/v1/uploads",
+            json!({"filename": 7, "content_type": "text/plain", "size": 1}),
+            "filename",
+        ),
+        (Method::POST, "/v1/projects", json!({"name": 5}), "name"),
+        (Method::POST, "/v1/projects", json!({}), "name"),
+        (
+            Method::POST,
+            "/v1/projects",
+            json!({"name": "x", "colour": 3}),
+            "colour",
+        ),
+        (
+            Method::POST,
+            &tasks,
+            json!({"title": "x", "status": 3}),
+            "status",
+        ),
+        (
+            Method::POST,
+            &tasks,
+            json!({"title": "x", "status": "someday"}),
+            "status",
+        ),
+        (
+            Method::POST,
+            &tasks,
+            json!({"title": "x", "due_at": 1_700_000_000}),
+            "due_at",
+        ),
+        (
+            Method::POST,
+            &tasks,
+            json!({"title": "x", "assignee_id": 42}),
+            "assignee_id",
+        ),
+        (
+            Method::POST,
+            "/v1/invitations",
+            json!({"email": "n@example.com", "role": 1}),
+            "role",
+        ),
+        (Method::PATCH, &member, json!({"role": -1}), "role"),
+        (Method::PATCH, "/v1/tenant", json!({"name": 12}), "name"),
+    ];
+    for (method, path, body, field) in cases {
+        let response = server
+            .request(owner, method.clone(), path)
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{method} {path} {body}"
+        );
+        let problem = assert_problem(
+            response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(
+            fields(&problem),
+            vec![field],
+            "{method} {path} {body}: {problem}"
+        );
+        let message = problem["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(
+            !message.contains(" at line "),
+            "no parser positions: {message}"
+        );
+    }
+    // A number too large for any integer type, sent as text.
+    let response = server
+        .request(owner, Method::POST, "/v1/uploads")
+        .header("content-type", "application/json")
+        .body(
+            r#"{"filename": "a.txt", "content_type": "text/plain", "size": 18446744073709551616}"#,
+        )
+        .send()
+        .await
+        .expect("send");
+    let problem = assert_problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(fields(&problem), vec!["size"], "{problem}");
+    // Query parameters name theirs too.
+    for query in [
+        "limit=-1",
+        "limit=1e9",
+        "limit=x",
+        "limit=18446744073709551616",
+    ] {
+        let response = server
+            .request(owner, Method::GET, &format!("/v1/projects?{query}"))
+            .send()
+            .await
+            .expect("send");
+        let problem = assert_problem(
+            response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(fields(&problem), vec!["limit"], "{query}: {problem}");
+    }
+}
+
 tenantkit_core::backend_tests!(fixture = tenantkit_e2e::server;
     malformed_ids_answer_like_missing_ones,
     malformed_cursors_and_limits_are_validation_errors,
@@ -510,4 +664,5 @@ tenantkit_core::backend_tests!(fixture = tenantkit_e2e::server;
     if_match_must_be_an_etag_we_issued,
     request_ids_are_echoed_only_when_harmless,
     query_strings_are_bounded,
+    bad_values_name_their_field,
 );

@@ -584,3 +584,48 @@ mod limits {
         invitations_are_limited_and_carry_no_free_text_in_the_subject,
     };
 }
+
+/// One rule for the free plan: a plans file for paid plans only (no `[plans.free]`) leaves the
+/// free plan as it is without any plans file: unlimited seats (more than the old built-in
+/// five invitations go out) and the server's storage quota.
+async fn a_plans_file_without_a_free_plan_keeps_the_free_plan_unlimited(
+    backend: tenantkit_core::Backend,
+) {
+    let plans = tempfile::NamedTempFile::new().expect("plans file");
+    std::fs::write(
+        plans.path(),
+        "[plans.pro]\nstripe_prices = [\"price_pro\"]\nseats = 25\n",
+    )
+    .expect("write plans");
+    let config = tenantkit_server::Config {
+        plans_file: Some(plans.path().to_owned()),
+        storage_quota_bytes: 123_456_789,
+        ..tenantkit_server::Config::default()
+    };
+    let Some(server) = TestServer::start_with(backend, config).await else {
+        return;
+    };
+    let owner = server.world.a.principal.clone();
+    let billing = server
+        .call(Some(&owner), Method::GET, "/v1/billing", None)
+        .await;
+    assert_eq!(billing.status, StatusCode::OK, "{}", billing.body);
+    assert_eq!(billing.body["plan"], "free");
+    assert_eq!(
+        billing.body["entitlements"],
+        json!({"seats": null, "storage_bytes": 123_456_789, "features": []}),
+        "the same free plan as without a plans file"
+    );
+    for n in 0..8 {
+        let (status, body) =
+            invite(&server, &owner, &format!("seat{n}@example.com"), "viewer").await;
+        assert_eq!(status, StatusCode::CREATED, "invitation {n}: {body}");
+    }
+}
+
+mod free_plan {
+    tenantkit_core::backend_tests!(fixture = tenantkit_core::testing::backend;
+        a_plans_file_without_a_free_plan_keeps_the_free_plan_unlimited
+    );
+    use super::a_plans_file_without_a_free_plan_keeps_the_free_plan_unlimited;
+}

@@ -176,6 +176,75 @@ impl Fixture {
             .await
     }
 
+    /// Posts a browser form to `url`: `fields` in order, then the `file` part.
+    async fn post_form(&self, url: &str, fields: &[(String, String)], file: &[u8]) -> StatusCode {
+        let boundary = format!("tk{}", uuid::Uuid::new_v4().simple());
+        let mut body = Vec::new();
+        for (name, value) in fields {
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                    .as_bytes(),
+            );
+        }
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.png\"\r\nContent-Type: image/png\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(file);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        reqwest::Client::new()
+            .post(url)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body)
+            .send()
+            .await
+            .expect("post")
+            .status()
+    }
+
+    /// The file's signed download URL, as answered by `GET /v1/files/{id}`.
+    async fn download_url(&self, who: &Principal, file_id: &str) -> String {
+        let one = self
+            .server
+            .call(
+                Some(who),
+                Method::GET,
+                &format!("/v1/files/{file_id}"),
+                None,
+            )
+            .await;
+        assert_eq!(one.status, StatusCode::OK, "{}", one.body);
+        self.url(one.body["download_url"].as_str().expect("download url"))
+    }
+
+    /// The bytes a download of the file returns.
+    async fn download(&self, who: &Principal, file_id: &str) -> Vec<u8> {
+        let response = reqwest::get(self.download_url(who, file_id).await)
+            .await
+            .expect("download");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.bytes().await.expect("bytes").to_vec()
+    }
+
+    /// Moves the upload's expiry into the past, as if its instructions had run out.
+    async fn expire(&self, upload_id: &str) {
+        let id = uuid::Uuid::parse_str(upload_id).expect("uuid");
+        let past = tenantkit_core::now() - time::Duration::seconds(1);
+        let mut tx = self.server.test_db.db.begin_system().await.expect("tx");
+        tenantkit_core::with_conn!(&mut tx, |c| {
+            sqlx::query("UPDATE storage_uploads SET expires_at = $1 WHERE id = $2")
+                .bind(past)
+                .bind(id)
+                .execute(c)
+                .await
+                .map(drop)
+        })
+        .expect("expire");
+        tx.commit().await.expect("commit");
+    }
+
     async fn assert_nothing_kept(&self, who: &Principal, ticket: &Value) {
         let reply = self.complete(who, ticket["id"].as_str().expect("id")).await;
         assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
@@ -228,6 +297,14 @@ async fn upload_download_delete(fixture: Fixture) {
         .await;
     assert_eq!(one.status, StatusCode::OK);
     let url = fixture.url(one.body["download_url"].as_str().expect("download url"));
+    if fixture.store == Store::S3 {
+        // S3 serves what the signed URL overrides: attachment and the stored type.
+        assert!(
+            url.contains("response-content-disposition=attachment"),
+            "{url}"
+        );
+        assert!(url.contains("response-content-type=image%2Fpng"), "{url}");
+    }
     let download = reqwest::get(&url).await.expect("download");
     assert_eq!(download.status(), StatusCode::OK);
     let headers = download.headers().clone();
@@ -381,20 +458,36 @@ async fn refused_uploads_keep_nothing(fixture: Fixture) {
     assert_eq!(status, StatusCode::FORBIDDEN, "expired");
     assert!(store.head(&key).await.expect("head").is_none());
 
-    // The right upload works; a second upload to the same URL afterwards is refused and the
-    // first bytes stay.
+    // The right upload works; a second upload to the same URL afterwards, with other bytes
+    // of the same size or with the same bytes, is refused, and the download still returns
+    // the first bytes.
     let status = fixture.put(&ticket, bytes.clone(), None).await;
     assert!(status.is_success(), "{status}");
     let file = fixture
         .complete(who, ticket["id"].as_str().expect("id"))
         .await;
     assert_eq!(file.status, StatusCode::OK, "{}", file.body);
+    let file_id = file.body["id"].as_str().expect("file id");
+    let mut replacement = bytes.clone();
+    replacement[bytes.len() - 1] ^= 0x55;
+    assert_eq!(replacement.len(), bytes.len());
+    let status = fixture.put(&ticket, replacement.clone(), None).await;
+    assert!(
+        status.is_client_error(),
+        "second upload, other bytes: {status}"
+    );
     let status = fixture.put(&ticket, bytes.clone(), None).await;
-    assert!(status.is_client_error(), "second upload: {status}");
+    assert!(
+        status.is_client_error(),
+        "second upload, same bytes: {status}"
+    );
+    let downloaded = fixture.download(who, file_id).await;
+    assert!(downloaded == bytes, "the download returns the first bytes");
     let again = fixture
         .complete(who, ticket["id"].as_str().expect("id"))
         .await;
-    assert_eq!(again.body["sha256"], Sha256::of(&bytes).to_hex());
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.body["id"], file_id);
 }
 
 async fn declared_png_holding_html_is_a_mismatch(fixture: Fixture) {
@@ -410,9 +503,13 @@ async fn declared_png_holding_html_is_a_mismatch(fixture: Fixture) {
     let reply = fixture.complete(who, id).await;
     assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
     assert_eq!(reply.body["code"], "upload_mismatch");
-    // The object and the upload are gone.
+    // A retrying client learns the same (the upload stays rejected); the object is gone.
     let again = fixture.complete(who, id).await;
-    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    assert_eq!(again.body["code"], "upload_mismatch");
+    assert_eq!(again.body["detail"], reply.body["detail"]);
+    let objects = fixture.store().list(None, 100).await.expect("list");
+    assert!(objects.is_empty(), "{objects:?}");
     let listed = fixture
         .server
         .call(Some(who), Method::GET, "/v1/files", None)
@@ -819,6 +916,16 @@ async fn sweeper_removes_expired_uploads_and_orphans(fixture: Fixture) {
     // Sweeping again removes nothing more.
     let report = storage.sweep(later).await.expect("sweep");
     assert_eq!((report.expired_uploads, report.orphans), (0, 0));
+    // Once the completed uploads' instructions have expired, an S3 upload's staging object
+    // (its bytes were copied to the file's own key) is an orphan; the files keep their bytes.
+    let much_later = tenantkit_core::now() + time::Duration::minutes(20);
+    let report = storage.sweep(much_later).await.expect("sweep");
+    let staged = if fixture.store == Store::S3 { 2 } else { 0 };
+    assert_eq!((report.expired_uploads, report.orphans), (0, staged));
+    for item in listed.body["items"].as_array().expect("items") {
+        let file_id = item["id"].as_str().expect("id");
+        assert!(fixture.download(who, file_id).await == bytes);
+    }
 }
 
 /// Browser form uploads (S3 only): the POST policy admits exactly the signed key, type and
@@ -846,34 +953,10 @@ async fn post_policy_uploads(fixture: Fixture) {
     let ticket = reply.body;
     assert_eq!(ticket["method"], "POST");
     let fields = ticket["fields"].as_object().expect("fields");
-    let post = |fields: Vec<(String, String)>, file: Vec<u8>| {
-        let url = ticket["url"].as_str().expect("url").to_owned();
-        async move {
-            let boundary = format!("tk{}", uuid::Uuid::new_v4().simple());
-            let mut body = Vec::new();
-            for (name, value) in fields {
-                body.extend_from_slice(
-                    format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
-                        .as_bytes(),
-                );
-            }
-            body.extend_from_slice(
-                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.png\"\r\nContent-Type: image/png\r\n\r\n").as_bytes(),
-            );
-            body.extend_from_slice(&file);
-            body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-            reqwest::Client::new()
-                .post(url)
-                .header(
-                    "content-type",
-                    format!("multipart/form-data; boundary={boundary}"),
-                )
-                .body(body)
-                .send()
-                .await
-                .expect("post")
-                .status()
-        }
+    let url = ticket["url"].as_str().expect("url");
+    let form = &fixture;
+    let post = |fields: Vec<(String, String)>, file: Vec<u8>| async move {
+        form.post_form(url, &fields, &file).await
     };
     let signed: Vec<(String, String)> = fields
         .iter()
@@ -949,6 +1032,170 @@ async fn local_streamed_oversize_is_cut(fixture: Fixture) {
     );
 }
 
+/// The fields of a POST ticket, in order.
+fn form_fields(ticket: &Value) -> Vec<(String, String)> {
+    ticket["fields"]
+        .as_object()
+        .expect("fields")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().expect("text").to_owned()))
+        .collect()
+}
+
+/// A POST intent for `bytes` (S3 only).
+async fn form_ticket(fixture: &Fixture, who: &Principal, bytes: &[u8]) -> Value {
+    let reply = fixture
+        .intent(
+            who,
+            json!({"filename": "f.png", "content_type": "image/png", "size": bytes.len(),
+                   "sha256": Sha256::of(bytes).to_hex(), "method": "POST"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    reply.body
+}
+
+/// A POST policy cannot say "create only": the same form, posted again with other bytes of
+/// the same length after completion, must not change what the file's download returns.
+async fn a_reposted_form_cannot_replace_a_completed_file(fixture: Fixture) {
+    let who = owner(&fixture);
+    let first = png(1500);
+    let mut second = first.clone();
+    second[1400] ^= 0x5a;
+    let ticket = form_ticket(&fixture, who, &first).await;
+    let url = ticket["url"].as_str().expect("url");
+    let fields = form_fields(&ticket);
+    assert!(fixture.post_form(url, &fields, &first).await.is_success());
+    let file = fixture
+        .complete(who, ticket["id"].as_str().expect("id"))
+        .await;
+    assert_eq!(file.status, StatusCode::OK, "{}", file.body);
+    let file_id = file.body["id"].as_str().expect("file id");
+    // The store may well accept the second post (the policy still holds); it changes nothing
+    // the file serves.
+    let _ = fixture.post_form(url, &fields, &second).await;
+    let downloaded = fixture.download(who, file_id).await;
+    assert!(
+        downloaded == first,
+        "the download returns the verified bytes"
+    );
+    let again = fixture
+        .complete(who, ticket["id"].as_str().expect("id"))
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.body["id"], file_id);
+    assert!(fixture.download(who, file_id).await == first);
+}
+
+/// Completions racing reposts of the form with other bytes: every settled answer agrees (one
+/// file, or the same mismatch), and a completed file always downloads the verified bytes (a
+/// completion that saw the swapped bytes never deletes them).
+async fn completing_while_the_form_is_reposted_keeps_the_verified_bytes(fixture: Fixture) {
+    let who = owner(&fixture);
+    for round in 0..3u8 {
+        let first = png(1500 + usize::from(round));
+        let mut second = first.clone();
+        second[1000] ^= 0x33;
+        let ticket = form_ticket(&fixture, who, &first).await;
+        let url = ticket["url"].as_str().expect("url");
+        let fields = form_fields(&ticket);
+        assert!(fixture.post_form(url, &fields, &first).await.is_success());
+        let id = ticket["id"].as_str().expect("id");
+        let completes = futures_util::future::join_all((0..4).map(|_| fixture.complete(who, id)));
+        let posts = futures_util::future::join_all(
+            (0..4).map(|_| fixture.post_form(url, &fields, &second)),
+        );
+        let (replies, _) = tokio::join!(completes, posts);
+        let settled: Vec<(StatusCode, Value)> = replies
+            .into_iter()
+            .filter(|r| r.body["code"] != "upload_incomplete")
+            .map(|r| {
+                assert!(
+                    r.status == StatusCode::OK || r.body["code"] == "upload_mismatch",
+                    "{}",
+                    r.body
+                );
+                (r.status, r.body["id"].clone())
+            })
+            .collect();
+        assert!(
+            settled.windows(2).all(|pair| pair[0] == pair[1]),
+            "round {round}: {settled:?}"
+        );
+        let last = fixture.complete(who, id).await;
+        if let Some((status, file_id)) = settled.first() {
+            assert_eq!(last.status, *status, "{}", last.body);
+            assert_eq!(&last.body["id"], file_id);
+        }
+        if last.status == StatusCode::OK {
+            let file_id = last.body["id"].as_str().expect("file id");
+            let downloaded = fixture.download(who, file_id).await;
+            assert!(downloaded == first, "round {round}: the verified bytes");
+        } else {
+            assert_eq!(last.body["code"], "upload_mismatch", "{}", last.body);
+        }
+    }
+}
+
+/// Text a browser could render: markup anywhere in the object (here after the first KiB)
+/// is refused, and completing again answers the same.
+async fn text_with_markup_after_the_first_kib_is_refused(fixture: Fixture) {
+    let who = owner(&fixture);
+    let mut text = "a harmless line of text\n".repeat(60).into_bytes();
+    assert!(text.len() > 1024);
+    text.extend_from_slice(b"<img src=x onerror=alert(document.domain)>\n");
+    let ticket = fixture.ticket(who, &text, "text/plain").await;
+    assert!(fixture.put(&ticket, text.clone(), None).await.is_success());
+    let id = ticket["id"].as_str().expect("id");
+    for _ in 0..2 {
+        let reply = fixture.complete(who, id).await;
+        assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
+        assert_eq!(reply.body["code"], "upload_mismatch");
+    }
+    // The same text without the markup is a file.
+    let clean = "a harmless line of text\n".repeat(61).into_bytes();
+    let ticket = fixture.ticket(who, &clean, "text/plain").await;
+    assert!(fixture.put(&ticket, clean.clone(), None).await.is_success());
+    let file = fixture
+        .complete(who, ticket["id"].as_str().expect("id"))
+        .await;
+    assert_eq!(file.status, StatusCode::OK, "{}", file.body);
+    let listed = fixture
+        .server
+        .call(Some(who), Method::GET, "/v1/files", None)
+        .await;
+    assert_eq!(listed.body["items"].as_array().expect("items").len(), 1);
+}
+
+/// An upload whose instructions expired cannot become a file (even with its bytes in the
+/// store); a completed one still answers its file.
+async fn expired_uploads_cannot_complete(fixture: Fixture) {
+    let who = owner(&fixture);
+    let bytes = png(800);
+    let ticket = fixture.ticket(who, &bytes, "image/png").await;
+    assert!(fixture.put(&ticket, bytes.clone(), None).await.is_success());
+    let id = ticket["id"].as_str().expect("id");
+    fixture.expire(id).await;
+    let reply = fixture.complete(who, id).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
+    assert_eq!(reply.body["code"], "upload_incomplete");
+    let listed = fixture
+        .server
+        .call(Some(who), Method::GET, "/v1/files", None)
+        .await;
+    assert_eq!(listed.body["items"], json!([]));
+
+    let done = fixture.ticket(who, &png(900), "image/png").await;
+    assert!(fixture.put(&done, png(900), None).await.is_success());
+    let done_id = done["id"].as_str().expect("id");
+    let file = fixture.complete(who, done_id).await;
+    assert_eq!(file.status, StatusCode::OK, "{}", file.body);
+    fixture.expire(done_id).await;
+    let again = fixture.complete(who, done_id).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.body["id"], file.body["id"]);
+}
+
 async fn local(backend: Backend) -> Option<Fixture> {
     start(backend, Store::Local, 10_000).await
 }
@@ -966,7 +1213,8 @@ mod local_store {
         other_tenants_and_viewers, concurrent_completes_make_one_file, bad_intents_are_422,
         restricted_projects_hide_their_files,
         sweeper_removes_expired_uploads_and_orphans, post_policy_uploads,
-        local_streamed_oversize_is_cut
+        local_streamed_oversize_is_cut, text_with_markup_after_the_first_kib_is_refused,
+        expired_uploads_cannot_complete
     );
 }
 
@@ -977,6 +1225,9 @@ mod s3_store {
         upload_download_delete, refused_uploads_keep_nothing,
         declared_png_holding_html_is_a_mismatch, quota_counts_pending_uploads,
         other_tenants_and_viewers, concurrent_completes_make_one_file,
-        sweeper_removes_expired_uploads_and_orphans, post_policy_uploads
+        sweeper_removes_expired_uploads_and_orphans, post_policy_uploads,
+        text_with_markup_after_the_first_kib_is_refused, expired_uploads_cannot_complete,
+        a_reposted_form_cannot_replace_a_completed_file,
+        completing_while_the_form_is_reposted_keeps_the_verified_bytes
     );
 }

@@ -2,8 +2,9 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tenantkit_core::{Principal, Role};
-use tenantkit_e2e::{TestServer, problem};
+use tenantkit_auth::flows::UserAdded;
+use tenantkit_core::{ClientInfo, Principal, Role, TenantId};
+use tenantkit_e2e::{PASSWORD, TestServer, id, problem};
 
 async fn send(
     server: &TestServer,
@@ -302,8 +303,232 @@ async fn the_audit_log_lists_mutations_for_admins_only(server: TestServer) {
     assert_eq!(other["items"], json!([]));
 }
 
+async fn post(
+    server: &TestServer,
+    token: Option<&str>,
+    path: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let reply = server
+        .call_with_token(token, Method::POST, path, Some(body))
+        .await;
+    (reply.status, reply.body)
+}
+
+fn is_refused_token(status: StatusCode, body: &Value) -> bool {
+    status == StatusCode::UNPROCESSABLE_ENTITY
+        && body["code"] == "validation_failed"
+        && body["errors"][0]["field"] == "token"
+}
+
+/// Logs `email` in (to `tenant` when given): the status and the answer.
+async fn login(server: &TestServer, email: &str, tenant: Option<&str>) -> (StatusCode, Value) {
+    let mut body = json!({"email": email, "password": PASSWORD});
+    if let Some(tenant) = tenant {
+        body["tenant"] = json!(tenant);
+    }
+    post(server, None, "/v1/auth/login", body).await
+}
+
+fn tenants_of(logged_in: &Value) -> Vec<TenantId> {
+    logged_in["memberships"]
+        .as_array()
+        .expect("memberships")
+        .iter()
+        .map(|m| id(&m["tenant_id"]))
+        .collect()
+}
+
+/// Asserts that nothing gets `roamer` (a member of `home`) into the deleted tenant `gone`:
+/// not a login naming it, not a login without a tenant, not a switch.
+async fn assert_no_way_in(server: &TestServer, email: &str, home: TenantId, gone: &str) {
+    let gone_id = server.world.a.tenant.id;
+    for wanted in [gone.to_owned(), gone_id.to_string()] {
+        let (status, body) = login(server, email, Some(&wanted)).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("invalid_credentials")),
+            "a login to the deleted tenant ({wanted}): {body}"
+        );
+    }
+    let (status, body) = login(server, email, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        tenants_of(&body),
+        vec![home],
+        "the deleted tenant is not offered"
+    );
+    let access = body["access_token"].as_str().expect("token").to_owned();
+    let (status, body) = post(
+        server,
+        Some(&access),
+        "/v1/auth/switch-tenant",
+        json!({"tenant_id": gone_id.to_string()}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found")),
+        "a switch to the deleted tenant: {body}"
+    );
+}
+
+/// A deleted tenant stays deleted: its pending invitations (a member's and the operator's)
+/// open nothing, and no login, switch, refresh or `user create` gets anyone into it, even
+/// with rows left over from before deletions removed them.
+async fn a_deleted_tenant_cannot_be_rejoined_or_entered(server: TestServer) {
+    let owner = server.world.a.principal.clone();
+    let slug = server.world.a.tenant.slug.to_string();
+    let operator = ClientInfo::operator();
+    let roamer = "roamer@example.com";
+    // A user with a tenant of their own who joins A with a mailed invitation.
+    let signed = server.signup(roamer, "roamer-home").await;
+    let home: TenantId = id(&signed["tenant"]["id"]);
+    let home_access = signed["access_token"].as_str().expect("token").to_owned();
+    let invite = |email: &'static str| {
+        let owner = owner.clone();
+        let server = &server;
+        async move {
+            let reply = server
+                .call(
+                    Some(&owner),
+                    Method::POST,
+                    "/v1/invitations",
+                    Some(json!({"email": email, "role": "member"})),
+                )
+                .await;
+            assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+            server.mailed_token(email, "invited").await
+        }
+    };
+    let token = invite(roamer).await;
+    let (status, joined) = post(
+        &server,
+        Some(&home_access),
+        "/v1/invitations/accept",
+        json!({"token": token}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+    let refresh_in_a = joined["refresh_token"]
+        .as_str()
+        .expect("refresh")
+        .to_owned();
+    // Two invitations still pending when A is deleted: a member's and the operator's.
+    let members_token = invite("late@example.com").await;
+    let added = server
+        .flows
+        .add_user(&operator, "operator-pick@example.com", &slug, Role::Viewer)
+        .await
+        .expect("invite");
+    assert!(
+        matches!(added, UserAdded::Invited { mailed: true, .. }),
+        "{added:?}"
+    );
+    let operators_token = server
+        .mailed_token("operator-pick@example.com", "invited")
+        .await;
+
+    server
+        .flows
+        .delete_tenant(&operator, &slug)
+        .await
+        .expect("delete");
+
+    for (who, token) in [
+        ("a member's", &members_token),
+        ("the operator's", &operators_token),
+    ] {
+        let (status, body) = post(
+            &server,
+            None,
+            "/v1/invitations/accept",
+            json!({"token": token, "password": "a fresh passphrase here"}),
+        )
+        .await;
+        assert!(
+            is_refused_token(status, &body),
+            "{who} invitation: {status} {body}"
+        );
+    }
+    let (status, body) = post(
+        &server,
+        None,
+        "/v1/auth/refresh",
+        json!({"refresh_token": refresh_in_a}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_no_way_in(&server, roamer, home, &slug).await;
+    // The operator cannot attach a verified account nor invite anyone to it.
+    for email in [roamer, "someone-new@example.com"] {
+        let added = server
+            .flows
+            .add_user(&operator, email, &slug, Role::Member)
+            .await;
+        assert!(
+            matches!(
+                added,
+                Err(tenantkit_auth::Error::Core(tenantkit_core::Error::NotFound))
+            ),
+            "user create {email}: {added:?}"
+        );
+    }
+    assert!(
+        !server
+            .mailer
+            .sent()
+            .iter()
+            .any(|m| m.to == "someone-new@example.com"),
+        "no invitation was mailed"
+    );
+
+    // Rows from before deletions removed them (a membership and an invitation made while
+    // the tenant was live) open nothing either once the tenant is deleted.
+    // On PostgreSQL even the tables' owner sees only the tenant its scope names.
+    let scoped = match server.test_db.backend() {
+        tenantkit_core::Backend::Postgres => format!(
+            "SELECT set_config('app.tenant_id', '{}', false);",
+            server.world.a.tenant.id
+        ),
+        _ => String::new(),
+    };
+    let live_again = format!("{scoped} UPDATE tenants SET deleted_at = NULL WHERE slug = '{slug}'");
+    let deleted_again =
+        format!("{scoped} UPDATE tenants SET deleted_at = created_at WHERE slug = '{slug}'");
+    server.test_db.execute_as_owner(&live_again).await;
+    let added = server
+        .flows
+        .add_user(&operator, roamer, &slug, Role::Member)
+        .await
+        .expect("attach while live");
+    assert!(matches!(added, UserAdded::Attached { .. }), "{added:?}");
+    server
+        .flows
+        .add_user(&operator, "left-over@example.com", &slug, Role::Member)
+        .await
+        .expect("invite while live");
+    let left_over = server
+        .mailed_token("left-over@example.com", "invited")
+        .await;
+    server.test_db.execute_as_owner(&deleted_again).await;
+    assert_no_way_in(&server, roamer, home, &slug).await;
+    let (status, body) = post(
+        &server,
+        None,
+        "/v1/invitations/accept",
+        json!({"token": left_over, "password": "a fresh passphrase here"}),
+    )
+    .await;
+    assert!(
+        is_refused_token(status, &body),
+        "a left-over invitation: {status} {body}"
+    );
+}
+
 tenantkit_core::backend_tests!(fixture = tenantkit_e2e::server;
     tenant_settings_follow_permissions,
     roles_follow_the_rules_and_an_owner_always_remains,
     the_audit_log_lists_mutations_for_admins_only,
+    a_deleted_tenant_cannot_be_rejoined_or_entered,
 );

@@ -44,6 +44,25 @@ impl From<SignupMode> for tenantkit_auth::flows::SignupMode {
     }
 }
 
+/// The forwarding header trusted proxies write (see [`tenantkit_core::ForwardedHeader`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (nginx, AWS ALB, Caddy, most load balancers).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded`, for proxies that append to it.
+    Forwarded,
+}
+
+impl From<ForwardedHeader> for tenantkit_core::ForwardedHeader {
+    fn from(header: ForwardedHeader) -> Self {
+        match header {
+            ForwardedHeader::XForwardedFor => Self::XForwardedFor,
+            ForwardedHeader::Forwarded => Self::Forwarded,
+        }
+    }
+}
+
 /// Everything the server needs to start. Every field has a flag and an environment variable;
 /// the defaults run the embedded configuration with no setup.
 #[derive(Clone, clap::Args)]
@@ -83,6 +102,41 @@ pub struct Config {
     /// Most connections served at once; further ones wait to be accepted.
     #[arg(long, env = "TENANTKIT_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
+
+    /// Most connections one client network (an IPv4 address, an IPv6 /64) may hold at once;
+    /// further ones are closed as soon as they are accepted, so one client cannot take every
+    /// slot. Trusted proxies (`TENANTKIT_TRUSTED_PROXIES`) are exempt: they carry many
+    /// clients, and limit connections themselves.
+    #[arg(
+        long,
+        env = "TENANTKIT_MAX_CONNECTIONS_PER_CLIENT",
+        default_value_t = 64
+    )]
+    pub max_connections_per_client: usize,
+
+    /// Seconds an answer may make no progress writing to a client (a client that does not
+    /// read) before its connection is closed.
+    #[arg(long, env = "TENANTKIT_WRITE_TIMEOUT_SECS", default_value_t = 30)]
+    pub write_timeout_secs: u64,
+
+    /// Seconds a request to a signed storage URL (an upload or a download) may take before
+    /// it is answered 408: the deadline of the routes that stream bodies.
+    #[arg(long, env = "TENANTKIT_TRANSFER_TIMEOUT_SECS", default_value_t = 900)]
+    pub transfer_timeout_secs: u64,
+
+    /// Seconds an upload body may send nothing before it is refused (408).
+    #[arg(long, env = "TENANTKIT_TRANSFER_IDLE_SECS", default_value_t = 20)]
+    pub transfer_idle_secs: u64,
+
+    /// Lowest average rate of an upload body, in bytes per second, after its first 10
+    /// seconds; slower ones are refused (408). `0` checks only the idle timeout.
+    #[arg(long, env = "TENANTKIT_TRANSFER_MIN_RATE", default_value_t = 1024)]
+    pub transfer_min_rate: u64,
+
+    /// Seconds a shutdown (SIGTERM) waits for requests in flight; connections still open
+    /// after it (slow or stalled clients) are closed.
+    #[arg(long, env = "TENANTKIT_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
 
     /// PEM private key that signs access tokens (production). Without it, development keys
     /// are created and kept under `<data dir>/keys` (see `keys rotate`).
@@ -133,10 +187,23 @@ pub struct Config {
     #[arg(long, env = "TENANTKIT_PASSWORD_QUEUE")]
     pub password_queue: Option<usize>,
 
-    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` name the client, comma-separated
-    /// networks (`10.0.0.0/8, ::1`). None by default: the TCP peer is the client.
+    /// Reverse proxies whose forwarding header (`TENANTKIT_FORWARDED_HEADER`) names the
+    /// client, comma-separated networks (`10.0.0.0/8, ::1`). None by default: the TCP peer is
+    /// the client.
     #[arg(long, env = "TENANTKIT_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: tenantkit_core::TrustedProxies,
+
+    /// The one header the trusted proxies name the client in; the other is ignored entirely.
+    /// `x-forwarded-for` (the default) for nginx, AWS ALB, Caddy and most load balancers, which
+    /// append to it and pass a client's own `Forwarded` through; `forwarded` (RFC 7239) only
+    /// for a proxy that appends to `Forwarded`.
+    #[arg(
+        long,
+        env = "TENANTKIT_FORWARDED_HEADER",
+        value_enum,
+        default_value = "x-forwarded-for"
+    )]
+    pub forwarded_header: ForwardedHeader,
 
     /// The public base URL of the service, for links in emails [default: http://<bind>].
     #[arg(long, env = "TENANTKIT_PUBLIC_URL")]
@@ -289,6 +356,12 @@ impl Default for Config {
             request_timeout_secs: 30,
             header_timeout_secs: 10,
             max_connections: 4096,
+            max_connections_per_client: 64,
+            write_timeout_secs: 30,
+            transfer_timeout_secs: 900,
+            transfer_idle_secs: 20,
+            transfer_min_rate: 1024,
+            shutdown_grace_secs: 20,
             log_format: LogFormat::Pretty,
             jwt_key_file: None,
             jwt_algorithm: Algorithm::EdDSA,
@@ -302,6 +375,7 @@ impl Default for Config {
             rate_per_account_total: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
             password_queue: None,
             trusted_proxies: tenantkit_core::TrustedProxies::default(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
             public_url: None,
             session_check: SessionCheckMode::Strict,
             signup_mode: SignupMode::Open,
@@ -354,6 +428,13 @@ impl Config {
             .to_owned()
     }
 
+    /// The trusted proxies, reading the configured forwarding header.
+    pub fn proxies(&self) -> tenantkit_core::TrustedProxies {
+        self.trusted_proxies
+            .clone()
+            .with_header(self.forwarded_header.into())
+    }
+
     /// The rate limits of the auth flows.
     pub fn rate_limits(&self) -> tenantkit_auth::RateLimitConfig {
         tenantkit_auth::RateLimitConfig {
@@ -379,6 +460,30 @@ impl Config {
     pub fn header_timeout(&self) -> Duration {
         Duration::from_secs(self.header_timeout_secs.max(1))
     }
+
+    /// How long an answer may make no write progress before its connection is closed.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_timeout_secs.max(1))
+    }
+
+    /// The deadline of a request to a signed storage URL.
+    pub fn transfer_timeout(&self) -> Duration {
+        Duration::from_secs(self.transfer_timeout_secs.max(1))
+    }
+
+    /// How slowly upload bodies to the local store may arrive.
+    pub fn transfer_limits(&self) -> tenantkit_storage::TransferLimits {
+        tenantkit_storage::TransferLimits {
+            idle_timeout: Duration::from_secs(self.transfer_idle_secs.max(1)),
+            min_bytes_per_sec: self.transfer_min_rate,
+            ..tenantkit_storage::TransferLimits::default()
+        }
+    }
+
+    /// How long a shutdown waits for requests in flight.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
 }
 
 impl fmt::Debug for Config {
@@ -395,6 +500,15 @@ impl fmt::Debug for Config {
             .field("request_timeout_secs", &self.request_timeout_secs)
             .field("header_timeout_secs", &self.header_timeout_secs)
             .field("max_connections", &self.max_connections)
+            .field(
+                "max_connections_per_client",
+                &self.max_connections_per_client,
+            )
+            .field("write_timeout_secs", &self.write_timeout_secs)
+            .field("transfer_timeout_secs", &self.transfer_timeout_secs)
+            .field("transfer_idle_secs", &self.transfer_idle_secs)
+            .field("transfer_min_rate", &self.transfer_min_rate)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("log_format", &self.log_format)
             .field("jwt_key_file", &self.jwt_key_file)
             .field("jwt_algorithm", &self.jwt_algorithm)
@@ -410,6 +524,7 @@ impl fmt::Debug for Config {
             .field("rate_per_account", &self.rate_per_account)
             .field("rate_per_account_total", &self.rate_per_account_total)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("forwarded_header", &self.forwarded_header)
             .field("public_url", &self.public_url)
             .field("session_check", &self.session_check)
             .field("signup_mode", &self.signup_mode)
@@ -468,6 +583,34 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("postgres://app:***@db:5432/tk"));
+    }
+
+    #[test]
+    fn the_forwarding_header_is_a_setting_and_a_bad_one_is_refused() {
+        use clap::Parser;
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: Config,
+        }
+        let default = Cli::try_parse_from(["tenantkit-server"]).expect("defaults");
+        assert_eq!(
+            default.config.proxies().header(),
+            tenantkit_core::ForwardedHeader::XForwardedFor
+        );
+        let chosen = Cli::try_parse_from(["tenantkit-server", "--forwarded-header", "forwarded"])
+            .expect("forwarded");
+        assert_eq!(
+            chosen.config.proxies().header(),
+            tenantkit_core::ForwardedHeader::Forwarded
+        );
+        let err = Cli::try_parse_from(["tenantkit-server", "--forwarded-header", "x-real-ip"])
+            .expect_err("an unknown header");
+        let message = err.to_string();
+        assert!(
+            message.contains("x-real-ip") && message.contains("x-forwarded-for, forwarded"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -5,7 +5,6 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::{LazyLock, PoisonError, RwLock};
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -15,9 +14,11 @@ use utoipa::IntoParams;
 use utoipa::openapi::path::ParameterIn;
 
 /// A JSON object body. Malformed JSON is 400 `bad_request`; a wrong shape or type 422
-/// `validation_failed` (so is any JSON that is not an object: serde would otherwise read an
-/// array positionally into a struct's fields, a shape no client is documented to send); a
-/// missing or wrong `Content-Type` 415; an oversize body 413.
+/// `validation_failed` naming the field at fault (`size` for `"size": -1`, `items[0].name`
+/// inside a list, the missing or unknown field's own name), as every other validation error
+/// does; only a body that is not a JSON object at all is named `body` (serde would otherwise
+/// read an array positionally into a struct's fields, a shape no client is documented to
+/// send); a missing or wrong `Content-Type` 415; an oversize body 413.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
@@ -56,11 +57,93 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             )
             .with_errors(vec![FieldError::new("body", "must be a JSON object")]));
         }
-        match axum::Json::<T>::from_bytes(&bytes) {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_problem(rejection)),
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Deserializes a JSON body as `T`, keeping the path to whatever failed (as axum's own `Json`
+/// does, but answering the path as the field rather than as text).
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        match err.inner().classify() {
+            serde_json::error::Category::Data => data_problem(&err, None),
+            // serde_json reports some values of the wrong type (a number where an enum's
+            // string belongs) as syntax errors: valid JSON makes them a shape problem.
+            _ if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() => {
+                data_problem(&err, Some("has the wrong type"))
+            }
+            _ => syntax_problem(err.inner()),
+        }
+    })?;
+    // Trailing characters after the value.
+    deserializer.end().map_err(|err| syntax_problem(&err))?;
+    Ok(value)
+}
+
+fn syntax_problem(err: &serde_json::Error) -> Problem {
+    Problem::new(
+        ErrorCode::BadRequest,
+        format!("The body is not valid JSON: {}", bounded(&err.to_string())),
+    )
+}
+
+/// 422 naming the field at fault: the path serde was at (an unknown field's own name
+/// included), and for a missing field, the field its message names.
+fn data_problem(
+    err: &serde_path_to_error::Error<serde_json::Error>,
+    message: Option<&str>,
+) -> Problem {
+    let inner = err.inner();
+    let mut message = message.map_or_else(|| inner.to_string(), str::to_owned);
+    // The position says nothing the field does not; the message reads better without it.
+    let position = format!(" at line {} column {}", inner.line(), inner.column());
+    if let Some(stripped) = message.strip_suffix(&position) {
+        message = stripped.to_owned();
+    }
+    let path = field_path(err.path());
+    // serde's own wording (`serde::de::Error::missing_field`): serde stands on the object, so
+    // the path ends before the field.
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name.to_owned());
+    let field = match (path, missing) {
+        (Some(path), Some(name)) => format!("{path}.{name}"),
+        (None, Some(name)) => name,
+        (Some(path), None) => path,
+        (None, None) => "body".to_owned(),
+    };
+    Problem::new(
+        ErrorCode::ValidationFailed,
+        "The body does not have the expected shape; see `errors`.",
+    )
+    .with_errors(vec![FieldError::new(field, bounded(&message))])
+}
+
+/// `a.b[2].c` for a path into the body; `None` at the top level (or where serde could not
+/// tell which field it was in).
+fn field_path(path: &serde_path_to_error::Path) -> Option<String> {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Unknown => return None,
         }
     }
+    (!out.is_empty()).then_some(out)
+}
+
+/// A message can quote the input; keep it bounded.
+fn bounded(text: &str) -> String {
+    text.chars().take(300).collect()
 }
 
 /// `application/json` or any `application/*+json`, as axum's own check.
@@ -77,47 +160,6 @@ fn json_content_type(headers: &HeaderMap) -> bool {
     };
     kind.eq_ignore_ascii_case("application")
         && (subtype.eq_ignore_ascii_case("json") || subtype.to_ascii_lowercase().ends_with("+json"))
-}
-
-fn json_problem(rejection: JsonRejection) -> Problem {
-    match rejection {
-        JsonRejection::JsonSyntaxError(err) => Problem::new(
-            ErrorCode::BadRequest,
-            format!("The body is not valid JSON: {}", source_text(&err)),
-        ),
-        JsonRejection::JsonDataError(err) => Problem::new(
-            ErrorCode::ValidationFailed,
-            "The body does not have the expected shape; see `errors`.",
-        )
-        .with_errors(vec![FieldError::new("body", source_text(&err))]),
-        JsonRejection::MissingJsonContentType(_) => Problem::new(
-            ErrorCode::UnsupportedMediaType,
-            "The body must be sent with `Content-Type: application/json`.",
-        ),
-        JsonRejection::BytesRejection(err)
-            if err.status() == http::StatusCode::PAYLOAD_TOO_LARGE =>
-        {
-            Problem::new(
-                ErrorCode::PayloadTooLarge,
-                "The body is larger than this server accepts.",
-            )
-        }
-        other => Problem::new(
-            ErrorCode::BadRequest,
-            format!("The body could not be read ({}).", other.status()),
-        ),
-    }
-}
-
-/// serde_json's message (with line and column), without axum's wrapper text.
-fn source_text(err: &dyn std::error::Error) -> String {
-    let mut innermost = err;
-    while let Some(source) = innermost.source() {
-        innermost = source;
-    }
-    let text = innermost.to_string();
-    // A message can quote the input; keep it bounded.
-    text.chars().take(300).collect()
 }
 
 /// A resource id from the path. A malformed id names no resource, so it answers 404 exactly
@@ -384,7 +426,9 @@ pub fn etag(version: Version) -> HeaderMap {
 }
 
 /// The client's IP address: the TCP peer, or behind a trusted reverse proxy the address its
-/// forwarding headers name (see [`tenantkit_core::TrustedProxies`]). Without connection
+/// forwarding header names: only the configured one (`TENANTKIT_FORWARDED_HEADER`), so a
+/// client's own `Forwarded` behind an `X-Forwarded-For` proxy names nobody (see
+/// [`tenantkit_core::TrustedProxies`]). Without connection
 /// info (requests driven in-process) it is the unspecified address, so all such requests share
 /// one bucket.
 #[derive(Debug, Clone, Copy)]

@@ -50,8 +50,10 @@ pub fn app(mut state: AppState, config: &Config) -> Router {
                 ))
                 .layer(DefaultBodyLimit::max(config.body_limit)),
         );
-    // Signed storage URLs: outside the body limit and the timeout (the signed size bounds
-    // the body, which is streamed), inside tracing, panic containment and the headers.
+    // Signed storage URLs: outside the body limit (the signed size bounds the body, which
+    // is streamed) and the API's request timeout, under a transfer deadline of their own
+    // (the store also cuts off bodies that stall or trickle), inside tracing, panic
+    // containment and the headers.
     let router = match crate::routes::signed_url_routes(&state_for_storage) {
         Some(storage) => router.merge(
             storage.layer(
@@ -59,7 +61,13 @@ pub fn app(mut state: AppState, config: &Config) -> Router {
                     .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                     .layer(TraceLayer::new_for_http().make_span_with(request_span))
                     .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-                    .layer(CatchPanicLayer::custom(panic_response)),
+                    .map_response(problem_for_bare_errors)
+                    .map_response(close_after_unread_body)
+                    .layer(CatchPanicLayer::custom(panic_response))
+                    .layer(TimeoutLayer::with_status_code(
+                        StatusCode::REQUEST_TIMEOUT,
+                        config.transfer_timeout(),
+                    )),
             ),
         ),
         None => router,

@@ -14,6 +14,7 @@
 
 pub mod admin;
 mod config;
+mod connections;
 pub mod domain;
 mod entitlements;
 pub mod extract;
@@ -23,7 +24,9 @@ mod routes;
 mod run;
 mod telemetry;
 
-pub use config::{Config, LogFormat, SessionCheckMode, SignupMode, StorageBackend, redact_url};
+pub use config::{
+    Config, ForwardedHeader, LogFormat, SessionCheckMode, SignupMode, StorageBackend, redact_url,
+};
 pub use layers::app;
 pub use routes::{SIGNED_URL_ROUTES, UNDOCUMENTED_ROUTES};
 pub use run::{
@@ -51,7 +54,7 @@ pub struct StateParts {
     pub auth: AuthFlows,
     /// The OpenAPI document, as JSON (set when the router is built).
     pub(crate) openapi: Arc<str>,
-    /// The reverse proxies whose forwarding headers name the client.
+    /// The reverse proxies whose forwarding header (only the configured one) names the client.
     pub proxies: Arc<tenantkit_core::TrustedProxies>,
     /// The upload lifecycle (tenantkit-storage).
     pub storage: tenantkit_storage::Storage,
@@ -74,7 +77,8 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// Believes the forwarding headers of these proxies (see [`tenantkit_core::TrustedProxies`]).
+    /// Believes the forwarding header of these proxies, the one they are configured with (see
+    /// [`tenantkit_core::TrustedProxies`] and [`tenantkit_core::ForwardedHeader`]).
     pub fn with_proxies(mut self, proxies: tenantkit_core::TrustedProxies) -> Self {
         self.parts_mut().proxies = Arc::new(proxies);
         self

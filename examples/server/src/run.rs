@@ -192,7 +192,8 @@ pub fn storage(
                 config.data_dir.join("uploads"),
                 &format!("{}/v1/storage", config.public_url()),
                 &key,
-            )?;
+            )?
+            .with_transfer_limits(config.transfer_limits());
             let service = store.service();
             (Arc::new(store), Some(service))
         }
@@ -233,12 +234,19 @@ pub fn storage(
     Ok((storage, local))
 }
 
-/// The plans: `TENANTKIT_PLANS_FILE`, else only the free plan (unlimited seats,
-/// `TENANTKIT_STORAGE_QUOTA_BYTES` of storage).
+/// The plans: `TENANTKIT_PLANS_FILE`, else only the free plan. One rule for the free plan
+/// either way: a `[plans.free]` in the file says what it grants; otherwise it has unlimited
+/// seats and `TENANTKIT_STORAGE_QUOTA_BYTES` of storage. Logs which limits the free plan has.
 ///
 /// # Errors
 /// [`ServerError::Billing`] for an unreadable or invalid plans file.
 pub fn plans(config: &Config) -> Result<tenantkit_billing::PlanBook, ServerError> {
+    let built_in_free = tenantkit_billing::Plan {
+        stripe_prices: Vec::new(),
+        seats: None,
+        storage_bytes: Some(config.storage_quota_bytes),
+        features: Vec::new(),
+    };
     let plans = match &config.plans_file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -247,15 +255,23 @@ pub fn plans(config: &Config) -> Result<tenantkit_billing::PlanBook, ServerError
                     path.display()
                 )))
             })?;
-            tenantkit_billing::Plans::from_toml(&text)?
+            tenantkit_billing::Plans::from_toml_with_free(&text, built_in_free)?
         }
-        None => tenantkit_billing::Plans::with_free(tenantkit_billing::Plan {
-            stripe_prices: Vec::new(),
-            seats: None,
-            storage_bytes: Some(config.storage_quota_bytes),
-            features: Vec::new(),
-        }),
+        None => tenantkit_billing::Plans::with_free(built_in_free),
     };
+    let (free, configured) = plans.free();
+    let limit =
+        |value: Option<u64>| value.map_or_else(|| "unlimited".to_owned(), |v| v.to_string());
+    tracing::info!(
+        seats = %limit(free.seats),
+        storage_bytes = %limit(free.storage_bytes),
+        source = if configured {
+            "[plans.free] of the plans file"
+        } else {
+            "built-in (unlimited seats, TENANTKIT_STORAGE_QUOTA_BYTES)"
+        },
+        "free plan limits"
+    );
     Ok(tenantkit_billing::PlanBook::new(Arc::new(plans)))
 }
 
@@ -306,7 +322,7 @@ impl Server {
             _ => None,
         };
         let state = AppState::new(db, auth, files, local)
-            .with_proxies(config.trusted_proxies.clone())
+            .with_proxies(config.proxies())
             .with_billing(verifier, plans)
             .with_stripe_sessions(sessions);
         Ok(Self { config, state })
@@ -325,11 +341,15 @@ impl Server {
     }
 
     /// Serves the application on `listener` until `shutdown` completes, lets requests in
-    /// flight finish, and closes the database.
+    /// flight finish (for at most the configured grace period), and closes the database.
     ///
-    /// Each connection must send its request headers within the configured header timeout
-    /// (a client that trickles them, slowloris-style, is cut off), and at most the configured
-    /// number of connections are served at once (more wait in the listen backlog).
+    /// Connections are bounded at every step: a connection must send its request headers
+    /// within the header timeout (also when idle between requests), an answer the client does
+    /// not read fails after the write timeout, at most the configured number of connections
+    /// are served at once (more wait in the listen backlog), and one client network holds at
+    /// most its own share of them (more are closed at once), so slow clients cannot starve
+    /// others. Request bodies have their own deadlines (the request timeout; the storage
+    /// transfer limits).
     ///
     /// # Errors
     /// [`ServerError::Io`] when the listener's address cannot be read.
@@ -348,8 +368,14 @@ impl Server {
             .header_read_timeout(self.config.header_timeout())
             .keep_alive(true);
         let (stopping, stop) = tokio::sync::watch::channel(false);
+        let (closing, close) = tokio::sync::watch::channel(false);
         let max_connections = self.config.max_connections.max(1);
         let connections = Arc::new(tokio::sync::Semaphore::new(max_connections));
+        let per_client = crate::connections::ClientConnections::new(
+            self.config.max_connections_per_client,
+            self.config.trusted_proxies.clone(),
+        );
+        let write_timeout = self.config.write_timeout();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             // Bounded connections: wait for a free slot before accepting another.
@@ -372,6 +398,12 @@ impl Server {
                 },
                 () = &mut shutdown => break,
             };
+            // One client network may not hold every slot (slowloris, stalled uploads and
+            // downloads): beyond its share, its new connections are closed unanswered.
+            let Some(client_slot) = per_client.admit(peer.ip()) else {
+                tracing::debug!("a client network holds its share of connections; closing");
+                continue;
+            };
             // The client address, for per-client rate limits and audit entries.
             let service = tower::ServiceExt::map_request(
                 router.clone(),
@@ -382,13 +414,15 @@ impl Server {
                     request
                 },
             );
+            let io = crate::connections::WriteDeadline::new(stream, write_timeout);
             let connection = http
                 .serve_connection(
-                    hyper_util::rt::TokioIo::new(stream),
+                    hyper_util::rt::TokioIo::new(io),
                     hyper_util::service::TowerToHyperService::new(service),
                 )
                 .with_upgrades();
             let mut stop = stop.clone();
+            let mut close = close.clone();
             tokio::spawn(async move {
                 let mut connection = std::pin::pin!(connection);
                 let result = tokio::select! {
@@ -396,20 +430,38 @@ impl Server {
                     _ = stop.changed() => {
                         // Finish the request in flight, then close; idle ones close now.
                         connection.as_mut().graceful_shutdown();
-                        connection.await
+                        tokio::select! {
+                            result = connection.as_mut() => result,
+                            // The grace period is over: the connection is dropped (closed).
+                            _ = close.changed() => Ok(()),
+                        }
                     }
                 };
                 if let Err(err) = result {
                     tracing::debug!(error = %err, "connection ended with an error");
                 }
+                drop(client_slot);
                 drop(permit);
             });
         }
         drop(listener);
         let _ = stopping.send(true);
-        // Every connection has given its slot back once it is done.
+        // Every connection gives its slot back once it is done; those still open after the
+        // grace period (stalled or slow clients) are closed.
         let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
-        let _ = connections.acquire_many(all).await;
+        let grace = self.config.shutdown_grace();
+        if tokio::time::timeout(grace, connections.acquire_many(all))
+            .await
+            .is_err()
+        {
+            let open = max_connections.saturating_sub(connections.available_permits());
+            tracing::warn!(
+                open,
+                "shutdown grace period over; closing the remaining connections"
+            );
+            let _ = closing.send(true);
+            let _ = connections.acquire_many(all).await;
+        }
         if let Some(sweeper) = sweeper {
             sweeper.abort();
         }

@@ -50,8 +50,10 @@ pub enum UserAdded {
 
 impl AuthFlows {
     /// Deletes the tenant `tenant_slug` softly, as the operator: every member is removed and
-    /// every session in it ends, in one transaction with the audit entry `tenant.deleted`; the
-    /// tenant row and its audit chain stay (see [`tenantkit_core::TenantTx::delete_tenant`]).
+    /// every session in it ends and every pending invitation to it is deleted, in one
+    /// transaction with the audit entry `tenant.deleted`; the tenant row and its audit chain
+    /// stay (see [`tenantkit_core::TenantTx::delete_tenant`]). Nothing grants a session in it
+    /// afterwards: invitations, `user create`, login, switch and refresh all refuse it.
     ///
     /// # Errors
     /// `not_found` for an unknown or already deleted tenant.
@@ -136,8 +138,8 @@ impl AuthFlows {
     /// so, as for an unknown address, an invitation is mailed instead.
     ///
     /// # Errors
-    /// `not_found` for an unknown tenant; `validation_failed`; `conflict` when already a
-    /// member.
+    /// `not_found` for an unknown or deleted tenant; `validation_failed`; `conflict` when
+    /// already a member.
     #[tracing::instrument(skip_all)]
     pub async fn add_user(
         &self,
@@ -152,10 +154,14 @@ impl AuthFlows {
             .db
             .find_tenant_by_slug(&slug)
             .await?
+            // A deleted tenant takes nobody back.
+            .filter(|tenant| tenant.deleted_at.is_none())
             .ok_or(CoreError::NotFound)?;
         let existing = self.db.find_user_by_email(&email).await?;
         // The operator acts for this tenant; its id comes from our own records.
         let mut tx = self.db.begin(&TenantScope::for_system(tenant.id)).await?;
+        // Under the tenant's lock: a deletion that committed since the look-up above is seen.
+        tx.require_live_tenant().await?;
         if let Some(user) = &existing
             && tx.member(user.id).await?.is_some()
         {

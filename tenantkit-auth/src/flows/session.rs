@@ -214,8 +214,10 @@ impl AuthFlows {
     /// rehashes it when the parameters changed, picks the tenant and starts a session.
     ///
     /// # Errors
-    /// [`Error::RateLimited`] (per client address, or for an account whose failure budget is
-    /// spent); [`Error::InvalidCredentials`] for a wrong email, password or tenant alike.
+    /// [`Error::RateLimited`] (per client network; for a network whose failure budget against
+    /// the account is spent; for a network that failed against an account past its
+    /// account-wide ceiling, never for one that has not); [`Error::InvalidCredentials`] for a
+    /// wrong email, password or tenant alike.
     #[tracing::instrument(skip_all)]
     pub async fn login(&self, client: &ClientInfo, request: LoginRequest) -> Result<LoggedIn> {
         // Counted before any password work, successful or not.
@@ -242,6 +244,9 @@ impl AuthFlows {
                 return Err(Error::InvalidCredentials);
             }
         };
+        // The network knows the password: it is the account's own, let through the
+        // account-wide ceiling of a guessing run even after a mistyped password.
+        self.limits.record_login_success(&request.email, client.ip);
         if self.signup_mode == super::SignupMode::VerifyFirst && user.email_verified_at.is_none() {
             // Only after the password matched: this tells nothing to someone who lacks it.
             tracing::info!(user = %user.id, "login refused: address not verified");
@@ -419,10 +424,13 @@ impl AuthFlows {
         // A new session must not be minted from the token of a revoked session.
         self.require_live_session(principal).await?;
         let tenant: TenantId = request.tenant_id.parse().map_err(|_| CoreError::NotFound)?;
+        // Memberships of live tenants only: a deleted tenant is never entered.
         let membership = self
             .db
-            .membership_of(principal.user_id(), tenant)
+            .memberships_of(principal.user_id())
             .await?
+            .into_iter()
+            .find(|m| m.tenant_id == tenant)
             .ok_or(CoreError::NotFound)?;
         let parent = self
             .sessions

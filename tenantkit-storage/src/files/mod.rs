@@ -45,7 +45,7 @@ pub struct Storage {
 }
 
 const UPLOAD_COLUMNS: &str = "id, tenant_id, object_id, project_id, filename, content_type, \
-                              size, sha256, created_by, expires_at, state, file_id";
+                              size, sha256, created_by, expires_at, state, file_id, rejection";
 const FILE_COLUMNS: &str = "id, tenant_id, object_id, filename, content_type, size, sha256, \
                             project_id, created_by, created_at";
 const FILENAME_MAX: usize = 255;

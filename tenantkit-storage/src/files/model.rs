@@ -137,10 +137,12 @@ pub struct Upload {
     pub created_by: Option<UserId>,
     /// When the instructions expire.
     pub expires_at: OffsetDateTime,
-    /// `pending` or `completed`.
+    /// `pending`, `completed` or `rejected` (its object was not what was declared).
     pub state: String,
     /// The file it became.
     pub file_id: Option<FileId>,
+    /// What differed, for a rejected upload (`size`, `content type`, `sha256`, `content`).
+    pub rejection: Option<String>,
 }
 
 /// A stored file.
@@ -192,7 +194,7 @@ fn hex_bytes<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error
 /// What one sweep removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct SweepReport {
-    /// Expired pending uploads removed (with their objects).
+    /// Expired pending (and rejected) uploads removed (with their objects).
     pub expired_uploads: u64,
     /// Objects with no upload or file row removed.
     pub orphans: u64,

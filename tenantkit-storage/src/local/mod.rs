@@ -18,7 +18,7 @@ use crate::{Error, ObjectId, ObjectKey, Result, Sha256, UploadIntent, UploadMeth
 
 mod serve;
 
-pub use serve::{LocalBody, LocalStorageService};
+pub use serve::{LocalBody, LocalStorageService, TransferLimits};
 
 /// The longest token a URL of this store may carry; longer ones are refused unread.
 pub const MAX_LOCAL_TOKEN_BYTES: usize = 4096;
@@ -31,12 +31,16 @@ const CONTEXT: &[u8] = b"tenantkit-storage/local/v1:";
 #[derive(Clone)]
 pub struct LocalStore {
     inner: Arc<Inner>,
+    /// How slowly an upload body may arrive before it is refused.
+    transfer: TransferLimits,
 }
 
 struct Inner {
     root: PathBuf,
     base_url: String,
     key: Hmac<sha2::Sha256>,
+    /// The object keys of the uploads being received now (at most one per key).
+    receiving: serve::Receiving,
 }
 
 impl std::fmt::Debug for LocalStore {
@@ -89,6 +93,8 @@ impl LocalStore {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| Error::Config(format!("cannot create {}: {e}", dir.display())))?;
         }
+        // What a crash (or a kill) left behind mid-upload.
+        serve::remove_stale_temp_files(&root.join("tmp"), serve::STALE_TEMP_AGE);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
@@ -102,7 +108,9 @@ impl LocalStore {
                 root,
                 base_url: base_url.trim_end_matches('/').to_owned(),
                 key,
+                receiving: serve::Receiving::default(),
             }),
+            transfer: TransferLimits::default(),
         })
     }
 
@@ -195,21 +203,31 @@ async fn sync_dir(dir: &Path) -> Result<()> {
 
 impl LocalStore {
     async fn digest_file(&self, key: &ObjectKey) -> Result<Option<Sha256>> {
+        let mut hasher = sha2::Sha256::new();
+        let found = self
+            .read_file(key, &mut |chunk: &[u8]| hasher.update(chunk))
+            .await?;
+        Ok(found.then(|| Sha256(hasher.finalize().into())))
+    }
+
+    async fn read_file(
+        &self,
+        key: &ObjectKey,
+        visit: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> Result<bool> {
         let mut file = match tokio::fs::File::open(self.object_path(key)).await {
             Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(store_err(e)),
         };
-        let mut hasher = sha2::Sha256::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = file.read(&mut buf).await.map_err(store_err)?;
             if n == 0 {
-                break;
+                return Ok(true);
             }
-            hasher.update(&buf[..n]);
+            visit(&buf[..n]);
         }
-        Ok(Some(Sha256(hasher.finalize().into())))
     }
 
     fn sign_put(
@@ -352,6 +370,30 @@ impl ObjectStore for LocalStore {
                 .await
                 .map_err(store_err)?;
             Ok(out)
+        })
+    }
+
+    fn read_all<'a>(
+        &'a self,
+        key: &'a ObjectKey,
+        visit: &'a mut (dyn FnMut(&[u8]) + Send),
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.read_file(key, visit))
+    }
+
+    fn pin<'a>(
+        &'a self,
+        key: &'a ObjectKey,
+        _to: &'a ObjectKey,
+    ) -> BoxFuture<'a, Result<Option<ObjectKey>>> {
+        // Uploads here are already final: the receive loop commits with a hard link that
+        // fails when the target exists, so the bytes at `key` can never change.
+        Box::pin(async move {
+            match tokio::fs::metadata(self.object_path(key)).await {
+                Ok(_) => Ok(Some(key.clone())),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(store_err(e)),
+            }
         })
     }
 

@@ -1,10 +1,13 @@
 //! The HTTP side of the local backend: receiving signed uploads, serving signed downloads,
 //! and the tower service that answers both.
 
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::TryStreamExt as _;
@@ -15,6 +18,7 @@ use http_body_util::{BodyExt as _, Full, StreamBody};
 use sha2::Digest as _;
 use time::OffsetDateTime;
 use tokio::io::AsyncWriteExt as _;
+use tokio::time::Instant;
 
 use crate::disposition::content_disposition;
 use crate::store::BoxFuture;
@@ -22,14 +26,159 @@ use crate::{Error, ObjectKey, Result, Sha256};
 
 use super::{LocalStore, Meta, store_err, sync_dir, write_synced};
 
+/// How slowly an upload body may arrive before the local store gives up on it (answering 408
+/// `request_timeout`, keeping nothing). A client that opens an upload and then sends nothing,
+/// or trickles a few bytes, would otherwise hold its connection, a temporary file and a worker
+/// forever.
+///
+/// `Default` (the secure setting): no data for 20 s, or under 1 KiB/s on average once the
+/// first 10 s have passed, ends the upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferLimits {
+    /// The longest wait for the next piece of the body.
+    pub idle_timeout: Duration,
+    /// The lowest average rate, in bytes per second, measured from the start of the body once
+    /// `grace` has passed. `0` turns the rate check off (the idle timeout still applies).
+    pub min_bytes_per_sec: u64,
+    /// How long a body may take to reach `min_bytes_per_sec` (slow starts, TCP slow start).
+    pub grace: Duration,
+}
+
+impl Default for TransferLimits {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(20),
+            min_bytes_per_sec: 1024,
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl TransferLimits {
+    /// When the next piece of a body that started at `started`, of which `received` bytes
+    /// came so far (the last at `last`), must have arrived.
+    fn next_deadline(&self, started: Instant, last: Instant, received: u64) -> Instant {
+        let idle = last + self.idle_timeout;
+        if self.min_bytes_per_sec == 0 {
+            return idle;
+        }
+        // `received` bytes at `min_bytes_per_sec` cover this long after the grace period.
+        let covered = Duration::from_secs_f64(received as f64 / self.min_bytes_per_sec as f64);
+        idle.min(started + self.grace + covered)
+    }
+}
+
+/// A temporary file untouched this long belongs to no upload in progress: a live upload
+/// writes at least every [`TransferLimits::idle_timeout`] (or is refused), so this is far past
+/// any reasonable idle timeout.
+pub(super) const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
+
+/// Removes the temporary files in `dir` last modified over `age` ago: the remains of uploads
+/// a crash interrupted (every other failure removes its own). Files of uploads in progress,
+/// in this process or another one sharing the folder, are younger. Errors are logged, never
+/// fatal: a leftover file costs disk space, not correctness.
+pub(super) fn remove_stale_temp_files(dir: &Path, age: Duration) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    let mut removed = 0_usize;
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|modified| now.duration_since(modified).is_ok_and(|idle| idle > age));
+        if stale && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, "removed temporary files of interrupted uploads");
+    }
+}
+
+/// The object keys of the uploads a store is receiving now.
+#[derive(Debug, Default)]
+pub(super) struct Receiving(Mutex<HashSet<String>>);
+
+/// The claim on one key while its upload is received; released when dropped (on success,
+/// failure, or when the request's future is dropped because the client went away).
+struct ReceivingGuard<'a> {
+    receiving: &'a Receiving,
+    key: String,
+}
+
+impl Receiving {
+    /// Claims `key`, or `None` while another upload to it is being received.
+    fn claim(&self, key: &str) -> Option<ReceivingGuard<'_>> {
+        let mut keys = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        keys.insert(key.to_owned()).then(|| ReceivingGuard {
+            receiving: self,
+            key: key.to_owned(),
+        })
+    }
+}
+
+impl Drop for ReceivingGuard<'_> {
+    fn drop(&mut self) {
+        let mut keys = self
+            .receiving
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        keys.remove(&self.key);
+    }
+}
+
+/// A temporary file and its `.meta` companion, removed when dropped: on every failure path,
+/// including a request future dropped mid-body (client gone, deadline, shutdown). After a
+/// success the committed object is a hard link, so removing the temporary name keeps it.
+struct TempFiles {
+    data: PathBuf,
+    meta: PathBuf,
+}
+
+impl TempFiles {
+    fn new(data: PathBuf) -> Self {
+        let mut meta = data.clone().into_os_string();
+        meta.push(".meta");
+        Self {
+            data,
+            meta: PathBuf::from(meta),
+        }
+    }
+}
+
+impl Drop for TempFiles {
+    fn drop(&mut self) {
+        // Synchronous: a drop cannot await, and unlinking is quick. Absent files are fine.
+        let _ = std::fs::remove_file(&self.data);
+        let _ = std::fs::remove_file(&self.meta);
+    }
+}
+
 impl LocalStore {
+    /// This store with other limits on how slowly upload bodies may arrive.
+    pub fn with_transfer_limits(mut self, limits: TransferLimits) -> Self {
+        self.transfer = limits;
+        self
+    }
+
     /// Receives one signed upload: checks the token, the headers and, while streaming, the
     /// size and SHA-256; commits with fsync and a create-only link. Nothing is kept when any
-    /// check fails.
+    /// check fails, nor when the returned future is dropped midway.
+    ///
+    /// At most one upload per signed URL is received at a time: a second one answers
+    /// [`Error::UploadInProgress`] at once, before reading its body. A body that stalls or
+    /// trickles (see [`TransferLimits`]) answers [`Error::TooSlow`].
     ///
     /// # Errors
     /// [`Error::BadSignature`], [`Error::Expired`], [`Error::Refused`], [`Error::TooLarge`],
-    /// [`Error::AlreadyExists`], [`Error::Store`].
+    /// [`Error::AlreadyExists`], [`Error::UploadInProgress`], [`Error::TooSlow`],
+    /// [`Error::Store`].
     pub async fn receive<B>(
         &self,
         token: &str,
@@ -71,25 +220,25 @@ impl LocalStore {
                 ));
             }
         }
+        // One body per upload at a time: parallel PUTs to one URL could otherwise each write
+        // up to the signed size to the temporary folder, past the quota reserved once.
+        let Some(_receiving) = self.inner.receiving.claim(&claims.key) else {
+            return Err(Error::UploadInProgress);
+        };
         let target = self.object_path(&key);
         if tokio::fs::try_exists(&target).await.unwrap_or(false) {
             return Err(Error::AlreadyExists);
         }
-        let tmp = self.tmp_path();
-        let result = self
-            .write_checked(&tmp, &key, body, size, expected, &claims.content_type)
-            .await;
-        // The temporary file goes in every case (after a success the link keeps the data).
-        let _ = tokio::fs::remove_file(&tmp).await;
-        let mut meta_tmp = tmp.into_os_string();
-        meta_tmp.push(".meta");
-        let _ = tokio::fs::remove_file(PathBuf::from(meta_tmp)).await;
-        result
+        // Removed in every case, also when this future is dropped (after a success the link
+        // keeps the data).
+        let tmp = TempFiles::new(self.tmp_path());
+        self.write_checked(&tmp, &key, body, size, expected, &claims.content_type)
+            .await
     }
 
     async fn write_checked<B>(
         &self,
-        tmp: &Path,
+        tmp: &TempFiles,
         key: &ObjectKey,
         body: B,
         size: u64,
@@ -103,13 +252,24 @@ impl LocalStore {
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(tmp)
+            .open(&tmp.data)
             .await
             .map_err(store_err)?;
         let mut hasher = sha2::Sha256::new();
         let mut written: u64 = 0;
         let mut body = std::pin::pin!(body);
-        while let Some(frame) = body.frame().await {
+        let started = Instant::now();
+        let mut last = started;
+        loop {
+            // Every wait for the body has a deadline: a stalled or trickling client is cut off.
+            let deadline = self.transfer.next_deadline(started, last, written);
+            let Some(frame) = tokio::time::timeout_at(deadline, body.frame())
+                .await
+                .map_err(|_| Error::TooSlow)?
+            else {
+                break;
+            };
+            last = Instant::now();
             let frame = frame.map_err(|_| Error::Refused("the body could not be read"))?;
             let Ok(data) = frame.into_data() else {
                 continue;
@@ -138,25 +298,22 @@ impl LocalStore {
             size,
             sha256: expected.to_hex(),
         };
-        let mut meta_tmp = tmp.as_os_str().to_owned();
-        meta_tmp.push(".meta");
-        let meta_tmp = PathBuf::from(meta_tmp);
         let meta_json = serde_json::to_vec(&meta).map_err(|e| Error::Store(e.to_string()))?;
-        write_synced(&meta_tmp, &meta_json).await?;
+        write_synced(&tmp.meta, &meta_json).await?;
 
         let target = self.object_path(key);
         let dir = target.parent().map(Path::to_path_buf).unwrap_or_default();
         tokio::fs::create_dir_all(&dir).await.map_err(store_err)?;
         // The commit point: a hard link fails when the target exists, so two uploads to the
         // same key can never both win, and a reader never sees a partial file.
-        match tokio::fs::hard_link(tmp, &target).await {
+        match tokio::fs::hard_link(&tmp.data, &target).await {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(Error::AlreadyExists);
             }
             Err(e) => return Err(store_err(e)),
         }
-        tokio::fs::rename(&meta_tmp, self.meta_path(key))
+        tokio::fs::rename(&tmp.meta, self.meta_path(key))
             .await
             .map_err(store_err)?;
         sync_dir(&dir).await?;
@@ -313,5 +470,77 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let service = self.clone();
         Box::pin(async move { Ok(service.handle(request, OffsetDateTime::now_utc()).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trickling_body_meets_the_rate_deadline_before_the_idle_one() {
+        let limits = TransferLimits {
+            idle_timeout: Duration::from_secs(20),
+            min_bytes_per_sec: 1000,
+            grace: Duration::from_secs(10),
+        };
+        let started = Instant::now();
+        // Nothing yet: the grace period, then the rate, bound the first wait.
+        assert_eq!(
+            limits.next_deadline(started, started, 0),
+            started + Duration::from_secs(10)
+        );
+        // 5,000 bytes cover 5 s at 1,000 B/s: due 15 s after the start even though the last
+        // byte came at 14 s (its idle deadline would be 34 s).
+        let last = started + Duration::from_secs(14);
+        assert_eq!(
+            limits.next_deadline(started, last, 5_000),
+            started + Duration::from_secs(15)
+        );
+        // A fast body is bounded by the idle timeout only.
+        assert_eq!(
+            limits.next_deadline(started, last, 10_000_000),
+            last + Duration::from_secs(20)
+        );
+        // No rate check: the idle timeout alone.
+        let idle_only = TransferLimits {
+            min_bytes_per_sec: 0,
+            ..limits
+        };
+        assert_eq!(
+            idle_only.next_deadline(started, last, 0),
+            last + Duration::from_secs(20)
+        );
+    }
+
+    #[test]
+    fn only_stale_temporary_files_are_removed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let old = dir.path().join("old.part");
+        let young = dir.path().join("young.part");
+        std::fs::write(&old, b"left by a crash").expect("write");
+        std::fs::write(&young, b"in progress").expect("write");
+        let long_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .and_then(|f| f.set_modified(long_ago))
+            .expect("age the file");
+        remove_stale_temp_files(dir.path(), STALE_TEMP_AGE);
+        assert!(!old.exists(), "a crash's leftover is removed");
+        assert!(young.exists(), "an upload in progress keeps its file");
+    }
+
+    #[test]
+    fn one_upload_per_key_at_a_time() {
+        let receiving = Receiving::default();
+        let first = receiving.claim("tenants/a/b").expect("first");
+        assert!(receiving.claim("tenants/a/b").is_none(), "a second at once");
+        assert!(receiving.claim("tenants/a/c").is_some(), "another key");
+        drop(first);
+        assert!(
+            receiving.claim("tenants/a/b").is_some(),
+            "free again once done"
+        );
     }
 }

@@ -263,6 +263,9 @@ impl ObjectStore for S3Store {
                 .key(key.as_str())
                 .response_content_disposition(disposition)
                 .response_content_type(content_type)
+                // S3 has no override for `X-Content-Type-Options`: the bucket must be served
+                // from its own domain (README), so nothing it serves runs on the API's origin.
+                .response_cache_control("private, no-store")
                 .presigned(Self::presigning(now, expires_in)?)
                 .await
                 .map_err(sdk_err)?;
@@ -352,6 +355,75 @@ impl ObjectStore for S3Store {
             let mut bytes = bytes.to_vec();
             bytes.truncate(len);
             Ok(bytes)
+        })
+    }
+
+    fn read_all<'a>(
+        &'a self,
+        key: &'a ObjectKey,
+        visit: &'a mut (dyn FnMut(&[u8]) + Send),
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let object = match self
+                .client
+                .get_object()
+                .bucket(&self.config.bucket)
+                .key(key.as_str())
+                .send()
+                .await
+            {
+                Ok(object) => object,
+                Err(err) => {
+                    let service = err.into_service_error();
+                    return if service.is_no_such_key() {
+                        Ok(false)
+                    } else {
+                        Err(sdk_err(service))
+                    };
+                }
+            };
+            let mut body = object.body;
+            while let Some(chunk) = body.try_next().await.map_err(sdk_err)? {
+                visit(&chunk);
+            }
+            Ok(true)
+        })
+    }
+
+    fn pin<'a>(
+        &'a self,
+        key: &'a ObjectKey,
+        to: &'a ObjectKey,
+    ) -> BoxFuture<'a, Result<Option<ObjectKey>>> {
+        Box::pin(async move {
+            use aws_sdk_s3::error::ProvideErrorMetadata as _;
+            // A POST policy cannot say "create only": the same form may be posted again,
+            // with other bytes of the same length, until it expires. The copy lands on a key
+            // no upload was ever signed for, so nothing a client holds can change it; the
+            // caller verifies the copy, and downloads are signed for it only.
+            let copied = self
+                .client
+                .copy_object()
+                .bucket(&self.config.bucket)
+                .copy_source(format!("{}/{}", self.config.bucket, key.as_str()))
+                .key(to.as_str())
+                .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+                .send()
+                .await;
+            match copied {
+                Ok(_) => Ok(Some(to.clone())),
+                Err(err) => {
+                    let missing = err
+                        .raw_response()
+                        .is_some_and(|raw| raw.status().as_u16() == 404);
+                    let service = err.into_service_error();
+                    if missing || service.code() == Some("NoSuchKey") {
+                        Ok(None)
+                    } else {
+                        Err(sdk_err(service))
+                    }
+                }
+            }
         })
     }
 

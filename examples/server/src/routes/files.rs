@@ -50,7 +50,7 @@ pub(crate) async fn create_upload(
     responses(
         (status = 200, description = "The file", body = StoredFile),
         (status = 404, description = "No such upload in this tenant", body = tenantkit_core::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`upload_incomplete`, or `upload_mismatch` (the object was deleted)", body = tenantkit_core::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`upload_incomplete` (nothing uploaded, or the upload expired), or `upload_mismatch` (the object was deleted; answered again on every retry)", body = tenantkit_core::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
