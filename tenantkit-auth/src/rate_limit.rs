@@ -17,9 +17,13 @@
 //!   subsides, unless it logged into the account with the right password before (the owner
 //!   who mistyped). A network that has not failed against the account still gets its attempt
 //!   checked, within its own budgets; its first failure marks it. So the owner is never
-//!   refused from a network that has not failed, while each guessing network gets one guess
-//!   per hour instead of its per-network budget. The per-network and per-(account, network)
-//!   budgets stay hard limits in every case.
+//!   refused from a network that has not failed, while each guessing site gets one guess
+//!   per hour instead of its per-network budget. Failures mark the whole site (an IPv4 /24,
+//!   an IPv6 /48: a site's free /64s do not buy fresh guesses); successes are remembered for
+//!   the exact network, up to eight per account, so nobody else's logins can push them out.
+//!   The marks live in this process's memory: a restart forgets them (the ceiling then
+//!   starts afresh too). The per-network and per-(account, network) budgets stay hard limits
+//!   in every case.
 //!
 //! Every decision depends on the account string alone, never on whether it exists, so an
 //! unknown email is limited (and answered) exactly like a registered one.
@@ -129,6 +133,11 @@ impl RateLimitConfig {
 pub struct ClientNetwork(IpAddr);
 
 impl ClientNetwork {
+    /// The guessing site this network belongs to (see [`GuessSite`]).
+    fn site(self) -> IpAddr {
+        GuessSite::of(self.0).0
+    }
+
     /// The network of `ip`.
     pub fn of(ip: IpAddr) -> Self {
         match ip {
@@ -141,6 +150,80 @@ impl ClientNetwork {
                 }
             },
         }
+    }
+}
+
+/// Where guessers are told apart past the account-wide ceiling: an IPv4 /24 or an IPv6 /48.
+/// Wider than a [`ClientNetwork`] on purpose: a site gets a whole IPv6 /48 (or a /56) for
+/// free, and would otherwise have 65,536 fresh "networks", each with a fresh guess.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct GuessSite(IpAddr);
+
+impl GuessSite {
+    fn of(ip: IpAddr) -> Self {
+        match ClientNetwork::of(ip).0 {
+            IpAddr::V4(v4) => GuessSite(IpAddr::V4((u32::from(v4) & !0xff).into())),
+            IpAddr::V6(v6) => GuessSite(IpAddr::V6((u128::from(v6) & !((1u128 << 80) - 1)).into())),
+        }
+    }
+}
+
+/// The client networks that logged into one account with the right password, newest last;
+/// per account so that nobody else's logins can push an owner's network out.
+struct KnownNetworks<I> {
+    accounts: Mutex<HashMap<String, Vec<(ClientNetwork, I)>>>,
+}
+
+impl<I: Copy + Ord> KnownNetworks<I> {
+    /// Networks remembered per account (the owner's home, office, phone, ...).
+    const PER_ACCOUNT: usize = 8;
+    /// Accounts remembered; past it, expired entries go, then the accounts whose newest
+    /// success is oldest.
+    const ACCOUNTS: usize = 100_000;
+
+    fn new() -> Self {
+        Self {
+            accounts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(ClientNetwork, I)>>> {
+        self.accounts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn knows(&self, account: &str, network: ClientNetwork, now: I) -> bool {
+        self.lock().get(account).is_some_and(|networks| {
+            networks
+                .iter()
+                .any(|(known, until)| *known == network && *until > now)
+        })
+    }
+
+    fn remember(&self, account: &str, network: ClientNetwork, until: I, now: I) {
+        let mut accounts = self.lock();
+        if accounts.len() >= Self::ACCOUNTS && !accounts.contains_key(account) {
+            accounts.retain(|_, networks| {
+                networks.retain(|(_, until)| *until > now);
+                !networks.is_empty()
+            });
+            if accounts.len() >= Self::ACCOUNTS {
+                let mut newest: Vec<I> = accounts
+                    .values()
+                    .filter_map(|networks| networks.iter().map(|(_, until)| *until).max())
+                    .collect();
+                newest.sort_unstable();
+                let median = newest[newest.len() / 2];
+                accounts.retain(|_, networks| networks.iter().any(|(_, until)| *until > median));
+            }
+        }
+        let networks = accounts.entry(account.to_owned()).or_default();
+        networks.retain(|(known, until)| *known != network && *until > now);
+        if networks.len() >= Self::PER_ACCOUNT {
+            networks.remove(0);
+        }
+        networks.push((network, until));
     }
 }
 
@@ -222,10 +305,10 @@ pub struct RateLimits<C: GovernorClock = DefaultClock> {
     blocked_local: Blocked<(String, ClientNetwork), C::Instant>,
     /// Accounts past their account-wide ceiling, until when.
     blocked_global: Blocked<String, C::Instant>,
-    /// (Account, network) pairs with a recent failure, until [`FAILURE_MEMORY`] has passed.
-    failed_from: Blocked<(String, ClientNetwork), C::Instant>,
-    /// (Account, network) pairs with a recent success, until [`SUCCESS_MEMORY`] has passed.
-    succeeded_from: Blocked<(String, ClientNetwork), C::Instant>,
+    /// (Account, site) pairs with a recent failure, until [`FAILURE_MEMORY`] has passed.
+    failed_from: Blocked<(String, GuessSite), C::Instant>,
+    /// The networks that logged into each account, until [`SUCCESS_MEMORY`] has passed.
+    succeeded_from: KnownNetworks<C::Instant>,
     resets: Keyed<String, C>,
     account_actions: Keyed<(&'static str, String), C>,
     invites_by_inviter: Keyed<UserId, C>,
@@ -280,7 +363,7 @@ impl<C: GovernorClock + Clone> RateLimits<C> {
             blocked_local: Blocked::new(),
             blocked_global: Blocked::new(),
             failed_from: Blocked::new(),
-            succeeded_from: Blocked::new(),
+            succeeded_from: KnownNetworks::new(),
             resets: keyed(
                 Quota::per_minute(config.resets_per_account_per_minute),
                 &clock,
@@ -339,11 +422,14 @@ impl<C: GovernorClock + Clone> RateLimits<C> {
         }
     }
 
-    /// Whether the network of `local_key` failed against its account recently and is not
-    /// known to the account by a successful login.
+    /// Whether the network of `local_key` (its site: /24, /48) failed against its account
+    /// recently, and the network is not known to the account by a successful login.
     fn is_guesser(&self, local_key: &(String, ClientNetwork), now: C::Instant) -> bool {
-        self.failed_from.get(local_key, now).is_some()
-            && self.succeeded_from.get(local_key, now).is_none()
+        let (account, network) = local_key;
+        self.failed_from
+            .get(&(account.clone(), GuessSite(network.site())), now)
+            .is_some()
+            && !self.succeeded_from.knows(account, *network, now)
     }
 
     /// Login: counts a failed attempt against `account` from `ip`'s network (and in all), and
@@ -361,8 +447,11 @@ impl<C: GovernorClock + Clone> RateLimits<C> {
         let key = Self::account_key(account);
         let local_key = (key.clone(), ClientNetwork::of(ip));
         let now = self.clock.now();
-        self.failed_from
-            .block(local_key.clone(), now + Nanos::from(FAILURE_MEMORY), now);
+        self.failed_from.block(
+            (key.clone(), GuessSite(local_key.1.site())),
+            now + Nanos::from(FAILURE_MEMORY),
+            now,
+        );
         let local = self.failures_local.check_key(&local_key);
         let global = self.failures_global.check_key(&key);
         let mut refused_until = None;
@@ -391,11 +480,12 @@ impl<C: GovernorClock + Clone> RateLimits<C> {
     /// earlier failures no longer mark it as a guesser.
     pub fn record_login_success(&self, account: &str, ip: IpAddr) {
         self.housekeeping();
-        let local_key = (Self::account_key(account), ClientNetwork::of(ip));
+        let (account, network) = (Self::account_key(account), ClientNetwork::of(ip));
         let now = self.clock.now();
-        self.failed_from.remove(&local_key);
+        self.failed_from
+            .remove(&(account.clone(), GuessSite(network.site())));
         self.succeeded_from
-            .block(local_key, now + Nanos::from(SUCCESS_MEMORY), now);
+            .remember(&account, network, now + Nanos::from(SUCCESS_MEMORY), now);
     }
 
     /// Counts a password-reset request for `account` (its own bucket: resets never drain the
@@ -549,8 +639,9 @@ mod tests {
         );
     }
 
+    /// One host in each of 256 /24s: each its own client network and its own guessing site.
     fn host(n: u8) -> IpAddr {
-        IpAddr::V4(Ipv4Addr::new(192, 0, 2, n))
+        IpAddr::V4(Ipv4Addr::new(192, 0, n, 2))
     }
 
     /// The old behaviour refused every network once the ceiling was reached, which let a
@@ -591,6 +682,46 @@ mod tests {
         ));
         assert!(limits.check_login("victim@example.com", host(11)).is_err());
         assert!(limits.check_login("victim@example.com", host(200)).is_ok());
+    }
+
+    /// One IPv6 site has 65,536 /64s for free: past the ceiling they share one guess an hour,
+    /// not one each.
+    #[test]
+    fn the_64s_of_one_ipv6_site_share_one_guess_past_the_ceiling() {
+        let limits = RateLimits::with_clock(config(), FakeRelativeClock::default());
+        let in_site = |n: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 7, n, 0, 0, 0, 1));
+        for n in 1..=10u8 {
+            let _ = limits.record_login_failure("victim@example.com", host(n));
+        }
+        assert!(limits.check_login("victim@example.com", in_site(1)).is_ok());
+        let _ = limits.record_login_failure("victim@example.com", in_site(1));
+        for n in 2..=50 {
+            assert!(
+                limits
+                    .check_login("victim@example.com", in_site(n))
+                    .is_err(),
+                "/64 number {n} of a site that already guessed got another guess"
+            );
+        }
+        let elsewhere = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 8, 0, 0, 0, 0, 1));
+        assert!(limits.check_login("victim@example.com", elsewhere).is_ok());
+    }
+
+    /// Networks known to an account are kept per account: logins into other accounts (an
+    /// attacker's own, from many networks) cannot push the owner's network out.
+    #[test]
+    fn nobody_elses_logins_evict_the_owners_known_network() {
+        let limits = RateLimits::with_clock(config(), FakeRelativeClock::default());
+        limits.record_login_success("owner@example.com", OWNER);
+        for n in 0..=255u8 {
+            limits.record_login_success("attacker@example.com", host(n));
+        }
+        for n in 1..=10u8 {
+            let _ = limits.record_login_failure("owner@example.com", host(n));
+        }
+        // The owner mistypes from the known network during the run, and is still let in.
+        let _ = limits.record_login_failure("owner@example.com", OWNER);
+        assert!(limits.check_login("owner@example.com", OWNER).is_ok());
     }
 
     #[test]

@@ -656,7 +656,42 @@ async fn bad_values_name_their_field(server: TestServer) {
     }
 }
 
+/// What a rejection names is bounded, and text that is not valid JSON text stays a syntax
+/// error (400), never a "wrong type" (422).
+async fn rejections_are_bounded_and_bad_text_is_a_syntax_error(server: TestServer) {
+    let owner = server.world.a.principal.clone();
+    let send = |body: Vec<u8>| {
+        server
+            .request_alone(&owner, Method::POST, "/v1/projects")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    // An unknown key of 10,000 characters: the field named is cut to 300.
+    let long_key = "k".repeat(10_000);
+    let body = format!(r#"{{"name":"x","{long_key}":1}}"#).into_bytes();
+    let reply = send(body).await.expect("send");
+    assert_eq!(reply.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body = problem(reply).await;
+    let field = body["errors"][0]["field"].as_str().expect("field");
+    assert!(
+        field.chars().count() <= 300,
+        "an unbounded field: {} chars",
+        field.len()
+    );
+    // A lone surrogate and invalid UTF-8 inside a string are not JSON text.
+    for raw in [
+        br#"{"name":"\ud800"}"#.to_vec(),
+        [br#"{"name":""#.as_slice(), &[0xff, 0xfe], br#""}"#].concat(),
+    ] {
+        let reply = send(raw).await.expect("send");
+        assert_eq!(reply.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(problem(reply).await["code"], "bad_request");
+    }
+}
+
 tenantkit_core::backend_tests!(fixture = tenantkit_e2e::server;
+    rejections_are_bounded_and_bad_text_is_a_syntax_error,
     malformed_ids_answer_like_missing_ones,
     malformed_cursors_and_limits_are_validation_errors,
     malformed_bodies_are_rejected_with_the_right_code,

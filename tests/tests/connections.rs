@@ -373,39 +373,7 @@ async fn a_client_that_stops_reading_a_download_is_cut_off() {
         .await
         .expect("server");
     let bytes = vec![b'd'; 32 * 1024 * 1024];
-    let (upload_id, path) = upload_intent(&server, &bytes).await;
-    let mut upload = connect_from(&server, [127, 0, 2, 1]).await;
-    start_put(&mut upload, &path, bytes.len(), &bytes).await;
-    assert_eq!(status_line(&mut upload).await, "HTTP/1.1 201 Created");
-    drop(upload);
-    let complete = server
-        .call(
-            Some(&server.world.a.principal),
-            reqwest::Method::POST,
-            &format!("/v1/uploads/{upload_id}/complete"),
-            None,
-        )
-        .await;
-    assert_eq!(
-        complete.status,
-        reqwest::StatusCode::OK,
-        "{}",
-        complete.body
-    );
-    let file_id = complete.body["id"].as_str().expect("file id").to_owned();
-    let file = server
-        .call(
-            Some(&server.world.a.principal),
-            reqwest::Method::GET,
-            &format!("/v1/files/{file_id}"),
-            None,
-        )
-        .await;
-    let download = file.body["download_url"].as_str().expect("download url");
-    let download = download
-        .strip_prefix("http://127.0.0.1:8080")
-        .expect("a local URL")
-        .to_owned();
+    let download = completed_file_download_path(&server, &bytes).await;
     let mut stalled = Vec::new();
     for _ in 0..2 {
         let mut stream = connect_from(&server, [127, 0, 0, 7]).await;
@@ -457,4 +425,87 @@ async fn shutdown_closes_stalled_connections_after_the_grace_period() {
         Vec::<PathBuf>::new(),
         "temporary files left"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_a_download_too_slowly_is_cut_off() {
+    // Bodies must move at 1 MiB/s after their first 10 s. The upload below goes at loopback
+    // speed; the download is read at about 80 KiB/s, far below, so the server ends it. (A
+    // busier machine only makes the reader slower: it cannot pass by timing.)
+    let config = Config {
+        transfer_min_rate: 1024 * 1024,
+        header_timeout_secs: 300,
+        ..Config::default()
+    };
+    let server = TestServer::start_with(Backend::Sqlite, config)
+        .await
+        .expect("server");
+    let bytes = vec![b'r'; 32 * 1024 * 1024];
+    let download = completed_file_download_path(&server, &bytes).await;
+    // A small receive buffer, so little of the file waits in the kernel on this side.
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("receive buffer");
+    socket
+        .bind(SocketAddr::from(([127, 0, 3, 1], 0)))
+        .expect("bind");
+    let mut stream = socket
+        .connect(address(&server).parse().expect("address"))
+        .await
+        .expect("connect");
+    let request = format!("GET {download} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("request");
+    let received = tokio::time::timeout(Duration::from_secs(120), async {
+        let mut received = 0_usize;
+        let mut buffer = [0u8; 4096];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return received,
+                Ok(n) => received += n,
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the server ends a download read too slowly");
+    assert!(
+        received < bytes.len(),
+        "the whole file went to a client reading at a trickle ({received} bytes)"
+    );
+}
+
+/// Uploads `bytes`, completes the upload as tenant a's owner and answers the path of the
+/// file's signed download URL.
+async fn completed_file_download_path(server: &TestServer, bytes: &[u8]) -> String {
+    let (upload_id, path) = upload_intent(server, bytes).await;
+    let mut upload = connect_from(server, [127, 0, 2, 1]).await;
+    start_put(&mut upload, &path, bytes.len(), bytes).await;
+    assert_eq!(status_line(&mut upload).await, "HTTP/1.1 201 Created");
+    drop(upload);
+    let complete = server
+        .call(
+            Some(&server.world.a.principal),
+            reqwest::Method::POST,
+            &format!("/v1/uploads/{upload_id}/complete"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        complete.status,
+        reqwest::StatusCode::OK,
+        "{}",
+        complete.body
+    );
+    let file_id = complete.body["id"].as_str().expect("file id");
+    let file = server
+        .call(
+            Some(&server.world.a.principal),
+            reqwest::Method::GET,
+            &format!("/v1/files/{file_id}"),
+            None,
+        )
+        .await;
+    let url = file.body["download_url"].as_str().expect("download url");
+    url.strip_prefix("http://127.0.0.1:8080")
+        .expect("a local URL")
+        .to_owned()
 }

@@ -103,10 +103,11 @@ pub struct Config {
     #[arg(long, env = "TENANTKIT_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
 
-    /// Most connections one client network (an IPv4 address, an IPv6 /64) may hold at once;
-    /// further ones are closed as soon as they are accepted, so one client cannot take every
-    /// slot. Trusted proxies (`TENANTKIT_TRUSTED_PROXIES`) are exempt: they carry many
-    /// clients, and limit connections themselves.
+    /// Most connections one client network (an IPv4 address, an IPv6 /64) may hold at once,
+    /// and four times as many per IPv6 /48; further ones are closed as soon as they are
+    /// accepted, so one client cannot take every slot. Trusted proxies
+    /// (`TENANTKIT_TRUSTED_PROXIES`) are exempt: they carry many clients, and limit
+    /// connections themselves.
     #[arg(
         long,
         env = "TENANTKIT_MAX_CONNECTIONS_PER_CLIENT",
@@ -119,8 +120,9 @@ pub struct Config {
     #[arg(long, env = "TENANTKIT_WRITE_TIMEOUT_SECS", default_value_t = 30)]
     pub write_timeout_secs: u64,
 
-    /// Seconds a request to a signed storage URL (an upload or a download) may take before
-    /// it is answered 408: the deadline of the routes that stream bodies.
+    /// Seconds a request to a signed storage URL may take until its answer begins (408 after):
+    /// an upload must be received within it (with the default, a 100 MB upload needs about
+    /// 114 KB/s). A download's body is bounded by the minimum rate and the write timeout.
     #[arg(long, env = "TENANTKIT_TRANSFER_TIMEOUT_SECS", default_value_t = 900)]
     pub transfer_timeout_secs: u64,
 
@@ -128,8 +130,9 @@ pub struct Config {
     #[arg(long, env = "TENANTKIT_TRANSFER_IDLE_SECS", default_value_t = 20)]
     pub transfer_idle_secs: u64,
 
-    /// Lowest average rate of an upload body, in bytes per second, after its first 10
-    /// seconds; slower ones are refused (408). `0` checks only the idle timeout.
+    /// Lowest rate of a signed-URL body, in bytes per second, counted after its first 10
+    /// seconds: an upload that falls behind is refused (408), a download the client reads
+    /// more slowly is cut off. `0` checks only the idle timeout.
     #[arg(long, env = "TENANTKIT_TRANSFER_MIN_RATE", default_value_t = 1024)]
     pub transfer_min_rate: u64,
 

@@ -14,24 +14,60 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tenantkit_auth::ClientNetwork;
 use tenantkit_core::TrustedProxies;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 /// Counts open connections per client network and refuses those over the cap.
+///
+/// A client network is an IPv4 address or an IPv6 /64 (as for rate limits). IPv6 sites get
+/// whole prefixes (a /56 at home, a /48 from a tunnel broker, for free), so every /48 is also
+/// capped, at four times the per-client cap: one site cannot take every slot by spreading
+/// over its /64s.
 #[derive(Debug)]
 pub(crate) struct ClientConnections {
     per_client: usize,
     proxies: TrustedProxies,
-    open: Mutex<HashMap<ClientNetwork, usize>>,
+    open: Mutex<HashMap<Prefix, usize>>,
 }
 
-/// One admitted connection's place in its network's count, given back when dropped.
+/// An address prefix connections are counted under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Prefix {
+    /// One IPv4 address (IPv4-mapped IPv6 addresses count as IPv4).
+    V4(u32),
+    /// An IPv6 /64: one client.
+    V6Client(u64),
+    /// An IPv6 /48: one site.
+    V6Site(u64),
+}
+
+/// How many more connections an IPv6 site (/48) may hold than one of its clients (/64).
+const SITE_FACTOR: usize = 4;
+
+impl Prefix {
+    /// The prefixes `ip` counts under, with each one's cap for a per-client cap of `cap`.
+    fn of(ip: IpAddr, cap: usize) -> Vec<(Prefix, usize)> {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => vec![(Prefix::V4(u32::from(v4)), cap)],
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6);
+                let client = u64::try_from(bits >> 64).unwrap_or(u64::MAX);
+                let site = u64::try_from(bits >> 80).unwrap_or(u64::MAX);
+                vec![
+                    (Prefix::V6Client(client), cap),
+                    (Prefix::V6Site(site), cap.saturating_mul(SITE_FACTOR)),
+                ]
+            }
+        }
+    }
+}
+
+/// One admitted connection's place in its prefixes' counts, given back when dropped.
 #[derive(Debug)]
 pub(crate) struct ClientSlot {
     owner: Arc<ClientConnections>,
-    network: Option<ClientNetwork>,
+    prefixes: Vec<Prefix>,
 }
 
 impl ClientConnections {
@@ -44,44 +80,52 @@ impl ClientConnections {
         })
     }
 
-    /// A slot for a connection from `peer`, or `None` when its network holds the cap already.
+    /// A slot for a connection from `peer`, or `None` when its network (or its IPv6 site)
+    /// holds its cap already.
     pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<ClientSlot> {
         // A trusted proxy speaks for many clients; its own limits apply upstream.
         if self.proxies.trusts(peer) {
             return Some(ClientSlot {
                 owner: self.clone(),
-                network: None,
+                prefixes: Vec::new(),
             });
         }
-        let network = ClientNetwork::of(peer);
+        let limits = Prefix::of(peer, self.per_client);
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = open.entry(network).or_insert(0);
-        if *count >= self.per_client {
+        let full = limits
+            .iter()
+            .any(|(prefix, cap)| open.get(prefix).is_some_and(|count| count >= cap));
+        if full {
             return None;
         }
-        *count += 1;
+        for (prefix, _) in &limits {
+            *open.entry(*prefix).or_insert(0) += 1;
+        }
         Some(ClientSlot {
             owner: self.clone(),
-            network: Some(network),
+            prefixes: limits.into_iter().map(|(prefix, _)| prefix).collect(),
         })
     }
 }
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
-        let Some(network) = self.network else {
+        if self.prefixes.is_empty() {
             return;
-        };
+        }
         let mut open = self
             .owner
             .open
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = open.get_mut(&network) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                // The map only holds networks with open connections: it cannot grow unbounded.
-                open.remove(&network);
+        for prefix in &self.prefixes {
+            if let Some(count) = open.get_mut(prefix) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    // Only prefixes with open connections are kept: the map cannot grow
+                    // unbounded.
+                    open.remove(prefix);
+                }
             }
         }
     }
@@ -200,6 +244,31 @@ mod tests {
         assert!(limits.admit(b).is_some(), "another address is not affected");
         drop(first);
         assert!(limits.admit(a).is_some(), "a slot comes back when dropped");
+    }
+
+    #[test]
+    fn an_ipv6_site_cannot_take_every_slot_through_its_64s() {
+        let limits = ClientConnections::new(2, TrustedProxies::default());
+        let mut held = Vec::new();
+        // Four /64s of one /48, two connections each: the site's cap (4 × 2) is reached.
+        for subnet in 0..4 {
+            for host in 1..=2 {
+                let ip: IpAddr = format!("2001:db8:1:{subnet}::{host}").parse().expect("ip");
+                held.push(limits.admit(ip).expect("within the caps"));
+            }
+        }
+        let fifth_subnet: IpAddr = "2001:db8:1:4::1".parse().expect("ip");
+        assert!(
+            limits.admit(fifth_subnet).is_none(),
+            "a fifth /64 of the same /48"
+        );
+        let other_site: IpAddr = "2001:db8:2::1".parse().expect("ip");
+        assert!(
+            limits.admit(other_site).is_some(),
+            "another /48 is not affected"
+        );
+        drop(held);
+        assert!(limits.admit(fifth_subnet).is_some(), "slots come back");
     }
 
     #[test]

@@ -70,7 +70,7 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
             serde_json::error::Category::Data => data_problem(&err, None),
             // serde_json reports some values of the wrong type (a number where an enum's
             // string belongs) as syntax errors: valid JSON makes them a shape problem.
-            _ if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() => {
+            _ if is_shape_error(bytes, err.inner()) => {
                 data_problem(&err, Some("has the wrong type"))
             }
             _ => syntax_problem(err.inner()),
@@ -79,6 +79,18 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     // Trailing characters after the value.
     deserializer.end().map_err(|err| syntax_problem(&err))?;
     Ok(value)
+}
+
+/// Whether a syntax error of serde_json's is really a value of the wrong shape in valid JSON.
+/// Invalid UTF-8 and bad escapes (a lone surrogate) are syntax errors that serde's
+/// `IgnoredAny` skips over without looking, so they are excluded first.
+fn is_shape_error(bytes: &[u8], err: &serde_json::Error) -> bool {
+    let text = err.to_string();
+    std::str::from_utf8(bytes).is_ok()
+        && !text.contains("surrogate")
+        && !text.contains("escape")
+        && !text.contains("control character")
+        && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
 }
 
 fn syntax_problem(err: &serde_json::Error) -> Problem {
@@ -118,7 +130,8 @@ fn data_problem(
         ErrorCode::ValidationFailed,
         "The body does not have the expected shape; see `errors`.",
     )
-    .with_errors(vec![FieldError::new(field, bounded(&message))])
+    // The field is the client's own text (an unknown key may be any length): bounded too.
+    .with_errors(vec![FieldError::new(bounded(&field), bounded(&message))])
 }
 
 /// `a.b[2].c` for a path into the body; `None` at the top level (or where serde could not

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::TryStreamExt as _;
+use futures_util::StreamExt as _;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -26,21 +26,24 @@ use crate::{Error, ObjectKey, Result, Sha256};
 
 use super::{LocalStore, Meta, store_err, sync_dir, write_synced};
 
-/// How slowly an upload body may arrive before the local store gives up on it (answering 408
-/// `request_timeout`, keeping nothing). A client that opens an upload and then sends nothing,
-/// or trickles a few bytes, would otherwise hold its connection, a temporary file and a worker
-/// forever.
+/// How slowly a body may move before the local store gives up on it. An upload that opens and
+/// then sends nothing, or trickles a few bytes, is refused (408 `request_timeout`, nothing
+/// kept); a download the client reads too slowly is cut off. Either would otherwise hold its
+/// connection, a file and a task for as long as the client likes.
 ///
-/// `Default` (the secure setting): no data for 20 s, or under 1 KiB/s on average once the
-/// first 10 s have passed, ends the upload.
+/// The rule: after `grace`, the bytes moved must keep ahead of `min_bytes_per_sec` for every
+/// second past the grace period (so at 20 s with the defaults, at least 10 KiB), and an upload
+/// may never wait longer than `idle_timeout` for its next piece.
+///
+/// `Default` (the secure setting): 20 s idle, 1 KiB/s after a 10 s grace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TransferLimits {
-    /// The longest wait for the next piece of the body.
+    /// The longest wait for the next piece of an upload body.
     pub idle_timeout: Duration,
-    /// The lowest average rate, in bytes per second, measured from the start of the body once
-    /// `grace` has passed. `0` turns the rate check off (the idle timeout still applies).
+    /// The lowest rate, in bytes per second, counted from the end of `grace`. `0` turns the
+    /// rate check off (an upload's idle timeout still applies).
     pub min_bytes_per_sec: u64,
-    /// How long a body may take to reach `min_bytes_per_sec` (slow starts, TCP slow start).
+    /// How long a body may take before the rate applies (slow starts, TCP slow start).
     pub grace: Duration,
 }
 
@@ -55,16 +58,30 @@ impl Default for TransferLimits {
 }
 
 impl TransferLimits {
-    /// When the next piece of a body that started at `started`, of which `received` bytes
-    /// came so far (the last at `last`), must have arrived.
+    /// When a body that started at `started` and has moved `moved` bytes falls behind the
+    /// minimum rate; `None` without a rate.
+    fn rate_deadline(&self, started: Instant, moved: u64) -> Option<Instant> {
+        if self.min_bytes_per_sec == 0 {
+            return None;
+        }
+        // `moved` bytes at `min_bytes_per_sec` cover this long after the grace period.
+        let covered = Duration::from_secs_f64(moved as f64 / self.min_bytes_per_sec as f64);
+        Some(started + self.grace + covered)
+    }
+
+    /// When the next piece of an upload body that started at `started`, of which `received`
+    /// bytes came so far (the last at `last`), must have arrived.
     fn next_deadline(&self, started: Instant, last: Instant, received: u64) -> Instant {
         let idle = last + self.idle_timeout;
-        if self.min_bytes_per_sec == 0 {
-            return idle;
-        }
-        // `received` bytes at `min_bytes_per_sec` cover this long after the grace period.
-        let covered = Duration::from_secs_f64(received as f64 / self.min_bytes_per_sec as f64);
-        idle.min(started + self.grace + covered)
+        self.rate_deadline(started, received)
+            .map_or(idle, |rate| idle.min(rate))
+    }
+
+    /// Whether a download that started at `started` and has handed out `sent` bytes is
+    /// behind the minimum rate at `now`.
+    fn is_behind(&self, started: Instant, sent: u64, now: Instant) -> bool {
+        self.rate_deadline(started, sent)
+            .is_some_and(|deadline| now > deadline)
     }
 }
 
@@ -340,9 +357,9 @@ impl LocalStore {
         let mut response = if head {
             Response::new(empty())
         } else {
-            let stream =
-                tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024).map_ok(Frame::data);
-            Response::new(UnsyncBoxBody::new(StreamBody::new(stream)))
+            Response::new(UnsyncBoxBody::new(StreamBody::new(
+                self.paced_download(file),
+            )))
         };
         let headers = response.headers_mut();
         headers.insert(
@@ -354,6 +371,34 @@ impl LocalStore {
         headers.insert(header::CONTENT_DISPOSITION, content_disposition(&filename));
         security_headers(headers);
         Ok(response)
+    }
+}
+
+impl LocalStore {
+    /// The file's bytes in 64 KiB frames, ending in an error (which closes the connection)
+    /// once the client takes them more slowly than the transfer limits allow: a client that
+    /// reads a large file a few bytes at a time cannot hold its connection for weeks. A
+    /// client that stops reading altogether is the server's write timeout's to end (this
+    /// stream is not asked for more then).
+    fn paced_download(
+        &self,
+        file: tokio::fs::File,
+    ) -> impl futures_util::Stream<Item = io::Result<Frame<Bytes>>> + Send + 'static {
+        let limits = self.transfer;
+        let started = Instant::now();
+        let mut sent: u64 = 0;
+        tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024).map(move |chunk| {
+            let chunk = chunk?;
+            // Asked for the next piece: has the client kept up so far?
+            if limits.is_behind(started, sent, Instant::now()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client reads the download too slowly",
+                ));
+            }
+            sent = sent.saturating_add(chunk.len() as u64);
+            Ok(Frame::data(chunk))
+        })
     }
 }
 
@@ -502,6 +547,11 @@ mod tests {
             limits.next_deadline(started, last, 10_000_000),
             last + Duration::from_secs(20)
         );
+        // A download is behind once its bytes no longer cover the time past the grace.
+        assert!(!limits.is_behind(started, 0, started + Duration::from_secs(10)));
+        assert!(limits.is_behind(started, 0, started + Duration::from_secs(11)));
+        assert!(!limits.is_behind(started, 5_000, started + Duration::from_secs(15)));
+        assert!(limits.is_behind(started, 5_000, started + Duration::from_secs(16)));
         // No rate check: the idle timeout alone.
         let idle_only = TransferLimits {
             min_bytes_per_sec: 0,
@@ -511,6 +561,7 @@ mod tests {
             idle_only.next_deadline(started, last, 0),
             last + Duration::from_secs(20)
         );
+        assert!(!idle_only.is_behind(started, 0, started + Duration::from_secs(86_400)));
     }
 
     #[test]
