@@ -13,6 +13,9 @@
 //! - [`RefreshSessions`]: opaque refresh tokens stored only hashed, rotated on every use,
 //!   with a grace window for concurrent refreshes and family revocation on reuse, over a
 //!   [`SessionStore`] (in memory, or tenantkit-core's database with `sqlite`/`postgres`);
+//! - [`Revocations`]: the one path every revocation takes (written once, in the caller's
+//!   transaction where it has one, then published on a [`RevocationBus`] after the commit),
+//!   which [`CachedSessionCheck::with_revocations`] listens to;
 //! - [`flows`] (with `sqlite`/`postgres`): signup, login, refresh, logout, tenant switch,
 //!   password change and reset, email verification, invitations and the operator's commands,
 //!   each with its rate limits and audit entries, over this crate's own tables
@@ -29,7 +32,7 @@
 //! );
 //! let caller = Principal::new(UserId::new(), TenantId::new(), Role::Admin, [], SessionId::new());
 //! let issued = tokens.issue(&caller)?;
-//! assert_eq!(tokens.verify(&issued.token)?, caller);
+//! assert_eq!(tokens.verify(&issued.token)?, caller.with_expires_at(issued.expires_at));
 //! assert!(tokens.verify("not.a.token").is_err());
 //! # Ok(())
 //! # }
@@ -46,6 +49,7 @@ mod mailer;
 mod password;
 mod rate_limit;
 pub mod refresh;
+mod revocation;
 #[cfg(feature = "smtp")]
 mod smtp;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -68,8 +72,11 @@ pub use mailer::{
 pub use password::{HasherStats, Password, PasswordHasher, PasswordPolicy, Verification};
 pub use rate_limit::{Attempt, ClientNetwork, RateLimitConfig, RateLimits};
 pub use refresh::{
-    MemorySessionStore, RefreshConfig, RefreshSessions, RefreshToken, RefreshTokenRecord,
-    SessionRecord, SessionStore,
+    AuthMethods, MemorySessionStore, RefreshConfig, RefreshSessions, RefreshToken,
+    RefreshTokenRecord, SessionRecord, SessionStore,
+};
+pub use revocation::{
+    CommitHook, LocalRevocationBus, Revocation, RevocationBus, RevocationScope, Revocations,
 };
 #[cfg(feature = "smtp")]
 pub use smtp::SmtpMailer;

@@ -73,18 +73,19 @@ fn every_algorithm_round_trips() {
     ] {
         let algorithm = key.algorithm();
         let (tokens, _) = tokens_with(key);
-        let who = caller();
+        let who = caller().with_amr(["pwd".to_owned()]);
         let issued = tokens.issue(&who).expect("issue");
         assert_eq!(issued.expires_in, 900, "15 minute default");
+        // The verified caller is the issued one, with the token's expiry.
         assert_eq!(
             tokens.verify(&issued.token).expect("verify"),
-            who,
+            who.with_expires_at(issued.expires_at),
             "{algorithm:?}"
         );
         let (header, claims, _) = parts(&issued.token);
         assert_eq!(header["typ"], "at+jwt");
         for claim in [
-            "iss", "aud", "sub", "tid", "role", "scope", "sid", "jti", "iat", "nbf", "exp",
+            "iss", "aud", "sub", "tid", "role", "scope", "sid", "amr", "jti", "iat", "nbf", "exp",
         ] {
             assert!(!claims[claim].is_null(), "{claim} missing");
         }
@@ -272,6 +273,65 @@ fn flipped_bits_anywhere_are_refused() {
     }
 }
 
+/// `amr` is signed like every claim: an attacker without the key cannot claim a second
+/// factor, whether keeping the signature, re-signing with a key of their own under the
+/// server's kid, or dropping the signature; a token without `amr` verifies with none.
+#[test]
+fn a_forged_amr_is_refused_and_a_missing_one_is_empty() {
+    let (tokens, _) = tokens_with(ed25519());
+    let who = caller().with_amr(["pwd".to_owned()]);
+    let issued = tokens.issue(&who).expect("issue");
+    let verified = tokens.verify(&issued.token).expect("verify");
+    assert_eq!(verified.amr(), ["pwd"]);
+    assert_eq!(verified.expires_at(), Some(issued.expires_at));
+    let (header, mut claims, signature) = parts(&issued.token);
+    assert_eq!(claims["amr"], json!(["pwd"]));
+    claims["amr"] = json!(["pwd", "otp", "mfa"]);
+    let kept = format!("{}.{}.{signature}", b64(&header), b64(&claims));
+    assert_invalid(&tokens, &kept, "forged amr, original signature");
+    assert_invalid(
+        &tokens,
+        &format!("{}.{}.", b64(&header), b64(&claims)),
+        "forged amr, no signature",
+    );
+    let mut their_header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    their_header.kid = header["kid"].as_str().map(str::to_owned);
+    their_header.typ = Some("at+jwt".into());
+    let resigned = jsonwebtoken::encode(
+        &their_header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ed_pem(
+            tenantkit_auth::generate_ed25519_pem()
+                .expect("pem")
+                .as_bytes(),
+        )
+        .expect("key"),
+    )
+    .expect("encode");
+    assert_invalid(&tokens, &resigned, "forged amr, re-signed by another key");
+    // Without `amr` (a token of an older issuer): verifies, with no methods; the claim is not
+    // even written when there are none.
+    let bare = tokens.issue(&caller()).expect("issue");
+    assert!(parts(&bare.token).1.get("amr").is_none());
+    let principal = tokens.verify(&bare.token).expect("verify");
+    assert!(principal.amr().is_empty() && !principal.has_amr("pwd"));
+    // A malformed `amr` in a correctly signed token (not a list) is refused, not a panic.
+    let (header, mut claims, _) = parts(&bare.token);
+    claims["amr"] = json!("pwd");
+    let hmac = SigningKey::hmac("h", &[3u8; 32]).expect("hmac");
+    let (hmac_tokens, _) = tokens_with(hmac);
+    let mut hmac_header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    hmac_header.kid = Some("h".into());
+    hmac_header.typ = header["typ"].as_str().map(str::to_owned);
+    let malformed = jsonwebtoken::encode(
+        &hmac_header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(&[3u8; 32]),
+    )
+    .expect("encode");
+    assert_invalid(&hmac_tokens, &malformed, "amr that is not a list");
+}
+
 #[test]
 fn truncated_garbage_and_huge_tokens_are_refused() {
     let (tokens, _) = tokens_with(ed25519());
@@ -329,7 +389,10 @@ fn rotation_keeps_old_tokens_until_the_key_is_retired() {
     assert_invalid(&tokens, &before, "retired key");
     assert!(tokens.verify(&after).is_ok());
     assert!(
-        tokens.keys().retire(tokens.keys().signing().kid()).is_err(),
+        tokens
+            .keys()
+            .retire(tokens.keys().signing().expect("signs").kid())
+            .is_err(),
         "cannot retire the signer"
     );
 }

@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tenantkit_auth::{
-    Error, MemorySessionStore, RefreshConfig, RefreshSessions, RefreshToken, SessionStore,
+    AuthMethods, Error, MemorySessionStore, RefreshConfig, RefreshSessions, RefreshToken,
+    SessionStore,
 };
 use tenantkit_core::testing::{TestDb, TwoTenants};
 use tenantkit_core::{Backend, ManualClock, Migrations, TenantId, UserId};
@@ -52,6 +53,65 @@ async fn database(backend: Backend) -> Option<Fixture<tenantkit_core::Database>>
 
 mod suite {
     use super::*;
+
+    /// The sign-in's `amr` lives on the session: the fast rotation (one statement on each
+    /// backend), the slow path (a twin inside the grace window), a later rotation, the stored
+    /// row and a derived session (tenant switch) all keep it.
+    pub(crate) async fn sign_in_methods_survive_rotation_and_derivation<S: SessionStore>(
+        f: Fixture<S>,
+    ) {
+        let pwd = AuthMethods::password();
+        let (session, t0) = f
+            .sessions
+            .start_signed_in(f.user, f.tenant, 0, pwd.clone())
+            .await
+            .expect("start");
+        assert_eq!(session.amr.as_slice(), ["pwd"]);
+        let (rotated, t1) = f.sessions.refresh(&t0).await.expect("refresh");
+        assert_eq!(rotated.amr, pwd, "the live rotation keeps amr");
+        let (twin, same) = f.sessions.refresh(&t0).await.expect("grace");
+        assert_eq!((twin.amr, same), (pwd.clone(), t1.clone()), "the slow path");
+        f.clock.advance(Duration::from_secs(60));
+        let (later, _) = f.sessions.refresh(&t1).await.expect("refresh again");
+        assert_eq!(later.amr, pwd);
+        let stored = f
+            .sessions
+            .session(session.id)
+            .await
+            .expect("session")
+            .expect("exists");
+        assert_eq!(stored.amr, pwd);
+        let (derived, d0) = f
+            .sessions
+            .start_derived(&stored, f.tenant)
+            .await
+            .expect("derive");
+        assert_ne!(derived.id, session.id);
+        assert_eq!(
+            derived.amr, pwd,
+            "a tenant switch keeps the sign-in's methods"
+        );
+        assert!(derived.expires_at <= stored.expires_at);
+        let (derived_rotated, _) = f.sessions.refresh(&d0).await.expect("refresh");
+        assert_eq!(derived_rotated.amr, pwd);
+        let (plain, _) = f.sessions.start(f.user, f.tenant, 0).await.expect("start");
+        assert!(
+            plain.amr.is_empty(),
+            "no methods unless the sign-in says so"
+        );
+        let several = AuthMethods::new(["pwd", "otp", "pwd", "mfa  hwk"]);
+        assert_eq!(several.as_slice(), ["pwd", "otp", "mfa", "hwk"]);
+        let (mfa, m0) = f
+            .sessions
+            .start_signed_in(f.user, f.tenant, 0, several.clone())
+            .await
+            .expect("start");
+        assert_eq!(mfa.amr, several);
+        assert_eq!(
+            f.sessions.refresh(&m0).await.expect("refresh").0.amr,
+            several
+        );
+    }
 
     pub(crate) async fn rotation_issues_a_new_token_each_time<S: SessionStore>(f: Fixture<S>) {
         let (session, t0) = f.sessions.start(f.user, f.tenant, 0).await.expect("start");
@@ -268,6 +328,7 @@ macro_rules! refresh_tests {
 }
 
 refresh_tests!(
+    sign_in_methods_survive_rotation_and_derivation,
     rotation_issues_a_new_token_each_time,
     replay_after_the_grace_window_revokes_the_family,
     within_the_grace_window_the_same_successor_is_returned,
@@ -289,4 +350,320 @@ fn a_short_secret_is_refused() {
         ),
         Err(Error::Key(_))
     ));
+}
+
+/// Through the flows, on both backends: a password sign-in's tokens say `amr: ["pwd"]`, and
+/// so does every token after a refresh or a tenant switch; the principal the JWT layers hand
+/// to a handler carries the methods and the token's expiry.
+mod sign_in_methods {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http::{Request, Response, StatusCode, header};
+    use http_body_util::Full;
+    use tenantkit_auth::flows::{
+        AcceptInvitation, AuthFlows, InviteRequest, LoginRequest, SignupOutcome, SignupRequest,
+        SwitchTenant,
+    };
+    use tenantkit_auth::{
+        AccessTokens, CachedSessionCheck, JwtAuthLayer, JwtConfig, KeySet, MemoryMailer, Password,
+        SigningKey, StrictJwtAuthLayer,
+    };
+    use tenantkit_core::{ClientInfo, NewTenant, Principal, Role};
+    use tower::{Layer, Service, ServiceExt as _, service_fn};
+
+    use super::*;
+
+    const PASSWORD: &str = "correct horse battery staple";
+
+    struct Flows {
+        flows: AuthFlows,
+        mailer: Arc<MemoryMailer>,
+        client: ClientInfo,
+        _db: TestDb,
+    }
+
+    async fn flows(backend: Backend) -> Option<Flows> {
+        let migrations = Migrations::new().with(tenantkit_auth::migrations());
+        let test_db = TestDb::new(backend, &migrations).await?;
+        let tokens = AccessTokens::new(
+            KeySet::new(SigningKey::generate_ed25519().expect("key")),
+            JwtConfig::new("tests", "tests"),
+        );
+        let sessions = RefreshSessions::new(test_db.db.clone(), SECRET, RefreshConfig::default())
+            .expect("sessions");
+        let mailer = Arc::new(MemoryMailer::new());
+        Some(Flows {
+            flows: AuthFlows::new(test_db.db.clone(), tokens, sessions).with_mailer(mailer.clone()),
+            mailer,
+            client: ClientInfo::new("198.51.100.30".parse().expect("ip")),
+            _db: test_db,
+        })
+    }
+
+    /// What a handler behind `layer` sees of the caller: its amr and expiry.
+    async fn seen_through<L>(layer: L, token: &str) -> (Vec<String>, i64)
+    where
+        L: Layer<
+            tower::util::ServiceFn<
+                fn(
+                    Request<Full<Bytes>>,
+                )
+                    -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>,
+            >,
+        >,
+        L::Service:
+            Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible>,
+    {
+        fn handler(
+            request: Request<Full<Bytes>>,
+        ) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>> {
+            let principal = request.extensions().get::<Principal>().cloned();
+            let body = principal.map_or_else(String::new, |p| {
+                format!(
+                    "{} {}",
+                    p.expires_at().map_or(0, |at| at.unix_timestamp()),
+                    p.amr().join(" ")
+                )
+            });
+            std::future::ready(Ok(Response::new(Full::from(body))))
+        }
+        let service = layer.layer(service_fn(
+            handler
+                as fn(
+                    Request<Full<Bytes>>,
+                )
+                    -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>,
+        ));
+        let request = Request::builder()
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Full::default())
+            .expect("request");
+        let response = service.oneshot(request).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .expect("body")
+            .to_bytes();
+        let text = String::from_utf8(body.to_vec()).expect("utf8");
+        let mut words = text.split(' ');
+        let exp = words.next().expect("exp").parse().expect("number");
+        (words.map(str::to_owned).collect(), exp)
+    }
+
+    fn amr_of(f: &Flows, token: &str) -> Vec<String> {
+        f.flows
+            .tokens()
+            .verify(token)
+            .expect("verify")
+            .amr()
+            .to_vec()
+    }
+
+    async fn password_sign_ins_carry_pwd_through_refresh_and_switch(f: Flows) {
+        let SignupOutcome::SignedIn(signed_up) = f
+            .flows
+            .signup(
+                &f.client,
+                SignupRequest {
+                    email: "amr@example.com".into(),
+                    password: Password::new(PASSWORD),
+                    tenant_name: "Amr".into(),
+                    tenant_slug: None,
+                },
+            )
+            .await
+            .expect("signup")
+        else {
+            panic!("open signup signs in");
+        };
+        assert_eq!(
+            amr_of(&f, &signed_up.tokens.access_token),
+            ["pwd"],
+            "signup"
+        );
+
+        let logged_in = f
+            .flows
+            .login(
+                &f.client,
+                LoginRequest {
+                    email: "amr@example.com".into(),
+                    password: Password::new(PASSWORD),
+                    tenant: None,
+                },
+            )
+            .await
+            .expect("login");
+        let access = &logged_in.tokens.access_token;
+        assert_eq!(amr_of(&f, access), ["pwd"], "login");
+        let principal = f.flows.tokens().verify(access).expect("verify");
+        let expires_at = principal.expires_at().expect("a token's principal expires");
+        let claims = f.flows.tokens().verify_claims(access).expect("claims");
+        assert_eq!(expires_at.unix_timestamp(), claims.exp);
+        assert_eq!(claims.amr, ["pwd"]);
+        assert!(principal.has_amr(tenantkit_core::amr::PASSWORD));
+        assert!(!principal.has_amr(tenantkit_core::amr::OTP));
+
+        // Both layers hand the handler the methods and the expiry.
+        let plain = seen_through(JwtAuthLayer::new(f.flows.tokens().clone()), access).await;
+        assert_eq!(plain, (vec!["pwd".to_owned()], claims.exp));
+        let strict = StrictJwtAuthLayer::new(
+            f.flows.tokens().clone(),
+            CachedSessionCheck::new(Arc::new(f.flows.sessions().clone())),
+        );
+        assert_eq!(
+            seen_through(strict, access).await,
+            (vec!["pwd".to_owned()], claims.exp),
+            "the strict layer's current role keeps the sign-in's methods"
+        );
+
+        // A refresh: the rotated access token keeps the sign-in's methods.
+        let refreshed = f
+            .flows
+            .refresh(
+                &f.client,
+                &RefreshToken::new(logged_in.tokens.refresh_token.clone()),
+            )
+            .await
+            .expect("refresh");
+        assert_eq!(amr_of(&f, &refreshed.access_token), ["pwd"], "refresh");
+        let again = f
+            .flows
+            .refresh(
+                &f.client,
+                &RefreshToken::new(refreshed.refresh_token.clone()),
+            )
+            .await
+            .expect("refresh again");
+        assert_eq!(amr_of(&f, &again.access_token), ["pwd"], "second refresh");
+
+        // A tenant switch, and a refresh of the switched session: still the sign-in's.
+        let (other, mut tx) = f
+            .flows
+            .db()
+            .create_tenant(NewTenant {
+                name: "Second".into(),
+                slug: None,
+            })
+            .await
+            .expect("tenant");
+        tx.add_member(signed_up.user.id, Role::Member)
+            .await
+            .expect("member");
+        tx.commit().await.expect("commit");
+        let switched = f
+            .flows
+            .switch_tenant(
+                &f.client,
+                &principal,
+                SwitchTenant {
+                    tenant_id: other.id.to_string(),
+                },
+            )
+            .await
+            .expect("switch");
+        let in_other = f
+            .flows
+            .tokens()
+            .verify(&switched.access_token)
+            .expect("verify");
+        assert_eq!(in_other.tenant_id(), other.id);
+        assert_eq!(in_other.amr(), ["pwd"], "tenant switch");
+        let switched_refreshed = f
+            .flows
+            .refresh(
+                &f.client,
+                &RefreshToken::new(switched.refresh_token.clone()),
+            )
+            .await
+            .expect("refresh switched");
+        assert_eq!(
+            amr_of(&f, &switched_refreshed.access_token),
+            ["pwd"],
+            "refresh after a switch"
+        );
+    }
+
+    /// The token mailed to `to` (mail goes out in the background: wait for it, with a
+    /// generous guard against a hang only).
+    async fn mailed_token(f: &Flows, to: &str) -> String {
+        let wait = async {
+            loop {
+                let mail = f.mailer.sent().into_iter().find(|m| m.to == to);
+                if let Some(mail) = mail {
+                    let (_, rest) = mail.body.split_once("token=").expect("a link");
+                    break rest.split_whitespace().next().expect("token").to_owned();
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), wait)
+            .await
+            .expect("the mail was sent")
+    }
+
+    async fn an_invitation_accepted_with_a_password_signs_in_with_pwd(f: Flows) {
+        let SignupOutcome::SignedIn(owner) = f
+            .flows
+            .signup(
+                &f.client,
+                SignupRequest {
+                    email: "owner@example.com".into(),
+                    password: Password::new(PASSWORD),
+                    tenant_name: "Inviting".into(),
+                    tenant_slug: None,
+                },
+            )
+            .await
+            .expect("signup")
+        else {
+            panic!("open signup signs in");
+        };
+        let owner = f
+            .flows
+            .tokens()
+            .verify(&owner.tokens.access_token)
+            .expect("verify");
+        f.flows
+            .invite(
+                &f.client,
+                &owner,
+                InviteRequest {
+                    email: "joiner@example.com".into(),
+                    role: Role::Member,
+                },
+            )
+            .await
+            .expect("invite");
+        let token = mailed_token(&f, "joiner@example.com").await;
+        let joined = f
+            .flows
+            .accept_invitation(
+                &f.client,
+                None,
+                AcceptInvitation {
+                    token,
+                    password: Some(Password::new(PASSWORD)),
+                },
+            )
+            .await
+            .expect("accept");
+        assert_eq!(amr_of(&f, &joined.tokens.access_token), ["pwd"]);
+        let refreshed = f
+            .flows
+            .refresh(
+                &f.client,
+                &RefreshToken::new(joined.tokens.refresh_token.clone()),
+            )
+            .await
+            .expect("refresh");
+        assert_eq!(amr_of(&f, &refreshed.access_token), ["pwd"]);
+    }
+
+    tenantkit_core::backend_tests!(
+        fixture = flows;
+        password_sign_ins_carry_pwd_through_refresh_and_switch,
+        an_invitation_accepted_with_a_password_signs_in_with_pwd,
+    );
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tenantkit_auth::{SessionRecord, SessionStore};
+use tenantkit_auth::{AuthMethods, SessionRecord, SessionStore};
 use tenantkit_core::testing::{TestDb, TwoTenants};
 use tenantkit_core::{Backend, Migrations, now};
 
@@ -135,6 +135,59 @@ async fn a_live_rotation_writes_the_successor_and_touches_the_session(test_db: T
     assert_eq!(unspent.rotated_at, None, "nothing was marked");
 }
 
+/// A session's `amr` is stored with it and read back by every read, including the SQLite
+/// rotation's scalar subqueries and the PostgreSQL rotation's `RETURNING`; rotations never
+/// change it (the successor token belongs to the same session row).
+async fn a_sessions_amr_is_kept_by_every_read_and_rotation(test_db: TestDb) {
+    let db = &test_db.db;
+    let world = TwoTenants::create(db).await;
+    let start = now();
+    let amr = AuthMethods::new(["pwd", "otp"]);
+    let session = SessionRecord::new(
+        world.a.owner.id,
+        world.a.tenant.id,
+        start,
+        start + Duration::from_secs(3600),
+    )
+    .with_amr(amr.clone());
+    let (first, second, third) = (
+        b"amr-first-hash-0123456789abcdefgh",
+        b"amr-second-hash-0123456789abcdefg",
+        b"amr-third-hash-0123456789abcdefgh",
+    );
+    assert!(db.create(&session, first).await.expect("create"));
+    let read = |what| async move {
+        let stored = db
+            .session(session.id)
+            .await
+            .expect("session")
+            .expect("exists");
+        assert_eq!(stored.amr.as_slice(), ["pwd", "otp"], "{what}");
+    };
+    read("created").await;
+    let (_, found) = db.find(first).await.expect("find").expect("known");
+    assert_eq!(found.amr, amr);
+    let at = start + Duration::from_secs(10);
+    let rotated = db
+        .rotate_live(first, second, at, start - Duration::from_secs(60))
+        .await
+        .expect("rotate")
+        .expect("live");
+    assert_eq!(rotated.amr, amr, "the one-statement rotation answers it");
+    read("after the live rotation").await;
+    assert!(db.rotate(second, third, at).await.expect("rotate"));
+    read("after the two-step rotation").await;
+    let (_, of_third) = db.find(third).await.expect("find").expect("successor");
+    assert_eq!(of_third.amr, amr, "the successor's session");
+    // A session without methods reads back as none.
+    let bare = SessionRecord::new(world.a.owner.id, world.a.tenant.id, start, at);
+    db.create(&bare, b"amr-bare-hash-0123456789abcdefghi")
+        .await
+        .expect("create");
+    let stored = db.session(bare.id).await.expect("session").expect("exists");
+    assert!(stored.amr.is_empty());
+}
+
 async fn sessions_are_tenant_rows(test_db: TestDb) {
     let db = &test_db.db;
     let world = TwoTenants::create(db).await;
@@ -157,5 +210,6 @@ tenantkit_core::backend_tests!(
     fixture = db;
     a_live_rotation_writes_the_successor_and_touches_the_session,
     a_revoked_sessions_token_never_rotates,
+    a_sessions_amr_is_kept_by_every_read_and_rotation,
     sessions_are_tenant_rows,
 );

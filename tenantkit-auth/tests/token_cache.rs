@@ -32,7 +32,9 @@ fn tokens() -> (AccessTokens, Arc<ManualClock>, KeySet) {
 fn a_hit_answers_what_verification_would() {
     let (tokens, _, _) = tokens();
     let who = caller();
-    let token = tokens.issue(&who).expect("issue").token;
+    let issued = tokens.issue(&who).expect("issue");
+    // The verified caller is the issued one, with the token's expiry.
+    let (token, who) = (issued.token, who.with_expires_at(issued.expires_at));
     assert_eq!(tokens.cached_tokens(), 0);
     assert_eq!(tokens.verify(&token).expect("cold"), who);
     assert_eq!(tokens.cached_tokens(), 1);

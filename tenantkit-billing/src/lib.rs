@@ -61,7 +61,7 @@ pub use subscriptions::{
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use typed::ObjectHandler;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use worker::{BoxFuture, EventHandler, EventRouter, Outcome, Worker};
+pub use worker::{BoxFuture, EventHandler, EventRouter, Outcome, Worker, WorkerStats};
 
 /// The Stripe API version async-stripe's types (and so typed handlers) are generated from:
 /// set the webhook endpoint's API version to it.

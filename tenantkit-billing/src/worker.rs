@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use time::{Duration, OffsetDateTime};
 
@@ -81,8 +82,75 @@ pub struct Worker {
     /// transaction, before the next claim). A claimed event not yet handled when its lease
     /// ends is left to whichever worker claims it then.
     pub batch: usize,
+    /// How long [`Worker::run`] waits after finding nothing due (default 500 ms).
+    pub idle_interval: std::time::Duration,
+    /// How long [`Worker::run`] waits after a database error before trying again (default
+    /// 1 s).
+    pub error_backoff: std::time::Duration,
     /// Claimed events not handled yet, with the end of their lease.
     claimed: Arc<std::sync::Mutex<std::collections::VecDeque<(StoredEvent, OffsetDateTime)>>>,
+    stats: WorkerStats,
+}
+
+/// What a [`Worker`] (and its clones) did so far: counters for metrics, readable while it
+/// runs. A cheap handle ([`Worker::stats`]); every count only grows.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerStats {
+    inner: Arc<WorkerCounters>,
+}
+
+#[derive(Debug, Default)]
+struct WorkerCounters {
+    handled: AtomicU64,
+    retried: AtomicU64,
+    dead_lettered: AtomicU64,
+    superseded: AtomicU64,
+    idle_polls: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl WorkerStats {
+    /// Events handled and marked done.
+    pub fn handled(&self) -> u64 {
+        self.inner.handled.load(Ordering::Relaxed)
+    }
+
+    /// Handler failures scheduled for another attempt.
+    pub fn retried(&self) -> u64 {
+        self.inner.retried.load(Ordering::Relaxed)
+    }
+
+    /// Events that failed their last attempt and became dead letters.
+    pub fn dead_lettered(&self) -> u64 {
+        self.inner.dead_lettered.load(Ordering::Relaxed)
+    }
+
+    /// Attempts rolled back because another worker took the event over after the lease.
+    pub fn superseded(&self) -> u64 {
+        self.inner.superseded.load(Ordering::Relaxed)
+    }
+
+    /// Polls that found nothing due.
+    pub fn idle_polls(&self) -> u64 {
+        self.inner.idle_polls.load(Ordering::Relaxed)
+    }
+
+    /// Polls that failed with a database error (the worker carries on).
+    pub fn failures(&self) -> u64 {
+        self.inner.failures.load(Ordering::Relaxed)
+    }
+
+    fn count(&self, outcome: &Result<Outcome>) {
+        let counter = match outcome {
+            Ok(Outcome::Idle) => &self.inner.idle_polls,
+            Ok(Outcome::Done(_)) => &self.inner.handled,
+            Ok(Outcome::Retry(_)) => &self.inner.retried,
+            Ok(Outcome::Dead(_)) => &self.inner.dead_lettered,
+            Ok(Outcome::Superseded(_)) => &self.inner.superseded,
+            Err(_) => &self.inner.failures,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Worker {
@@ -100,7 +168,53 @@ impl Worker {
             max_attempts: 18,
             backoff: Duration::seconds(1),
             batch: 16,
+            idle_interval: std::time::Duration::from_millis(500),
+            error_backoff: std::time::Duration::from_secs(1),
             claimed: Arc::default(),
+            stats: WorkerStats::default(),
+        }
+    }
+
+    /// The counters of this worker and its clones, readable while [`Worker::run`] runs.
+    pub fn stats(&self) -> WorkerStats {
+        self.stats.clone()
+    }
+
+    /// Handles due events until `shutdown` completes: one [`Worker::run_once`] after another,
+    /// waiting [`Worker::idle_interval`] when nothing is due and [`Worker::error_backoff`]
+    /// after a database error (logged and counted in [`WorkerStats::failures`]; the loop
+    /// carries on).
+    ///
+    /// Shutdown is seen between events and during the waits: an event being handled when it
+    /// completes is finished first (its handlers and the mark commit together), so `run`
+    /// returns once that event is done. To bound that wait, drop the future (or abort its
+    /// task) after a deadline: the event in flight is then rolled back with its transaction
+    /// and claimed again after its lease, by this process's next start or another instance,
+    /// so nothing acknowledged is lost. Events claimed in the current batch but not started
+    /// are likewise taken over after their lease.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut stopping = false;
+        while !stopping {
+            // Checked before each event: a completed shutdown stops here.
+            if futures_poll_ready(shutdown.as_mut()).await {
+                break;
+            }
+            let outcome = self.run_once(tenantkit_core::now()).await;
+            let wait = match &outcome {
+                Ok(Outcome::Idle) => Some(self.idle_interval),
+                Ok(_) => None,
+                Err(err) => {
+                    tracing::warn!(error = %err, "billing worker failed; retrying");
+                    Some(self.error_backoff)
+                }
+            };
+            if let Some(wait) = wait {
+                tokio::select! {
+                    () = shutdown.as_mut() => stopping = true,
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
         }
     }
 
@@ -143,6 +257,12 @@ impl Worker {
     /// # Errors
     /// Database errors (handler errors become retries).
     pub async fn run_once(&self, now: OffsetDateTime) -> Result<Outcome> {
+        let outcome = self.handle_next(now).await;
+        self.stats.count(&outcome);
+        outcome
+    }
+
+    async fn handle_next(&self, now: OffsetDateTime) -> Result<Outcome> {
         let Some(event) = self.next(now).await? else {
             return Ok(Outcome::Idle);
         };
@@ -273,6 +393,18 @@ impl Worker {
         events.sort_by(|a, b| (a.created, &a.event_id).cmp(&(b.created, &b.event_id)));
         Ok(events)
     }
+}
+
+/// Whether `future` is already complete, polling it once (without waiting).
+async fn futures_poll_ready<F: Future<Output = ()>>(future: Pin<&mut F>) -> bool {
+    let mut future = Some(future);
+    std::future::poll_fn(|cx| {
+        let ready = future
+            .as_mut()
+            .is_some_and(|f| f.as_mut().poll(cx).is_ready());
+        std::task::Poll::Ready(ready)
+    })
+    .await
 }
 
 /// A deterministic fraction in [0, 0.5) from the event and attempt (spreads retries without

@@ -500,6 +500,100 @@ async fn a_worker_past_its_lease_commits_nothing(test_db: TestDb) {
     );
 }
 
+/// Waits (a hang guard, not a deadline under test) until `done` holds.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        while !done() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("hang guard: {what} never happened"));
+}
+
+/// `Worker::run` handles, retries and dead-letters events on its own, counting each in the
+/// stats handle (readable while it runs), and returns once its shutdown future completes.
+async fn the_worker_runs_until_shutdown_and_counts(test_db: TestDb) {
+    let billing = billing(&test_db);
+    let flaky = Arc::new(Counting {
+        fail_first: 1,
+        ..Counting::default()
+    });
+    let failing = Arc::new(Counting {
+        fail_first: usize::MAX,
+        ..Counting::default()
+    });
+    let mut worker = Worker::new(
+        test_db.db.clone(),
+        EventRouter::new()
+            .on("invoice.paid", flaky.clone())
+            .on("invoice.payment_failed", failing.clone()),
+    );
+    worker.max_attempts = 2;
+    worker.backoff = Duration::ZERO; // retries are due at once
+    worker.idle_interval = std::time::Duration::from_millis(1);
+    let stats = worker.stats();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        worker
+            .run(async move {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    for (id, kind) in [
+        ("evt_run_flaky", "invoice.paid"),
+        ("evt_run_dead", "invoice.payment_failed"),
+        ("evt_run_unknown", "some.future.type"),
+    ] {
+        deliver(&billing, &event(id, kind, 1))
+            .await
+            .expect("stored");
+    }
+    until("every event settled", || {
+        stats.handled() == 2 && stats.dead_lettered() == 1
+    })
+    .await;
+    until("an idle poll", || stats.idle_polls() > 0).await;
+    assert_eq!(
+        (stats.handled(), stats.retried(), stats.dead_lettered()),
+        (2, 2, 1),
+        "flaky: retry then done; failing: retry then dead; unknown: done"
+    );
+    assert_eq!((stats.superseded(), stats.failures()), (0, 0));
+    let inbox = billing.inbox();
+    let state = |id: &'static str| {
+        let inbox = inbox.clone();
+        async move { inbox.get(id).await.expect("get").expect("stored").state }
+    };
+    assert_eq!(state("evt_run_flaky").await, EventState::Done);
+    assert_eq!(state("evt_run_dead").await, EventState::Dead);
+    stop.send(()).expect("the worker is running");
+    tokio::time::timeout(std::time::Duration::from_secs(120), running)
+        .await
+        .expect("hang guard: run() returned after shutdown")
+        .expect("the worker task");
+}
+
+/// A shutdown that has already completed stops `run` before it claims anything.
+async fn a_completed_shutdown_stops_the_worker_before_any_claim(test_db: TestDb) {
+    let billing = billing(&test_db);
+    deliver(&billing, &event("evt_not_yet", "invoice.paid", 1))
+        .await
+        .expect("stored");
+    let worker = Worker::new(test_db.db.clone(), EventRouter::new());
+    let stats = worker.stats();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        worker.run(std::future::ready(())),
+    )
+    .await
+    .expect("hang guard: run() returned");
+    assert_eq!(stats.handled() + stats.idle_polls(), 0);
+    let stored = billing.inbox().get("evt_not_yet").await.expect("get");
+    assert_eq!(stored.expect("stored").state, EventState::Pending);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_worker_past_its_lease_commits_nothing() {
     let Some(test_db) = db(Backend::Postgres).await else {
@@ -513,5 +607,7 @@ tenantkit_core::backend_tests!(
     duplicates_are_no_ops, retries_then_dead_letters_then_replay,
     typed_handlers_get_async_stripes_objects,
     concurrent_deliveries_are_each_answered_after_their_commit, payloads_any_backend_can_store,
-    a_dead_workers_event_is_reclaimed_after_its_lease
+    a_dead_workers_event_is_reclaimed_after_its_lease,
+    the_worker_runs_until_shutdown_and_counts,
+    a_completed_shutdown_stops_the_worker_before_any_claim
 );

@@ -12,6 +12,9 @@
 //!   team-restricted [`Visibility`];
 //! - the directory: tenants, users, memberships, invitations and teams, and the hash-chained
 //!   audit log;
+//! - hooks for work after a commit: `after_commit` on every transaction kind, and the
+//!   transactional [`outbox`] (messages written with the change, relayed at least once, with
+//!   [`Database::listen`] to wake relays);
 //! - keyset pagination ([`PageRequest`], [`Page`]) and optimistic concurrency ([`Version`]);
 //! - one [`Error`] type and its single mapping to RFC 9457 [`Problem`] responses.
 //!
@@ -75,6 +78,8 @@ mod invitations;
 mod members;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod migrate;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod outbox;
 mod page;
 mod principal;
 mod problem;
@@ -113,8 +118,10 @@ pub use invitations::{Invitation, MAX_PENDING_INVITATIONS};
 pub use members::Member;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use migrate::{MigrationSet, Migrations};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use outbox::{Listener, Notification, OUTBOX_CHANNEL, OutboxMessage};
 pub use page::{Cursor, Limit, Page, PageRequest};
-pub use principal::Principal;
+pub use principal::{Principal, amr};
 pub use problem::{ErrorCode, PROBLEM_JSON, Problem};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use repo::teams::{NewTeam, Team, TeamFilter, TeamMember, TeamPatch};

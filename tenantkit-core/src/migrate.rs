@@ -45,8 +45,12 @@
 //! GRANT SELECT, INSERT, UPDATE, DELETE ON notes TO tenantkit_app;
 //! ```
 //!
-//! [`Database::connect`](crate::Database::connect) refuses to start when a table with a
-//! `tenant_id` column is not behind row-level security, naming it.
+//! `tenantkit_enable_tenant_rls` also registers the table (`tenantkit_tenant_tables`);
+//! `SELECT tenantkit_register_tenant_table('notes');` registers one without changing it.
+//! [`Database::connect`](crate::Database::connect) refuses to start when a registered table
+//! (tenantkit's own, or one the application registered) is not behind row-level security,
+//! naming it. Other tables of the schema, such as an existing application's own tables with a
+//! `tenant_id` column, are not looked at: register them to have them checked.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

@@ -2,7 +2,20 @@
 
 use std::collections::BTreeSet;
 
+use time::OffsetDateTime;
+
 use crate::{Error, Permission, Result, Role, SessionId, TenantId, UserId};
+
+/// Authentication method references (`amr`, RFC 8176) that tenantkit records. Other values
+/// (an identity provider's, for single sign-on) are carried as they come.
+pub mod amr {
+    /// A password (sign-in, signup, accepting an invitation with a password).
+    pub const PASSWORD: &str = "pwd";
+    /// A one-time password (TOTP or a code sent by mail).
+    pub const OTP: &str = "otp";
+    /// More than one factor.
+    pub const MFA: &str = "mfa";
+}
 
 /// The verified caller of a request: who they are, in which tenant, with which role.
 ///
@@ -16,6 +29,8 @@ pub struct Principal {
     role: Role,
     scopes: BTreeSet<String>,
     session_id: SessionId,
+    amr: Vec<String>,
+    expires_at: Option<OffsetDateTime>,
 }
 
 impl Principal {
@@ -36,7 +51,29 @@ impl Principal {
             role,
             scopes: scopes.into_iter().collect(),
             session_id,
+            amr: Vec::new(),
+            expires_at: None,
         }
+    }
+
+    /// The same caller, authenticated with `methods` (RFC 8176 `amr` values, see [`amr`]):
+    /// what the session's sign-in proved. Duplicates and empty values are dropped; the order
+    /// is kept.
+    pub fn with_amr(mut self, methods: impl IntoIterator<Item = String>) -> Self {
+        self.amr.clear();
+        for method in methods {
+            if !method.is_empty() && !self.amr.contains(&method) {
+                self.amr.push(method);
+            }
+        }
+        self
+    }
+
+    /// The same caller, whose credentials stop being valid at `expires_at` (the access
+    /// token's `exp`).
+    pub fn with_expires_at(mut self, expires_at: OffsetDateTime) -> Self {
+        self.expires_at = Some(expires_at);
+        self
     }
 
     /// The same caller with `role`: for an authentication layer that read the caller's
@@ -76,6 +113,29 @@ impl Principal {
         self.session_id
     }
 
+    /// How the caller signed in: the RFC 8176 `amr` values of the session (for example
+    /// `["pwd"]` after a password sign-in), empty when unknown (a principal not built from a
+    /// token, or a token issued without them). They describe the sign-in, not the request:
+    /// a refreshed token keeps the methods of the sign-in that started its session.
+    pub fn amr(&self) -> &[String] {
+        &self.amr
+    }
+
+    /// Whether the sign-in used `method` (an RFC 8176 value such as [`amr::OTP`]). Meant for
+    /// step-up checks: a route that needs a second factor answers "authenticate again" when
+    /// `!principal.has_amr(amr::OTP) && !principal.has_amr(amr::MFA)`. Compared exactly
+    /// (the values are case-sensitive).
+    pub fn has_amr(&self, method: &str) -> bool {
+        self.amr.iter().any(|m| m == method)
+    }
+
+    /// When the caller's access token expires; `None` for a principal not built from a token
+    /// (tests, jobs, an operator's command). A long-running task started for a request can
+    /// check it before acting on the caller's behalf later.
+    pub fn expires_at(&self) -> Option<OffsetDateTime> {
+        self.expires_at
+    }
+
     /// Whether the caller's role grants `permission`.
     pub fn can(&self, permission: Permission) -> bool {
         self.role.allows(permission)
@@ -113,5 +173,29 @@ mod tests {
             Err(Error::Forbidden)
         ));
         assert!(p.has_scope("projects:read") && !p.has_scope("projects:write"));
+    }
+
+    #[test]
+    fn amr_and_expiry_are_empty_until_set_and_compared_exactly() {
+        let p = Principal::new(
+            UserId::new(),
+            TenantId::new(),
+            Role::Member,
+            [],
+            SessionId::new(),
+        );
+        assert!(p.amr().is_empty() && p.expires_at().is_none());
+        assert!(!p.has_amr(amr::PASSWORD));
+        let at = OffsetDateTime::UNIX_EPOCH + time::Duration::hours(1);
+        let p = p
+            .with_amr(["pwd", "otp", "pwd", ""].map(str::to_owned))
+            .with_expires_at(at);
+        assert_eq!(p.amr(), ["pwd", "otp"]);
+        assert!(p.has_amr(amr::PASSWORD) && p.has_amr(amr::OTP));
+        assert!(!p.has_amr("PWD") && !p.has_amr(amr::MFA));
+        assert_eq!(p.expires_at(), Some(at));
+        // A role change from a trusted store keeps how the caller signed in.
+        let p = p.with_role(Role::Admin);
+        assert!(p.has_amr(amr::OTP) && p.expires_at() == Some(at));
     }
 }

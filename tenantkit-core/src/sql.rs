@@ -130,9 +130,11 @@ impl fmt::Debug for Conn {
     }
 }
 
+/// Work registered with `after_commit`, run once the transaction's `COMMIT` succeeded.
+type Hook = Box<dyn FnOnce() + Send + 'static>;
+
 /// The state every transaction kind shares: the connection and whether a statement failed.
 #[doc(hidden)]
-#[derive(Debug)]
 pub struct TxCore {
     /// The open transaction.
     pub conn: Conn,
@@ -140,6 +142,22 @@ pub struct TxCore {
     pub poisoned: bool,
     /// How audit entries written in this transaction are anchored and chained.
     pub(crate) audit: crate::audit::AuditSetup,
+    /// Run in order after a successful commit, dropped unrun otherwise. (Behind a mutex only
+    /// so that the transaction stays `Sync`; it is reached through `&mut` alone, unlocked.)
+    after_commit: std::sync::Mutex<Vec<Hook>>,
+    /// The outbox topics this transaction already announces after its commit (SQLite's
+    /// in-process notifications, one per topic as PostgreSQL's `NOTIFY` folds them).
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) announced_topics: Vec<String>,
+}
+
+impl fmt::Debug for TxCore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TxCore")
+            .field("conn", &self.conn)
+            .field("poisoned", &self.poisoned)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TxCore {
@@ -148,10 +166,39 @@ impl TxCore {
             conn,
             poisoned: false,
             audit,
+            after_commit: std::sync::Mutex::default(),
+            announced_topics: Vec::new(),
         }
     }
 
-    async fn commit(self) -> Result<()> {
+    /// The backend of this transaction.
+    pub(crate) fn backend(&self) -> crate::Backend {
+        match self.conn {
+            Conn::Sqlite(_) => crate::Backend::Sqlite,
+            Conn::Postgres(_) => crate::Backend::Postgres,
+        }
+    }
+
+    pub(crate) fn after_commit(&mut self, hook: Hook) {
+        self.hooks().push(hook);
+    }
+
+    fn hooks(&mut self) -> &mut Vec<Hook> {
+        // Never poisoned: hooks run after it is taken apart (see `run_hooks`).
+        self.after_commit
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn commit(mut self) -> Result<()> {
+        let hooks = std::mem::take(self.hooks());
+        self.commit_conn().await?;
+        run_hooks(hooks);
+        Ok(())
+    }
+
+    /// Commits the connection's transaction; hooks are the caller's.
+    async fn commit_conn(self) -> Result<()> {
         if self.poisoned {
             // Dropping the connection's transaction rolls it back.
             return Err(crate::Error::Aborted);
@@ -167,6 +214,16 @@ impl TxCore {
             Conn::Postgres(never) => match never {},
         }
         Ok(())
+    }
+}
+
+/// Runs `after_commit` hooks in registration order. A hook that panics is logged and the
+/// rest still run: the transaction is committed whatever a hook does.
+fn run_hooks(hooks: Vec<Hook>) {
+    for hook in hooks {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(hook)).is_err() {
+            tracing::error!("an after_commit hook panicked (the transaction is committed)");
+        }
     }
 }
 
@@ -311,6 +368,26 @@ macro_rules! transaction_kind {
             /// the commit itself fails. Nothing was written in either case.
             pub async fn commit(self) -> Result<()> {
                 self.core.commit().await
+            }
+
+            /// Registers `hook` to run once this transaction has committed: exactly once,
+            /// right after its `COMMIT` succeeded and before [`commit`](Self::commit)
+            /// returns, in the order hooks were registered. It never runs when the
+            /// transaction rolls back, is dropped uncommitted, was poisoned by a failed
+            /// statement, or when the `COMMIT` itself fails (SQLite's writer may begin the
+            /// next transaction in the same round trip as this one's `COMMIT`: only the
+            /// `COMMIT`'s own result counts). A read-only transaction has nothing to lose, so
+            /// its hooks run when its `commit` returns (PostgreSQL sends a read's `COMMIT`
+            /// later; it cannot undo anything).
+            ///
+            /// Hooks run on the committing task and must be quick and never block: for
+            /// async work, spawn a task in the hook (`tokio::spawn`). A panicking hook is
+            /// logged and the others still run; `commit` still returns `Ok`, because the
+            /// data is committed. A hook is in-process and lost if the process dies after
+            /// the `COMMIT`: for work that must not be lost, write an outbox message in the
+            /// transaction instead (see [`crate::outbox`]).
+            pub fn after_commit(&mut self, hook: impl FnOnce() + Send + 'static) {
+                self.core.after_commit(Box::new(hook));
             }
 
             /// The connection, for backend-specific statements. See [`RawConn`].

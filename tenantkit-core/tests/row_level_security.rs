@@ -12,6 +12,10 @@ async fn postgres() -> Option<TestDb> {
     TestDb::new(Backend::Postgres, &Migrations::new()).await
 }
 
+/// Brownfield: an application's own table with a `tenant_id` column that nobody registered
+/// does not stop start-up (issue 20: the check covered every table of the schema); once
+/// registered, it is checked and refused until it is behind row-level security, and the
+/// refusal names the table and the call that fixes it.
 #[tokio::test]
 async fn a_tenant_table_without_row_level_security_is_refused_at_start_up() {
     let Some(test_db) = postgres().await else {
@@ -20,15 +24,29 @@ async fn a_tenant_table_without_row_level_security_is_refused_at_start_up() {
     test_db
         .execute_as_owner(
             "CREATE TABLE leaky_notes (id uuid PRIMARY KEY, tenant_id uuid NOT NULL, body text); \
-             GRANT SELECT ON leaky_notes TO tenantkit_app",
+             GRANT SELECT ON leaky_notes TO tenantkit_app; \
+             CREATE VIEW leaky_view AS SELECT id, tenant_id FROM leaky_notes; \
+             GRANT SELECT ON leaky_view TO tenantkit_app",
         )
+        .await;
+    test_db
+        .reconnect()
+        .await
+        .expect("an application's own table, not registered, does not stop start-up");
+    test_db
+        .execute_as_owner("SELECT tenantkit_register_tenant_table('leaky_notes')")
         .await;
     match test_db.reconnect().await {
         Err(Error::Config(message)) => {
             assert!(
                 message.contains("leaky_notes"),
                 "names the table: {message}"
-            )
+            );
+            assert!(
+                message.contains("tenantkit_enable_tenant_rls")
+                    && !message.contains("tenantkit-server"),
+                "names the library's call, not the example's CLI: {message}"
+            );
         }
         other => panic!("expected a refusal naming the table, got {other:?}"),
     }
@@ -37,14 +55,43 @@ async fn a_tenant_table_without_row_level_security_is_refused_at_start_up() {
         .execute_as_owner("ALTER TABLE leaky_notes ENABLE ROW LEVEL SECURITY")
         .await;
     assert!(matches!(test_db.reconnect().await, Err(Error::Config(_))));
-    // With core's helper the table gets ENABLE + FORCE and the tenant policy.
+    // With core's helper the table gets ENABLE + FORCE and the tenant policy; the view over
+    // it, now over a registered table, must run with the invoker's rights.
     test_db
         .execute_as_owner("SELECT tenantkit_enable_tenant_rls('leaky_notes')")
+        .await;
+    match test_db.reconnect().await {
+        Err(Error::Config(message)) => assert!(message.contains("leaky_view"), "{message}"),
+        other => panic!("expected the definer view to be refused, got {other:?}"),
+    }
+    test_db
+        .execute_as_owner("ALTER VIEW leaky_view SET (security_invoker = true)")
         .await;
     test_db
         .reconnect()
         .await
         .expect("a protected tenant table passes the check");
+}
+
+/// Without tenantkit's migrations (no registry in the schema) the refusal names the library's
+/// migration call.
+#[tokio::test]
+async fn a_schema_without_the_migrations_is_refused_naming_the_call() {
+    let Some(test_db) = postgres().await else {
+        return;
+    };
+    test_db
+        .execute_as_owner(
+            "ALTER TABLE tenantkit_tenant_tables RENAME TO tenantkit_tenant_tables_gone",
+        )
+        .await;
+    match test_db.reconnect().await {
+        Err(Error::Config(message)) => assert!(
+            message.contains("Database::migrate") && !message.contains("tenantkit-server"),
+            "{message}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -64,7 +111,8 @@ async fn open_policies_views_and_missing_tenant_policies_are_refused_at_start_up
         .execute_as_owner(
             "CREATE TABLE odd_notes (id uuid PRIMARY KEY, tenant_id uuid NOT NULL); \
              ALTER TABLE odd_notes ENABLE ROW LEVEL SECURITY; \
-             ALTER TABLE odd_notes FORCE ROW LEVEL SECURITY",
+             ALTER TABLE odd_notes FORCE ROW LEVEL SECURITY; \
+             SELECT tenantkit_register_tenant_table('odd_notes')",
         )
         .await;
     assert!(refused("no tenant policy").await.contains("odd_notes"));
@@ -220,4 +268,28 @@ async fn invitations_are_reached_only_by_their_token_outside_their_tenant() {
             .expect("lookup")
             .is_none()
     );
+}
+
+/// Every table of core's migrations with a `tenant_id` column is registered (so the start-up
+/// check covers it): the registry's backfill and `tenantkit_enable_tenant_rls` miss none.
+#[tokio::test]
+async fn every_core_table_with_a_tenant_id_is_registered() {
+    let Some(test_db) = postgres().await else {
+        return;
+    };
+    let mut tx = test_db.db.begin_system_read().await.expect("begin");
+    let unregistered: Vec<String> = with_conn!(&mut tx, |c| {
+        sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') \
+             AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid \
+                         AND a.attname = 'tenant_id' AND NOT a.attisdropped) \
+             AND c.oid NOT IN (SELECT relid::oid FROM tenantkit_tenant_tables) ORDER BY 1",
+        )
+        .fetch_all(c)
+        .await
+    })
+    .expect("query");
+    assert!(unregistered.is_empty(), "{unregistered:?}");
 }

@@ -50,7 +50,7 @@ pub use error::{Error, Result};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use files::{
     FileId, FileParent, FixedQuota, Limits, NewUpload, QuotaSource, Storage, StoredFile,
-    SweepReport, Upload, UploadId, UploadTicket, migrations,
+    SweepReport, Sweeper, SweeperStats, Upload, UploadId, UploadTicket, migrations,
 };
 pub use key::{ObjectId, ObjectKey, Sha256, UploadIntent};
 #[cfg(feature = "local")]

@@ -299,8 +299,99 @@ async fn a_sweep_racing_a_completion_leaves_no_file_without_bytes(fixture: Fixtu
     assert!(files.is_empty());
 }
 
+/// Three hours from now: past an upload's expiry plus the default grace period.
+fn three_hours_later() -> OffsetDateTime {
+    tenantkit_core::now() + Duration::hours(3)
+}
+
+/// `Sweeper::run` sweeps on its own, counts the expired upload and the orphan it removed in
+/// its stats handle (readable while it runs), and returns once its shutdown future completes.
+async fn the_sweeper_runs_until_shutdown_and_counts(fixture: Fixture) {
+    fixture.uploaded().await;
+    // An orphan: bytes no upload or file row names (written through a second upload's URL,
+    // whose row is then gone).
+    let orphan = fixture.uploaded().await;
+    {
+        let mut tx = fixture.test_db.db.begin_system().await.expect("tx");
+        with_conn!(&mut tx, |c| {
+            sqlx::query("DELETE FROM storage_uploads WHERE id = $1")
+                .bind(orphan)
+                .execute(c)
+                .await
+                .map(drop)
+        })
+        .expect("delete the row");
+        tx.commit().await.expect("commit");
+    }
+    let sweeper = tenantkit_storage::Sweeper::new(
+        fixture.storage.clone(),
+        std::time::Duration::from_millis(1),
+    )
+    .with_clock(three_hours_later);
+    let stats = sweeper.stats();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        sweeper
+            .run(async move {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        while stats.sweeps() < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("hang guard: two sweeps ran");
+    assert_eq!(
+        (stats.expired_uploads(), stats.orphans(), stats.failures()),
+        (1, 1, 0),
+        "the expired upload and the orphan, each once"
+    );
+    stop.send(()).expect("the sweeper is running");
+    tokio::time::timeout(std::time::Duration::from_secs(120), running)
+        .await
+        .expect("hang guard: run() returned after shutdown")
+        .expect("the sweeper task");
+    let listed = fixture.store.inner.list(None, 10).await.expect("list");
+    assert!(listed.is_empty(), "{listed:?}");
+}
+
+/// A sweep that fails is counted, and `run` carries on (and still stops on shutdown).
+async fn a_failed_sweep_is_counted(fixture: Fixture) {
+    let sweeper = tenantkit_storage::Sweeper::new(
+        fixture.storage.clone(),
+        std::time::Duration::from_millis(1),
+    );
+    let stats = sweeper.stats();
+    fixture.test_db.db.close().await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        sweeper
+            .run(async move {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        while stats.failures() < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("hang guard: failed sweeps were counted");
+    assert_eq!(stats.sweeps(), 0);
+    stop.send(()).expect("the sweeper is running");
+    tokio::time::timeout(std::time::Duration::from_secs(120), running)
+        .await
+        .expect("hang guard: run() returned after shutdown")
+        .expect("the sweeper task");
+}
+
 tenantkit_core::backend_tests!(
     fixture = fixture;
     a_mismatch_after_completion_keeps_the_file_bytes,
-    a_sweep_racing_a_completion_leaves_no_file_without_bytes
+    a_sweep_racing_a_completion_leaves_no_file_without_bytes,
+    the_sweeper_runs_until_shutdown_and_counts, a_failed_sweep_is_counted
 );

@@ -99,23 +99,24 @@ async fn jwks_is_public_cached_and_verifies_issued_tokens(server: TestServer) {
     );
     assert!(key.get("d").is_none(), "no private key material");
 
-    // A third party can verify our tokens with nothing but the JWKS.
-    let verifier_key =
-        tenantkit_auth::VerifyingKey::from_jwk(&serde_json::from_value(key.clone()).expect("jwk"))
-            .expect("key");
-    let signer = SigningKey::generate_ed25519().expect("unused signer");
+    // A third party can verify our tokens with nothing but the JWKS (no private key).
     let verifier = AccessTokens::new(
-        KeySet::new(signer).with_verifier(verifier_key),
+        KeySet::from_jwks_value(&jwks).expect("jwks"),
         server.tokens.config().clone(),
     );
-    let token = server
+    assert!(verifier.keys().is_verify_only());
+    let issued = server
         .tokens
         .issue(&server.world.a.principal)
-        .expect("issue")
-        .token;
+        .expect("issue");
     assert_eq!(
-        verifier.verify(&token).expect("verify"),
-        server.world.a.principal
+        verifier.verify(&issued.token).expect("verify"),
+        server
+            .world
+            .a
+            .principal
+            .clone()
+            .with_expires_at(issued.expires_at)
     );
 }
 

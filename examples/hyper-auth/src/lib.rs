@@ -3,6 +3,11 @@
 //!
 //! - `GET /hello` needs any valid access token and greets the verified caller;
 //! - `GET /admin` also needs the `manage_members` permission (admins and owners).
+//!
+//! The layers need an [`AccessTokens`] and nothing else: no refresh secret, no session store,
+//! no database. Over a verify-only key set ([`tenantkit_auth::KeySet::from_jwks`], or
+//! [`tenantkit_auth::VerifyingKey::from_public_pem`] keys) the server verifies another
+//! service's tokens holding its public keys only.
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -360,8 +360,14 @@ impl Server {
     ) -> Result<(), ServerError> {
         let db = self.state.db.clone();
         tracing::info!(address = %listener.local_addr()?, "listening");
-        let sweeper = spawn_sweeper(self.state.storage.clone(), self.config.storage_sweep_secs);
-        let billing_worker = spawn_billing_worker(&self.state, self.config.billing_lease_secs);
+        let (stop_background, background) = tokio::sync::watch::channel(false);
+        let sweeper = spawn_sweeper(
+            self.state.storage.clone(),
+            self.config.storage_sweep_secs,
+            background.clone(),
+        );
+        let billing_worker =
+            spawn_billing_worker(&self.state, self.config.billing_lease_secs, background);
         let router = app(self.state, &self.config);
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(hyper_util::rt::TokioTimer::new())
@@ -462,67 +468,50 @@ impl Server {
             let _ = closing.send(true);
             let _ = connections.acquire_many(all).await;
         }
-        if let Some(sweeper) = sweeper {
-            sweeper.abort();
+        // The worker finishes the event in flight and the sweeper stops, within the grace
+        // period; past it they are aborted: an event in flight is then rolled back with its
+        // transaction and reclaimed after its lease by the next start (nothing acknowledged
+        // is lost), and an interrupted sweep leaves at most an orphan the next one removes.
+        let _ = stop_background.send(true);
+        for mut task in sweeper.into_iter().chain([billing_worker]) {
+            if tokio::time::timeout(grace, &mut task).await.is_err() {
+                tracing::warn!("a background task outlived the shutdown grace period; aborting it");
+                task.abort();
+                let _ = task.await;
+            }
         }
-        // An event in flight is rolled back with its transaction and reclaimed after its
-        // lease by the next start: nothing acknowledged is lost.
-        billing_worker.abort();
         db.close().await;
         tracing::info!("stopped");
         Ok(())
     }
 }
 
-/// Handles stored Stripe events: subscription state, the tenant's plan (audited).
-fn spawn_billing_worker(state: &AppState, lease_secs: u64) -> tokio::task::JoinHandle<()> {
+/// Handles stored Stripe events (subscription state, the tenant's plan, audited) until
+/// `stop` changes.
+fn spawn_billing_worker(
+    state: &AppState,
+    lease_secs: u64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     let mut worker = tenantkit_billing::Worker::new(
         state.db.clone(),
         tenantkit_billing::SubscriptionHandler::router(state.plans.plans().clone()),
     );
     worker.lease = time::Duration::seconds(i64::try_from(lease_secs.max(1)).unwrap_or(60));
-    tokio::spawn(async move {
-        loop {
-            match worker.run_once(tenantkit_core::now()).await {
-                Ok(tenantkit_billing::Outcome::Idle) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                }
-                Ok(_) => {}
-                Err(err) => {
-                    tracing::warn!(error = %err, "billing worker failed; retrying");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                }
-            }
-        }
-    })
+    tokio::spawn(async move { worker.run(async move { drop(stop.changed().await) }).await })
 }
 
-/// Sweeps expired uploads and orphaned objects every `secs` seconds (never when 0).
+/// Sweeps expired uploads and orphaned objects every `secs` seconds (never when 0) until
+/// `stop` changes.
 fn spawn_sweeper(
     storage: tenantkit_storage::Storage,
     secs: u64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    if secs == 0 {
-        return None;
-    }
-    Some(tokio::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(secs));
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            every.tick().await;
-            match storage.sweep(tenantkit_core::now()).await {
-                Ok(report) if report.expired_uploads + report.orphans > 0 => {
-                    tracing::info!(
-                        expired_uploads = report.expired_uploads,
-                        orphans = report.orphans,
-                        "storage swept"
-                    );
-                }
-                Ok(_) => {}
-                Err(err) => tracing::warn!(error = %err, "storage sweep failed"),
-            }
-        }
-    }))
+    let sweeper = tenantkit_storage::Sweeper::new(storage, std::time::Duration::from_secs(secs));
+    (secs > 0).then(|| {
+        tokio::spawn(async move { sweeper.run(async move { drop(stop.changed().await) }).await })
+    })
 }
 
 /// Runs the server as configured until `shutdown`: data folder, database, migrations, listen,

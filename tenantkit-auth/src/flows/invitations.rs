@@ -10,7 +10,7 @@ use tenantkit_core::{
 use time::OffsetDateTime;
 
 use super::{AuthFlows, TokenPair, event};
-use crate::{Attempt, Error, Message, OneTimeToken, Password, Result};
+use crate::{Attempt, AuthMethods, Error, Message, OneTimeToken, Password, Result};
 
 const INVITATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -286,9 +286,12 @@ impl AuthFlows {
         );
         tx.audit(entry).await?;
         tx.commit().await?;
+        // A new account proved its password here; a signed-in caller keeps how its own
+        // session signed in (its verified token's amr).
+        let amr = caller.map_or_else(AuthMethods::password, |c| AuthMethods::new(c.amr()));
         let (session, refresh) = self
             .sessions
-            .start(user.id, invitation.tenant_id, user.credentials_epoch)
+            .start_signed_in(user.id, invitation.tenant_id, user.credentials_epoch, amr)
             .await?;
         let tokens = self.token_pair(&session, invitation.role, &refresh)?;
         Ok(Joined {

@@ -4,8 +4,7 @@
 use tenantkit_core::{ClientInfo, Membership, Permission, Principal, Role, TenantScope, UserId};
 
 use super::{AuthFlows, event};
-use crate::Result;
-use crate::store::sessions::revoke_sessions;
+use crate::{Result, RevocationScope};
 
 impl AuthFlows {
     /// Changes `user`'s role, as `principal` (whose current role is read from the database).
@@ -36,9 +35,15 @@ impl AuthFlows {
         tx.audit(entry).await?;
         if membership.role < previous {
             // A demotion takes effect now, not when the member's access token expires.
-            let tenant = Some(principal.tenant_id());
+            let scope = RevocationScope::User {
+                user,
+                tenant: Some(principal.tenant_id()),
+                except: None,
+            };
             let now = self.sessions.now();
-            revoke_sessions(&mut tx, user, None, tenant, now, "demoted").await?;
+            (self.sessions.revocations())
+                .revoke_in(&mut tx, scope, "demoted", now)
+                .await?;
         }
         tx.commit().await?;
         Ok(membership)
@@ -68,9 +73,15 @@ impl AuthFlows {
         )
         .details(serde_json::json!({ "role": removed.role }));
         tx.audit(entry).await?;
-        let tenant = Some(principal.tenant_id());
+        let scope = RevocationScope::User {
+            user,
+            tenant: Some(principal.tenant_id()),
+            except: None,
+        };
         let now = self.sessions.now();
-        revoke_sessions(&mut tx, user, None, tenant, now, "removed").await?;
+        (self.sessions.revocations())
+            .revoke_in(&mut tx, scope, "removed", now)
+            .await?;
         tx.commit().await?;
         Ok(removed)
     }

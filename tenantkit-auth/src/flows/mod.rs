@@ -232,7 +232,9 @@ impl AuthFlows {
             role,
             Vec::<String>::new(),
             session.id,
-        );
+        )
+        // How the session signed in, kept through every refresh and tenant switch.
+        .with_amr(session.amr.as_slice().to_vec());
         let access = self.tokens.issue(&principal)?;
         Ok(TokenPair {
             access_token: access.token,

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use tenantkit_core::{
     ClientInfo, Email, Error as CoreError, NewTenant, NewUser, Role, Slug, TenantId, TenantScope,
-    UserId, with_conn,
+    UserId,
 };
 
 use super::{AuthFlows, event};
@@ -74,17 +74,10 @@ impl AuthFlows {
             .delete_tenant(event(client, "tenant.deleted", None, "tenant", tenant.id))
             .await?;
         // The tenant's sessions are its rows: they end in the same transaction.
-        with_conn!(&mut tx, |c| {
-            sqlx::query(
-                "UPDATE sessions SET revoked_at = $1, revoked_reason = 'tenant_deleted' \
-                 WHERE tenant_id = $2 AND revoked_at IS NULL",
-            )
-            .bind(tenantkit_core::now())
-            .bind(tenant.id)
-            .execute(c)
-            .await
-            .map(drop)
-        })?;
+        let scope = crate::RevocationScope::Tenant(tenant.id);
+        (self.sessions.revocations())
+            .revoke_in(&mut tx, scope, "tenant_deleted", self.sessions.now())
+            .await?;
         tx.commit().await?;
         tracing::info!(tenant = %tenant.id, "tenant deleted");
         Ok(deleted)

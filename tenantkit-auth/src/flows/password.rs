@@ -4,7 +4,7 @@ use serde::Deserialize;
 use tenantkit_core::{ClientInfo, Email, Error as CoreError, Principal};
 
 use super::{AuthFlows, event};
-use crate::store::sessions::{restamp, revoke_sessions};
+use crate::store::sessions::restamp;
 use crate::store::{TokenPurpose, mail_tokens};
 use crate::{Attempt, OneTimeToken, Password, Result, Verification};
 
@@ -104,15 +104,15 @@ impl AuthFlows {
         tx.set_password_hash(user.id, &hash).await?;
         let epoch = tx.bump_credentials_epoch(user.id).await?;
         restamp(&mut tx, principal.session_id(), epoch).await?;
-        let revoked = revoke_sessions(
-            &mut tx,
-            user.id,
-            Some(principal.session_id()),
-            None,
-            self.sessions.now(),
-            "password_changed",
-        )
-        .await?;
+        let scope = crate::RevocationScope::User {
+            user: user.id,
+            tenant: None,
+            except: Some(principal.session_id()),
+        };
+        let revoked = (self.sessions.revocations())
+            .revoke_in(&mut tx, scope, "password_changed", self.sessions.now())
+            .await?
+            .len() as u64;
         let entry = event(
             client,
             "auth.password_changed",
@@ -206,7 +206,15 @@ impl AuthFlows {
         // address claims an account someone else registered for it: the other party's
         // password and sessions die here.
         tx.mark_email_verified(user, now).await?;
-        let revoked = revoke_sessions(&mut tx, user, None, None, now, "password_reset").await?;
+        let scope = crate::RevocationScope::User {
+            user,
+            tenant: None,
+            except: None,
+        };
+        let revoked = (self.sessions.revocations())
+            .revoke_in(&mut tx, scope, "password_reset", now)
+            .await?
+            .len() as u64;
         for membership in &tenants {
             let entry = event(client, "auth.password_reset", Some(user), "user", user)
                 .details(serde_json::json!({ "sessions_revoked": revoked }));

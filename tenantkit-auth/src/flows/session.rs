@@ -8,8 +8,7 @@ use tenantkit_core::{
 
 use super::{AuthFlows, TokenPair, event};
 use crate::store::TokenPurpose;
-use crate::store::sessions::revoke_sessions;
-use crate::{Attempt, Error, Password, RefreshToken, Result, Verification};
+use crate::{Attempt, AuthMethods, Error, Password, RefreshToken, Result, Verification};
 
 /// A new tenant with the new user as its owner.
 #[derive(Debug, Deserialize)]
@@ -178,7 +177,12 @@ impl AuthFlows {
         }
         let (session, refresh) = self
             .sessions
-            .start(user.id, tenant.id, user.credentials_epoch)
+            .start_signed_in(
+                user.id,
+                tenant.id,
+                user.credentials_epoch,
+                AuthMethods::password(),
+            )
             .await?;
         let tokens = self.token_pair(&session, Role::Owner, &refresh)?;
         Ok(SignupOutcome::SignedIn(Box::new(SignedUp {
@@ -289,7 +293,12 @@ impl AuthFlows {
         // everywhere" that happened meanwhile leaves no session behind.
         let (session, refresh) = match self
             .sessions
-            .start(user.id, membership.tenant_id, user.credentials_epoch)
+            .start_signed_in(
+                user.id,
+                membership.tenant_id,
+                user.credentials_epoch,
+                AuthMethods::password(),
+            )
             .await
         {
             Err(Error::CredentialsChanged) => return Err(Error::InvalidCredentials),
@@ -397,8 +406,15 @@ impl AuthFlows {
         // ends, and the audit entry is written, or none of it.
         let mut tx = self.db.begin_system().await?;
         tx.bump_credentials_epoch(user).await?;
-        let revoked =
-            revoke_sessions(&mut tx, user, None, None, self.sessions.now(), "logout_all").await?;
+        let scope = crate::RevocationScope::User {
+            user,
+            tenant: None,
+            except: None,
+        };
+        let revoked = (self.sessions.revocations())
+            .revoke_in(&mut tx, scope, "logout_all", self.sessions.now())
+            .await?
+            .len() as u64;
         let entry = event(client, "auth.logout_all", Some(user), "user", user)
             .details(serde_json::json!({ "sessions_revoked": revoked }));
         tx.audit_in(principal.tenant_id(), entry).await?;
@@ -437,14 +453,10 @@ impl AuthFlows {
             .session(principal.session_id())
             .await?
             .ok_or(Error::InvalidToken("session is over"))?;
+        // Same user, epoch and sign-in methods; ends no later than the parent.
         let (session, refresh) = self
             .sessions
-            .start_until(
-                principal.user_id(),
-                membership.tenant_id,
-                parent.credentials_epoch,
-                Some(parent.expires_at),
-            )
+            .start_derived(&parent, membership.tenant_id)
             .await?;
         let entry = event(
             client,

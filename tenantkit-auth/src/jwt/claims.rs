@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The JWT claims tenantkit issues: who (`sub`), where (`tid`, `role`), what (`scope`), which
-/// session (`sid`), and the standard `iss`, `aud`, `jti`, `iat`, `nbf`, `exp`.
+/// session (`sid`), how its sign-in authenticated (`amr`), and the standard `iss`, `aud`, `jti`, `iat`, `nbf`, `exp`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessClaims {
     /// Issuer.
@@ -21,6 +21,10 @@ pub struct AccessClaims {
     pub scope: String,
     /// The session (refresh-token family) id.
     pub sid: String,
+    /// How the session's sign-in authenticated (RFC 8176 values such as `"pwd"`); omitted
+    /// when empty, and empty for a token without it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
     /// A unique token id.
     pub jti: String,
     /// Issued at (seconds since the epoch).

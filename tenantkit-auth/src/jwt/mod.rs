@@ -58,6 +58,8 @@ pub struct IssuedToken {
     pub expires_in: u64,
     /// Its `jti`.
     pub jti: String,
+    /// When it expires (its `exp`): the [`Principal::expires_at`] of whoever presents it.
+    pub expires_at: time::OffsetDateTime,
 }
 
 impl fmt::Debug for IssuedToken {
@@ -66,6 +68,7 @@ impl fmt::Debug for IssuedToken {
             .field("token", &"..")
             .field("expires_in", &self.expires_in)
             .field("jti", &self.jti)
+            .field("expires_at", &self.expires_at)
             .finish()
     }
 }
@@ -213,11 +216,17 @@ impl AccessTokens {
         self.verified.len()
     }
 
-    /// Issues a token for `principal`.
+    /// Issues a token for `principal`, carrying its [`Principal::amr`] (how its session
+    /// signed in). Its [`Principal::expires_at`] is not read: every token lives
+    /// [`JwtConfig::ttl`].
     ///
     /// # Errors
-    /// [`Error::Key`] when signing fails.
+    /// [`Error::Key`] when the key set only verifies, or signing fails.
     pub fn issue(&self, principal: &Principal) -> Result<IssuedToken> {
+        let keys = self.keys();
+        let signing = keys.signing().ok_or_else(|| {
+            Error::Key("this key set only verifies (it holds public keys); it cannot issue".into())
+        })?;
         let now = self.clock.now().unix_timestamp();
         let ttl = self.config.ttl.as_secs();
         let jti = uuid::Uuid::now_v7().to_string();
@@ -229,13 +238,14 @@ impl AccessTokens {
             role: principal.role().to_string(),
             scope: principal.scopes().collect::<Vec<_>>().join(" "),
             sid: principal.session_id().to_string(),
+            amr: principal.amr().to_vec(),
             jti: jti.clone(),
             iat: now,
             nbf: now,
             exp: now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)),
         };
-        let keys = self.keys();
-        let signing = keys.signing();
+        let expires_at = time::OffsetDateTime::from_unix_timestamp(claims.exp)
+            .map_err(|_| Error::Key("the token lifetime is out of range".into()))?;
         let mut header = jsonwebtoken::Header::new(signing.algorithm().jwt());
         header.kid = Some(signing.kid().to_owned());
         header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
@@ -245,10 +255,12 @@ impl AccessTokens {
             token,
             expires_in: ttl,
             jti,
+            expires_at,
         })
     }
 
-    /// Verifies a token and returns the caller it proves.
+    /// Verifies a token and returns the caller it proves, with the token's `amr`
+    /// ([`Principal::amr`]) and `exp` ([`Principal::expires_at`]).
     ///
     /// The key is chosen by `kid` and its own algorithm is required: the algorithm named in
     /// the token header is never trusted (no `none`, no RS/HS confusion).
@@ -339,6 +351,10 @@ fn principal_from(claims: AccessClaims) -> Result<Principal> {
         .role
         .parse()
         .map_err(|_| Error::InvalidToken("malformed claims"))?;
+    let expires_at = time::OffsetDateTime::from_unix_timestamp(claims.exp)
+        .map_err(|_| Error::InvalidToken("malformed claims"))?;
     let scopes = claims.scope.split_whitespace().map(str::to_owned);
-    Ok(Principal::new(user, tenant, role, scopes, session))
+    Ok(Principal::new(user, tenant, role, scopes, session)
+        .with_amr(claims.amr)
+        .with_expires_at(expires_at))
 }

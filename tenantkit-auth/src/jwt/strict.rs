@@ -5,13 +5,15 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tenantkit_core::{Clock, Principal, Role, SessionId, SystemClock};
+use tenantkit_core::{Clock, Principal, Role, SessionId, SystemClock, TenantId, UserId};
 use time::OffsetDateTime;
+use tokio::sync::broadcast;
 
-use crate::Result;
+use crate::{Result, Revocation, Revocations};
 
 /// The future of a [`SessionCheck`].
 pub type CheckFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
@@ -42,14 +44,30 @@ pub trait SessionCheck: fmt::Debug + Send + Sync + 'static {
 
 /// A [`SessionCheck`] with a short-lived, bounded cache in front, so the check costs one
 /// lookup per session per `ttl` rather than one per request. A revocation, removal or role
-/// change therefore takes effect within `ttl` (5 seconds by default, and never more).
+/// change therefore takes effect within `ttl` (5 seconds by default, and never more), and at
+/// once when the cache listens to the revocations
+/// ([`CachedSessionCheck::with_revocations`]).
 #[derive(Clone)]
 pub struct CachedSessionCheck {
     inner: Arc<dyn SessionCheck>,
     ttl: Duration,
     capacity: usize,
     clock: Arc<dyn Clock>,
-    cache: Arc<Mutex<HashMap<SessionId, (SessionState, OffsetDateTime)>>>,
+    cache: Arc<Mutex<HashMap<SessionId, Cached>>>,
+    /// The revocations heard, drained before every lookup.
+    heard: Option<Arc<Mutex<broadcast::Receiver<Arc<Revocation>>>>>,
+    /// Bumped by every revocation heard: an answer read while one arrived is not cached.
+    generation: Arc<AtomicU64>,
+}
+
+/// A cached answer: the state, when it was read, and whose session it is (a revocation may
+/// name a user or a tenant rather than sessions).
+#[derive(Debug, Clone, Copy)]
+struct Cached {
+    state: SessionState,
+    at: OffsetDateTime,
+    user: UserId,
+    tenant: TenantId,
 }
 
 impl fmt::Debug for CachedSessionCheck {
@@ -83,6 +101,51 @@ impl CachedSessionCheck {
             capacity: 100_000,
             clock,
             cache: Arc::default(),
+            heard: None,
+            generation: Arc::default(),
+        }
+    }
+
+    /// Listens to `revocations`: a cached answer about a session a revocation covers is
+    /// forgotten before the next check, so a revoked session's tokens are refused at once,
+    /// not after the TTL. Messages are read at the start of each check (no task of its own);
+    /// when more arrived than the bus holds, the whole cache is forgotten.
+    ///
+    /// Use the [`Revocations`] the flows use ([`crate::RefreshSessions::revocations`]).
+    #[must_use]
+    pub fn with_revocations(mut self, revocations: &Revocations) -> Self {
+        self.heard = Some(Arc::new(Mutex::new(revocations.subscribe())));
+        self
+    }
+
+    /// Applies the revocations heard since the last check.
+    fn drain(&self) {
+        let Some(heard) = &self.heard else {
+            return;
+        };
+        let mut heard = heard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            match heard.try_recv() {
+                Ok(revocation) => {
+                    self.generation.fetch_add(1, Ordering::SeqCst);
+                    self.lock().retain(|session, cached| {
+                        !revocation.covers(*session, cached.user, cached.tenant)
+                    });
+                }
+                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "the session cache fell behind the revocations; forgetting every answer"
+                    );
+                    self.generation.fetch_add(1, Ordering::SeqCst);
+                    self.lock().clear();
+                }
+                Err(
+                    broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed,
+                ) => break,
+            }
         }
     }
 
@@ -91,33 +154,44 @@ impl CachedSessionCheck {
     /// # Errors
     /// The underlying check's errors.
     pub async fn check(&self, principal: &Principal) -> Result<SessionState> {
+        self.drain();
         let now = self.clock.now();
         let session = principal.session_id();
-        if let Some((state, at)) = self.lock().get(&session).copied()
+        if let Some(Cached { state, at, .. }) = self.lock().get(&session).copied()
             && now - at < self.ttl
             && now >= at
         {
             return Ok(state);
         }
+        let generation = self.generation.load(Ordering::SeqCst);
         let state = self.inner.check(principal).await?;
-        if !self.ttl.is_zero() {
+        // A revocation heard while the check ran may postdate what it read: answer it, but do
+        // not keep it.
+        self.drain();
+        if !self.ttl.is_zero() && self.generation.load(Ordering::SeqCst) == generation {
             let mut cache = self.lock();
             if cache.len() >= self.capacity {
                 // Bounded memory: drop stale entries, and everything if that is not enough.
                 let ttl = self.ttl;
-                cache.retain(|_, (_, at)| now - *at < ttl);
+                cache.retain(|_, cached| now - cached.at < ttl);
                 if cache.len() >= self.capacity {
                     cache.clear();
                 }
             }
-            cache.insert(session, (state, now));
+            cache.insert(
+                session,
+                Cached {
+                    state,
+                    at: now,
+                    user: principal.user_id(),
+                    tenant: principal.tenant_id(),
+                },
+            );
         }
         Ok(state)
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<SessionId, (SessionState, OffsetDateTime)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Cached>> {
         self.cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -14,7 +14,7 @@ use rand_core::RngCore as _;
 use sha2::{Digest, Sha256};
 use tenantkit_core::{Clock, SessionId, SystemClock, TenantId, UserId};
 
-pub use records::{RefreshTokenRecord, SessionRecord};
+pub use records::{AuthMethods, RefreshTokenRecord, SessionRecord};
 pub use store::{MemorySessionStore, SessionStore};
 
 use crate::{Error, Result};
@@ -82,6 +82,7 @@ pub struct RefreshSessions<S> {
     secret: Arc<[u8]>,
     config: RefreshConfig,
     clock: Arc<dyn Clock>,
+    revocations: crate::Revocations,
 }
 
 impl<S> Clone for RefreshSessions<S> {
@@ -91,6 +92,7 @@ impl<S> Clone for RefreshSessions<S> {
             secret: self.secret.clone(),
             config: self.config.clone(),
             clock: self.clock.clone(),
+            revocations: self.revocations.clone(),
         }
     }
 }
@@ -136,7 +138,33 @@ impl<S: SessionStore> RefreshSessions<S> {
             secret: secret.into(),
             config,
             clock,
+            revocations: crate::Revocations::in_process(),
         })
+    }
+
+    /// Publishes every revocation on `revocations` (by default an in-process bus of this
+    /// instance's own; share one with [`crate::CachedSessionCheck::with_revocations`], or
+    /// give a bus that reaches other instances).
+    #[must_use]
+    pub fn with_revocations(mut self, revocations: crate::Revocations) -> Self {
+        self.revocations = revocations;
+        self
+    }
+
+    /// Where revocations are written and published: every revocation of these sessions and
+    /// of the flows over them goes through it.
+    pub fn revocations(&self) -> &crate::Revocations {
+        &self.revocations
+    }
+
+    /// Publishes a revocation the store has committed.
+    fn published(&self, scope: crate::RevocationScope, sessions: Vec<SessionId>, reason: &str) {
+        self.revocations.publish(crate::Revocation::new(
+            scope,
+            sessions,
+            reason,
+            self.clock.now(),
+        ));
     }
 
     /// The store.
@@ -154,8 +182,10 @@ impl<S: SessionStore> RefreshSessions<S> {
         self.clock.now()
     }
 
-    /// Starts a session for `user` in `tenant` (a login) and returns its first token.
-    /// `credentials_epoch` is the user's epoch as read when the login began.
+    /// Starts a session for `user` in `tenant` and returns its first token, with no
+    /// authentication methods recorded (its tokens carry no `amr`); a sign-in uses
+    /// [`RefreshSessions::start_signed_in`]. `credentials_epoch` is the user's epoch as read
+    /// when the login began.
     ///
     /// # Errors
     /// [`Error::CredentialsChanged`] when the user's epoch moved on since (a password reset
@@ -167,12 +197,38 @@ impl<S: SessionStore> RefreshSessions<S> {
         tenant: TenantId,
         credentials_epoch: i64,
     ) -> Result<(SessionRecord, RefreshToken)> {
-        self.start_until(user, tenant, credentials_epoch, None)
+        self.start_session(
+            user,
+            tenant,
+            credentials_epoch,
+            None,
+            AuthMethods::default(),
+        )
+        .await
+    }
+
+    /// Starts a session for a sign-in that authenticated with `amr` (for a password sign-in
+    /// [`AuthMethods::password`]): every access token of the session, through every refresh,
+    /// carries them.
+    ///
+    /// # Errors
+    /// As [`RefreshSessions::start`].
+    #[tracing::instrument(skip_all, fields(user = %user, tenant = %tenant))]
+    pub async fn start_signed_in(
+        &self,
+        user: UserId,
+        tenant: TenantId,
+        credentials_epoch: i64,
+        amr: AuthMethods,
+    ) -> Result<(SessionRecord, RefreshToken)> {
+        self.start_session(user, tenant, credentials_epoch, None, amr)
             .await
     }
 
     /// Starts a session derived from another one (a tenant switch): it ends no later than
     /// `not_after`, so chaining sessions never extends the absolute expiry of the first login.
+    /// It records no authentication methods; [`RefreshSessions::start_derived`] keeps the
+    /// parent's.
     ///
     /// # Errors
     /// As [`RefreshSessions::start`].
@@ -183,11 +239,51 @@ impl<S: SessionStore> RefreshSessions<S> {
         credentials_epoch: i64,
         not_after: Option<time::OffsetDateTime>,
     ) -> Result<(SessionRecord, RefreshToken)> {
+        self.start_session(
+            user,
+            tenant,
+            credentials_epoch,
+            not_after,
+            AuthMethods::default(),
+        )
+        .await
+    }
+
+    /// Starts a session in `tenant` derived from `parent` (a tenant switch): same user, same
+    /// credentials epoch, the same authentication methods (the sign-in is the parent's), and
+    /// ending no later than the parent.
+    ///
+    /// # Errors
+    /// As [`RefreshSessions::start`].
+    pub async fn start_derived(
+        &self,
+        parent: &SessionRecord,
+        tenant: TenantId,
+    ) -> Result<(SessionRecord, RefreshToken)> {
+        self.start_session(
+            parent.user_id,
+            tenant,
+            parent.credentials_epoch,
+            Some(parent.expires_at),
+            parent.amr.clone(),
+        )
+        .await
+    }
+
+    async fn start_session(
+        &self,
+        user: UserId,
+        tenant: TenantId,
+        credentials_epoch: i64,
+        not_after: Option<time::OffsetDateTime>,
+        amr: AuthMethods,
+    ) -> Result<(SessionRecord, RefreshToken)> {
         let now = self.clock.now();
         let absolute = now + self.config.absolute;
         let expires_at = not_after.map_or(absolute, |cap| cap.min(absolute));
         let session = SessionRecord::new(user, tenant, now, expires_at)
-            .with_credentials_epoch(credentials_epoch);
+            .with_credentials_epoch(credentials_epoch)
+            .with_amr(amr);
         let token = RefreshToken::generate();
         if !self.store.create(&session, &token.hash()).await? {
             return Err(Error::CredentialsChanged);
@@ -258,6 +354,11 @@ impl<S: SessionStore> RefreshSessions<S> {
         }
         // Reuse of a rotated token: someone holds a copy. Kill the whole family.
         self.store.revoke(session.id, now, REASON_REUSE).await?;
+        self.published(
+            crate::RevocationScope::Session(session.id),
+            vec![session.id],
+            REASON_REUSE,
+        );
         tracing::warn!(session = %session.id, user = %session.user_id, "refresh token reuse detected; session revoked");
         Err(Error::RefreshTokenReused {
             session: session.id,
@@ -277,6 +378,11 @@ impl<S: SessionStore> RefreshSessions<S> {
                 self.store
                     .revoke(session.id, self.clock.now(), "logout")
                     .await?;
+                self.published(
+                    crate::RevocationScope::Session(session.id),
+                    vec![session.id],
+                    "logout",
+                );
                 Ok(Some(session))
             }
             None => Ok(None),
@@ -288,9 +394,17 @@ impl<S: SessionStore> RefreshSessions<S> {
     /// # Errors
     /// Storage errors.
     pub async fn revoke_user(&self, user: UserId, reason: &str) -> Result<u64> {
-        self.store
+        let revoked = self
+            .store
             .revoke_user(user, None, None, self.clock.now(), reason)
-            .await
+            .await?;
+        let scope = crate::RevocationScope::User {
+            user,
+            tenant: None,
+            except: None,
+        };
+        self.published(scope, Vec::new(), reason);
+        Ok(revoked)
     }
 
     /// Revokes every session of `user` in `tenant` (demoted or removed there).
@@ -303,9 +417,17 @@ impl<S: SessionStore> RefreshSessions<S> {
         tenant: TenantId,
         reason: &str,
     ) -> Result<u64> {
-        self.store
+        let revoked = self
+            .store
             .revoke_user(user, None, Some(tenant), self.clock.now(), reason)
-            .await
+            .await?;
+        let scope = crate::RevocationScope::User {
+            user,
+            tenant: Some(tenant),
+            except: None,
+        };
+        self.published(scope, Vec::new(), reason);
+        Ok(revoked)
     }
 
     /// Whether a session is over: revoked, expired (absolutely or idle) or unknown.
@@ -343,9 +465,17 @@ impl<S: SessionStore> RefreshSessions<S> {
         keep: SessionId,
         reason: &str,
     ) -> Result<u64> {
-        self.store
+        let revoked = self
+            .store
             .revoke_user(user, Some(keep), None, self.clock.now(), reason)
-            .await
+            .await?;
+        let scope = crate::RevocationScope::User {
+            user,
+            tenant: None,
+            except: Some(keep),
+        };
+        self.published(scope, Vec::new(), reason);
+        Ok(revoked)
     }
 
     /// The successor of a token: a keyed hash of it, so every request presenting the same

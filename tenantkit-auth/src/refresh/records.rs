@@ -25,6 +25,9 @@ pub struct SessionRecord {
     /// Its user's credentials epoch when it was created: a session is only made while this is
     /// still the user's epoch, and stops refreshing once the epoch moves on.
     pub credentials_epoch: i64,
+    /// How its sign-in authenticated; every access token of the session carries these.
+    #[sqlx(try_from = "String")]
+    pub amr: AuthMethods,
 }
 
 impl SessionRecord {
@@ -45,7 +48,14 @@ impl SessionRecord {
             expires_at,
             revoked_at: None,
             credentials_epoch: 0,
+            amr: AuthMethods::default(),
         }
+    }
+
+    /// The same session, signed in with `amr`.
+    pub fn with_amr(mut self, amr: AuthMethods) -> Self {
+        self.amr = amr;
+        self
     }
 
     /// The same session, made under the user's credentials epoch `epoch`.
@@ -66,4 +76,69 @@ pub struct RefreshTokenRecord {
     pub created_at: OffsetDateTime,
     /// When it was exchanged for its successor, if it was.
     pub rotated_at: Option<OffsetDateTime>,
+}
+
+/// How a sign-in authenticated: RFC 8176 `amr` values (see [`tenantkit_core::amr`]), kept
+/// with the session and copied into each of its access tokens. No duplicates, no empty
+/// values, no whitespace inside a value (a value given with whitespace counts as several:
+/// sessions store them space-separated).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct AuthMethods(Vec<String>);
+
+impl AuthMethods {
+    /// The methods `methods`, in order, without duplicates.
+    pub fn new<I>(methods: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let mut out: Vec<String> = Vec::new();
+        for method in methods {
+            for value in method.as_ref().split_whitespace() {
+                if !out.iter().any(|m| m == value) {
+                    out.push(value.to_owned());
+                }
+            }
+        }
+        Self(out)
+    }
+
+    /// A password sign-in: `["pwd"]`.
+    pub fn password() -> Self {
+        Self::new([tenantkit_core::amr::PASSWORD])
+    }
+
+    /// The values.
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+
+    /// Whether `method` is among them (compared exactly).
+    pub fn contains(&self, method: &str) -> bool {
+        self.0.iter().any(|m| m == method)
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The values, space-separated, as the session stores keep them.
+    pub fn to_column(&self) -> String {
+        self.0.join(" ")
+    }
+}
+
+impl From<String> for AuthMethods {
+    /// From the stored, space-separated form.
+    fn from(column: String) -> Self {
+        Self::new(column.split_whitespace())
+    }
+}
+
+impl From<AuthMethods> for Vec<String> {
+    fn from(methods: AuthMethods) -> Self {
+        methods.0
+    }
 }

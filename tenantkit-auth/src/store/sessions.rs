@@ -11,21 +11,24 @@ use tenantkit_core::{
 };
 use time::OffsetDateTime;
 
-use crate::Result;
 use crate::refresh::{RefreshTokenRecord, SessionRecord, SessionStore};
+use crate::{Result, RevocationScope};
 
 const SESSION_COLUMNS: &str = "s.id, s.user_id, s.tenant_id, s.created_at, s.last_used_at, \
-                               s.expires_at, s.revoked_at, s.credentials_epoch";
+                               s.expires_at, s.revoked_at, s.credentials_epoch, s.amr";
 
 /// The session's columns besides its id and `last_used_at`, which SQLite's `RETURNING` of an
 /// update of `refresh_tokens` reaches through one scalar subquery each, by primary key.
-const SESSION_OTHER_COLUMNS: [&str; 6] = [
+/// A rotation never changes `amr`: the successor token belongs to the same session row, so
+/// the session answered (and every access token issued from it) keeps the sign-in's methods.
+const SESSION_OTHER_COLUMNS: [&str; 7] = [
     "user_id",
     "tenant_id",
     "created_at",
     "expires_at",
     "revoked_at",
     "credentials_epoch",
+    "amr",
 ];
 
 /// The token is unrotated (the guard that makes one winner among concurrent refreshes:
@@ -79,8 +82,8 @@ impl SessionStore for Database {
             // password reset during a slow login leaves no session behind.
             let created = sqlx::query(
                 "INSERT INTO sessions (id, user_id, tenant_id, created_at, last_used_at, \
-                 expires_at, credentials_epoch) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS \
+                 expires_at, credentials_epoch, amr) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE EXISTS \
                  (SELECT 1 FROM users u WHERE u.id = $2 AND u.credentials_epoch = $7)",
             )
             .bind(session.id)
@@ -90,6 +93,7 @@ impl SessionStore for Database {
             .bind(session.last_used_at)
             .bind(session.expires_at)
             .bind(session.credentials_epoch)
+            .bind(session.amr.to_column())
             .execute(&mut *c)
             .await?
             .rows_affected();
@@ -211,18 +215,7 @@ impl SessionStore for Database {
 
     async fn revoke(&self, session: SessionId, at: OffsetDateTime, reason: &str) -> Result<()> {
         let mut tx = self.begin_system().await?;
-        with_conn!(&mut tx, |c| {
-            sqlx::query(
-                "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
-                 WHERE id = $3 AND revoked_at IS NULL",
-            )
-            .bind(at)
-            .bind(reason)
-            .bind(session)
-            .execute(c)
-            .await
-            .map(drop)
-        })?;
+        revoke_rows(&mut tx, RevocationScope::Session(session), at, reason).await?;
         Ok(tx.commit().await?)
     }
 
@@ -235,9 +228,14 @@ impl SessionStore for Database {
         reason: &str,
     ) -> Result<u64> {
         let mut tx = self.begin_system().await?;
-        let revoked = revoke_sessions(&mut tx, user, keep, tenant, at, reason).await?;
+        let scope = RevocationScope::User {
+            user,
+            tenant,
+            except: keep,
+        };
+        let revoked = revoke_rows(&mut tx, scope, at, reason).await?;
         tx.commit().await?;
-        Ok(revoked)
+        Ok(revoked.len() as u64)
     }
 
     async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>> {
@@ -249,30 +247,39 @@ impl SessionStore for Database {
     }
 }
 
-/// Revokes a user's live sessions (only in `tenant`, if given) except `keep`, inside `tx`;
-/// returns how many.
-pub(crate) async fn revoke_sessions<T: Transaction>(
+/// The one statement that revokes sessions: the live sessions in `scope`, inside `tx`;
+/// returns their ids. Every revocation writes through here ([`crate::Revocations`] and this
+/// store's [`SessionStore`] methods).
+pub(crate) async fn revoke_rows<T: Transaction>(
     tx: &mut T,
-    user: UserId,
-    keep: Option<SessionId>,
-    tenant: Option<TenantId>,
+    scope: RevocationScope,
     at: OffsetDateTime,
     reason: &str,
-) -> tenantkit_core::Result<u64> {
+) -> tenantkit_core::Result<Vec<SessionId>> {
+    let (session, user, tenant, except) = match scope {
+        RevocationScope::Session(id) => (Some(id), None, None, None),
+        RevocationScope::User {
+            user,
+            tenant,
+            except,
+        } => (None, Some(user), tenant, except),
+        RevocationScope::Tenant(tenant) => (None, None, Some(tenant), None),
+    };
     Ok(with_conn!(tx, |c| {
-        sqlx::query(
+        sqlx::query_scalar(
             "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
-             WHERE user_id = $3 AND revoked_at IS NULL \
-             AND ($4 IS NULL OR tenant_id = $4) AND ($5 IS NULL OR id <> $5)",
+             WHERE revoked_at IS NULL AND ($3 IS NULL OR id = $3) \
+             AND ($4 IS NULL OR user_id = $4) AND ($5 IS NULL OR tenant_id = $5) \
+             AND ($6 IS NULL OR id <> $6) RETURNING id",
         )
         .bind(at)
         .bind(reason)
+        .bind(session)
         .bind(user)
         .bind(tenant)
-        .bind(keep)
-        .execute(c)
+        .bind(except)
+        .fetch_all(c)
         .await
-        .map(|done| done.rows_affected())
     })?)
 }
 

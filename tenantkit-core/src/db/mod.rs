@@ -50,8 +50,9 @@ pub struct DatabaseOptions {
     /// SQLite: how long a writer waits for the write lock.
     pub busy_timeout: Duration,
     /// PostgreSQL: refuse to start when the connecting role could bypass row-level security
-    /// (superuser, `BYPASSRLS`, or owner of the tenant tables), or when a tenant table (one
-    /// with a `tenant_id` column) is not behind row-level security. On by default.
+    /// (superuser, `BYPASSRLS`, or owner of the tenant tables), or when a registered tenant
+    /// table (tenantkit's own, and those the application registered; see [`crate::migrate`])
+    /// is not behind row-level security. On by default.
     pub require_rls_safe_role: bool,
 }
 
@@ -129,8 +130,9 @@ impl Database {
     /// `sqlite::memory:`, or `postgres://user:pass@host/db`.
     ///
     /// # Errors
-    /// [`Error::Config`] for an unknown scheme or (PostgreSQL) an RLS-unsafe role or a tenant
-    /// table without row-level security (named in the message); [`Error::Database`] when the
+    /// [`Error::Config`] for an unknown scheme or (PostgreSQL) an RLS-unsafe role or a
+    /// registered tenant table without row-level security (named in the message, with the
+    /// call that fixes it); [`Error::Database`] when the
     /// database cannot be reached.
     pub async fn connect(url: &str) -> Result<Self> {
         Self::connect_with(url, &DatabaseOptions::default()).await
@@ -189,6 +191,11 @@ impl Database {
             (true, false) => "sqlite",
             _ => "postgres",
         }
+    }
+
+    /// The connections, for the crate's own backend-specific work.
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     /// Which engine this is.

@@ -205,6 +205,24 @@ impl PgConnections {
         Ok(conn)
     }
 
+    /// A listener on a connection of its own (outside the slots: it waits for notifications
+    /// as long as it lives), reconnecting after a lost connection (see
+    /// [`crate::outbox::Listener`]).
+    pub(crate) async fn listener(
+        &self,
+    ) -> std::result::Result<sqlx::postgres::PgListener, sqlx::Error> {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(self.inner.acquire_timeout)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .connect_lazy_with(self.inner.options.clone());
+        let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+        // The pool is the listener's own: nobody closes it but the listener's drop.
+        listener.ignore_pool_close_event(true);
+        Ok(listener)
+    }
+
     pub(crate) async fn close(&self) {
         self.inner
             .slots
@@ -353,12 +371,27 @@ pub(super) async fn connect(url: &str, options: &DatabaseOptions) -> Result<PgCo
     Ok(connections)
 }
 
-/// Tenant relations are found in the catalog, not from a list: every table (or view) of the
-/// current schema with a `tenant_id` column is one, whichever crate's migration made it. For
-/// each: its kind, whether RLS is enabled and forced, whether the connecting role owns it,
-/// whether a policy compares `tenant_id` with the transaction's tenant, and (views) whether it
-/// runs with the invoker's rights (so the tables' RLS applies to it).
-const TENANT_RELATIONS: &str = "SELECT c.relname::text AS name, c.relkind::text AS kind, \
+/// Whether the connecting role owns tenantkit's registry of tenant tables (migration 1015) of
+/// this schema (an owner could unregister tables); no row when there is no registry.
+const REGISTRY_OWNED: &str = "SELECT pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE') \
+     FROM pg_catalog.pg_class c \
+     WHERE c.oid = to_regclass(quote_ident(current_schema()) || '.tenantkit_tenant_tables')";
+
+/// Tenant relations are the registered tables (`tenantkit_tenant_tables`: those of tenantkit's
+/// migration sets and those the application registers, see `migrate`) and the views over
+/// them; other tables of the schema, even with a `tenant_id` column, are the application's
+/// own. For each: its kind, whether RLS is enabled and forced, whether the connecting role
+/// owns it, whether a policy compares `tenant_id` with the transaction's tenant, and (views)
+/// whether it runs with the invoker's rights (so the tables' RLS applies to it).
+const TENANT_RELATIONS: &str = "WITH registered AS ( \
+         SELECT r.relid::oid AS oid FROM tenantkit_tenant_tables r), \
+     relations AS ( \
+         SELECT oid FROM registered \
+         UNION SELECT rw.ev_class FROM pg_catalog.pg_rewrite rw \
+         JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass \
+              AND d.objid = rw.oid AND d.refclassid = 'pg_catalog.pg_class'::regclass \
+         WHERE d.refobjid IN (SELECT oid FROM registered) AND rw.ev_class <> d.refobjid) \
+     SELECT c.relname::text AS name, c.relkind::text AS kind, \
             c.relrowsecurity AS enabled, c.relforcerowsecurity AS forced, \
             pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE') AS owned, \
             EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = c.oid \
@@ -368,28 +401,35 @@ const TENANT_RELATIONS: &str = "SELECT c.relname::text AS name, c.relkind::text 
      FROM pg_catalog.pg_class c \
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm') \
-       AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a \
-                   WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped) \
+       AND c.oid IN (SELECT oid FROM relations) \
      ORDER BY c.relname";
 
-/// Permissive policies that let everything through (`USING (true)`) and apply to the connecting
-/// role (to `PUBLIC`, or to a role it is a member of): such a policy would open its table.
+/// Permissive policies on registered tables that let everything through (`USING (true)`) and
+/// apply to the connecting role (to `PUBLIC`, or to a role it is a member of): such a policy
+/// would open its table.
 const OPEN_POLICIES: &str = "SELECT c.relname::text || '.' || p.polname::text \
      FROM pg_catalog.pg_policy p \
      JOIN pg_catalog.pg_class c ON c.oid = p.polrelid \
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      WHERE n.nspname = current_schema() AND p.polpermissive \
+       AND c.oid IN (SELECT r.relid::oid FROM tenantkit_tenant_tables r) \
        AND pg_catalog.pg_get_expr(p.polqual, p.polrelid) = 'true' \
        AND EXISTS (SELECT 1 FROM unnest(p.polroles) r \
                    WHERE r = 0 OR pg_catalog.pg_has_role(current_user, r, 'USAGE')) \
      ORDER BY 1";
 
+/// How to apply tenantkit's migrations, for the errors that find them missing.
+const APPLY_MIGRATIONS: &str = "apply tenantkit's migrations to this schema first, as the \
+     tables' owner (`Database::connect_with(owner_url, &DatabaseOptions::for_migrations())` \
+     then `Database::migrate`), or check the role's search_path";
+
 /// Refuses to serve when row-level security would not be a wall: the role is a superuser or
-/// has `BYPASSRLS` (both skip policies), owns a tenant table (an owner could turn RLS off), a
-/// tenant table has RLS not enabled or not forced or no tenant policy (its rows would be open
-/// to every tenant, or to none), a view over tenant rows runs with its owner's rights, a policy
-/// that lets everything through applies to the role, or there are no tenant tables at all (the
-/// migrations were not applied to this schema).
+/// has `BYPASSRLS` (both skip policies), owns a registered tenant table (an owner could turn
+/// RLS off), a registered tenant table has RLS not enabled or not forced or no tenant policy
+/// (its rows would be open to every tenant, or to none), a view over one runs with its owner's
+/// rights, a policy that lets everything through applies to the role on one, or there are no
+/// registered tenant tables at all (the migrations were not applied to this schema). Tables
+/// nobody registered (an existing application's own) are not looked at.
 pub(super) async fn check_rls_safe(connections: &PgConnections) -> Result<()> {
     let mut conn = connections.raw().await?;
     check_rls_safe_on(&mut conn).await?;
@@ -404,32 +444,44 @@ async fn check_rls_safe_on(conn: &mut PgConnection) -> Result<()> {
     )
     .fetch_one(&mut *conn)
     .await?;
+    let unsafe_role = |why: &str| {
+        Err(Error::Config(format!(
+            "the PostgreSQL role `{role}` {why}, so row-level security would not protect \
+             tenants; connect the application as a role that is a member of `tenantkit_app` \
+             only, and run migrations with a separate owner role (see README)"
+        )))
+    };
+    if superuser {
+        return unsafe_role("is a superuser");
+    }
+    if bypass {
+        return unsafe_role("has BYPASSRLS");
+    }
+    let registry_owned: Option<bool> = sqlx::query_scalar(REGISTRY_OWNED)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(registry_owned) = registry_owned else {
+        return Err(Error::Config(format!(
+            "no registry of tenant tables (tenantkit_tenant_tables) in the current schema: \
+             {APPLY_MIGRATIONS}"
+        )));
+    };
     let relations: Vec<TenantRelation> = sqlx::query_as(TENANT_RELATIONS)
         .fetch_all(&mut *conn)
         .await?;
-    let owned: Vec<&str> = relations
+    let mut owned: Vec<&str> = relations
         .iter()
         .filter(|r| r.owned)
         .map(|r| r.name.as_str())
         .collect();
-    let why = if superuser {
-        "is a superuser".to_owned()
-    } else if bypass {
-        "has BYPASSRLS".to_owned()
-    } else if !owned.is_empty() {
-        format!(
+    if registry_owned {
+        owned.push("tenantkit_tenant_tables");
+    }
+    if !owned.is_empty() {
+        return unsafe_role(&format!(
             "owns (or is a member of the owner of) the tenant tables {}",
             owned.join(", ")
-        )
-    } else {
-        String::new()
-    };
-    if !why.is_empty() {
-        return Err(Error::Config(format!(
-            "the PostgreSQL role `{role}` {why}, so row-level security would not protect \
-             tenants; connect the application as a role that is a member of `tenantkit_app` \
-             only, and run migrations with a separate owner role (see README)"
-        )));
+        ));
     }
     let refuse = |what: &str, names: &[&str], fix: &str| {
         Err(Error::Config(format!(
@@ -438,11 +490,9 @@ async fn check_rls_safe_on(conn: &mut PgConnection) -> Result<()> {
         )))
     };
     if relations.iter().all(|r| r.kind == "v" || r.kind == "m") {
-        return Err(Error::Config(
-            "no tenant tables (tables with a tenant_id column) in the current schema: apply the \
-             migrations (`tenantkit-server migrate`), or check the role's search_path"
-                .to_owned(),
-        ));
+        return Err(Error::Config(format!(
+            "no registered tenant tables in the current schema: {APPLY_MIGRATIONS}"
+        )));
     }
     let tables = || relations.iter().filter(|r| r.kind == "r" || r.kind == "p");
     let unprotected: Vec<&str> = tables()
@@ -451,10 +501,10 @@ async fn check_rls_safe_on(conn: &mut PgConnection) -> Result<()> {
         .collect();
     if !unprotected.is_empty() {
         return refuse(
-            "tenant tables without row-level security (ENABLE and FORCE)",
+            "registered tenant tables without row-level security (ENABLE and FORCE)",
             &unprotected,
-            "every table with a tenant_id column needs the tenant policy (in its migration: \
-             SELECT tenantkit_enable_tenant_rls('<table>');)",
+            "put each behind the tenant policy in its migration, applied with \
+             `Database::migrate`: SELECT tenantkit_enable_tenant_rls('<table>');",
         );
     }
     let unpoliced: Vec<&str> = tables()
@@ -463,9 +513,11 @@ async fn check_rls_safe_on(conn: &mut PgConnection) -> Result<()> {
         .collect();
     if !unpoliced.is_empty() {
         return refuse(
-            "tenant tables without a tenant policy (tenant_id = tenantkit_current_tenant())",
+            "registered tenant tables without a tenant policy \
+             (tenant_id = tenantkit_current_tenant())",
             &unpoliced,
-            "add it with SELECT tenantkit_enable_tenant_rls('<table>');",
+            "add it in the table's migration, applied with `Database::migrate`: \
+             SELECT tenantkit_enable_tenant_rls('<table>');",
         );
     }
     let definer_views: Vec<&str> = relations

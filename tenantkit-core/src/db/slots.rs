@@ -56,7 +56,8 @@ impl<T> Slots<T> {
         Ok(self.take(permit).await)
     }
 
-    /// Slot `index`, if it and a permit are free now.
+    /// Slot `index`, if it and a permit are free now (PostgreSQL's settling task).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn try_acquire_at(&self, index: usize) -> Option<Held<T>> {
         let permit = self.permits.clone().try_acquire_owned().ok()?;
         let slot = self.slots.get(index)?.clone().try_lock_owned().ok()?;

@@ -17,6 +17,8 @@ mod complete;
 mod model;
 mod sweep;
 
+pub use sweep::{Sweeper, SweeperStats};
+
 pub use model::*;
 
 tenantkit_core::define_id!(

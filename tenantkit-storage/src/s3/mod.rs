@@ -310,30 +310,11 @@ impl ObjectStore for S3Store {
     fn digest<'a>(&'a self, key: &'a ObjectKey) -> BoxFuture<'a, Result<Option<Sha256>>> {
         Box::pin(async move {
             use sha2::Digest as _;
-            let object = match self
-                .client
-                .get_object()
-                .bucket(&self.config.bucket)
-                .key(key.as_str())
-                .send()
-                .await
-            {
-                Ok(object) => object,
-                Err(err) => {
-                    let service = err.into_service_error();
-                    return if service.is_no_such_key() {
-                        Ok(None)
-                    } else {
-                        Err(sdk_err(service))
-                    };
-                }
-            };
-            let mut body = object.body;
             let mut hasher = sha2::Sha256::new();
-            while let Some(chunk) = body.try_next().await.map_err(sdk_err)? {
-                hasher.update(&chunk);
-            }
-            Ok(Some(Sha256(hasher.finalize().into())))
+            let found = self
+                .read_all(key, &mut |chunk| hasher.update(chunk))
+                .await?;
+            Ok(found.then(|| Sha256(hasher.finalize().into())))
         })
     }
 

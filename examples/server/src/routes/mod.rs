@@ -54,7 +54,8 @@ pub(crate) fn router(state: &AppState, config: &crate::Config) -> (Router<AppSta
             let check = CachedSessionCheck::with_ttl(
                 Arc::new(state.auth.sessions().clone()),
                 config.session_check_ttl(),
-            );
+            )
+            .with_revocations(state.auth.sessions().revocations());
             protected().route_layer(StrictJwtAuthLayer::new(tokens.clone(), check))
         }
         crate::SessionCheckMode::Off => protected().route_layer(JwtAuthLayer::new(tokens.clone())),

@@ -38,6 +38,9 @@ pub(crate) struct Writer {
     waiting: Arc<AtomicUsize>,
     /// A settling task is scheduled.
     settling: Arc<AtomicBool>,
+    /// Wakes this process's listeners after commits that wrote outbox messages (SQLite has no
+    /// `NOTIFY`).
+    notifier: crate::outbox::LocalNotifier,
     /// How many transactions started on one begun ahead.
     #[cfg(test)]
     taken_ahead: Arc<AtomicUsize>,
@@ -111,9 +114,15 @@ impl Writer {
             acquire_timeout,
             waiting: Arc::default(),
             settling: Arc::default(),
+            notifier: crate::outbox::LocalNotifier::default(),
             #[cfg(test)]
             taken_ahead: Arc::default(),
         }
+    }
+
+    /// The in-process notifier of this database.
+    pub(crate) fn notifier(&self) -> &crate::outbox::LocalNotifier {
+        &self.notifier
     }
 
     /// The connection in autocommit mode, waiting in line (at most the acquire timeout, then
@@ -233,6 +242,11 @@ impl std::fmt::Debug for WriterGuard {
 }
 
 impl WriterGuard {
+    /// The in-process notifier of this database.
+    pub(crate) fn notifier(&self) -> &crate::outbox::LocalNotifier {
+        self.writer.notifier()
+    }
+
     fn state(&mut self) -> &mut WriterState {
         self.state
             .as_mut()
