@@ -19,7 +19,9 @@
 //! - [`flows`] (with `sqlite`/`postgres`): signup, login, refresh, logout, tenant switch,
 //!   password change and reset, email verification, invitations and the operator's commands,
 //!   each with its rate limits and audit entries, over this crate's own tables
-//!   ([`migrations`]).
+//!   ([`migrations`]);
+//! - `extract` (feature `axum`): `IntoResponse` for [`Error`] and the axum extractors
+//!   (`Principal`, `Option<Principal>`, the client, a tenant transaction, ...).
 //!
 //! ```
 //! use tenantkit_auth::{AccessTokens, JwtConfig, KeySet, SigningKey};
@@ -41,6 +43,8 @@
 
 mod authorize;
 mod error;
+#[cfg(feature = "axum")]
+pub mod extract;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod flows;
 mod future;
@@ -70,7 +74,7 @@ pub use mailer::{
     LogMailer, Mailer, MemoryMailer, Message, OneTimeToken, OutboxMailer, SendFuture,
 };
 pub use password::{HasherStats, Password, PasswordHasher, PasswordPolicy, Verification};
-pub use rate_limit::{Attempt, ClientNetwork, RateLimitConfig, RateLimits};
+pub use rate_limit::{Attempt, AuthLimits, ClientNetwork, RateLimitConfig, RateLimits};
 pub use refresh::{
     AuthMethods, MemorySessionStore, RefreshConfig, RefreshSessions, RefreshToken,
     RefreshTokenRecord, SessionRecord, SessionStore,

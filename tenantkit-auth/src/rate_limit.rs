@@ -545,6 +545,128 @@ impl<C: GovernorClock + Clone> RateLimits<C> {
     }
 }
 
+/// The rate limits the auth flows (`flows::AuthFlows`) consult, behind a trait so that
+/// a store shared by several instances (Redis, a database) can replace the in-memory default,
+/// [`RateLimits`]. Plug one in with `AuthFlows::with_limits(Arc::new(..))`.
+///
+/// These are exactly the calls the flows make; each refusal is [`Error::RateLimited`] with the
+/// wait until the next allowed attempt (answered 429 `rate_limited` with `Retry-After`). Any
+/// other error an implementation returns (its store being unreachable, say) is answered as
+/// that error: an implementation decides itself whether to fail open or closed, and must
+/// never panic.
+///
+/// # The contract of an implementation
+///
+/// A shared implementation must keep the promises of [`RateLimits`], which the flows and their
+/// tests rely on:
+///
+/// - **Per client network, per kind**: [`check`](Self::check) counts attempts per
+///   ([`Attempt`], [`ClientNetwork::of`]`(ip)`), so IPv4 addresses count one by one and IPv6
+///   addresses by their /64; each kind has its own budget, [`Attempt::Refresh`] a far larger
+///   one. A burst of one kind never blocks another.
+/// - **Failed logins per account and network**: [`record_login_failure`](Self::record_login_failure)
+///   counts against the (account, network) pair, and [`check_login`](Self::check_login)
+///   refuses that pair once its budget is spent; that budget is a hard limit. Successful
+///   logins and [`check_login`](Self::check_login) itself consume nothing.
+/// - **The ceiling rule**: failures against one account from everywhere are counted too.
+///   Past that account-wide ceiling, only the networks that failed against the account
+///   recently (counted by guessing site: an IPv4 /24, an IPv6 /48) are refused, unless they
+///   logged into the account before ([`record_login_success`](Self::record_login_success));
+///   a network that has not failed against the account is never refused by the ceiling. An
+///   attacker must not be able to lock the owner out.
+/// - **Accounts by their string alone**: every decision depends on the account string
+///   (trimmed, compared case-insensitively, bounded in length so keys stay small), never on
+///   whether the account exists, so an unknown email is limited and answered exactly like a
+///   registered one.
+/// - **Per account, per user, per tenant**: [`check_reset`](Self::check_reset) counts reset
+///   requests per account string (never draining the login budget),
+///   [`check_account_action`](Self::check_account_action) counts per (kind, user) and
+///   [`check_invitation`](Self::check_invitation) per inviter and per tenant.
+/// - **Bounded memory or storage**: keys an attacker chooses (account strings, networks)
+///   expire when idle.
+///
+/// Calls are synchronous and made on the request's task: an implementation over a network
+/// store should answer from a local view it keeps current, or keep each call short.
+pub trait AuthLimits: fmt::Debug + Send + Sync + 'static {
+    /// Counts an attempt of kind `attempt` from `ip`'s client network.
+    ///
+    /// # Errors
+    /// [`Error::RateLimited`] when that network's budget for the kind is spent.
+    fn check(&self, attempt: Attempt, ip: IpAddr) -> Result<()>;
+
+    /// Before a login: refuses `ip`'s network for `account` while its failure budget against
+    /// the account is spent, or while the ceiling is exceeded and the network is a guesser.
+    /// Consumes nothing.
+    ///
+    /// # Errors
+    /// [`Error::RateLimited`].
+    fn check_login(&self, account: &str, ip: IpAddr) -> Result<()>;
+
+    /// After a wrong password (or an unknown account): counts the failure against `account`
+    /// from `ip`'s network and in all, and marks the network as having failed.
+    ///
+    /// # Errors
+    /// [`Error::RateLimited`] when this failure spent a budget that now refuses this network.
+    fn record_login_failure(&self, account: &str, ip: IpAddr) -> Result<()>;
+
+    /// After the right password: `ip`'s network is the account's own (let through the
+    /// ceiling; its own budgets still apply).
+    fn record_login_success(&self, account: &str, ip: IpAddr);
+
+    /// Counts a password-reset request for `account`.
+    ///
+    /// # Errors
+    /// [`Error::RateLimited`].
+    fn check_reset(&self, account: &str) -> Result<()>;
+
+    /// Counts an action of `user`'s own account, by kind (`"password_check"`,
+    /// `"verification_mail"`).
+    ///
+    /// # Errors
+    /// [`Error::RateLimited`].
+    fn check_account_action(&self, kind: &'static str, user: UserId) -> Result<()>;
+
+    /// Counts an invitation sent by `inviter` in `tenant`.
+    ///
+    /// # Errors
+    /// [`Error::RateLimited`] when the inviter's or the tenant's budget is spent.
+    fn check_invitation(&self, tenant: TenantId, inviter: UserId) -> Result<()>;
+}
+
+/// The in-memory default: this process's own buckets (see [`RateLimits`]).
+impl<C: GovernorClock + Clone + 'static> AuthLimits for RateLimits<C>
+where
+    Self: Send + Sync,
+{
+    fn check(&self, attempt: Attempt, ip: IpAddr) -> Result<()> {
+        RateLimits::check(self, attempt, ip)
+    }
+
+    fn check_login(&self, account: &str, ip: IpAddr) -> Result<()> {
+        RateLimits::check_login(self, account, ip)
+    }
+
+    fn record_login_failure(&self, account: &str, ip: IpAddr) -> Result<()> {
+        RateLimits::record_login_failure(self, account, ip)
+    }
+
+    fn record_login_success(&self, account: &str, ip: IpAddr) {
+        RateLimits::record_login_success(self, account, ip);
+    }
+
+    fn check_reset(&self, account: &str) -> Result<()> {
+        RateLimits::check_reset(self, account)
+    }
+
+    fn check_account_action(&self, kind: &'static str, user: UserId) -> Result<()> {
+        RateLimits::check_account_action(self, kind, user)
+    }
+
+    fn check_invitation(&self, tenant: TenantId, inviter: UserId) -> Result<()> {
+        RateLimits::check_invitation(self, tenant, inviter)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};

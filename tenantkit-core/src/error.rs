@@ -73,6 +73,10 @@ pub enum Error {
     /// The configuration is unusable (unknown database URL scheme, unsafe PostgreSQL role, ...).
     #[error("configuration error: {0}")]
     Config(String),
+    /// A secret could not be sealed or opened ([`crate::Keyring`]): a wrong or missing key, or
+    /// a damaged or moved ciphertext. Never shown to clients.
+    #[error("secret box: {0}")]
+    Secret(#[source] crate::SecretError),
 }
 
 impl Error {
@@ -85,7 +89,11 @@ impl Error {
     pub fn is_internal(&self) -> bool {
         matches!(
             self,
-            Error::Aborted | Error::Database(_) | Error::Migrate(_) | Error::Config(_)
+            Error::Aborted
+                | Error::Database(_)
+                | Error::Migrate(_)
+                | Error::Config(_)
+                | Error::Secret(_)
         )
     }
 }

@@ -16,6 +16,8 @@
 //!   transactional [`outbox`] (messages written with the change, relayed at least once, with
 //!   [`Database::listen`] to wake relays);
 //! - keyset pagination ([`PageRequest`], [`Page`]) and optimistic concurrency ([`Version`]);
+//! - secrets encrypted at rest ([`Keyring`]: AEAD under a server key file, key ids, rotation,
+//!   ciphertexts bound to their row);
 //! - one [`Error`] type and its single mapping to RFC 9457 [`Problem`] responses.
 //!
 //! ```
@@ -50,7 +52,10 @@
 //! ## Features
 //! - `sqlite` (default): the embedded SQLite backend.
 //! - `postgres`: the PostgreSQL backend with row-level security.
-//! - `axum`: `IntoResponse` for [`Error`] and [`Problem`], and a [`Principal`] extractor.
+//! - `axum`: `IntoResponse` for [`Error`] and [`Problem`], and the `axum` module: extractors
+//!   for the [`Principal`] (and `Option<Principal>`), the client behind trusted proxies, a
+//!   tenant transaction, JSON bodies, path ids, `If-Match` and (with `openapi`) list queries;
+//!   the problem, panic and not-found layers, security headers and CORS.
 //! - `openapi`: `utoipa::ToSchema` for the public record, page, problem and id types.
 //! - `testing`: fixtures for tests ([`testing`]): throwaway databases on both backends, two
 //!   tenants, one macro that runs a test on every backend.
@@ -64,6 +69,8 @@
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod audit;
+#[cfg(feature = "axum")]
+pub mod axum;
 mod client;
 mod clock;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -88,6 +95,7 @@ mod repo;
 mod role;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod scope;
+pub mod secret_box;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod sql;
 mod values;
@@ -133,6 +141,7 @@ pub use repo::{
 pub use role::{ParseRoleError, Permission, Role};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use scope::TenantScope;
+pub use secret_box::{Keyring, SECRET_KEY_LEN, Secret, SecretError, SecretKey, write_key_file};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sql::{RawConn, Row, SystemTx, TenantTx, Transaction, UserTx};
 pub use values::{Email, PasswordHash, PlanName, Slug, Version, now};

@@ -294,7 +294,11 @@ impl From<&Error> for Problem {
                 ErrorCode::PreconditionFailed,
                 format!("The resource has changed; it is now at version {current}."),
             ),
-            Error::Aborted | Error::Database(_) | Error::Migrate(_) | Error::Config(_) => {
+            Error::Aborted
+            | Error::Database(_)
+            | Error::Migrate(_)
+            | Error::Config(_)
+            | Error::Secret(_) => {
                 tracing::error!(error = %err, cause = ?std::error::Error::source(err), "internal error");
                 Problem::internal()
             }
@@ -310,7 +314,7 @@ impl From<Error> for Problem {
 
 #[cfg(feature = "axum")]
 mod axum_impls {
-    use axum::response::{IntoResponse, Response};
+    use ::axum::response::{IntoResponse, Response};
 
     use super::Problem;
     use crate::Error;
@@ -324,34 +328,6 @@ mod axum_impls {
     impl IntoResponse for Error {
         fn into_response(self) -> Response {
             Problem::from(&self).into_response()
-        }
-    }
-
-    impl<S: Send + Sync> axum::extract::FromRequestParts<S> for crate::Principal {
-        type Rejection = Response;
-
-        /// Reads the [`crate::Principal`] an authentication layer put in the request
-        /// extensions; without one the request is unauthenticated (401 with
-        /// `WWW-Authenticate: Bearer`, RFC 6750).
-        async fn from_request_parts(
-            parts: &mut http::request::Parts,
-            _state: &S,
-        ) -> Result<Self, Self::Rejection> {
-            parts
-                .extensions
-                .get::<crate::Principal>()
-                .cloned()
-                .ok_or_else(|| {
-                    let problem = Problem::new(
-                        super::ErrorCode::Unauthenticated,
-                        "This endpoint requires a bearer access token.",
-                    );
-                    let challenge = [(
-                        http::header::WWW_AUTHENTICATE,
-                        r#"Bearer realm="tenantkit""#,
-                    )];
-                    (challenge, problem).into_response()
-                })
         }
     }
 }

@@ -68,6 +68,22 @@ pub struct StateParts {
     pub stripe: Option<tenantkit_billing::StripeSessions>,
 }
 
+/// The extractors' view of the state: the trusted proxies for the client's address
+/// (`tenantkit_core::ClientInfo`, [`extract::ClientIp`]).
+impl axum::extract::FromRef<AppState> for Arc<tenantkit_core::TrustedProxies> {
+    fn from_ref(state: &AppState) -> Self {
+        state.proxies.clone()
+    }
+}
+
+/// The extractors' view of the state: the database of the tenant transactions
+/// ([`extract::TenantRead`], [`extract::TenantWrite`]).
+impl axum::extract::FromRef<AppState> for Database {
+    fn from_ref(state: &AppState) -> Self {
+        state.db.clone()
+    }
+}
+
 impl std::ops::Deref for AppState {
     type Target = StateParts;
 

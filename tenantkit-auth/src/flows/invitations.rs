@@ -9,7 +9,7 @@ use tenantkit_core::{
 };
 use time::OffsetDateTime;
 
-use super::{AuthFlows, TokenPair, event};
+use super::{AuthFlows, SignInVia, TokenPair, event};
 use crate::{Attempt, AuthMethods, Error, Message, OneTimeToken, Password, Result};
 
 const INVITATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -272,7 +272,7 @@ impl AuthFlows {
                 .await?
             }
         };
-        tx.add_member(user.id, invitation.role).await?;
+        let membership = tx.add_member(user.id, invitation.role).await?;
         // The token only ever travelled by mail to this address: holding it proves the
         // mailbox, so the address is verified (an unverified account that someone else
         // registered for it can only get here by also knowing its password).
@@ -289,15 +289,13 @@ impl AuthFlows {
         // A new account proved its password here; a signed-in caller keeps how its own
         // session signed in (its verified token's amr).
         let amr = caller.map_or_else(AuthMethods::password, |c| AuthMethods::new(c.amr()));
-        let (session, refresh) = self
-            .sessions
-            .start_signed_in(user.id, invitation.tenant_id, user.credentials_epoch, amr)
+        let signed_in = self
+            .complete_sign_in(client, &user, &membership, amr, None, SignInVia::Invitation)
             .await?;
-        let tokens = self.token_pair(&session, invitation.role, &refresh)?;
         Ok(Joined {
-            tokens,
-            tenant_id: invitation.tenant_id,
-            role: invitation.role,
+            tokens: signed_in.into_complete()?.tokens,
+            tenant_id: membership.tenant_id,
+            role: membership.role,
         })
     }
 }

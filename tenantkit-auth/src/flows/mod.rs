@@ -7,6 +7,13 @@
 //! response. A server's handlers only parse the request, call one flow and answer; the same
 //! flows serve a CLI or a test.
 //!
+//! Every flow that signs someone in (signup, login, tenant switch, accepting an invitation)
+//! ends with the same step, [`AuthFlows::complete_sign_in`]: one place starts the session,
+//! issues its tokens and audits the sign-in. A login first proves who asks with
+//! [`AuthFlows::check_credentials`]; another crate's sign-in (SSO, a second factor) can do
+//! its own check and end with the same step. Its outcome, [`SignIn`], has room for a sign-in
+//! that still needs a second factor.
+//!
 //! ```
 //! use tenantkit_auth::flows::{AuthFlows, LoginRequest, SignupOutcome, SignupRequest};
 //! use tenantkit_auth::{AccessTokens, JwtConfig, KeySet, Password, RefreshConfig, RefreshSessions, SigningKey};
@@ -55,6 +62,7 @@ mod members;
 mod operator;
 mod password;
 mod session;
+mod sign_in;
 
 use std::fmt;
 use std::sync::Arc;
@@ -71,12 +79,13 @@ pub use invitations::{
 pub use operator::{TenantCreated, UserAdded};
 pub use password::{ChangePassword, ResetConfirm, ResetRequest, VerifyConfirm};
 pub use session::{LoggedIn, LoginRequest, SignedUp, SignupOutcome, SignupRequest, SwitchTenant};
+pub use sign_in::{CheckedCredentials, SignIn, SignInVia, SignedIn};
 
 use crate::refresh::SessionRecord;
 use crate::store::TokenPurpose;
 use crate::store::mail_tokens;
 use crate::{
-    AccessTokens, Error, Mailer, Message, OneTimeToken, PasswordHasher, RateLimits,
+    AccessTokens, AuthLimits, Error, Mailer, Message, OneTimeToken, PasswordHasher, RateLimits,
     RefreshSessions, RefreshToken, Result,
 };
 
@@ -90,7 +99,7 @@ pub struct AuthFlows {
     tokens: AccessTokens,
     sessions: RefreshSessions<Database>,
     passwords: PasswordHasher,
-    limits: Arc<RateLimits>,
+    limits: Arc<dyn AuthLimits>,
     mailer: Arc<dyn Mailer>,
     public_url: Arc<str>,
     signup_mode: SignupMode,
@@ -176,8 +185,9 @@ impl AuthFlows {
         self
     }
 
-    /// Uses these rate limits.
-    pub fn with_limits(mut self, limits: Arc<RateLimits>) -> Self {
+    /// Uses these rate limits: the in-memory [`RateLimits`] by default, or a store shared by
+    /// several instances (see [`AuthLimits`] for the contract it must keep).
+    pub fn with_limits(mut self, limits: Arc<dyn AuthLimits>) -> Self {
         self.limits = limits;
         self
     }
@@ -215,8 +225,8 @@ impl AuthFlows {
     }
 
     /// The rate limits.
-    pub fn limits(&self) -> &RateLimits {
-        &self.limits
+    pub fn limits(&self) -> &dyn AuthLimits {
+        &*self.limits
     }
 
     /// A token pair for `session`, in which its user acts as `role`.

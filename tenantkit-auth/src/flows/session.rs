@@ -6,9 +6,9 @@ use tenantkit_core::{
     Role, Slug, Tenant, TenantId, User,
 };
 
-use super::{AuthFlows, TokenPair, event};
+use super::{AuthFlows, SignInVia, TokenPair, event};
 use crate::store::TokenPurpose;
-use crate::{Attempt, AuthMethods, Error, Password, RefreshToken, Result, Verification};
+use crate::{Attempt, AuthMethods, Error, Password, RefreshToken, Result};
 
 /// A new tenant with the new user as its owner.
 #[derive(Debug, Deserialize)]
@@ -166,7 +166,7 @@ impl AuthFlows {
             Err(CoreError::Conflict(_)) if verify_first => return Ok(SignupOutcome::CheckEmail),
             other => other?,
         };
-        tx.add_member(user.id, Role::Owner).await?;
+        let membership = tx.add_member(user.id, Role::Owner).await?;
         tx.audit(event(client, "auth.signup", Some(user.id), "user", user.id))
             .await?;
         tx.commit().await?;
@@ -175,18 +175,20 @@ impl AuthFlows {
         if verify_first {
             return Ok(SignupOutcome::CheckEmail);
         }
-        let (session, refresh) = self
-            .sessions
-            .start_signed_in(
-                user.id,
-                tenant.id,
-                user.credentials_epoch,
+        // The new owner proved the password they just chose.
+        let signed_in = self
+            .complete_sign_in(
+                client,
+                &user,
+                &membership,
                 AuthMethods::password(),
+                None,
+                SignInVia::Signup,
             )
             .await?;
-        let tokens = self.token_pair(&session, Role::Owner, &refresh)?;
+        let signed_up = signed_in.into_complete()?;
         Ok(SignupOutcome::SignedIn(Box::new(SignedUp {
-            tokens,
+            tokens: signed_up.tokens,
             user,
             tenant,
         })))
@@ -214,117 +216,41 @@ impl AuthFlows {
         });
     }
 
-    /// Login: checks the password (an unknown email costs the same and answers the same),
-    /// rehashes it when the parameters changed, picks the tenant and starts a session.
+    /// Login: [`AuthFlows::check_credentials`] (the password, checked at the same cost for an
+    /// unknown email, rehashed when the parameters changed, and the tenant), then
+    /// [`AuthFlows::complete_sign_in`] (the session, its tokens, `auth.login` in the audit log).
     ///
     /// # Errors
-    /// [`Error::RateLimited`] (per client network; for a network whose failure budget against
-    /// the account is spent; for a network that failed against an account past its
-    /// account-wide ceiling, never for one that has not); [`Error::InvalidCredentials`] for a
-    /// wrong email, password or tenant alike.
+    /// As [`AuthFlows::check_credentials`]: [`Error::RateLimited`] (per client network; for a
+    /// network whose failure budget against the account is spent; for a network that failed
+    /// against an account past its account-wide ceiling, never for one that has not);
+    /// [`Error::InvalidCredentials`] for a wrong email, password or tenant alike (and for a
+    /// password changed while it was being checked).
     #[tracing::instrument(skip_all)]
     pub async fn login(&self, client: &ClientInfo, request: LoginRequest) -> Result<LoggedIn> {
-        // Counted before any password work, successful or not.
-        self.limits.check(Attempt::Login, client.ip)?;
-        self.limits.check_login(&request.email, client.ip)?;
-        let user = match Email::parse(&request.email) {
-            Ok(email) => self.db.find_user_by_email(&email).await?,
-            Err(_) => None,
-        };
-        // An unknown account costs a full verification against a dummy hash, and every
-        // failure below answers the same, so neither timing nor message reveals which
-        // accounts exist.
-        let stored = user.as_ref().and_then(|u| u.password_hash.as_ref());
-        let verification = self.passwords.verify(&request.password, stored).await?;
-        let (user, needs_rehash) = match (user, verification) {
-            (Some(user), Verification::Match { needs_rehash }) => (user, needs_rehash),
-            (known, _) => {
-                if let Some(known) = known {
-                    self.record_failed_login(client, known.id);
-                }
-                tracing::info!("login failed");
-                self.limits
-                    .record_login_failure(&request.email, client.ip)?;
-                return Err(Error::InvalidCredentials);
-            }
-        };
-        // The network knows the password: it is the account's own, let through the
-        // account-wide ceiling of a guessing run even after a mistyped password.
-        self.limits.record_login_success(&request.email, client.ip);
-        if self.signup_mode == super::SignupMode::VerifyFirst && user.email_verified_at.is_none() {
-            // Only after the password matched: this tells nothing to someone who lacks it.
-            tracing::info!(user = %user.id, "login refused: address not verified");
-            if self
-                .limits
-                .check_account_action("verification_mail", user.id)
-                .is_ok()
-            {
-                self.offer_verification(&user).await;
-            }
-            return Err(Error::EmailUnverified);
-        }
-        if needs_rehash {
-            let upgraded = self.passwords.hash(&request.password).await?;
-            self.db.set_password_hash(user.id, &upgraded).await?;
-            tracing::info!(user = %user.id, "password rehashed with current parameters");
-        }
-        let memberships = self.db.memberships_of(user.id).await?;
-        let chosen = match request.tenant.as_deref() {
-            None => memberships.first().cloned(),
-            Some(wanted) => {
-                let tenant_id = match wanted.parse::<TenantId>() {
-                    Ok(id) => Some(id),
-                    Err(_) => match Slug::parse(wanted) {
-                        Ok(slug) => self.db.find_tenant_by_slug(&slug).await?.map(|t| t.id),
-                        Err(_) => None,
-                    },
-                };
-                memberships
-                    .iter()
-                    .find(|m| Some(m.tenant_id) == tenant_id)
-                    .cloned()
-            }
-        };
-        let Some(membership) = chosen else {
-            tracing::info!(user = %user.id, "login failed: no membership in the requested tenant");
-            return Err(Error::InvalidCredentials);
-        };
-        // Under the epoch read before the (slow) password check: a reset or "log out
-        // everywhere" that happened meanwhile leaves no session behind.
-        let (session, refresh) = match self
-            .sessions
-            .start_signed_in(
-                user.id,
-                membership.tenant_id,
-                user.credentials_epoch,
-                AuthMethods::password(),
+        let checked = self.check_credentials(client, &request).await?;
+        let signed_in = match self
+            .complete_sign_in(
+                client,
+                &checked.user,
+                &checked.membership,
+                checked.amr,
+                None,
+                SignInVia::Login,
             )
             .await
         {
+            // Under the epoch read before the (slow) password check: a reset or "log out
+            // everywhere" that happened meanwhile leaves no session behind.
             Err(Error::CredentialsChanged) => return Err(Error::InvalidCredentials),
             other => other?,
         };
-        let entry = event(client, "auth.login", Some(user.id), "session", session.id);
-        self.audit(membership.tenant_id, entry).await?;
-        tracing::info!(user = %user.id, tenant = %membership.tenant_id, session = %session.id, "login");
-        let tokens = self.token_pair(&session, membership.role, &refresh)?;
-        Ok(LoggedIn {
-            tokens,
-            memberships,
-        })
-    }
-
-    /// A failed login against a real account is a security event for its tenants. It is
-    /// recorded in the background, so the answer takes as long as for an unknown email (no
-    /// enumeration by timing).
-    fn record_failed_login(&self, client: &ClientInfo, user: tenantkit_core::UserId) {
-        let (flows, client) = (self.clone(), client.clone());
-        tokio::spawn(async move {
-            let entry = || event(&client, "auth.login_failed", None, "user", user);
-            if let Err(err) = flows.audit_everywhere(user, entry).await {
-                tracing::error!(error = %err, "recording a failed login failed");
-            }
-        });
+        signed_in
+            .map(|done| LoggedIn {
+                tokens: done.tokens,
+                memberships: checked.memberships,
+            })
+            .into_complete()
     }
 
     /// Refresh: rotates the refresh token. The role is read again, so a role change or a
@@ -453,21 +379,19 @@ impl AuthFlows {
             .session(principal.session_id())
             .await?
             .ok_or(Error::InvalidToken("session is over"))?;
+        let user = self.current_user(principal).await?;
         // Same user, epoch and sign-in methods; ends no later than the parent.
-        let (session, refresh) = self
-            .sessions
-            .start_derived(&parent, membership.tenant_id)
+        let signed_in = self
+            .complete_sign_in(
+                client,
+                &user,
+                &membership,
+                parent.amr.clone(),
+                Some(&parent),
+                SignInVia::TenantSwitch,
+            )
             .await?;
-        let entry = event(
-            client,
-            "auth.tenant_switched",
-            Some(principal.user_id()),
-            "session",
-            session.id,
-        );
-        self.audit(membership.tenant_id, entry).await?;
-        tracing::info!(tenant = %tenant, session = %session.id, "switched tenant");
-        self.token_pair(&session, membership.role, &refresh)
+        Ok(signed_in.into_complete()?.tokens)
     }
 
     /// Mails a new verification link to the caller, if their address is unverified.

@@ -9,7 +9,7 @@ use tenantkit_auth::flows::{AcceptInvitation, InvitationCreated, InviteRequest, 
 use tenantkit_core::{Invitation, InvitationId, Page, Permission, Principal, TenantScope};
 
 use super::auth::no_store;
-use crate::extract::{ApiId, ApiJson, Client, Listing, MaybePrincipal, NoFilter, PageQuery};
+use crate::extract::{ApiId, ApiJson, Client, Listing, NoFilter, PageQuery};
 use crate::{AppState, Result};
 
 /// `POST /v1/invitations`: invites an address with a role; the token is answered once and
@@ -45,7 +45,7 @@ pub(crate) async fn invite(
 pub(crate) async fn accept(
     State(state): State<AppState>,
     client: Client,
-    MaybePrincipal(caller): MaybePrincipal,
+    caller: Option<Principal>,
     ApiJson(body): ApiJson<AcceptInvitation>,
 ) -> Result<impl IntoResponse> {
     let joined = state

@@ -1,0 +1,235 @@
+//! Rate limits behind the [`AuthLimits`] trait: a custom implementation plugged into the flows
+//! with `AuthFlows::with_limits` decides for them (a store shared by several instances can
+//! replace the in-memory default), on both backends.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tenantkit_auth::flows::{AuthFlows, LoginRequest, SignupOutcome, SignupRequest};
+use tenantkit_auth::{
+    AccessTokens, Attempt, AuthLimits, Error, JwtConfig, KeySet, MemoryMailer, Password,
+    RefreshConfig, RefreshSessions, Result, SigningKey, problem_response,
+};
+use tenantkit_core::testing::TestDb;
+use tenantkit_core::{Backend, ClientInfo, Migrations, TenantId, UserId};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// Refuses everything, and records what it was asked.
+#[derive(Debug, Default)]
+struct Calls(Mutex<Vec<String>>);
+
+impl Calls {
+    fn push(&self, call: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(call);
+    }
+
+    fn taken(&self) -> Vec<String> {
+        std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+/// A limiter that answers every check with `refuse` (or lets everything through when `None`),
+/// recording each call.
+#[derive(Debug, Default)]
+struct Scripted {
+    refuse: Option<Duration>,
+    calls: Calls,
+}
+
+impl Scripted {
+    fn answer(&self, call: String) -> Result<()> {
+        self.calls.push(call);
+        match self.refuse {
+            Some(retry_after) => Err(Error::RateLimited { retry_after }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl AuthLimits for Scripted {
+    fn check(&self, attempt: Attempt, ip: IpAddr) -> Result<()> {
+        self.answer(format!("check {attempt:?} {ip}"))
+    }
+
+    fn check_login(&self, account: &str, ip: IpAddr) -> Result<()> {
+        self.answer(format!("check_login {account} {ip}"))
+    }
+
+    fn record_login_failure(&self, account: &str, ip: IpAddr) -> Result<()> {
+        self.answer(format!("failure {account} {ip}"))
+    }
+
+    fn record_login_success(&self, account: &str, ip: IpAddr) {
+        self.calls.push(format!("success {account} {ip}"));
+    }
+
+    fn check_reset(&self, account: &str) -> Result<()> {
+        self.answer(format!("check_reset {account}"))
+    }
+
+    fn check_account_action(&self, kind: &'static str, _user: UserId) -> Result<()> {
+        self.answer(format!("check_account_action {kind}"))
+    }
+
+    fn check_invitation(&self, _tenant: TenantId, _inviter: UserId) -> Result<()> {
+        self.answer("check_invitation".to_owned())
+    }
+}
+
+struct Fixture {
+    _test_db: TestDb,
+    flows: AuthFlows,
+    client: ClientInfo,
+}
+
+async fn fixture(backend: Backend) -> Option<Fixture> {
+    let test_db = TestDb::new(
+        backend,
+        &Migrations::new().with(tenantkit_auth::migrations()),
+    )
+    .await?;
+    let tokens = AccessTokens::new(
+        KeySet::new(SigningKey::generate_ed25519().expect("key")),
+        JwtConfig::new("tests", "tests"),
+    );
+    let sessions = RefreshSessions::new(test_db.db.clone(), &[7u8; 32], RefreshConfig::default())
+        .expect("sessions");
+    let flows = AuthFlows::new(test_db.db.clone(), tokens, sessions)
+        .with_mailer(Arc::new(MemoryMailer::new()));
+    let client = ClientInfo::new("198.51.100.30".parse().expect("ip"));
+    Some(Fixture {
+        _test_db: test_db,
+        flows,
+        client,
+    })
+}
+
+fn login(email: &str, password: &str) -> LoginRequest {
+    LoginRequest {
+        email: email.into(),
+        password: Password::new(password),
+        tenant: None,
+    }
+}
+
+/// A limiter that refuses everything refuses logins through the flows: 429 `rate_limited`
+/// with its `Retry-After`, before any password work, even for the right password.
+async fn a_plugged_limiter_that_refuses_everything_answers_logins_429(f: Fixture) {
+    let open = f.flows.clone();
+    let outcome = open
+        .signup(
+            &f.client,
+            SignupRequest {
+                email: "limited@example.com".into(),
+                password: Password::new(PASSWORD),
+                tenant_name: "Limits".into(),
+                tenant_slug: None,
+            },
+        )
+        .await
+        .expect("signup with the default limits");
+    assert!(matches!(outcome, SignupOutcome::SignedIn(_)), "{outcome:?}");
+
+    let refusing = Arc::new(Scripted {
+        refuse: Some(Duration::from_secs(42)),
+        ..Scripted::default()
+    });
+    let flows = f.flows.clone().with_limits(refusing.clone());
+    let hashes_before = flows.passwords().stats().started;
+    let err = flows
+        .login(&f.client, login("limited@example.com", PASSWORD))
+        .await
+        .expect_err("the plugged limiter refuses");
+    assert!(
+        matches!(err, Error::RateLimited { retry_after } if retry_after == Duration::from_secs(42)),
+        "{err:?}"
+    );
+    let response: http::Response<bytes::Bytes> = problem_response(&err);
+    assert_eq!(response.status(), http::StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()[http::header::RETRY_AFTER], "42");
+    let body: serde_json::Value = serde_json::from_slice(response.body()).expect("json");
+    assert_eq!(body["code"], "rate_limited");
+    assert_eq!(
+        flows.passwords().stats().started,
+        hashes_before,
+        "refused before any password work"
+    );
+    assert_eq!(
+        refusing.calls.taken(),
+        vec![format!("check Login {}", f.client.ip)]
+    );
+    // The default limits of the original flows are untouched by the swap.
+    assert!(
+        f.flows
+            .login(&f.client, login("limited@example.com", PASSWORD))
+            .await
+            .is_ok()
+    );
+}
+
+/// The flows report failures and successes to the plugged limiter (what a shared store needs
+/// to count), with the account string as typed.
+async fn a_plugged_limiter_sees_login_failures_and_successes(f: Fixture) {
+    f.flows
+        .signup(
+            &f.client,
+            SignupRequest {
+                email: "counted@example.com".into(),
+                password: Password::new(PASSWORD),
+                tenant_name: "Limits".into(),
+                tenant_slug: None,
+            },
+        )
+        .await
+        .expect("signup");
+    let recording = Arc::new(Scripted::default());
+    let flows = f.flows.clone().with_limits(recording.clone());
+    let ip = f.client.ip;
+
+    let wrong = flows
+        .login(
+            &f.client,
+            login("Counted@example.com", "not the password at all"),
+        )
+        .await;
+    assert!(matches!(wrong, Err(Error::InvalidCredentials)), "{wrong:?}");
+    assert_eq!(
+        recording.calls.taken(),
+        vec![
+            format!("check Login {ip}"),
+            format!("check_login Counted@example.com {ip}"),
+            format!("failure Counted@example.com {ip}"),
+        ]
+    );
+
+    let right = flows
+        .login(&f.client, login("counted@example.com", PASSWORD))
+        .await;
+    assert!(right.is_ok(), "{right:?}");
+    let calls = recording.calls.taken();
+    assert_eq!(
+        calls[..3],
+        [
+            format!("check Login {ip}"),
+            format!("check_login counted@example.com {ip}"),
+            format!("success counted@example.com {ip}"),
+        ],
+        "{calls:?}"
+    );
+}
+
+tenantkit_core::backend_tests!(
+    fixture = fixture;
+    a_plugged_limiter_that_refuses_everything_answers_logins_429,
+    a_plugged_limiter_sees_login_failures_and_successes,
+);
