@@ -2,72 +2,20 @@
 //! flows: a login in flight cannot outlive a password reset, and a password change or reset is
 //! all or nothing (new hash, epoch, ended sessions and audit entry).
 
-use std::sync::Arc;
+use tenantkit_auth::flows::{ChangePassword, LoginRequest};
+use tenantkit_auth::{Error, Password};
+use tenantkit_core::{Backend, Database};
 
-use tenantkit_auth::flows::{AuthFlows, ChangePassword, LoginRequest, SignupRequest};
-use tenantkit_auth::{
-    AccessTokens, Error, JwtConfig, KeySet, MemoryMailer, Password, RefreshConfig, RefreshSessions,
-    SigningKey,
-};
-use tenantkit_core::testing::TestDb;
-use tenantkit_core::{Backend, ClientInfo, Database, Migrations};
+mod support;
 
-const PASSWORD: &str = "correct horse battery staple";
+use support::{Flows, PASSWORD};
 
-struct Fixture {
-    test_db: TestDb,
-    flows: AuthFlows,
-    client: ClientInfo,
-}
-
-async fn fixture(backend: Backend) -> Option<Fixture> {
-    let test_db = TestDb::new(
-        backend,
-        &Migrations::new().with(tenantkit_auth::migrations()),
-    )
-    .await?;
-    let tokens = AccessTokens::new(
-        KeySet::new(SigningKey::generate_ed25519().expect("key")),
-        JwtConfig::new("tests", "tests"),
-    );
-    let sessions = RefreshSessions::new(test_db.db.clone(), &[5u8; 32], RefreshConfig::default())
-        .expect("sessions");
-    let flows = AuthFlows::new(test_db.db.clone(), tokens, sessions)
-        .with_mailer(Arc::new(MemoryMailer::new()));
-    let client = ClientInfo::new("198.51.100.20".parse().expect("ip"));
-    Some(Fixture {
-        test_db,
-        flows,
-        client,
-    })
-}
-
-async fn sign_up(f: &Fixture, email: &str) -> tenantkit_auth::flows::SignedUp {
-    let outcome = f
-        .flows
-        .signup(
-            &f.client,
-            SignupRequest {
-                email: email.into(),
-                password: Password::new(PASSWORD),
-                tenant_name: "Epochs".into(),
-                tenant_slug: None,
-            },
-        )
-        .await
-        .expect("signup");
-    match outcome {
-        tenantkit_auth::flows::SignupOutcome::SignedIn(signed_up) => *signed_up,
-        other => panic!("open signup signs in: {other:?}"),
-    }
-}
-
-fn db(f: &Fixture) -> &Database {
+fn db(f: &Flows) -> &Database {
     &f.test_db.db
 }
 
-async fn a_session_cannot_be_created_under_an_old_epoch(f: Fixture) {
-    let signed_up = sign_up(&f, "inflight@example.com").await;
+async fn a_session_cannot_be_created_under_an_old_epoch(f: Flows) {
+    let signed_up = f.signed_up("inflight@example.com", "Epochs").await;
     let user = signed_up.user.clone();
     // A login read the user (epoch 0) and is still hashing the password...
     let read_epoch = db(&f)
@@ -108,8 +56,8 @@ async fn a_session_cannot_be_created_under_an_old_epoch(f: Fixture) {
     assert!(fresh.is_ok(), "{fresh:?}");
 }
 
-async fn a_session_of_an_old_epoch_stops_refreshing(f: Fixture) {
-    let signed_up = sign_up(&f, "stale@example.com").await;
+async fn a_session_of_an_old_epoch_stops_refreshing(f: Flows) {
+    let signed_up = f.signed_up("stale@example.com", "Epochs").await;
     let refresh = tenantkit_auth::RefreshToken::new(signed_up.tokens.refresh_token.clone());
     // The epoch moves on without the session being revoked (as if revoking had failed):
     // the session still cannot refresh.
@@ -121,8 +69,8 @@ async fn a_session_of_an_old_epoch_stops_refreshing(f: Fixture) {
     assert!(f.flows.sessions().refresh(&refresh).await.is_err());
 }
 
-async fn a_failed_password_change_changes_nothing(f: Fixture) {
-    let signed_up = sign_up(&f, "atomic@example.com").await;
+async fn a_failed_password_change_changes_nothing(f: Flows) {
+    let signed_up = f.signed_up("atomic@example.com", "Epochs").await;
     let principal = f
         .flows
         .tokens()
@@ -197,9 +145,9 @@ async fn a_failed_password_change_changes_nothing(f: Fixture) {
 
 /// A reset confirmation with a wrong token costs no password hash: the token is checked
 /// first, so guessing tokens cannot be turned into argon2 work.
-async fn a_bad_reset_token_costs_no_password_hash(f: Fixture) {
+async fn a_bad_reset_token_costs_no_password_hash(f: Flows) {
     use tenantkit_auth::flows::ResetConfirm;
-    sign_up(&f, "resetter@example.com").await;
+    f.signed_up("resetter@example.com", "Epochs").await;
     let before = f.flows.passwords().stats();
     for token in ["", "guess", &"A".repeat(43), &"x".repeat(5000)] {
         let refused = f
@@ -225,7 +173,7 @@ async fn a_bad_reset_token_costs_no_password_hash(f: Fixture) {
 }
 
 tenantkit_core::backend_tests!(
-    fixture = fixture;
+    fixture = support::flows;
     a_bad_reset_token_costs_no_password_hash,
     a_session_cannot_be_created_under_an_old_epoch,
     a_session_of_an_old_epoch_stops_refreshing,

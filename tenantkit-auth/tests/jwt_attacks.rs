@@ -1,55 +1,18 @@
 //! The JWT attack suite: every forged, confused, stale or malformed token is refused with
 //! `InvalidToken` or `TokenExpired` — never accepted, never a panic.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use tenantkit_auth::{AccessTokens, Algorithm, Error, JwtConfig, KeySet, SigningKey};
-use tenantkit_core::{ManualClock, Principal, Role, SessionId, TenantId, UserId};
 
-const RSA_PEM: &[u8] = include_bytes!("fixtures/test-only-rsa.pem");
-const RSA_PUBLIC_PEM: &[u8] = include_bytes!("fixtures/test-only-rsa.pub.pem");
-const EC_PEM: &[u8] = include_bytes!("fixtures/test-only-ec.pem");
+mod support;
 
-fn config() -> JwtConfig {
-    JwtConfig::new("https://issuer.test", "tenantkit-api")
-}
-
-fn caller() -> Principal {
-    Principal::new(
-        UserId::new(),
-        TenantId::new(),
-        Role::Member,
-        ["projects:read".to_owned()],
-        SessionId::new(),
-    )
-}
-
-fn ed25519() -> SigningKey {
-    SigningKey::generate_ed25519().expect("generate")
-}
-
-fn tokens_with(key: SigningKey) -> (AccessTokens, Arc<ManualClock>) {
-    let clock = Arc::new(ManualClock::starting_now());
-    (
-        AccessTokens::with_clock(KeySet::new(key), config(), clock.clone()),
-        clock,
-    )
-}
-
-fn assert_invalid(tokens: &AccessTokens, token: &str, what: &str) {
-    match tokens.verify(token) {
-        Err(Error::InvalidToken(_)) => {}
-        other => panic!("{what}: expected InvalidToken, got {other:?}"),
-    }
-}
-
-fn b64(value: &Value) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).expect("json"))
-}
+use support::{
+    EC_PEM, RSA_PEM, RSA_PUBLIC_PEM, assert_invalid, b64, caller, config, ed25519, tokens_with,
+};
 
 /// The header and claims of a real token, to forge variants of.
 fn parts(token: &str) -> (Value, Value, String) {

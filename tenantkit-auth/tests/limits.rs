@@ -6,15 +6,13 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tenantkit_auth::flows::{AuthFlows, LoginRequest, SignupOutcome, SignupRequest};
-use tenantkit_auth::{
-    AccessTokens, Attempt, AuthLimits, Error, JwtConfig, KeySet, MemoryMailer, Password,
-    RefreshConfig, RefreshSessions, Result, SigningKey, problem_response,
-};
-use tenantkit_core::testing::TestDb;
-use tenantkit_core::{Backend, ClientInfo, Migrations, TenantId, UserId};
+use tenantkit_auth::flows::{LoginRequest, SignupOutcome, SignupRequest};
+use tenantkit_auth::{Attempt, AuthLimits, Error, Password, Result, problem_response};
+use tenantkit_core::{TenantId, UserId};
 
-const PASSWORD: &str = "correct horse battery staple";
+mod support;
+
+use support::{Flows, PASSWORD};
 
 /// Refuses everything, and records what it was asked.
 #[derive(Debug, Default)]
@@ -86,34 +84,6 @@ impl AuthLimits for Scripted {
     }
 }
 
-struct Fixture {
-    _test_db: TestDb,
-    flows: AuthFlows,
-    client: ClientInfo,
-}
-
-async fn fixture(backend: Backend) -> Option<Fixture> {
-    let test_db = TestDb::new(
-        backend,
-        &Migrations::new().with(tenantkit_auth::migrations()),
-    )
-    .await?;
-    let tokens = AccessTokens::new(
-        KeySet::new(SigningKey::generate_ed25519().expect("key")),
-        JwtConfig::new("tests", "tests"),
-    );
-    let sessions = RefreshSessions::new(test_db.db.clone(), &[7u8; 32], RefreshConfig::default())
-        .expect("sessions");
-    let flows = AuthFlows::new(test_db.db.clone(), tokens, sessions)
-        .with_mailer(Arc::new(MemoryMailer::new()));
-    let client = ClientInfo::new("198.51.100.30".parse().expect("ip"));
-    Some(Fixture {
-        _test_db: test_db,
-        flows,
-        client,
-    })
-}
-
 fn login(email: &str, password: &str) -> LoginRequest {
     LoginRequest {
         email: email.into(),
@@ -124,7 +94,7 @@ fn login(email: &str, password: &str) -> LoginRequest {
 
 /// A limiter that refuses everything refuses logins through the flows: 429 `rate_limited`
 /// with its `Retry-After`, before any password work, even for the right password.
-async fn a_plugged_limiter_that_refuses_everything_answers_logins_429(f: Fixture) {
+async fn a_plugged_limiter_that_refuses_everything_answers_logins_429(f: Flows) {
     let open = f.flows.clone();
     let outcome = open
         .signup(
@@ -179,7 +149,7 @@ async fn a_plugged_limiter_that_refuses_everything_answers_logins_429(f: Fixture
 
 /// The flows report failures and successes to the plugged limiter (what a shared store needs
 /// to count), with the account string as typed.
-async fn a_plugged_limiter_sees_login_failures_and_successes(f: Fixture) {
+async fn a_plugged_limiter_sees_login_failures_and_successes(f: Flows) {
     f.flows
         .signup(
             &f.client,
@@ -229,7 +199,7 @@ async fn a_plugged_limiter_sees_login_failures_and_successes(f: Fixture) {
 }
 
 tenantkit_core::backend_tests!(
-    fixture = fixture;
+    fixture = support::flows;
     a_plugged_limiter_that_refuses_everything_answers_logins_429,
     a_plugged_limiter_sees_login_failures_and_successes,
 );

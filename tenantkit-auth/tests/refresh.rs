@@ -10,6 +10,8 @@ use tenantkit_auth::{
 use tenantkit_core::testing::{TestDb, TwoTenants};
 use tenantkit_core::{Backend, ManualClock, Migrations, TenantId, UserId};
 
+mod support;
+
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test-only";
 
 /// A store plus a real user and tenant in it, and a movable clock.
@@ -361,45 +363,14 @@ mod sign_in_methods {
     use bytes::Bytes;
     use http::{Request, Response, StatusCode, header};
     use http_body_util::Full;
-    use tenantkit_auth::flows::{
-        AcceptInvitation, AuthFlows, InviteRequest, LoginRequest, SignupOutcome, SignupRequest,
-        SwitchTenant,
-    };
-    use tenantkit_auth::{
-        AccessTokens, CachedSessionCheck, JwtAuthLayer, JwtConfig, KeySet, MemoryMailer, Password,
-        SigningKey, StrictJwtAuthLayer,
-    };
-    use tenantkit_core::{ClientInfo, NewTenant, Principal, Role};
+    use tenantkit_auth::flows::{LoginRequest, SwitchTenant};
+    use tenantkit_auth::{CachedSessionCheck, JwtAuthLayer, Password, StrictJwtAuthLayer};
+    use tenantkit_core::{NewTenant, Principal, Role};
     use tower::{Layer, Service, ServiceExt as _, service_fn};
 
     use super::*;
 
-    const PASSWORD: &str = "correct horse battery staple";
-
-    struct Flows {
-        flows: AuthFlows,
-        mailer: Arc<MemoryMailer>,
-        client: ClientInfo,
-        _db: TestDb,
-    }
-
-    async fn flows(backend: Backend) -> Option<Flows> {
-        let migrations = Migrations::new().with(tenantkit_auth::migrations());
-        let test_db = TestDb::new(backend, &migrations).await?;
-        let tokens = AccessTokens::new(
-            KeySet::new(SigningKey::generate_ed25519().expect("key")),
-            JwtConfig::new("tests", "tests"),
-        );
-        let sessions = RefreshSessions::new(test_db.db.clone(), SECRET, RefreshConfig::default())
-            .expect("sessions");
-        let mailer = Arc::new(MemoryMailer::new());
-        Some(Flows {
-            flows: AuthFlows::new(test_db.db.clone(), tokens, sessions).with_mailer(mailer.clone()),
-            mailer,
-            client: ClientInfo::new("198.51.100.30".parse().expect("ip")),
-            _db: test_db,
-        })
-    }
+    use super::support::{self, Flows, PASSWORD};
 
     /// What a handler behind `layer` sees of the caller: its amr and expiry.
     async fn seen_through<L>(layer: L, token: &str) -> (Vec<String>, i64)
@@ -461,22 +432,7 @@ mod sign_in_methods {
     }
 
     async fn password_sign_ins_carry_pwd_through_refresh_and_switch(f: Flows) {
-        let SignupOutcome::SignedIn(signed_up) = f
-            .flows
-            .signup(
-                &f.client,
-                SignupRequest {
-                    email: "amr@example.com".into(),
-                    password: Password::new(PASSWORD),
-                    tenant_name: "Amr".into(),
-                    tenant_slug: None,
-                },
-            )
-            .await
-            .expect("signup")
-        else {
-            panic!("open signup signs in");
-        };
+        let signed_up = f.signed_up("amr@example.com", "Amr").await;
         assert_eq!(
             amr_of(&f, &signed_up.tokens.access_token),
             ["pwd"],
@@ -585,70 +541,14 @@ mod sign_in_methods {
         );
     }
 
-    /// The token mailed to `to` (mail goes out in the background: wait for it, with a
-    /// generous guard against a hang only).
-    async fn mailed_token(f: &Flows, to: &str) -> String {
-        let wait = async {
-            loop {
-                let mail = f.mailer.sent().into_iter().find(|m| m.to == to);
-                if let Some(mail) = mail {
-                    let (_, rest) = mail.body.split_once("token=").expect("a link");
-                    break rest.split_whitespace().next().expect("token").to_owned();
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(60), wait)
-            .await
-            .expect("the mail was sent")
-    }
-
     async fn an_invitation_accepted_with_a_password_signs_in_with_pwd(f: Flows) {
-        let SignupOutcome::SignedIn(owner) = f
-            .flows
-            .signup(
-                &f.client,
-                SignupRequest {
-                    email: "owner@example.com".into(),
-                    password: Password::new(PASSWORD),
-                    tenant_name: "Inviting".into(),
-                    tenant_slug: None,
-                },
-            )
-            .await
-            .expect("signup")
-        else {
-            panic!("open signup signs in");
-        };
+        let owner = f.signed_up("owner@example.com", "Inviting").await;
         let owner = f
             .flows
             .tokens()
             .verify(&owner.tokens.access_token)
             .expect("verify");
-        f.flows
-            .invite(
-                &f.client,
-                &owner,
-                InviteRequest {
-                    email: "joiner@example.com".into(),
-                    role: Role::Member,
-                },
-            )
-            .await
-            .expect("invite");
-        let token = mailed_token(&f, "joiner@example.com").await;
-        let joined = f
-            .flows
-            .accept_invitation(
-                &f.client,
-                None,
-                AcceptInvitation {
-                    token,
-                    password: Some(Password::new(PASSWORD)),
-                },
-            )
-            .await
-            .expect("accept");
+        let (_, joined) = f.invite_and_accept(&owner, "joiner@example.com").await;
         assert_eq!(amr_of(&f, &joined.tokens.access_token), ["pwd"]);
         let refreshed = f
             .flows
@@ -662,7 +562,7 @@ mod sign_in_methods {
     }
 
     tenantkit_core::backend_tests!(
-        fixture = flows;
+        fixture = support::flows;
         password_sign_ins_carry_pwd_through_refresh_and_switch,
         an_invitation_accepted_with_a_password_signs_in_with_pwd,
     );

@@ -6,61 +6,32 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tenantkit_auth::flows::{
-    AuthFlows, ChangePassword, LoginRequest, ResetConfirm, ResetRequest, SignupOutcome,
-    SignupRequest,
-};
+use tenantkit_auth::flows::{ChangePassword, LoginRequest, ResetConfirm, ResetRequest};
 use tenantkit_auth::{
-    AccessTokens, CachedSessionCheck, JwtConfig, KeySet, MemoryMailer, Password, RefreshConfig,
-    RefreshSessions, RefreshToken, Revocation, RevocationScope, SessionState, SigningKey,
+    CachedSessionCheck, Password, RefreshToken, Revocation, RevocationScope, SessionState,
 };
-use tenantkit_core::testing::{TestDb, TwoTenants};
-use tenantkit_core::{Backend, ClientInfo, ManualClock, Migrations, Principal, Role, SessionId};
+use tenantkit_core::testing::TwoTenants;
+use tenantkit_core::{ManualClock, Principal, Role, SessionId};
 use tokio::sync::broadcast;
 
-const PASSWORD: &str = "correct horse battery staple";
+mod support;
 
-struct Fixture {
-    test_db: TestDb,
-    flows: AuthFlows,
-    mailer: Arc<MemoryMailer>,
-    client: ClientInfo,
-    heard: broadcast::Receiver<Arc<Revocation>>,
-}
+use support::{Flows, PASSWORD};
 
-async fn fixture(backend: Backend) -> Option<Fixture> {
-    let test_db = TestDb::new(
-        backend,
-        &Migrations::new().with(tenantkit_auth::migrations()),
-    )
-    .await?;
-    let tokens = AccessTokens::new(
-        KeySet::new(SigningKey::generate_ed25519().expect("key")),
-        JwtConfig::new("tests", "tests"),
-    );
-    let sessions = RefreshSessions::new(test_db.db.clone(), &[9u8; 32], RefreshConfig::default())
-        .expect("sessions");
-    let mailer = Arc::new(MemoryMailer::new());
-    let flows = AuthFlows::new(test_db.db.clone(), tokens, sessions).with_mailer(mailer.clone());
-    let heard = flows.sessions().revocations().subscribe();
-    Some(Fixture {
-        test_db,
-        flows,
-        mailer,
-        client: ClientInfo::new("198.51.100.40".parse().expect("ip")),
-        heard,
-    })
-}
+impl Flows {
+    /// The revocation bus this fixture subscribed to.
+    fn bus(&mut self) -> &mut broadcast::Receiver<Arc<Revocation>> {
+        self.revocations.as_mut().expect("subscribed to the bus")
+    }
 
-impl Fixture {
     /// The message the last call published: it is on the bus when the call returns.
     fn heard(&mut self, site: &str) -> Arc<Revocation> {
         let message = self
-            .heard
+            .bus()
             .try_recv()
             .unwrap_or_else(|err| panic!("{site}: nothing on the bus ({err:?})"));
         assert!(
-            self.heard.try_recv().is_err(),
+            self.bus().try_recv().is_err(),
             "{site}: one message per revocation"
         );
         message
@@ -69,7 +40,7 @@ impl Fixture {
     fn nothing_heard(&mut self, what: &str) {
         assert!(
             matches!(
-                self.heard.try_recv(),
+                self.bus().try_recv(),
                 Err(broadcast::error::TryRecvError::Empty)
             ),
             "{what}: published"
@@ -77,22 +48,7 @@ impl Fixture {
     }
 
     async fn sign_up(&self, email: &str) -> (Principal, RefreshToken) {
-        let outcome = self
-            .flows
-            .signup(
-                &self.client,
-                SignupRequest {
-                    email: email.into(),
-                    password: Password::new(PASSWORD),
-                    tenant_name: "Revocations".into(),
-                    tenant_slug: None,
-                },
-            )
-            .await
-            .expect("signup");
-        let SignupOutcome::SignedIn(signed_up) = outcome else {
-            panic!("open signup signs in");
-        };
+        let signed_up = self.signed_up(email, "Revocations").await;
         self.signed_in(&signed_up.tokens)
     }
 
@@ -128,7 +84,7 @@ fn sorted(mut sessions: Vec<SessionId>) -> Vec<SessionId> {
 }
 
 /// Logout, a password change and logout everywhere each publish the sessions they ended.
-async fn logout_password_change_and_logout_all_publish(mut f: Fixture) {
+async fn logout_password_change_and_logout_all_publish(mut f: Flows) {
     let email = "sites@example.com";
     let (owner, _) = f.sign_up(email).await;
     let (laptop, laptop_refresh) = f.log_in(email, PASSWORD).await;
@@ -188,7 +144,7 @@ async fn logout_password_change_and_logout_all_publish(mut f: Fixture) {
 }
 
 /// A password reset publishes every session of the user.
-async fn a_password_reset_publishes(mut f: Fixture) {
+async fn a_password_reset_publishes(mut f: Flows) {
     let email = "reset@example.com";
     let (owner, _) = f.sign_up(email).await;
     let (other, _) = f.log_in(email, PASSWORD).await;
@@ -243,7 +199,7 @@ async fn a_password_reset_publishes(mut f: Fixture) {
 
 /// A demotion and a removal publish the member's sessions in that tenant, and the operator's
 /// tenant deletion every session of the tenant.
-async fn membership_changes_and_tenant_deletion_publish(mut f: Fixture) {
+async fn membership_changes_and_tenant_deletion_publish(mut f: Flows) {
     let db = f.test_db.db.clone();
     let world = TwoTenants::create(&db).await;
     let (member, _) = world.a.add_user(&db, Role::Admin).await;
@@ -296,7 +252,7 @@ async fn membership_changes_and_tenant_deletion_publish(mut f: Fixture) {
 }
 
 /// A revocation written in a transaction that rolls back is neither kept nor published.
-async fn a_rolled_back_revocation_is_not_published(mut f: Fixture) {
+async fn a_rolled_back_revocation_is_not_published(mut f: Flows) {
     let (owner, _) = f.sign_up("rollback@example.com").await;
     let mut tx = f.test_db.db.begin_system().await.expect("begin");
     let revoked = (f.flows.sessions().revocations())
@@ -323,7 +279,7 @@ async fn a_rolled_back_revocation_is_not_published(mut f: Fixture) {
 /// A strict check with a cache that never expires (its clock stands still) refuses a token
 /// right after logout, and a removed member's token right after the removal, because it
 /// listens to the bus; the same cache without the bus still answers from its entry.
-async fn a_listening_cache_refuses_a_token_right_after_logout(f: Fixture) {
+async fn a_listening_cache_refuses_a_token_right_after_logout(f: Flows) {
     let (owner, refresh) = f.sign_up("strict@example.com").await;
     let clock = Arc::new(ManualClock::starting_now());
     let inner = Arc::new(f.flows.sessions().clone());
@@ -385,7 +341,7 @@ async fn a_listening_cache_refuses_a_token_right_after_logout(f: Fixture) {
 }
 
 tenantkit_core::backend_tests!(
-    fixture = fixture;
+    fixture = support::flows_hearing_revocations;
     logout_password_change_and_logout_all_publish,
     a_password_reset_publishes,
     membership_changes_and_tenant_deletion_publish,

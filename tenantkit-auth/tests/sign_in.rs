@@ -3,72 +3,17 @@
 //! invitation all end with, so each of them starts the same kind of session (with its
 //! methods, under the user's credentials epoch) and writes the audit entries it always wrote.
 
-use std::sync::Arc;
-use std::time::Duration;
+use tenantkit_auth::flows::{LoginRequest, SignIn, SignInVia, SwitchTenant, TokenPair};
+use tenantkit_auth::{AuthMethods, Error, Password, SessionRecord};
+use tenantkit_core::{AuditEntry, NewTenant, Principal, Role, TenantId, TenantScope};
 
-use tenantkit_auth::flows::{
-    AcceptInvitation, AuthFlows, InviteRequest, LoginRequest, SignIn, SignInVia, SignupOutcome,
-    SignupRequest, SwitchTenant, TokenPair,
-};
-use tenantkit_auth::{
-    AccessTokens, AuthMethods, Error, JwtConfig, KeySet, MemoryMailer, Password, RefreshConfig,
-    RefreshSessions, SessionRecord, SigningKey,
-};
-use tenantkit_core::testing::TestDb;
-use tenantkit_core::{
-    AuditEntry, Backend, ClientInfo, Migrations, NewTenant, Principal, Role, TenantId, TenantScope,
-};
+mod support;
 
-const PASSWORD: &str = "correct horse battery staple";
+use support::{Flows, PASSWORD};
 
-struct Fixture {
-    _test_db: TestDb,
-    flows: AuthFlows,
-    mailer: Arc<MemoryMailer>,
-    client: ClientInfo,
-}
-
-async fn fixture(backend: Backend) -> Option<Fixture> {
-    let test_db = TestDb::new(
-        backend,
-        &Migrations::new().with(tenantkit_auth::migrations()),
-    )
-    .await?;
-    let tokens = AccessTokens::new(
-        KeySet::new(SigningKey::generate_ed25519().expect("key")),
-        JwtConfig::new("tests", "tests"),
-    );
-    let sessions = RefreshSessions::new(test_db.db.clone(), &[5u8; 32], RefreshConfig::default())
-        .expect("sessions");
-    let mailer = Arc::new(MemoryMailer::new());
-    let flows = AuthFlows::new(test_db.db.clone(), tokens, sessions).with_mailer(mailer.clone());
-    Some(Fixture {
-        _test_db: test_db,
-        flows,
-        mailer,
-        client: ClientInfo::new("198.51.100.77".parse().expect("ip")),
-    })
-}
-
-impl Fixture {
+impl Flows {
     async fn sign_up(&self, email: &str, tenant: &str) -> TokenPair {
-        let outcome = self
-            .flows
-            .signup(
-                &self.client,
-                SignupRequest {
-                    email: email.into(),
-                    password: Password::new(PASSWORD),
-                    tenant_name: tenant.into(),
-                    tenant_slug: None,
-                },
-            )
-            .await
-            .expect("signup");
-        let SignupOutcome::SignedIn(signed_up) = outcome else {
-            panic!("open signup signs in");
-        };
-        signed_up.tokens
+        self.signed_up(email, tenant).await.tokens
     }
 
     fn login_request(email: &str) -> LoginRequest {
@@ -131,24 +76,6 @@ impl Fixture {
             .map(|e| e.action)
             .collect()
     }
-
-    /// The token mailed to `to` (mail goes out in the background: waited for, with a
-    /// generous guard against a hang only).
-    async fn mailed_token(&self, to: &str) -> String {
-        let wait = async {
-            loop {
-                let mail = self.mailer.sent().into_iter().find(|m| m.to == to);
-                if let Some(mail) = mail {
-                    let (_, rest) = mail.body.split_once("token=").expect("a link");
-                    break rest.split_whitespace().next().expect("token").to_owned();
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(120), wait)
-            .await
-            .expect("hang guard: the mail was sent")
-    }
 }
 
 /// Signup, login, tenant switch and invitation accept each start a session in the tenant of
@@ -156,7 +83,7 @@ impl Fixture {
 /// the user's current credentials epoch; each writes exactly the audit entries it wrote
 /// before the shared step existed (`auth.signup`, `auth.login`, `auth.tenant_switched`,
 /// `invitation.accepted`), and a derived session ends no later than its parent.
-async fn every_flow_signs_in_through_the_shared_step(f: Fixture) {
+async fn every_flow_signs_in_through_the_shared_step(f: Flows) {
     // Signup: the owner's session; its entry is the signup's own, about the user.
     let owner_tokens = f.sign_up("owner@example.com", "Shared Step").await;
     let (owner, owner_session) = f.session_of(&owner_tokens).await;
@@ -168,7 +95,7 @@ async fn every_flow_signs_in_through_the_shared_step(f: Fixture) {
 
     // Login: `auth.login` about the new session, once.
     let logged_in = (f.flows)
-        .login(&f.client, Fixture::login_request("owner@example.com"))
+        .login(&f.client, Flows::login_request("owner@example.com"))
         .await
         .expect("login");
     let (_, login_session) = f.session_of(&logged_in.tokens).await;
@@ -181,29 +108,7 @@ async fn every_flow_signs_in_through_the_shared_step(f: Fixture) {
     assert_eq!(logged_in.memberships.len(), 1);
 
     // Accepting an invitation with a new account: the acceptance's own entry, no other.
-    let invited = (f.flows)
-        .invite(
-            &f.client,
-            &owner,
-            InviteRequest {
-                email: "new@example.com".into(),
-                role: Role::Member,
-            },
-        )
-        .await
-        .expect("invite");
-    let token = f.mailed_token("new@example.com").await;
-    let joined = (f.flows)
-        .accept_invitation(
-            &f.client,
-            None,
-            AcceptInvitation {
-                token,
-                password: Some(Password::new(PASSWORD)),
-            },
-        )
-        .await
-        .expect("accept");
+    let (invited, joined) = f.invite_and_accept(&owner, "new@example.com").await;
     let (member, joined_session) = f.session_of(&joined.tokens).await;
     assert_eq!(joined_session.amr, AuthMethods::password(), "accept");
     assert_eq!((joined.tenant_id, joined.role), (tenant, Role::Member));
@@ -252,13 +157,13 @@ async fn every_flow_signs_in_through_the_shared_step(f: Fixture) {
 
 /// `check_credentials` starts no session and audits nothing; `complete_sign_in` then starts
 /// one with the methods it is given (another crate's second factor, say), audited as a login.
-async fn the_two_steps_compose(f: Fixture) {
+async fn the_two_steps_compose(f: Flows) {
     let owner_tokens = f.sign_up("steps@example.com", "Two Steps").await;
     let (owner, _) = f.session_of(&owner_tokens).await;
     let before = f.actions(owner.tenant_id()).await;
 
     let checked = (f.flows)
-        .check_credentials(&f.client, &Fixture::login_request("steps@example.com"))
+        .check_credentials(&f.client, &Flows::login_request("steps@example.com"))
         .await
         .expect("credentials");
     assert_eq!(checked.user.id, owner.user_id());
@@ -275,7 +180,7 @@ async fn the_two_steps_compose(f: Fixture) {
             &f.client,
             &LoginRequest {
                 password: Password::new("not the password at all"),
-                ..Fixture::login_request("steps@example.com")
+                ..Flows::login_request("steps@example.com")
             },
         )
         .await;
@@ -309,13 +214,13 @@ async fn the_two_steps_compose(f: Fixture) {
 
 /// A derived sign-in must be the parent's user with the parent's methods, and a membership
 /// must be the user's own: anything else is refused before a session starts.
-async fn complete_sign_in_refuses_mismatched_inputs(f: Fixture) {
+async fn complete_sign_in_refuses_mismatched_inputs(f: Flows) {
     let ada_tokens = f.sign_up("ada@example.com", "Ada").await;
     let bob_tokens = f.sign_up("bob@example.com", "Bob").await;
     let (_, ada_session) = f.session_of(&ada_tokens).await;
     let (bob, _) = f.session_of(&bob_tokens).await;
     let ada = (f.flows)
-        .check_credentials(&f.client, &Fixture::login_request("ada@example.com"))
+        .check_credentials(&f.client, &Flows::login_request("ada@example.com"))
         .await
         .expect("ada");
     let bob_membership = (f.flows.db())
@@ -368,7 +273,7 @@ async fn complete_sign_in_refuses_mismatched_inputs(f: Fixture) {
 }
 
 tenantkit_core::backend_tests!(
-    fixture = fixture;
+    fixture = support::flows;
     every_flow_signs_in_through_the_shared_step,
     the_two_steps_compose,
     complete_sign_in_refuses_mismatched_inputs

@@ -5,17 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tenantkit_auth::{AccessTokens, Error, JwtConfig, KeySet, SigningKey, VERIFIED_CACHE_CAPACITY};
-use tenantkit_core::{ManualClock, Principal, Role, SessionId, TenantId, UserId};
+use tenantkit_core::ManualClock;
 
-fn caller() -> Principal {
-    Principal::new(
-        UserId::new(),
-        TenantId::new(),
-        Role::Member,
-        ["projects:read".to_owned()],
-        SessionId::new(),
-    )
-}
+mod support;
+
+use support::caller;
 
 fn tokens() -> (AccessTokens, Arc<ManualClock>, KeySet) {
     let clock = Arc::new(ManualClock::starting_now());

@@ -15,15 +15,16 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use serde_json::{Value, json};
 use tenantkit_auth::{
-    AccessTokens, Algorithm, Error, JwtAuthLayer, JwtConfig, KeySet, SigningKey, VerifyingKey,
+    AccessTokens, Algorithm, Error, JwtAuthLayer, KeySet, SigningKey, VerifyingKey,
     generate_ed25519_pem,
 };
-use tenantkit_core::{ManualClock, Principal, Role, SessionId, TenantId, UserId, amr};
+use tenantkit_core::{ManualClock, Principal, amr};
 use tower::{Layer as _, ServiceExt as _, service_fn};
 
-const RSA_PEM: &[u8] = include_bytes!("fixtures/test-only-rsa.pem");
-const RSA_PUBLIC_PEM: &[u8] = include_bytes!("fixtures/test-only-rsa.pub.pem");
-const EC_PEM: &[u8] = include_bytes!("fixtures/test-only-ec.pem");
+mod support;
+
+use support::{EC_PEM, RSA_PEM, RSA_PUBLIC_PEM, assert_invalid, b64, config};
+
 /// The public half of `fixtures/test-only-ec.pem`.
 const EC_PUBLIC_PEM: &[u8] = b"-----BEGIN PUBLIC KEY-----
 MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEZTj9N83oREc0Ceng53MlHUVKYJmC
@@ -37,19 +38,9 @@ MA4wBQYDK2VwAwUAAQIDBA==
 -----END PUBLIC KEY-----
 ";
 
-fn config() -> JwtConfig {
-    JwtConfig::new("https://issuer.test", "tenantkit-api")
-}
-
+/// The shared caller, signed in with a password.
 fn caller() -> Principal {
-    Principal::new(
-        UserId::new(),
-        TenantId::new(),
-        Role::Member,
-        ["projects:read".to_owned()],
-        SessionId::new(),
-    )
-    .with_amr([amr::PASSWORD.to_owned()])
+    support::caller().with_amr([amr::PASSWORD.to_owned()])
 }
 
 /// An issuer (signing) and a verifier built from the issuer's published JWKS only, on one
@@ -69,22 +60,11 @@ fn issuer_and_verifier() -> (AccessTokens, AccessTokens, Arc<ManualClock>) {
     (issuer, verifier, clock)
 }
 
-fn assert_invalid(tokens: &AccessTokens, token: &str, what: &str) {
-    match tokens.verify(token) {
-        Err(Error::InvalidToken(_)) => {}
-        other => panic!("{what}: expected InvalidToken, got {other:?}"),
-    }
-}
-
 fn assert_key_error(result: tenantkit_auth::Result<KeySet>, what: &str) {
     match result {
         Err(Error::Key(reason)) => assert!(!reason.is_empty(), "{what}: a reason"),
         other => panic!("{what}: expected Error::Key, got {other:?}"),
     }
-}
-
-fn b64(value: &Value) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).expect("json"))
 }
 
 fn claims_of(token: &str) -> Value {
