@@ -255,11 +255,16 @@ async fn stalled_uploads_from_one_client_do_not_starve_others() {
         .await
         .expect("server");
     let bytes = vec![b'x'; 4096];
-    let mut held = Vec::new();
+    // Each its own intent (one URL takes one upload at a time), all made first: the test's
+    // API client speaks from 127.0.0.1, the staller from 127.0.0.9 (another client network),
+    // so the API client never competes for the staller's share.
+    let mut paths = Vec::new();
     for _ in 0..8 {
-        // Each its own intent: one URL takes one upload at a time.
-        let path = upload_path(&server, &bytes).await;
-        let mut stream = connect_from(&server, [127, 0, 0, 1]).await;
+        paths.push(upload_path(&server, &bytes).await);
+    }
+    let mut held = Vec::new();
+    for path in paths {
+        let mut stream = connect_from(&server, [127, 0, 0, 9]).await;
         // Headers, then nothing: the body never comes.
         let head = format!(
             "PUT {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\n\
@@ -275,7 +280,7 @@ async fn stalled_uploads_from_one_client_do_not_starve_others() {
         .expect("another client is served while one client stalls");
     assert_eq!(answer.as_deref(), Some("HTTP/1.1 200 OK"));
     // The stalling client's own extra connections are closed unanswered.
-    let answer = tokio::time::timeout(HANG_GUARD, healthz_from(&server, [127, 0, 0, 1]))
+    let answer = tokio::time::timeout(HANG_GUARD, healthz_from(&server, [127, 0, 0, 9]))
         .await
         .expect("closed at once");
     assert_eq!(answer, None, "a client over its share was served");
