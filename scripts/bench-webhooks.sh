@@ -128,7 +128,8 @@ server_start() {
     BASE="http://127.0.0.1:$SERVER_PORT"
     SERVER_LOG="$dir/server.log"
     env TENANTKIT_DATA_DIR="$dir/data" TENANTKIT_BIND="127.0.0.1:$SERVER_PORT" \
-        TENANTKIT_STRIPE_WEBHOOK_SECRETS="$SECRET" RUST_LOG=warn "$@" \
+        TENANTKIT_STRIPE_WEBHOOK_SECRETS="$SECRET" TENANTKIT_MAX_CONNECTIONS_PER_CLIENT=100000 \
+        RUST_LOG=warn "$@" \
         "$BIN" serve </dev/null >"$SERVER_LOG" 2>&1 &
     SERVER_PID=$!
     local i

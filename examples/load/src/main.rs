@@ -164,8 +164,10 @@ async fn main() {
         BackendArg::Postgres => Backend::Postgres,
     };
     let phase = Duration::from_secs(args.seconds.clamp(1, 60));
-    // Rate limits would (rightly) stop a login burst from one address; lift them here.
+    // Rate limits and the per-client connection cap would (rightly) stop a burst from one
+    // address; lift them here.
     let config = Config {
+        max_connections_per_client: usize::MAX,
         rate_per_ip: std::num::NonZeroU32::MAX,
         rate_refresh_per_ip: std::num::NonZeroU32::MAX,
         rate_per_account: std::num::NonZeroU32::MAX,
