@@ -76,7 +76,7 @@ pub struct Config {
     pub data_dir: PathBuf,
 
     /// Database the application connects to: `sqlite://...` or `postgres://...`
-    /// [default: sqlite://<data dir>/tenantkit.db]. On PostgreSQL this must be an RLS-bound
+    /// [default: sqlite://DATA_DIR/tenantkit.db]. On PostgreSQL this must be an RLS-bound
     /// role (see README).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -208,7 +208,7 @@ pub struct Config {
     )]
     pub forwarded_header: ForwardedHeader,
 
-    /// The public base URL of the service, for links in emails [default: http://<bind>].
+    /// The public base URL of the service, for links in emails [default: http://BIND].
     #[arg(long, env = "TENANTKIT_PUBLIC_URL")]
     pub public_url: Option<String>,
 

@@ -1,6 +1,6 @@
 //! The extractors the routes use: all of them tenantkit-core's (`tenantkit_core::axum`), whose
 //! rejections are problem answers with a stable code. The client comes from the connection's
-//! `ConnectInfo` and the state's trusted proxies ([`crate::AppState::proxies`]); the caller
+//! `ConnectInfo` and the state's trusted proxies (`AppState::proxies`); the caller
 //! (`Principal`, `Option<Principal>`) from the JWT layer.
 
 pub use tenantkit_core::ClientInfo as Client;

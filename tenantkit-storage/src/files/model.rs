@@ -28,7 +28,7 @@ impl QuotaSource for FixedQuota {
     }
 }
 
-/// Files may hang off rows of this team-restricted table ([`Visibility::Team`]: `id`,
+/// Files may hang off rows of this team-restricted table ([`Visibility::Team`](tenantkit_core::Visibility::Team): `id`,
 /// `tenant_id`, `team_id`, `restricted`), through `project_id`, and are then visible exactly
 /// when that row is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
