@@ -1,67 +1,18 @@
 //! Server configuration: read once from flags and environment variables, then passed down.
 
+mod derived;
+#[cfg(test)]
+mod tests;
+mod values;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use tenantkit_auth::Algorithm;
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines (the default).
-    Pretty,
-    /// One JSON object per line, for log collectors.
-    Json,
-}
-
-/// How access tokens are checked beyond their signature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SessionCheckMode {
-    /// The session must be live and the user a member; the current role replaces the token's.
-    Strict,
-    /// Tokens are honoured until they expire.
-    Off,
-}
-
-/// How signup treats addresses (see [`tenantkit_auth::flows::SignupMode`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SignupMode {
-    /// Signed in at once; a registered email answers 409.
-    Open,
-    /// Enumeration-safe: 202 for every well-formed signup; sign-in waits for a proven address.
-    VerifyFirst,
-}
-
-impl From<SignupMode> for tenantkit_auth::flows::SignupMode {
-    fn from(mode: SignupMode) -> Self {
-        match mode {
-            SignupMode::Open => Self::Open,
-            SignupMode::VerifyFirst => Self::VerifyFirst,
-        }
-    }
-}
-
-/// The forwarding header trusted proxies write (see [`tenantkit_core::ForwardedHeader`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum ForwardedHeader {
-    /// `X-Forwarded-For` (nginx, AWS ALB, Caddy, most load balancers).
-    #[default]
-    XForwardedFor,
-    /// RFC 7239 `Forwarded`, for proxies that append to it.
-    Forwarded,
-}
-
-impl From<ForwardedHeader> for tenantkit_core::ForwardedHeader {
-    fn from(header: ForwardedHeader) -> Self {
-        match header {
-            ForwardedHeader::XForwardedFor => Self::XForwardedFor,
-            ForwardedHeader::Forwarded => Self::Forwarded,
-        }
-    }
-}
+pub use values::{ForwardedHeader, LogFormat, SessionCheckMode, SignupMode, StorageBackend};
 
 /// Everything the server needs to start. Every field has a flag and an environment variable;
 /// the defaults run the embedded configuration with no setup.
@@ -405,90 +356,6 @@ impl Default for Config {
     }
 }
 
-/// Where uploaded files are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum StorageBackend {
-    /// `<data dir>/uploads`, through signed URLs this server answers.
-    Local,
-    /// An S3-compatible bucket, through presigned URLs.
-    S3,
-}
-
-impl Config {
-    /// The database URL, defaulting to a SQLite file in the data folder.
-    pub fn database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("tenantkit.db").display()))
-    }
-
-    /// The base URL of links in emails.
-    pub fn public_url(&self) -> String {
-        self.public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", self.bind))
-            .trim_end_matches('/')
-            .to_owned()
-    }
-
-    /// The trusted proxies, reading the configured forwarding header.
-    pub fn proxies(&self) -> tenantkit_core::TrustedProxies {
-        self.trusted_proxies
-            .clone()
-            .with_header(self.forwarded_header.into())
-    }
-
-    /// The rate limits of the auth flows.
-    pub fn rate_limits(&self) -> tenantkit_auth::RateLimitConfig {
-        tenantkit_auth::RateLimitConfig {
-            per_network_per_minute: self.rate_per_ip,
-            refresh_per_network_per_minute: self.rate_refresh_per_ip,
-            failures_per_account_network_per_minute: self.rate_per_account,
-            failures_per_account_per_minute: self.rate_per_account_total,
-            ..tenantkit_auth::RateLimitConfig::default()
-        }
-    }
-
-    /// How long a session check's answer is cached.
-    pub fn session_check_ttl(&self) -> Duration {
-        Duration::from_millis(self.session_check_ttl_ms.min(5000))
-    }
-
-    /// The request timeout.
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_secs(self.request_timeout_secs)
-    }
-
-    /// How long a connection may take to send a request's headers.
-    pub fn header_timeout(&self) -> Duration {
-        Duration::from_secs(self.header_timeout_secs.max(1))
-    }
-
-    /// How long an answer may make no write progress before its connection is closed.
-    pub fn write_timeout(&self) -> Duration {
-        Duration::from_secs(self.write_timeout_secs.max(1))
-    }
-
-    /// The deadline of a request to a signed storage URL.
-    pub fn transfer_timeout(&self) -> Duration {
-        Duration::from_secs(self.transfer_timeout_secs.max(1))
-    }
-
-    /// How slowly upload bodies to the local store may arrive.
-    pub fn transfer_limits(&self) -> tenantkit_storage::TransferLimits {
-        tenantkit_storage::TransferLimits {
-            idle_timeout: Duration::from_secs(self.transfer_idle_secs.max(1)),
-            min_bytes_per_sec: self.transfer_min_rate,
-            ..tenantkit_storage::TransferLimits::default()
-        }
-    }
-
-    /// How long a shutdown waits for requests in flight.
-    pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_secs(self.shutdown_grace_secs)
-    }
-}
-
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
@@ -566,66 +433,5 @@ pub fn redact_url(url: &str) -> String {
     match userinfo.split_once(':') {
         Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
         None => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_never_appear_in_debug_output() {
-        let config = Config {
-            database_url: Some("postgres://app:s3cret@db:5432/tk".into()),
-            database_migration_url: Some("postgres://owner:hunter2@db/tk".into()),
-            ..Config::default()
-        };
-        let shown = format!("{config:?}");
-        assert!(
-            !shown.contains("s3cret") && !shown.contains("hunter2"),
-            "{shown}"
-        );
-        assert!(shown.contains("postgres://app:***@db:5432/tk"));
-    }
-
-    #[test]
-    fn the_forwarding_header_is_a_setting_and_a_bad_one_is_refused() {
-        use clap::Parser;
-        #[derive(Debug, clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            config: Config,
-        }
-        let default = Cli::try_parse_from(["tenantkit-server"]).expect("defaults");
-        assert_eq!(
-            default.config.proxies().header(),
-            tenantkit_core::ForwardedHeader::XForwardedFor
-        );
-        let chosen = Cli::try_parse_from(["tenantkit-server", "--forwarded-header", "forwarded"])
-            .expect("forwarded");
-        assert_eq!(
-            chosen.config.proxies().header(),
-            tenantkit_core::ForwardedHeader::Forwarded
-        );
-        let err = Cli::try_parse_from(["tenantkit-server", "--forwarded-header", "x-real-ip"])
-            .expect_err("an unknown header");
-        let message = err.to_string();
-        assert!(
-            message.contains("x-real-ip") && message.contains("x-forwarded-for, forwarded"),
-            "{message}"
-        );
-    }
-
-    #[test]
-    fn the_default_database_is_sqlite_in_the_data_folder() {
-        let config = Config {
-            data_dir: "/tmp/x".into(),
-            ..Config::default()
-        };
-        assert_eq!(config.database_url(), "sqlite:///tmp/x/tenantkit.db");
-        assert_eq!(
-            redact_url("sqlite://data/tenantkit.db"),
-            "sqlite://data/tenantkit.db"
-        );
     }
 }
