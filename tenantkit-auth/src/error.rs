@@ -65,6 +65,11 @@ pub enum Error {
         /// How long until the next attempt is allowed.
         retry_after: std::time::Duration,
     },
+    /// The rate limits could not be consulted (a shared store behind [`crate::AuthLimits`] is
+    /// unreachable or timed out): the attempt is refused, never let through unlimited (503
+    /// `service_unavailable`). The reason is for logs only.
+    #[error("rate limits unavailable: {0}")]
+    LimitsUnavailable(String),
     /// The password hasher's queue is full: the request is refused at once rather than made
     /// to wait behind a burst (503 `service_unavailable` + `Retry-After`).
     #[error("password hashing overloaded")]
@@ -179,6 +184,13 @@ fn problem_body(err: &Error) -> Problem {
             Problem::new(
                 ErrorCode::ServiceUnavailable,
                 "The server is busy; retry after the time in `Retry-After`.",
+            )
+        }
+        Error::LimitsUnavailable(reason) => {
+            tracing::error!(reason = %reason, "rate limits unavailable; attempt refused");
+            Problem::new(
+                ErrorCode::ServiceUnavailable,
+                "The service cannot check its rate limits right now; retry shortly.",
             )
         }
         Error::Core(core) => Problem::from(core),

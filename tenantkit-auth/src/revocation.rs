@@ -242,6 +242,7 @@ impl Revocations {
     }
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sealed {
     pub trait Sealed {}
     impl Sealed for tenantkit_core::TenantTx {}
@@ -249,6 +250,7 @@ mod sealed {
     impl Sealed for tenantkit_core::UserTx {}
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// The transactions a revocation can be written in: tenantkit-core's three kinds, whose
 /// `after_commit` hooks publish it. Sealed.
 pub trait CommitHook: tenantkit_core::Transaction + sealed::Sealed {
@@ -256,18 +258,21 @@ pub trait CommitHook: tenantkit_core::Transaction + sealed::Sealed {
     fn on_commit(&mut self, hook: Box<dyn FnOnce() + Send + 'static>);
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl CommitHook for tenantkit_core::TenantTx {
     fn on_commit(&mut self, hook: Box<dyn FnOnce() + Send + 'static>) {
         self.after_commit(hook);
     }
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl CommitHook for tenantkit_core::SystemTx {
     fn on_commit(&mut self, hook: Box<dyn FnOnce() + Send + 'static>) {
         self.after_commit(hook);
     }
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl CommitHook for tenantkit_core::UserTx {
     fn on_commit(&mut self, hook: Box<dyn FnOnce() + Send + 'static>) {
         self.after_commit(hook);

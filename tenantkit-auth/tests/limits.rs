@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tenantkit_auth::flows::{LoginRequest, SignupOutcome, SignupRequest};
-use tenantkit_auth::{Attempt, AuthLimits, Error, Password, Result, problem_response};
+use tenantkit_auth::{Attempt, AuthLimits, Error, LimitFuture, Password, problem_response};
 use tenantkit_core::{TenantId, UserId};
 
 mod support;
@@ -41,45 +41,54 @@ impl Calls {
 #[derive(Debug, Default)]
 struct Scripted {
     refuse: Option<Duration>,
+    /// Answers every check with [`Error::LimitsUnavailable`], as a shared store that is down.
+    store_down: bool,
     calls: Calls,
 }
 
 impl Scripted {
-    fn answer(&self, call: String) -> Result<()> {
+    fn answer(&self, call: String) -> LimitFuture<'_> {
         self.calls.push(call);
-        match self.refuse {
-            Some(retry_after) => Err(Error::RateLimited { retry_after }),
-            None => Ok(()),
-        }
+        let answer = match (self.store_down, self.refuse) {
+            (true, _) => Err(Error::LimitsUnavailable("store unreachable".into())),
+            (false, Some(retry_after)) => Err(Error::RateLimited { retry_after }),
+            (false, None) => Ok(()),
+        };
+        // A real store answers later: yield once so the flows truly await the answer.
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            answer
+        })
     }
 }
 
 impl AuthLimits for Scripted {
-    fn check(&self, attempt: Attempt, ip: IpAddr) -> Result<()> {
+    fn check(&self, attempt: Attempt, ip: IpAddr) -> LimitFuture<'_> {
         self.answer(format!("check {attempt:?} {ip}"))
     }
 
-    fn check_login(&self, account: &str, ip: IpAddr) -> Result<()> {
+    fn check_login<'a>(&'a self, account: &'a str, ip: IpAddr) -> LimitFuture<'a> {
         self.answer(format!("check_login {account} {ip}"))
     }
 
-    fn record_login_failure(&self, account: &str, ip: IpAddr) -> Result<()> {
+    fn record_login_failure<'a>(&'a self, account: &'a str, ip: IpAddr) -> LimitFuture<'a> {
         self.answer(format!("failure {account} {ip}"))
     }
 
-    fn record_login_success(&self, account: &str, ip: IpAddr) {
+    fn record_login_success<'a>(&'a self, account: &'a str, ip: IpAddr) -> LimitFuture<'a> {
         self.calls.push(format!("success {account} {ip}"));
+        Box::pin(async { Ok(()) })
     }
 
-    fn check_reset(&self, account: &str) -> Result<()> {
+    fn check_reset<'a>(&'a self, account: &'a str) -> LimitFuture<'a> {
         self.answer(format!("check_reset {account}"))
     }
 
-    fn check_account_action(&self, kind: &'static str, _user: UserId) -> Result<()> {
+    fn check_account_action(&self, kind: &'static str, _user: UserId) -> LimitFuture<'_> {
         self.answer(format!("check_account_action {kind}"))
     }
 
-    fn check_invitation(&self, _tenant: TenantId, _inviter: UserId) -> Result<()> {
+    fn check_invitation(&self, _tenant: TenantId, _inviter: UserId) -> LimitFuture<'_> {
         self.answer("check_invitation".to_owned())
     }
 }
@@ -198,8 +207,83 @@ async fn a_plugged_limiter_sees_login_failures_and_successes(f: Flows) {
     );
 }
 
+/// A shared store that is down fails closed: logins, signups and reset requests answer 503
+/// `service_unavailable` (never a 500, never let through unlimited), before any password work;
+/// verifying the access tokens already issued still works (it never consults the limits).
+async fn a_limiter_whose_store_is_down_fails_closed_with_503(f: Flows) {
+    let signed_up = f
+        .flows
+        .signup(
+            &f.client,
+            SignupRequest {
+                email: "down@example.com".into(),
+                password: Password::new(PASSWORD),
+                tenant_name: "Limits".into(),
+                tenant_slug: None,
+            },
+        )
+        .await
+        .expect("signup with the default limits");
+    let SignupOutcome::SignedIn(pair) = signed_up else {
+        panic!("{signed_up:?}");
+    };
+    let down = Arc::new(Scripted {
+        store_down: true,
+        ..Scripted::default()
+    });
+    let flows = f.flows.clone().with_limits(down.clone());
+    let hashes_before = flows.passwords().stats().started;
+
+    let login = flows
+        .login(&f.client, login("down@example.com", PASSWORD))
+        .await
+        .expect_err("no login while the limits cannot be checked");
+    let signup = flows
+        .signup(
+            &f.client,
+            SignupRequest {
+                email: "new@example.com".into(),
+                password: Password::new(PASSWORD),
+                tenant_name: "Limits".into(),
+                tenant_slug: None,
+            },
+        )
+        .await
+        .expect_err("no signup either");
+    let reset = flows
+        .request_password_reset(
+            &f.client,
+            tenantkit_auth::flows::ResetRequest {
+                email: "down@example.com".into(),
+            },
+        )
+        .await
+        .expect_err("no reset mail either");
+    for err in [login, signup, reset] {
+        assert!(matches!(err, Error::LimitsUnavailable(_)), "{err:?}");
+        let response: http::Response<bytes::Bytes> = problem_response(&err);
+        assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        let body: serde_json::Value = serde_json::from_slice(response.body()).expect("json");
+        assert_eq!(body["code"], "service_unavailable");
+        assert!(
+            !body.to_string().contains("store unreachable"),
+            "the reason is for logs only: {body}"
+        );
+    }
+    assert_eq!(
+        flows.passwords().stats().started,
+        hashes_before,
+        "refused before any password work"
+    );
+    assert!(
+        flows.tokens().verify(&pair.tokens.access_token).is_ok(),
+        "issued tokens keep verifying"
+    );
+}
+
 tenantkit_core::backend_tests!(
     fixture = support::flows;
     a_plugged_limiter_that_refuses_everything_answers_logins_429,
+    a_limiter_whose_store_is_down_fails_closed_with_503,
     a_plugged_limiter_sees_login_failures_and_successes,
 );

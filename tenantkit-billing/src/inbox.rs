@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use tenantkit_core::{Backend, Database, MigrationSet, with_conn};
+use tenantkit_core::{Backend, Database, MigrationSet, SystemTx, with_conn};
 
 use crate::{Error, Result, WebhookVerifier};
 
@@ -295,14 +295,28 @@ impl Inbox {
     }
 
     /// Puts an event (a dead letter, or a handled one) back in line for the worker, with its
-    /// attempts reset. `false` when there is no such event.
+    /// attempts reset. `false` when there is no such event. (In a transaction of one's own:
+    /// [`Inbox::replay_in`].)
     ///
     /// # Errors
     /// Database errors.
     pub async fn replay(&self, event_id: &str) -> Result<bool> {
-        let now = tenantkit_core::now();
         let mut tx = self.db.begin_system().await?;
-        let changed = with_conn!(&mut tx, |c| {
+        let replayed = self.replay_in(&mut tx, event_id).await?;
+        tx.commit().await?;
+        Ok(replayed)
+    }
+
+    /// [`Inbox::replay`] inside the caller's system transaction: the event is back in line
+    /// exactly when that transaction commits, together with what else it writes (the fix
+    /// the event waited for, such as the customer mapping it could not find, or an operator's
+    /// audit entry). `false` when there is no such event.
+    ///
+    /// # Errors
+    /// Database errors (they poison `tx`).
+    pub async fn replay_in(&self, tx: &mut SystemTx, event_id: &str) -> Result<bool> {
+        let now = tenantkit_core::now();
+        let changed = with_conn!(tx, |c| {
             sqlx::query(
                 "UPDATE billing_events SET state = 'pending', attempts = 0, lease_until = NULL, \
                  next_attempt_at = $2, last_error = NULL WHERE event_id = $1",
@@ -313,7 +327,6 @@ impl Inbox {
             .await
             .map(|done| done.rows_affected())
         })?;
-        tx.commit().await?;
         Ok(changed > 0)
     }
 }
@@ -341,6 +354,11 @@ impl Billing {
     pub fn with_body_limit(mut self, bytes: usize) -> Self {
         self.body_limit = bytes;
         self
+    }
+
+    /// The largest body read ([`crate::DEFAULT_BODY_LIMIT`] unless replaced).
+    pub fn body_limit(&self) -> usize {
+        self.body_limit
     }
 
     /// The inbox.

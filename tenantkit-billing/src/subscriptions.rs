@@ -31,6 +31,7 @@ use time::OffsetDateTime;
 
 use tenantkit_core::{AuditEvent, PlanName, SystemTx, TenantId, TenantTx, with_conn};
 
+use crate::HandlerError;
 use crate::inbox::StoredEvent;
 use crate::plans::Plans;
 use crate::typed::ObjectHandler;
@@ -140,28 +141,42 @@ fn metadata_tenant(metadata: Option<&HashMap<String, String>>) -> Option<&str> {
 async fn existing_tenant(
     tx: &mut SystemTx,
     text: Option<&str>,
-) -> Result<Option<TenantId>, String> {
+) -> Result<Option<TenantId>, HandlerError> {
     let Some(id) = text.and_then(|t| t.parse::<TenantId>().ok()) else {
         return Ok(None);
     };
     // Core owns the tenants table: ask it.
-    let found = tx.find_tenant(id).await.map_err(|e| e.to_string())?;
+    let found = tx.find_tenant(id).await?;
     Ok(found.map(|tenant| tenant.id))
 }
 
-async fn tenant_of_customer(tx: &mut SystemTx, customer: &str) -> Result<Option<TenantId>, String> {
-    with_conn!(tx, |c| {
+/// The tenant whose Stripe customer `customer` (`cus_…`) is, once the checkout session (or
+/// a subscription's `metadata.tenant_id`) that names it was handled by
+/// [`SubscriptionHandler`]: for handlers of other events (invoices, charges) that must find
+/// their tenant, then act in it with [`SystemTx::in_tenant`]. `None` while it is not known
+/// (fail the handler to retry it later).
+///
+/// # Errors
+/// [`tenantkit_core::Error::Database`] on failure.
+pub async fn tenant_of_customer(
+    tx: &mut SystemTx,
+    customer: &str,
+) -> tenantkit_core::Result<Option<TenantId>> {
+    Ok(with_conn!(tx, |c| {
         sqlx::query_scalar("SELECT tenant_id FROM billing_customers WHERE customer_id = $1")
             .bind(customer)
             .fetch_optional(c)
             .await
-    })
-    .map_err(|e| e.to_string())
+    })?)
 }
 
 /// Maps `customer` to `tenant` unless either already has another mapping (a tenant has at
 /// most one customer; a customer belongs to one tenant).
-async fn map_customer(tx: &mut SystemTx, tenant: TenantId, customer: &str) -> Result<(), String> {
+async fn map_customer(
+    tx: &mut SystemTx,
+    tenant: TenantId,
+    customer: &str,
+) -> Result<(), HandlerError> {
     let now = tenantkit_core::now();
     // PostgreSQL: the row is the tenant's, so act in it for the insert.
     with_conn!(tx, |c| {
@@ -175,13 +190,17 @@ async fn map_customer(tx: &mut SystemTx, tenant: TenantId, customer: &str) -> Re
         .execute(c)
         .await
         .map(drop)
-    })
-    .map_err(|e| e.to_string())
+    })?;
+    Ok(())
 }
 
 impl SubscriptionHandler {
     /// A checkout session maps its customer to the tenant it names.
-    async fn checkout(&self, tx: &mut SystemTx, session: &CheckoutSession) -> Result<(), String> {
+    async fn checkout(
+        &self,
+        tx: &mut SystemTx,
+        session: &CheckoutSession,
+    ) -> Result<(), HandlerError> {
         let tenant = match existing_tenant(tx, session.client_reference_id.as_deref()).await? {
             Some(tenant) => Some(tenant),
             None => existing_tenant(tx, metadata_tenant(session.metadata.as_ref())).await?,
@@ -199,7 +218,7 @@ impl SubscriptionHandler {
         tx: &mut SystemTx,
         event: &StoredEvent,
         subscription: &Subscription,
-    ) -> Result<(), String> {
+    ) -> Result<(), HandlerError> {
         let id = subscription.id.as_str();
         let customer = subscription.customer.id().as_str();
         let tenant =
@@ -208,9 +227,9 @@ impl SubscriptionHandler {
                     map_customer(tx, tenant, customer).await?;
                     tenant
                 }
-                None => tenant_of_customer(tx, customer)
-                    .await?
-                    .ok_or("the subscription's tenant is not known yet")?,
+                None => tenant_of_customer(tx, customer).await?.ok_or_else(|| {
+                    HandlerError::new("the subscription's tenant is not known yet")
+                })?,
             };
         // The customer must be this tenant's (never another tenant's subscription).
         if tenant_of_customer(tx, customer).await? != Some(tenant) {
@@ -247,8 +266,7 @@ impl SubscriptionHandler {
                 .execute(c)
                 .await
                 .map(drop)
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
         if event.event_type == "customer.subscription.trial_will_end" {
             // Stripe sends it three days ahead; once per event (the handler runs exactly once).
             tx.audit_in(
@@ -260,8 +278,7 @@ impl SubscriptionHandler {
                         "event_id": event.event_id,
                     })),
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         }
         self.settle_plan(tx, tenant, event).await
     }
@@ -272,27 +289,20 @@ impl SubscriptionHandler {
         tx: &mut SystemTx,
         tenant: TenantId,
         event: &StoredEvent,
-    ) -> Result<(), String> {
+    ) -> Result<(), HandlerError> {
         let rows: Vec<SubscriptionRow> = with_conn!(tx, |c| {
             sqlx::query_as(SUBSCRIPTIONS_OF_TENANT)
                 .bind(tenant)
                 .fetch_all(c)
                 .await
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
         let (plan, status) = effective(&self.plans, &rows, tenantkit_core::now());
-        let current: Option<String> = tx
-            .find_tenant(tenant)
-            .await
-            .map_err(|e| e.to_string())?
-            .map(|t| t.plan.to_string());
+        let current: Option<String> = tx.find_tenant(tenant).await?.map(|t| t.plan.to_string());
         if current.as_deref() == Some(plan.as_str()) {
             return Ok(());
         }
-        let name = PlanName::parse(&plan).map_err(|e| e.to_string())?;
-        tx.set_tenant_plan(tenant, &name)
-            .await
-            .map_err(|e| e.to_string())?;
+        let name = PlanName::parse(&plan)?;
+        tx.set_tenant_plan(tenant, &name).await?;
         tx.audit_in(
             tenant,
             AuditEvent::new("billing.plan_changed")
@@ -301,8 +311,7 @@ impl SubscriptionHandler {
                     "from": current, "to": plan, "status": status, "event_id": event.event_id,
                 })),
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         Ok(())
     }
 }
@@ -313,7 +322,7 @@ impl ObjectHandler<CheckoutSession> for SubscriptionHandler {
         tx: &'a mut SystemTx,
         _event: &'a StoredEvent,
         session: CheckoutSession,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move { self.checkout(tx, &session).await })
     }
 }
@@ -324,7 +333,7 @@ impl ObjectHandler<Subscription> for SubscriptionHandler {
         tx: &'a mut SystemTx,
         event: &'a StoredEvent,
         subscription: Subscription,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move { self.subscription(tx, event, &subscription).await })
     }
 }

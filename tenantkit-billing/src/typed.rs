@@ -3,7 +3,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use tenantkit_billing::{BoxFuture, EventRouter, ObjectHandler, StoredEvent};
+//! use tenantkit_billing::{BoxFuture, EventRouter, HandlerError, ObjectHandler, StoredEvent};
 //! use tenantkit_billing::stripe_shared::Invoice;
 //! use tenantkit_core::SystemTx;
 //!
@@ -16,7 +16,7 @@
 //!         _tx: &'a mut SystemTx,
 //!         event: &'a StoredEvent,
 //!         invoice: Invoice,
-//!     ) -> BoxFuture<'a, Result<(), String>> {
+//!     ) -> BoxFuture<'a, Result<(), HandlerError>> {
 //!         Box::pin(async move {
 //!             tracing::info!(event = %event.event_id, paid = invoice.amount_paid, "receipt");
 //!             Ok(())
@@ -40,9 +40,9 @@ use std::sync::Arc;
 
 use tenantkit_core::SystemTx;
 
-use crate::API_VERSION;
 use crate::inbox::StoredEvent;
 use crate::worker::{BoxFuture, EventHandler, EventRouter};
+use crate::{API_VERSION, HandlerError};
 
 impl StoredEvent {
     /// The event's `data.object` as async-stripe's type `T` (e.g.
@@ -82,13 +82,14 @@ fn short_name<T>() -> &'static str {
 /// Handles events whose object is async-stripe's type `T`, inside the transaction that also
 /// marks the event done (see [`EventHandler`]).
 pub trait ObjectHandler<T>: fmt::Debug + Send + Sync + 'static {
-    /// Handles `event` with its parsed `object`; an error rolls back and schedules a retry.
+    /// Handles `event` with its parsed `object`; an error rolls back and schedules a retry
+    /// (see [`HandlerError`]).
     fn handle<'a>(
         &'a self,
         tx: &'a mut SystemTx,
         event: &'a StoredEvent,
         object: T,
-    ) -> BoxFuture<'a, Result<(), String>>;
+    ) -> BoxFuture<'a, Result<(), HandlerError>>;
 }
 
 /// Parses the object, then hands it to the typed handler.
@@ -115,7 +116,7 @@ where
         &'a self,
         tx: &'a mut SystemTx,
         event: &'a StoredEvent,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
             let object = event.object::<T>()?;
             self.handler.handle(tx, event, object).await

@@ -12,21 +12,27 @@ use time::{Duration, OffsetDateTime};
 
 use tenantkit_core::{Backend, Database, SystemTx, with_conn};
 
-use crate::Result;
 use crate::inbox::{Row, StoredEvent, columns, event_of};
+use crate::{HandlerError, Result};
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Handles events of the types it was registered for, inside the transaction that also
 /// marks the event done: its database effects commit exactly once with that mark.
+///
+/// The transaction is the system's; to write rows of the event's tenant, act in it with
+/// [`SystemTx::in_tenant`] (and [`leave`](tenantkit_core::InTenant::leave) it before
+/// returning: a handle dropped without `leave` poisons the transaction, and the worker then
+/// treats the attempt as failed).
 pub trait EventHandler: std::fmt::Debug + Send + Sync + 'static {
-    /// Handles `event`; an error rolls back its effects and schedules a retry.
+    /// Handles `event`; an error rolls back its effects and schedules a retry (or, for a
+    /// [permanent](HandlerError::permanent) one, makes the event a dead letter at once).
     fn handle<'a>(
         &'a self,
         tx: &'a mut SystemTx,
         event: &'a StoredEvent,
-    ) -> BoxFuture<'a, std::result::Result<(), String>>;
+    ) -> BoxFuture<'a, std::result::Result<(), HandlerError>>;
 }
 
 /// Event types → handlers. Types without a handler are acknowledged and marked done.
@@ -280,6 +286,14 @@ impl Worker {
                 break;
             }
         }
+        if failure.is_none() && tx.is_aborted() {
+            // The commit would refuse, and the event would come back after its lease without
+            // ever counting as a failure: a failed attempt, retried and dead-lettered in turn.
+            failure = Some(HandlerError::new(
+                "a handler returned Ok but its transaction is aborted (a statement failed, or \
+                 an InTenant was dropped without leave())",
+            ));
+        }
         match failure {
             None => {
                 // Only while this claim holds (its attempt number): after the lease another
@@ -311,7 +325,7 @@ impl Worker {
             }
             Some(error) => {
                 drop(tx); // rolls the handlers' effects back
-                let dead = event.attempts >= self.max_attempts;
+                let dead = error.is_permanent() || event.attempts >= self.max_attempts;
                 let next = now + self.delay(&event.event_id, event.attempts);
                 let mut tx = self.db.begin_system().await?;
                 let marked = with_conn!(&mut tx, |c| {
@@ -323,7 +337,7 @@ impl Worker {
                     .bind(&event.event_id)
                     .bind(if dead { "dead" } else { "pending" })
                     .bind(next)
-                    .bind(error.chars().take(1000).collect::<String>())
+                    .bind(error.message().chars().take(1000).collect::<String>())
                     .bind(event.attempts)
                     .execute(c)
                     .await
@@ -334,7 +348,13 @@ impl Worker {
                     // Another worker holds the event now; its attempt decides.
                     return Ok(Outcome::Superseded(event.event_id));
                 }
-                tracing::warn!(event = %event.event_id, attempts = event.attempts, dead, "billing handler failed");
+                tracing::warn!(
+                    event = %event.event_id,
+                    attempts = event.attempts,
+                    dead,
+                    error = %error,
+                    "billing handler failed"
+                );
                 Ok(if dead {
                     Outcome::Dead(event.event_id)
                 } else {

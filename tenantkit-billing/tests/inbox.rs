@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tenantkit_billing::stripe_shared::Invoice;
 use tenantkit_billing::testing::SubscriptionLife;
 use tenantkit_billing::{
-    Billing, BoxFuture, EventHandler, EventRouter, EventState, ObjectHandler, Outcome, StoredEvent,
-    WebhookVerifier, Worker, signature::sign,
+    Billing, BoxFuture, EventHandler, EventRouter, EventState, HandlerError, ObjectHandler,
+    Outcome, StoredEvent, WebhookVerifier, Worker, signature::sign,
 };
-use tenantkit_core::testing::TestDb;
-use tenantkit_core::{Backend, Migrations, SystemTx};
+use tenantkit_core::testing::{TenantFixture, TestDb};
+use tenantkit_core::{Backend, Migrations, SystemTx, TeamId, TenantId, TenantScope, with_conn};
 use time::Duration;
 
 async fn db(backend: Backend) -> Option<TestDb> {
@@ -113,11 +113,11 @@ impl EventHandler for Counting {
         &'a self,
         _tx: &'a mut SystemTx,
         _event: &'a StoredEvent,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
             if n < self.fail_first {
-                Err(format!("failure {n}"))
+                Err(format!("failure {n}").into())
             } else {
                 Ok(())
             }
@@ -223,7 +223,7 @@ impl EventHandler for Hang {
         &'a self,
         _tx: &'a mut SystemTx,
         _event: &'a StoredEvent,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(std::future::pending())
     }
 }
@@ -349,7 +349,7 @@ impl ObjectHandler<Invoice> for Receipts {
         _tx: &'a mut SystemTx,
         _event: &'a StoredEvent,
         invoice: Invoice,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
             let id = invoice.id.map(|id| id.to_string()).unwrap_or_default();
             self.paid
@@ -423,7 +423,7 @@ impl EventHandler for Effect {
         &'a self,
         tx: &'a mut SystemTx,
         event: &'a StoredEvent,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
             let id = format!("evt_effect_{}", event.attempts);
             tenantkit_core::with_conn!(tx, |c| {
@@ -437,8 +437,7 @@ impl EventHandler for Effect {
                 .execute(c)
                 .await
                 .map(drop)
-            })
-            .map_err(|e| e.to_string())?;
+            })?;
             if self.hold.swap(false, Ordering::SeqCst) {
                 self.entered.notify_one();
                 self.release.notified().await;
@@ -609,5 +608,239 @@ tenantkit_core::backend_tests!(
     concurrent_deliveries_are_each_answered_after_their_commit, payloads_any_backend_can_store,
     a_dead_workers_event_is_reclaimed_after_its_lease,
     the_worker_runs_until_shutdown_and_counts,
-    a_completed_shutdown_stops_the_worker_before_any_claim
+    a_completed_shutdown_stops_the_worker_before_any_claim,
+    a_handler_writes_its_tenants_row_through_in_tenant,
+    a_replay_in_a_transaction_commits_with_it
 );
+
+/// What [`TenantRow`] does with the event's tenant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    /// Acts in the tenant (`in_tenant`), writes its row, leaves.
+    InTenant,
+    /// Writes the row straight from the system transaction.
+    AsSystem,
+    /// Acts in the tenant and writes, but drops the handle without `leave`.
+    ForgetsToLeave,
+}
+
+/// A handler writing a row of the tenant the event names (a team named after the event).
+#[derive(Debug)]
+struct TenantRow(Mode);
+
+impl EventHandler for TenantRow {
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut SystemTx,
+        event: &'a StoredEvent,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            let named = event.payload["data"]["object"]["metadata"]["tenant_id"]
+                .as_str()
+                .and_then(|id| id.parse::<TenantId>().ok())
+                .ok_or_else(|| HandlerError::permanent("no tenant in the event"))?;
+            let tenant = tx.find_tenant(named).await?.ok_or("unknown tenant")?.id;
+            let insert = "INSERT INTO teams (id, tenant_id, name, created_at, updated_at) \
+                          VALUES ($1, $2, $3, $4, $4)";
+            let name = event.event_id.clone();
+            match self.0 {
+                Mode::AsSystem => {
+                    with_conn!(tx, |c| {
+                        sqlx::query(insert)
+                            .bind(TeamId::new())
+                            .bind(tenant)
+                            .bind(&name)
+                            .bind(tenantkit_core::now())
+                            .execute(c)
+                            .await
+                            .map(drop)
+                    })?;
+                }
+                Mode::InTenant | Mode::ForgetsToLeave => {
+                    let mut in_tenant = tx.in_tenant(tenant).await?;
+                    let id = in_tenant.tenant_id();
+                    with_conn!(&mut in_tenant, |c| {
+                        sqlx::query(insert)
+                            .bind(TeamId::new())
+                            .bind(id)
+                            .bind(&name)
+                            .bind(tenantkit_core::now())
+                            .execute(c)
+                            .await
+                            .map(drop)
+                    })?;
+                    if self.0 == Mode::InTenant {
+                        in_tenant.leave().await?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+fn tenant_event(id: &str, tenant: TenantId) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "id": id, "object": "event", "type": "test.tenant_row", "created": 1,
+        "data": {"object": {"metadata": {"tenant_id": tenant.to_string()}}}
+    }))
+    .expect("json")
+}
+
+async fn teams_of(test_db: &TestDb, tenant: TenantId) -> Vec<String> {
+    let mut tx = test_db
+        .db
+        .begin_read(&TenantScope::for_system(tenant))
+        .await
+        .expect("begin");
+    let names = with_conn!(&mut tx, |c| {
+        sqlx::query_scalar("SELECT name FROM teams WHERE tenant_id = $1 ORDER BY name")
+            .bind(tenant)
+            .fetch_all(c)
+            .await
+    })
+    .expect("teams");
+    tx.commit().await.expect("commit");
+    names
+}
+
+/// A webhook handler writes a row of the event's tenant through `SystemTx::in_tenant`,
+/// committed with the event's mark; straight from the system transaction, row-level security
+/// refuses it on PostgreSQL (the reason for `in_tenant`); a handler that forgets `leave`
+/// fails its attempt (retried, nothing written) instead of leaving the event stuck; a
+/// permanent error is a dead letter at once.
+async fn a_handler_writes_its_tenants_row_through_in_tenant(test_db: TestDb) {
+    let billing = billing(&test_db);
+    let acme = TenantFixture::create(&test_db.db, "acme").await.tenant.id;
+    let worker = |mode| {
+        let mut worker = Worker::new(
+            test_db.db.clone(),
+            EventRouter::new().on("test.tenant_row", Arc::new(TenantRow(mode))),
+        );
+        worker.max_attempts = 5;
+        worker
+    };
+    let now = tenantkit_core::now() + Duration::seconds(1);
+
+    deliver(&billing, &tenant_event("evt_row_in_tenant", acme))
+        .await
+        .expect("stored");
+    assert_eq!(
+        worker(Mode::InTenant).run_once(now).await.expect("run"),
+        Outcome::Done("evt_row_in_tenant".into())
+    );
+    assert_eq!(teams_of(&test_db, acme).await, vec!["evt_row_in_tenant"]);
+
+    deliver(&billing, &tenant_event("evt_row_as_system", acme))
+        .await
+        .expect("stored");
+    let as_system = worker(Mode::AsSystem).run_once(now).await.expect("run");
+    if test_db.backend() == Backend::Postgres {
+        assert_eq!(as_system, Outcome::Retry("evt_row_as_system".into()));
+    } else {
+        // No row-level security on SQLite: the handler's own tenant filter is the guard.
+        assert_eq!(as_system, Outcome::Done("evt_row_as_system".into()));
+    }
+
+    deliver(&billing, &tenant_event("evt_row_forgotten", acme))
+        .await
+        .expect("stored");
+    assert_eq!(
+        worker(Mode::ForgetsToLeave)
+            .run_once(now)
+            .await
+            .expect("a failed attempt, not a worker error"),
+        Outcome::Retry("evt_row_forgotten".into())
+    );
+    let stored = billing
+        .inbox()
+        .get("evt_row_forgotten")
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(stored.state, EventState::Pending);
+    let reason = stored.last_error.expect("reason");
+    assert!(reason.contains("dropped without leave()"), "{reason}");
+    assert!(
+        !teams_of(&test_db, acme)
+            .await
+            .contains(&"evt_row_forgotten".to_owned()),
+        "nothing of the failed attempt is written"
+    );
+
+    // A permanent failure: a dead letter on its first attempt, its message kept.
+    let no_tenant = event("evt_row_no_tenant", "test.tenant_row", 1);
+    deliver(&billing, &no_tenant).await.expect("stored");
+    assert_eq!(
+        worker(Mode::InTenant).run_once(now).await.expect("run"),
+        Outcome::Dead("evt_row_no_tenant".into())
+    );
+    let dead = billing
+        .inbox()
+        .get("evt_row_no_tenant")
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(
+        (dead.state, dead.attempts, dead.last_error.as_deref()),
+        (EventState::Dead, 1, Some("no tenant in the event"))
+    );
+}
+
+/// `Inbox::replay_in`: a replay in the caller's transaction happens exactly when it commits.
+async fn a_replay_in_a_transaction_commits_with_it(test_db: TestDb) {
+    let billing = billing(&test_db);
+    deliver(&billing, &event("evt_replay_in", "test.tenant_row", 1))
+        .await
+        .expect("stored");
+    let worker = Worker::new(
+        test_db.db.clone(),
+        EventRouter::new().on("test.tenant_row", Arc::new(TenantRow(Mode::InTenant))),
+    );
+    let now = tenantkit_core::now() + Duration::seconds(1);
+    assert_eq!(
+        worker.run_once(now).await.expect("run"),
+        Outcome::Dead("evt_replay_in".into()),
+        "no tenant in it: a permanent failure"
+    );
+    let state = || async {
+        billing
+            .inbox()
+            .get("evt_replay_in")
+            .await
+            .expect("get")
+            .expect("stored")
+            .state
+    };
+    let mut tx = test_db.db.begin_system().await.expect("begin");
+    assert!(
+        billing
+            .inbox()
+            .replay_in(&mut tx, "evt_replay_in")
+            .await
+            .expect("replay")
+    );
+    assert!(
+        !billing
+            .inbox()
+            .replay_in(&mut tx, "evt_missing")
+            .await
+            .expect("replay")
+    );
+    drop(tx);
+    assert_eq!(
+        state().await,
+        EventState::Dead,
+        "rolled back with its transaction"
+    );
+    let mut tx = test_db.db.begin_system().await.expect("begin");
+    assert!(
+        billing
+            .inbox()
+            .replay_in(&mut tx, "evt_replay_in")
+            .await
+            .expect("replay")
+    );
+    tx.commit().await.expect("commit");
+    assert_eq!(state().await, EventState::Pending, "committed with it");
+}

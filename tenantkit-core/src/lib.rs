@@ -20,31 +20,72 @@
 //!   ciphertexts bound to their row);
 //! - one [`Error`] type and its single mapping to RFC 9457 [`Problem`] responses.
 //!
+//! ## Guide: your own tenant table
+//!
+//! An application adds its tables as its own [`MigrationSet`] (in your crate,
+//! `migrations/sqlite/10001_notes.sql` and `migrations/postgres/10001_notes.sql`, read by
+//! [`migration_set!`]) composed with tenantkit's in one [`Migrations`] registry. On
+//! PostgreSQL the migration puts each tenant table behind row-level security, which also
+//! registers it for the start-up check of [`Database::connect`] (see [`migrate`]):
+//!
+//! ```sql
+//! CREATE TABLE notes (id uuid PRIMARY KEY, tenant_id uuid NOT NULL REFERENCES tenants (id), body text NOT NULL);
+//! SELECT tenantkit_enable_tenant_rls('notes');   -- ENABLE + FORCE RLS, tenant policy, registered
+//! GRANT SELECT, INSERT, UPDATE, DELETE ON notes TO tenantkit_app;
+//! ```
+//!
+//! A request then opens a [`TenantTx`] from the caller's [`Principal`]: it sees only that
+//! tenant's rows (on PostgreSQL, RLS checks again), and [`with_conn!`] runs one SQL text on
+//! either backend. Typed repositories implement [`TenantScoped`] over such a table.
+//!
 //! ```
 //! use tenantkit_core::{
-//!     Database, Migrations, NewTeam, NewTenant, PageRequest, Permission, Principal, Role,
-//!     SessionId, Team, TenantScope, TenantScoped, UserId,
+//!     Database, MigrationSet, Migrations, NewTenant, Permission, Principal, Role, SessionId,
+//!     TenantScope, UserId, with_conn,
 //! };
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> tenantkit_core::Result<()> {
-//! let db = Database::connect("sqlite::memory:").await?;
-//! db.migrate(&Migrations::new()).await?;
+//! // Your crate's set: `tenantkit_core::migration_set!("notes-app")`. (This example reads
+//! // the notes migrations of tenantkit-core's own tests.)
+//! let notes = MigrationSet::new(
+//!     "notes-app",
+//!     || sqlx::migrate!("./tests/notes/sqlite"),
+//!     || sqlx::migrate!("./tests/notes/postgres"),
+//! );
+//! let db = Database::connect("sqlite::memory:").await?; // or "postgres://..."
+//! db.migrate(&Migrations::new().with(notes)).await?;
 //!
 //! let (tenant, tx) = db.create_tenant(NewTenant { name: "Acme".into(), slug: None }).await?;
 //! tx.commit().await?;
 //!
 //! // In a server the auth layer builds the principal from a verified token.
-//! let caller = Principal::new(UserId::new(), tenant.id, Role::Admin, [], SessionId::new());
-//! caller.require(Permission::ManageMembers)?;
+//! let caller = Principal::new(UserId::new(), tenant.id, Role::Member, [], SessionId::new());
+//! caller.require(Permission::WriteContent)?;
 //!
 //! let mut tx = db.begin(&TenantScope::of(&caller)).await?;
-//! let team = Team::create(&mut tx, NewTeam::named("Platform")).await?;
-//! let page = Team::list(&mut tx, &Default::default(), PageRequest::default()).await?;
-//! tx.commit().await?;
+//! let tenant_id = tx.tenant_id();
+//! with_conn!(&mut tx, |conn| {
+//!     sqlx::query("INSERT INTO notes (id, tenant_id, body) VALUES ($1, $2, $3)")
+//!         .bind(uuid::Uuid::now_v7())
+//!         .bind(tenant_id)
+//!         .bind("Ship it")
+//!         .execute(conn)
+//!         .await
+//!         .map(drop)
+//! })?;
+//! tx.commit().await?; // nothing is written before this
 //!
-//! assert_eq!(page.items, vec![team]);
-//! assert_eq!(tenant.slug.as_str(), "acme");
+//! let mut tx = db.begin_read(&TenantScope::of(&caller)).await?;
+//! let tenant_id = tx.tenant_id();
+//! let bodies: Vec<String> = with_conn!(&mut tx, |conn| {
+//!     sqlx::query_scalar("SELECT body FROM notes WHERE tenant_id = $1")
+//!         .bind(tenant_id)
+//!         .fetch_all(conn)
+//!         .await
+//! })?;
+//! tx.commit().await?;
+//! assert_eq!(bodies, ["Ship it"]);
 //! # Ok(())
 //! # }
 //! ```
@@ -143,7 +184,7 @@ pub use role::{ParseRoleError, Permission, Role};
 pub use scope::TenantScope;
 pub use secret_box::{Keyring, SECRET_KEY_LEN, Secret, SecretError, SecretKey, write_key_file};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use sql::{RawConn, Row, SystemTx, TenantTx, Transaction, UserTx};
+pub use sql::{InTenant, RawConn, Row, SystemTx, TenantTx, Transaction, UserTx};
 pub use values::{Email, PasswordHash, PlanName, Slug, Version, now};
 
 /// What the macros of this crate expand to. Not a public API.

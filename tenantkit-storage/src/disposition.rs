@@ -1,8 +1,13 @@
 //! The `Content-Disposition` of downloads.
+//!
+//! Used by the local store's downloads (`local`) and S3's signed GETs (`s3`): with neither
+//! feature nothing here is compiled.
 
+#[cfg(any(feature = "local", feature = "s3"))]
 use http::HeaderValue;
 
 /// `attachment` with an ASCII fallback name and the RFC 5987 UTF-8 one.
+#[cfg(any(feature = "local", feature = "s3"))]
 pub(crate) fn content_disposition_value(filename: &str) -> HeaderValue {
     let fallback: String = filename
         .chars()
@@ -29,6 +34,7 @@ pub(crate) fn content_disposition_value(filename: &str) -> HeaderValue {
 }
 
 /// `attachment; filename=…` as text (for S3's `response-content-disposition`).
+#[cfg(feature = "s3")]
 pub(crate) fn content_disposition_text(filename: &str) -> String {
     content_disposition_value(filename)
         .to_str()
@@ -37,6 +43,7 @@ pub(crate) fn content_disposition_text(filename: &str) -> String {
 }
 
 /// The header value.
+#[cfg(feature = "local")]
 pub(crate) fn content_disposition(filename: &str) -> HeaderValue {
     content_disposition_value(filename)
 }

@@ -13,7 +13,9 @@ use crate::{ObjectKey, Result, Sha256, UploadIntent};
 /// A boxed, sendable future (the trait is object safe: servers hold `Arc<dyn ObjectStore>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// How the client sends the bytes.
+/// How the client sends the bytes: `"PUT"` or `"POST"` in JSON (any other value is a
+/// deserialization error naming the field, answered as a validation problem by
+/// `tenantkit_core::axum::ApiJson`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum UploadMethod {
@@ -23,6 +25,30 @@ pub enum UploadMethod {
     /// A browser `multipart/form-data` form: the signed fields, then `file`.
     #[serde(rename = "POST")]
     Post,
+}
+
+impl<'de> serde::Deserialize<'de> for UploadMethod {
+    /// Exactly the string `"PUT"` or `"POST"` (not serde's `{"PUT": null}` form of a unit
+    /// variant, nor another spelling).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Method;
+        impl serde::de::Visitor<'_> for Method {
+            type Value = UploadMethod;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"PUT\" or \"POST\"")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<UploadMethod, E> {
+                match value {
+                    "PUT" => Ok(UploadMethod::Put),
+                    "POST" => Ok(UploadMethod::Post),
+                    other => Err(E::unknown_variant(other, &["PUT", "POST"])),
+                }
+            }
+        }
+        deserializer.deserialize_str(Method)
+    }
 }
 
 /// Signed instructions for one upload.
@@ -151,4 +177,29 @@ pub trait ObjectStore: fmt::Debug + Send + Sync + 'static {
         after: Option<&'a ObjectKey>,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<ObjectInfo>>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UploadMethod;
+
+    #[test]
+    fn upload_methods_are_exactly_put_and_post() {
+        for (json, method) in [
+            ("\"PUT\"", UploadMethod::Put),
+            ("\"POST\"", UploadMethod::Post),
+        ] {
+            assert_eq!(
+                serde_json::from_str::<UploadMethod>(json).expect(json),
+                method
+            );
+            assert_eq!(serde_json::to_string(&method).expect("json"), json);
+        }
+        for json in ["\"put\"", "\"GET\"", "\"\"", "5", "null", "{\"PUT\":null}"] {
+            assert!(
+                serde_json::from_str::<UploadMethod>(json).is_err(),
+                "{json}"
+            );
+        }
+    }
 }

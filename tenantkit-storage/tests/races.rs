@@ -14,10 +14,13 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
 use http_body_util::Full;
 use tenantkit_core::testing::{TestDb, TwoTenants};
-use tenantkit_core::{Backend, ClientInfo, Migrations, TenantId, with_conn};
+use tenantkit_core::{
+    Backend, ClientInfo, Database, Migrations, Principal, TenantId, TenantScope, with_conn,
+};
 use tenantkit_storage::{
     BoxFuture, LocalStore, NewUpload, ObjectId, ObjectInfo, ObjectKey, ObjectMeta, ObjectStore,
-    Result, SignedDownload, SignedUpload, Storage, UploadId, UploadIntent, UploadMethod,
+    Result, SignedDownload, SignedUpload, Storage, StoredFile, UploadId, UploadIntent,
+    UploadMethod,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -180,22 +183,29 @@ const PNG: &[u8] =
 impl Fixture {
     /// An upload whose bytes are in the store, not yet completed.
     async fn uploaded(&self) -> UploadId {
+        let mut tx = self
+            .test_db
+            .db
+            .begin(&TenantScope::of(&self.world.a.principal))
+            .await
+            .expect("tx");
         let ticket = self
             .storage
             .create_upload(
+                &mut tx,
                 &self.world.a.principal,
-                &ClientInfo::operator(),
                 NewUpload {
                     filename: "a.png".into(),
                     content_type: "image/png".into(),
                     size: PNG.len() as u64,
                     sha256: tenantkit_storage::Sha256::of(PNG).to_hex(),
-                    project_id: None,
+                    parent_id: None,
                     method: None,
                 },
             )
             .await
             .expect("intent");
+        tx.commit().await.expect("commit");
         let token = ticket.url.rsplit('/').next().expect("token");
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
@@ -235,13 +245,32 @@ impl Fixture {
     }
 }
 
+/// A whole completion: the object verified with no transaction open, then the file made in
+/// the caller's transaction.
+async fn complete(
+    storage: &Storage,
+    db: &Database,
+    principal: &Principal,
+    id: UploadId,
+) -> Result<StoredFile> {
+    let client = ClientInfo::operator();
+    let verified = storage.verify_upload(principal, &client, id).await?;
+    let mut tx = db.begin(&TenantScope::of(principal)).await?;
+    let file = storage
+        .complete(&mut tx, principal, &client, verified)
+        .await?;
+    tx.commit().await?;
+    Ok(file)
+}
+
 /// Completion A sees a swapped object (its `head` answers another size) just after
 /// completion B made the file from the right bytes: A must keep B's bytes and answer B's file.
 async fn a_mismatch_after_completion_keeps_the_file_bytes(fixture: Fixture) {
     let id = fixture.uploaded().await;
     let winner = Arc::new(Mutex::new(None));
-    let (storage, principal, won) = (
+    let (storage, db, principal, won) = (
         fixture.storage.clone(),
+        fixture.test_db.db.clone(),
         fixture.world.a.principal.clone(),
         winner.clone(),
     );
@@ -249,19 +278,21 @@ async fn a_mismatch_after_completion_keeps_the_file_bytes(fixture: Fixture) {
         At::Head,
         Box::new(move || {
             Box::pin(async move {
-                let file = storage
-                    .complete(&principal, &ClientInfo::operator(), id)
+                let file = complete(&storage, &db, &principal, id)
                     .await
                     .expect("the other completion");
                 *won.lock().expect("lock") = Some(file.id);
             })
         }),
     );
-    let answer = fixture
-        .storage
-        .complete(&fixture.world.a.principal, &ClientInfo::operator(), id)
-        .await
-        .expect("the completed file, not a mismatch");
+    let answer = complete(
+        &fixture.storage,
+        &fixture.test_db.db,
+        &fixture.world.a.principal,
+        id,
+    )
+    .await
+    .expect("the completed file, not a mismatch");
     let winner = winner.lock().expect("lock").expect("the hook ran");
     assert_eq!(answer.id, winner);
     assert_eq!(fixture.files_with_bytes().await, [true]);
@@ -272,8 +303,9 @@ async fn a_mismatch_after_completion_keeps_the_file_bytes(fixture: Fixture) {
 async fn a_sweep_racing_a_completion_leaves_no_file_without_bytes(fixture: Fixture) {
     let id = fixture.uploaded().await;
     let outcome = Arc::new(Mutex::new(None));
-    let (storage, principal, seen) = (
+    let (storage, db, principal, seen) = (
         fixture.storage.clone(),
+        fixture.test_db.db.clone(),
         fixture.world.a.principal.clone(),
         outcome.clone(),
     );
@@ -281,9 +313,7 @@ async fn a_sweep_racing_a_completion_leaves_no_file_without_bytes(fixture: Fixtu
         At::Delete,
         Box::new(move || {
             Box::pin(async move {
-                let result = storage
-                    .complete(&principal, &ClientInfo::operator(), id)
-                    .await;
+                let result = complete(&storage, &db, &principal, id).await;
                 *seen.lock().expect("lock") = Some(result.map(|file| file.id));
             })
         }),

@@ -5,6 +5,8 @@
 //! Tests run on both backends with [`tenantkit_core::backend_tests!`] and the [`server`]
 //! fixture (or one of their own that calls [`TestServer::start_with`]).
 
+#![doc(test(attr(deny(warnings))))]
+
 pub mod stripe;
 
 use reqwest::{Client, Method, RequestBuilder};
@@ -382,3 +384,10 @@ pub async fn problem(response: reqwest::Response) -> serde_json::Value {
 }
 
 pub use tenantkit_server::domain::testing::{create_project, create_task};
+
+/// The workspace's README, whose Rust code blocks run as this crate's doctests (`cargo test
+/// --workspace`): this crate depends on every library crate, so a block may use any of them.
+/// Blocks that are not Rust carry their language (`sh`, `toml`, `sql`, `json`).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

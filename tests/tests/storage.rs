@@ -10,7 +10,7 @@ use std::sync::Arc;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tenantkit_core::testing::required_service;
-use tenantkit_core::{Backend, Principal, Role, TenantId};
+use tenantkit_core::{Backend, Principal, Role, TenantId, TenantScope};
 use tenantkit_e2e::TestServer;
 use tenantkit_server::{Config, StorageBackend};
 use tenantkit_storage::{
@@ -675,7 +675,7 @@ async fn restricted_projects_hide_their_files(fixture: Fixture) {
         .intent(
             who,
             json!({"filename": "h.png", "content_type": "image/png", "size": bytes.len(),
-                   "sha256": Sha256::of(&bytes).to_hex(), "project_id": project_id}),
+                   "sha256": Sha256::of(&bytes).to_hex(), "parent_id": project_id}),
         )
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
@@ -689,7 +689,7 @@ async fn restricted_projects_hide_their_files(fixture: Fixture) {
         .complete(who, reply.body["id"].as_str().expect("id"))
         .await;
     assert_eq!(file.status, StatusCode::OK, "{}", file.body);
-    assert_eq!(file.body["project_id"], project_id.as_str());
+    assert_eq!(file.body["parent_id"], project_id.as_str());
     let file_id = file.body["id"].as_str().expect("id").to_owned();
 
     // A member outside the team sees neither the file nor the project.
@@ -707,7 +707,7 @@ async fn restricted_projects_hide_their_files(fixture: Fixture) {
         .call(
             Some(&outsider),
             Method::GET,
-            &format!("/v1/files?project_id={project_id}"),
+            &format!("/v1/files?parent_id={project_id}"),
             None,
         )
         .await;
@@ -728,7 +728,7 @@ async fn restricted_projects_hide_their_files(fixture: Fixture) {
         .intent(
             &outsider,
             json!({"filename": "h.png", "content_type": "image/png", "size": bytes.len(),
-                   "sha256": Sha256::of(&bytes).to_hex(), "project_id": project_id}),
+                   "sha256": Sha256::of(&bytes).to_hex(), "parent_id": project_id}),
         )
         .await;
     assert_eq!(refused.status, StatusCode::NOT_FOUND);
@@ -738,7 +738,7 @@ async fn restricted_projects_hide_their_files(fixture: Fixture) {
         .call(
             Some(who),
             Method::GET,
-            &format!("/v1/files?project_id={project_id}"),
+            &format!("/v1/files?parent_id={project_id}"),
             None,
         )
         .await;
@@ -820,12 +820,68 @@ async fn bad_intents_are_422(fixture: Fixture) {
         );
         assert_eq!(reply.body["code"], "validation_failed");
     }
+    // `method` is `PUT` or `POST` exactly: anything else (another method, another spelling,
+    // another type) is a validation problem naming `method`, never a 500.
+    for method in [
+        json!("GET"),
+        json!("put"),
+        json!(""),
+        json!(5),
+        json!({"PUT": 1}),
+    ] {
+        let body = json!({"filename": "a.png", "content_type": "image/png", "size": 10,
+                          "sha256": sha, "method": method});
+        let reply = fixture.intent(who, body.clone()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body} → {}",
+            reply.body
+        );
+        assert_eq!(reply.body["code"], "validation_failed");
+        let fields: Vec<&str> = reply.body["errors"]
+            .as_array()
+            .expect("errors")
+            .iter()
+            .filter_map(|e| e["field"].as_str())
+            .collect();
+        assert_eq!(fields, ["method"], "{body} → {}", reply.body);
+    }
+    // Both spellings the API documents are taken (POST where the store supports forms).
+    let put = fixture
+        .intent(
+            who,
+            json!({"filename": "a.png", "content_type": "image/png", "size": 10,
+                   "sha256": sha, "method": "PUT"}),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::CREATED, "{}", put.body);
+    assert_eq!(put.body["method"], "PUT");
+    let post = fixture
+        .intent(
+            who,
+            json!({"filename": "a.png", "content_type": "image/png", "size": 10,
+                   "sha256": sha, "method": "POST"}),
+        )
+        .await;
+    match fixture.store {
+        Store::S3 => assert_eq!(post.status, StatusCode::CREATED, "{}", post.body),
+        Store::Local => {
+            assert_eq!(
+                post.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{}",
+                post.body
+            );
+            assert_eq!(post.body["errors"][0]["field"], "method", "{}", post.body);
+        }
+    }
     // Another tenant's project, or a made-up one: 404.
     let reply = fixture
         .intent(
             who,
             json!({"filename": "a.png", "content_type": "image/png", "size": 10, "sha256": sha,
-                   "project_id": uuid::Uuid::now_v7()}),
+                   "parent_id": uuid::Uuid::now_v7()}),
         )
         .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
@@ -838,22 +894,29 @@ async fn sweeper_removes_expired_uploads_and_orphans(fixture: Fixture) {
         sweep_grace: time::Duration::ZERO,
         ..tenantkit_storage::Limits::default()
     });
-    let client = tenantkit_core::ClientInfo::operator();
     let bytes = png(700);
     let new = || NewUpload {
         filename: "s.png".into(),
         content_type: "image/png".into(),
         size: bytes.len() as u64,
         sha256: Sha256::of(&bytes).to_hex(),
-        project_id: None,
+        parent_id: None,
         method: None,
     };
     // Expires five minutes after it was made (uploaded, never completed). The sweep below runs
     // at a given instant six minutes on, so no wall-clock wait or race decides the outcome.
+    let mut tx = fixture
+        .server
+        .test_db
+        .db
+        .begin(&TenantScope::of(who))
+        .await
+        .expect("tx");
     let expiring = storage
-        .create_upload(who, &client, new())
+        .create_upload(&mut tx, who, new())
         .await
         .expect("intent");
+    tx.commit().await.expect("commit");
     let expiring = serde_json::to_value(&expiring).expect("json");
     assert!(
         fixture

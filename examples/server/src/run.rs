@@ -230,7 +230,8 @@ pub fn storage(
         .with_quota(Arc::new(tenantkit_storage::FixedQuota(Some(
             config.storage_quota_bytes,
         ))))
-        .with_parent(tenantkit_storage::FileParent { table: "projects" });
+        // Files may hang off projects (`parent_id`), seen by whoever sees the project.
+        .with_parent(tenantkit_storage::FileParent::new("projects", "id")?.team_restricted());
     Ok((storage, local))
 }
 

@@ -100,7 +100,8 @@ impl AuthFlows {
         }
         let email = Email::parse(&request.email)?;
         self.limits
-            .check_invitation(principal.tenant_id(), principal.user_id())?;
+            .check_invitation(principal.tenant_id(), principal.user_id())
+            .await?;
         // Looked up before the write transaction: never hold one connection while taking
         // another.
         let existing = self.db.find_user_by_email(&email).await?;
@@ -214,7 +215,9 @@ impl AuthFlows {
         caller: Option<&Principal>,
         request: AcceptInvitation,
     ) -> Result<Joined> {
-        self.limits.check(Attempt::AcceptInvitation, client.ip)?;
+        self.limits
+            .check(Attempt::AcceptInvitation, client.ip)
+            .await?;
         let token = OneTimeToken::new(request.token);
         let invalid = || CoreError::invalid("token", "is invalid, expired or already used");
         let invitation = self

@@ -85,7 +85,8 @@ impl AuthFlows {
     ) -> Result<()> {
         // A stolen access token must not become an oracle for guessing the current password.
         self.limits
-            .check_account_action("password_check", principal.user_id())?;
+            .check_account_action("password_check", principal.user_id())
+            .await?;
         let user = self.current_user(principal).await?;
         let verification = self
             .passwords
@@ -139,8 +140,8 @@ impl AuthFlows {
         client: &ClientInfo,
         request: ResetRequest,
     ) -> Result<()> {
-        self.limits.check(Attempt::PasswordReset, client.ip)?;
-        self.limits.check_reset(&request.email)?;
+        self.limits.check(Attempt::PasswordReset, client.ip).await?;
+        self.limits.check_reset(&request.email).await?;
         let email = Email::parse(&request.email)?;
         let (flows, client) = (self.clone(), client.clone());
         tokio::spawn(async move {
@@ -180,7 +181,7 @@ impl AuthFlows {
         client: &ClientInfo,
         request: ResetConfirm,
     ) -> Result<()> {
-        self.limits.check(Attempt::PasswordReset, client.ip)?;
+        self.limits.check(Attempt::PasswordReset, client.ip).await?;
         self.passwords
             .policy()
             .check(&request.new_password, "new_password")?;
@@ -235,7 +236,7 @@ impl AuthFlows {
         client: &ClientInfo,
         request: VerifyConfirm,
     ) -> Result<()> {
-        self.limits.check(Attempt::VerifyEmail, client.ip)?;
+        self.limits.check(Attempt::VerifyEmail, client.ip).await?;
         let token = OneTimeToken::new(request.token);
         let now = tenantkit_core::now();
         let mut tx = self.db.begin_system().await?;

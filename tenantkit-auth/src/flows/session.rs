@@ -111,7 +111,7 @@ impl AuthFlows {
         client: &ClientInfo,
         request: SignupRequest,
     ) -> Result<SignupOutcome> {
-        self.limits.check(Attempt::Signup, client.ip)?;
+        self.limits.check(Attempt::Signup, client.ip).await?;
         let mut errors: Vec<FieldError> = Vec::new();
         let email = collect(Email::parse(&request.email), &mut errors);
         let slug = request
@@ -142,7 +142,7 @@ impl AuthFlows {
                 // The same work as a real signup (one password hash), then a notice to the
                 // owner of the address rather than an answer to the caller.
                 let _ = self.passwords.hash(&request.password).await?;
-                self.notify_signup_attempt(&existing);
+                self.notify_signup_attempt(&existing).await;
                 return Ok(SignupOutcome::CheckEmail);
             }
         }
@@ -196,10 +196,11 @@ impl AuthFlows {
 
     /// Tells the owner of a registered address that someone tried to sign up with it (at
     /// most a few times an hour per account: never a mail cannon).
-    fn notify_signup_attempt(&self, user: &User) {
+    async fn notify_signup_attempt(&self, user: &User) {
         if self
             .limits
             .check_account_action("signup_notice", user.id)
+            .await
             .is_err()
         {
             return;
@@ -265,7 +266,7 @@ impl AuthFlows {
         client: &ClientInfo,
         presented: &RefreshToken,
     ) -> Result<TokenPair> {
-        self.limits.check(Attempt::Refresh, client.ip)?;
+        self.limits.check(Attempt::Refresh, client.ip).await?;
         let (session, next) = match self.sessions.refresh(presented).await {
             Ok(rotated) => rotated,
             Err(Error::RefreshTokenReused {
@@ -400,7 +401,8 @@ impl AuthFlows {
     /// [`Error::RateLimited`]; storage errors.
     pub async fn request_email_verification(&self, principal: &Principal) -> Result<()> {
         self.limits
-            .check_account_action("verification_mail", principal.user_id())?;
+            .check_account_action("verification_mail", principal.user_id())
+            .await?;
         let user = self.current_user(principal).await?;
         if user.email_verified_at.is_none() {
             self.mail_token(&user, TokenPurpose::EmailVerification)

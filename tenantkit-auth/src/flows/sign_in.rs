@@ -126,8 +126,8 @@ impl AuthFlows {
         request: &LoginRequest,
     ) -> Result<CheckedCredentials> {
         // Counted before any password work, successful or not.
-        self.limits.check(Attempt::Login, client.ip)?;
-        self.limits.check_login(&request.email, client.ip)?;
+        self.limits.check(Attempt::Login, client.ip).await?;
+        self.limits.check_login(&request.email, client.ip).await?;
         let user = match Email::parse(&request.email) {
             Ok(email) => self.db.find_user_by_email(&email).await?,
             Err(_) => None,
@@ -145,19 +145,28 @@ impl AuthFlows {
                 }
                 tracing::info!("login failed");
                 self.limits
-                    .record_login_failure(&request.email, client.ip)?;
+                    .record_login_failure(&request.email, client.ip)
+                    .await?;
                 return Err(Error::InvalidCredentials);
             }
         };
         // The network knows the password: it is the account's own, let through the
         // account-wide ceiling of a guessing run even after a mistyped password.
-        self.limits.record_login_success(&request.email, client.ip);
+        if let Err(err) = self
+            .limits
+            .record_login_success(&request.email, client.ip)
+            .await
+        {
+            // The password is proven and the checks before it passed: the login proceeds.
+            tracing::warn!(error = %err, "could not record a successful login in the rate limits");
+        }
         if self.signup_mode == super::SignupMode::VerifyFirst && user.email_verified_at.is_none() {
             // Only after the password matched: this tells nothing to someone who lacks it.
             tracing::info!(user = %user.id, "login refused: address not verified");
             if self
                 .limits
                 .check_account_action("verification_mail", user.id)
+                .await
                 .is_ok()
             {
                 self.offer_verification(&user).await;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::ready;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -19,7 +20,7 @@ use tenantkit_core::{TenantId, UserId};
 
 use crate::{Error, Result};
 
-use super::{Attempt, AuthLimits, ClientNetwork, RateLimitConfig};
+use super::{Attempt, AuthLimits, ClientNetwork, LimitFuture, RateLimitConfig};
 
 impl ClientNetwork {
     /// The guessing site this network belongs to (see [`GuessSite`]).
@@ -420,36 +421,38 @@ impl<C: GovernorClock + Clone> RateLimits<C> {
     }
 }
 
-/// The in-memory default: this process's own buckets (see [`RateLimits`]).
+/// The in-memory default: this process's own buckets (see [`RateLimits`]). Every answer is
+/// ready at once (no I/O), and never [`Error::LimitsUnavailable`].
 impl<C: GovernorClock + Clone + 'static> AuthLimits for RateLimits<C>
 where
     Self: Send + Sync,
 {
-    fn check(&self, attempt: Attempt, ip: IpAddr) -> Result<()> {
-        RateLimits::check(self, attempt, ip)
+    fn check(&self, attempt: Attempt, ip: IpAddr) -> LimitFuture<'_> {
+        Box::pin(ready(RateLimits::check(self, attempt, ip)))
     }
 
-    fn check_login(&self, account: &str, ip: IpAddr) -> Result<()> {
-        RateLimits::check_login(self, account, ip)
+    fn check_login<'a>(&'a self, account: &'a str, ip: IpAddr) -> LimitFuture<'a> {
+        Box::pin(ready(RateLimits::check_login(self, account, ip)))
     }
 
-    fn record_login_failure(&self, account: &str, ip: IpAddr) -> Result<()> {
-        RateLimits::record_login_failure(self, account, ip)
+    fn record_login_failure<'a>(&'a self, account: &'a str, ip: IpAddr) -> LimitFuture<'a> {
+        Box::pin(ready(RateLimits::record_login_failure(self, account, ip)))
     }
 
-    fn record_login_success(&self, account: &str, ip: IpAddr) {
+    fn record_login_success<'a>(&'a self, account: &'a str, ip: IpAddr) -> LimitFuture<'a> {
         RateLimits::record_login_success(self, account, ip);
+        Box::pin(ready(Ok(())))
     }
 
-    fn check_reset(&self, account: &str) -> Result<()> {
-        RateLimits::check_reset(self, account)
+    fn check_reset<'a>(&'a self, account: &'a str) -> LimitFuture<'a> {
+        Box::pin(ready(RateLimits::check_reset(self, account)))
     }
 
-    fn check_account_action(&self, kind: &'static str, user: UserId) -> Result<()> {
-        RateLimits::check_account_action(self, kind, user)
+    fn check_account_action(&self, kind: &'static str, user: UserId) -> LimitFuture<'_> {
+        Box::pin(ready(RateLimits::check_account_action(self, kind, user)))
     }
 
-    fn check_invitation(&self, tenant: TenantId, inviter: UserId) -> Result<()> {
-        RateLimits::check_invitation(self, tenant, inviter)
+    fn check_invitation(&self, tenant: TenantId, inviter: UserId) -> LimitFuture<'_> {
+        Box::pin(ready(RateLimits::check_invitation(self, tenant, inviter)))
     }
 }

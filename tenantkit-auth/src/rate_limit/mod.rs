@@ -35,8 +35,10 @@ mod tests;
 pub use memory::RateLimits;
 
 use std::fmt;
+use std::future::Future;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::pin::Pin;
 
 use tenantkit_core::{TenantId, UserId};
 
@@ -146,15 +148,18 @@ impl ClientNetwork {
     }
 }
 
+/// The future every [`AuthLimits`] method returns: boxed and `Send`, so the trait stays
+/// dyn-compatible (`Arc<dyn AuthLimits>`) and an implementation may await a network store.
+pub type LimitFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+
 /// The rate limits the auth flows (`flows::AuthFlows`) consult, behind a trait so that
 /// a store shared by several instances (Redis, a database) can replace the in-memory default,
 /// [`RateLimits`]. Plug one in with `AuthFlows::with_limits(Arc::new(..))`.
 ///
-/// These are exactly the calls the flows make; each refusal is [`Error::RateLimited`] with the
-/// wait until the next allowed attempt (answered 429 `rate_limited` with `Retry-After`). Any
-/// other error an implementation returns (its store being unreachable, say) is answered as
-/// that error: an implementation decides itself whether to fail open or closed, and must
-/// never panic.
+/// Every method is asynchronous (a boxed `Send` future, [`LimitFuture`]) so that an
+/// implementation can ask a networked store; the in-memory [`RateLimits`] answers at once.
+/// Each refusal is [`Error::RateLimited`] with the wait until the next allowed attempt
+/// (answered 429 `rate_limited` with `Retry-After`).
 ///
 /// # The contract of an implementation
 ///
@@ -186,50 +191,73 @@ impl ClientNetwork {
 /// - **Bounded memory or storage**: keys an attacker chooses (account strings, networks)
 ///   expire when idle.
 ///
-/// Calls are synchronous and made on the request's task: an implementation over a network
-/// store should answer from a local view it keeps current, or keep each call short.
+/// # A shared store
+///
+/// - **Atomic counting**: each check-and-count is one atomic step in the store (a GCRA or
+///   counter update in one `EVAL`/transaction, never a read then a write), so N instances
+///   that receive attempts at once never let more than the budget through between them.
+///   Blocks and marks (a spent (account, network) budget, the ceiling, the networks that
+///   failed or logged in) are written to the store too, so every instance refuses alike.
+/// - **Fail closed**: when the store cannot be reached or answers garbage, return
+///   [`Error::LimitsUnavailable`] (answered 503 `service_unavailable`, a clear, retryable
+///   error), never `Ok`. Failing open would turn a store outage, or an attacker who knocks the
+///   store over, into unlimited password guessing against every account; failing closed only
+///   pauses new sign-ins, signups and resets while the store is down (access tokens already
+///   issued keep verifying: verification never consults the limits). The one exception is
+///   [`record_login_success`](Self::record_login_success): its error is logged and the login
+///   proceeds, because the password was already proven and the checks before it passed.
+/// - **Bounded waits**: put a timeout on every store call (tens of milliseconds) and fail
+///   closed when it passes, so a slow store cannot pile up requests. Never panic.
+/// - **Cancellation**: the flows may drop a future before it completes (the client went
+///   away); an implementation must not leave the store inconsistent when that happens.
 pub trait AuthLimits: fmt::Debug + Send + Sync + 'static {
     /// Counts an attempt of kind `attempt` from `ip`'s client network.
     ///
     /// # Errors
-    /// [`Error::RateLimited`] when that network's budget for the kind is spent.
-    fn check(&self, attempt: Attempt, ip: IpAddr) -> Result<()>;
+    /// [`Error::RateLimited`] when that network's budget for the kind is spent;
+    /// [`Error::LimitsUnavailable`] when the store cannot answer.
+    fn check(&self, attempt: Attempt, ip: IpAddr) -> LimitFuture<'_>;
 
     /// Before a login: refuses `ip`'s network for `account` while its failure budget against
     /// the account is spent, or while the ceiling is exceeded and the network is a guesser.
     /// Consumes nothing.
     ///
     /// # Errors
-    /// [`Error::RateLimited`].
-    fn check_login(&self, account: &str, ip: IpAddr) -> Result<()>;
+    /// [`Error::RateLimited`]; [`Error::LimitsUnavailable`].
+    fn check_login<'a>(&'a self, account: &'a str, ip: IpAddr) -> LimitFuture<'a>;
 
     /// After a wrong password (or an unknown account): counts the failure against `account`
     /// from `ip`'s network and in all, and marks the network as having failed.
     ///
     /// # Errors
-    /// [`Error::RateLimited`] when this failure spent a budget that now refuses this network.
-    fn record_login_failure(&self, account: &str, ip: IpAddr) -> Result<()>;
+    /// [`Error::RateLimited`] when this failure spent a budget that now refuses this network;
+    /// [`Error::LimitsUnavailable`].
+    fn record_login_failure<'a>(&'a self, account: &'a str, ip: IpAddr) -> LimitFuture<'a>;
 
     /// After the right password: `ip`'s network is the account's own (let through the
     /// ceiling; its own budgets still apply).
-    fn record_login_success(&self, account: &str, ip: IpAddr);
+    ///
+    /// # Errors
+    /// [`Error::LimitsUnavailable`]; the flows log it and let the login proceed.
+    fn record_login_success<'a>(&'a self, account: &'a str, ip: IpAddr) -> LimitFuture<'a>;
 
     /// Counts a password-reset request for `account`.
     ///
     /// # Errors
-    /// [`Error::RateLimited`].
-    fn check_reset(&self, account: &str) -> Result<()>;
+    /// [`Error::RateLimited`]; [`Error::LimitsUnavailable`].
+    fn check_reset<'a>(&'a self, account: &'a str) -> LimitFuture<'a>;
 
     /// Counts an action of `user`'s own account, by kind (`"password_check"`,
-    /// `"verification_mail"`).
+    /// `"verification_mail"`, `"signup_notice"`).
     ///
     /// # Errors
-    /// [`Error::RateLimited`].
-    fn check_account_action(&self, kind: &'static str, user: UserId) -> Result<()>;
+    /// [`Error::RateLimited`]; [`Error::LimitsUnavailable`].
+    fn check_account_action(&self, kind: &'static str, user: UserId) -> LimitFuture<'_>;
 
     /// Counts an invitation sent by `inviter` in `tenant`.
     ///
     /// # Errors
-    /// [`Error::RateLimited`] when the inviter's or the tenant's budget is spent.
-    fn check_invitation(&self, tenant: TenantId, inviter: UserId) -> Result<()>;
+    /// [`Error::RateLimited`] when the inviter's or the tenant's budget is spent;
+    /// [`Error::LimitsUnavailable`].
+    fn check_invitation(&self, tenant: TenantId, inviter: UserId) -> LimitFuture<'_>;
 }

@@ -1,62 +1,77 @@
 //! Completion: an upload becomes a file once its object is exactly what was declared.
 //!
-//! The order is what makes the verification mean something:
+//! Two steps, so that no transaction of the caller is held across the object store's
+//! network I/O (a head, reads of the bytes, on S3 a server-side copy):
 //!
-//! 1. the object is *pinned* ([`ObjectStore::pin`]): from then on its bytes sit under a key no
-//!    client can write (on S3 a server-side copy, since a POST form can be posted again while
-//!    it lasts; the local store's uploads are already final);
-//! 2. the pinned bytes are verified (size, type, SHA-256, content sniffing over the whole
-//!    object where a browser could render it);
-//! 3. the upload row is settled under its own condition (`state = 'pending'`): it becomes a
-//!    file pointing at the pinned key, or `rejected`. Objects are deleted only after that,
-//!    and only those this attempt owns, so a mismatch seen by one attempt never deletes the
-//!    bytes of a file another attempt completed.
+//! 1. [`Storage::verify_upload`], outside any transaction of the caller: the object is
+//!    *pinned* ([`ObjectStore::pin`]): from then on its bytes sit under a key no client can
+//!    write (on S3 a server-side copy, since a POST form can be posted again while it lasts;
+//!    the local store's uploads are already final); then the pinned bytes are verified (size,
+//!    type, SHA-256, content sniffing over the whole object where a browser could render
+//!    it). A mismatch is settled here, in a transaction of its own (the upload becomes
+//!    `rejected`, then its objects are deleted): it is storage's own bookkeeping, which no
+//!    rollback of the caller's may undo.
+//! 2. [`Storage::complete`], in the caller's transaction: the upload row is claimed under its
+//!    own condition (`state = 'pending'`) and becomes a file pointing at the pinned key, with
+//!    the caller's own rows in the same commit. Objects are deleted only after a row says
+//!    they are nobody's, and only those this attempt owns, so a mismatch seen by one attempt
+//!    never deletes the bytes of a file another attempt completed.
 //!
 //! [`ObjectStore::pin`]: crate::ObjectStore::pin
 
 use sha2::Digest as _;
-use tenantkit_core::{ClientInfo, Principal, TenantScope, with_conn};
+use tenantkit_core::{ClientInfo, Permission, Principal, TenantScope, TenantTx, with_conn};
 
-use super::{FileId, Storage, StoredFile, Upload, UploadId};
+use super::{FileId, Storage, StoredFile, Upload, UploadId, Verdict, VerifiedUpload, acting};
 use crate::sniff::{self, Scanner};
 use crate::{Error, ObjectId, ObjectKey, Result, Sha256};
 
-/// How one attempt settled a pending upload.
-enum Settled {
-    /// It became this file.
-    File(FileId),
-    /// It was rejected for this reason.
-    Rejected(&'static str),
-}
-
 impl Storage {
-    /// Turns an upload into a file once its object is in the store and is exactly what was
-    /// declared: size, SHA-256, stored type, and the declared type against the bytes (see
-    /// [`crate::sniff`]). The bytes verified are the bytes downloads return: the object is
-    /// pinned first ([`crate::ObjectStore::pin`]) and the file points at the pinned key.
+    /// The first step of completing an upload, outside any transaction of the caller: checks
+    /// that its object is in the store and is exactly what was declared (size, SHA-256, stored
+    /// type, and the declared type against the bytes, see [`crate::sniff`]). The bytes
+    /// verified are the bytes downloads return: the object is pinned first
+    /// ([`crate::ObjectStore::pin`]) and the file will point at the pinned key.
     ///
-    /// Idempotent: completing a completed upload answers the same file, completing a
-    /// rejected one answers the same mismatch, and concurrent completes make exactly one
-    /// file. A mismatch marks the upload `rejected` (while it is still pending) and then
-    /// deletes its object. An upload whose instructions expired cannot complete.
+    /// Then open the caller's transaction and make the file with [`Storage::complete`]:
+    ///
+    /// ```no_run
+    /// # #[allow(dead_code)]
+    /// # async fn demo(storage: &tenantkit_storage::Storage, db: &tenantkit_core::Database,
+    /// #     caller: &tenantkit_core::Principal, client: &tenantkit_core::ClientInfo,
+    /// #     id: tenantkit_storage::UploadId) -> tenantkit_storage::Result<()> {
+    /// let verified = storage.verify_upload(caller, client, id).await?; // no transaction held
+    /// let mut tx = db.begin(&tenantkit_core::TenantScope::of(caller)).await?;
+    /// let file = storage.complete(&mut tx, caller, client, verified).await?;
+    /// // … the app's own rows that refer to `file.id`, in the same transaction …
+    /// tx.commit().await?;
+    /// # let _ = file; Ok(()) }
+    /// ```
+    ///
+    /// Idempotent: an upload completed before verifies as its file, a rejected one answers
+    /// the same mismatch again, and concurrent completions make exactly one file. A mismatch
+    /// is settled here, in a transaction of its own: the upload is marked `rejected` (while it
+    /// is still pending, with its audit entry) and then its object is deleted. An upload whose
+    /// instructions expired cannot complete.
     ///
     /// # Errors
-    /// [`tenantkit_core::Error::NotFound`] (also another tenant's id, or a swept upload),
-    /// [`Error::UploadIncomplete`], [`Error::UploadExpired`], [`Error::UploadMismatch`].
-    pub async fn complete(
+    /// [`tenantkit_core::Error::Forbidden`] below member, [`tenantkit_core::Error::NotFound`]
+    /// (also another tenant's id, or a swept upload), [`Error::UploadIncomplete`],
+    /// [`Error::UploadExpired`], [`Error::UploadMismatch`].
+    pub async fn verify_upload(
         &self,
         principal: &Principal,
         client: &ClientInfo,
         id: UploadId,
-    ) -> Result<StoredFile> {
-        principal.require(tenantkit_core::Permission::WriteContent)?;
+    ) -> Result<VerifiedUpload> {
+        principal.require(Permission::WriteContent)?;
         let scope = TenantScope::of(principal);
         let upload = self
             .current_upload(&scope, id)
             .await?
             .ok_or(Error::Core(tenantkit_core::Error::NotFound))?;
-        if let Some(answer) = self.settled_answer(&scope, &upload).await {
-            return answer;
+        if let Some(verdict) = settled(&upload)? {
+            return Ok(VerifiedUpload { upload, verdict });
         }
         if upload.expires_at <= tenantkit_core::now() {
             return Err(Error::UploadExpired);
@@ -70,51 +85,102 @@ impl Storage {
         // A copy made by this attempt is this attempt's alone: kept as the file's bytes, or
         // deleted. Once copied, the staging object is never a file's bytes.
         let copy = (pinned != staging).then(|| pinned.clone());
-        let outcome = match self.mismatch(&pinned, &upload).await {
-            Ok(None) => self
-                .keep(principal, client, &scope, &upload, &pinned)
-                .await
-                .map(|kept| kept.map(Settled::File)),
-            Ok(Some(what)) => self
-                .reject(principal, client, &scope, &upload, what)
-                .await
-                .map(|rejected| rejected.then_some(Settled::Rejected(what))),
-            Err(err) => Err(err),
-        };
-        match outcome {
+        let what = match self.mismatch(&pinned, &upload).await {
             // The staging object stays while the upload's instructions are valid, so that a
             // second upload to its create-only URL is still refused; the sweeper removes it
             // once they have expired (plus the grace period).
-            Ok(Some(Settled::File(file_id))) => self.read_file(&scope, file_id).await,
-            Ok(Some(Settled::Rejected(what))) => {
-                if let Some(copy) = &copy {
-                    self.forget(copy).await;
-                }
-                self.forget(&staging).await;
-                Err(Error::UploadMismatch(what))
-            }
             Ok(None) => {
-                // Another attempt settled it first (or the sweeper removed it): answer what
-                // is there now; this attempt's copy is nobody's.
-                if let Some(copy) = &copy {
-                    self.forget(copy).await;
-                }
-                let upload = self
-                    .current_upload(&scope, id)
-                    .await?
-                    .ok_or(Error::Core(tenantkit_core::Error::NotFound))?;
-                match self.settled_answer(&scope, &upload).await {
-                    Some(answer) => answer,
-                    None => Err(Error::Core(tenantkit_core::Error::NotFound)),
-                }
+                return Ok(VerifiedUpload {
+                    upload,
+                    verdict: Verdict::Matches(pinned),
+                });
             }
+            Ok(Some(what)) => what,
             Err(err) => {
                 if let Some(copy) = &copy {
                     self.forget(copy).await;
                 }
-                Err(err)
+                return Err(err);
             }
+        };
+        let rejected = self.reject(principal, client, &scope, &upload, what).await;
+        if let Some(copy) = &copy {
+            self.forget(copy).await;
         }
+        if rejected? {
+            self.forget(&staging).await;
+            return Err(Error::UploadMismatch(what));
+        }
+        // Another attempt settled it first (or the sweeper removed it): answer what is there
+        // now.
+        let upload = self
+            .current_upload(&scope, id)
+            .await?
+            .ok_or(Error::Core(tenantkit_core::Error::NotFound))?;
+        match settled(&upload)? {
+            Some(verdict) => Ok(VerifiedUpload { upload, verdict }),
+            None => Err(Error::Core(tenantkit_core::Error::NotFound)),
+        }
+    }
+
+    /// The second step of completing an upload ([`Storage::verify_upload`] is the first):
+    /// makes the verified upload a file in the caller's transaction `tx` (opened for
+    /// [`TenantScope::of`] `principal`), with its audit entry, so that the app's own rows
+    /// that refer to the file commit with it. An upload that was a file already answers that
+    /// file. Until `tx` commits, the upload stays pending; a rollback leaves it so (completing
+    /// it again verifies again), and the sweeper removes a copy of its object no row refers
+    /// to.
+    ///
+    /// # Errors
+    /// [`tenantkit_core::Error::Forbidden`] below member, [`tenantkit_core::Error::NotFound`]
+    /// (a verified upload of another tenant, or one swept meanwhile),
+    /// [`Error::UploadMismatch`] when a concurrent attempt rejected it meanwhile,
+    /// [`Error::Config`] when `tx` is not `principal`'s scope.
+    pub async fn complete(
+        &self,
+        tx: &mut TenantTx,
+        principal: &Principal,
+        client: &ClientInfo,
+        verified: VerifiedUpload,
+    ) -> Result<StoredFile> {
+        acting(tx, principal, Permission::WriteContent)?;
+        let VerifiedUpload { upload, verdict } = verified;
+        if upload.tenant_id != tx.tenant_id() {
+            return Err(Error::Core(tenantkit_core::Error::NotFound));
+        }
+        let file_id = match verdict {
+            Verdict::Settled(file_id) => file_id,
+            Verdict::Matches(pinned) => {
+                match self.keep(tx, principal, client, &upload, &pinned).await? {
+                    Some(file_id) => file_id,
+                    None => {
+                        // Another attempt settled it first (or the sweeper removed it): this
+                        // attempt's copy is nobody's, whatever becomes of `tx`.
+                        if pinned.object() != upload.object_id {
+                            let store = self.store.clone();
+                            tx.after_commit(move || {
+                            tokio::spawn(async move {
+                                if let Err(err) = store.delete(&pinned).await {
+                                    tracing::warn!(error = %err, "object no row keeps not deleted; the sweeper will");
+                                }
+                            });
+                        });
+                        }
+                        let upload = self
+                            .find_upload(tx, upload.id)
+                            .await?
+                            .ok_or(Error::Core(tenantkit_core::Error::NotFound))?;
+                        match settled(&upload)? {
+                            Some(Verdict::Settled(file_id)) => file_id,
+                            _ => return Err(Error::Core(tenantkit_core::Error::NotFound)),
+                        }
+                    }
+                }
+            }
+        };
+        self.file_row(tx, file_id)
+            .await?
+            .ok_or(Error::Core(tenantkit_core::Error::NotFound))
     }
 
     async fn current_upload(&self, scope: &TenantScope, id: UploadId) -> Result<Option<Upload>> {
@@ -124,40 +190,22 @@ impl Storage {
         Ok(upload)
     }
 
-    /// The answer for an upload that is no longer pending: its file, or its mismatch again
-    /// (so a retrying client learns what happened).
-    async fn settled_answer(
-        &self,
-        scope: &TenantScope,
-        upload: &Upload,
-    ) -> Option<Result<StoredFile>> {
-        if let Some(file_id) = upload.file_id {
-            return Some(self.read_file(scope, file_id).await);
-        }
-        (upload.state == "rejected").then(|| {
-            Err(Error::UploadMismatch(rejection_reason(
-                upload.rejection.as_deref(),
-            )))
-        })
-    }
-
     /// Makes the upload a file whose bytes are at `object`, if it is still pending: `None`
     /// when it is not (completed, rejected or swept meanwhile).
     async fn keep(
         &self,
+        tx: &mut TenantTx,
         principal: &Principal,
         client: &ClientInfo,
-        scope: &TenantScope,
         upload: &Upload,
         object: &ObjectKey,
     ) -> Result<Option<FileId>> {
-        let mut tx = self.db.begin(scope).await?;
         let file_id = FileId::new();
         let now = tenantkit_core::now();
         // The claim comes first and is conditional: it takes the row's lock (a concurrent
         // completion or rejection waits, then sees the new state), so exactly one attempt
         // settles the upload, and never one that another attempt already rejected.
-        let claimed = with_conn!(&mut tx, |c| {
+        let claimed = with_conn!(&mut *tx, |c| {
             sqlx::query(
                 "UPDATE storage_uploads SET state = 'completed', file_id = $1 \
                  WHERE tenant_id = $2 AND id = $3 AND state = 'pending'",
@@ -170,14 +218,13 @@ impl Storage {
             .map(|done| done.rows_affected())
         })?;
         if claimed == 0 {
-            tx.commit().await?;
             return Ok(None);
         }
-        with_conn!(&mut tx, |c| {
+        with_conn!(&mut *tx, |c| {
             sqlx::query(
-                "INSERT INTO storage_files (id, tenant_id, upload_id, object_id, project_id, \
+                "INSERT INTO storage_files (id, tenant_id, upload_id, object_id, parent_id, \
                  filename, content_type, size, sha256, created_by, created_at) \
-                 SELECT $1, u.tenant_id, u.id, $2, u.project_id, u.filename, \
+                 SELECT $1, u.tenant_id, u.id, $2, u.parent_id, u.filename, \
                  u.content_type, u.size, u.sha256, u.created_by, $3 FROM storage_uploads u \
                  WHERE u.tenant_id = $4 AND u.id = $5",
             )
@@ -201,12 +248,11 @@ impl Storage {
                 })),
         )
         .await?;
-        tx.commit().await?;
         Ok(Some(file_id))
     }
 
-    /// Marks the upload rejected for `what`, if it is still pending; `false` when it is not.
-    /// Its objects are deleted only after this, by the caller.
+    /// Marks the upload rejected for `what`, if it is still pending, in a transaction of its
+    /// own; `false` when it is not. Its objects are deleted only after this, by the caller.
     async fn reject(
         &self,
         principal: &Principal,
@@ -321,4 +367,18 @@ fn rejection_reason(recorded: Option<&str>) -> &'static str {
         Some("sha256") => "sha256",
         _ => "content",
     }
+}
+
+/// What an upload that is no longer pending answers: its file, or its mismatch again (so a
+/// retrying client learns what happened); `None` while it is pending.
+fn settled(upload: &Upload) -> Result<Option<Verdict>> {
+    if let Some(file_id) = upload.file_id {
+        return Ok(Some(Verdict::Settled(file_id)));
+    }
+    if upload.state == "rejected" {
+        return Err(Error::UploadMismatch(rejection_reason(
+            upload.rejection.as_deref(),
+        )));
+    }
+    Ok(None)
 }

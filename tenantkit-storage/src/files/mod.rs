@@ -6,8 +6,8 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use tenantkit_core::{
-    ClientInfo, Database, MigrationSet, Page, PageRequest, Principal, TenantId, TenantScope,
-    TenantTx, Visibility, with_conn,
+    ClientInfo, Database, MigrationSet, Page, PageRequest, Permission, Principal, TenantId,
+    TenantScope, TenantTx, with_conn,
 };
 
 use crate::store::{ObjectStore, SignedUpload};
@@ -46,10 +46,10 @@ pub struct Storage {
     parent: Option<FileParent>,
 }
 
-const UPLOAD_COLUMNS: &str = "id, tenant_id, object_id, project_id, filename, content_type, \
+const UPLOAD_COLUMNS: &str = "id, tenant_id, object_id, parent_id, filename, content_type, \
                               size, sha256, created_by, expires_at, state, file_id, rejection";
 const FILE_COLUMNS: &str = "id, tenant_id, object_id, filename, content_type, size, sha256, \
-                            project_id, created_by, created_at";
+                            parent_id, created_by, created_at";
 const FILENAME_MAX: usize = 255;
 
 impl Storage {
@@ -76,7 +76,8 @@ impl Storage {
         self
     }
 
-    /// Lets files belong to rows of `parent` (and share their visibility).
+    /// Lets files belong to rows of `parent` (through [`NewUpload::parent_id`]) and share
+    /// their visibility. Without one, a `parent_id` is refused as invalid.
     pub fn with_parent(mut self, parent: FileParent) -> Self {
         self.parent = Some(parent);
         self
@@ -92,27 +93,21 @@ impl Storage {
         &self.limits
     }
 
-    /// ` AND (<alias>.project_id IS NULL OR <the parent exists and is visible>)`, its
-    /// parameter (unless the transaction sees every team, `all`) numbered `user`.
+    /// ` AND (<alias>.parent_id IS NULL OR <the parent exists and is visible>)`, its
+    /// parameter (for a team-restricted parent, unless the transaction sees every team,
+    /// `all`) numbered `user`.
     fn visible(&self, alias: &str, all: bool, user: usize) -> String {
         match self.parent {
-            None => format!(" AND {alias}.project_id IS NULL"),
-            Some(parent) => {
-                // No foreign key: a file outlives its deleted parent until it is swept.
-                let condition = Visibility::Parent {
-                    table: parent.table,
-                    key: "project_id",
-                    enforced: false,
-                }
-                .condition(alias, all, user);
-                let condition = condition.trim_start_matches(" AND ");
-                format!(" AND ({alias}.project_id IS NULL OR {condition})")
-            }
+            None => format!(" AND {alias}.parent_id IS NULL"),
+            Some(parent) => format!(
+                " AND ({alias}.parent_id IS NULL OR {})",
+                parent.exists(alias, all, user)
+            ),
         }
     }
 
     fn has_visibility_parameters(&self, all: bool) -> bool {
-        self.parent.is_some() && !all
+        self.parent.is_some_and(|parent| parent.has_parameters(all))
     }
 
     fn validate(&self, new: &NewUpload) -> Result<(UploadIntent, UploadMethod)> {
@@ -177,20 +172,8 @@ impl Storage {
                 None
             }
         };
-        let method = match new.method.as_deref() {
-            None | Some("PUT") => Some(UploadMethod::Put),
-            Some("POST") => Some(UploadMethod::Post),
-            Some(_) => {
-                errors.push(tenantkit_core::FieldError::new(
-                    "method",
-                    "must be PUT or POST",
-                ));
-                None
-            }
-        };
-        if let Some(method) = method
-            && !self.store.methods().contains(&method)
-        {
+        let method = new.method.unwrap_or(UploadMethod::Put);
+        if !self.store.methods().contains(&method) {
             errors.push(tenantkit_core::FieldError::new(
                 "method",
                 "is not supported by this server's storage",
@@ -199,8 +182,8 @@ impl Storage {
         if !errors.is_empty() {
             return Err(Error::Core(tenantkit_core::Error::Validation(errors)));
         }
-        match (sha256, method) {
-            (Some(sha256), Some(method)) => Ok((
+        match sha256 {
+            Some(sha256) => Ok((
                 UploadIntent {
                     filename: filename.to_owned(),
                     content_type: content_type.to_owned(),
@@ -209,42 +192,52 @@ impl Storage {
                 },
                 method,
             )),
-            _ => Err(Error::invalid("body", "invalid")),
+            None => Err(Error::invalid("body", "invalid")),
         }
     }
 
-    /// Records a pending upload for the caller's tenant and signs its instructions. The
-    /// quota counts stored files and every pending upload, checked under a per-tenant lock,
-    /// so parallel intents cannot together overshoot it.
+    /// Records a pending upload in the caller's transaction `tx` and signs its instructions.
+    /// `tx` is the caller's tenant's, opened for [`TenantScope::of`] `principal` (as
+    /// `tenantkit_core::axum::TenantWrite` opens it).
+    ///
+    /// The instructions are signed before anything is written, and nothing is stored until
+    /// the caller commits `tx`: the app writes its own row (an attachment of a note, say) in
+    /// the same transaction, and a rollback stores nothing. Instructions whose upload was
+    /// rolled back lead nowhere: the upload cannot be completed, and the sweeper removes any
+    /// object sent to them.
+    ///
+    /// The quota counts stored files and every pending upload, checked under a per-tenant
+    /// lock (the tenant's `storage_usage` row, written first) that `tx` holds until it ends,
+    /// so parallel intents cannot together overshoot it: commit soon after.
     ///
     /// # Errors
-    /// [`tenantkit_core::Error::Forbidden`] below member, validation errors,
-    /// [`tenantkit_core::Error::NotFound`] for a project the caller cannot see,
-    /// [`Error::QuotaExceeded`].
+    /// [`tenantkit_core::Error::Forbidden`] below member, validation errors (a `parent_id`
+    /// without a [`FileParent`] configured is one), [`tenantkit_core::Error::NotFound`] for a
+    /// parent the caller cannot see (or of another tenant), [`Error::QuotaExceeded`],
+    /// [`Error::Config`] when `tx` is not `principal`'s scope.
     pub async fn create_upload(
         &self,
+        tx: &mut TenantTx,
         principal: &Principal,
-        client: &ClientInfo,
         new: NewUpload,
     ) -> Result<UploadTicket> {
-        principal.require(tenantkit_core::Permission::WriteContent)?;
+        acting(tx, principal, Permission::WriteContent)?;
         let (intent, method) = self.validate(&new)?;
-        let tenant = principal.tenant_id();
+        let tenant = tx.tenant_id();
         let upload_id = UploadId::new();
         let object_id = ObjectId::new();
         let key = ObjectKey::new(tenant, object_id);
         let now = tenantkit_core::now();
-        // Sign first (no transaction is held across it): a failure stores nothing.
+        // Signed before anything is written: a failure writes nothing.
         let signed = self
             .store
             .sign_upload(&key, &intent, method, now, self.limits.upload_ttl)
             .await?;
-        let mut tx = self.db.begin(&TenantScope::of(principal)).await?;
-        if let Some(project) = new.project_id {
-            self.check_parent(&mut tx, project).await?;
+        if let Some(parent) = new.parent_id {
+            self.check_parent(tx, parent).await?;
         }
         // The lock: one row per tenant, written first, held to commit.
-        with_conn!(&mut tx, |c| {
+        with_conn!(&mut *tx, |c| {
             sqlx::query(
                 "INSERT INTO storage_usage (tenant_id, intents) VALUES ($1, 1) \
                  ON CONFLICT (tenant_id) DO UPDATE SET intents = storage_usage.intents + 1",
@@ -254,24 +247,24 @@ impl Storage {
             .await
             .map(drop)
         })?;
-        let quota = self.quota.storage_quota(&mut tx).await?;
+        let quota = self.quota.storage_quota(tx).await?;
         if let Some(quota) = quota {
-            let used = usage(&mut tx, tenant).await?;
+            let used = usage(tx, tenant).await?;
             if used.saturating_add(intent.size) > quota {
                 return Err(Error::QuotaExceeded);
             }
         }
         let size = i64::try_from(intent.size).map_err(|_| Error::invalid("size", "too large"))?;
-        with_conn!(&mut tx, |c| {
+        with_conn!(&mut *tx, |c| {
             sqlx::query(
-                "INSERT INTO storage_uploads (id, tenant_id, object_id, project_id, filename, \
+                "INSERT INTO storage_uploads (id, tenant_id, object_id, parent_id, filename, \
                  content_type, size, sha256, method, created_by, created_at, expires_at, state) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending')",
             )
             .bind(upload_id)
             .bind(tenant)
             .bind(object_id)
-            .bind(new.project_id)
+            .bind(new.parent_id)
             .bind(&intent.filename)
             .bind(&intent.content_type)
             .bind(size)
@@ -287,27 +280,38 @@ impl Storage {
             .await
             .map(drop)
         })?;
-        tx.commit().await?;
-        let _ = client;
         Ok(ticket(upload_id, signed))
     }
 
-    async fn check_parent(&self, tx: &mut TenantTx, project: Uuid) -> Result<()> {
+    /// `Ok` when the row `id` of the parent table is in the transaction's tenant and visible
+    /// to it.
+    async fn check_parent(&self, tx: &mut TenantTx, id: Uuid) -> Result<()> {
         let Some(parent) = self.parent else {
             return Err(Error::invalid(
-                "project_id",
-                "files cannot belong to a project here",
+                "parent_id",
+                "files cannot belong to a parent record here",
             ));
         };
-        let table = tenantkit_core::TenantTable {
-            name: parent.table,
-            columns: "id",
-            visibility: Visibility::Team,
-        };
-        if table.contains(tx, project).await? {
-            Ok(())
-        } else {
-            Err(Error::Core(tenantkit_core::Error::NotFound))
+        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_teams(), tx.viewer());
+        let sql = format!(
+            "SELECT 1 FROM {} parent WHERE parent.tenant_id = $1 AND parent.{} = $2{}",
+            parent.table(),
+            parent.id_column(),
+            if parent.has_parameters(all) {
+                format!(" AND {}", tenantkit_core::team_visible("parent", 3))
+            } else {
+                String::new()
+            }
+        );
+        let with = parent.has_parameters(all);
+        let found: Option<i32> = with_conn!(tx, |c| {
+            let query = sqlx::query_scalar(&sql).bind(tenant).bind(id);
+            let query = if with { query.bind(viewer) } else { query };
+            query.fetch_optional(c).await
+        })?;
+        match found {
+            Some(_) => Ok(()),
+            None => Err(Error::Core(tenantkit_core::Error::NotFound)),
         }
     }
 
@@ -342,20 +346,23 @@ impl Storage {
             .await
     }
 
-    async fn read_file(&self, scope: &TenantScope, id: FileId) -> Result<StoredFile> {
-        let mut tx = self.db.begin_read(scope).await?;
-        let file = self.file_row(&mut tx, id).await?;
-        tx.commit().await?;
-        file.ok_or(Error::Core(tenantkit_core::Error::NotFound))
-    }
-
-    /// One file with a signed download URL.
+    /// One file with a signed download URL, read in the caller's transaction `tx` (opened
+    /// for [`TenantScope::of`] `principal`; a read-only one will do).
     ///
     /// # Errors
-    /// [`tenantkit_core::Error::NotFound`] (also another tenant's id).
-    pub async fn file(&self, principal: &Principal, id: FileId) -> Result<StoredFile> {
-        principal.require(tenantkit_core::Permission::Read)?;
-        let mut file = self.read_file(&TenantScope::of(principal), id).await?;
+    /// [`tenantkit_core::Error::NotFound`] (also another tenant's id, or a file whose parent
+    /// the caller cannot see), [`Error::Config`] when `tx` is not `principal`'s scope.
+    pub async fn file(
+        &self,
+        tx: &mut TenantTx,
+        principal: &Principal,
+        id: FileId,
+    ) -> Result<StoredFile> {
+        acting(tx, principal, Permission::Read)?;
+        let mut file = self
+            .file_row(tx, id)
+            .await?
+            .ok_or(Error::Core(tenantkit_core::Error::NotFound))?;
         let key = ObjectKey::new(file.tenant_id, file.object_id);
         let download = self
             .store
@@ -372,58 +379,74 @@ impl Storage {
         Ok(file)
     }
 
-    /// The files the caller may see, newest id last, in keyset pages; only those of
-    /// `project` when given.
+    /// The files the caller may see, newest id last, in keyset pages; only those of the
+    /// parent row `parent` when given. Read in the caller's transaction `tx` (opened for
+    /// [`TenantScope::of`] `principal`; a read-only one will do).
     ///
     /// # Errors
-    /// Database errors.
+    /// Database errors, [`Error::Config`] when `tx` is not `principal`'s scope.
     pub async fn files(
         &self,
+        tx: &mut TenantTx,
         principal: &Principal,
-        project: Option<Uuid>,
+        parent: Option<Uuid>,
         page: PageRequest,
     ) -> Result<Page<StoredFile>> {
-        principal.require(tenantkit_core::Permission::Read)?;
-        let mut tx = self.db.begin_read(&TenantScope::of(principal)).await?;
+        acting(tx, principal, Permission::Read)?;
         let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_teams(), tx.viewer());
         let sql = format!(
             "SELECT {FILE_COLUMNS} FROM storage_files f WHERE f.tenant_id = $1 AND f.id > $2 \
-             AND ($3 IS NULL OR f.project_id = $3){} ORDER BY f.id LIMIT $4",
+             AND ($3 IS NULL OR f.parent_id = $3){} ORDER BY f.id LIMIT $4",
             self.visible("f", all, 5)
         );
         let with = self.has_visibility_parameters(all);
         let (after, fetch) = (page.after_key(), page.fetch_count());
-        let rows: Vec<StoredFile> = with_conn!(&mut tx, |c| {
+        let rows: Vec<StoredFile> = with_conn!(tx, |c| {
             let query = sqlx::query_as(&sql)
                 .bind(tenant)
                 .bind(after)
-                .bind(project)
+                .bind(parent)
                 .bind(fetch);
             let query = if with { query.bind(viewer) } else { query };
             query.fetch_all(c).await
         })?;
-        tx.commit().await?;
         Ok(Page::from_rows(rows, &page, |f| f.id.into()))
     }
 
-    /// Deletes a file and its object.
+    /// Deletes a file's rows in the caller's transaction `tx` (opened for
+    /// [`TenantScope::of`] `principal`), with its audit entry. Its bytes stay until the caller
+    /// has committed and passed the answer to [`Storage::delete_object`]; a rollback keeps the
+    /// file whole.
+    ///
+    /// ```no_run
+    /// # #[allow(dead_code)]
+    /// # async fn demo(storage: &tenantkit_storage::Storage, db: &tenantkit_core::Database,
+    /// #     caller: &tenantkit_core::Principal, client: &tenantkit_core::ClientInfo,
+    /// #     id: tenantkit_storage::FileId) -> tenantkit_storage::Result<()> {
+    /// let mut tx = db.begin(&tenantkit_core::TenantScope::of(caller)).await?;
+    /// let deleted = storage.delete_file(&mut tx, caller, client, id).await?;
+    /// tx.commit().await?;
+    /// storage.delete_object(deleted).await;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
-    /// [`tenantkit_core::Error::Forbidden`] below member, [`tenantkit_core::Error::NotFound`].
+    /// [`tenantkit_core::Error::Forbidden`] below member, [`tenantkit_core::Error::NotFound`],
+    /// [`Error::Config`] when `tx` is not `principal`'s scope.
     pub async fn delete_file(
         &self,
+        tx: &mut TenantTx,
         principal: &Principal,
         client: &ClientInfo,
         id: FileId,
-    ) -> Result<()> {
-        principal.require(tenantkit_core::Permission::WriteContent)?;
-        let mut tx = self.db.begin(&TenantScope::of(principal)).await?;
+    ) -> Result<DeletedFile> {
+        acting(tx, principal, Permission::WriteContent)?;
         let file = self
-            .file_row(&mut tx, id)
+            .file_row(tx, id)
             .await?
             .ok_or(Error::Core(tenantkit_core::Error::NotFound))?;
         let tenant = file.tenant_id;
-        with_conn!(&mut tx, |c| {
+        with_conn!(&mut *tx, |c| {
             sqlx::query("DELETE FROM storage_files WHERE tenant_id = $1 AND id = $2")
                 .bind(tenant)
                 .bind(id)
@@ -443,18 +466,56 @@ impl Storage {
                 .details(serde_json::json!({ "size": file.size })),
         )
         .await?;
-        tx.commit().await?;
-        // After the commit: the row is gone, so a failure here leaves an orphan the sweeper
-        // removes, never a file without bytes.
-        if let Err(err) = self
-            .store
-            .delete(&ObjectKey::new(file.tenant_id, file.object_id))
-            .await
-        {
-            tracing::warn!(error = %err, "object of a deleted file not deleted; the sweeper will");
-        }
-        Ok(())
+        Ok(DeletedFile { file })
     }
+
+    /// Deletes the bytes of a file whose deletion ([`Storage::delete_file`]) was committed.
+    /// Only once no file refers to them (checked in a transaction of its own): called before
+    /// the commit, or after a rollback, it keeps them. A failure is logged, never returned:
+    /// the object is then an orphan the sweeper removes.
+    pub async fn delete_object(&self, deleted: DeletedFile) {
+        let file = deleted.file;
+        let key = ObjectKey::new(file.tenant_id, file.object_id);
+        match self.object_is_a_file(file.object_id).await {
+            Ok(false) => {
+                if let Err(err) = self.store.delete(&key).await {
+                    tracing::warn!(error = %err, "object of a deleted file not deleted; the sweeper will");
+                }
+            }
+            Ok(true) => tracing::warn!(
+                file = %file.id,
+                "object of a deleted file kept: its file is still there (not committed, or rolled back)"
+            ),
+            Err(err) => {
+                tracing::warn!(error = %err, "object of a deleted file not deleted; the sweeper will");
+            }
+        }
+    }
+
+    /// Whether a committed file refers to `object`.
+    async fn object_is_a_file(&self, object: ObjectId) -> Result<bool> {
+        let mut tx = self.db.begin_system_read().await?;
+        let found: Option<i32> = with_conn!(&mut tx, |c| {
+            sqlx::query_scalar("SELECT 1 FROM storage_files WHERE object_id = $1")
+                .bind(object)
+                .fetch_optional(c)
+                .await
+        })?;
+        tx.commit().await?;
+        Ok(found.is_some())
+    }
+}
+
+/// `Ok` when `principal` may do `permission` and `tx` is `principal`'s own scope (its tenant,
+/// and what it may see of it).
+fn acting(tx: &TenantTx, principal: &Principal, permission: Permission) -> Result<()> {
+    principal.require(permission)?;
+    if *tx.scope() != TenantScope::of(principal) {
+        return Err(Error::Config(
+            "a storage call's transaction must be opened for TenantScope::of(principal)".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Bytes of the tenant's files plus every pending upload.

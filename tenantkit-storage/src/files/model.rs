@@ -28,13 +28,156 @@ impl QuotaSource for FixedQuota {
     }
 }
 
-/// Files may hang off rows of this team-restricted table ([`Visibility::Team`](tenantkit_core::Visibility::Team): `id`,
-/// `tenant_id`, `team_id`, `restricted`), through `project_id`, and are then visible exactly
-/// when that row is.
+/// The table files may hang off (through their `parent_id`): a tenant table of the app with a
+/// `tenant_id` column and a UUID key column, both named by the app. A file with a parent is
+/// visible exactly when its parent row is (in the same tenant and, for a
+/// [team-restricted](FileParent::team_restricted) table, to the viewer); a file without one
+/// is visible to the whole tenant. There is no foreign key: a file whose parent row is
+/// deleted is seen by nobody (delete a row's files with it).
+///
+/// The names are constants of the app's code, checked as plain SQL identifiers when the
+/// parent is made, so they can be spliced into SQL and can never be input:
+///
+/// ```
+/// use tenantkit_storage::FileParent;
+///
+/// let notes = FileParent::new("notes", "id").unwrap();
+/// assert_eq!((notes.table(), notes.id_column()), ("notes", "id"));
+/// // A table with `team_id` and `restricted` (the reference server's projects).
+/// let projects = FileParent::new("projects", "id").unwrap().team_restricted();
+/// assert!(projects.is_team_restricted());
+/// assert!(FileParent::new("notes; DROP TABLE notes", "id").is_err());
+/// assert!(FileParent::new("notes", "1d").is_err());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileParent {
-    /// The table (a constant of your code, never input).
-    pub table: &'static str,
+    table: &'static str,
+    id_column: &'static str,
+    team_restricted: bool,
+}
+
+/// The longest identifier PostgreSQL keeps whole.
+const MAX_IDENTIFIER: usize = 63;
+
+fn is_identifier(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    name.len() <= MAX_IDENTIFIER
+        && bytes
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+impl FileParent {
+    /// Files hang off rows of `table` (which has a `tenant_id` column) keyed by `id_column`
+    /// (a UUID), and are visible to the whole tenant while that row exists.
+    ///
+    /// # Errors
+    /// [`Error::Config`](crate::Error::Config) when a name is not a plain SQL identifier
+    /// (ASCII letters, digits and `_`, not starting with a digit, at most 63 bytes).
+    pub fn new(table: &'static str, id_column: &'static str) -> Result<Self> {
+        for (what, name) in [("table", table), ("id column", id_column)] {
+            if !is_identifier(name) {
+                return Err(crate::Error::Config(format!(
+                    "the file parent's {what} {name:?} is not a plain SQL identifier"
+                )));
+            }
+        }
+        Ok(Self {
+            table,
+            id_column,
+            team_restricted: false,
+        })
+    }
+
+    /// The table is also team-restricted ([`Visibility::Team`](tenantkit_core::Visibility::Team):
+    /// it has `team_id` and `restricted`): a file of a restricted row is seen only by those
+    /// who see the row (its team's members, admins and owners).
+    #[must_use]
+    pub fn team_restricted(mut self) -> Self {
+        self.team_restricted = true;
+        self
+    }
+
+    /// The parent table.
+    pub fn table(&self) -> &'static str {
+        self.table
+    }
+
+    /// The parent table's key column.
+    pub fn id_column(&self) -> &'static str {
+        self.id_column
+    }
+
+    /// Whether the parent table is team-restricted.
+    pub fn is_team_restricted(&self) -> bool {
+        self.team_restricted
+    }
+
+    /// `EXISTS (…)`: the row aliased `alias` has its parent in its tenant and, unless the
+    /// transaction sees every team (`all`), its viewer (parameter `user`) sees the parent.
+    pub(crate) fn exists(&self, alias: &str, all: bool, user: usize) -> String {
+        format!(
+            "EXISTS (SELECT 1 FROM {table} parent WHERE parent.tenant_id = {alias}.tenant_id \
+             AND parent.{id} = {alias}.parent_id{team})",
+            table = self.table,
+            id = self.id_column,
+            team = if self.has_parameters(all) {
+                format!(" AND {}", tenantkit_core::team_visible("parent", user))
+            } else {
+                String::new()
+            }
+        )
+    }
+
+    /// Whether [`FileParent::exists`] has its viewer parameter.
+    pub(crate) fn has_parameters(&self, all: bool) -> bool {
+        self.team_restricted && !all
+    }
+}
+
+/// An upload whose object was verified by [`Storage::verify_upload`](crate::Storage::verify_upload),
+/// outside any transaction, ready to become a file in the caller's transaction with
+/// [`Storage::complete`](crate::Storage::complete). Holds no connection; one that is dropped
+/// instead leaves the upload pending (completing it again verifies again) and at most an
+/// unreferenced copy of its object, which the sweeper removes.
+#[derive(Debug)]
+#[must_use = "complete it with Storage::complete in a transaction"]
+pub struct VerifiedUpload {
+    pub(crate) upload: Upload,
+    pub(crate) verdict: Verdict,
+}
+
+impl VerifiedUpload {
+    /// The upload.
+    pub fn upload(&self) -> &Upload {
+        &self.upload
+    }
+}
+
+/// What the verification found.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// The upload is (already) this file.
+    Settled(FileId),
+    /// The object at this key is exactly what was declared.
+    Matches(crate::ObjectKey),
+}
+
+/// A file deleted by [`Storage::delete_file`](crate::Storage::delete_file) in the caller's
+/// transaction: once that transaction is committed, [`Storage::delete_object`](crate::Storage::delete_object)
+/// deletes its bytes (otherwise, or if that fails, the sweeper does, as an orphan).
+#[derive(Debug)]
+#[must_use = "delete its object with Storage::delete_object after the commit"]
+pub struct DeletedFile {
+    pub(crate) file: StoredFile,
+}
+
+impl DeletedFile {
+    /// The file as it was.
+    pub fn file(&self) -> &StoredFile {
+        &self.file
+    }
 }
 
 /// Per-file limits and lifetimes.
@@ -82,13 +225,12 @@ pub struct NewUpload {
     pub size: u64,
     /// The SHA-256 of the bytes, 64 hex digits.
     pub sha256: String,
-    /// The project (a record of the [`FileParent`] table) the file belongs to.
+    /// The row of the app's [`FileParent`] table the file belongs to (none: the tenant's).
     #[serde(default)]
-    pub project_id: Option<Uuid>,
+    pub parent_id: Option<Uuid>,
     /// `PUT` (default) or `POST` (a browser form; stores that support it).
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-    pub method: Option<String>,
+    pub method: Option<UploadMethod>,
 }
 
 /// The answer to an upload intent: where and how to send the bytes.
@@ -123,8 +265,8 @@ pub struct Upload {
     pub tenant_id: TenantId,
     /// The object it writes.
     pub object_id: ObjectId,
-    /// The project it belongs to.
-    pub project_id: Option<Uuid>,
+    /// The row of the [`FileParent`] table it belongs to.
+    pub parent_id: Option<Uuid>,
     /// The declared file name.
     pub filename: String,
     /// The declared type.
@@ -167,8 +309,8 @@ pub struct StoredFile {
     #[serde(serialize_with = "hex_bytes")]
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub sha256: Vec<u8>,
-    /// The project it belongs to.
-    pub project_id: Option<Uuid>,
+    /// The row of the [`FileParent`] table it belongs to.
+    pub parent_id: Option<Uuid>,
     /// Who uploaded it.
     pub created_by: Option<UserId>,
     /// When it became a file.

@@ -1,17 +1,19 @@
-//! `/v1/auth/*` and `/v1/me`: adapters over tenantkit-auth's flows (parse, call one flow,
-//! answer).
+//! `/v1/auth/*` and `/v1/me`: signup, login, refresh, logout and logout-all are
+//! tenantkit-auth's own routes (`tenantkit_auth::routes`), mounted here with this document's
+//! entries; the rest are adapters over its flows (parse, call one flow, answer).
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use serde::{Deserialize, Serialize};
-use tenantkit_auth::RefreshToken;
+use serde::Serialize;
 use tenantkit_auth::flows::{
-    ChangePassword, LoggedIn, LoginRequest, SignedUp, SignupOutcome, SignupRequest, SwitchTenant,
-    TokenPair,
+    ChangePassword, LoggedIn, LoginRequest, SignedUp, SignupRequest, SwitchTenant, TokenPair,
 };
+use tenantkit_auth::routes::{AuthRoutes, CheckEmail, RefreshRequest};
 use tenantkit_core::{Error, Membership, Principal, Role, Tenant, User};
+use utoipa_axum::router::UtoipaMethodRouter;
+use utoipa_axum::routes;
 
 use crate::extract::{ApiJson, Client};
 use crate::{AppState, Result};
@@ -21,12 +23,22 @@ pub(crate) fn no_store() -> [(header::HeaderName, &'static str); 1] {
     [(header::CACHE_CONTROL, "no-store")]
 }
 
-/// `{"status": "check_your_email"}`: a verify-first signup's one answer.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(crate) struct CheckEmail {
-    /// Always `check_your_email`.
-    status: &'static str,
+/// The library's routes with this document's entries: signup, login, refresh, logout and
+/// logout-all (which verifies its caller with the layer `routes` were given, the same as the
+/// other protected routes).
+pub(crate) fn library_routes(routes: &AuthRoutes) -> [UtoipaMethodRouter<AppState>; 5] {
+    let with = |(schemas, paths, _): UtoipaMethodRouter<AppState>, route| (schemas, paths, route);
+    [
+        with(routes!(signup), routes.signup()),
+        with(routes!(login), routes.login()),
+        with(routes!(refresh), routes.refresh()),
+        with(routes!(logout), routes.logout()),
+        with(routes!(logout_all), routes.logout_all()),
+    ]
 }
+
+// The document's entries of the library's routes: `library_routes` mounts tenantkit-auth's
+// handlers in their place (same bodies, statuses and `Cache-Control: no-store`).
 
 /// `POST /v1/auth/signup`: a new tenant with the new user as its owner, signed in.
 #[utoipa::path(
@@ -36,25 +48,8 @@ pub(crate) struct CheckEmail {
     request_body(content = SignupRequest, content_type = "application/json"),
     responses((status = 201, description = "Tenant and owner created, signed in", body = SignedUp, headers(("Cache-Control" = String, description = "no-store"))), (status = 202, description = "TENANTKIT_SIGNUP_MODE=verify-first: the same answer for a new and a registered address; the rest is in the mailbox", body = CheckEmail), (status = 409, description = "The slug is taken, or (open mode) the email", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json"))
 )]
-pub(crate) async fn signup(
-    State(state): State<AppState>,
-    client: Client,
-    ApiJson(body): ApiJson<SignupRequest>,
-) -> Result<impl IntoResponse> {
-    Ok(match state.auth.signup(&client, body).await? {
-        SignupOutcome::SignedIn(signed_up) => {
-            (StatusCode::CREATED, no_store(), Json(*signed_up)).into_response()
-        }
-        // The same answer for a new and a registered address.
-        SignupOutcome::CheckEmail => (
-            StatusCode::ACCEPTED,
-            no_store(),
-            Json(CheckEmail {
-                status: "check_your_email",
-            }),
-        )
-            .into_response(),
-    })
+async fn signup() -> StatusCode {
+    StatusCode::NOT_FOUND
 }
 
 /// `POST /v1/auth/login`.
@@ -65,21 +60,8 @@ pub(crate) async fn signup(
     request_body(content = LoginRequest, content_type = "application/json"),
     responses((status = 200, description = "Signed in", body = LoggedIn, headers(("Cache-Control" = String, description = "no-store"))), (status = 401, description = "Wrong email, password or tenant (one answer for all)", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json"))
 )]
-pub(crate) async fn login(
-    State(state): State<AppState>,
-    client: Client,
-    ApiJson(body): ApiJson<LoginRequest>,
-) -> Result<impl IntoResponse> {
-    let logged_in = state.auth.login(&client, body).await?;
-    Ok((no_store(), Json(logged_in)))
-}
-
-/// `{refresh_token}`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RefreshRequest {
-    #[schema(value_type = String, format = Password)]
-    refresh_token: RefreshToken,
+async fn login() -> StatusCode {
+    StatusCode::NOT_FOUND
 }
 
 /// `POST /v1/auth/refresh`: rotates the refresh token. The role is re-read, so a role change
@@ -91,13 +73,8 @@ pub(crate) struct RefreshRequest {
     request_body(content = RefreshRequest, content_type = "application/json"),
     responses((status = 200, description = "A new token pair; the old refresh token is spent", body = TokenPair, headers(("Cache-Control" = String, description = "no-store"))), (status = 401, description = "Invalid, expired, revoked or reused refresh token", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json"))
 )]
-pub(crate) async fn refresh(
-    State(state): State<AppState>,
-    client: Client,
-    ApiJson(body): ApiJson<RefreshRequest>,
-) -> Result<impl IntoResponse> {
-    let tokens = state.auth.refresh(&client, &body.refresh_token).await?;
-    Ok((no_store(), Json(tokens)))
+async fn refresh() -> StatusCode {
+    StatusCode::NOT_FOUND
 }
 
 /// `POST /v1/auth/logout`: ends the session of the refresh token. Always 204, so it reveals
@@ -109,13 +86,8 @@ pub(crate) async fn refresh(
     request_body(content = RefreshRequest, content_type = "application/json"),
     responses((status = 204, description = "The session is over"), (status = 401, description = "Invalid refresh token", body = tenantkit_core::Problem, content_type = "application/problem+json"))
 )]
-pub(crate) async fn logout(
-    State(state): State<AppState>,
-    client: Client,
-    ApiJson(body): ApiJson<RefreshRequest>,
-) -> Result<StatusCode> {
-    state.auth.logout(&client, &body.refresh_token).await?;
-    Ok(StatusCode::NO_CONTENT)
+async fn logout() -> StatusCode {
+    StatusCode::NOT_FOUND
 }
 
 /// `POST /v1/auth/logout-all`: ends every session of the caller.
@@ -126,13 +98,8 @@ pub(crate) async fn logout(
     responses((status = 204, description = "Every session of the user is over")),
     security(("bearer" = []))
 )]
-pub(crate) async fn logout_all(
-    State(state): State<AppState>,
-    client: Client,
-    principal: Principal,
-) -> Result<StatusCode> {
-    state.auth.logout_all(&client, &principal).await?;
-    Ok(StatusCode::NO_CONTENT)
+async fn logout_all() -> StatusCode {
+    StatusCode::NOT_FOUND
 }
 
 /// The caller: user, tenant, role and every membership.

@@ -1,20 +1,23 @@
 //! `/v1/billing/stripe/webhook`: Stripe's deliveries into tenantkit-billing's durable inbox
-//! (the handler only adapts HTTP to `Billing::receive`); `/v1/billing`: the tenant's plan;
+//! (tenantkit-billing's own route, with this document's entry); `/v1/billing`: the tenant's plan;
 //! `/v1/billing/checkout` and `/portal`: Stripe-hosted pages (`StripeSessions`).
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::UtoipaMethodRouter;
+use utoipa_axum::routes;
 
 use tenantkit_core::{ErrorCode, Permission, Principal, Problem, TenantScope};
 
 use crate::{AppState, Result};
 
-/// The answer to a stored delivery.
+/// The answer to a stored delivery (the document's name for tenantkit-billing's
+/// `axum::Received`).
 #[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)] // Documentation only: the route answers with the library's type.
 pub(crate) struct WebhookReceived {
     /// Always `true`: the event is durably stored (or was already).
     received: bool,
@@ -23,6 +26,8 @@ pub(crate) struct WebhookReceived {
 /// `POST /v1/billing/stripe/webhook`: no bearer token; the `Stripe-Signature` header over the
 /// raw body is the authentication. 200 once the event is committed (also for a duplicate or
 /// an unknown type); handlers run later, never before the answer.
+///
+/// The document's entry only: [`webhook`] mounts tenantkit-billing's own route in its place.
 #[utoipa::path(
     post,
     path = "/v1/billing/stripe/webhook",
@@ -31,17 +36,23 @@ pub(crate) struct WebhookReceived {
     request_body(content = String, content_type = "application/json", description = "The raw Stripe event, exactly as Stripe sent it"),
     responses(
         (status = 200, description = "Stored", body = WebhookReceived),
-        (status = 400, description = "`invalid_signature` (missing, forged, too old or too far in the future; nothing stored) or not an event", body = tenantkit_core::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_signature` (missing, forged, too old or too far in the future; nothing stored) or `bad_request` (not an event)", body = tenantkit_core::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`: larger than the inbox reads (nothing stored)", body = tenantkit_core::Problem, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn stripe_webhook(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<WebhookReceived>> {
-    let signature = headers.get("stripe-signature").map(|v| v.as_bytes());
-    state.billing.receive(signature, &body).await?;
-    Ok(Json(WebhookReceived { received: true }))
+async fn stripe_webhook() -> StatusCode {
+    StatusCode::NOT_FOUND
+}
+
+/// The webhook route: tenantkit-billing's (`tenantkit_billing::axum::webhook_route`: body
+/// limit, signature, durable insert, problem+json refusals) with this document's entry.
+pub(crate) fn webhook(state: &AppState) -> UtoipaMethodRouter<AppState> {
+    let (schemas, paths, _): UtoipaMethodRouter<AppState> = routes!(stripe_webhook);
+    (
+        schemas,
+        paths,
+        tenantkit_billing::axum::webhook_route(state.billing.clone()),
+    )
 }
 
 /// The tenant's plan and what it grants.

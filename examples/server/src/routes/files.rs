@@ -5,11 +5,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
-use tenantkit_core::{Page, Principal};
+use tenantkit_core::{Page, Principal, TenantScope};
 use tenantkit_storage::{FileId, NewUpload, StoredFile, UploadId, UploadTicket};
 use utoipa::IntoParams;
 
-use crate::extract::{ApiId, ApiJson, Client, Listing, PageQuery, QueryFilter};
+use crate::extract::{
+    ApiId, ApiJson, Client, Listing, PageQuery, QueryFilter, TenantRead, TenantWrite,
+};
 use crate::{AppState, Result};
 
 /// `POST /v1/uploads`: a pending upload and the signed instructions to send its bytes
@@ -29,14 +31,16 @@ use crate::{AppState, Result};
 )]
 pub(crate) async fn create_upload(
     State(state): State<AppState>,
-    client: Client,
     principal: Principal,
     ApiJson(body): ApiJson<NewUpload>,
 ) -> Result<(StatusCode, Json<UploadTicket>)> {
+    // The transaction opens once the body is read (an extractor would hold it meanwhile).
+    let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
     let ticket = state
         .storage
-        .create_upload(&principal, &client, body)
+        .create_upload(&mut tx, &principal, body)
         .await?;
+    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(ticket)))
 }
 
@@ -60,16 +64,24 @@ pub(crate) async fn complete_upload(
     principal: Principal,
     ApiId(id): ApiId<UploadId>,
 ) -> Result<Json<StoredFile>> {
-    Ok(Json(state.storage.complete(&principal, &client, id).await?))
+    // The object store is read with no transaction open; the file is made in one.
+    let verified = state.storage.verify_upload(&principal, &client, id).await?;
+    let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
+    let file = state
+        .storage
+        .complete(&mut tx, &principal, &client, verified)
+        .await?;
+    tx.commit().await?;
+    Ok(Json(file))
 }
 
 /// Filters of `GET /v1/files`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct FileQuery {
-    /// Only files of this project.
+    /// Only files of this project (their `parent_id`).
     #[param(inline)]
-    project_id: Option<uuid::Uuid>,
+    parent_id: Option<uuid::Uuid>,
 }
 
 impl QueryFilter for FileQuery {}
@@ -86,14 +98,15 @@ impl QueryFilter for FileQuery {}
 pub(crate) async fn list_files(
     State(state): State<AppState>,
     principal: Principal,
+    TenantRead(mut tx): TenantRead,
     query: Listing<FileQuery>,
 ) -> Result<Json<Page<StoredFile>>> {
-    Ok(Json(
-        state
-            .storage
-            .files(&principal, query.filter.project_id, query.page)
-            .await?,
-    ))
+    let files = state
+        .storage
+        .files(&mut tx, &principal, query.filter.parent_id, query.page)
+        .await?;
+    tx.commit().await?;
+    Ok(Json(files))
 }
 
 /// `GET /v1/files/{id}`: the file's metadata and a signed, expiring download URL.
@@ -112,8 +125,11 @@ pub(crate) async fn get_file(
     State(state): State<AppState>,
     principal: Principal,
     ApiId(id): ApiId<FileId>,
+    TenantRead(mut tx): TenantRead,
 ) -> Result<Json<StoredFile>> {
-    Ok(Json(state.storage.file(&principal, id).await?))
+    let file = state.storage.file(&mut tx, &principal, id).await?;
+    tx.commit().await?;
+    Ok(Json(file))
 }
 
 /// `DELETE /v1/files/{id}`: deletes the file and its object (members and above).
@@ -133,7 +149,14 @@ pub(crate) async fn delete_file(
     client: Client,
     principal: Principal,
     ApiId(id): ApiId<FileId>,
+    TenantWrite(mut tx): TenantWrite,
 ) -> Result<StatusCode> {
-    state.storage.delete_file(&principal, &client, id).await?;
+    let deleted = state
+        .storage
+        .delete_file(&mut tx, &principal, &client, id)
+        .await?;
+    tx.commit().await?;
+    // The bytes go once the rows are gone for good.
+    state.storage.delete_object(deleted).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -21,7 +21,8 @@ mod tenancy;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, get_service, put_service};
+use axum::routing::get;
+use tenantkit_auth::routes::AuthRoutes;
 use tenantkit_auth::{CachedSessionCheck, JwtAuthLayer, StrictJwtAuthLayer};
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
@@ -39,27 +40,39 @@ pub(crate) fn router(state: &AppState, config: &crate::Config) -> (Router<AppSta
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::jwks))
-        .routes(routes!(auth::signup))
-        .routes(routes!(auth::login))
-        .routes(routes!(auth::refresh))
-        .routes(routes!(auth::logout))
         .routes(routes!(recovery::request_reset))
         .routes(routes!(recovery::confirm_reset))
         .routes(routes!(recovery::confirm_verification))
-        .routes(routes!(billing::stripe_webhook));
+        .routes(billing::webhook(state));
+    // tenantkit-auth's signup, login, refresh, logout and logout-all; logout-all verifies its
+    // caller with the protected routes' layer.
+    let library = AuthRoutes::new(state.auth.clone()).with_trusted_proxies(state.proxies.clone());
     // `route_layer`, so an unknown path stays a 404 rather than becoming a 401.
     let tokens = state.auth.tokens().clone();
-    let protected = match config.session_check {
+    let (protected, library) = match config.session_check {
         crate::SessionCheckMode::Strict => {
             let check = CachedSessionCheck::with_ttl(
                 Arc::new(state.auth.sessions().clone()),
                 config.session_check_ttl(),
             )
             .with_revocations(state.auth.sessions().revocations());
-            protected().route_layer(StrictJwtAuthLayer::new(tokens.clone(), check))
+            let layer = StrictJwtAuthLayer::new(tokens.clone(), check);
+            (
+                protected().route_layer(layer.clone()),
+                library.with_auth_layer(layer),
+            )
         }
-        crate::SessionCheckMode::Off => protected().route_layer(JwtAuthLayer::new(tokens.clone())),
+        crate::SessionCheckMode::Off => {
+            let layer = JwtAuthLayer::new(tokens.clone());
+            (
+                protected().route_layer(layer.clone()),
+                library.with_auth_layer(layer),
+            )
+        }
     };
+    let public = auth::library_routes(&library)
+        .into_iter()
+        .fold(public, OpenApiRouter::routes);
     // Accepting works with or without a token: with one, for that account.
     let accept = OpenApiRouter::new()
         .routes(routes!(invitations::accept))
@@ -74,7 +87,6 @@ pub(crate) fn router(state: &AppState, config: &crate::Config) -> (Router<AppSta
 /// The routes that need a verified caller.
 fn protected() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(auth::logout_all))
         .routes(routes!(auth::switch_tenant))
         .routes(routes!(auth::change_password))
         .routes(routes!(recovery::request_verification))
@@ -111,14 +123,14 @@ pub const SIGNED_URL_ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/storage/download/{token}"),
 ];
 
-/// The router of [`SIGNED_URL_ROUTES`].
+/// The router of [`SIGNED_URL_ROUTES`]: tenantkit-storage's, nested where the local store's
+/// URLs point (`<public url>/v1/storage`).
 pub(crate) fn signed_url_routes(state: &AppState) -> Option<Router> {
     let service = state.local_storage.clone()?;
-    Some(
-        Router::new()
-            .route("/v1/storage/upload/{token}", put_service(service.clone()))
-            .route("/v1/storage/download/{token}", get_service(service)),
-    )
+    Some(Router::new().nest(
+        "/v1/storage",
+        tenantkit_storage::axum::local_routes(service),
+    ))
 }
 
 #[cfg(test)]
@@ -154,9 +166,10 @@ mod tests {
             .lines()
             .filter(|line| line.trim_start().starts_with(".route(\""))
             .collect();
+        // The signed storage URLs (`SIGNED_URL_ROUTES`) are tenantkit-storage's router, nested.
         assert_eq!(
             direct.len(),
-            super::UNDOCUMENTED_ROUTES.len() + super::SIGNED_URL_ROUTES.len(),
+            super::UNDOCUMENTED_ROUTES.len(),
             "only the document and its viewer are routed outside it: {direct:?}"
         );
     }
