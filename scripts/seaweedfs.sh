@@ -162,11 +162,17 @@ EOF
     local t0 t1
     t0="$(date +%s.%N)"
     # -logdir is a global option: it goes before the command.
+    # Every test bucket is its own collection with its own volumes: without an explicit
+    # -volume.max, weed allows free disk / volume size volumes, which a disk with little free
+    # space exhausts midway through the suite ("No writable volumes and no free volumes
+    # left", a 500 on PUT). Volumes are sparse files (no preallocation), so a high count
+    # and a small size limit cost nothing.
     "$SEAWEED_WEED" -logdir="$dir/logs" mini \
         -dir="$dir/data" \
         -ip=127.0.0.1 -ip.bind=127.0.0.1 -metricsIp=127.0.0.1 \
         -master.port="$master" -master.port.grpc="$master_grpc" -master.telemetry=false \
         -volume.port="$volume" -volume.port.grpc="$volume_grpc" \
+        -volume.max=1000 -master.volumeSizeLimitMB=64 \
         -filer.port="$filer" -filer.port.grpc="$filer_grpc" -filer.localSocket="$dir/filer.sock" \
         -s3.port="$s3" -s3.port.grpc="$s3_grpc" -s3.localSocket="$dir/s3.sock" \
         -s3.port.iceberg=0 -s3.port.lance=0 \
