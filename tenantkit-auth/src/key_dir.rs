@@ -91,6 +91,7 @@ impl KeyDir {
     /// [`Error::Key`] naming the folder or the file that cannot be read, created, or is not an
     /// Ed25519 private key.
     pub fn load(&self) -> Result<KeySet> {
+        self.check_dir()?;
         let mut files = self.pem_files()?;
         if files.is_empty() {
             // The first key has a fixed name (sorting before every rotated one), so processes
@@ -140,8 +141,9 @@ impl KeyDir {
         let mut last = None;
         for attempt in 0..8u32 {
             let name = match attempt {
+                // `.` sorts before every digit, so a retry sorts after the first try.
                 0 => format!("{stamp:024}.pem"),
-                n => format!("{stamp:024}-{n}.pem"),
+                n => format!("{stamp:024}{n:02}.pem"),
             };
             let path = self.path.join(name);
             match write_new(&path, pem.as_bytes()) {
@@ -167,9 +169,14 @@ impl KeyDir {
         if Path::new(name).file_name().is_none_or(|file| file != name) {
             return Err(path_error(&path, "a secret's name is a plain file name"));
         }
+        self.check_dir()?;
         match fs::symlink_metadata(&path) {
             Err(e) if e.kind() == ErrorKind::NotFound => {}
-            _ => return read_secret(&path, len),
+            Err(e) => return Err(io_error(&path, &e)),
+            Ok(meta) if !meta.file_type().is_file() => {
+                return Err(path_error(&path, NOT_A_REGULAR_FILE));
+            }
+            Ok(_) => return read_secret(&path, len),
         }
         self.create_dir()?;
         let mut secret = vec![0u8; len];
@@ -195,6 +202,23 @@ impl KeyDir {
             .map_err(|e| io_error(&self.path, &e))
     }
 
+    /// Refuses a folder that others may write to: whoever can add a file to it chooses the
+    /// signing key (and so can forge every token). A missing folder is fine (it is created
+    /// owner-only).
+    fn check_dir(&self) -> Result<()> {
+        let meta = match fs::symlink_metadata(&self.path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error(&self.path, &e)),
+        };
+        if meta.file_type().is_symlink() {
+            // A link to a folder is a deployment's choice; check the folder it names.
+            let target = fs::metadata(&self.path).map_err(|e| io_error(&self.path, &e))?;
+            return writable_by_others(&self.path, &target);
+        }
+        writable_by_others(&self.path, &meta)
+    }
+
     fn pem_files(&self) -> Result<Vec<PathBuf>> {
         let entries = match fs::read_dir(&self.path) {
             Ok(entries) => entries,
@@ -203,10 +227,18 @@ impl KeyDir {
         };
         let mut files = Vec::new();
         for entry in entries {
-            let path = entry.map_err(|e| io_error(&self.path, &e))?.path();
-            if path.extension().is_some_and(|ext| ext == "pem") && path.is_file() {
-                files.push(path);
+            let entry = entry.map_err(|e| io_error(&self.path, &e))?;
+            let path = entry.path();
+            if path.extension().is_none_or(|ext| ext != "pem") {
+                continue;
             }
+            // The entry's own type: a symbolic link is not followed, it is refused (whoever
+            // points it could choose the signing key).
+            let kind = entry.file_type().map_err(|e| io_error(&path, &e))?;
+            if !kind.is_file() {
+                return Err(path_error(&path, NOT_A_REGULAR_FILE));
+            }
+            files.push(path);
         }
         files.sort();
         Ok(files)
@@ -230,14 +262,46 @@ pub fn read_secret(path: impl AsRef<Path>, min_len: usize) -> Result<Vec<u8>> {
 
 /// Reads a key file of at most [`MAX_KEY_FILE_BYTES`].
 fn read_limited(path: &Path) -> Result<Vec<u8>> {
-    let len = fs::metadata(path).map_err(|e| io_error(path, &e))?.len();
-    if len > MAX_KEY_FILE_BYTES {
+    use std::io::Read as _;
+    // Opened once; the checks are on the open file, so the path cannot change in between.
+    let file = fs::File::open(path).map_err(|e| io_error(path, &e))?;
+    let meta = file.metadata().map_err(|e| io_error(path, &e))?;
+    // A FIFO or a device (`/dev/zero`) reports no length and never ends: refused.
+    if !meta.is_file() {
+        return Err(path_error(path, NOT_A_REGULAR_FILE));
+    }
+    let mut contents = Vec::new();
+    file.take(MAX_KEY_FILE_BYTES + 1)
+        .read_to_end(&mut contents)
+        .map_err(|e| io_error(path, &e))?;
+    if contents.len() as u64 > MAX_KEY_FILE_BYTES {
         return Err(path_error(
             path,
             &format!("larger than {MAX_KEY_FILE_BYTES} bytes; not a key file"),
         ));
     }
-    fs::read(path).map_err(|e| io_error(path, &e))
+    Ok(contents)
+}
+
+/// Why a key path that is not a plain file is refused.
+const NOT_A_REGULAR_FILE: &str =
+    "not a regular file (symbolic links, folders and devices are refused)";
+
+/// Refuses `meta` (of the folder `path`) when its group or others may write to it.
+fn writable_by_others(path: &Path, meta: &fs::Metadata) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if meta.permissions().mode() & 0o022 != 0 {
+            return Err(path_error(
+                path,
+                "group or others may write to this key folder; make it owner-only (chmod 700)",
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, meta);
+    Ok(())
 }
 
 /// Creates `path` with `contents`, readable by its owner only, atomically: written and
@@ -466,6 +530,57 @@ mod tests {
     }
 
     #[cfg(unix)]
+    #[test]
+    fn a_retried_rotation_name_sorts_after_the_first_of_its_instant() {
+        let stamp: i128 = 1_800_000_000_000_000_000;
+        let first = format!("{stamp:024}.pem");
+        let retry = format!("{stamp:024}{:02}.pem", 1);
+        let later = format!("{:024}.pem", stamp + 1);
+        assert!(FIRST_KEY < first.as_str());
+        assert!(first < retry, "{first} < {retry}");
+        assert!(retry < later, "{retry} < {later}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlinked_key_or_secret_is_refused() {
+        let dir = temp();
+        let keys = KeyDir::open(dir.path().join("keys"));
+        keys.load().expect("first key");
+        let elsewhere = dir.path().join("elsewhere.pem");
+        fs::write(&elsewhere, generate_ed25519_pem().expect("pem")).expect("write");
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join("keys/zzz.pem")).expect("link");
+        let err = keys.load().expect_err("a linked key must not sign");
+        assert!(err.to_string().contains("zzz.pem"), "{err}");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join("keys/s.secret")).expect("link");
+        let err = keys.secret("s.secret", 16).expect_err("a linked secret");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_folder_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = temp();
+        let keys = KeyDir::open(dir.path().join("keys"));
+        keys.load().expect("first key");
+        let folder = dir.path().join("keys");
+        fs::set_permissions(&folder, fs::Permissions::from_mode(0o777)).expect("chmod");
+        let err = keys.load().expect_err("a world-writable key folder");
+        assert!(err.to_string().contains("chmod 700"), "{err}");
+        assert!(keys.secret("s.secret", 16).is_err());
+        fs::set_permissions(&folder, fs::Permissions::from_mode(0o700)).expect("chmod");
+        keys.load().expect("owner-only again");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_device_or_fifo_is_not_read_as_a_secret() {
+        let err = read_secret("/dev/zero", 16).expect_err("/dev/zero never ends");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
     #[test]
     fn keys_and_secrets_are_readable_by_their_owner_only() {
         use std::os::unix::fs::PermissionsExt as _;
