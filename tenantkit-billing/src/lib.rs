@@ -167,7 +167,7 @@ pub use subscriptions::{
     TERMINAL_STATUSES, status_rank, tenant_of_customer,
 };
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use typed::ObjectHandler;
+pub use typed::{ObjectFn, ObjectHandler};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use worker::{BoxFuture, EventHandler, EventRouter, Outcome, Worker, WorkerStats};
 

@@ -28,6 +28,28 @@
 //! # drop(router);
 //! ```
 //!
+//! A handler without state of its own can be a function ([`EventRouter::on_object_fn`]):
+//!
+//! ```
+//! use tenantkit_billing::{BoxFuture, EventRouter, HandlerError, StoredEvent};
+//! use tenantkit_billing::stripe_shared::Invoice;
+//! use tenantkit_core::SystemTx;
+//!
+//! fn receipt<'a>(
+//!     _tx: &'a mut SystemTx,
+//!     event: &'a StoredEvent,
+//!     invoice: Invoice,
+//! ) -> BoxFuture<'a, Result<(), HandlerError>> {
+//!     Box::pin(async move {
+//!         tracing::info!(event = %event.event_id, paid = invoice.amount_paid, "receipt");
+//!         Ok(())
+//!     })
+//! }
+//!
+//! let router = EventRouter::new().on_object_fn("invoice.paid", receipt);
+//! # drop(router);
+//! ```
+//!
 //! An object that does not parse (an event rendered in an older Stripe API version than
 //! [`API_VERSION`] can lack fields the types require) fails its handler with a message naming
 //! both versions: the worker retries it and, at the end, keeps it as a dead letter to replay
@@ -92,6 +114,30 @@ pub trait ObjectHandler<T>: fmt::Debug + Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), HandlerError>>;
 }
 
+/// A typed handler as a function ([`EventRouter::on_object_fn`]).
+pub type ObjectFn<T> =
+    for<'a> fn(&'a mut SystemTx, &'a StoredEvent, T) -> BoxFuture<'a, Result<(), HandlerError>>;
+
+/// An [`ObjectFn`] as an [`ObjectHandler`].
+struct FnHandler<T>(ObjectFn<T>);
+
+impl<T> fmt::Debug for FnHandler<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FnHandler<{}>", short_name::<T>())
+    }
+}
+
+impl<T: Send + 'static> ObjectHandler<T> for FnHandler<T> {
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut SystemTx,
+        event: &'a StoredEvent,
+        object: T,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        (self.0)(tx, event, object)
+    }
+}
+
 /// Parses the object, then hands it to the typed handler.
 struct Typed<T, H> {
     handler: Arc<H>,
@@ -138,5 +184,14 @@ impl EventRouter {
                 object: PhantomData,
             }),
         )
+    }
+
+    /// Routes `event_type` to the function `handler` (a handler without state of its own),
+    /// which receives the event's object parsed as `T`.
+    pub fn on_object_fn<T>(self, event_type: &str, handler: ObjectFn<T>) -> Self
+    where
+        T: miniserde::Deserialize + Send + 'static,
+    {
+        self.on_object::<T, _>(event_type, Arc::new(FnHandler(handler)))
     }
 }

@@ -146,7 +146,7 @@ pub mod testing;
 
 /// Checks for the text fields of records, shared by every repository.
 pub mod validate {
-    pub use crate::values::{check_optional_text, check_text, finish_validation};
+    pub use crate::values::{check_free_text, check_optional_text, check_text, finish_validation};
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

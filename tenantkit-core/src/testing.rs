@@ -132,14 +132,9 @@ impl TestDb {
     /// # Panics
     /// When a migration fails.
     pub async fn migrate_as_owner(&self, migrations: &Migrations) {
-        let owner = Database::connect_with(&self.owner_url, &DatabaseOptions::for_migrations())
+        Database::migrate_at(&self.owner_url, migrations)
             .await
-            .expect("connect as the owner role");
-        owner
-            .migrate(migrations)
-            .await
-            .expect("migrate test database");
-        owner.close().await;
+            .expect("migrate test database as the owner role");
     }
 
     /// A new application handle on this database (after the schema changed, on PostgreSQL the

@@ -312,6 +312,21 @@ pub fn check_optional_text(
     }
 }
 
+/// Checks a required free-text field (a comment, a note's body): as
+/// [`check_optional_text`], and not blank.
+pub fn check_free_text(
+    errors: &mut Vec<crate::FieldError>,
+    field: &str,
+    value: &str,
+    max_chars: usize,
+) {
+    let before = errors.len();
+    check_optional_text(errors, field, Some(value), max_chars);
+    if errors.len() == before && value.trim().is_empty() {
+        errors.push(crate::FieldError::new(field, "must not be empty"));
+    }
+}
+
 /// `Ok(())` when no field failed, else one `validation_failed` error with all of them.
 ///
 /// # Errors
@@ -327,6 +342,19 @@ pub fn finish_validation(errors: Vec<crate::FieldError>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_text_is_required_and_may_span_lines() {
+        let check = |value: &str| {
+            let mut errors = Vec::new();
+            check_free_text(&mut errors, "body", value, 10);
+            errors.into_iter().map(|e| e.message).collect::<Vec<_>>()
+        };
+        assert!(check("two\nlines").is_empty());
+        assert_eq!(check(" \n\t"), ["must not be empty"]);
+        assert_eq!(check("a\u{0}b"), ["must not contain control characters"]);
+        assert_eq!(check("eleven char"), ["must be at most 10 characters"]);
+    }
 
     #[test]
     fn emails_are_normalized_and_checked() {

@@ -130,22 +130,7 @@ impl TenantScoped for Note {
     }
 
     async fn list(tx: &mut TenantTx, _: &(), page: PageRequest) -> Result<Page<Self>> {
-        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_teams(), tx.viewer());
-        let sql = format!(
-            "SELECT id, team_id, restricted, body, version FROM notes \
-             WHERE tenant_id = $1 AND id > $2{} ORDER BY id LIMIT $3",
-            NOTES.visibility.condition("notes", all, 4)
-        );
-        let rows: Vec<Note> = with_conn!(tx, |c| {
-            let query = sqlx::query_as(&sql)
-                .bind(tenant)
-                .bind(page.after_key())
-                .bind(page.fetch_count());
-            tenantkit_core::bind_visibility!(query, NOTES.visibility, all, viewer)
-                .fetch_all(c)
-                .await
-        })?;
-        Ok(Page::from_rows(rows, &page, |n| n.id.as_uuid()))
+        NOTES.list(tx, &page, |n: &Note| n.id.as_uuid()).await
     }
 }
 
@@ -396,8 +381,80 @@ async fn a_registry_refuses_versions_in_the_reserved_range(test_db: TestDb) {
     }
 }
 
+/// `TenantTable::list` pages through the tenant's rows in id order, cursor after cursor, and
+/// `TenantTable::remove` deletes one row without a version: another tenant's row, or one
+/// already gone, is not found and stays untouched.
+async fn a_table_lists_in_pages_and_removes_without_versions(test_db: TestDb) {
+    let world = TwoTenants::create(&test_db.db).await;
+    let mut created = Vec::new();
+    for _ in 0..5 {
+        created.push(create_note(&test_db, &world.a.scope(), None).await.id);
+    }
+    let of_b = create_note(&test_db, &world.b.scope(), None).await;
+    let mut tx = test_db.db.begin(&world.a.scope()).await.expect("begin");
+    let (mut seen, mut page) = (
+        Vec::new(),
+        PageRequest::first(Limit::new(2).expect("limit")),
+    );
+    loop {
+        let found: Page<Note> = NOTES
+            .list(&mut tx, &page, |n: &Note| n.id.as_uuid())
+            .await
+            .expect("list");
+        assert!(found.items.len() <= 2);
+        seen.extend(found.items.iter().map(|n| n.id));
+        match found.next_cursor {
+            Some(cursor) => page = PageRequest::from_query(Some(2), Some(&cursor)).expect("cursor"),
+            None => break,
+        }
+    }
+    let mut in_id_order = created.clone();
+    in_id_order.sort_by_key(|id| id.as_uuid());
+    assert_eq!(
+        seen, in_id_order,
+        "every note of A once, in id order, none of B's"
+    );
+
+    assert!(matches!(
+        NOTES.remove(&mut tx, of_b.id.into()).await,
+        Err(Error::NotFound)
+    ));
+    NOTES
+        .remove(&mut tx, created[0].into())
+        .await
+        .expect("remove");
+    assert!(matches!(
+        NOTES.remove(&mut tx, created[0].into()).await,
+        Err(Error::NotFound)
+    ));
+    tx.commit().await.expect("commit");
+    let mut tx = test_db
+        .db
+        .begin_read(&world.b.scope())
+        .await
+        .expect("begin");
+    assert_eq!(
+        Note::find(&mut tx, of_b.id).await.expect("find"),
+        Some(of_b),
+        "B's note is intact"
+    );
+    let mut tx = test_db
+        .db
+        .begin_read(&world.a.scope())
+        .await
+        .expect("begin");
+    assert_eq!(Note::find(&mut tx, created[0]).await.expect("find"), None);
+    assert!(
+        Note::find(&mut tx, created[1])
+            .await
+            .expect("find")
+            .is_some()
+    );
+}
+
 tenantkit_core::backend_tests!(
     fixture = db;
+    a_table_lists_in_pages_and_removes_without_versions,
     a_registry_refuses_versions_in_the_reserved_range,
     notes_pass_the_isolation_suite,
     team_restricted_rows_are_hidden_outside_their_team,

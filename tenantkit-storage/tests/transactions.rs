@@ -516,8 +516,108 @@ async fn migration_3003_keeps_the_parent(backend: Backend) {
     assert_eq!(parents, [(Some(parent), Some(parent))]);
 }
 
+/// Deleting a parent takes its files: `delete_files_of` removes the parent's files and pending
+/// uploads in the caller's transaction (a rollback keeps them all), then `delete_objects` their
+/// bytes; another parent's files, files without a parent and another tenant's are untouched,
+/// and another tenant's parent is not found.
+async fn a_parents_files_go_with_it(fixture: Fixture) {
+    let (who, client) = (&fixture.world.a.principal, ClientInfo::operator());
+    let document = fixture.committed_document(who).await;
+    let other_document = fixture.committed_document(who).await;
+    let mut files = Vec::new();
+    for _ in 0..2 {
+        let id = fixture.uploaded(who, Some(document)).await;
+        let file = fixture.storage.complete_upload(who, &client, id).await;
+        files.push(file.expect("completed in one call"));
+    }
+    let pending = fixture.uploaded(who, Some(document)).await;
+    let id = fixture.uploaded(who, Some(other_document)).await;
+    let kept = fixture
+        .complete(who, id)
+        .await
+        .expect("file of the other document");
+    let id = fixture.uploaded(who, None).await;
+    let unparented = fixture
+        .complete(who, id)
+        .await
+        .expect("file without a parent");
+
+    let of_b = &fixture.world.b.principal;
+    let mut tx = fixture.begin(of_b).await;
+    let err = (fixture
+        .storage
+        .delete_files_of(&mut tx, of_b, &client, document)
+        .await)
+        .expect_err("another tenant's parent");
+    assert!(is_not_found(&err), "{err:?}");
+    drop(tx);
+
+    // Rolled back: every file stays.
+    let mut tx = fixture.begin(who).await;
+    let deleted = (fixture
+        .storage
+        .delete_files_of(&mut tx, who, &client, document)
+        .await)
+        .expect("deleted");
+    assert_eq!(deleted.len(), 2);
+    drop(tx);
+    fixture.storage.delete_objects(deleted).await;
+    let fixture = &fixture;
+    let listed = |parent: Option<uuid::Uuid>| async move {
+        let mut tx = (fixture.db().begin_read(&TenantScope::of(who)).await).expect("tx");
+        let page = (fixture
+            .storage
+            .files(&mut tx, who, parent, Default::default())
+            .await)
+            .expect("files");
+        page.items.into_iter().map(|f| f.id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        listed(Some(document)).await.len(),
+        2,
+        "a rollback keeps the files"
+    );
+
+    // Committed with the document's own deletion: the files, their bytes and the pending
+    // upload go; nothing else does.
+    let mut tx = fixture.begin(who).await;
+    let deleted = (fixture
+        .storage
+        .delete_files_of(&mut tx, who, &client, document)
+        .await)
+        .expect("deleted");
+    let mut ids: Vec<_> = deleted.iter().map(|d| d.file().id).collect();
+    ids.sort_by_key(|id| id.as_uuid());
+    let mut expected: Vec<_> = files.iter().map(|f| f.id).collect();
+    expected.sort_by_key(|id| id.as_uuid());
+    assert_eq!(ids, expected);
+    let tenant = tx.tenant_id();
+    with_conn!(&mut tx, |c| {
+        sqlx::query("DELETE FROM documents WHERE tenant_id = $1 AND document_id = $2")
+            .bind(tenant)
+            .bind(document)
+            .execute(c)
+            .await
+            .map(drop)
+    })
+    .expect("the document");
+    tx.commit().await.expect("commit");
+    fixture.storage.delete_objects(deleted).await;
+    for file in &files {
+        let key = ObjectKey::new(file.tenant_id, file.object_id);
+        assert!(fixture.store.head(&key).await.expect("head").is_none());
+    }
+    assert!(listed(Some(document)).await.is_empty());
+    assert_eq!(listed(Some(other_document)).await, [kept.id]);
+    assert!(listed(None).await.contains(&unparented.id));
+    let err = (fixture.storage.complete_upload(who, &client, pending).await)
+        .expect_err("the pending upload went with its parent");
+    assert!(is_not_found(&err), "{err:?}");
+}
+
 tenantkit_core::backend_tests!(
     fixture = fixture;
+    a_parents_files_go_with_it,
     an_upload_commits_or_rolls_back_with_the_apps_row,
     parents_are_checked_in_the_callers_tenant,
     a_parent_needs_a_configured_table,

@@ -743,8 +743,9 @@ async fn restricted_projects_hide_their_files(fixture: Fixture) {
         )
         .await;
     assert_eq!(mine.body["items"].as_array().expect("items").len(), 1);
-    // Once the project is gone its files are nobody's to see, the owner's included (a file
-    // shares its project's visibility, and a missing project is visible to no one).
+    // Deleting the project deletes its files (storage's `delete_files_of`, in the project's
+    // transaction), their bytes after the commit: nobody sees them, and they no longer count
+    // in the quota.
     let deleted = fixture
         .server
         .call(
@@ -770,6 +771,17 @@ async fn restricted_projects_hide_their_files(fixture: Fixture) {
         .call(Some(who), Method::GET, "/v1/files", None)
         .await;
     assert_eq!(listed.body["items"], json!([]));
+    // The quota is 10,000 bytes: with the 900 of the deleted file still counted, 9,200 more
+    // would not fit.
+    let big = png(9200);
+    let fits = fixture
+        .intent(
+            who,
+            json!({"filename": "big.png", "content_type": "image/png", "size": big.len(),
+                   "sha256": Sha256::of(&big).to_hex()}),
+        )
+        .await;
+    assert_eq!(fits.status, StatusCode::CREATED, "{}", fits.body);
 }
 
 async fn concurrent_completes_make_one_file(fixture: Fixture) {

@@ -1,34 +1,28 @@
-//! A small multi-tenant notes API on tenantkit's public APIs: sign-in, the app's own tenant
-//! table `notes` (behind row-level security on PostgreSQL), files attached to notes, and a
-//! Stripe webhook whose handler moves the tenant to the `pro` plan. See the README.
+//! A multi-tenant notes API on tenantkit's public APIs: sign-in, the app's own tenant table
+//! `notes` (RLS on PostgreSQL), files of notes, a Stripe webhook that upgrades the tenant.
 
 use std::{path::Path, sync::Arc, time::Duration};
 
 use axum::extract::{FromRef, State};
-use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Json, Router, http::StatusCode};
 use serde::{Deserialize, Serialize};
-use tenantkit_auth::extract::{ApiId, ApiJson, TenantRead, TenantWrite, layers};
+use tenantkit_auth::extract::{ApiId, Listing, NoFilter, TenantRead, TenantWrite, layers};
 use tenantkit_auth::{AccessTokens, JwtAuthLayer, JwtConfig, KeyDir, RefreshSessions};
-use tenantkit_auth::{flows::AuthFlows, routes::AuthRoutes};
-use tenantkit_billing::stripe_shared::CheckoutSession;
-use tenantkit_billing::{Billing, BoxFuture, EventRouter, HandlerError, ObjectHandler};
-use tenantkit_billing::{StoredEvent, WebhookVerifier, Worker, axum::webhook_route};
-use tenantkit_core::{ClientInfo, Database, Error, Migrations, Permission, Principal};
-use tenantkit_core::{FieldError, Visibility, validate, with_conn};
-use tenantkit_core::{SystemTx, TenantId, TenantScope, TenantTable, TrustedProxies, UserId};
-use tenantkit_storage::{Error as StorageError, FileParent, UploadTicket, axum::local_routes};
-use tenantkit_storage::{LocalStore, NewUpload, Storage, StoredFile, Sweeper, UploadId};
+use tenantkit_auth::{extract::TenantWriteJson, flows::AuthFlows, routes::AuthRoutes};
+use tenantkit_billing::{Billing, BoxFuture, EventRouter, HandlerError, StoredEvent, Worker};
+use tenantkit_billing::{WebhookVerifier, axum::webhook_route, stripe_shared::CheckoutSession};
+use tenantkit_core::{ClientInfo, Database, Error, Migrations, Page, Permission, Principal};
+use tenantkit_core::{SystemTx, TenantId, TenantTable, TrustedProxies, UserId, Visibility};
+use tenantkit_core::{validate, with_conn};
+use tenantkit_storage::{Error as StorageError, FileParent, LocalStore, NewUpload, Storage};
+use tenantkit_storage::{StoredFile, Sweeper, UploadId, UploadTicket, axum::local_routes};
 use time::OffsetDateTime;
 
 /// Any error of the set-up.
 pub type BoxError = Box<dyn std::error::Error>;
 
-tenantkit_core::define_id!(
-    /// Identifies a note.
-    NoteId, "note id"
-);
+tenantkit_core::define_id! { #[doc = "Identifies a note."] NoteId, "note id" }
 
 /// tenantkit's migration sets and the app's own (`migrations/`, versions 10000 and up).
 pub fn migrations() -> Migrations {
@@ -39,8 +33,8 @@ pub fn migrations() -> Migrations {
         .with(tenantkit_core::migration_set!("tenantkit-notes"))
 }
 
-/// The app: tenantkit's services over one database. Cheap to clone.
-#[derive(Debug, Clone)]
+/// The app: tenantkit's services over one database; handlers take their part (`FromRef`).
+#[derive(Debug, Clone, FromRef)]
 pub struct Notes {
     db: Database,
     auth: AuthFlows,
@@ -50,21 +44,8 @@ pub struct Notes {
     proxies: Arc<TrustedProxies>,
 }
 
-impl FromRef<Notes> for Database {
-    fn from_ref(app: &Notes) -> Database {
-        app.db.clone()
-    }
-}
-
-impl FromRef<Notes> for Arc<TrustedProxies> {
-    fn from_ref(app: &Notes) -> Arc<TrustedProxies> {
-        app.proxies.clone()
-    }
-}
-
 impl Notes {
-    /// The app over `db` (migrated with [`migrations`]), with its keys and files in `dir`,
-    /// served at `url`, taking Stripe webhooks signed with `whsec`.
+    /// The app over `db` ([`migrations`] applied), keys and files in `dir`, served at `url`.
     ///
     /// # Errors
     /// When a key or secret in `dir` cannot be read or created.
@@ -76,32 +57,28 @@ impl Notes {
         let sessions = RefreshSessions::new(db.clone(), &refresh_secret, Default::default())?;
         let (files_dir, files_secret) = (dir.join("files"), keys.secret("files.secret", 32)?);
         let files = LocalStore::new(files_dir, &format!("{url}/files"), &files_secret)?;
-        let verifier = WebhookVerifier::new(&[whsec])?;
         let parent = FileParent::new("notes", "id")?; // files hang off notes
         Ok(Self {
             auth: AuthFlows::new(db.clone(), tokens, sessions),
             storage: Storage::new(db.clone(), Arc::new(files.clone())).with_parent(parent),
-            billing: Billing::new(db.clone(), Some(verifier)),
+            billing: Billing::new(db.clone(), Some(WebhookVerifier::new(&[whsec])?)),
             proxies: Arc::new(TrustedProxies::default()),
             files,
             db,
         })
     }
 
-    /// Every route, with problem answers for errors, panics and unknown routes. Serve it with
-    /// `into_make_service_with_connect_info::<SocketAddr>()`: rate limits key on the client.
+    /// Every route; serve with `ConnectInfo<SocketAddr>` (rate limits key on the client).
     pub fn router(&self) -> Router {
-        let protected = Router::new()
+        let auth = AuthRoutes::new(self.auth.clone()).with_trusted_proxies(self.proxies.clone());
+        Router::new()
             .route("/notes", get(list_notes).post(create_note))
             .route("/notes/{id}", get(get_note).delete(delete_note))
             .route("/notes/{id}/files", post(attach_file))
             .route("/uploads/{id}/complete", post(complete_upload))
-            .route_layer(JwtAuthLayer::new(self.auth.tokens().clone()));
-        let auth = AuthRoutes::new(self.auth.clone()).with_trusted_proxies(self.proxies.clone());
-        Router::new()
+            .route_layer(JwtAuthLayer::new(self.auth.tokens().clone())) // the routes above
             .nest("/auth", auth.router()) // signup, login, refresh, logout, logout-all
             .route("/stripe/webhook", webhook_route(self.billing.clone()))
-            .merge(protected)
             .with_state(self.clone())
             .nest("/files", local_routes(self.files.service()))
             .fallback(layers::not_found)
@@ -111,8 +88,7 @@ impl Notes {
 
     /// The billing worker, which runs the webhook's handlers ([`Worker::run`]).
     pub fn worker(&self) -> Worker {
-        let (event, upgrade) = ("checkout.session.completed", Arc::new(Upgrade));
-        let events = EventRouter::new().on_object::<CheckoutSession, _>(event, upgrade);
+        let events = EventRouter::new().on_object_fn("checkout.session.completed", upgrade);
         Worker::new(self.db.clone(), events)
     }
 
@@ -146,17 +122,13 @@ struct NewNote {
 
 async fn create_note(
     caller: Principal,
-    TenantWrite(mut tx): TenantWrite,
-    ApiJson(new): ApiJson<NewNote>,
+    TenantWriteJson(mut tx, new): TenantWriteJson<NewNote>,
 ) -> Result<(StatusCode, Json<Note>), Error> {
     caller.require(Permission::WriteContent)?;
     let mut errors = Vec::new();
-    validate::check_optional_text(&mut errors, "body", Some(&new.body), 10_000);
-    if new.body.trim().is_empty() {
-        errors.push(FieldError::new("body", "must not be empty"));
-    }
+    validate::check_free_text(&mut errors, "body", &new.body, 10_000);
     validate::finish_validation(errors)?;
-    let (tenant, author) = (tx.tenant_id(), caller.user_id());
+    let (tenant, author, now) = (tx.tenant_id(), caller.user_id(), tenantkit_core::now());
     let note = with_conn!(&mut tx, |c| {
         sqlx::query_as(
             "INSERT INTO notes (id, tenant_id, author, body, created_at) \
@@ -166,7 +138,7 @@ async fn create_note(
         .bind(tenant)
         .bind(author)
         .bind(&new.body)
-        .bind(tenantkit_core::now())
+        .bind(now)
         .fetch_one(c)
         .await
     })?;
@@ -174,17 +146,10 @@ async fn create_note(
     Ok((StatusCode::CREATED, Json(note)))
 }
 
-async fn list_notes(TenantRead(mut tx): TenantRead) -> Result<Json<Vec<Note>>, Error> {
-    let tenant = tx.tenant_id();
-    let notes = with_conn!(&mut tx, |c| {
-        sqlx::query_as(
-            "SELECT id, author, body, created_at FROM notes WHERE tenant_id = $1 ORDER BY id",
-        )
-        .bind(tenant)
-        .fetch_all(c)
-        .await
-    })?;
-    Ok(Json(notes))
+/// `?limit=&cursor=`: one page of the tenant's notes, oldest first.
+async fn list_notes(mut tx: TenantRead, q: Listing<NoFilter>) -> Result<Json<Page<Note>>, Error> {
+    let page = NOTES.list(&mut tx, &q.page, |note: &Note| note.id.into());
+    Ok(Json(page.await?))
 }
 
 /// Another tenant's note answers 404, exactly like a missing one.
@@ -193,90 +158,65 @@ async fn get_note(mut tx: TenantRead, ApiId(id): ApiId<NoteId>) -> Result<Json<N
     note.map(Json).ok_or(Error::NotFound)
 }
 
+/// The note goes with its files, in one transaction; their bytes once it is committed.
 async fn delete_note(
-    caller: Principal,
+    State(storage): State<Storage>,
+    (caller, client): (Principal, ClientInfo),
     TenantWrite(mut tx): TenantWrite,
     ApiId(id): ApiId<NoteId>,
-) -> Result<StatusCode, Error> {
-    caller.require(Permission::WriteContent)?;
-    let tenant = tx.tenant_id();
-    let deleted = with_conn!(&mut tx, |c| {
-        sqlx::query("DELETE FROM notes WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant)
-            .bind(id)
-            .execute(c)
-            .await
-            .map(|done| done.rows_affected())
-    })?;
-    if deleted == 0 {
-        return Err(Error::NotFound);
-    }
+) -> Result<StatusCode, StorageError> {
+    let files = (storage.delete_files_of(&mut tx, &caller, &client, id.into())).await?;
+    NOTES.remove(&mut tx, id.into()).await?;
     tx.commit().await?;
+    storage.delete_objects(files).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// An upload intent for a file of the note: its name, type, size and SHA-256 are signed into
-/// the URL the bytes go to. Storage checks the note in the same transaction (another tenant's
-/// is not found) and records the upload with whatever the app writes there.
+/// An upload intent (name, type, size and SHA-256 signed into the URL) for a visible note.
 async fn attach_file(
-    State(app): State<Notes>,
+    State(storage): State<Storage>,
     caller: Principal,
-    TenantWrite(mut tx): TenantWrite,
     ApiId(note): ApiId<NoteId>,
-    ApiJson(mut new): ApiJson<NewUpload>,
+    TenantWriteJson(mut tx, mut new): TenantWriteJson<NewUpload>,
 ) -> Result<(StatusCode, Json<UploadTicket>), StorageError> {
     new.parent_id = Some(note.into()); // the path names the note, whatever the body said
-    let ticket = app.storage.create_upload(&mut tx, &caller, new).await?;
+    let ticket = storage.create_upload(&mut tx, &caller, new).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(ticket)))
 }
 
 /// The uploaded bytes, verified against the intent (no transaction held), become a file.
 async fn complete_upload(
-    State(app): State<Notes>,
+    State(storage): State<Storage>,
     (caller, client): (Principal, ClientInfo),
     ApiId(id): ApiId<UploadId>,
 ) -> Result<Json<StoredFile>, StorageError> {
-    let verified = app.storage.verify_upload(&caller, &client, id).await?;
-    let mut tx = app.db.begin(&TenantScope::of(&caller)).await?;
-    let file = app
-        .storage
-        .complete(&mut tx, &caller, &client, verified)
-        .await?;
-    tx.commit().await?;
-    Ok(Json(file))
+    Ok(Json(storage.complete_upload(&caller, &client, id).await?))
 }
 
-/// Moves a tenant to the `pro` plan when its Stripe checkout completes: the tenant is the
-/// session's `client_reference_id` (set when the app creates the checkout session).
-#[derive(Debug)]
-struct Upgrade;
-
-impl ObjectHandler<CheckoutSession> for Upgrade {
-    fn handle<'a>(
-        &'a self,
-        tx: &'a mut SystemTx,
-        _event: &'a StoredEvent,
-        session: CheckoutSession,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
-        Box::pin(async move {
-            let tenant: TenantId = (session.client_reference_id.as_deref())
-                .and_then(|id| id.parse().ok())
-                .ok_or_else(|| HandlerError::permanent("no tenant in client_reference_id"))?;
-            // The tenant's own row (behind RLS), in the transaction that marks the event done.
-            let (mut tx, now) = (tx.in_tenant(tenant).await?, tenantkit_core::now());
-            with_conn!(&mut tx, |c| {
-                sqlx::query(
-                    "INSERT INTO note_plans (tenant_id, plan, updated_at) VALUES ($1, 'pro', $2) \
-                     ON CONFLICT (tenant_id) DO UPDATE SET plan = 'pro', updated_at = $2",
-                )
-                .bind(tenant)
-                .bind(now)
-                .execute(c)
-                .await
-                .map(drop) // the same type on every backend
-            })?;
-            Ok(tx.leave().await?)
-        })
-    }
+/// A completed checkout moves its tenant (the session's `client_reference_id`) to `pro`.
+fn upgrade<'a>(
+    tx: &'a mut SystemTx,
+    _event: &'a StoredEvent,
+    session: CheckoutSession,
+) -> BoxFuture<'a, Result<(), HandlerError>> {
+    Box::pin(async move {
+        let tenant: TenantId = (session.client_reference_id.as_deref())
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| HandlerError::permanent("no tenant in client_reference_id"))?;
+        // The tenant's own row (behind RLS), in the transaction that marks the event done.
+        let (mut tx, now) = (tx.in_tenant(tenant).await?, tenantkit_core::now());
+        with_conn!(&mut tx, |c| {
+            sqlx::query(
+                "INSERT INTO note_plans (tenant_id, plan, updated_at) VALUES ($1, 'pro', $2) \
+                 ON CONFLICT (tenant_id) DO UPDATE SET plan = 'pro', updated_at = $2",
+            )
+            .bind(tenant)
+            .bind(now)
+            .execute(c)
+            .await
+            .map(drop) // the same type on every backend
+        })?;
+        Ok(tx.leave().await?)
+    })
 }

@@ -135,6 +135,28 @@ impl World {
     }
 }
 
+impl World {
+    /// The objects under the app's `files/objects` folder (the local store's bytes; each has
+    /// a `.meta` companion, not counted).
+    fn files_on_disk(&self) -> usize {
+        fn count(dir: &std::path::Path) -> usize {
+            std::fs::read_dir(dir).map_or(0, |entries| {
+                entries
+                    .flatten()
+                    .map(|entry| match entry.file_type() {
+                        Ok(kind) if kind.is_dir() => count(&entry.path()),
+                        Ok(kind) if kind.is_file() => {
+                            usize::from(!entry.file_name().to_string_lossy().ends_with(".meta"))
+                        }
+                        _ => 0,
+                    })
+                    .sum()
+            })
+        }
+        count(&self._dir.path().join("files").join("objects"))
+    }
+}
+
 fn token(answer: &Value) -> &str {
     answer["access_token"].as_str().expect("an access token")
 }
@@ -161,7 +183,8 @@ async fn a_note_is_its_tenants_alone(world: World) {
     let id = note["id"].as_str().expect("an id");
     let listed = world.call("GET", "/notes", Some(&ada), None).await;
     assert_eq!(listed.status, StatusCode::OK);
-    assert_eq!(listed.json, json!([note.clone()]));
+    assert_eq!(listed.json["items"], json!([note.clone()]));
+    assert_eq!(listed.json["next_cursor"], Value::Null, "one page");
     let read = world
         .call("GET", &format!("/notes/{id}"), Some(&ada), None)
         .await;
@@ -177,7 +200,7 @@ async fn a_note_is_its_tenants_alone(world: World) {
         assert_eq!(answer.problem_code(), "not_found");
     }
     let of_bob = world.call("GET", "/notes", Some(bob), None).await;
-    assert_eq!(of_bob.json, json!([]));
+    assert_eq!(of_bob.json["items"], json!([]));
     if world.test_db.backend() == Backend::Postgres {
         // Without `WHERE tenant_id`: only the policy stands between Globex and Acme's note.
         let scope = TenantScope::for_system(tenant_of(&other));
@@ -358,6 +381,64 @@ async fn a_file_is_attached_to_a_note(world: World) {
         .await;
     assert_eq!(refused.status, StatusCode::NOT_FOUND);
     assert_eq!(refused.problem_code(), "not_found");
+    // Nor can Globex delete Acme's note, or its files.
+    let note_path = format!("/notes/{}", note["id"].as_str().expect("an id"));
+    let refused = world
+        .call("DELETE", &note_path, Some(token(&bob)), None)
+        .await;
+    assert_eq!(refused.status, StatusCode::NOT_FOUND);
+    assert_eq!(world.files_on_disk(), 1);
+
+    // Deleting the note deletes its file in the same transaction, then the bytes.
+    let deleted = world.call("DELETE", &note_path, Some(ada), None).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{deleted:?}");
+    assert_eq!(world.files_on_disk(), 0, "the bytes went with the note");
+    let again = world.call("GET", &note_path, Some(ada), None).await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+}
+
+/// The list is paged by the library's cursor: `limit` and `cursor` are checked (out of range
+/// or unknown parameters answer 422, every one named), pages follow creation order.
+async fn notes_are_listed_in_pages(world: World) {
+    let ada = world.signup("ada@example.com", "Acme").await;
+    let ada = token(&ada);
+    let mut written = Vec::new();
+    for text in ["one", "two", "three"] {
+        written.push(world.create_note(ada, text).await["body"].clone());
+    }
+    let (mut read, mut path) = (Vec::new(), "/notes?limit=2".to_owned());
+    loop {
+        let page = world.call("GET", &path, Some(ada), None).await;
+        assert_eq!(page.status, StatusCode::OK, "{page:?}");
+        let items = page.json["items"].as_array().expect("items");
+        assert!(items.len() <= 2);
+        read.extend(items.iter().map(|note| note["body"].clone()));
+        match page.json["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/notes?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(read, written, "every note once, oldest first");
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("colour=red", "colour"),
+    ] {
+        let answer = world
+            .call("GET", &format!("/notes?{query}"), Some(ada), None)
+            .await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+        assert_eq!(answer.problem_code(), "validation_failed");
+        assert_eq!(answer.json["errors"][0]["field"], field, "{answer:?}");
+    }
+    let forged = world
+        .call("GET", "/notes?cursor=not-a-cursor", Some(ada), None)
+        .await;
+    assert_eq!(
+        forged.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{forged:?}"
+    );
 }
 
 /// A signed `checkout.session.completed` is stored by the webhook route; the worker then runs
@@ -427,6 +508,7 @@ tenantkit_core::backend_tests!(
     bad_bodies_are_problems_with_stable_codes,
     refresh_rotates_the_refresh_token,
     a_file_is_attached_to_a_note,
+    notes_are_listed_in_pages,
     a_signed_webhook_upgrades_the_tenant_through_the_worker,
     background_work_stops_on_shutdown,
 );

@@ -9,7 +9,7 @@ use tenantkit_auth::flows::AuthFlows;
 use tenantkit_auth::{
     AccessTokens, JwtConfig, Mailer, OutboxMailer, RateLimits, RefreshConfig, RefreshSessions,
 };
-use tenantkit_core::{Backend, Database, DatabaseOptions};
+use tenantkit_core::{Backend, Database};
 use tokio::net::TcpListener;
 
 use crate::{AppState, Config, app, redact_url};
@@ -75,10 +75,7 @@ pub async fn migrate(config: &Config) -> Result<(), ServerError> {
         .clone()
         .unwrap_or_else(|| config.database_url());
     tracing::info!(database = %redact_url(&url), "applying migrations");
-    let owner = Database::connect_with(&url, &DatabaseOptions::for_migrations()).await?;
-    let result = owner.migrate(&crate::domain::all_migrations()).await;
-    owner.close().await;
-    Ok(result?)
+    Ok(Database::migrate_at(&url, &crate::domain::all_migrations()).await?)
 }
 
 /// Opens the application database, applying migrations first where the server may.

@@ -9,8 +9,8 @@
 //!   the connection's `ConnectInfo` (a missing one is a loud 500, never a shared bucket).
 //! - [`crate::Principal`] and `Option<Principal>`: the caller an authentication layer
 //!   (tenantkit-auth's `JwtAuthLayer`) put in the request extensions.
-//! - [`TenantRead`] and [`TenantWrite`] (with a database backend): a transaction scoped to the
-//!   caller's tenant.
+//! - [`TenantRead`], [`TenantWrite`] and [`TenantWriteJson`] (with a database backend): a
+//!   transaction scoped to the caller's tenant (with a JSON body read before it begins).
 //! - [`Listing`] (with `openapi`): `limit`, `cursor` and a filter from the query string.
 //! - [`layers`]: the problem, panic and not-found answers, request ids, security headers.
 
@@ -28,7 +28,7 @@ pub use extract::{ApiId, ApiIds, ApiJson, IfMatch, etag};
 #[cfg(feature = "openapi")]
 pub use listing::{Listing, MAX_QUERY_PARAMETERS, NoFilter, PageQuery, QueryFilter};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use tx::{TenantRead, TenantWrite};
+pub use tx::{TenantRead, TenantWrite, TenantWriteJson};
 
 #[cfg(test)]
 pub(crate) mod test_support {

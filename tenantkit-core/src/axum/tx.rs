@@ -1,9 +1,11 @@
 //! A transaction scoped to the caller's tenant, as an extractor.
 
-use ::axum::extract::{FromRef, FromRequestParts};
+use ::axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use ::axum::response::{IntoResponse, Response};
 use http::request::Parts;
+use serde::de::DeserializeOwned;
 
+use super::ApiJson;
 use crate::{Database, Principal, TenantScope, TenantTx};
 
 /// A read-write transaction scoped to the caller's tenant, as [`Database::begin`] opens it
@@ -13,8 +15,20 @@ use crate::{Database, Principal, TenantScope, TenantTx};
 /// Without a principal the request answers 401 (as the [`Principal`] extractor does); when no
 /// connection can be had, the database error's problem. Commit with
 /// `TenantWrite(tx)` → `tx.commit().await?`; dropped uncommitted, it rolls back.
+///
+/// For a request with a body, take [`TenantWriteJson`] instead: axum runs the parts
+/// extractors before the body's, so `TenantWrite` next to [`ApiJson`] would hold the write
+/// transaction (on SQLite, the one writer lock of the database) while a slow client sends its
+/// body.
 #[derive(Debug)]
 pub struct TenantWrite(pub TenantTx);
+
+/// The JSON body ([`ApiJson`]) and then a read-write transaction scoped to the caller's tenant
+/// (as [`TenantWrite`]): the transaction begins only once the whole body is read and parsed,
+/// so a client that sends slowly, or sends a bad body, never holds it. Without a principal the
+/// request answers 401 before its body is read. Take it last, as any body extractor.
+#[derive(Debug)]
+pub struct TenantWriteJson<T>(pub TenantTx, pub T);
 
 /// A read-only transaction scoped to the caller's tenant ([`Database::begin_read`]), otherwise
 /// as [`TenantWrite`].
@@ -46,6 +60,30 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         begin(parts, state, false).await.map(TenantWrite)
+    }
+}
+
+impl<S, T> FromRequest<S> for TenantWriteJson<T>
+where
+    S: Send + Sync,
+    Database: FromRef<S>,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = request.into_parts();
+        let caller = <Principal as FromRequestParts<S>>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let ApiJson(value) = ApiJson::<T>::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let tx = Database::from_ref(state)
+            .begin(&TenantScope::of(&caller))
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(TenantWriteJson(tx, value))
     }
 }
 
@@ -160,5 +198,92 @@ mod tests {
         assert_eq!(body["code"], "unauthenticated");
     }
 
-    crate::backend_tests!(fixture = db; the_transaction_is_scoped_to_the_callers_tenant);
+    /// A team named by the JSON body, created in the caller's tenant.
+    fn json_router(db: Database) -> Router {
+        #[derive(serde::Deserialize)]
+        struct Named {
+            name: String,
+        }
+        Router::new()
+            .route(
+                "/teams",
+                post(
+                    |TenantWriteJson(mut tx, body): TenantWriteJson<Named>| async move {
+                        let team = Team::create(&mut tx, NewTeam::named(&body.name)).await?;
+                        tx.commit().await?;
+                        Ok::<_, crate::Error>(team.id.to_string())
+                    },
+                ),
+            )
+            .with_state(db)
+    }
+
+    fn json_post(principal: Option<&Principal>, body: Body) -> Request<Body> {
+        let mut request = Request::post("/teams")
+            .header("content-type", "application/json")
+            .body(body)
+            .expect("request");
+        if let Some(principal) = principal {
+            request.extensions_mut().insert(principal.clone());
+        }
+        request
+    }
+
+    /// The write transaction begins only after the body is in: while a client is still
+    /// sending, another writer commits (on SQLite the database's one writer lock is free);
+    /// then the body ends and the write lands. An anonymous caller is refused before its body
+    /// is read, and a bad body answers its problem with no write.
+    async fn a_json_write_begins_after_the_body(test_db: TestDb) {
+        let world = TwoTenants::create(&test_db.db).await;
+        let app = json_router(test_db.db.clone());
+        // A body sent in chunks through a channel of one: once the second chunk is accepted,
+        // the first has been read, so the extractor is reading the body.
+        let (chunks, rx) = tokio::sync::mpsc::channel::<&'static str>(1);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            let chunk = rx.recv().await?;
+            Some((Ok::<_, std::convert::Infallible>(chunk), rx))
+        });
+        let slow = tokio::spawn(send(
+            app.clone(),
+            json_post(Some(&world.a.principal), Body::from_stream(stream)),
+        ));
+        chunks.send(r#"{"name":"#).await.expect("first chunk");
+        chunks.send(r#""Slow"#).await.expect("second chunk");
+        let mut other = test_db.db.begin(&world.a.scope()).await.expect("begin");
+        Team::create(&mut other, NewTeam::named("Meanwhile"))
+            .await
+            .expect("a write while the body is in flight");
+        other.commit().await.expect("commit");
+        chunks.send(r#""}"#).await.expect("last chunk");
+        drop(chunks);
+        let (created, _) = slow.await.expect("request");
+        assert_eq!(created.status(), StatusCode::OK);
+
+        let anonymous = send(app.clone(), json_post(None, Body::from(r#"{"name":"x"}"#))).await;
+        assert_eq!(anonymous.0.status(), StatusCode::UNAUTHORIZED);
+        let bad = send(
+            app.clone(),
+            json_post(Some(&world.a.principal), Body::from(r#"{"name":7}"#)),
+        )
+        .await;
+        assert_eq!(bad.0.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(bad.1["code"], "validation_failed");
+        let mut tx = test_db
+            .db
+            .begin_read(&world.a.scope())
+            .await
+            .expect("begin");
+        let teams = Team::list(&mut tx, &Default::default(), PageRequest::default())
+            .await
+            .expect("list");
+        let mut names: Vec<_> = teams.items.iter().map(|t| t.name.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["Meanwhile", "Slow"]);
+    }
+
+    crate::backend_tests!(
+        fixture = db;
+        the_transaction_is_scoped_to_the_callers_tenant,
+        a_json_write_begins_after_the_body,
+    );
 }

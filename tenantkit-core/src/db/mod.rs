@@ -208,6 +208,20 @@ impl Database {
         }
     }
 
+    /// Connects to `owner_url` as the role that owns the tables (one connection,
+    /// [`DatabaseOptions::for_migrations`]), applies `migrations` ([`Database::migrate`]) and
+    /// closes the connection: the start-up step before [`Database::connect`] serves requests as
+    /// the application role (on SQLite, both URLs are usually the same file).
+    ///
+    /// # Errors
+    /// As [`Database::connect_with`] and [`Database::migrate`].
+    pub async fn migrate_at(owner_url: &str, migrations: &Migrations) -> Result<()> {
+        let owner = Self::connect_with(owner_url, &DatabaseOptions::for_migrations()).await?;
+        let result = owner.migrate(migrations).await;
+        owner.close().await;
+        result
+    }
+
     /// Applies every migration of `migrations` that is not applied yet (see
     /// [`Migrations`]).
     ///

@@ -361,6 +361,39 @@ impl TenantTable {
         Ok(found.is_some())
     }
 
+    /// One page of the rows of the transaction's tenant that the transaction may see, in `id`
+    /// order (creation order for tenantkit's time-ordered ids); `key` reads a row's id, which
+    /// becomes the next page's cursor.
+    ///
+    /// # Errors
+    /// [`Error::Database`] on failure.
+    pub async fn list<R: Row>(
+        &self,
+        tx: &mut TenantTx,
+        page: &PageRequest,
+        key: impl Fn(&R) -> Uuid,
+    ) -> Result<Page<R>> {
+        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_teams(), tx.viewer());
+        let sql = format!(
+            "SELECT {} FROM {} WHERE tenant_id = $1 AND id > $2{} ORDER BY id LIMIT $3",
+            self.columns,
+            self.name,
+            self.visibility.condition(self.name, all, 4)
+        );
+        let (after, count) = (page.after_key(), page.fetch_count());
+        let rows: Vec<R> = with_conn!(tx, |c| {
+            bind_visibility!(
+                sqlx::query_as(&sql).bind(tenant).bind(after).bind(count),
+                self.visibility,
+                all,
+                viewer
+            )
+            .fetch_all(c)
+            .await
+        })?;
+        Ok(Page::from_rows(rows, page, key))
+    }
+
     /// Deletes the row `id` of the transaction's tenant (if `expected` is given, only at that
     /// version), if the transaction may see it; explains a miss as not found or stale.
     ///
@@ -376,25 +409,52 @@ impl TenantTable {
         T: TenantScoped,
         T::Id: Into<Uuid>,
     {
-        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_teams(), tx.viewer());
-        let sql = format!(
-            "DELETE FROM {} WHERE tenant_id = $1 AND id = $2 AND ($3 IS NULL OR version = $3){}",
-            self.name,
-            self.visibility.condition(self.name, all, 4)
-        );
-        let key: Uuid = id.into();
-        let deleted = with_conn!(tx, |c| {
-            bind_visibility!(
-                sqlx::query(&sql).bind(tenant).bind(key).bind(expected),
-                self.visibility,
-                all,
-                viewer
-            )
-            .execute(c)
-            .await
-            .map(|done| done.rows_affected())
-        })?;
+        let deleted = self.delete_rows(tx, id.into(), expected).await?;
         ensure_written::<T>(tx, id, deleted).await
+    }
+
+    /// Deletes the row `id` of the transaction's tenant, if the transaction may see it: for a
+    /// table without versions or a [`TenantScoped`] type.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when there is no such row (or another tenant's, or one the
+    /// transaction may not see), [`Error::Database`].
+    pub async fn remove(&self, tx: &mut TenantTx, id: Uuid) -> Result<()> {
+        match self.delete_rows(tx, id, None).await? {
+            0 => Err(Error::NotFound),
+            _ => Ok(()),
+        }
+    }
+
+    async fn delete_rows(
+        &self,
+        tx: &mut TenantTx,
+        key: Uuid,
+        expected: Option<Version>,
+    ) -> Result<u64> {
+        let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_teams(), tx.viewer());
+        let version_check = if expected.is_some() {
+            " AND version = $3"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "DELETE FROM {} WHERE tenant_id = $1 AND id = $2{version_check}{}",
+            self.name,
+            self.visibility
+                .condition(self.name, all, if expected.is_some() { 4 } else { 3 })
+        );
+        Ok(with_conn!(tx, |c| {
+            let query = sqlx::query(&sql).bind(tenant).bind(key);
+            let query = match expected {
+                Some(version) => query.bind(version),
+                None => query,
+            };
+            bind_visibility!(query, self.visibility, all, viewer)
+                .execute(c)
+                .await
+                .map(|done| done.rows_affected())
+        })?)
     }
 }
 

@@ -155,16 +155,10 @@ impl Storage {
                     Some(file_id) => file_id,
                     None => {
                         // Another attempt settled it first (or the sweeper removed it): this
-                        // attempt's copy is nobody's, whatever becomes of `tx`.
+                        // attempt's copy is nobody's, whatever becomes of `tx`, so it goes now
+                        // (a rollback would otherwise leave it to the sweeper).
                         if pinned.object() != upload.object_id {
-                            let store = self.store.clone();
-                            tx.after_commit(move || {
-                            tokio::spawn(async move {
-                                if let Err(err) = store.delete(&pinned).await {
-                                    tracing::warn!(error = %err, "object no row keeps not deleted; the sweeper will");
-                                }
-                            });
-                        });
+                            self.forget(&pinned).await;
                         }
                         let upload = self
                             .find_upload(tx, upload.id)
@@ -181,6 +175,25 @@ impl Storage {
         self.file_row(tx, file_id)
             .await?
             .ok_or(Error::Core(tenantkit_core::Error::NotFound))
+    }
+
+    /// Both steps in one call, for an app with no rows of its own to write with the file:
+    /// [`Storage::verify_upload`], then [`Storage::complete`] in a transaction of its own
+    /// for [`TenantScope::of`] `principal`, committed.
+    ///
+    /// # Errors
+    /// Those of [`Storage::verify_upload`] and [`Storage::complete`], database errors.
+    pub async fn complete_upload(
+        &self,
+        principal: &Principal,
+        client: &ClientInfo,
+        id: UploadId,
+    ) -> Result<StoredFile> {
+        let verified = self.verify_upload(principal, client, id).await?;
+        let mut tx = self.db.begin(&TenantScope::of(principal)).await?;
+        let file = self.complete(&mut tx, principal, client, verified).await?;
+        tx.commit().await?;
+        Ok(file)
     }
 
     async fn current_upload(&self, scope: &TenantScope, id: UploadId) -> Result<Option<Upload>> {

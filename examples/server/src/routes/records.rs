@@ -27,6 +27,10 @@ pub(crate) trait Resource: TenantScoped + Serialize {
     /// What creating, changing and deleting one takes.
     const WRITE: Permission = Permission::WriteContent;
 
+    /// Whether records are parents of storage files ([`tenantkit_storage::FileParent`]):
+    /// their files are deleted with them.
+    const HAS_FILES: bool = false;
+
     /// Runs in the deleting transaction before the record is deleted (to detach what points
     /// at it).
     fn before_delete(
@@ -40,6 +44,7 @@ pub(crate) trait Resource: TenantScoped + Serialize {
 impl Resource for Project {
     const NAME: &'static str = "project";
     const COLLECTION: &'static str = "/v1/projects";
+    const HAS_FILES: bool = true;
 }
 
 impl Resource for Task {
@@ -119,15 +124,23 @@ pub(crate) async fn delete<T>(
 ) -> Result<StatusCode>
 where
     T: Resource,
-    T::Id: Display,
+    T::Id: Display + Into<uuid::Uuid>,
 {
     principal.require(T::WRITE)?;
     let mut tx = state.db.begin(&TenantScope::of(principal)).await?;
     T::before_delete(&mut tx, id).await?;
+    let files = if T::HAS_FILES {
+        (state.storage)
+            .delete_files_of(&mut tx, principal, client, id.into())
+            .await?
+    } else {
+        Vec::new()
+    };
     T::delete(&mut tx, id, expected).await?;
     tx.audit(change_event::<T>(client, principal, "deleted", id))
         .await?;
     tx.commit().await?;
+    state.storage.delete_objects(files).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
