@@ -577,6 +577,14 @@ async fn a_parents_files_go_with_it(fixture: Fixture) {
         2,
         "a rollback keeps the files"
     );
+    for file in &files {
+        let key = ObjectKey::new(file.tenant_id, file.object_id);
+        let head = fixture.store.head(&key).await.expect("head");
+        assert!(
+            head.is_some(),
+            "delete_objects after a rollback keeps the bytes"
+        );
+    }
 
     // Committed with the document's own deletion: the files, their bytes and the pending
     // upload go; nothing else does.

@@ -65,14 +65,8 @@ pub(crate) async fn complete_upload(
     ApiId(id): ApiId<UploadId>,
 ) -> Result<Json<StoredFile>> {
     // The object store is read with no transaction open; the file is made in one.
-    let verified = state.storage.verify_upload(&principal, &client, id).await?;
-    let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
-    let file = state
-        .storage
-        .complete(&mut tx, &principal, &client, verified)
-        .await?;
-    tx.commit().await?;
-    Ok(Json(file))
+    let file = state.storage.complete_upload(&principal, &client, id);
+    Ok(Json(file.await?))
 }
 
 /// Filters of `GET /v1/files`.
