@@ -20,17 +20,11 @@
 #   and `--no-default-features --features axum` (the extractors over that), and auth's
 #   `--no-default-features --features axum`, whose backend must come from the user; core and
 #   auth with `postgres,axum` (the README's dependency example: no `openapi`).
-# - Tests: each crate's dev-dependencies enable BOTH backends (tenantkit-core's `testing`
-#   fixtures with `sqlite` and `postgres`, and every crate's dev-dependency on itself), and
-#   cargo unifies dev-dependency features into the crate when its tests are built. So
-#   `cargo test -p tenantkit-auth --no-default-features --features postgres` compiles auth with
-#   both backends: a one-backend TEST build does not exist with these manifests (the sqlite and
-#   the postgres test builds are the same binaries), and running the tests is
-#   scripts/test.sh's job (both backends, with the services). What this script adds for the
-#   tests: their targets, lints included, compile in the crates' own feature set,
-#   `--no-default-features --features postgres` plus what the dev-dependencies name, without
-#   the features the rest of the workspace adds (e.g. billing's tests without `checkout`, auth's
-#   without `openapi`). The one-backend guarantee for users comes from the library steps.
+# - Tests: each crate's tests and benches, lints included, with one backend each
+#   (`cargo clippy --tests --benches --no-default-features --features sqlite`, then `postgres`):
+#   the dev-dependencies name no backend (tenantkit-core's `testing` fixtures and
+#   `backend_tests!` follow the backends core is compiled with), so a one-backend test build
+#   exists and compiles without the other driver. scripts/test.sh runs those builds' tests.
 #
 # Every step shares the one target folder ($CARGO_TARGET_DIR or ./target); each feature set is
 # its own set of artifacts there, rebuilt only when the code changes.
@@ -88,5 +82,8 @@ step lint -p tenantkit-auth --no-default-features --features axum
 # The README's dependency example: one backend and axum, without openapi.
 step lint -p tenantkit-core -p tenantkit-auth --no-default-features --features postgres,axum
 
-step cargo clippy "${CRATES[@]}" --tests --no-default-features --features postgres -- -D warnings
+for backend in sqlite postgres; do
+    step cargo clippy "${CRATES[@]}" --tests --benches --no-default-features --features "$backend" \
+        -- -D warnings
+done
 log "feature matrix passed"

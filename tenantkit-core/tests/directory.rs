@@ -2,8 +2,8 @@
 
 use tenantkit_core::testing::{TestDb, TwoTenants};
 use tenantkit_core::{
-    Backend, Email, Error, Limit, Migrations, NewTeam, NewTenant, NewUser, PageRequest, RawConn,
-    Role, Slug, Team, TeamFilter, TeamPatch, TenantScoped, now,
+    Backend, Email, Error, Limit, Migrations, NewTeam, NewTenant, NewUser, PageRequest, Role, Slug,
+    Team, TeamFilter, TeamPatch, TenantScoped, now, with_conn,
 };
 
 async fn db(backend: Backend) -> Option<TestDb> {
@@ -153,25 +153,16 @@ async fn teams_group_members_of_their_own_tenant(test_db: TestDb) {
     let sql = "INSERT INTO team_members (tenant_id, team_id, user_id, added_at) \
                VALUES ($1, $2, $3, $4)";
     let (tenant, at) = (world.a.tenant.id, tenantkit_core::now());
-    let smuggled = match tx.raw() {
-        RawConn::Sqlite(c) => sqlx::query(sql)
+    let smuggled = with_conn!(&mut tx, |c| {
+        sqlx::query(sql)
             .bind(tenant)
             .bind(team.id)
             .bind(world.b.owner.id)
             .bind(at)
-            .execute(c)
+            .execute(&mut *c)
             .await
-            .map(drop),
-        RawConn::Postgres(c) => sqlx::query(sql)
-            .bind(tenant)
-            .bind(team.id)
-            .bind(world.b.owner.id)
-            .bind(at)
-            .execute(c)
-            .await
-            .map(drop),
-        _ => unreachable!("both backends are enabled"),
-    };
+            .map(drop)
+    });
     let err = smuggled.expect_err("another tenant's user in a team");
     assert!(
         err.as_database_error()

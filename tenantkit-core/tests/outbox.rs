@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tenantkit_core::testing::{TestDb, TwoTenants};
 use tenantkit_core::{
-    Backend, Error, Migrations, Notification, OUTBOX_CHANNEL, RawConn, TenantScope, with_conn,
+    Backend, Error, Migrations, Notification, OUTBOX_CHANNEL, TenantScope, with_conn,
 };
 
 /// A generous bound on waiting for a notification that must come: a hang guard, not a
@@ -408,16 +408,16 @@ async fn a_tenant_cannot_touch_another_tenants_outbox((test_db, world): (TestDb,
     let b = world.b.tenant.id;
     let insert_as = async |scope: &TenantScope, tenant: Option<tenantkit_core::TenantId>| {
         let mut tx = db.begin(scope).await.expect("begin");
-        let RawConn::Postgres(conn) = tx.raw() else {
-            unreachable!("a PostgreSQL transaction")
-        };
-        sqlx::query(
-            "INSERT INTO outbox (tenant_id, topic, payload, created_at, available_at) \
-             VALUES ($1, 'rls', '\"forged\"', now(), now())",
-        )
-        .bind(tenant)
-        .execute(conn)
-        .await
+        with_conn!(&mut tx, |c| {
+            sqlx::query(
+                "INSERT INTO outbox (tenant_id, topic, payload, created_at, available_at) \
+                 VALUES ($1, 'rls', '\"forged\"', now(), now())",
+            )
+            .bind(tenant)
+            .execute(&mut *c)
+            .await
+            .map(drop)
+        })
     };
     // A's transaction, the app's tenant filter deliberately left out: RLS refuses B's tenant
     // and a system message.
@@ -443,13 +443,10 @@ async fn a_tenant_cannot_touch_another_tenants_outbox((test_db, world): (TestDb,
         ),
     ] {
         let mut tx = db.begin(&scope).await.expect("begin");
-        let RawConn::Postgres(conn) = tx.raw() else {
-            unreachable!("a PostgreSQL transaction")
-        };
-        let count: i64 = sqlx::query_scalar(statement)
-            .fetch_one(conn)
-            .await
-            .expect(statement);
+        let count: i64 = with_conn!(&mut tx, |c| {
+            sqlx::query_scalar(statement).fetch_one(&mut *c).await
+        })
+        .expect(statement);
         assert_eq!(count, 0, "{statement}");
         tx.commit().await.expect("commit");
     }

@@ -4,6 +4,8 @@
 //! dropped transaction or a connection the server killed leave the next transaction clean.
 //! Each test holds the database to one connection, so every transaction reuses it.
 
+#![cfg(feature = "postgres")]
+
 use std::time::Duration;
 
 use tenantkit_core::testing::{POSTGRES_URL_VAR, TestDb, TwoTenants, required_service};

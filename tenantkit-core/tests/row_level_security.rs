@@ -1,6 +1,8 @@
 //! PostgreSQL row-level security over tenantkit-core's own tables, and the start-up check that
 //! finds every tenant table in the catalog.
 
+#![cfg(feature = "postgres")]
+
 use std::time::Duration;
 
 use tenantkit_core::testing::{TestDb, TwoTenants, assert_rls_hides};

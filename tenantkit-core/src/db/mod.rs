@@ -31,6 +31,23 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// Every backend this build of tenantkit-core was compiled with (its `sqlite` and
+    /// `postgres` features), SQLite first.
+    pub const COMPILED: &'static [Backend] = &[
+        #[cfg(feature = "sqlite")]
+        Backend::Sqlite,
+        #[cfg(feature = "postgres")]
+        Backend::Postgres,
+    ];
+
+    /// Whether this build was compiled with the backend (its feature is on); a [`Database`]
+    /// for a backend that is not compiled cannot be opened.
+    pub fn is_compiled(self) -> bool {
+        Self::COMPILED.contains(&self)
+    }
+}
+
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
