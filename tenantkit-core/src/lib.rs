@@ -146,7 +146,9 @@ pub mod testing;
 
 /// Checks for the text fields of records, shared by every repository.
 pub mod validate {
-    pub use crate::values::{check_free_text, check_optional_text, check_text, finish_validation};
+    pub use crate::values::{
+        check_free_text, check_optional_text, check_text, finish_validation, free_text,
+    };
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -176,7 +178,7 @@ pub use problem::{ErrorCode, PROBLEM_JSON, Problem};
 pub use repo::teams::{NewTeam, Team, TeamFilter, TeamMember, TeamPatch};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use repo::{
-    TenantScoped, TenantTable, Visibility, double_option, ensure_written, read_for_update,
+    TenantScoped, TenantTable, Value, Visibility, double_option, ensure_written, read_for_update,
     team_visible,
 };
 pub use role::{ParseRoleError, Permission, Role};

@@ -38,6 +38,12 @@ impl Version {
     }
 }
 
+impl From<Version> for i64 {
+    fn from(version: Version) -> i64 {
+        version.0
+    }
+}
+
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -325,6 +331,17 @@ pub fn check_free_text(
     if errors.len() == before && value.trim().is_empty() {
         errors.push(crate::FieldError::new(field, "must not be empty"));
     }
+}
+
+/// [`check_free_text`] for a body with one such field: `Ok(())`, or the `validation_failed`
+/// error naming it.
+///
+/// # Errors
+/// [`Error::Validation`] when the text is blank or longer than `max_chars`.
+pub fn free_text(field: &str, value: &str, max_chars: usize) -> Result<()> {
+    let mut errors = Vec::new();
+    check_free_text(&mut errors, field, value, max_chars);
+    finish_validation(errors)
 }
 
 /// `Ok(())` when no field failed, else one `validation_failed` error with all of them.

@@ -6,7 +6,7 @@
 use tenantkit_core::testing::{TestDb, TwoTenants, assert_tenant_isolation};
 use tenantkit_core::{
     Backend, Error, Limit, MigrationSet, Migrations, NewTeam, Page, PageRequest, Result, Role,
-    Team, TeamId, TenantScope, TenantScoped, TenantTable, TenantTx, Version, Visibility,
+    Team, TeamId, TenantScope, TenantScoped, TenantTable, TenantTx, Value, Version, Visibility,
     double_option, ensure_written, read_for_update, with_conn,
 };
 
@@ -64,22 +64,15 @@ impl TenantScoped for Note {
             body,
             version: Version::INITIAL,
         };
-        let tenant = tx.tenant_id();
-        with_conn!(tx, |c| {
-            sqlx::query(
-                "INSERT INTO notes (id, tenant_id, team_id, restricted, body, version) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(note.id)
-            .bind(tenant)
-            .bind(note.team_id)
-            .bind(note.restricted)
-            .bind(&note.body)
-            .bind(note.version)
-            .execute(c)
-            .await
-            .map(drop)
-        })?;
+        let values = [
+            Value::id(note.id),
+            note.team_id.into(), // a NULL typed as a UUID for PostgreSQL
+            note.restricted.into(),
+            note.body.as_str().into(),
+            note.version.into(),
+        ];
+        let inserted: Note = NOTES.insert(tx, &values).await?;
+        assert_eq!(inserted, note, "insert returns the row as stored");
         Ok(note)
     }
 
@@ -452,8 +445,43 @@ async fn a_table_lists_in_pages_and_removes_without_versions(test_db: TestDb) {
     );
 }
 
+/// `TenantTable::insert` writes the transaction's tenant (B never sees A's row, whatever the
+/// values), and a call with one value too few is a database error, never a panic; the
+/// transaction is then poisoned and nothing of it is kept.
+async fn a_table_inserts_into_the_transactions_tenant_only(test_db: TestDb) {
+    let world = TwoTenants::create(&test_db.db).await;
+    let note = create_note(&test_db, &world.a.scope(), None).await;
+    let mut tx = test_db
+        .db
+        .begin_read(&world.b.scope())
+        .await
+        .expect("begin");
+    assert_eq!(Note::find(&mut tx, note.id).await.expect("find"), None);
+    drop(tx);
+
+    let mut tx = test_db.db.begin(&world.a.scope()).await.expect("begin");
+    let short = [Value::id(NoteId::new()), Value::Uuid(None), false.into()];
+    let err = NOTES.insert::<Note>(&mut tx, &short).await;
+    assert!(matches!(err, Err(Error::Database(_))), "{err:?}");
+    assert!(
+        tx.commit().await.is_err(),
+        "a failed insert poisons its transaction"
+    );
+    let mut tx = test_db
+        .db
+        .begin_read(&world.a.scope())
+        .await
+        .expect("begin");
+    let page: Page<Note> = NOTES
+        .list(&mut tx, &PageRequest::default(), |n: &Note| n.id.as_uuid())
+        .await
+        .expect("list");
+    assert_eq!(page.items, vec![note], "only the first note exists");
+}
+
 tenantkit_core::backend_tests!(
     fixture = db;
+    a_table_inserts_into_the_transactions_tenant_only,
     a_table_lists_in_pages_and_removes_without_versions,
     a_registry_refuses_versions_in_the_reserved_range,
     notes_pass_the_isolation_suite,

@@ -14,7 +14,7 @@ use tenantkit_billing::{Billing, BoxFuture, EventRouter, HandlerError, StoredEve
 use tenantkit_billing::{WebhookVerifier, axum::webhook_route, stripe_shared::CheckoutSession};
 use tenantkit_core::{ClientInfo, Database, Error, Migrations, Page, Permission, Principal};
 use tenantkit_core::{SystemTx, TenantId, TenantTable, TrustedProxies, UserId, Visibility};
-use tenantkit_core::{validate, with_conn};
+use tenantkit_core::{Value, validate, with_conn};
 use tenantkit_storage::{Error as StorageError, FileParent, LocalStore, NewUpload, Storage};
 use tenantkit_storage::{StoredFile, Sweeper, UploadId, UploadTicket, axum::local_routes};
 use time::OffsetDateTime;
@@ -125,23 +125,10 @@ async fn create_note(
     TenantWriteJson(mut tx, new): TenantWriteJson<NewNote>,
 ) -> Result<(StatusCode, Json<Note>), Error> {
     caller.require(Permission::WriteContent)?;
-    let mut errors = Vec::new();
-    validate::check_free_text(&mut errors, "body", &new.body, 10_000);
-    validate::finish_validation(errors)?;
-    let (tenant, author, now) = (tx.tenant_id(), caller.user_id(), tenantkit_core::now());
-    let note = with_conn!(&mut tx, |c| {
-        sqlx::query_as(
-            "INSERT INTO notes (id, tenant_id, author, body, created_at) \
-             VALUES ($1, $2, $3, $4, $5) RETURNING id, author, body, created_at",
-        )
-        .bind(NoteId::new())
-        .bind(tenant)
-        .bind(author)
-        .bind(&new.body)
-        .bind(now)
-        .fetch_one(c)
-        .await
-    })?;
+    validate::free_text("body", &new.body, 10_000)?;
+    let (id, author) = (Value::id(NoteId::new()), caller.user_id().into());
+    let (body, now) = (new.body.as_str().into(), tenantkit_core::now().into());
+    let note = NOTES.insert(&mut tx, &[id, author, body, now]).await?; // tenant_id: tx's
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(note)))
 }

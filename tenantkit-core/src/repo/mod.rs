@@ -299,6 +299,50 @@ macro_rules! bind_visibility {
     }};
 }
 
+/// A column value for [`TenantTable::insert`], typed even when it is `NULL` (PostgreSQL checks
+/// a parameter's type against its column's). Made with `into()` from a value or an `Option`
+/// of one, and with [`Value::id`] from an id.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum Value<'a> {
+    /// A UUID (tenantkit's ids).
+    Uuid(Option<Uuid>),
+    /// Text.
+    Text(Option<&'a str>),
+    /// A 64-bit integer.
+    Int(Option<i64>),
+    /// A boolean.
+    Bool(Option<bool>),
+    /// A point in time.
+    Time(Option<time::OffsetDateTime>),
+}
+
+impl Value<'_> {
+    /// An id (anything that is a UUID, such as the types of [`define_id!`](crate::define_id)).
+    pub fn id(id: impl Into<Uuid>) -> Self {
+        Value::Uuid(Some(id.into()))
+    }
+}
+
+macro_rules! value_from {
+    ($($variant:ident: $type:ty),+) => {$(
+        impl<'a> From<$type> for Value<'a> {
+            fn from(value: $type) -> Self {
+                Value::$variant(Some(value.into()))
+            }
+        }
+        impl<'a> From<Option<$type>> for Value<'a> {
+            fn from(value: Option<$type>) -> Self {
+                Value::$variant(value.map(Into::into))
+            }
+        }
+    )+};
+}
+
+value_from!(Uuid: Uuid, Text: &'a str, Int: i64, Int: i32, Bool: bool);
+value_from!(Time: time::OffsetDateTime, Int: Version);
+value_from!(Uuid: crate::UserId, Uuid: crate::TeamId);
+
 /// A tenant-owned table: its name, the columns its row type decodes, and which rows a
 /// team-restricted viewer reaches. The strings are constants of your code, never input, so
 /// they may be spliced into SQL. Every table has `id` (its key) and `tenant_id` columns.
@@ -313,6 +357,41 @@ pub struct TenantTable {
 }
 
 impl TenantTable {
+    /// Inserts a row into the transaction's tenant and returns it: `values` are those of
+    /// [`columns`](Self::columns), in their order; `tenant_id` is the transaction's, never a
+    /// value of the caller.
+    ///
+    /// ```ignore
+    /// // columns: "id, author, body"
+    /// let note: Note = NOTES.insert(&mut tx, &[Value::id(id), author.into(), body.into()]).await?;
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Database`] on failure: a constraint, or not one value per column.
+    pub async fn insert<R: Row>(&self, tx: &mut TenantTx, values: &[Value<'_>]) -> Result<R> {
+        let parameters: Vec<String> = (2..values.len() + 2).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "INSERT INTO {0} (tenant_id, {1}) VALUES ($1, {2}) RETURNING {1}",
+            self.name,
+            self.columns,
+            parameters.join(", ")
+        );
+        let tenant = tx.tenant_id();
+        Ok(with_conn!(tx, |c| {
+            let mut query = sqlx::query_as::<_, R>(&sql).bind(tenant);
+            for value in values {
+                query = match *value {
+                    Value::Uuid(v) => query.bind(v),
+                    Value::Text(v) => query.bind(v),
+                    Value::Int(v) => query.bind(v),
+                    Value::Bool(v) => query.bind(v),
+                    Value::Time(v) => query.bind(v),
+                };
+            }
+            query.fetch_one(c).await
+        })?)
+    }
+
     /// Reads the row `id` of the transaction's tenant, if the transaction may see it.
     ///
     /// # Errors
