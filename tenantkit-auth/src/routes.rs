@@ -59,7 +59,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{FromRef, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
 use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, Route, post};
@@ -104,11 +104,18 @@ impl Default for CheckEmail {
     }
 }
 
+/// The most bytes of a request body the auth routes read unless
+/// [`AuthRoutes::with_body_limit`] says otherwise: their bodies are an email, a password (at
+/// most a few hundred bytes) and names; a larger one answers 413 `payload_too_large` before
+/// any of it is parsed, whatever limit the app sets for its other routes.
+pub const AUTH_BODY_LIMIT: usize = 16 * 1024;
+
 /// The routes' own state.
 #[derive(Debug, Clone)]
 struct RouteState {
     flows: AuthFlows,
     proxies: Arc<TrustedProxies>,
+    body_limit: usize,
 }
 
 impl FromRef<RouteState> for Arc<TrustedProxies> {
@@ -146,6 +153,7 @@ impl AuthRoutes {
             state: RouteState {
                 flows,
                 proxies: Arc::new(TrustedProxies::default()),
+                body_limit: AUTH_BODY_LIMIT,
             },
             guard: Arc::new(move |route| route.route_layer(layer.clone())),
         }
@@ -157,6 +165,23 @@ impl AuthRoutes {
     pub fn with_trusted_proxies(mut self, proxies: Arc<TrustedProxies>) -> Self {
         self.state.proxies = proxies;
         self
+    }
+
+    /// Reads at most `bytes` of a request body (default [`AUTH_BODY_LIMIT`]); the limit is the
+    /// routes' own, set on each of them, so an app-wide `DefaultBodyLimit` does not widen it.
+    pub fn with_body_limit(mut self, bytes: usize) -> Self {
+        self.state.body_limit = bytes;
+        self
+    }
+
+    /// The route `method` over the routes' state and body limit.
+    fn finish<S>(&self, method: MethodRouter<RouteState>) -> MethodRouter<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        method
+            .layer(DefaultBodyLimit::max(self.state.body_limit))
+            .with_state(self.state.clone())
     }
 
     /// Verifies logout-all's caller with `layer` instead of the default [`JwtAuthLayer`]: any
@@ -194,7 +219,7 @@ impl AuthRoutes {
     where
         S: Clone + Send + Sync + 'static,
     {
-        post(signup).with_state(self.state.clone())
+        self.finish(post(signup))
     }
 
     /// `POST` login alone: 200 with the user, the tenant and the tokens.
@@ -202,7 +227,7 @@ impl AuthRoutes {
     where
         S: Clone + Send + Sync + 'static,
     {
-        post(login).with_state(self.state.clone())
+        self.finish(post(login))
     }
 
     /// `POST` refresh alone: 200 with a new token pair; the presented refresh token is spent.
@@ -210,7 +235,7 @@ impl AuthRoutes {
     where
         S: Clone + Send + Sync + 'static,
     {
-        post(refresh).with_state(self.state.clone())
+        self.finish(post(refresh))
     }
 
     /// `POST` logout alone: 204, ending the refresh token's session.
@@ -218,7 +243,7 @@ impl AuthRoutes {
     where
         S: Clone + Send + Sync + 'static,
     {
-        post(logout).with_state(self.state.clone())
+        self.finish(post(logout))
     }
 
     /// `POST` logout-all alone, behind its authentication layer: 204, ending every session of
@@ -227,7 +252,7 @@ impl AuthRoutes {
     where
         S: Clone + Send + Sync + 'static,
     {
-        (self.guard)(post(logout_all)).with_state(self.state.clone())
+        self.finish((self.guard)(post(logout_all)))
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::routing::get;
 use http::{HeaderMap, Request, StatusCode, header};
 use serde_json::{Value, json};
@@ -193,6 +193,36 @@ async fn bad_bodies_answer_problems_with_stable_codes(f: Flows) {
         assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{path}: {body}");
         assert_problem(&headers, &body, "unsupported_media_type");
     }
+    // A body over the routes' own limit is refused before it is parsed, although the host
+    // app allows far more.
+    let wide = crate::app(&AuthRoutes::new(f.flows.clone())).layer(DefaultBodyLimit::max(1 << 20));
+    let huge = format!(
+        r#"{{"email": "ada@example.com", "pad": "{}"}}"#,
+        "x".repeat(17 * 1024)
+    );
+    for path in [
+        "/auth/signup",
+        "/auth/login",
+        "/auth/refresh",
+        "/auth/logout",
+    ] {
+        let (status, headers, body) = send(&wide, post_raw(path, &huge, Some(PEER))).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{path}: {body}");
+        assert_problem(&headers, &body, "payload_too_large");
+    }
+    let narrow = crate::app(&AuthRoutes::new(f.flows.clone()).with_body_limit(80));
+    let (status, _, body) = send(&narrow, post("/auth/login", &login_body("a@example.com"))).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a small body passes: {body}"
+    );
+    let (status, _, body) = send(
+        &narrow,
+        post("/auth/signup", &signup_body("long@example.com")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     // The refusing field is named.
     let mut body = signup_body("ada@example.com");
     body["role"] = json!("owner");
