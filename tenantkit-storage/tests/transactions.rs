@@ -1,5 +1,6 @@
 //! The upload lifecycle in the caller's transactions, with files hanging off a table of the
-//! app's own (`documents`, keyed by `document_id`: neither a project nor an `id` column):
+//! app's own (`documents`, keyed by `order`: neither a project nor an `id` column, and a
+//! reserved word, which the library quotes):
 //!
 //! - an upload created in the same transaction as the app's row commits with it, and a
 //!   rollback stores neither;
@@ -40,15 +41,15 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-/// The app's own table, made by the test: a tenant table keyed by `document_id`, behind
+/// The app's own table, made by the test: a tenant table keyed by `order`, behind
 /// row-level security on PostgreSQL.
 const DOCUMENTS_SQLITE: &str = "CREATE TABLE documents (
-    document_id BLOB PRIMARY KEY NOT NULL,
+    \"order\"   BLOB PRIMARY KEY NOT NULL,
     tenant_id   BLOB NOT NULL REFERENCES tenants (id),
     title       TEXT NOT NULL
 )";
 const DOCUMENTS_POSTGRES: &str = "CREATE TABLE documents (
-    document_id uuid PRIMARY KEY,
+    \"order\"   uuid PRIMARY KEY,
     tenant_id   uuid NOT NULL REFERENCES tenants (id),
     title       text NOT NULL
 );
@@ -71,7 +72,7 @@ async fn fixture(backend: Backend) -> Option<Fixture> {
     let dir = tempfile::tempdir().expect("dir");
     let store = LocalStore::new(dir.path(), "http://127.0.0.1/files", &[7u8; 32]).expect("store");
     let storage = Storage::new(test_db.db.clone(), Arc::new(store.clone()))
-        .with_parent(FileParent::new("documents", "document_id").expect("a valid parent"));
+        .with_parent(FileParent::new("documents", "order").expect("a valid parent"));
     Some(Fixture {
         test_db,
         world,
@@ -105,7 +106,7 @@ impl Fixture {
     async fn document(tx: &mut TenantTx) -> uuid::Uuid {
         let (id, tenant) = (uuid::Uuid::now_v7(), tx.tenant_id());
         with_conn!(tx, |c| {
-            sqlx::query("INSERT INTO documents (document_id, tenant_id, title) VALUES ($1, $2, $3)")
+            sqlx::query("INSERT INTO documents (\"order\", tenant_id, title) VALUES ($1, $2, $3)")
                 .bind(id)
                 .bind(tenant)
                 .bind("Quarterly report")
@@ -601,7 +602,7 @@ async fn a_parents_files_go_with_it(fixture: Fixture) {
     assert_eq!(ids, expected);
     let tenant = tx.tenant_id();
     with_conn!(&mut tx, |c| {
-        sqlx::query("DELETE FROM documents WHERE tenant_id = $1 AND document_id = $2")
+        sqlx::query("DELETE FROM documents WHERE tenant_id = $1 AND \"order\" = $2")
             .bind(tenant)
             .bind(document)
             .execute(c)

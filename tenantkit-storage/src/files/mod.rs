@@ -295,7 +295,7 @@ impl Storage {
         };
         let (tenant, all, viewer) = (tx.tenant_id(), tx.sees_all_teams(), tx.viewer());
         let sql = format!(
-            "SELECT 1 FROM {} parent WHERE parent.tenant_id = $1 AND parent.{} = $2{}",
+            "SELECT 1 FROM \"{}\" parent WHERE parent.tenant_id = $1 AND parent.\"{}\" = $2{}",
             parent.table(),
             parent.id_column(),
             if parent.has_parameters(all) {

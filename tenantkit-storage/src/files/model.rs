@@ -35,8 +35,10 @@ impl QuotaSource for FixedQuota {
 /// is visible to the whole tenant. There is no foreign key: a file whose parent row is
 /// deleted is seen by nobody (delete a row's files with it).
 ///
-/// The names are constants of the app's code, checked as plain SQL identifiers when the
-/// parent is made, so they can be spliced into SQL and can never be input:
+/// The names are constants of the app's code, checked as plain lowercase SQL identifiers when
+/// the parent is made (lowercase: what an unquoted name means to PostgreSQL), and quoted where
+/// they are spliced into SQL, so a reserved word such as `order` or `user` is a table name
+/// like any other, and a name can never be input:
 ///
 /// ```
 /// use tenantkit_storage::FileParent;
@@ -48,6 +50,8 @@ impl QuotaSource for FixedQuota {
 /// assert!(projects.is_team_restricted());
 /// assert!(FileParent::new("notes; DROP TABLE notes", "id").is_err());
 /// assert!(FileParent::new("notes", "1d").is_err());
+/// assert!(FileParent::new("Notes", "id").is_err()); // PostgreSQL would look for `notes`
+/// assert!(FileParent::new("order", "id").is_ok()); // quoted in SQL
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileParent {
@@ -64,8 +68,8 @@ fn is_identifier(name: &str) -> bool {
     name.len() <= MAX_IDENTIFIER
         && bytes
             .next()
-            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 impl FileParent {
@@ -73,13 +77,14 @@ impl FileParent {
     /// (a UUID), and are visible to the whole tenant while that row exists.
     ///
     /// # Errors
-    /// [`Error::Config`](crate::Error::Config) when a name is not a plain SQL identifier
-    /// (ASCII letters, digits and `_`, not starting with a digit, at most 63 bytes).
+    /// [`Error::Config`](crate::Error::Config) when a name is not a plain lowercase SQL
+    /// identifier (ASCII lowercase letters, digits and `_`, not starting with a digit, at most
+    /// 63 bytes).
     pub fn new(table: &'static str, id_column: &'static str) -> Result<Self> {
         for (what, name) in [("table", table), ("id column", id_column)] {
             if !is_identifier(name) {
                 return Err(crate::Error::Config(format!(
-                    "the file parent's {what} {name:?} is not a plain SQL identifier"
+                    "the file parent's {what} {name:?} is not a plain lowercase SQL identifier"
                 )));
             }
         }
@@ -118,8 +123,8 @@ impl FileParent {
     /// transaction sees every team (`all`), its viewer (parameter `user`) sees the parent.
     pub(crate) fn exists(&self, alias: &str, all: bool, user: usize) -> String {
         format!(
-            "EXISTS (SELECT 1 FROM {table} parent WHERE parent.tenant_id = {alias}.tenant_id \
-             AND parent.{id} = {alias}.parent_id{team})",
+            "EXISTS (SELECT 1 FROM \"{table}\" parent WHERE parent.tenant_id = {alias}.tenant_id \
+             AND parent.\"{id}\" = {alias}.parent_id{team})",
             table = self.table,
             id = self.id_column,
             team = if self.has_parameters(all) {
