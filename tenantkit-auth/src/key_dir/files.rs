@@ -86,6 +86,33 @@ pub(super) fn write_new(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How old a leftover temporary of [`write_new`] must be before it is removed: a younger one
+/// may belong to a process writing right now (removing it would fail that write).
+pub(super) const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes the temporaries of [`write_new`] in `dir` that a process killed between writing and
+/// unlinking one left behind (each may hold key material) once they are older than
+/// [`STALE_TEMPORARY`]. Best effort: a file that cannot be inspected or removed is left.
+pub(super) fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(".tenantkit-") && name.ends_with(".tmp")) {
+            continue;
+        }
+        let stale = entry
+            .metadata()
+            .and_then(|meta| meta.modified())
+            .is_ok_and(|at| at.elapsed().is_ok_and(|age| age >= STALE_TEMPORARY));
+        if stale {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 pub(super) fn path_error(path: &Path, why: &str) -> Error {
     Error::Key(format!("{}: {why}", path.display()))
 }

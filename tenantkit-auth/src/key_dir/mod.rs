@@ -42,8 +42,8 @@ use crate::{Algorithm, KeySet, Result, SigningKey, generate_ed25519_pem};
 mod files;
 
 use files::{
-    NOT_A_REGULAR_FILE, file_error, io_error, path_error, read_limited, writable_by_others,
-    write_new,
+    NOT_A_REGULAR_FILE, file_error, io_error, path_error, read_limited, remove_stale_temporaries,
+    writable_by_others, write_new,
 };
 
 /// The file name of the key [`KeyDir::load`] creates in an empty folder: it sorts before every
@@ -202,7 +202,9 @@ impl KeyDir {
         }
         builder
             .create(&self.path)
-            .map_err(|e| io_error(&self.path, &e))
+            .map_err(|e| io_error(&self.path, &e))?;
+        remove_stale_temporaries(&self.path);
+        Ok(())
     }
 
     /// Refuses a folder that others may write to: whoever can add a file to it chooses the

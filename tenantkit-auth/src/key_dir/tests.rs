@@ -246,3 +246,24 @@ fn keys_and_secrets_are_readable_by_their_owner_only() {
     }
     assert_eq!(files, 3, "two keys and a secret, no temporary file");
 }
+
+#[test]
+fn a_killed_writers_stale_temporary_is_removed_and_a_fresh_one_kept() {
+    let temp = temp();
+    let dir = KeyDir::open(temp.path().join("keys"));
+    dir.secret("refresh.secret", 32).expect("create");
+    let (stale, fresh) = (
+        dir.path().join(".tenantkit-00aa.tmp"),
+        dir.path().join(".tenantkit-00bb.tmp"),
+    );
+    for path in [&stale, &fresh] {
+        fs::write(path, b"key material of a killed writer").expect("write");
+    }
+    let long_ago = std::time::SystemTime::now() - files::STALE_TEMPORARY * 2;
+    let file = fs::File::options().write(true).open(&stale).expect("open");
+    file.set_modified(long_ago).expect("age it");
+    drop(file);
+    dir.secret("another.secret", 32).expect("create another");
+    assert!(!stale.exists(), "the stale temporary is gone");
+    assert!(fresh.exists(), "a temporary a live writer may own stays");
+}
