@@ -209,7 +209,13 @@ impl Storage {
     ///
     /// The quota counts stored files and every pending upload, checked under a per-tenant
     /// lock (the tenant's `storage_usage` row, written first) that `tx` holds until it ends,
-    /// so parallel intents cannot together overshoot it: commit soon after.
+    /// so parallel intents cannot together overshoot it: commit soon after, and do no slow
+    /// work (network calls, hashing) between this call and the commit, since every other
+    /// intent of the tenant waits for it. On PostgreSQL, where the app's own rows are locked
+    /// row by row, take them in one order across handlers (for example: the app's row first,
+    /// then this call, as `examples/notes` does), or two transactions that lock them in
+    /// opposite orders deadlock and one fails. On SQLite the write transaction already
+    /// serialises every writer.
     ///
     /// # Errors
     /// [`tenantkit_core::Error::Forbidden`] below member, validation errors (a `parent_id`
