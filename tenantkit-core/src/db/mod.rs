@@ -40,12 +40,6 @@ impl Backend {
         #[cfg(feature = "postgres")]
         Backend::Postgres,
     ];
-
-    /// Whether this build was compiled with the backend (its feature is on); a [`Database`]
-    /// for a backend that is not compiled cannot be opened.
-    pub fn is_compiled(self) -> bool {
-        Self::COMPILED.contains(&self)
-    }
 }
 
 impl fmt::Display for Backend {
