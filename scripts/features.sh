@@ -38,7 +38,7 @@ if [[ $# -gt 0 ]]; then
     exit 2
 fi
 
-CRATES=(-p tenantkit-core -p tenantkit-auth -p tenantkit-storage -p tenantkit-billing)
+CRATES=(-p tenantkit-core -p tenantkit-auth -p tenantkit-storage -p tenantkit-billing -p tenantkit-realtime)
 # Every optional feature, for each crate that has it (a plain feature name given with several
 # `-p` applies to each selected crate that declares it; cargo tree does not honour the
 # `crate/feature` form for workspace members).

@@ -23,8 +23,8 @@ fi
 
 exec bash scripts/with-services.sh bash -c '
 set -euo pipefail
-libs=(-p tenantkit-core -p tenantkit-auth -p tenantkit-storage -p tenantkit-billing)
-exclude=(--exclude tenantkit-core --exclude tenantkit-auth --exclude tenantkit-storage --exclude tenantkit-billing)
+libs=(-p tenantkit-core -p tenantkit-auth -p tenantkit-storage -p tenantkit-billing -p tenantkit-realtime)
+exclude=(--exclude tenantkit-core --exclude tenantkit-auth --exclude tenantkit-storage --exclude tenantkit-billing --exclude tenantkit-realtime)
 echo "[test.sh] cargo test --workspace ${exclude[*]}" >&2
 cargo test --workspace "${exclude[@]}"
 for backend in sqlite postgres; do

@@ -8,6 +8,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod stripe;
+pub mod ws;
 
 use reqwest::{Client, Method, RequestBuilder};
 use tenantkit_auth::AccessTokens;
@@ -43,6 +44,8 @@ pub struct TestServer {
     pub flows: tenantkit_auth::flows::AuthFlows,
     /// Every email the server sent.
     pub mailer: std::sync::Arc<tenantkit_auth::MemoryMailer>,
+    /// The server's realtime broadcaster (to publish directly, read its counters).
+    pub realtime: tenantkit_realtime::Realtime,
     /// The server's data folder (dev keys, outbox).
     pub data_dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
@@ -87,6 +90,7 @@ impl TestServer {
             .with_mailer(mailer.clone());
         let tokens = server.state().auth.tokens().clone();
         let flows = server.state().auth.clone();
+        let realtime = server.state().realtime.clone();
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
@@ -105,6 +109,7 @@ impl TestServer {
             world,
             tokens,
             flows,
+            realtime,
             mailer,
             data_dir,
             shutdown: Some(shutdown),

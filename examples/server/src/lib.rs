@@ -20,6 +20,7 @@ mod entitlements;
 pub mod extract;
 pub mod keys;
 mod layers;
+pub mod realtime;
 mod routes;
 mod run;
 mod telemetry;
@@ -66,6 +67,8 @@ pub struct StateParts {
     pub plans: tenantkit_billing::PlanBook,
     /// Stripe-hosted Checkout and portal sessions (with `TENANTKIT_STRIPE_API_KEY`).
     pub stripe: Option<tenantkit_billing::StripeSessions>,
+    /// The WebSocket broadcaster (tenantkit-realtime).
+    pub realtime: tenantkit_realtime::Realtime,
 }
 
 /// The extractors' view of the state: the trusted proxies for the client's address
@@ -109,7 +112,13 @@ impl AppState {
         local_storage: Option<tenantkit_storage::LocalStorageService>,
     ) -> Self {
         let billing = tenantkit_billing::Billing::new(db.clone(), None);
+        let realtime = tenantkit_realtime::Realtime::builder(auth.tokens().clone())
+            .channels(crate::realtime::channels(&db))
+            .tickets(tenantkit_realtime::Tickets::new(db.clone()))
+            .revocations(auth.sessions().revocations())
+            .build();
         Self(Arc::new(StateParts {
+            realtime,
             billing,
             plans: tenantkit_billing::PlanBook::new(Arc::default()),
             stripe: None,
@@ -133,6 +142,12 @@ impl AppState {
         let parts = self.parts_mut();
         parts.billing = tenantkit_billing::Billing::new(db, verifier);
         parts.plans = plans;
+        self
+    }
+
+    /// Serves realtime connections with `realtime`.
+    pub fn with_realtime(mut self, realtime: tenantkit_realtime::Realtime) -> Self {
+        self.parts_mut().realtime = realtime;
         self
     }
 

@@ -164,7 +164,8 @@ pub fn auth_flows(config: &Config, db: &Database) -> Result<AuthFlows, ServerErr
         .with_limits(Arc::new(RateLimits::new(config.rate_limits())))
         .with_mailer(mailer)
         .with_public_url(&config.public_url())
-        .with_signup_mode(config.signup_mode.into()))
+        .with_signup_mode(config.signup_mode.into())
+        .with_member_events(Arc::new(tenantkit_realtime::MemberEventsToRealtime)))
 }
 
 /// The upload lifecycle configured by `config` over `db`: the local store under
@@ -319,7 +320,9 @@ impl Server {
             )?),
             _ => None,
         };
+        let realtime = crate::realtime::realtime(&config, &db, &auth);
         let state = AppState::new(db, auth, files, local)
+            .with_realtime(realtime)
             .with_proxies(config.proxies())
             .with_billing(verifier, plans)
             .with_stripe_sessions(sessions);
@@ -364,8 +367,13 @@ impl Server {
             self.config.storage_sweep_secs,
             background.clone(),
         );
-        let billing_worker =
-            spawn_billing_worker(&self.state, self.config.billing_lease_secs, background);
+        let billing_worker = spawn_billing_worker(
+            &self.state,
+            self.config.billing_lease_secs,
+            background.clone(),
+        );
+        let relay = spawn_realtime_relay(&self.state, background);
+        let realtime = self.state.realtime.clone();
         let router = app(self.state, &self.config);
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(hyper_util::rt::TokioTimer::new())
@@ -450,6 +458,8 @@ impl Server {
         }
         drop(listener);
         let _ = stopping.send(true);
+        // WebSocket clients are told to reconnect elsewhere (1001), and no new one is taken.
+        realtime.shut_down();
         // Every connection gives its slot back once it is done; those still open after the
         // grace period (stalled or slow clients) are closed.
         let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
@@ -471,7 +481,7 @@ impl Server {
         // transaction and reclaimed after its lease by the next start (nothing acknowledged
         // is lost), and an interrupted sweep leaves at most an orphan the next one removes.
         let _ = stop_background.send(true);
-        for mut task in sweeper.into_iter().chain([billing_worker]) {
+        for mut task in sweeper.into_iter().chain([billing_worker, relay]) {
             if tokio::time::timeout(grace, &mut task).await.is_err() {
                 tracing::warn!("a background task outlived the shutdown grace period; aborting it");
                 task.abort();
@@ -497,6 +507,15 @@ fn spawn_billing_worker(
     );
     worker.lease = time::Duration::seconds(i64::try_from(lease_secs.max(1)).unwrap_or(60));
     tokio::spawn(async move { worker.run(async move { drop(stop.changed().await) }).await })
+}
+
+/// Publishes committed realtime events from the outbox until `stop` changes.
+fn spawn_realtime_relay(
+    state: &AppState,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let relay = tenantkit_realtime::Relay::new(state.db.clone(), state.realtime.clone());
+    tokio::spawn(async move { relay.run(async move { drop(stop.changed().await) }).await })
 }
 
 /// Sweeps expired uploads and orphaned objects every `secs` seconds (never when 0) until

@@ -288,6 +288,14 @@ impl AuthFlows {
             invitation.id,
         );
         tx.audit(entry).await?;
+        let change = super::MemberChange {
+            kind: super::MemberChangeKind::Added,
+            user_id: user.id,
+            role: membership.role,
+            previous: None,
+            by: None,
+        };
+        self.member_changed(&mut tx, change).await?;
         tx.commit().await?;
         // A new account proved its password here; a signed-in caller keeps how its own
         // session signed in (its verified token's amr).

@@ -3,7 +3,7 @@
 
 use tenantkit_core::{ClientInfo, Membership, Permission, Principal, Role, TenantScope, UserId};
 
-use super::{AuthFlows, event};
+use super::{AuthFlows, MemberChange, MemberChangeKind, event};
 use crate::{Result, RevocationScope};
 
 impl AuthFlows {
@@ -33,6 +33,14 @@ impl AuthFlows {
         )
         .details(serde_json::json!({ "from": previous, "to": membership.role }));
         tx.audit(entry).await?;
+        let change = MemberChange {
+            kind: MemberChangeKind::RoleChanged,
+            user_id: user,
+            role: membership.role,
+            previous: Some(previous),
+            by: Some(principal.user_id()),
+        };
+        self.member_changed(&mut tx, change).await?;
         if membership.role < previous {
             // A demotion takes effect now, not when the member's access token expires.
             let scope = RevocationScope::User {
@@ -73,6 +81,14 @@ impl AuthFlows {
         )
         .details(serde_json::json!({ "role": removed.role }));
         tx.audit(entry).await?;
+        let change = MemberChange {
+            kind: MemberChangeKind::Removed,
+            user_id: user,
+            role: removed.role,
+            previous: None,
+            by: Some(principal.user_id()),
+        };
+        self.member_changed(&mut tx, change).await?;
         let scope = RevocationScope::User {
             user,
             tenant: Some(principal.tenant_id()),

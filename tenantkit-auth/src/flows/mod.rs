@@ -104,6 +104,51 @@ pub struct AuthFlows {
     public_url: Arc<str>,
     signup_mode: SignupMode,
     seats: Option<Arc<dyn SeatLimit>>,
+    member_events: Option<Arc<dyn MemberEvents>>,
+}
+
+/// What happened to a membership (see [`MemberEvents`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum MemberChangeKind {
+    /// The user joined the tenant (an accepted invitation).
+    Added,
+    /// The member's role changed.
+    RoleChanged,
+    /// The member was removed.
+    Removed,
+}
+
+/// A membership change, as [`MemberEvents`] sees it inside the transaction that makes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct MemberChange {
+    /// What happened.
+    pub kind: MemberChangeKind,
+    /// The member.
+    pub user_id: tenantkit_core::UserId,
+    /// The role now (for a removal: the role it had).
+    pub role: tenantkit_core::Role,
+    /// The role before a change of role.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous: Option<tenantkit_core::Role>,
+    /// Who made the change (`None`: the member, accepting an invitation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<tenantkit_core::UserId>,
+}
+
+/// Runs inside the transaction of every membership change the flows make (a join, a role
+/// change, a removal), after the change and its audit entry: the place to write an outbox
+/// message (a realtime event, a webhook) that must exist exactly when the change commits. An
+/// error rolls the change back.
+pub trait MemberEvents: fmt::Debug + Send + Sync + 'static {
+    /// Called with the change, in its transaction.
+    fn member_changed<'a>(
+        &'a self,
+        tx: &'a mut tenantkit_core::TenantTx,
+        change: &'a MemberChange,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = tenantkit_core::Result<()>> + Send + 'a>>;
 }
 
 /// How many seats (members plus pending invitations) a tenant may fill: one function, so a
@@ -159,7 +204,26 @@ impl AuthFlows {
             public_url: "http://localhost".into(),
             signup_mode: SignupMode::Open,
             seats: None,
+            member_events: None,
         }
+    }
+
+    /// Calls `events` inside every membership change's transaction (see [`MemberEvents`]).
+    pub fn with_member_events(mut self, events: Arc<dyn MemberEvents>) -> Self {
+        self.member_events = Some(events);
+        self
+    }
+
+    /// Tells the [`MemberEvents`] hook, if any, about `change` inside `tx`.
+    async fn member_changed(
+        &self,
+        tx: &mut tenantkit_core::TenantTx,
+        change: MemberChange,
+    ) -> Result<()> {
+        if let Some(events) = &self.member_events {
+            events.member_changed(tx, &change).await?;
+        }
+        Ok(())
     }
 
     /// Limits the seats of each tenant (see [`SeatLimit`]); unlimited by default.

@@ -181,6 +181,11 @@ pub struct Config {
     #[arg(long, env = "TENANTKIT_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
+    /// Realtime events kept per channel for clients resuming with `since` (the in-memory
+    /// backplane; at most 5 minutes old).
+    #[arg(long, env = "TENANTKIT_REALTIME_HISTORY", default_value_t = 100)]
+    pub realtime_history: usize,
+
     /// How access tokens are checked beyond their signature. `strict` (the default): the
     /// session must be live and its user still a member, whose current role replaces the
     /// token's (a revocation, removal or role change takes effect within the check's cache
@@ -336,6 +341,7 @@ impl Default for Config {
             session_check_ttl_ms: 5000,
             audit_key_file: None,
             cors_origins: Vec::new(),
+            realtime_history: 100,
             smtp_url: None,
             mail_from: "tenantkit <noreply@localhost>".to_owned(),
             storage: StorageBackend::Local,
@@ -402,6 +408,7 @@ impl fmt::Debug for Config {
             .field("session_check_ttl_ms", &self.session_check_ttl_ms)
             .field("audit_key_file", &self.audit_key_file)
             .field("cors_origins", &self.cors_origins)
+            .field("realtime_history", &self.realtime_history)
             .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
             .field(
                 "stripe_api_key",

@@ -52,6 +52,7 @@ pub fn all_migrations() -> Migrations {
         .with(tenantkit_auth::migrations())
         .with(tenantkit_storage::migrations())
         .with(tenantkit_billing::migrations())
+        .with(tenantkit_realtime::migrations())
         .with(migrations())
         .upgrading_from(wave1_migrations())
 }

@@ -12,6 +12,7 @@ mod files;
 mod health;
 mod invitations;
 mod projects;
+mod realtime;
 pub(crate) mod records;
 mod recovery;
 mod tasks;
@@ -40,6 +41,8 @@ pub(crate) fn router(state: &AppState, config: &crate::Config) -> (Router<AppSta
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::jwks))
+        // Bearer or ticket: the library authenticates the handshake itself.
+        .routes(routes!(realtime::connect))
         .routes(routes!(recovery::request_reset))
         .routes(routes!(recovery::confirm_reset))
         .routes(routes!(recovery::confirm_verification))
@@ -112,6 +115,7 @@ fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(files::complete_upload))
         .routes(routes!(files::list_files))
         .routes(routes!(files::get_file, files::delete_file))
+        .routes(routes!(realtime::ticket))
 }
 
 /// The routes answering local storage's signed URLs (outside the API document: their
@@ -144,6 +148,7 @@ mod tests {
         ("health.rs", include_str!("health.rs")),
         ("invitations.rs", include_str!("invitations.rs")),
         ("projects.rs", include_str!("projects.rs")),
+        ("realtime.rs", include_str!("realtime.rs")),
         ("records.rs", include_str!("records.rs")),
         ("recovery.rs", include_str!("recovery.rs")),
         ("tasks.rs", include_str!("tasks.rs")),

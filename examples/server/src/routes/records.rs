@@ -31,6 +31,16 @@ pub(crate) trait Resource: TenantScoped + Serialize {
     /// their files are deleted with them.
     const HAS_FILES: bool = false;
 
+    /// Whether its changes change who may receive realtime channels (a team, a project's
+    /// restriction): connections re-check their subscriptions before the next delivery.
+    const ACCESS_CHANGE: bool = false;
+
+    /// The realtime channel of its events (`tenant`, or a narrower one for records not every
+    /// member may see).
+    fn channel(&self) -> String {
+        tenantkit_realtime::TENANT.to_owned()
+    }
+
     /// Runs in the deleting transaction before the record is deleted (to detach what points
     /// at it).
     fn before_delete(
@@ -45,17 +55,33 @@ impl Resource for Project {
     const NAME: &'static str = "project";
     const COLLECTION: &'static str = "/v1/projects";
     const HAS_FILES: bool = true;
+    const ACCESS_CHANGE: bool = true;
+
+    /// A restricted project is announced only on its own channel, which only those who see
+    /// it may receive; the others are announced to the whole tenant.
+    fn channel(&self) -> String {
+        if self.restricted {
+            format!("project:{}", self.id)
+        } else {
+            tenantkit_realtime::TENANT.to_owned()
+        }
+    }
 }
 
 impl Resource for Task {
     const NAME: &'static str = "task";
     const COLLECTION: &'static str = "/v1/tasks";
+
+    fn channel(&self) -> String {
+        format!("project:{}", self.project_id)
+    }
 }
 
 impl Resource for Team {
     const NAME: &'static str = "team";
     const COLLECTION: &'static str = "/v1/teams";
     const WRITE: Permission = Permission::ManageMembers;
+    const ACCESS_CHANGE: bool = true;
 
     /// The domain's projects name their team: they are detached, and a restricted one is then
     /// visible to admins and owners only.
@@ -74,6 +100,21 @@ pub(crate) fn change_event<T: Resource>(
     client
         .event(&format!("{}.{change}", T::NAME), Some(principal.user_id()))
         .target(T::NAME, id)
+}
+
+/// Announces a change of `record` to realtime subscribers once `tx` commits (through the
+/// transactional outbox: never for a rolled-back change, still after a crash).
+pub(crate) async fn announce<T: Resource>(
+    tx: &mut TenantTx,
+    record: &T,
+    change: &str,
+    data: &(impl Serialize + ?Sized),
+) -> Result<()> {
+    let event = format!("{}.{change}", T::NAME);
+    tenantkit_realtime::publish_in(tx, &record.channel(), &event, data, T::ACCESS_CHANGE)
+        .await
+        .map_err(crate::realtime::problem)?;
+    Ok(())
 }
 
 /// Reads one record.
@@ -110,6 +151,7 @@ where
     let event = change_event::<T>(client, principal, "updated", id)
         .details(serde_json::json!({ "version": record.version() }));
     tx.audit(event).await?;
+    announce(&mut tx, &record, "updated", &record).await?;
     tx.commit().await?;
     Ok((etag(record.version()), Json(record)))
 }
@@ -128,6 +170,8 @@ where
 {
     principal.require(T::WRITE)?;
     let mut tx = state.db.begin(&TenantScope::of(principal)).await?;
+    // Read first: the event goes to the record's channel. Not found here is not found below.
+    let record = T::find(&mut tx, id).await?;
     T::before_delete(&mut tx, id).await?;
     let files = if T::HAS_FILES {
         (state.storage)
@@ -139,6 +183,15 @@ where
     T::delete(&mut tx, id, expected).await?;
     tx.audit(change_event::<T>(client, principal, "deleted", id))
         .await?;
+    if let Some(record) = &record {
+        announce(
+            &mut tx,
+            record,
+            "deleted",
+            &serde_json::json!({ "id": id.to_string() }),
+        )
+        .await?;
+    }
     tx.commit().await?;
     state.storage.delete_objects(files).await;
     Ok(StatusCode::NO_CONTENT)
@@ -160,6 +213,7 @@ where
     let record = T::create(&mut tx, new).await?;
     tx.audit(change_event::<T>(client, principal, "created", record.id()))
         .await?;
+    announce(&mut tx, &record, "created", &record).await?;
     tx.commit().await?;
     Ok(created::<T>(record))
 }

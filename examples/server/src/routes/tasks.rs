@@ -8,7 +8,7 @@ use serde::Deserialize;
 use tenantkit_core::{FieldError, Page, Permission, Principal, TenantScope, TenantScoped, UserId};
 use utoipa::IntoParams;
 
-use super::records::{change_event, created, record_routes};
+use super::records::{announce, change_event, created, record_routes};
 use crate::domain::{NewTask, Project, ProjectId, Task, TaskFilter, TaskPatch, TaskStatus};
 use crate::extract::{ApiId, ApiJson, Client, Listing, PageQuery, QueryFilter};
 use crate::{AppState, Result};
@@ -98,6 +98,7 @@ pub(crate) async fn create(
         &client, &principal, "created", task.id,
     ))
     .await?;
+    announce(&mut tx, &task, "created", &task).await?;
     tx.commit().await?;
     Ok(created(task))
 }

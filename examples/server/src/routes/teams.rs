@@ -104,6 +104,16 @@ pub(crate) async fn add_member(
         .target("team", team)
         .details(serde_json::json!({ "user_id": body.user_id }));
     tx.audit(event).await?;
+    let data = serde_json::json!({ "team_id": team, "user_id": body.user_id });
+    tenantkit_realtime::publish_in(
+        &mut tx,
+        tenantkit_realtime::TENANT,
+        "team.member_added",
+        &data,
+        true,
+    )
+    .await
+    .map_err(crate::realtime::problem)?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(member)))
 }
@@ -131,6 +141,16 @@ pub(crate) async fn remove_member(
         .target("team", team)
         .details(serde_json::json!({ "user_id": user }));
     tx.audit(event).await?;
+    let data = serde_json::json!({ "team_id": team, "user_id": user });
+    tenantkit_realtime::publish_in(
+        &mut tx,
+        tenantkit_realtime::TENANT,
+        "team.member_removed",
+        &data,
+        true,
+    )
+    .await
+    .map_err(crate::realtime::problem)?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
