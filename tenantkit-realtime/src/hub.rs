@@ -66,9 +66,6 @@ impl Conn {
         }
         q.bytes += event.size();
         q.events.push_back(event.clone());
-        if event.access_changed {
-            q.recheck = true;
-        }
         drop(q);
         self.notify.notify_one();
         true

@@ -6,12 +6,22 @@ use std::future::Future;
 use std::time::Duration;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use tenantkit_core::{Database, OUTBOX_CHANNEL, TenantTx};
 
 use crate::backplane::Publish;
 use crate::channel::{ChannelKey, ChannelName};
-use crate::service::OutboxEvent;
 use crate::{Error, Realtime, Result};
+
+/// The data of an outbox message the relay publishes (topic [`crate::OUTBOX_TOPIC`]).
+#[derive(Debug, serde::Deserialize, Serialize)]
+struct OutboxEvent {
+    channel: String,
+    event: String,
+    data: Box<RawValue>,
+    #[serde(default)]
+    access_changed: bool,
+}
 
 /// The outbox topic of realtime events.
 pub const OUTBOX_TOPIC: &str = "tenantkit.realtime";

@@ -104,16 +104,7 @@ pub(crate) async fn add_member(
         .target("team", team)
         .details(serde_json::json!({ "user_id": body.user_id }));
     tx.audit(event).await?;
-    let data = serde_json::json!({ "team_id": team, "user_id": body.user_id });
-    tenantkit_realtime::publish_in(
-        &mut tx,
-        tenantkit_realtime::TENANT,
-        "team.member_added",
-        &data,
-        true,
-    )
-    .await
-    .map_err(crate::realtime::problem)?;
+    announce_membership(&mut tx, "team.member_added", team, body.user_id).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(member)))
 }
@@ -141,16 +132,7 @@ pub(crate) async fn remove_member(
         .target("team", team)
         .details(serde_json::json!({ "user_id": user }));
     tx.audit(event).await?;
-    let data = serde_json::json!({ "team_id": team, "user_id": user });
-    tenantkit_realtime::publish_in(
-        &mut tx,
-        tenantkit_realtime::TENANT,
-        "team.member_removed",
-        &data,
-        true,
-    )
-    .await
-    .map_err(crate::realtime::problem)?;
+    announce_membership(&mut tx, "team.member_removed", team, user).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -158,3 +140,18 @@ pub(crate) async fn remove_member(
 create_route!(Team, NewTeam, "teams", "/v1/teams", create);
 record_routes!(Team, TeamPatch, "teams", "/v1/teams/{id}",
     get: get, update: update, delete: delete);
+
+/// Announces a change of a team's members to the tenant's realtime subscribers after the
+/// commit, as a change of access (restricted projects follow their team).
+async fn announce_membership(
+    tx: &mut tenantkit_core::TenantTx,
+    event: &str,
+    team: TeamId,
+    user: UserId,
+) -> Result<()> {
+    let data = serde_json::json!({ "team_id": team, "user_id": user });
+    tenantkit_realtime::publish_in(tx, tenantkit_realtime::TENANT, event, &data, true)
+        .await
+        .map_err(crate::realtime::problem)?;
+    Ok(())
+}
