@@ -519,8 +519,13 @@ async fn a_slow_consumer_is_closed_and_its_queue_dropped(server: TestServer) {
     let tenant = owner.tenant_id();
     let payload = json!({ "blob": "y".repeat(1000) });
     // The slow client reads nothing while far more than its queue and the socket buffers
-    // hold is published (tens of MB); the fast one reads everything.
+    // hold is published (tens of MB). The fast one reads everything: events go out in batches
+    // of 100 (about 110 KB, under the 256 KiB queue budget), each once the fast client has
+    // read the previous one, so it is never behind by more than its budget, however slow the
+    // machine.
     let events = 30_000_u64;
+    let batch = 100_u64;
+    let (progress, mut read) = tokio::sync::watch::channel(0_u64);
     let reader = tokio::spawn(async move {
         let mut last = 0;
         while last < events {
@@ -528,15 +533,22 @@ async fn a_slow_consumer_is_closed_and_its_queue_dropped(server: TestServer) {
                 Frame::Json(v) => last = v["seq"].as_u64().unwrap_or(last),
                 Frame::Closed(code) => panic!("the fast client was closed: {code}"),
             }
+            let _ = progress.send(last);
         }
         last
     });
-    for _ in 0..events {
-        server
-            .realtime
-            .publish(tenant, "tenant", "blob.published", &payload)
+    for start in (0..events).step_by(usize::try_from(batch).expect("batch")) {
+        for _ in 0..batch {
+            server
+                .realtime
+                .publish(tenant, "tenant", "blob.published", &payload)
+                .await
+                .expect("publish");
+        }
+        tokio::time::timeout(HANG_GUARD, read.wait_for(|last| *last >= start + batch))
             .await
-            .expect("publish");
+            .expect("the fast client stopped reading")
+            .expect("the reader ended early");
     }
     assert_eq!(reader.await.expect("reader"), events);
     // The slow client is cut off: 4008 when the close frame got through, or the socket
