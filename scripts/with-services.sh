@@ -18,6 +18,8 @@
 #   TENANTKIT_TEST_S3_SECRET_KEY, TENANTKIT_TEST_S3_REGION (also as AWS_ACCESS_KEY_ID,
 #   AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_DEFAULT_REGION), and TENANTKIT_TEST_S3_PYTHON (the
 #   venv's python, which has boto3).
+# - Redis: Debian's `redis-server` (installed as root with apt-get when missing), no
+#   persistence, a temporary folder, a free port; exported as TENANTKIT_TEST_REDIS_URL.
 #
 # With CI=true a service that cannot be had is a failure, never a skip.
 set -euo pipefail
@@ -61,8 +63,15 @@ PG_TMP=""
 SMTP_PID=""
 SMTP_TMP=""
 SEAWEED_TMP=""
+REDIS_PID=""
+REDIS_TMP=""
 cleanup() {
     local status=$?
+    if [[ -n "$REDIS_PID" ]]; then
+        kill "$REDIS_PID" >/dev/null 2>&1 || true
+        wait "$REDIS_PID" 2>/dev/null || true
+    fi
+    [[ -n "$REDIS_TMP" ]] && rm -rf "$REDIS_TMP"
     if declare -F seaweed_stop >/dev/null; then
         seaweed_stop || true
     fi
@@ -116,6 +125,53 @@ elif is_ci; then
     exit 1
 else
     log "PostgreSQL not available: PostgreSQL tests will report that they did not run"
+fi
+
+# Redis.
+start_redis() {
+    if ! command -v redis-server >/dev/null 2>&1; then
+        if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+            log "redis-server not found; installing Debian's redis-server package"
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null || return 1
+        else
+            return 1
+        fi
+    fi
+    local attempt port
+    for attempt in 1 2 3; do
+        REDIS_TMP="$(mktemp -d -t tenantkit-redis.XXXXXX)"
+        port="$(free_port)"
+        redis-server --bind 127.0.0.1 --port "$port" --dir "$REDIS_TMP" --save '' \
+            --appendonly no --protected-mode yes --daemonize no --loglevel warning \
+            >"$REDIS_TMP/redis.log" 2>&1 &
+        REDIS_PID=$!
+        for _ in $(seq 1 100); do
+            if redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG; then
+                export TENANTKIT_TEST_REDIS_URL="redis://127.0.0.1:$port/0"
+                log "$(redis-server --version | cut -d' ' -f1-3) on 127.0.0.1:$port"
+                return 0
+            fi
+            kill -0 "$REDIS_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        cat "$REDIS_TMP/redis.log" >&2
+        kill "$REDIS_PID" >/dev/null 2>&1 || true
+        wait "$REDIS_PID" 2>/dev/null || true
+        REDIS_PID=""
+        rm -rf "$REDIS_TMP"
+        REDIS_TMP=""
+        log "Redis start-up attempt $attempt failed"
+    done
+    return 1
+}
+
+if ! start_redis; then
+    if is_ci; then
+        log "CI=true but Redis could not be started: failing"
+        exit 1
+    fi
+    log "Redis not available: Redis tests will report that they did not run"
 fi
 
 # SMTP sink.

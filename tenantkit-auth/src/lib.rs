@@ -138,6 +138,8 @@ pub use mailer::{
     LogMailer, Mailer, MemoryMailer, Message, OneTimeToken, OutboxMailer, SendFuture,
 };
 pub use password::{HasherStats, Password, PasswordHasher, PasswordPolicy, Verification};
+#[cfg(feature = "redis")]
+pub use rate_limit::RedisLimits;
 pub use rate_limit::{
     Attempt, AuthLimits, ClientNetwork, LimitFuture, RateLimitConfig, RateLimits,
 };

@@ -48,7 +48,7 @@ use tokio::sync::broadcast;
 
 /// Which sessions a revocation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", content = "of", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum RevocationScope {
     /// One session (logout, a refresh-token replay).
@@ -64,6 +64,12 @@ pub enum RevocationScope {
     },
     /// Every session in a tenant (the tenant was deleted).
     Tenant(TenantId),
+    /// Revocations may have been missed: a bus that crosses processes lost its connection
+    /// and reconnected. Not a revocation of its own (nothing is written; [`Revocations`]
+    /// refuses to write it): it covers every session, so a listener treats every cached
+    /// answer as stale (a session cache forgets them, a broadcaster makes its clients
+    /// reconnect and be checked again).
+    Missed,
 }
 
 impl RevocationScope {
@@ -77,6 +83,7 @@ impl RevocationScope {
                 except,
             } => who == user && only.is_none_or(|t| t == tenant) && except != Some(session),
             Self::Tenant(t) => t == tenant,
+            Self::Missed => true,
         }
     }
 }
@@ -134,6 +141,14 @@ pub trait RevocationBus: fmt::Debug + Send + Sync + 'static {
     /// behind by more than the channel holds gets [`broadcast::error::RecvError::Lagged`] and
     /// must assume it missed revocations (a cache forgets everything).
     fn subscribe(&self) -> broadcast::Receiver<Arc<Revocation>>;
+}
+
+impl Revocation {
+    /// The message a cross-process bus hands its local subscribers after it reconnected:
+    /// [`RevocationScope::Missed`].
+    pub fn missed(at: OffsetDateTime) -> Self {
+        Self::new(RevocationScope::Missed, Vec::new(), "missed", at)
+    }
 }
 
 /// The in-process [`RevocationBus`]: a tokio broadcast channel. Publishing with no subscriber
@@ -276,5 +291,47 @@ impl CommitHook for tenantkit_core::SystemTx {
 impl CommitHook for tenantkit_core::UserTx {
     fn on_commit(&mut self, hook: Box<dyn FnOnce() + Send + 'static>) {
         self.after_commit(hook);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A bus that crosses processes sends revocations as JSON: every scope round-trips.
+    #[test]
+    fn every_scope_round_trips_through_json() {
+        let session = SessionId::new();
+        let scopes = [
+            RevocationScope::Session(session),
+            RevocationScope::User {
+                user: UserId::new(),
+                tenant: Some(TenantId::new()),
+                except: Some(session),
+            },
+            RevocationScope::User {
+                user: UserId::new(),
+                tenant: None,
+                except: None,
+            },
+            RevocationScope::Tenant(TenantId::new()),
+            RevocationScope::Missed,
+        ];
+        for scope in scopes {
+            let revocation = Revocation::new(scope, vec![session], "logout", tenantkit_core::now());
+            let json = serde_json::to_string(&revocation).unwrap();
+            let back: Revocation = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, revocation, "{json}");
+        }
+        let json = serde_json::to_value(Revocation::new(
+            RevocationScope::Session(session),
+            vec![],
+            "logout",
+            tenantkit_core::now(),
+        ))
+        .unwrap();
+        assert_eq!(json["scope"]["kind"], "session");
+        assert_eq!(json["scope"]["of"], session.to_string());
     }
 }

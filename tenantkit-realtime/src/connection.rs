@@ -119,8 +119,16 @@ pub(crate) async fn run<S>(
                 code: CloseCode::from(code),
                 reason: Utf8Bytes::from_static(reason),
             };
-            // Best effort, bounded: a client that does not read gets no close frame.
-            let _ = tokio::time::timeout(Duration::from_secs(1), conn.ws.close(Some(frame))).await;
+            // Best effort, bounded: a client that does not read gets no close frame. Then the
+            // closing handshake: what the client sent meanwhile is read and dropped until its
+            // close answer (at most 1 s), so the socket is not reset under unread data, which
+            // would lose the close frame (and its code) on the client's side.
+            let linger = async {
+                if conn.ws.close(Some(frame)).await.is_ok() {
+                    while let Some(Ok(_)) = conn.ws.next().await {}
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
         }
         End::Gone(code) => hub.record_close(code),
     }
@@ -138,11 +146,15 @@ where
         let conn = self.admission.conn.clone();
         loop {
             let expiry = self.expires;
+            // Silent (no message, no pong) for the idle timeout: closed, whenever that falls
+            // between pings.
+            let idle = self.heard + limits.idle_timeout;
             let step = tokio::select! {
                 () = conn.notify.notified() => Step::Drain,
                 incoming = self.ws.next() => Step::Incoming(incoming),
                 _ = ping.tick() => Step::Ping,
                 () = sleep_until(expiry) => Step::Expired,
+                () = tokio::time::sleep_until(idle) => Step::Idle,
             };
             let outcome = match step {
                 Step::Drain => self.drain().await,
@@ -158,13 +170,8 @@ where
                     self.heard = Instant::now();
                     self.incoming(message).await
                 }
-                Step::Ping => {
-                    if self.heard.elapsed() > limits.idle_timeout {
-                        Err(End::Close(close::IDLE, "idle"))
-                    } else {
-                        self.write(vec![Message::Ping(bytes::Bytes::new())]).await
-                    }
-                }
+                Step::Ping => self.write(vec![Message::Ping(bytes::Bytes::new())]).await,
+                Step::Idle => Err(End::Close(close::IDLE, "idle")),
                 Step::Expired => Err(End::Close(close::TOKEN_EXPIRED, "token expired")),
             };
             if let Err(end) = outcome {
@@ -478,6 +485,7 @@ enum Step {
     Incoming(Option<Result<Message, WsError>>),
     Ping,
     Expired,
+    Idle,
 }
 
 async fn sleep_until(at: Option<Instant>) {

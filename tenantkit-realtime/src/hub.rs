@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use tenantkit_auth::Revocation;
+use tenantkit_auth::{Revocation, RevocationScope};
 use tenantkit_core::{SessionId, TenantId, UserId};
 use tokio::sync::Notify;
 
@@ -291,6 +291,13 @@ impl Hub {
 
     /// Closes (4002) every connection whose session `revocation` ended.
     pub(crate) fn revoke(&self, revocation: &Revocation) {
+        if revocation.scope == RevocationScope::Missed {
+            // Which sessions ended is unknown: every client reconnects, and the handshake
+            // checks its session again.
+            tracing::warn!("realtime: revocations may have been missed; closing connections");
+            self.close_all(close::TRY_AGAIN);
+            return;
+        }
         for conn in self
             .conns
             .read()

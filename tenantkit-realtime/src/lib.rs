@@ -20,7 +20,9 @@
 //!   tenantkit-auth's one revocation path.
 //! - **Events from transactions.** [`publish_in`] writes an event into the transactional
 //!   outbox with the change; [`Relay`] publishes it after the commit, also after a crash.
-//! - **Backplanes** behind one trait, [`Backplane`]: [`MemoryBackplane`] for one instance.
+//! - **Backplanes** behind one trait, [`Backplane`]: [`MemoryBackplane`] for one instance;
+//!   `RedisBackplane` (feature `redis`) and `PgBackplane` (feature `postgres`) for several,
+//!   each with a [`tenantkit_auth::RevocationBus`] that crosses instances too.
 //!
 //! The wire protocol (v1) is in [`protocol`]; the AsyncAPI document is [`protocol::ASYNCAPI`].
 //!
@@ -43,9 +45,14 @@ pub mod protocol;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod relay;
 mod service;
+mod tasks;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod tickets;
 
+#[cfg(feature = "postgres")]
+pub use backplane::PgBackplane;
+#[cfg(feature = "redis")]
+pub use backplane::RedisBackplane;
 pub use backplane::{Backplane, Event, HistoryLimits, MemoryBackplane, Publish, Replay};
 pub use channel::{
     Authorize, BoxFuture, ChannelKey, ChannelName, Channels, MAX_CHANNEL_LEN, TENANT,
@@ -59,8 +66,8 @@ pub use service::{Body, MAX_EVENT_NAME_LEN, Realtime, RealtimeBuilder, RealtimeS
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use tickets::{TICKET_PREFIX, Ticket, Tickets};
 
-/// tenantkit-realtime's migrations (versions 5000–5999): the ticket table. Add them to the
-/// application's registry: `Migrations::new().with(tenantkit_realtime::migrations())`.
+/// tenantkit-realtime's migrations (versions 5000–5999): the ticket table, and on PostgreSQL
+/// the tables of `PgBackplane`. Add them to the application's registry: `Migrations::new().with(tenantkit_realtime::migrations())`.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub fn migrations() -> tenantkit_core::MigrationSet {
     tenantkit_core::migration_set!("tenantkit-realtime")

@@ -7,6 +7,8 @@
 
 #![doc(test(attr(deny(warnings))))]
 
+pub mod backplane;
+pub mod redis;
 pub mod stripe;
 pub mod ws;
 
@@ -34,8 +36,8 @@ pub struct TestServer {
     pub base_url: String,
     /// A plain HTTP client.
     pub client: Client,
-    /// The database and its URLs.
-    pub test_db: TestDb,
+    /// The database and its URLs (shared with the instances started beside this one).
+    pub test_db: std::sync::Arc<TestDb>,
     /// Tenants `a` and `b` with their owners.
     pub world: TwoTenants,
     /// The server's token issuer (same keys and configuration).
@@ -46,8 +48,8 @@ pub struct TestServer {
     pub mailer: std::sync::Arc<tenantkit_auth::MemoryMailer>,
     /// The server's realtime broadcaster (to publish directly, read its counters).
     pub realtime: tenantkit_realtime::Realtime,
-    /// The server's data folder (dev keys, outbox).
-    pub data_dir: tempfile::TempDir,
+    /// The server's data folder (dev keys, outbox; shared with the instances beside it).
+    pub data_dir: std::sync::Arc<tempfile::TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     serving: Option<tokio::task::JoinHandle<()>>,
 }
@@ -74,7 +76,44 @@ impl TestServer {
         for fixture in [&mut world.a, &mut world.b] {
             fixture.principal = live_session(&test_db.db, &fixture.principal).await;
         }
-        let data_dir = tempfile::tempdir().expect("a data folder");
+        let data_dir = std::sync::Arc::new(tempfile::tempdir().expect("a data folder"));
+        Some(
+            Self::launch(
+                std::sync::Arc::new(test_db),
+                world,
+                data_dir,
+                backend,
+                config,
+            )
+            .await,
+        )
+    }
+
+    /// A second instance of the same deployment: the same database, data folder (so the
+    /// same keys) and world, with `config` (which should name the same Redis for events and
+    /// revocations to cross). The database lives as long as any instance does.
+    ///
+    /// # Panics
+    /// When the server cannot start.
+    pub async fn start_beside(&self, config: Config) -> TestServer {
+        let backend = self.test_db.db.backend();
+        Self::launch(
+            self.test_db.clone(),
+            self.world.clone(),
+            self.data_dir.clone(),
+            backend,
+            config,
+        )
+        .await
+    }
+
+    async fn launch(
+        test_db: std::sync::Arc<TestDb>,
+        world: TwoTenants,
+        data_dir: std::sync::Arc<tempfile::TempDir>,
+        backend: Backend,
+        config: Config,
+    ) -> TestServer {
         let config = Config {
             data_dir: data_dir.path().to_owned(),
             database_url: Some(test_db.app_url.clone()),
@@ -102,7 +141,7 @@ impl TestServer {
             };
             server.serve(listener, stopped).await.expect("serve");
         });
-        Some(TestServer {
+        TestServer {
             base_url,
             client: Client::new(),
             test_db,
@@ -114,7 +153,7 @@ impl TestServer {
             data_dir,
             shutdown: Some(shutdown),
             serving: Some(serving),
-        })
+        }
     }
 
     /// A request to `path` made as `principal` on a connection of its own, never reused (for

@@ -153,8 +153,10 @@ impl Ws {
     /// # Panics
     /// On a hang or a frame that is not JSON.
     pub async fn next(&mut self) -> Frame {
+        // One deadline for the whole wait: the server's pings (every 25 s) must not renew it.
+        let deadline = tokio::time::Instant::now() + HANG_GUARD;
         loop {
-            let next = tokio::time::timeout(HANG_GUARD, self.stream.next())
+            let next = tokio::time::timeout_at(deadline, self.stream.next())
                 .await
                 .expect("no frame within the hang guard");
             match next {

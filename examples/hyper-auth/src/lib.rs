@@ -1,8 +1,11 @@
-//! tenantkit-auth on plain hyper: the same `JwtAuthLayer` and `RequireLayer` the reference
-//! server uses, with no web framework at all.
+//! tenantkit-auth and tenantkit-realtime on plain hyper: the same `JwtAuthLayer`,
+//! `RequireLayer` and `RealtimeService` the reference server uses, with no web framework at
+//! all.
 //!
 //! - `GET /hello` needs any valid access token and greets the verified caller;
-//! - `GET /admin` also needs the `manage_members` permission (admins and owners).
+//! - `GET /admin` also needs the `manage_members` permission (admins and owners);
+//! - `GET /v1/realtime` is the WebSocket broadcaster (protocol v1, bearer token), to which
+//!   the application publishes with [`Realtime::publish`].
 //!
 //! The layers need an [`AccessTokens`] and nothing else: no refresh secret, no session store,
 //! no database. Over a verify-only key set ([`tenantkit_auth::KeySet::from_jwks`], or
@@ -20,6 +23,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tenantkit_auth::{AccessTokens, JwtAuthLayer, RequireLayer};
 use tenantkit_core::{ErrorCode, Permission, Principal, Problem};
+use tenantkit_realtime::Realtime;
 use tokio::net::TcpListener;
 use tower::util::BoxCloneService;
 use tower::{ServiceBuilder, ServiceExt as _};
@@ -29,8 +33,10 @@ pub type Body = Full<Bytes>;
 
 type Handler = BoxCloneService<Request<hyper::body::Incoming>, Response<Body>, Infallible>;
 
-/// The whole application as one tower service: routing plus the auth layers per route.
-pub fn app(tokens: &AccessTokens) -> Handler {
+/// The whole application as one tower service: routing plus the auth layers per route, and
+/// the broadcaster's own service (it authenticates the handshake itself).
+pub fn app(tokens: &AccessTokens, realtime: &Realtime) -> Handler {
+    let websocket = realtime.service();
     let hello = ServiceBuilder::new()
         .layer(JwtAuthLayer::new(tokens.clone()))
         .service_fn(hello);
@@ -39,11 +45,12 @@ pub fn app(tokens: &AccessTokens) -> Handler {
         .layer(RequireLayer::permission(Permission::ManageMembers))
         .service_fn(admin);
     let router = tower::service_fn(move |request: Request<hyper::body::Incoming>| {
-        let (hello, admin) = (hello.clone(), admin.clone());
+        let (hello, admin, websocket) = (hello.clone(), admin.clone(), websocket.clone());
         let route: Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>> =
             match request.uri().path() {
                 "/hello" => Box::pin(hello.oneshot(request)),
                 "/admin" => Box::pin(admin.oneshot(request)),
+                "/v1/realtime" => Box::pin(websocket.oneshot(request)),
                 _ => Box::pin(async {
                     Ok(Problem::new(ErrorCode::NotFound, "No such route.").into_response())
                 }),
@@ -77,18 +84,24 @@ fn text(body: String) -> Response<Body> {
     response
 }
 
-/// Accepts HTTP/1 connections on `listener` forever, each served by [`app`].
+/// Accepts HTTP/1 connections on `listener` forever, each served by [`app`] (with upgrades,
+/// for the WebSocket).
 ///
 /// # Errors
 /// When accepting a connection fails.
-pub async fn serve(listener: TcpListener, tokens: AccessTokens) -> std::io::Result<()> {
-    let service = app(&tokens);
+pub async fn serve(
+    listener: TcpListener,
+    tokens: AccessTokens,
+    realtime: Realtime,
+) -> std::io::Result<()> {
+    let service = app(&tokens, &realtime);
     loop {
         let (stream, _) = listener.accept().await?;
         let service = TowerToHyperService::new(service.clone());
         tokio::spawn(async move {
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
                 .await;
         });
     }

@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run -p hyper-auth
 //! curl -H "Authorization: Bearer <printed token>" localhost:3000/hello
+//! websocat -H "Authorization: Bearer <token>" --protocol tenantkit.v1 ws://localhost:3000/v1/realtime
 //! ```
 //!
 //! With `HYPER_AUTH_JWKS=<path to the issuer's jwks.json>` the server holds the issuer's public
@@ -42,6 +43,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tokens
         }
     };
-    hyper_auth::serve(listener, tokens).await?;
+    // The broadcaster: in-memory backplane, default limits. Publish from anywhere with
+    // `realtime.publish(tenant, "tenant", "thing.happened", &data)`.
+    let realtime = tenantkit_realtime::Realtime::builder(tokens.clone()).build();
+    hyper_auth::serve(listener, tokens, realtime).await?;
     Ok(())
 }

@@ -14,7 +14,8 @@ async fn the_layers_protect_a_plain_hyper_server() {
     );
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(serve(listener, tokens.clone()));
+    let realtime = tenantkit_realtime::Realtime::builder(tokens.clone()).build();
+    tokio::spawn(serve(listener, tokens.clone(), realtime));
     let client = reqwest::Client::new();
     let token = |role| {
         tokens
@@ -102,7 +103,8 @@ async fn a_server_with_public_keys_only_verifies_the_issuers_tokens() {
     );
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(serve(listener, verifier.clone()));
+    let realtime = tenantkit_realtime::Realtime::builder(verifier.clone()).build();
+    tokio::spawn(serve(listener, verifier.clone(), realtime));
     let client = reqwest::Client::new();
     let status = |token: String| {
         let request = client.get(format!("{base}/admin")).bearer_auth(token);

@@ -8,6 +8,8 @@
 //! The server runs in this process (same 2 cores as the load), through the same application
 //! the binary serves; figures are therefore a lower bound of a dedicated server.
 
+mod realtime;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,7 @@ use tenantkit_server::{Config, Server};
 struct Target {
     base_url: String,
     client: reqwest::Client,
+    realtime: tenantkit_realtime::Realtime,
     _db: TestDb,
     _data: tempfile::TempDir,
 }
@@ -39,6 +42,7 @@ impl Target {
             ..config
         };
         let server = Server::prepare(config).await.expect("the server starts");
+        let realtime = server.state().realtime.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
@@ -47,6 +51,7 @@ impl Target {
         Some(Target {
             base_url,
             client: reqwest::Client::new(),
+            realtime,
             _db: db,
             _data: data,
         })
@@ -65,6 +70,14 @@ enum Scenario {
     /// Authenticated, tenant-scoped list, get and create of projects, one after the other,
     /// each at `--connections` concurrent clients.
     Crud,
+    /// WebSocket broadcaster: server memory per idle connection (`--sockets`, clients in a
+    /// child process), fan-out latency (`--rounds` at `--rate` per second, one event per
+    /// tenant of 1000 subscribers each), publish throughput. Needs `ulimit -n` above twice
+    /// `--sockets` (scripts/bench-realtime.sh sets it).
+    Realtime,
+    /// The child process of `realtime` (not run by hand).
+    #[value(hide = true)]
+    RealtimeClients,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -92,6 +105,25 @@ struct Args {
     /// Concurrent clients in the CRUD scenario.
     #[arg(long, default_value_t = 50)]
     connections: usize,
+    /// WebSocket connections in the realtime scenario.
+    #[arg(long, default_value_t = 10_000)]
+    sockets: usize,
+    /// Connections per tenant in the realtime scenario (one event per tenant per round
+    /// reaches this many subscribers).
+    #[arg(long, default_value_t = 1000)]
+    per_tenant: usize,
+    /// Fan-out rounds in the realtime scenario.
+    #[arg(long, default_value_t = 20)]
+    rounds: usize,
+    /// Fan-out rounds per second.
+    #[arg(long, default_value_t = 10)]
+    rate: u32,
+    /// The server's WebSocket URL (`realtime-clients` only).
+    #[arg(long, default_value = "")]
+    url: String,
+    /// Deliveries to wait for (`realtime-clients` only).
+    #[arg(long, default_value_t = 0)]
+    expect: usize,
 }
 
 /// Latencies of one kind of request.
@@ -159,6 +191,10 @@ where
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    if let Scenario::RealtimeClients = args.scenario {
+        realtime::clients(&args.url, args.sockets, args.expect).await;
+        return;
+    }
     let backend = match args.backend {
         BackendArg::Sqlite => Backend::Sqlite,
         BackendArg::Postgres => Backend::Postgres,
@@ -172,6 +208,9 @@ async fn main() {
         rate_refresh_per_ip: std::num::NonZeroU32::MAX,
         rate_per_account: std::num::NonZeroU32::MAX,
         rate_per_account_total: std::num::NonZeroU32::MAX,
+        // WebSockets hold their HTTP connection.
+        max_connections: args.sockets.max(4096) + 1024,
+        realtime_max_connections_per_tenant: args.per_tenant.max(1),
         ..Config::default()
     };
     let Some(server) = Target::start(backend, config).await else {
@@ -208,6 +247,48 @@ async fn main() {
         }
     };
     match args.scenario {
+        Scenario::RealtimeClients => {}
+        Scenario::Realtime => {
+            let mut tenants = vec![
+                signup["tenant"]["id"]
+                    .as_str()
+                    .expect("tenant")
+                    .parse()
+                    .expect("tenant id"),
+            ];
+            let mut tokens = vec![access.to_string()];
+            while tenants.len() * args.per_tenant.max(1) < args.sockets {
+                let n = tenants.len();
+                let more: serde_json::Value = server
+                    .anonymous(Method::POST, "/v1/auth/signup")
+                    .json(&json!({"email": format!("load{n}@example.com"), "password": password, "tenant_name": format!("Load {n}")}))
+                    .send()
+                    .await
+                    .and_then(reqwest::Response::error_for_status)
+                    .expect("signup")
+                    .json()
+                    .await
+                    .expect("signup json");
+                tenants.push(
+                    more["tenant"]["id"]
+                        .as_str()
+                        .expect("tenant")
+                        .parse()
+                        .expect("tenant id"),
+                );
+                tokens.push(more["access_token"].as_str().expect("token").to_owned());
+            }
+            realtime::run(
+                &server.base_url,
+                &server.realtime,
+                &tenants,
+                &tokens,
+                args.sockets,
+                args.rounds,
+                args.rate,
+            )
+            .await;
+        }
         Scenario::Crud => {
             // Some data to list and read: 200 projects.
             let mut ids = Vec::new();

@@ -26,13 +26,14 @@ mod run;
 mod telemetry;
 
 pub use config::{
-    Config, ForwardedHeader, LogFormat, SessionCheckMode, SignupMode, StorageBackend, redact_url,
+    Config, ForwardedHeader, LogFormat, RealtimeBackplaneKind, SessionCheckMode, SignupMode,
+    StorageBackend, redact_url,
 };
 pub use layers::app;
 pub use routes::{SIGNED_URL_ROUTES, UNDOCUMENTED_ROUTES};
 pub use run::{
-    Server, ServerError, access_tokens, auth_flows, migrate, open_database, plans,
-    refresh_sessions, run, shutdown_signal, storage,
+    Server, ServerError, access_tokens, auth_flows, auth_flows_on, migrate, open_database, plans,
+    refresh_sessions, refresh_sessions_on, run, shutdown_signal, storage,
 };
 pub use telemetry::init_tracing;
 

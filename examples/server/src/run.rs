@@ -34,6 +34,9 @@ pub enum ServerError {
     /// An auth flow (an operator command) refused or failed.
     #[error("{}", describe_auth(.0))]
     Auth(#[from] tenantkit_auth::Error),
+    /// The realtime backplane (Redis) could not be reached or configured.
+    #[error("realtime: {0}")]
+    Realtime(#[from] tenantkit_realtime::Error),
     /// Binding the address or another I/O step failed.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
@@ -129,13 +132,30 @@ pub fn refresh_sessions(
     config: &Config,
     db: &Database,
 ) -> Result<RefreshSessions<Database>, ServerError> {
+    refresh_sessions_on(config, db, None)
+}
+
+/// [`refresh_sessions`] publishing revocations on `revocations` (a bus shared by every
+/// instance) instead of an in-process one.
+///
+/// # Errors
+/// [`ServerError::Keys`] when the secret cannot be loaded.
+pub fn refresh_sessions_on(
+    config: &Config,
+    db: &Database,
+    revocations: Option<tenantkit_auth::Revocations>,
+) -> Result<RefreshSessions<Database>, ServerError> {
     let secret = crate::keys::load_refresh_secret(config)?;
     let settings = RefreshConfig {
         grace: std::time::Duration::from_secs(config.refresh_grace_secs),
         ..RefreshConfig::default()
     };
-    RefreshSessions::new(db.clone(), &secret, settings)
-        .map_err(|e| ServerError::Keys(e.to_string()))
+    let sessions = RefreshSessions::new(db.clone(), &secret, settings)
+        .map_err(|e| ServerError::Keys(e.to_string()))?;
+    Ok(match revocations {
+        Some(revocations) => sessions.with_revocations(revocations),
+        None => sessions,
+    })
 }
 
 /// The auth flows configured by `config` over `db`: keys, refresh sessions, rate limits,
@@ -144,8 +164,20 @@ pub fn refresh_sessions(
 /// # Errors
 /// [`ServerError::Keys`] when a key, the refresh secret or the SMTP relay cannot be set up.
 pub fn auth_flows(config: &Config, db: &Database) -> Result<AuthFlows, ServerError> {
+    auth_flows_on(config, db, None)
+}
+
+/// [`auth_flows`] publishing revocations on `revocations` (a bus shared by every instance).
+///
+/// # Errors
+/// As [`auth_flows`].
+pub fn auth_flows_on(
+    config: &Config,
+    db: &Database,
+    revocations: Option<tenantkit_auth::Revocations>,
+) -> Result<AuthFlows, ServerError> {
     let tokens = access_tokens(config)?;
-    let sessions = refresh_sessions(config, db)?;
+    let sessions = refresh_sessions_on(config, db, revocations)?;
     let mailer: Arc<dyn Mailer> = match &config.smtp_url {
         Some(url) => {
             let mailer = tenantkit_auth::SmtpMailer::from_url(url, &config.mail_from)
@@ -292,8 +324,15 @@ impl Server {
         std::fs::create_dir_all(&config.data_dir)?;
         let db = open_database(&config).await?;
         let plans = plans(&config)?;
-        let auth = auth_flows(&config, &db)?
-            .with_seat_limit(Arc::new(crate::entitlements::Seats(plans.clone())));
+        let backplane = crate::realtime::backplane(&config).await?;
+        let mut auth = auth_flows_on(&config, &db, backplane.revocations.clone())?;
+        if let Some(url) = &config.redis_url {
+            // Several instances: one budget for all of them.
+            let limits = tenantkit_auth::RedisLimits::connect(url, config.rate_limits()).await?;
+            tracing::info!(redis = %redact_url(url), "rate limits: redis");
+            auth = auth.with_limits(Arc::new(limits));
+        }
+        let auth = auth.with_seat_limit(Arc::new(crate::entitlements::Seats(plans.clone())));
         let (files, local) = storage(&config, &db)?;
         let files = files.with_quota(Arc::new(crate::entitlements::StorageQuota(plans.clone())));
         let secrets: Vec<&str> = config
@@ -320,7 +359,7 @@ impl Server {
             )?),
             _ => None,
         };
-        let realtime = crate::realtime::realtime(&config, &db, &auth);
+        let realtime = crate::realtime::realtime(&config, &db, &auth, backplane.backplane);
         let state = AppState::new(db, auth, files, local)
             .with_realtime(realtime)
             .with_proxies(config.proxies())
@@ -372,7 +411,11 @@ impl Server {
             self.config.billing_lease_secs,
             background.clone(),
         );
-        let relay = spawn_realtime_relay(&self.state, background);
+        let relay = spawn_realtime_relay(
+            &self.state,
+            self.config.realtime_relay_lease_secs,
+            background.clone(),
+        );
         let realtime = self.state.realtime.clone();
         let router = app(self.state, &self.config);
         let mut http = hyper::server::conn::http1::Builder::new();
@@ -512,9 +555,11 @@ fn spawn_billing_worker(
 /// Publishes committed realtime events from the outbox until `stop` changes.
 fn spawn_realtime_relay(
     state: &AppState,
+    lease_secs: u64,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    let relay = tenantkit_realtime::Relay::new(state.db.clone(), state.realtime.clone());
+    let mut relay = tenantkit_realtime::Relay::new(state.db.clone(), state.realtime.clone());
+    relay.lease = std::time::Duration::from_secs(lease_secs.max(1));
     tokio::spawn(async move { relay.run(async move { drop(stop.changed().await) }).await })
 }
 

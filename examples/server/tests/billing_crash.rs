@@ -14,9 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection as _, Executor as _, SqliteConnection};
-
-use support::Server;
+use support::{Server, WriteLock};
 
 use tenantkit_billing::testing::SubscriptionLife;
 use tenantkit_billing::{EventState, Inbox};
@@ -54,23 +52,7 @@ async fn deliver(client: &reqwest::Client, base: &str, body: &[u8]) -> bool {
     }
 }
 
-/// SQLite's write lock on the server's database, held by the test: while it is held, the
-/// server commits nothing (its claims stay as they are).
-struct WriteLock(SqliteConnection);
-
 impl WriteLock {
-    async fn take(database: &Path) -> WriteLock {
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(database)
-            // A hang guard only: the server's transactions are short.
-            .busy_timeout(Duration::from_secs(120));
-        let mut conn = SqliteConnection::connect_with(&options)
-            .await
-            .expect("open the database");
-        conn.execute("BEGIN IMMEDIATE").await.expect("write lock");
-        WriteLock(conn)
-    }
-
     /// The events claimed now (`processing`), with their attempt counts.
     async fn claimed(&mut self) -> Vec<(String, i64)> {
         sqlx::query_as(
@@ -90,11 +72,6 @@ impl WriteLock {
         .fetch_one(&mut self.0)
         .await
         .expect("open events")
-    }
-
-    async fn release(mut self) {
-        self.0.execute("ROLLBACK").await.expect("release");
-        self.0.close().await.expect("close");
     }
 }
 

@@ -24,7 +24,7 @@ use super::{Attempt, AuthLimits, ClientNetwork, LimitFuture, RateLimitConfig};
 
 impl ClientNetwork {
     /// The guessing site this network belongs to (see [`GuessSite`]).
-    fn site(self) -> IpAddr {
+    pub(super) fn site(self) -> IpAddr {
         GuessSite::of(self.0).0
     }
 }
@@ -105,11 +105,11 @@ impl<I: Copy + Ord> KnownNetworks<I> {
 
 /// How long a failed login marks its client network as a guesser of that account (refused
 /// while the account-wide ceiling is exceeded).
-const FAILURE_MEMORY: Duration = Duration::from_secs(60 * 60);
+pub(super) const FAILURE_MEMORY: Duration = Duration::from_secs(60 * 60);
 
 /// How long a successful login marks its client network as the account's own (let through
 /// while the account-wide ceiling is exceeded, even after a mistyped password).
-const SUCCESS_MEMORY: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+pub(super) const SUCCESS_MEMORY: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 type Keyed<K, C> =
     RateLimiter<K, DashMapStateStore<K>, C, NoOpMiddleware<<C as GovernorClock>::Instant>>;
@@ -403,7 +403,7 @@ impl<C: GovernorClock + Clone> RateLimits<C> {
 
     /// A bounded, case-insensitive key: an attacker must not grow the maps with megabyte-long
     /// "emails".
-    fn account_key(account: &str) -> String {
+    pub(super) fn account_key(account: &str) -> String {
         account.trim().to_lowercase().chars().take(320).collect()
     }
 

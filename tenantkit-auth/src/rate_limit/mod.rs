@@ -29,10 +29,14 @@
 //! unknown email is limited (and answered) exactly like a registered one.
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 #[cfg(test)]
 mod tests;
 
 pub use memory::RateLimits;
+#[cfg(feature = "redis")]
+pub use redis::RedisLimits;
 
 use std::fmt;
 use std::future::Future;

@@ -264,6 +264,12 @@ pub(crate) async fn revoke_rows<T: Transaction>(
             except,
         } => (None, Some(user), tenant, except),
         RevocationScope::Tenant(tenant) => (None, None, Some(tenant), None),
+        // A bus's notice, never a revocation: written, it would end every session.
+        RevocationScope::Missed => {
+            return Err(tenantkit_core::Error::BadRequest(
+                "RevocationScope::Missed is a notice, not a revocation".into(),
+            ));
+        }
     };
     Ok(with_conn!(tx, |c| {
         sqlx::query_scalar(

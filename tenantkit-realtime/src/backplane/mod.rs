@@ -14,17 +14,28 @@
 //!   `recovered: false` when it no longer reaches back that far.
 //! - An instance's [`Backplane::events`] subscriber that falls behind gets
 //!   [`broadcast::error::RecvError::Lagged`]: it lost events, and its clients must resume.
+//!   So must they after [`Backplane::gaps`] moves (a networked backplane reconnected).
 
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod bus;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::fmt;
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 pub use memory::{HistoryLimits, MemoryBackplane};
+#[cfg(feature = "postgres")]
+pub use postgres::PgBackplane;
+#[cfg(feature = "redis")]
+pub use redis::RedisBackplane;
 
 use crate::Result;
 use crate::channel::{BoxFuture, ChannelKey};
@@ -118,6 +129,13 @@ pub trait Backplane: fmt::Debug + Send + Sync + 'static {
 
     /// Every event published from now on, on any instance.
     fn events(&self) -> broadcast::Receiver<Arc<Event>>;
+
+    /// A counter that moves each time this instance may have missed events of other
+    /// instances (its connection to them was lost and re-made): its clients must resume. `None`
+    /// (the default) for a backplane that cannot miss any.
+    fn gaps(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// The events of `history` after `since`, given the channel's current `seq`: recovered when

@@ -12,7 +12,6 @@ use serde::Serialize;
 use tenantkit_auth::{AccessTokens, CachedSessionCheck, Revocations, SessionState};
 use tenantkit_core::{Principal, TenantId};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::task::JoinHandle;
 
 pub use handshake::RealtimeService;
 
@@ -35,7 +34,7 @@ pub(crate) struct Inner {
     pub(crate) tickets: Option<crate::Tickets>,
     pub(crate) origins: Vec<String>,
     pub(crate) limits: Limits,
-    tasks: Vec<JoinHandle<()>>,
+    _tasks: crate::tasks::Tasks,
 }
 
 impl fmt::Debug for Inner {
@@ -46,14 +45,6 @@ impl fmt::Debug for Inner {
             .field("origins", &self.origins)
             .field("limits", &self.limits)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
     }
 }
 
@@ -209,6 +200,18 @@ impl RealtimeBuilder {
                 }
             }
         }));
+        if let Some(mut gaps) = backplane.gaps() {
+            let hub = hub.clone();
+            tasks.push(tokio::spawn(async move {
+                while gaps.changed().await.is_ok() {
+                    tracing::warn!("realtime: the backplane reported a gap; closing connections");
+                    hub.stats
+                        .lagged
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    hub.close_all(close::TRY_AGAIN);
+                }
+            }));
+        }
         if let Some(revocations) = self.revocations {
             let mut heard = revocations.subscribe();
             let hub = hub.clone();
@@ -238,7 +241,7 @@ impl RealtimeBuilder {
                 tickets: self.tickets,
                 origins: self.origins,
                 limits: self.limits,
-                tasks,
+                _tasks: crate::tasks::Tasks::new(tasks),
             }),
         }
     }

@@ -12,7 +12,9 @@ use std::path::PathBuf;
 
 use tenantkit_auth::Algorithm;
 
-pub use values::{ForwardedHeader, LogFormat, SessionCheckMode, SignupMode, StorageBackend};
+pub use values::{
+    ForwardedHeader, LogFormat, RealtimeBackplaneKind, SessionCheckMode, SignupMode, StorageBackend,
+};
 
 /// Everything the server needs to start. Every field has a flag and an environment variable;
 /// the defaults run the embedded configuration with no setup.
@@ -186,6 +188,33 @@ pub struct Config {
     #[arg(long, env = "TENANTKIT_REALTIME_HISTORY", default_value_t = 100)]
     pub realtime_history: usize,
 
+    /// WebSocket connections one tenant may hold on this instance (more answer 429).
+    #[arg(
+        long,
+        env = "TENANTKIT_REALTIME_MAX_CONNECTIONS_PER_TENANT",
+        default_value_t = 1000
+    )]
+    pub realtime_max_connections_per_tenant: usize,
+
+    /// Redis, shared by every instance (`redis://127.0.0.1:6379/0`): the rate limits (one
+    /// budget for all instances; unreachable Redis refuses sign-ins with 503, never lets them
+    /// through unlimited), the realtime backplane (events and their history reach every
+    /// instance) and the revocation bus (a logout on one instance closes sockets and evicts
+    /// session caches on all of them).
+    #[arg(long, env = "TENANTKIT_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Where realtime events travel: `auto` (the default: `redis` when TENANTKIT_REDIS_URL is
+    /// set, else `memory`), `memory` (one instance), `redis` or `postgres` (several instances;
+    /// `postgres` uses the PostgreSQL database through LISTEN/NOTIFY).
+    #[arg(
+        long,
+        env = "TENANTKIT_REALTIME_BACKPLANE",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub realtime_backplane: RealtimeBackplaneKind,
+
     /// How access tokens are checked beyond their signature. `strict` (the default): the
     /// session must be live and its user still a member, whose current role replaces the
     /// token's (a revocation, removal or role change takes effect within the check's cache
@@ -288,6 +317,15 @@ pub struct Config {
     #[arg(long, env = "TENANTKIT_BILLING_LEASE_SECS", default_value_t = 60)]
     pub billing_lease_secs: u64,
 
+    /// Seconds the realtime relay's claim on outbox messages lasts: after a crash they are
+    /// published (once: the backplane drops a republished message) when it ends.
+    #[arg(
+        long,
+        env = "TENANTKIT_REALTIME_RELAY_LEASE_SECS",
+        default_value_t = 30
+    )]
+    pub realtime_relay_lease_secs: u64,
+
     /// The plans file (TOML: `[plans.<name>] stripe_prices, seats, storage_bytes,
     /// features`). Without it only the free plan exists: unlimited seats and
     /// `TENANTKIT_STORAGE_QUOTA_BYTES` of storage.
@@ -342,6 +380,9 @@ impl Default for Config {
             audit_key_file: None,
             cors_origins: Vec::new(),
             realtime_history: 100,
+            realtime_max_connections_per_tenant: 1000,
+            redis_url: None,
+            realtime_backplane: RealtimeBackplaneKind::Auto,
             smtp_url: None,
             mail_from: "tenantkit <noreply@localhost>".to_owned(),
             storage: StorageBackend::Local,
@@ -354,6 +395,7 @@ impl Default for Config {
             storage_sweep_secs: 600,
             storage_key_file: None,
             stripe_webhook_secrets: Vec::new(),
+            realtime_relay_lease_secs: 30,
             stripe_api_key: None,
             stripe_api_base: None,
             plans_file: None,
@@ -409,6 +451,13 @@ impl fmt::Debug for Config {
             .field("audit_key_file", &self.audit_key_file)
             .field("cors_origins", &self.cors_origins)
             .field("realtime_history", &self.realtime_history)
+            .field(
+                "realtime_max_connections_per_tenant",
+                &self.realtime_max_connections_per_tenant,
+            )
+            .field("realtime_relay_lease_secs", &self.realtime_relay_lease_secs)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("realtime_backplane", &self.realtime_backplane)
             .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
             .field(
                 "stripe_api_key",

@@ -18,6 +18,20 @@ pub enum SessionCheckMode {
     Off,
 }
 
+/// Where realtime events travel (`TENANTKIT_REALTIME_BACKPLANE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RealtimeBackplaneKind {
+    /// `redis` when TENANTKIT_REDIS_URL is set, else `memory`.
+    Auto,
+    /// In process: one instance.
+    Memory,
+    /// Redis (TENANTKIT_REDIS_URL): several instances.
+    Redis,
+    /// The PostgreSQL database itself (LISTEN/NOTIFY and a history table): several
+    /// instances without Redis. PostgreSQL only.
+    Postgres,
+}
+
 /// How signup treats addresses (see [`tenantkit_auth::flows::SignupMode`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SignupMode {

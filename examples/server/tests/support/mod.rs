@@ -194,3 +194,31 @@ fn without_ansi_escapes(line: &str) -> String {
     }
     plain
 }
+
+/// SQLite's write lock on a server's database, held by a test: while it is held, the server
+/// commits nothing, so what the test reads under it stays true until it lets go (the crash
+/// tests kill the server while holding it).
+pub(crate) struct WriteLock(pub(crate) sqlx::SqliteConnection);
+
+impl WriteLock {
+    /// Takes the lock (waiting for the server's current transaction, at most 120 s: a hang
+    /// guard only, the server's transactions are short).
+    pub(crate) async fn take(database: &std::path::Path) -> WriteLock {
+        use sqlx::{Connection as _, Executor as _};
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(database)
+            .busy_timeout(Duration::from_secs(120));
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .expect("open the database");
+        conn.execute("BEGIN IMMEDIATE").await.expect("write lock");
+        WriteLock(conn)
+    }
+
+    /// Lets go, changing nothing.
+    pub(crate) async fn release(mut self) {
+        use sqlx::{Connection as _, Executor as _};
+        self.0.execute("ROLLBACK").await.expect("release");
+        self.0.close().await.expect("close");
+    }
+}
