@@ -172,6 +172,30 @@ async fn past_the_ceiling_only_guessers_are_refused_and_the_owner_gets_through()
     assert!(b.check_login(account, host(3)).await.is_ok());
 }
 
+/// Keys cannot be spelled across accounts: an IPv6 network's text has colons, so a naive
+/// `account:network` key would let failures against account `v:2001` from `db8:1::/64` spend
+/// the budget of account `v` from the victim's `2001:db8:1::/64`.
+#[tokio::test]
+async fn one_accounts_failures_never_spend_anothers_budget() {
+    let Some((a, b)) = pair().await else {
+        return;
+    };
+    let attacker: IpAddr = "db8:1::5".parse().unwrap();
+    let victim: IpAddr = "2001:db8:1::5".parse().unwrap();
+    for _ in 0..4 {
+        let _ = a.record_login_failure("v:2001", attacker).await;
+    }
+    assert!(
+        limited(b.check_login("v:2001", attacker).await),
+        "the attacker's own"
+    );
+    assert!(
+        b.check_login("v", victim).await.is_ok(),
+        "the victim is untouched"
+    );
+    assert!(a.record_login_failure("v", victim).await.is_ok());
+}
+
 #[tokio::test]
 async fn an_unreachable_redis_fails_closed_and_fast() {
     // A listener that accepts and never answers: the handshake times out.

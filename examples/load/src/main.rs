@@ -20,6 +20,9 @@ use tenantkit_core::Backend;
 use tenantkit_core::testing::TestDb;
 use tenantkit_server::{Config, Server};
 
+/// The password of every account the harness signs up.
+const PASSWORD: &str = "correct horse battery staple";
+
 /// The server under load: started in this process through the same [`Server`] the binary
 /// runs, on a fresh database, listening on 127.0.0.1.
 struct Target {
@@ -55,6 +58,19 @@ impl Target {
             _db: db,
             _data: data,
         })
+    }
+
+    /// Signs up `email` with a new tenant: the signup answer (tokens, tenant).
+    async fn signup(&self, email: &str, tenant_name: &str) -> serde_json::Value {
+        self.anonymous(Method::POST, "/v1/auth/signup")
+            .json(&json!({"email": email, "password": PASSWORD, "tenant_name": tenant_name}))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .expect("signup")
+            .json()
+            .await
+            .expect("signup json")
     }
 
     fn anonymous(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
@@ -218,17 +234,7 @@ async fn main() {
         std::process::exit(2);
     };
     let server = Arc::new(server);
-    let password = "correct horse battery staple";
-    let signup: serde_json::Value = server
-        .anonymous(Method::POST, "/v1/auth/signup")
-        .json(&json!({"email": "load@example.com", "password": password, "tenant_name": "Load"}))
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .expect("signup")
-        .json()
-        .await
-        .expect("signup json");
+    let signup = server.signup("load@example.com", "Load").await;
     let access = Arc::<str>::from(signup["access_token"].as_str().expect("access token"));
     println!(
         "backend {backend}, {} s per phase, {} readers, {} login workers",
@@ -259,16 +265,9 @@ async fn main() {
             let mut tokens = vec![access.to_string()];
             while tenants.len() * args.per_tenant.max(1) < args.sockets {
                 let n = tenants.len();
-                let more: serde_json::Value = server
-                    .anonymous(Method::POST, "/v1/auth/signup")
-                    .json(&json!({"email": format!("load{n}@example.com"), "password": password, "tenant_name": format!("Load {n}")}))
-                    .send()
-                    .await
-                    .and_then(reqwest::Response::error_for_status)
-                    .expect("signup")
-                    .json()
-                    .await
-                    .expect("signup json");
+                let more = server
+                    .signup(&format!("load{n}@example.com"), &format!("Load {n}"))
+                    .await;
                 tenants.push(
                     more["tenant"]["id"]
                         .as_str()
@@ -363,7 +362,7 @@ async fn main() {
                 move || {
                     server
                         .anonymous(Method::POST, "/v1/auth/login")
-                        .json(&json!({"email": "load@example.com", "password": password}))
+                        .json(&json!({"email": "load@example.com", "password": PASSWORD}))
                         .send()
                 }
             };

@@ -212,7 +212,7 @@ impl RedisLimits {
     }
 
     fn login_keys(&self, account: &str, ip: IpAddr) -> LoginKeys {
-        let account = RateLimits::<governor::clock::DefaultClock>::account_key(account);
+        let account = account_id(account);
         let network = ClientNetwork::of(ip);
         let net = network.0.to_string();
         let site = network.site().to_string();
@@ -237,6 +237,16 @@ impl RedisLimits {
             .await?;
         Ok(failed && !known)
     }
+}
+
+/// An account's part of a key: the SHA-256 of its normalised form, in hex. Fixed length and
+/// free of `:`, so no (account, network) pair can spell another's key (an IPv6 network's text
+/// has colons: account `v:2001` from `db8:1::/64` would otherwise share the budget of account
+/// `v` from `2001:db8:1::/64`); and no email address is stored in Redis.
+fn account_id(account: &str) -> String {
+    use sha2::Digest as _;
+    let normalised = RateLimits::<governor::clock::DefaultClock>::account_key(account);
+    format!("{:x}", sha2::Sha256::digest(normalised.as_bytes()))
 }
 
 struct LoginKeys {
@@ -340,8 +350,7 @@ impl AuthLimits for RedisLimits {
 
     fn check_reset<'a>(&'a self, account: &'a str) -> LimitFuture<'a> {
         Box::pin(async move {
-            let account = RateLimits::<governor::clock::DefaultClock>::account_key(account);
-            self.limited(&self.key(&["reset", &account]), self.resets)
+            self.limited(&self.key(&["reset", &account_id(account)]), self.resets)
                 .await
         })
     }

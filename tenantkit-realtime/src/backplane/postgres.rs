@@ -85,7 +85,27 @@ struct Row {
     origin: Option<i64>,
 }
 
-const COLUMNS: &str = "id, tenant_id, name, seq, event, data, access_changed, origin";
+/// The columns of [`Row`], for the queries below (one literal each, built at compile time).
+macro_rules! select_events {
+    ($where:literal) => {
+        concat!(
+            "SELECT id, tenant_id, name, seq, event, data, access_changed, origin \
+             FROM realtime_events WHERE ",
+            $where
+        )
+    };
+}
+
+/// A channel's events after a seq, within the history bounds.
+const REPLAY: &str = select_events!(
+    "tenant_id = $1 AND name = $2 AND seq > $3 AND seq <= $4 AND seq > $4 - $5 \
+     AND at >= now() - make_interval(secs => $6) ORDER BY seq"
+);
+/// One notified event.
+const BY_ID: &str = select_events!("id = $1");
+/// What a lost listener may have missed: after the last id handled, and the last seconds.
+const CATCH_UP: &str =
+    select_events!("id > $1 OR at > now() - make_interval(secs => $2) ORDER BY id");
 
 impl Row {
     fn into_event(self) -> Option<Event> {
@@ -298,20 +318,16 @@ impl Backplane for PgBackplane {
                 return Ok(replay_from(std::iter::empty(), seq, since));
             };
             let max_events = i64::try_from(self.inner.limits.max_events).unwrap_or(i64::MAX);
-            let rows: Vec<Row> = sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM realtime_events \
-                 WHERE tenant_id = $1 AND name = $2 AND seq > $3 AND seq <= $4 AND seq > $4 - $5 \
-                 AND at >= now() - make_interval(secs => $6) ORDER BY seq"
-            ))
-            .bind(tenant)
-            .bind(&*channel.name)
-            .bind(i64::try_from(after).unwrap_or(i64::MAX))
-            .bind(i64::try_from(seq).unwrap_or(i64::MAX))
-            .bind(max_events)
-            .bind(self.inner.limits.max_age.as_secs_f64())
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(|e| db_error(&e))?;
+            let rows: Vec<Row> = sqlx::query_as(REPLAY)
+                .bind(tenant)
+                .bind(&*channel.name)
+                .bind(i64::try_from(after).unwrap_or(i64::MAX))
+                .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+                .bind(max_events)
+                .bind(self.inner.limits.max_age.as_secs_f64())
+                .fetch_all(&self.inner.pool)
+                .await
+                .map_err(|e| db_error(&e))?;
             let events = rows
                 .into_iter()
                 .filter_map(|row| row.into_event().map(Arc::new));
@@ -345,7 +361,7 @@ impl Listener {
                     match notification.channel() {
                         EVENTS_CHANNEL => {
                             if let Ok(id) = notification.payload().parse::<i64>() {
-                                self.fetch(&format!("id = {id}")).await;
+                                self.fetch(sqlx::query_as(BY_ID).bind(id)).await;
                             }
                         }
                         REVOCATIONS_CHANNEL => {
@@ -371,21 +387,20 @@ impl Listener {
     async fn catch_up(&mut self) {
         tracing::warn!("realtime: the postgres listener reconnected; replaying from the table");
         self.bus.missed();
-        let last = self.last;
-        self.fetch(&format!(
-            "id > {last} OR at > now() - make_interval(secs => {REPLAY_WINDOW_SECS})"
-        ))
+        self.fetch(
+            sqlx::query_as(CATCH_UP)
+                .bind(self.last)
+                .bind(REPLAY_WINDOW_SECS),
+        )
         .await;
     }
 
-    /// Hands out the events matching `filter` (built from integers only) in id order.
-    async fn fetch(&mut self, filter: &str) {
-        let rows: Vec<Row> = match sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM realtime_events WHERE {filter} ORDER BY id"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        {
+    /// Hands out the events `query` reads (in id order), each once.
+    async fn fetch(
+        &mut self,
+        query: sqlx::query::QueryAs<'_, sqlx::Postgres, Row, sqlx::postgres::PgArguments>,
+    ) {
+        let rows: Vec<Row> = match query.fetch_all(&self.pool).await {
             Ok(rows) => rows,
             Err(err) => {
                 tracing::warn!(error = %err, "realtime: reading an event failed");
