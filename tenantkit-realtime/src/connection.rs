@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::value::RawValue;
-use tenantkit_core::Principal;
+use tenantkit_core::{Clock, Principal};
+use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
@@ -75,18 +76,19 @@ struct Connection<S> {
     inner: Arc<Inner>,
     admission: Admission,
     principal: Principal,
-    expires: Option<Instant>,
+    /// When the principal's access token expires (by the tokens' clock) and the timer for it.
+    expires: Option<(OffsetDateTime, Instant)>,
     subs: HashMap<Arc<str>, Sub>,
     bucket: Bucket,
     refusals: u32,
     heard: Instant,
 }
 
-fn deadline(principal: &Principal) -> Option<Instant> {
+/// The principal's expiry, by `clock`, and the timer instant it falls on.
+fn deadline(principal: &Principal, clock: &dyn Clock) -> Option<(OffsetDateTime, Instant)> {
     let at = principal.expires_at()?;
-    let left = at - tenantkit_core::now();
-    let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
-    Some(Instant::now() + left)
+    let left = Duration::try_from(at - clock.now()).unwrap_or(Duration::ZERO);
+    Some((at, Instant::now() + left))
 }
 
 /// Serves one upgraded connection until it ends.
@@ -101,7 +103,7 @@ pub(crate) async fn run<S>(
     let limits = inner.limits;
     let mut conn = Connection {
         ws,
-        expires: deadline(&principal),
+        expires: deadline(&principal, &**inner.tokens.clock()),
         inner,
         admission,
         principal,
@@ -145,7 +147,7 @@ where
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let conn = self.admission.conn.clone();
         loop {
-            let expiry = self.expires;
+            let expiry = self.expires.map(|(_, timer)| timer);
             // Silent (no message, no pong) for the idle timeout: closed, whenever that falls
             // between pings.
             let idle = self.heard + limits.idle_timeout;
@@ -166,6 +168,11 @@ where
                     Err(End::Close(close::TOO_BIG, "frame too big"))
                 }
                 Step::Incoming(Some(Err(_))) => Err(End::Gone(1006)),
+                // The timer is the usual way out; the clock is asked too before every message,
+                // so an expired token never gets one more answer (and a test can move it).
+                Step::Incoming(Some(Ok(_))) if self.expired() => {
+                    Err(End::Close(close::TOKEN_EXPIRED, "token expired"))
+                }
                 Step::Incoming(Some(Ok(message))) => {
                     self.heard = Instant::now();
                     self.incoming(message).await
@@ -178,6 +185,12 @@ where
                 return end;
             }
         }
+    }
+
+    /// Whether the access token has expired by the tokens' clock.
+    fn expired(&self) -> bool {
+        self.expires
+            .is_some_and(|(at, _)| at <= self.inner.tokens.clock().now())
     }
 
     /// Writes `messages` and flushes, within the write timeout.
@@ -466,10 +479,11 @@ where
                     .await;
             }
         };
-        self.expires = deadline(&fresh);
+        let clock = self.inner.tokens.clock().clone();
+        self.expires = deadline(&fresh, &*clock);
         let expires_in = fresh
             .expires_at()
-            .map_or(0, |at| (at - tenantkit_core::now()).whole_seconds().max(0));
+            .map_or(0, |at| (at - clock.now()).whole_seconds().max(0));
         self.principal = fresh;
         // The role may have changed: check every subscription before its next event.
         for sub in self.subs.values_mut() {

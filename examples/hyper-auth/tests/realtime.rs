@@ -2,13 +2,16 @@
 //! subscribers of their tenant, and the limits hold (subscription cap, per-tenant connection
 //! cap, message rate, idle timeout). Every wait is a hang guard; nothing asserts a duration.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use hyper_auth::serve;
 use serde_json::{Value, json};
 use tenantkit_auth::{AccessTokens, JwtConfig, KeySet, SigningKey};
-use tenantkit_core::{Principal, Role, SessionId, TenantId, UserId};
+use tenantkit_core::{
+    Clock, ManualClock, Principal, Role, SessionId, SystemClock, TenantId, UserId,
+};
 use tenantkit_realtime::{Channels, Limits, Realtime};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
@@ -26,9 +29,15 @@ struct App {
 }
 
 async fn app(limits: Limits) -> App {
-    let tokens = AccessTokens::new(
+    app_on(limits, Arc::new(SystemClock)).await
+}
+
+/// The app with tokens (and so the connections' expiry) on `clock`.
+async fn app_on(limits: Limits, clock: Arc<dyn Clock>) -> App {
+    let tokens = AccessTokens::with_clock(
         KeySet::new(SigningKey::generate_ed25519().expect("key")),
         JwtConfig::new("i", "a"),
+        clock,
     );
     // One kind of the app's own: `note:<id>`, open to the whole tenant.
     let realtime = Realtime::builder(tokens.clone())
@@ -60,6 +69,11 @@ impl App {
     /// Connects as `who`: the socket, or the refusal's status and problem body.
     async fn connect(&self, who: &Principal) -> Result<Socket, (u16, Value)> {
         let token = self.tokens.issue(who).expect("token").token;
+        self.connect_with(&token).await
+    }
+
+    /// Connects with `token`.
+    async fn connect_with(&self, token: &str) -> Result<Socket, (u16, Value)> {
         let mut request = format!("{}/v1/realtime", self.base)
             .into_client_request()
             .expect("request");
@@ -269,4 +283,90 @@ async fn a_silent_connection_is_closed_with_4009() {
         assert!(tokio::time::Instant::now() < deadline, "never released");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Expiry by the tokens' clock, moved by the test: nothing here waits for real time to pass.
+#[tokio::test]
+async fn an_expired_token_closes_with_4001_unless_a_fresh_one_was_sent() {
+    let clock = Arc::new(ManualClock::starting_now());
+    let app = app_on(Limits::default(), clock.clone()).await;
+    let ttl = app.tokens.config().ttl;
+    // Past a token's expiry by more than the verifier's leeway for clock skew.
+    let beyond = ttl + app.tokens.config().leeway + Duration::from_secs(1);
+    let step = |by: Duration| clock.advance(by);
+    let who = caller(TenantId::new());
+    let ping = |id: &str| json!({"type": "ping", "id": id});
+
+    // Open until its token's expiry, closed with 4001 at the first message after it.
+    let mut socket = app.connect(&who).await.expect("connects");
+    assert!(send(&mut socket, &ping("before")).await);
+    assert_eq!(json(&mut socket).await["type"], "pong");
+    step(ttl + Duration::from_secs(1));
+    assert!(send(&mut socket, &ping("after")).await);
+    assert_eq!(closed(&mut socket).await, 4001);
+    assert_eq!(
+        app.realtime.stats().disconnects.get(&4001).copied(),
+        Some(1)
+    );
+
+    // A token that has already expired is refused at the handshake.
+    let stale = app.tokens.issue(&who).expect("token").token;
+    step(beyond);
+    let (status, problem) = app.connect_with(&stale).await.expect_err("refused");
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (401, Some("token_expired"))
+    );
+
+    // A fresh token of the same session sent over the socket moves the expiry.
+    let mut socket = app.connect(&who).await.expect("connects");
+    step(ttl / 2);
+    let fresh = app.tokens.issue(&who).expect("token").token;
+    assert!(
+        send(
+            &mut socket,
+            &json!({"type": "auth", "token": fresh, "id": 1})
+        )
+        .await
+    );
+    let answer = json(&mut socket).await;
+    assert_eq!(answer["type"], "authenticated", "{answer}");
+    // Whole seconds from a clock with microseconds to an `exp` in whole seconds.
+    let expires_in = answer["expires_in"].as_u64().expect("expires_in");
+    assert!(
+        (ttl.as_secs() - 1..=ttl.as_secs()).contains(&expires_in),
+        "{answer}"
+    );
+    // Past the first token's expiry, within the fresh one's: still open.
+    step(ttl / 2 + Duration::from_secs(1));
+    assert!(send(&mut socket, &ping("still")).await);
+    assert_eq!(json(&mut socket).await["type"], "pong");
+    // Past the fresh one's too.
+    step(ttl / 2);
+    assert!(send(&mut socket, &ping("gone")).await);
+    assert_eq!(closed(&mut socket).await, 4001);
+
+    // An expired token sent as the fresh one is an error, and the connection stays as it was.
+    let mut socket = app.connect(&who).await.expect("connects");
+    let expired = app.tokens.issue(&who).expect("token").token;
+    step(beyond);
+    let mut socket_b = app.connect(&who).await.expect("connects");
+    assert!(
+        send(
+            &mut socket_b,
+            &json!({"type": "auth", "token": expired, "id": 2})
+        )
+        .await
+    );
+    let answer = json(&mut socket_b).await;
+    assert_eq!(
+        (answer["type"].as_str(), answer["code"].as_str()),
+        (Some("error"), Some("bad_request")),
+        "{answer}"
+    );
+    assert!(send(&mut socket_b, &ping("b")).await);
+    assert_eq!(json(&mut socket_b).await["type"], "pong");
+    // The first of these two, opened before the step, expired with it.
+    assert!(send(&mut socket, &ping("a")).await);
+    assert_eq!(closed(&mut socket).await, 4001);
 }

@@ -8,6 +8,7 @@
 //! The server runs in this process (same 2 cores as the load), through the same application
 //! the binary serves; figures are therefore a lower bound of a dedicated server.
 
+mod fanout;
 mod realtime;
 
 use std::sync::Arc;
@@ -91,6 +92,10 @@ enum Scenario {
     /// tenant of 1000 subscribers each), publish throughput. Needs `ulimit -n` above twice
     /// `--sockets` (scripts/bench-realtime.sh sets it).
     Realtime,
+    /// End to end against servers running elsewhere on 127.0.0.1 (`--target`,
+    /// `--publish-url`, `--subscribe-url`): `--subscribers` clients, `--rounds` records
+    /// created over HTTP at `--rate` per second, delivery latency per subscriber.
+    Fanout,
     /// The child process of `realtime` (not run by hand).
     #[value(hide = true)]
     RealtimeClients,
@@ -140,6 +145,28 @@ struct Args {
     /// Deliveries to wait for (`realtime-clients` only).
     #[arg(long, default_value_t = 0)]
     expect: usize,
+    /// The server `fanout` measures.
+    #[arg(long, value_enum, default_value = "tenantkit")]
+    target: fanout::Target,
+    /// `fanout`: the base URL records are created through (`http://127.0.0.1:PORT`).
+    #[arg(long, default_value = "")]
+    publish_url: String,
+    /// `fanout`: base URLs the subscribers connect to, round-robin (repeat the option for
+    /// several instances); the publish URL when none is given.
+    #[arg(long)]
+    subscribe_url: Vec<String>,
+    /// `fanout` on PocketBase: a user's token.
+    #[arg(long, default_value = "")]
+    token: String,
+    /// `fanout` on PocketBase: the user's tenant id.
+    #[arg(long, default_value = "")]
+    tenant: String,
+    /// `fanout`: subscribers.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// `fanout`: server processes whose memory to report (repeat for several).
+    #[arg(long)]
+    server_pid: Vec<u32>,
 }
 
 /// Latencies of one kind of request.
@@ -211,6 +238,36 @@ async fn main() {
         realtime::clients(&args.url, args.sockets, args.expect).await;
         return;
     }
+    if let Scenario::Fanout = args.scenario {
+        assert!(
+            args.publish_url.starts_with("http://127.0.0.1:"),
+            "--publish-url must be http://127.0.0.1:PORT"
+        );
+        let subscribe_urls = if args.subscribe_url.is_empty() {
+            vec![args.publish_url.clone()]
+        } else {
+            args.subscribe_url.clone()
+        };
+        assert!(
+            subscribe_urls
+                .iter()
+                .all(|u| u.starts_with("http://127.0.0.1:")),
+            "--subscribe-url must be http://127.0.0.1:PORT"
+        );
+        fanout::run(fanout::Plan {
+            target: args.target,
+            publish_url: args.publish_url,
+            subscribe_urls,
+            token: args.token,
+            tenant: args.tenant,
+            subscribers: args.subscribers,
+            rounds: args.rounds.clamp(1, 1000),
+            rate: args.rate,
+            server_pids: args.server_pid,
+        })
+        .await;
+        return;
+    }
     let backend = match args.backend {
         BackendArg::Sqlite => Backend::Sqlite,
         BackendArg::Postgres => Backend::Postgres,
@@ -253,7 +310,7 @@ async fn main() {
         }
     };
     match args.scenario {
-        Scenario::RealtimeClients => {}
+        Scenario::RealtimeClients | Scenario::Fanout => {}
         Scenario::Realtime => {
             let mut tenants = vec![
                 signup["tenant"]["id"]

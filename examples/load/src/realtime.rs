@@ -143,6 +143,30 @@ pub(crate) async fn run(
     );
 }
 
+/// A client socket.
+pub(crate) type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a protocol-v1 WebSocket on `{url}/v1/realtime` (`ws://…`) with `token` as its bearer,
+/// with small buffers (thousands of these share the machine with the server); `None` when the
+/// handshake fails.
+pub(crate) async fn connect(url: &str, token: &str) -> Option<Socket> {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let mut request = format!("{url}/v1/realtime").into_client_request().ok()?;
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().ok()?);
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "tenantkit.v1".parse().ok()?);
+    tokio_tungstenite::connect_async_with_config(request, Some(config), false)
+        .await
+        .ok()
+        .map(|(socket, _)| socket)
+}
+
 /// The child: reads tokens (one per line) from stdin, opens `sockets` connections round-robin
 /// over them (each subscribed to `tenant`), prints `READY`, then counts `expect` event
 /// deliveries (or stops after 120 s) and prints one line of latency percentiles.
@@ -154,30 +178,13 @@ pub(crate) async fn clients(url: &str, sockets: usize, expect: usize) {
         .filter(|l| !l.is_empty())
         .collect();
     assert!(!tokens.is_empty(), "no tokens");
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0);
     let latencies = Arc::new(std::sync::Mutex::new(Vec::<u64>::with_capacity(expect)));
     let received = Arc::new(AtomicUsize::new(0));
     let closed = Arc::new(AtomicUsize::new(0));
     let mut subscribed = Vec::with_capacity(sockets);
     for i in 0..sockets {
         let token = &tokens[i % tokens.len()];
-        let mut request = format!("{url}/v1/realtime")
-            .into_client_request()
-            .expect("request");
-        request.headers_mut().insert(
-            "authorization",
-            format!("Bearer {token}").parse().expect("header"),
-        );
-        request.headers_mut().insert(
-            "sec-websocket-protocol",
-            "tenantkit.v1".parse().expect("header"),
-        );
-        let (mut socket, _) =
-            tokio_tungstenite::connect_async_with_config(request, Some(config), false)
-                .await
-                .expect("connect");
+        let mut socket = connect(url, token).await.expect("connect");
         socket
             .send(Message::text(
                 json!({"type": "subscribe", "channel": "tenant"}).to_string(),

@@ -193,6 +193,12 @@ impl AccessTokens {
         &self.config
     }
 
+    /// The clock expiry is checked against: whoever keeps a verified token's session open
+    /// (a WebSocket, a cache) ends it by the same clock, so a test that moves it moves both.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// The keys in use now.
     pub fn keys(&self) -> Arc<KeySet> {
         self.keys

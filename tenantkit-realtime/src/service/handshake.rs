@@ -160,7 +160,7 @@ impl Realtime {
                 Ok(Some(principal)) => {
                     if principal
                         .expires_at()
-                        .is_some_and(|at| at <= tenantkit_core::now())
+                        .is_some_and(|at| at <= self.inner.tokens.clock().now())
                     {
                         Err(auth_error(tenantkit_auth::Error::TokenExpired))
                     } else {
