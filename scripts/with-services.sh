@@ -7,7 +7,8 @@
 #   cluster started in a temporary folder at a free port; its superuser URL is exported as
 #   TENANTKIT_TEST_POSTGRES_URL.
 # - SMTP: aiosmtpd (from PyPI, into a venv under the target folder, with `stripe` for the
-#   billing tests' signature vectors: TENANTKIT_TEST_STRIPE_PYTHON) delivering to a Maildir;
+#   billing tests' signature vectors and `pyotp` for the second-factor tests' codes:
+#   TENANTKIT_TEST_STRIPE_PYTHON) delivering to a Maildir;
 #   exported as TENANTKIT_TEST_SMTP_URL and TENANTKIT_TEST_SMTP_MAILDIR.
 # - schemathesis (from PyPI, into a venv under the target folder), exported as
 #   TENANTKIT_TEST_SCHEMATHESIS (the `st` command).
@@ -179,11 +180,12 @@ start_smtp() {
     local target venv port
     target="${CARGO_TARGET_DIR:-$PWD/target}"
     venv="$target/test-venv"
-    if ! "$venv/bin/python" -c 'import aiosmtpd, stripe' >/dev/null 2>&1; then
+    if ! "$venv/bin/python" -c 'import aiosmtpd, stripe, pyotp' >/dev/null 2>&1; then
         python3 -m venv "$venv" >/dev/null 2>&1 || return 1
-        # stripe: Stripe's own library, whose signature vectors the billing tests check.
+        # stripe: Stripe's own library, whose signature vectors the billing tests check;
+        # pyotp: an independent TOTP implementation the second-factor tests take codes from.
         "$venv/bin/pip" install --quiet --disable-pip-version-check 'aiosmtpd==1.4.6' \
-            'stripe==16.1.0' || return 1
+            'stripe==16.1.0' 'pyotp==2.9.0' || return 1
     fi
     export TENANTKIT_TEST_STRIPE_PYTHON="$venv/bin/python"
     SMTP_TMP="$(mktemp -d -t tenantkit-smtp.XXXXXX)"

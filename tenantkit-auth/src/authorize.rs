@@ -1,4 +1,5 @@
-//! `RequirePermission` and `RequireScope`: 403 unless the verified caller may.
+//! `RequirePermission` and `RequireScope`: 403 unless the verified caller may; and
+//! `RequireLayer::amr`: 401 unless the caller signed in with a method (step-up).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -16,6 +17,7 @@ use crate::{Error, problem_response};
 enum Requirement {
     Permission(Permission),
     Scope(Arc<str>),
+    Amr(&'static str),
 }
 
 impl Requirement {
@@ -25,6 +27,13 @@ impl Requirement {
         let allowed = match self {
             Requirement::Permission(permission) => principal.can(*permission),
             Requirement::Scope(scope) => principal.has_scope(scope),
+            Requirement::Amr(method) => {
+                return if principal.amr().iter().any(|m| m == method) {
+                    Ok(())
+                } else {
+                    Err(Error::InsufficientAuthentication(method))
+                };
+            }
         };
         if allowed {
             Ok(())
@@ -51,6 +60,16 @@ impl RequireLayer {
     pub fn permission(permission: Permission) -> Self {
         Self {
             requirement: Requirement::Permission(permission),
+        }
+    }
+
+    /// Requires the caller's session to have signed in with `method` (an RFC 8176 `amr`
+    /// value, such as [`tenantkit_core::amr::OTP`]): step-up for sensitive routes (billing
+    /// changes, SSO settings). Otherwise `401 insufficient_user_authentication` with RFC
+    /// 9470's `WWW-Authenticate` challenge: the client signs in again with a second factor.
+    pub fn amr(method: &'static str) -> Self {
+        Self {
+            requirement: Requirement::Amr(method),
         }
     }
 

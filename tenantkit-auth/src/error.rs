@@ -38,6 +38,15 @@ pub enum Error {
     /// Deliberately one error for all of these, so responses do not reveal which accounts exist.
     #[error("invalid credentials")]
     InvalidCredentials,
+
+    /// A second-factor code or recovery code that is wrong, expired or already used.
+    #[error("invalid second-factor code")]
+    InvalidCode,
+
+    /// The caller's session did not sign in with a method the action requires (a second
+    /// factor): sign in again with it.
+    #[error("the session did not sign in with {0}")]
+    InsufficientAuthentication(&'static str),
     /// The caller lacks the permission or scope the route needs.
     #[error("forbidden")]
     Forbidden,
@@ -102,6 +111,10 @@ impl Error {
             Error::TokenExpired => Some(
                 r#"Bearer realm="tenantkit", error="invalid_token", error_description="The access token expired""#,
             ),
+            // RFC 9470's step-up challenge.
+            Error::InsufficientAuthentication(_) => Some(
+                r#"Bearer realm="tenantkit", error="insufficient_user_authentication", error_description="A second factor is required""#,
+            ),
             _ => None,
         }
     }
@@ -149,6 +162,14 @@ fn problem_body(err: &Error) -> Problem {
         Error::InvalidCredentials => Problem::new(
             ErrorCode::InvalidCredentials,
             "The email or password is incorrect.",
+        ),
+        Error::InvalidCode => Problem::new(
+            ErrorCode::InvalidCredentials,
+            "The code is incorrect, expired or already used.",
+        ),
+        Error::InsufficientAuthentication(_) => Problem::new(
+            ErrorCode::InsufficientUserAuthentication,
+            "This action needs a session signed in with a second factor; sign in again with it.",
         ),
         Error::CredentialsChanged => Problem::new(
             ErrorCode::InvalidToken,

@@ -111,6 +111,8 @@ mod future;
 pub mod jwt;
 pub mod key_dir;
 mod mailer;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod mfa;
 mod password;
 mod rate_limit;
 pub mod refresh;

@@ -5,7 +5,11 @@
 //! | Route | Body | Answer |
 //! |---|---|---|
 //! | `POST /signup` | [`SignupRequest`] | 201 [`SignedUp`]; 202 [`CheckEmail`] ([`SignupMode::VerifyFirst`]) |
-//! | `POST /login` | [`LoginRequest`] | 200 [`LoggedIn`] |
+//! | `POST /login` | [`LoginRequest`] | 200 [`LoggedIn`]; 401 `mfa_required` with an `mfa_token` (a second factor is on) |
+//! | `POST /mfa/verify` | [`MfaVerify`] | 200 [`LoggedIn`] (`amr` gains `otp`) |
+//! | `POST /mfa/totp` | none; a bearer access token | 201 [`TotpEnrollment`] (shown once) |
+//! | `POST /mfa/totp/confirm` | [`TotpCode`]; a bearer access token | 200 [`RecoveryCodes`] (shown once) |
+//! | `DELETE /mfa/totp` | [`SecondFactor`]; a bearer access token | 204 |
 //! | `POST /refresh` | [`RefreshRequest`] | 200 [`TokenPair`] (the presented token is spent) |
 //! | `POST /logout` | [`RefreshRequest`] | 204 (whatever the token's session was) |
 //! | `POST /logout-all` | none; a bearer access token | 204: every session of the caller ends |
@@ -69,9 +73,12 @@ use tenantkit_core::axum::ApiJson;
 use tenantkit_core::{ClientInfo, Principal, TrustedProxies};
 use tower::{Layer, Service};
 
-use crate::flows::{AuthFlows, LoginRequest, SignupOutcome, SignupRequest};
+use crate::flows::{
+    AuthFlows, LoginRequest, MfaVerify, SecondFactor, SignIn, SignupOutcome, SignupRequest,
+    TotpCode,
+};
 #[cfg(doc)]
-use crate::flows::{LoggedIn, SignedUp, SignupMode, TokenPair};
+use crate::flows::{LoggedIn, RecoveryCodes, SignedUp, SignupMode, TokenPair, TotpEnrollment};
 use crate::{Error, JwtAuthLayer, RefreshToken};
 
 /// Answers carrying tokens are never cached (RFC 6749 §5.1).
@@ -211,6 +218,35 @@ impl AuthRoutes {
             .route("/refresh", self.refresh())
             .route("/logout", self.logout())
             .route("/logout-all", self.logout_all())
+            .route("/mfa/verify", self.mfa_verify())
+            .route("/mfa/totp", self.mfa_totp())
+            .route("/mfa/totp/confirm", self.mfa_totp_confirm())
+    }
+
+    /// `POST` mfa/verify alone: the second step of a sign-in (200 with the tokens).
+    pub fn mfa_verify<S>(&self) -> MethodRouter<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        self.finish(post(mfa_verify))
+    }
+
+    /// `POST` (enroll: 201 with the seed) and `DELETE` (disable, with a current code: 204)
+    /// mfa/totp, behind the authentication layer.
+    pub fn mfa_totp<S>(&self) -> MethodRouter<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        self.finish((self.guard)(post(totp_enroll).delete(totp_disable)))
+    }
+
+    /// `POST` mfa/totp/confirm alone, behind the authentication layer: 200 with the recovery
+    /// codes.
+    pub fn mfa_totp_confirm<S>(&self) -> MethodRouter<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        self.finish((self.guard)(post(totp_confirm)))
     }
 
     /// `POST` signup alone: 201 with the new tenant, its owner and their tokens, or 202
@@ -276,8 +312,60 @@ async fn login(
     State(state): State<RouteState>,
     client: ClientInfo,
     ApiJson(body): ApiJson<LoginRequest>,
+) -> Result<Response, Error> {
+    Ok(match state.flows.login(&client, body).await? {
+        SignIn::Complete(done) => (NO_STORE, Json(done)).into_response(),
+        SignIn::MfaRequired { mfa_token } => mfa_required(mfa_token),
+    })
+}
+
+/// The `mfa_required` answer: 401 with the token that continues the sign-in.
+fn mfa_required(mfa_token: String) -> Response {
+    let problem = tenantkit_core::Problem::new(
+        tenantkit_core::ErrorCode::MfaRequired,
+        "The password is right; give a code from the authenticator (or a recovery code) with this `mfa_token` at /v1/auth/mfa/verify.",
+    )
+    .with_mfa_token(mfa_token);
+    (NO_STORE, problem).into_response()
+}
+
+async fn mfa_verify(
+    State(state): State<RouteState>,
+    client: ClientInfo,
+    ApiJson(body): ApiJson<MfaVerify>,
 ) -> Result<impl IntoResponse, Error> {
-    Ok((NO_STORE, Json(state.flows.login(&client, body).await?)))
+    Ok((
+        NO_STORE,
+        Json(state.flows.mfa_verify(&client, &body).await?),
+    ))
+}
+
+async fn totp_enroll(
+    State(state): State<RouteState>,
+    caller: Principal,
+) -> Result<impl IntoResponse, Error> {
+    let enrollment = state.flows.totp_enroll(&caller).await?;
+    Ok((StatusCode::CREATED, NO_STORE, Json(enrollment)))
+}
+
+async fn totp_confirm(
+    State(state): State<RouteState>,
+    client: ClientInfo,
+    caller: Principal,
+    ApiJson(body): ApiJson<TotpCode>,
+) -> Result<impl IntoResponse, Error> {
+    let codes = state.flows.totp_confirm(&client, &caller, &body).await?;
+    Ok((NO_STORE, Json(codes)))
+}
+
+async fn totp_disable(
+    State(state): State<RouteState>,
+    client: ClientInfo,
+    caller: Principal,
+    ApiJson(body): ApiJson<SecondFactor>,
+) -> Result<StatusCode, Error> {
+    state.flows.totp_disable(&client, &caller, &body).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn refresh(

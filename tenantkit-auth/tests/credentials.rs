@@ -87,7 +87,9 @@ async fn a_failed_password_change_changes_nothing(f: Flows) {
             },
         )
         .await
-        .expect("a second session");
+        .expect("a second session")
+        .into_complete()
+        .expect("no second factor");
     // The audit entry cannot be written (a trigger makes its insert fail).
     f.test_db
         .execute_as_owner(match f.test_db.backend() {

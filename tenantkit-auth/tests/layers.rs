@@ -203,6 +203,48 @@ async fn permissions_and_scopes_are_403_when_missing() {
 }
 
 #[tokio::test]
+async fn step_up_needs_a_session_signed_in_with_the_method() {
+    let tokens = tokens();
+    let stack = tower::ServiceBuilder::new()
+        .layer(JwtAuthLayer::new(tokens.clone()))
+        .layer(RequireLayer::amr(tenantkit_core::amr::OTP))
+        .into_inner();
+    let password_only = caller(Role::Owner, &[]).with_amr(["pwd".to_owned()]);
+    let with_otp = caller(Role::Viewer, &[]).with_amr(["pwd".to_owned(), "otp".to_owned()]);
+    let bearer = |p: &Principal| format!("Bearer {}", tokens.issue(p).expect("issue").token);
+
+    // The highest role without the method: 401 with RFC 9470's challenge, not 403.
+    let (status, headers, body) = call(stack.clone(), &[&bearer(&password_only)]).await;
+    assert_eq!(
+        (status, code(&body)),
+        (
+            StatusCode::UNAUTHORIZED,
+            "insufficient_user_authentication".to_owned()
+        )
+    );
+    let challenge = headers[header::WWW_AUTHENTICATE].to_str().expect("ascii");
+    assert!(
+        challenge.contains(r#"error="insufficient_user_authentication""#),
+        "{challenge}"
+    );
+    // No methods at all (a token from before `amr` existed) is the same.
+    let (status, _, _) = call(stack.clone(), &[&bearer(&caller(Role::Owner, &[]))]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = call(stack.clone(), &[&bearer(&with_otp)]).await;
+    assert_eq!(status, StatusCode::OK);
+    // Without the auth layer in front, never a pass.
+    let (status, _, body) = call(
+        RequireLayer::amr(tenantkit_core::amr::OTP),
+        &[&bearer(&with_otp)],
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNAUTHORIZED, "unauthenticated".to_owned())
+    );
+}
+
+#[tokio::test]
 async fn strict_mode_refuses_tokens_of_revoked_sessions() {
     use std::sync::Arc;
     use std::time::Duration;

@@ -450,7 +450,9 @@ mod sign_in_methods {
                 },
             )
             .await
-            .expect("login");
+            .expect("login")
+            .into_complete()
+            .expect("no second factor");
         let access = &logged_in.tokens.access_token;
         assert_eq!(amr_of(&f, access), ["pwd"], "login");
         let principal = f.flows.tokens().verify(access).expect("verify");

@@ -64,7 +64,9 @@ impl Flows {
                 },
             )
             .await
-            .expect("login");
+            .expect("login")
+            .into_complete()
+            .expect("no second factor");
         self.signed_in(&logged_in.tokens)
     }
 

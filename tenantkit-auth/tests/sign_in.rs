@@ -97,7 +97,9 @@ async fn every_flow_signs_in_through_the_shared_step(f: Flows) {
     let logged_in = (f.flows)
         .login(&f.client, Flows::login_request("owner@example.com"))
         .await
-        .expect("login");
+        .expect("login")
+        .into_complete()
+        .expect("no second factor");
     let (_, login_session) = f.session_of(&logged_in.tokens).await;
     assert_eq!(login_session.amr, AuthMethods::password(), "login");
     assert_eq!(login_session.tenant_id, tenant);

@@ -31,6 +31,12 @@ pub enum ErrorCode {
     InvalidCredentials,
     /// 401: a rotated refresh token was presented again; its session was revoked.
     RefreshTokenReused,
+    /// 401: the password was right and a second factor is due: the problem's `mfa_token`
+    /// continues the sign-in at `POST /v1/auth/mfa/verify`.
+    MfaRequired,
+    /// 401: the caller's session did not sign in with a method this action requires (a
+    /// second factor): sign in again with it (RFC 9470 `insufficient_user_authentication`).
+    InsufficientUserAuthentication,
     /// 403: authenticated but not allowed.
     Forbidden,
     /// 403: the password was right, but the account's email address is not proven yet (in an
@@ -76,7 +82,9 @@ impl ErrorCode {
             | ErrorCode::InvalidToken
             | ErrorCode::TokenExpired
             | ErrorCode::InvalidCredentials
-            | ErrorCode::RefreshTokenReused => StatusCode::UNAUTHORIZED,
+            | ErrorCode::RefreshTokenReused
+            | ErrorCode::MfaRequired
+            | ErrorCode::InsufficientUserAuthentication => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden | ErrorCode::EmailUnverified | ErrorCode::QuotaExceeded => {
                 StatusCode::FORBIDDEN
             }
@@ -109,6 +117,8 @@ impl ErrorCode {
             ErrorCode::TokenExpired => "token_expired",
             ErrorCode::InvalidCredentials => "invalid_credentials",
             ErrorCode::RefreshTokenReused => "refresh_token_reused",
+            ErrorCode::MfaRequired => "mfa_required",
+            ErrorCode::InsufficientUserAuthentication => "insufficient_user_authentication",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::EmailUnverified => "email_unverified",
             ErrorCode::NotFound => "not_found",
@@ -138,6 +148,8 @@ impl ErrorCode {
             ErrorCode::TokenExpired => "Token expired",
             ErrorCode::InvalidCredentials => "Invalid credentials",
             ErrorCode::RefreshTokenReused => "Refresh token reused",
+            ErrorCode::MfaRequired => "Second factor required",
+            ErrorCode::InsufficientUserAuthentication => "Stronger sign-in required",
             ErrorCode::Forbidden => "Forbidden",
             ErrorCode::EmailUnverified => "Email address not verified",
             ErrorCode::NotFound => "Not found",
@@ -188,7 +200,7 @@ impl fmt::Display for ErrorCode {
 }
 
 /// An RFC 9457 problem details body: `{type, title, status, detail, code, errors?}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     /// A URI naming the kind of problem; one per [`ErrorCode`].
@@ -205,10 +217,29 @@ pub struct Problem {
     /// Field errors, for `validation_failed`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// For `mfa_required`: the short-lived, single-use token that continues the sign-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa_token: Option<String>,
     /// Response headers that belong with this problem (`WWW-Authenticate` on a 401,
     /// `Retry-After` on a 429). Not part of the body.
     #[serde(skip)]
     pub headers: http::HeaderMap,
+}
+
+impl fmt::Debug for Problem {
+    /// Everything but the `mfa_token`, a secret that must not reach a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Problem")
+            .field("type_uri", &self.type_uri)
+            .field("title", &self.title)
+            .field("status", &self.status)
+            .field("detail", &self.detail)
+            .field("code", &self.code)
+            .field("errors", &self.errors)
+            .field("mfa_token", &self.mfa_token.as_ref().map(|_| ".."))
+            .field("headers", &self.headers)
+            .finish()
+    }
 }
 
 impl Problem {
@@ -221,6 +252,7 @@ impl Problem {
             detail: detail.into(),
             code,
             errors: Vec::new(),
+            mfa_token: None,
             headers: http::HeaderMap::new(),
         }
     }
@@ -237,6 +269,12 @@ impl Problem {
     /// Adds a response header to send with this problem.
     pub fn with_header(mut self, name: http::HeaderName, value: HeaderValue) -> Self {
         self.headers.insert(name, value);
+        self
+    }
+
+    /// Adds the token that continues a sign-in (for `mfa_required`).
+    pub fn with_mfa_token(mut self, token: impl Into<String>) -> Self {
+        self.mfa_token = Some(token.into());
         self
     }
 
@@ -350,6 +388,8 @@ mod tests {
             TokenExpired,
             InvalidCredentials,
             RefreshTokenReused,
+            MfaRequired,
+            InsufficientUserAuthentication,
             Forbidden,
             EmailUnverified,
             NotFound,
@@ -371,6 +411,8 @@ mod tests {
                 && code != ErrorCode::TokenExpired
                 && code != ErrorCode::InvalidCredentials
                 && code != ErrorCode::RefreshTokenReused
+                && code != ErrorCode::MfaRequired
+                && code != ErrorCode::InsufficientUserAuthentication
                 && code != ErrorCode::EmailUnverified
                 && code != ErrorCode::InvalidSignature
                 && code != ErrorCode::QuotaExceeded

@@ -59,6 +59,7 @@
 
 mod invitations;
 mod members;
+mod mfa;
 mod operator;
 mod password;
 mod session;
@@ -76,6 +77,7 @@ use tenantkit_core::{
 pub use invitations::{
     AcceptInvitation, INVITATION_SUBJECT, InvitationCreated, InviteRequest, Joined,
 };
+pub use mfa::{MfaVerify, RecoveryCodes, SecondFactor, TotpCode, TotpEnrollment};
 pub use operator::{TenantCreated, UserAdded};
 pub use password::{ChangePassword, ResetConfirm, ResetRequest, VerifyConfirm};
 pub use session::{LoggedIn, LoginRequest, SignedUp, SignupOutcome, SignupRequest, SwitchTenant};
@@ -105,6 +107,7 @@ pub struct AuthFlows {
     signup_mode: SignupMode,
     seats: Option<Arc<dyn SeatLimit>>,
     member_events: Option<Arc<dyn MemberEvents>>,
+    mfa: Option<crate::mfa::Mfa>,
 }
 
 /// What happened to a membership (see [`MemberEvents`]).
@@ -205,6 +208,7 @@ impl AuthFlows {
             signup_mode: SignupMode::Open,
             seats: None,
             member_events: None,
+            mfa: None,
         }
     }
 

@@ -6,7 +6,7 @@ use tenantkit_core::{
     Role, Slug, Tenant, TenantId, User,
 };
 
-use super::{AuthFlows, SignInVia, TokenPair, event};
+use super::{AuthFlows, SignIn, SignInVia, TokenPair, event};
 use crate::store::TokenPurpose;
 use crate::{Attempt, AuthMethods, Error, Password, RefreshToken, Result};
 
@@ -220,6 +220,8 @@ impl AuthFlows {
     /// Login: [`AuthFlows::check_credentials`] (the password, checked at the same cost for an
     /// unknown email, rehashed when the parameters changed, and the tenant), then
     /// [`AuthFlows::complete_sign_in`] (the session, its tokens, `auth.login` in the audit log).
+    /// For an account with a second factor on, the answer is [`SignIn::MfaRequired`]: no
+    /// session yet, and its token continues at [`AuthFlows::mfa_verify`].
     ///
     /// # Errors
     /// As [`AuthFlows::check_credentials`]: [`Error::RateLimited`] (per client network; for a
@@ -228,7 +230,11 @@ impl AuthFlows {
     /// [`Error::InvalidCredentials`] for a wrong email, password or tenant alike (and for a
     /// password changed while it was being checked).
     #[tracing::instrument(skip_all)]
-    pub async fn login(&self, client: &ClientInfo, request: LoginRequest) -> Result<LoggedIn> {
+    pub async fn login(
+        &self,
+        client: &ClientInfo,
+        request: LoginRequest,
+    ) -> Result<SignIn<LoggedIn>> {
         let checked = self.check_credentials(client, &request).await?;
         let signed_in = match self
             .complete_sign_in(
@@ -246,12 +252,10 @@ impl AuthFlows {
             Err(Error::CredentialsChanged) => return Err(Error::InvalidCredentials),
             other => other?,
         };
-        signed_in
-            .map(|done| LoggedIn {
-                tokens: done.tokens,
-                memberships: checked.memberships,
-            })
-            .into_complete()
+        Ok(signed_in.map(|done| LoggedIn {
+            tokens: done.tokens,
+            memberships: checked.memberships,
+        }))
     }
 
     /// Refresh: rotates the refresh token. The role is read again, so a role change or a

@@ -71,8 +71,8 @@ pub struct SignedIn {
 pub enum SignIn<T = SignedIn> {
     /// Signed in: the flow's answer (the token pair, and what else the flow answers).
     Complete(T),
-    /// Reserved for issue 22 (multi-factor authentication): the credentials were right but a
-    /// second factor is due before any session starts. Nothing produces it yet.
+    /// The credentials were right but the account has a second factor on: no session started.
+    /// [`AuthFlows::mfa_verify`] continues with the token and a code.
     #[non_exhaustive]
     MfaRequired {
         /// The short-lived token that continues this sign-in once the second factor is given.
@@ -236,6 +236,14 @@ impl AuthFlows {
             return Err(tenantkit_core::Error::Forbidden.into());
         }
         let tenant = membership.tenant_id;
+        // A new sign-in (not a tenant switch, whose session came from one that passed) of an
+        // account with a second factor on: nothing starts until it is given.
+        if parent.is_none()
+            && let Some(mfa_token) = self.second_factor_due(user, tenant, &amr).await?
+        {
+            tracing::info!(user = %user.id, tenant = %tenant, ?via, "second factor due");
+            return Ok(SignIn::MfaRequired { mfa_token });
+        }
         let (session, refresh) = match parent {
             Some(parent) => self.sessions.start_derived(parent, tenant).await?,
             None => {

@@ -99,6 +99,20 @@ pub struct Config {
     #[arg(long, env = "TENANTKIT_JWT_KEY_FILE")]
     pub jwt_key_file: Option<PathBuf>,
 
+    /// The key (32 random bytes, raw or base64) that seals secrets at rest: second-factor
+    /// seeds. Without it, one is created at `<data dir>/secret.key` (mode 0600). Several
+    /// instances share one file.
+    #[arg(long, env = "TENANTKIT_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+
+    /// The id stored in every secret sealed with `TENANTKIT_SECRET_KEY_FILE` (for rotation).
+    #[arg(long, env = "TENANTKIT_SECRET_KEY_ID", default_value = "k1")]
+    pub secret_key_id: String,
+
+    /// The name authenticator apps show for second-factor accounts.
+    #[arg(long, env = "TENANTKIT_MFA_ISSUER", default_value = "tenantkit")]
+    pub mfa_issuer: String,
+
     /// Algorithm of `TENANTKIT_JWT_KEY_FILE`: EdDSA, RS256 or ES256.
     #[arg(long, env = "TENANTKIT_JWT_ALGORITHM", default_value = "EdDSA", value_parser = parse_algorithm)]
     pub jwt_algorithm: Algorithm,
@@ -361,6 +375,9 @@ impl Default for Config {
             shutdown_grace_secs: 20,
             log_format: LogFormat::Pretty,
             jwt_key_file: None,
+            secret_key_file: None,
+            secret_key_id: "k1".to_owned(),
+            mfa_issuer: "tenantkit".to_owned(),
             jwt_algorithm: Algorithm::EdDSA,
             jwt_issuer: "tenantkit".to_owned(),
             jwt_audience: "tenantkit-api".to_owned(),
@@ -429,6 +446,9 @@ impl fmt::Debug for Config {
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("log_format", &self.log_format)
             .field("jwt_key_file", &self.jwt_key_file)
+            .field("secret_key_file", &self.secret_key_file)
+            .field("secret_key_id", &self.secret_key_id)
+            .field("mfa_issuer", &self.mfa_issuer)
             .field("jwt_algorithm", &self.jwt_algorithm)
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)

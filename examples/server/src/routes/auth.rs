@@ -8,7 +8,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Serialize;
 use tenantkit_auth::flows::{
-    ChangePassword, LoggedIn, LoginRequest, SignedUp, SignupRequest, SwitchTenant, TokenPair,
+    ChangePassword, LoggedIn, LoginRequest, MfaVerify, RecoveryCodes, SecondFactor, SignedUp,
+    SignupRequest, SwitchTenant, TokenPair, TotpCode, TotpEnrollment,
 };
 use tenantkit_auth::routes::{AuthRoutes, CheckEmail, RefreshRequest};
 use tenantkit_core::{Error, Membership, Principal, Role, Tenant, User};
@@ -26,7 +27,7 @@ pub(crate) fn no_store() -> [(header::HeaderName, &'static str); 1] {
 /// The library's routes with this document's entries: signup, login, refresh, logout and
 /// logout-all (which verifies its caller with the layer `routes` were given, the same as the
 /// other protected routes).
-pub(crate) fn library_routes(routes: &AuthRoutes) -> [UtoipaMethodRouter<AppState>; 5] {
+pub(crate) fn library_routes(routes: &AuthRoutes) -> [UtoipaMethodRouter<AppState>; 8] {
     let with = |(schemas, paths, _): UtoipaMethodRouter<AppState>, route| (schemas, paths, route);
     [
         with(routes!(signup), routes.signup()),
@@ -34,6 +35,9 @@ pub(crate) fn library_routes(routes: &AuthRoutes) -> [UtoipaMethodRouter<AppStat
         with(routes!(refresh), routes.refresh()),
         with(routes!(logout), routes.logout()),
         with(routes!(logout_all), routes.logout_all()),
+        with(routes!(mfa_verify), routes.mfa_verify()),
+        with(routes!(totp_enroll, totp_disable), routes.mfa_totp()),
+        with(routes!(totp_confirm), routes.mfa_totp_confirm()),
     ]
 }
 
@@ -58,7 +62,7 @@ async fn signup() -> StatusCode {
     path = "/v1/auth/login",
     tag = "auth",
     request_body(content = LoginRequest, content_type = "application/json"),
-    responses((status = 200, description = "Signed in", body = LoggedIn, headers(("Cache-Control" = String, description = "no-store"))), (status = 401, description = "Wrong email, password or tenant (one answer for all)", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json"))
+    responses((status = 200, description = "Signed in", body = LoggedIn, headers(("Cache-Control" = String, description = "no-store"))), (status = 401, description = "Wrong email, password or tenant (one answer for all: invalid_credentials); or mfa_required with an mfa_token (the password is right and a second factor is on: continue at /v1/auth/mfa/verify)", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json"))
 )]
 async fn login() -> StatusCode {
     StatusCode::NOT_FOUND
@@ -99,6 +103,58 @@ async fn logout() -> StatusCode {
     security(("bearer" = []))
 )]
 async fn logout_all() -> StatusCode {
+    StatusCode::NOT_FOUND
+}
+
+/// `POST /v1/auth/mfa/verify`: the second step of a sign-in that answered `mfa_required`.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/mfa/verify",
+    tag = "auth",
+    request_body(content = MfaVerify, content_type = "application/json"),
+    responses((status = 200, description = "Signed in; the tokens' amr include otp", body = LoggedIn, headers(("Cache-Control" = String, description = "no-store"))), (status = 401, description = "Unknown, used or expired mfa_token (invalid_token), or a wrong, expired or used code (invalid_credentials)", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 422, description = "Not exactly one of code and recovery_code", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json"))
+)]
+async fn mfa_verify() -> StatusCode {
+    StatusCode::NOT_FOUND
+}
+
+/// `POST /v1/auth/mfa/totp`: a new authenticator seed for the caller (shown once); it takes
+/// effect when confirmed.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/mfa/totp",
+    tag = "auth",
+    responses((status = 201, description = "The seed, in base32 and as an otpauth URI", body = TotpEnrollment, headers(("Cache-Control" = String, description = "no-store"))), (status = 401, description = "No valid access token", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 409, description = "A second factor is already on", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
+async fn totp_enroll() -> StatusCode {
+    StatusCode::NOT_FOUND
+}
+
+/// `POST /v1/auth/mfa/totp/confirm`: turns the second factor on with a first code.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/mfa/totp/confirm",
+    tag = "auth",
+    request_body(content = TotpCode, content_type = "application/json"),
+    responses((status = 200, description = "On; ten single-use recovery codes, shown once", body = RecoveryCodes, headers(("Cache-Control" = String, description = "no-store"))), (status = 401, description = "Wrong or used code", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 409, description = "No enrollment waits for confirmation", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
+async fn totp_confirm() -> StatusCode {
+    StatusCode::NOT_FOUND
+}
+
+/// `DELETE /v1/auth/mfa/totp`: turns the second factor off, with a current code or a recovery
+/// code.
+#[utoipa::path(
+    delete,
+    path = "/v1/auth/mfa/totp",
+    tag = "auth",
+    request_body(content = SecondFactor, content_type = "application/json"),
+    responses((status = 204, description = "Off: seed and recovery codes deleted"), (status = 401, description = "Wrong or used code", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 404, description = "No second factor is on", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 422, description = "Not exactly one of code and recovery_code", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
+async fn totp_disable() -> StatusCode {
     StatusCode::NOT_FOUND
 }
 

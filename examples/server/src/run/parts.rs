@@ -136,7 +136,18 @@ pub fn auth_flows_on(
     if let Some(waiting) = config.password_queue {
         passwords = passwords.with_queue_limit(waiting);
     }
+    let key_file = config
+        .secret_key_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("secret.key"));
+    let key = tenantkit_core::SecretKey::load_or_create(&config.secret_key_id, &key_file)
+        .map_err(|e| ServerError::Keys(format!("the secret key {}: {e}", key_file.display())))?;
+    let mfa = tenantkit_auth::mfa::Mfa::new(
+        tenantkit_core::Keyring::new(key),
+        config.mfa_issuer.as_str(),
+    );
     Ok(AuthFlows::new(db.clone(), tokens, sessions)
+        .with_mfa(mfa)
         .with_passwords(passwords)
         .with_limits(Arc::new(RateLimits::new(config.rate_limits())))
         .with_mailer(mailer)
