@@ -536,6 +536,85 @@ async fn backend(backend: tenantkit_core::Backend) -> Option<tenantkit_core::Bac
     Some(backend)
 }
 
+async fn an_enrolled_account_joins_only_from_a_session_with_its_second_factor(
+    backend: tenantkit_core::Backend,
+) {
+    let Some((f, clock)) = mfa_flows(backend, false).await else {
+        return;
+    };
+    // Signed in with the password before enrolling: that session has no `otp`.
+    let (owner, secret, _) = f.enrolled(&clock, "jo@example.com").await;
+    let password_only = owner.clone();
+    assert!(!password_only.amr().iter().any(|m| m == amr::OTP));
+    let inviter = f.signed_up("kim@example.com", "Kim").await;
+    let inviter = f
+        .flows
+        .tokens()
+        .verify(&inviter.tokens.access_token)
+        .expect("token");
+    let invite = |f: &Flows| {
+        let inviter = inviter.clone();
+        let client = f.client.clone();
+        let flows = f.flows.clone();
+        async move {
+            flows
+                .invite(
+                    &client,
+                    &inviter,
+                    tenantkit_auth::flows::InviteRequest {
+                        email: "jo@example.com".into(),
+                        role: tenantkit_core::Role::Member,
+                    },
+                )
+                .await
+                .expect("invite")
+        }
+    };
+    invite(&f).await;
+    let token = f
+        .mailed_token_about(
+            "jo@example.com",
+            Some(tenantkit_auth::flows::INVITATION_SUBJECT),
+        )
+        .await;
+    let accept = |caller: Principal, token: String| {
+        let flows = f.flows.clone();
+        let client = f.client.clone();
+        async move {
+            flows
+                .accept_invitation(
+                    &client,
+                    Some(&caller),
+                    tenantkit_auth::flows::AcceptInvitation {
+                        token,
+                        password: None,
+                    },
+                )
+                .await
+        }
+    };
+    let refused = accept(password_only, token.clone()).await;
+    assert!(
+        matches!(refused, Err(Error::InsufficientAuthentication("otp"))),
+        "{refused:?}"
+    );
+    // Nothing was accepted: the same invitation still works from a session with `otp`.
+    let pending = f.pending("jo@example.com").await;
+    clock.advance(Duration::from_secs(30));
+    let done = f
+        .flows
+        .mfa_verify(&f.client, &with_code(&pending, code(&secret, &clock, 0)))
+        .await
+        .expect("second factor");
+    let with_otp = f
+        .flows
+        .tokens()
+        .verify(&done.tokens.access_token)
+        .expect("token");
+    let joined = accept(with_otp, token).await.expect("joined");
+    assert_eq!(joined.tenant_id, inviter.tenant_id());
+}
+
 tenantkit_core::backend_tests!(
     fixture = backend;
     enrolling_needs_a_code_and_gives_recovery_codes_once,
@@ -544,5 +623,6 @@ tenantkit_core::backend_tests!(
     a_pending_sign_in_expires_and_survives_five_wrong_codes_only,
     codes_are_rate_limited_per_account,
     disabling_needs_a_factor_and_ends_the_second_step,
-    without_mfa_configured_an_enrolled_account_is_not_let_through
+    without_mfa_configured_an_enrolled_account_is_not_let_through,
+    an_enrolled_account_joins_only_from_a_session_with_its_second_factor
 );

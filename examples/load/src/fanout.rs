@@ -22,13 +22,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
+
+use crate::realtime::{now_micros, quantile_ms};
 
 /// How the harness talks to the server under test.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -76,12 +78,6 @@ const TITLE_PREFIX: &str = "fanout ";
 const CONNECTING_AT_ONCE: usize = 64;
 /// How long to wait for the last deliveries after the last create.
 const GRACE: Duration = Duration::from_secs(30);
-
-fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-}
 
 /// What the subscribers share: the latencies seen, and a wake-up when all have arrived.
 #[derive(Debug, Default)]
@@ -233,10 +229,7 @@ pub(crate) async fn run(plan: Plan) {
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
     all.sort_unstable();
-    let pct = |p: f64| {
-        let index = ((all.len() as f64 - 1.0) * p).round() as usize;
-        all.get(index).map_or(0.0, |us| *us as f64 / 1000.0)
-    };
+    let pct = |p: f64| quantile_ms(&all, p);
     println!(
         "FANOUT target={:?} instances={} subscribers={subscribed} rounds={} rate={} delivered={}/{expected} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} publish_errors={publish_errors} lost_subscribers={} rss_mb_before={rss_before:.1} rss_mb_subscribed={rss_subscribed:.1} rss_mb_after={rss_fanout:.1}",
         plan.target,
@@ -254,31 +247,18 @@ pub(crate) async fn run(plan: Plan) {
 /// Signs up a fresh tenant at `base` and creates its project.
 async fn tenantkit_setup(client: &reqwest::Client, base: &str) -> Setup {
     let email = format!("fanout-{}@example.com", now_micros());
-    let signup: Value = client
-        .post(format!("{base}/v1/auth/signup"))
-        .json(&json!({"email": email, "password": crate::PASSWORD, "tenant_name": "Fanout"}))
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .expect("signup")
-        .json()
-        .await
-        .expect("signup json");
+    let signup = crate::signup(client, base, &email, "Fanout").await;
     let token = signup["access_token"]
         .as_str()
         .expect("access token")
         .to_owned();
-    let project: Value = client
-        .post(format!("{base}/v1/projects"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "fanout"}))
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .expect("project")
-        .json()
-        .await
-        .expect("project json");
+    let project = crate::post_json(
+        client,
+        &format!("{base}/v1/projects"),
+        Some(&token),
+        &json!({"name": "fanout"}),
+    )
+    .await;
     Setup {
         token,
         scope: project["id"].as_str().expect("project id").to_owned(),

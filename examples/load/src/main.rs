@@ -24,6 +24,41 @@ use tenantkit_server::{Config, Server};
 /// The password of every account the harness signs up.
 const PASSWORD: &str = "correct horse battery staple";
 
+/// POSTs `body` to `url` (with `bearer`, if any) and returns the JSON answer.
+///
+/// # Panics
+/// When the request fails or answers an error status: the harness cannot go on.
+async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    bearer: Option<&str>,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    let mut request = client.post(url).json(body);
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    request
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+}
+
+/// Signs up `email` with a new tenant at the server at `base`: the signup answer.
+async fn signup(
+    client: &reqwest::Client,
+    base: &str,
+    email: &str,
+    tenant_name: &str,
+) -> serde_json::Value {
+    let body = json!({"email": email, "password": PASSWORD, "tenant_name": tenant_name});
+    post_json(client, &format!("{base}/v1/auth/signup"), None, &body).await
+}
+
 /// The server under load: started in this process through the same [`Server`] the binary
 /// runs, on a fresh database, listening on 127.0.0.1.
 struct Target {
@@ -63,15 +98,7 @@ impl Target {
 
     /// Signs up `email` with a new tenant: the signup answer (tokens, tenant).
     async fn signup(&self, email: &str, tenant_name: &str) -> serde_json::Value {
-        self.anonymous(Method::POST, "/v1/auth/signup")
-            .json(&json!({"email": email, "password": PASSWORD, "tenant_name": tenant_name}))
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .expect("signup")
-            .json()
-            .await
-            .expect("signup json")
+        signup(&self.client, &self.base_url, email, tenant_name).await
     }
 
     fn anonymous(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
@@ -349,17 +376,13 @@ async fn main() {
             // Some data to list and read: 200 projects.
             let mut ids = Vec::new();
             for i in 0..200 {
-                let created: serde_json::Value = server
-                    .anonymous(Method::POST, "/v1/projects")
-                    .bearer_auth(&*access)
-                    .json(&json!({"name": format!("seed {i}")}))
-                    .send()
-                    .await
-                    .and_then(reqwest::Response::error_for_status)
-                    .expect("seed")
-                    .json()
-                    .await
-                    .expect("seed json");
+                let created = post_json(
+                    &server.client,
+                    &format!("{}/v1/projects", server.base_url),
+                    Some(&access),
+                    &json!({"name": format!("seed {i}")}),
+                )
+                .await;
                 ids.push(created["id"].as_str().expect("id").to_owned());
             }
             let ids = Arc::new(ids);

@@ -19,10 +19,17 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-fn now_micros() -> u64 {
+/// Microseconds since the epoch: the send time events and records carry.
+pub(crate) fn now_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// The `p` quantile (0.0–1.0) of `sorted` latencies in microseconds, in milliseconds.
+pub(crate) fn quantile_ms(sorted: &[u64], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(index).map_or(0.0, |us| *us as f64 / 1000.0)
 }
 
 /// This process's resident set size in bytes (Linux).
@@ -240,10 +247,7 @@ pub(crate) async fn clients(url: &str, sockets: usize, expect: usize) {
     let _ = tokio::time::timeout(Duration::from_secs(120), done_rx.recv()).await;
     let mut all = std::mem::take(&mut *latencies.lock().expect("latencies"));
     all.sort_unstable();
-    let pct = |p: f64| {
-        let index = ((all.len() as f64 - 1.0) * p).round() as usize;
-        all.get(index).map_or(0.0, |us| *us as f64 / 1000.0)
-    };
+    let pct = |p: f64| quantile_ms(&all, p);
     println!(
         "{} of {expect} deliveries, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} sockets closed",
         all.len(),

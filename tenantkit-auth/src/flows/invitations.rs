@@ -243,6 +243,16 @@ impl AuthFlows {
                 Some(self.passwords.hash_new(&password, "password").await?)
             }
         };
+        // A signed-in account with a second factor on joins only from a session that gave
+        // it: refused before anything is accepted (the sign-in at the end would otherwise
+        // stop at the second factor after the membership was made).
+        let amr = caller.map_or_else(AuthMethods::password, |c| AuthMethods::new(c.amr()));
+        if let Some(account) = &existing
+            && !amr.contains(tenantkit_core::amr::OTP)
+            && self.has_second_factor(account.id).await?
+        {
+            return Err(Error::InsufficientAuthentication(tenantkit_core::amr::OTP));
+        }
         // The tenant comes from the stored invitation, which the token proved.
         let mut tx = self
             .db
@@ -299,7 +309,6 @@ impl AuthFlows {
         tx.commit().await?;
         // A new account proved its password here; a signed-in caller keeps how its own
         // session signed in (its verified token's amr).
-        let amr = caller.map_or_else(AuthMethods::password, |c| AuthMethods::new(c.amr()));
         let signed_in = self
             .complete_sign_in(client, &user, &membership, amr, None, SignInVia::Invitation)
             .await?;

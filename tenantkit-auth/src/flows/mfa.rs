@@ -270,7 +270,7 @@ impl AuthFlows {
         self.mfa()?;
         let user = principal.user_id();
         let given = factor(given.code.as_deref(), given.recovery_code.as_deref())?;
-        if !matches!(self.totp_row(user).await?, Some((_, Some(_)))) {
+        if !self.has_second_factor(user).await? {
             return Err(tenantkit_core::Error::NotFound.into());
         }
         self.limits.check_account_action("mfa_code", user).await?;
@@ -311,10 +311,7 @@ impl AuthFlows {
         tenant: TenantId,
         amr: &AuthMethods,
     ) -> Result<Option<String>> {
-        if amr.contains(amr::OTP) {
-            return Ok(None);
-        }
-        if !matches!(self.totp_row(user.id).await?, Some((_, Some(_)))) {
+        if amr.contains(amr::OTP) || !self.has_second_factor(user.id).await? {
             return Ok(None);
         }
         let (token, hash) = mfa::new_challenge();
@@ -438,6 +435,14 @@ impl AuthFlows {
             // `otp` is in the methods: no further factor is asked for.
             SignIn::MfaRequired { .. } => Err(Error::LoginRequired),
         }
+    }
+
+    /// Whether `user` has a second factor on (a confirmed seed).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub(crate) async fn has_second_factor(&self, user: UserId) -> Result<bool> {
+        Ok(matches!(self.totp_row(user).await?, Some((_, Some(_)))))
     }
 
     /// The account's seed and when it was confirmed, if it has one.

@@ -132,9 +132,19 @@ impl Flows {
     /// The token mailed to `to` (mail goes out in the background: waited for, with a
     /// generous guard against a hang only).
     pub(crate) async fn mailed_token(&self, to: &str) -> String {
+        self.mailed_token_about(to, None).await
+    }
+
+    /// The token of the first mail to `to` with `subject` (any subject when `None`), waited
+    /// for like [`Self::mailed_token`].
+    pub(crate) async fn mailed_token_about(&self, to: &str, subject: Option<&str>) -> String {
         let wait = async {
             loop {
-                let mail = self.mailer.sent().into_iter().find(|m| m.to == to);
+                let mail = self
+                    .mailer
+                    .sent()
+                    .into_iter()
+                    .find(|m| m.to == to && subject.is_none_or(|s| m.subject == s));
                 if let Some(mail) = mail {
                     let (_, rest) = mail.body.split_once("token=").expect("a link");
                     break rest.split_whitespace().next().expect("token").to_owned();
