@@ -41,7 +41,8 @@
 //! assert!(matches!(outcome, SignupOutcome::SignedIn(_)));
 //!
 //! let login = LoginRequest { email, password: password(), tenant: None };
-//! let logged_in = flows.login(&client, login).await?;
+//! // `SignIn::MfaRequired` instead for an account with a second factor on.
+//! let logged_in = flows.login(&client, login).await?.into_complete()?;
 //! let caller = flows.tokens().verify(&logged_in.tokens.access_token)?;
 //! assert_eq!(caller.role(), Role::Owner); // the owner of the tenant they signed up
 //! # Ok(())
