@@ -120,6 +120,18 @@ impl Error {
     }
 }
 
+/// The answer to a sign-in that stopped at the second factor ([`crate::flows::SignIn`]'s
+/// `MfaRequired`): `401 mfa_required` with the `mfa_token` that continues it at
+/// `POST /v1/auth/mfa/verify`. For handlers of one's own; send it with `Cache-Control:
+/// no-store`.
+pub fn mfa_required_problem(mfa_token: String) -> Problem {
+    Problem::new(
+        ErrorCode::MfaRequired,
+        "The password is right; give a code from the authenticator (or a recovery code) with this `mfa_token` at /v1/auth/mfa/verify.",
+    )
+    .with_mfa_token(mfa_token)
+}
+
 impl From<&Error> for Problem {
     /// The one mapping of auth errors to HTTP. Token failures never say more than "invalid"
     /// or "expired": which check failed is logged, not answered.

@@ -126,7 +126,7 @@ mod smtp;
 mod store;
 
 pub use authorize::{Require, RequireLayer, RequirePermissionLayer, RequireScopeLayer};
-pub use error::{Error, Result, problem_response};
+pub use error::{Error, Result, mfa_required_problem, problem_response};
 pub use future::ResponseFuture;
 pub use jwt::layer::{
     JwtAuth, JwtAuthLayer, StrictJwtAuth, StrictJwtAuthLayer, StrictResponseFuture, bearer_token,

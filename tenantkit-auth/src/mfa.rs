@@ -19,8 +19,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand_core::{OsRng, RngCore as _};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
@@ -28,7 +26,7 @@ use tenantkit_core::{Clock, Keyring, SystemClock, UserId};
 use time::OffsetDateTime;
 use totp_rs::{Algorithm, TOTP};
 
-use crate::{Error, Result};
+use crate::{Error, OneTimeToken, Result};
 
 /// Digits of a code.
 const DIGITS: usize = 6;
@@ -201,19 +199,17 @@ pub(crate) fn new_recovery_codes() -> Vec<String> {
         .collect()
 }
 
-/// A new pending sign-in token and its hash.
+/// A new pending sign-in token (a [`OneTimeToken`] with this flow's prefix) and its hash.
 pub(crate) fn new_challenge() -> (String, [u8; 32]) {
-    let mut bytes = [0_u8; 32];
-    OsRng.fill_bytes(&mut bytes);
-    let token = format!("{CHALLENGE_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
-    let hash = Sha256::digest(token.as_bytes()).into();
+    let token = format!("{CHALLENGE_PREFIX}{}", OneTimeToken::generate().expose());
+    let hash = OneTimeToken::new(token.clone()).hash();
     (token, hash)
 }
 
 /// The hash of a presented pending sign-in token; `None` when it is malformed.
 pub(crate) fn challenge_hash(token: &str) -> Option<[u8; 32]> {
     (token.starts_with(CHALLENGE_PREFIX) && token.len() <= 100)
-        .then(|| Sha256::digest(token.as_bytes()).into())
+        .then(|| OneTimeToken::new(token).hash())
 }
 
 #[cfg(test)]

@@ -321,12 +321,7 @@ async fn login(
 
 /// The `mfa_required` answer: 401 with the token that continues the sign-in.
 fn mfa_required(mfa_token: String) -> Response {
-    let problem = tenantkit_core::Problem::new(
-        tenantkit_core::ErrorCode::MfaRequired,
-        "The password is right; give a code from the authenticator (or a recovery code) with this `mfa_token` at /v1/auth/mfa/verify.",
-    )
-    .with_mfa_token(mfa_token);
-    (NO_STORE, problem).into_response()
+    (NO_STORE, crate::mfa_required_problem(mfa_token)).into_response()
 }
 
 async fn mfa_verify(

@@ -532,6 +532,35 @@ async fn without_mfa_configured_an_enrolled_account_is_not_let_through(
     );
 }
 
+async fn one_code_used_twice_at_once_signs_in_once(backend: tenantkit_core::Backend) {
+    let Some((f, clock)) = mfa_flows(backend, false).await else {
+        return;
+    };
+    let (owner, secret, _) = f.enrolled(&clock, "lu@example.com").await;
+    let before = f.sessions_of(&owner).await;
+    let (first, second) = (
+        f.pending("lu@example.com").await,
+        f.pending("lu@example.com").await,
+    );
+    let next = code(&secret, &clock, 1);
+    let (one, two) = (with_code(&first, next.clone()), with_code(&second, next));
+    let (a, b) = tokio::join!(
+        f.flows.mfa_verify(&f.client, &one),
+        f.flows.mfa_verify(&f.client, &two),
+    );
+    // Whichever comes first, the other finds the step used.
+    let outcomes = [a.is_ok(), b.is_ok()];
+    assert_eq!(
+        outcomes.iter().filter(|ok| **ok).count(),
+        1,
+        "{a:?} / {b:?}"
+    );
+    for refused in [a, b].into_iter().filter(Result::is_err) {
+        assert!(matches!(refused, Err(Error::InvalidCode)), "{refused:?}");
+    }
+    assert_eq!(f.sessions_of(&owner).await, before + 1);
+}
+
 async fn backend(backend: tenantkit_core::Backend) -> Option<tenantkit_core::Backend> {
     Some(backend)
 }
@@ -624,5 +653,6 @@ tenantkit_core::backend_tests!(
     codes_are_rate_limited_per_account,
     disabling_needs_a_factor_and_ends_the_second_step,
     without_mfa_configured_an_enrolled_account_is_not_let_through,
-    an_enrolled_account_joins_only_from_a_session_with_its_second_factor
+    an_enrolled_account_joins_only_from_a_session_with_its_second_factor,
+    one_code_used_twice_at_once_signs_in_once
 );

@@ -159,6 +159,10 @@ where
                 () = tokio::time::sleep_until(idle) => Step::Idle,
             };
             let outcome = match step {
+                // Nothing more for an expired token by the tokens' clock either.
+                Step::Drain if self.expired() => {
+                    Err(End::Close(close::TOKEN_EXPIRED, "token expired"))
+                }
                 Step::Drain => self.drain().await,
                 Step::Incoming(None) => Err(End::Gone(1006)),
                 Step::Incoming(Some(Err(WsError::Capacity(CapacityError::MessageTooLong {

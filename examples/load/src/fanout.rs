@@ -132,9 +132,6 @@ pub(crate) async fn run(plan: Plan) {
         },
     };
     let deliveries = Arc::new(Deliveries::default());
-    deliveries
-        .expected
-        .store(plan.subscribers * plan.rounds, Ordering::Relaxed);
     // No stream client outside this (SSE) one: a separate client without the overall timeout.
     let streams = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))

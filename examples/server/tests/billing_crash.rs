@@ -91,15 +91,7 @@ async fn kill_9_while_the_worker_is_busy_loses_and_repeats_nothing() {
     let client = reqwest::Client::new();
     let mut server = start(&data, &plans).await;
     let mut base = server.base.clone();
-    let signup: serde_json::Value = client
-        .post(format!("{base}/v1/auth/signup"))
-        .json(&serde_json::json!({"email": "crash@example.com", "password": "correct horse battery staple", "tenant_name": "Crash"}))
-        .send()
-        .await
-        .expect("signup")
-        .json()
-        .await
-        .expect("json");
+    let signup = support::signup(&client, &base, "crash@example.com", "Crash").await;
     let tenant = signup["tenant"]["id"]
         .as_str()
         .expect("tenant id")

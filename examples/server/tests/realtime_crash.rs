@@ -83,15 +83,7 @@ async fn kill_9_while_the_relay_holds_messages_loses_and_repeats_no_event() {
     let database = data.join("tenantkit.db");
     let client = reqwest::Client::new();
     let mut server = start(&data, &redis).await;
-    let signup: serde_json::Value = client
-        .post(format!("{}/v1/auth/signup", server.base))
-        .json(&serde_json::json!({"email": "relay@example.com", "password": "correct horse battery staple", "tenant_name": "Relay"}))
-        .send()
-        .await
-        .expect("signup")
-        .json()
-        .await
-        .expect("json");
+    let signup = support::signup(&client, &server.base, "relay@example.com", "Relay").await;
     let tenant: TenantId = signup["tenant"]["id"]
         .as_str()
         .expect("tenant")

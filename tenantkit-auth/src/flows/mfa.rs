@@ -162,11 +162,7 @@ impl AuthFlows {
         self.limits
             .check_account_action("mfa_enroll", user_id)
             .await?;
-        let user = self
-            .db
-            .find_user(user_id)
-            .await?
-            .ok_or(tenantkit_core::Error::NotFound)?;
+        let user = self.current_user(principal).await?;
         let (sealed, secret, otpauth_uri) = mfa.new_seed(user_id, user.email.as_str())?;
         let now = mfa.now();
         let mut tx = self.db.begin_system().await?;

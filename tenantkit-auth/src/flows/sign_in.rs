@@ -236,8 +236,9 @@ impl AuthFlows {
             return Err(tenantkit_core::Error::Forbidden.into());
         }
         let tenant = membership.tenant_id;
-        // A new sign-in (not a tenant switch, whose session came from one that passed) of an
-        // account with a second factor on: nothing starts until it is given.
+        // A new sign-in of an account with a second factor on: nothing starts until it is
+        // given. A tenant switch derives from a live session and keeps its methods (a session
+        // started before the account enrolled keeps working, without `otp`, until it ends).
         if parent.is_none()
             && let Some(mfa_token) = self.second_factor_due(user, tenant, &amr).await?
         {

@@ -370,13 +370,18 @@ impl Listener {
                         _ => {}
                     }
                 }
-                // The connection was lost (and re-made, listening again): catch up.
+                // The connection was lost and re-made, listening again (sqlx reconnects
+                // eagerly before answering `None`): catch up.
                 Ok(None) => self.catch_up().await,
                 Err(err) => {
                     tracing::warn!(error = %err, "realtime: the postgres listener failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    // The next try_recv reconnects; what was missed meanwhile is replayed.
+                    // Listening again first, then the catch-up: one made before LISTEN is back
+                    // would miss what commits between the two.
+                    while let Err(err) = sqlx::query("SELECT 1").execute(&mut listener).await {
+                        tracing::warn!(error = %err, "realtime: reconnecting the postgres listener");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
                     self.catch_up().await;
                 }
             }

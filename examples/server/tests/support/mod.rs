@@ -222,3 +222,22 @@ impl WriteLock {
         self.0.close().await.expect("close");
     }
 }
+
+/// Signs up `email` (owner of a new tenant `tenant_name`) at the server at `base`: the
+/// answer (tokens, user, tenant).
+pub(crate) async fn signup(
+    client: &reqwest::Client,
+    base: &str,
+    email: &str,
+    tenant_name: &str,
+) -> serde_json::Value {
+    client
+        .post(format!("{base}/v1/auth/signup"))
+        .json(&serde_json::json!({"email": email, "password": "correct horse battery staple", "tenant_name": tenant_name}))
+        .send()
+        .await
+        .expect("signup")
+        .json()
+        .await
+        .expect("json")
+}
