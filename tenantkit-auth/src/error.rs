@@ -132,6 +132,18 @@ pub fn mfa_required_problem(mfa_token: String) -> Problem {
     .with_mfa_token(mfa_token)
 }
 
+/// The answer to a sign-in into a tenant that requires a second factor the account does not
+/// have ([`crate::flows::SignIn`]'s `MfaEnrollmentRequired`): `403 mfa_enrollment_required`
+/// with the `mfa_token` that can only enroll one (`POST /v1/auth/mfa/enroll`, then
+/// `/v1/auth/mfa/enroll/confirm`, which signs in). Send it with `Cache-Control: no-store`.
+pub fn mfa_enrollment_required_problem(mfa_token: String) -> Problem {
+    Problem::new(
+        ErrorCode::MfaEnrollmentRequired,
+        "The password is right, but this tenant requires a second factor: enroll an authenticator with this `mfa_token` at /v1/auth/mfa/enroll, then confirm a first code at /v1/auth/mfa/enroll/confirm.",
+    )
+    .with_mfa_token(mfa_token)
+}
+
 impl From<&Error> for Problem {
     /// The one mapping of auth errors to HTTP. Token failures never say more than "invalid"
     /// or "expired": which check failed is logged, not answered.

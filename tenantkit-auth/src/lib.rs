@@ -126,7 +126,9 @@ mod smtp;
 mod store;
 
 pub use authorize::{Require, RequireLayer, RequirePermissionLayer, RequireScopeLayer};
-pub use error::{Error, Result, mfa_required_problem, problem_response};
+pub use error::{
+    Error, Result, mfa_enrollment_required_problem, mfa_required_problem, problem_response,
+};
 pub use future::ResponseFuture;
 pub use jwt::layer::{
     JwtAuth, JwtAuthLayer, StrictJwtAuth, StrictJwtAuthLayer, StrictResponseFuture, bearer_token,

@@ -255,6 +255,34 @@ impl Revocations {
         tx.on_commit(Box::new(move || this.publish(revocation)));
         Ok(sessions)
     }
+
+    /// Revokes the listed sessions that are still live inside `tx`, each through the one
+    /// revocation statement, and publishes them in one message once `tx` has committed (its
+    /// scope the first of them, its list all of them). Returns the sessions it revoked.
+    ///
+    /// # Errors
+    /// Database errors.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub async fn revoke_listed_in<T: CommitHook>(
+        &self,
+        tx: &mut T,
+        listed: &[SessionId],
+        reason: &str,
+        at: OffsetDateTime,
+    ) -> tenantkit_core::Result<Vec<SessionId>> {
+        let mut sessions = Vec::with_capacity(listed.len());
+        for &id in listed {
+            let scope = RevocationScope::Session(id);
+            sessions.extend(crate::store::sessions::revoke_rows(tx, scope, at, reason).await?);
+        }
+        if let Some(&first) = sessions.first() {
+            let scope = RevocationScope::Session(first);
+            let revocation = Revocation::new(scope, sessions.clone(), reason, at);
+            let this = self.clone();
+            tx.on_commit(Box::new(move || this.publish(revocation)));
+        }
+        Ok(sessions)
+    }
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

@@ -5,8 +5,10 @@
 //! | Route | Body | Answer |
 //! |---|---|---|
 //! | `POST /signup` | [`SignupRequest`] | 201 [`SignedUp`]; 202 [`CheckEmail`] ([`SignupMode::VerifyFirst`]) |
-//! | `POST /login` | [`LoginRequest`] | 200 [`LoggedIn`]; 401 `mfa_required` with an `mfa_token` (a second factor is on) |
+//! | `POST /login` | [`LoginRequest`] | 200 [`LoggedIn`]; 401 `mfa_required` with an `mfa_token` (a second factor is on); 403 `mfa_enrollment_required` with one (the tenant requires a second factor the account lacks) |
 //! | `POST /mfa/verify` | [`MfaVerify`] | 200 [`LoggedIn`] (`amr` gains `otp`) |
+//! | `POST /mfa/enroll` | [`PendingEnrollment`] (the token of a 403 `mfa_enrollment_required`) | 201 [`TotpEnrollment`] (shown once) |
+//! | `POST /mfa/enroll/confirm` | [`PendingConfirmation`] | 200 [`EnrolledSignIn`] (recovery codes and the login answer; `amr` gains `otp`) |
 //! | `POST /mfa/totp` | none; a bearer access token | 201 [`TotpEnrollment`] (shown once) |
 //! | `POST /mfa/totp/confirm` | [`TotpCode`]; a bearer access token | 200 [`RecoveryCodes`] (shown once) |
 //! | `DELETE /mfa/totp` | [`SecondFactor`]; a bearer access token | 204 |
@@ -74,11 +76,13 @@ use tenantkit_core::{ClientInfo, Principal, TrustedProxies};
 use tower::{Layer, Service};
 
 use crate::flows::{
-    AuthFlows, LoginRequest, MfaVerify, SecondFactor, SignIn, SignupOutcome, SignupRequest,
-    TotpCode,
+    AuthFlows, LoginRequest, MfaVerify, PendingConfirmation, PendingEnrollment, SecondFactor,
+    SignIn, SignupOutcome, SignupRequest, TotpCode,
 };
 #[cfg(doc)]
-use crate::flows::{LoggedIn, RecoveryCodes, SignedUp, SignupMode, TokenPair, TotpEnrollment};
+use crate::flows::{
+    EnrolledSignIn, LoggedIn, RecoveryCodes, SignedUp, SignupMode, TokenPair, TotpEnrollment,
+};
 use crate::{Error, JwtAuthLayer, RefreshToken};
 
 /// Answers carrying tokens are never cached (RFC 6749 §5.1).
@@ -219,6 +223,8 @@ impl AuthRoutes {
             .route("/logout", self.logout())
             .route("/logout-all", self.logout_all())
             .route("/mfa/verify", self.mfa_verify())
+            .route("/mfa/enroll", self.mfa_enroll())
+            .route("/mfa/enroll/confirm", self.mfa_enroll_confirm())
             .route("/mfa/totp", self.mfa_totp())
             .route("/mfa/totp/confirm", self.mfa_totp_confirm())
     }
@@ -229,6 +235,24 @@ impl AuthRoutes {
         S: Clone + Send + Sync + 'static,
     {
         self.finish(post(mfa_verify))
+    }
+
+    /// `POST` mfa/enroll alone: with the token of a `mfa_enrollment_required` answer, a new
+    /// seed for its account (201, shown once). No bearer token: the account has no session.
+    pub fn mfa_enroll<S>(&self) -> MethodRouter<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        self.finish(post(mfa_enroll))
+    }
+
+    /// `POST` mfa/enroll/confirm alone: the token and a first code turn the second factor on
+    /// and sign in (200 with the recovery codes beside the tokens).
+    pub fn mfa_enroll_confirm<S>(&self) -> MethodRouter<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        self.finish(post(mfa_enroll_confirm))
     }
 
     /// `POST` (enroll: 201 with the seed) and `DELETE` (disable, with a current code: 204)
@@ -313,15 +337,23 @@ async fn login(
     client: ClientInfo,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Response, Error> {
-    Ok(match state.flows.login(&client, body).await? {
-        SignIn::Complete(done) => (NO_STORE, Json(done)).into_response(),
-        SignIn::MfaRequired { mfa_token } => mfa_required(mfa_token),
-    })
+    Ok(sign_in_response(state.flows.login(&client, body).await?))
 }
 
-/// The `mfa_required` answer: 401 with the token that continues the sign-in.
-fn mfa_required(mfa_token: String) -> Response {
-    (NO_STORE, crate::mfa_required_problem(mfa_token)).into_response()
+/// The HTTP answer to a sign-in's outcome, as `POST /login` gives it: 200 with the flow's
+/// answer; 401 `mfa_required` or 403 `mfa_enrollment_required` with the `mfa_token` that
+/// continues it. Every one with `Cache-Control: no-store`. For handlers of one's own that end
+/// with a sign-in (accepting an invitation, say).
+pub fn sign_in_response<T: Serialize>(outcome: SignIn<T>) -> Response {
+    match outcome {
+        SignIn::Complete(done) => (NO_STORE, Json(done)).into_response(),
+        SignIn::MfaRequired { mfa_token } => {
+            (NO_STORE, crate::mfa_required_problem(mfa_token)).into_response()
+        }
+        SignIn::MfaEnrollmentRequired { mfa_token } => {
+            (NO_STORE, crate::mfa_enrollment_required_problem(mfa_token)).into_response()
+        }
+    }
 }
 
 async fn mfa_verify(
@@ -332,6 +364,26 @@ async fn mfa_verify(
     Ok((
         NO_STORE,
         Json(state.flows.mfa_verify(&client, &body).await?),
+    ))
+}
+
+async fn mfa_enroll(
+    State(state): State<RouteState>,
+    client: ClientInfo,
+    ApiJson(body): ApiJson<PendingEnrollment>,
+) -> Result<impl IntoResponse, Error> {
+    let enrollment = state.flows.mfa_enroll_pending(&client, &body).await?;
+    Ok((StatusCode::CREATED, NO_STORE, Json(enrollment)))
+}
+
+async fn mfa_enroll_confirm(
+    State(state): State<RouteState>,
+    client: ClientInfo,
+    ApiJson(body): ApiJson<PendingConfirmation>,
+) -> Result<impl IntoResponse, Error> {
+    Ok((
+        NO_STORE,
+        Json(state.flows.mfa_confirm_pending(&client, &body).await?),
     ))
 }
 

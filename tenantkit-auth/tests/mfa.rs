@@ -7,9 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tenantkit_auth::flows::{LoginRequest, MfaVerify, SecondFactor, SignIn, TotpCode};
+use tenantkit_auth::flows::{
+    AcceptInvitation, InviteRequest, LoginRequest, MfaVerify, PendingConfirmation,
+    PendingEnrollment, SecondFactor, SignIn, SwitchTenant, TenantPolicyPatch, TotpCode,
+};
 use tenantkit_auth::mfa::Mfa;
-use tenantkit_auth::{Error, Password, RateLimitConfig, RateLimits};
+use tenantkit_auth::{Error, Password, RateLimitConfig, RateLimits, RefreshToken};
 use tenantkit_core::{Clock as _, Keyring, ManualClock, Principal, SecretKey, TenantScope, amr};
 
 mod support;
@@ -640,8 +643,267 @@ async fn an_enrolled_account_joins_only_from_a_session_with_its_second_factor(
         .tokens()
         .verify(&done.tokens.access_token)
         .expect("token");
-    let joined = accept(with_otp, token).await.expect("joined");
+    let joined = accept(with_otp, token)
+        .await
+        .expect("joined")
+        .into_complete()
+        .expect("signed in");
     assert_eq!(joined.tenant_id, inviter.tenant_id());
+}
+
+impl Flows {
+    /// Sets "MFA required" on the caller's tenant, in a transaction of that tenant.
+    async fn require_mfa(
+        &self,
+        caller: &Principal,
+        on: bool,
+    ) -> Result<tenantkit_auth::flows::TenantPolicy, Error> {
+        let mut tx = (self.flows.db())
+            .begin(&TenantScope::of(caller))
+            .await
+            .expect("begin");
+        let policy = self
+            .flows
+            .update_tenant_policy(
+                &mut tx,
+                &self.client,
+                caller,
+                TenantPolicyPatch::mfa_required(on),
+            )
+            .await?;
+        tx.commit().await.expect("commit");
+        Ok(policy)
+    }
+
+    /// `token`'s verified caller.
+    fn caller(&self, token: &str) -> Principal {
+        self.flows.tokens().verify(token).expect("token")
+    }
+
+    /// Accepts the invitation mailed to `email` with `caller`'s session, or as a new account.
+    async fn accept(
+        &self,
+        email: &str,
+        caller: Option<&Principal>,
+    ) -> Result<SignIn<tenantkit_auth::flows::Joined>, Error> {
+        let token = self
+            .mailed_token_about(email, Some(tenantkit_auth::flows::INVITATION_SUBJECT))
+            .await;
+        self.flows
+            .accept_invitation(
+                &self.client,
+                caller,
+                AcceptInvitation {
+                    token,
+                    password: caller.is_none().then(|| Password::new(PASSWORD)),
+                },
+            )
+            .await
+    }
+
+    async fn invite(&self, inviter: &Principal, email: &str) {
+        self.flows
+            .invite(
+                &self.client,
+                inviter,
+                InviteRequest {
+                    email: email.into(),
+                    role: tenantkit_core::Role::Member,
+                },
+            )
+            .await
+            .expect("invite");
+    }
+}
+
+async fn a_tenant_that_requires_a_second_factor_has_every_sign_in_give_one(
+    backend: tenantkit_core::Backend,
+) {
+    let Some((f, clock)) = mfa_flows(backend, false).await else {
+        return;
+    };
+    let (owner_pwd, secret, _) = f.enrolled(&clock, "own@example.com").await;
+    // A member (password only), and an account of another tenant that also joins this one.
+    let (_, member) = f.invite_and_accept(&owner_pwd, "mem@example.com").await;
+    let member_caller = f.caller(&member.tokens.access_token);
+    let other = f.signed_up("oth@example.com", "Other").await;
+    let other_caller = f.caller(&other.tokens.access_token);
+    f.invite(&owner_pwd, "oth@example.com").await;
+    let joined = f.accept("oth@example.com", Some(&other_caller)).await;
+    assert!(matches!(joined, Ok(SignIn::Complete(_))), "{joined:?}");
+
+    // Only the owner sets the policy, and only from a session that gave a second factor.
+    let refused = f.require_mfa(&member_caller, true).await;
+    assert!(
+        matches!(refused, Err(Error::Core(tenantkit_core::Error::Forbidden))),
+        "{refused:?}"
+    );
+    let refused = f.require_mfa(&owner_pwd, true).await;
+    assert!(
+        matches!(refused, Err(Error::InsufficientAuthentication("otp"))),
+        "{refused:?}"
+    );
+    let pending = f.pending("own@example.com").await;
+    clock.advance(Duration::from_secs(30));
+    let owner_otp = f
+        .flows
+        .mfa_verify(&f.client, &with_code(&pending, code(&secret, &clock, 0)))
+        .await
+        .expect("second factor");
+    let owner = f.caller(&owner_otp.tokens.access_token);
+    let policy = f.require_mfa(&owner, true).await.expect("policy");
+    assert!(policy.mfa_required);
+    assert!(
+        f.actions(owner.tenant_id())
+            .await
+            .contains(&"tenant.policy_changed".to_owned())
+    );
+
+    // The tenant's sessions without a second factor ended (the owner's password-only one
+    // too); the owner's session with one, and the other account's own tenant, did not.
+    let refused = f
+        .flows
+        .refresh(
+            &f.client,
+            &RefreshToken::new(member.tokens.refresh_token.clone()),
+        )
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    let sessions = f.flows.sessions();
+    assert!(
+        sessions
+            .is_over(owner_pwd.session_id())
+            .await
+            .expect("read")
+    );
+    assert!(
+        sessions
+            .is_over(member_caller.session_id())
+            .await
+            .expect("read")
+    );
+    assert!(!sessions.is_over(owner.session_id()).await.expect("read"));
+    f.flows
+        .refresh(
+            &f.client,
+            &RefreshToken::new(owner_otp.tokens.refresh_token.clone()),
+        )
+        .await
+        .expect("the owner's session with a second factor goes on");
+    f.flows
+        .refresh(
+            &f.client,
+            &RefreshToken::new(other.tokens.refresh_token.clone()),
+        )
+        .await
+        .expect("a session in another tenant goes on");
+
+    // A member without a second factor: enrollment first, with a token that does nothing else.
+    let mfa_token = match f.flows.login(&f.client, login("mem@example.com")).await {
+        Ok(SignIn::MfaEnrollmentRequired { mfa_token, .. }) => mfa_token,
+        other => panic!("enrollment is due: {other:?}"),
+    };
+    let refused = f
+        .flows
+        .mfa_verify(&f.client, &with_code(&mfa_token, "123456".into()))
+        .await;
+    assert!(
+        matches!(refused, Err(Error::InvalidToken(_))),
+        "{refused:?}"
+    );
+    let pending_enrollment = PendingEnrollment {
+        mfa_token: mfa_token.clone(),
+    };
+    let seed = f
+        .flows
+        .mfa_enroll_pending(&f.client, &pending_enrollment)
+        .await
+        .expect("enroll");
+    let confirm = |code: String| PendingConfirmation {
+        mfa_token: mfa_token.clone(),
+        code,
+    };
+    let refused = f
+        .flows
+        .mfa_confirm_pending(&f.client, &confirm("000000".into()))
+        .await;
+    assert!(matches!(refused, Err(Error::InvalidCode)), "{refused:?}");
+    let done = f
+        .flows
+        .mfa_confirm_pending(&f.client, &confirm(code(&seed.secret, &clock, 0)))
+        .await
+        .expect("enrolled and signed in");
+    assert_eq!(done.recovery_codes.len(), 10);
+    let signed_in = f.caller(&done.signed_in.tokens.access_token);
+    assert_eq!(signed_in.tenant_id(), owner.tenant_id());
+    assert!(signed_in.has_amr(amr::OTP) && signed_in.has_amr(amr::PASSWORD));
+    // The token was used up; the account now has a second factor like any other.
+    let again = f
+        .flows
+        .mfa_confirm_pending(&f.client, &confirm(code(&seed.secret, &clock, 1)))
+        .await;
+    assert!(matches!(again, Err(Error::InvalidToken(_))), "{again:?}");
+    let again = f
+        .flows
+        .mfa_enroll_pending(&f.client, &pending_enrollment)
+        .await;
+    assert!(matches!(again, Err(Error::InvalidToken(_))), "{again:?}");
+    f.pending("mem@example.com").await;
+    let actions = f.actions(owner.tenant_id()).await;
+    assert!(
+        actions.contains(&"auth.mfa_enabled".to_owned()),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&"auth.mfa_failed".to_owned()),
+        "{actions:?}"
+    );
+
+    // A tenant switch from a session without a second factor is refused.
+    let refused = f
+        .flows
+        .switch_tenant(
+            &f.client,
+            &other_caller,
+            SwitchTenant {
+                tenant_id: owner.tenant_id().to_string(),
+            },
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(Error::InsufficientAuthentication("otp"))),
+        "{refused:?}"
+    );
+    // An existing account joins only from a session with a second factor; a new account
+    // joins and is asked to enroll.
+    let third = f.signed_up("thr@example.com", "Third").await;
+    f.invite(&owner, "thr@example.com").await;
+    let refused = f
+        .accept(
+            "thr@example.com",
+            Some(&f.caller(&third.tokens.access_token)),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(Error::InsufficientAuthentication("otp"))),
+        "{refused:?}"
+    );
+    f.invite(&owner, "new@example.com").await;
+    let joined = f.accept("new@example.com", None).await;
+    assert!(
+        matches!(joined, Ok(SignIn::MfaEnrollmentRequired { .. })),
+        "{joined:?}"
+    );
+
+    // Off again: a password sign-in into the tenant is complete once more.
+    assert!(
+        !f.require_mfa(&owner, false)
+            .await
+            .expect("off")
+            .mfa_required
+    );
+    let complete = f.flows.login(&f.client, login("new@example.com")).await;
+    assert!(matches!(complete, Ok(SignIn::Complete(_))), "{complete:?}");
 }
 
 tenantkit_core::backend_tests!(
@@ -654,5 +916,6 @@ tenantkit_core::backend_tests!(
     disabling_needs_a_factor_and_ends_the_second_step,
     without_mfa_configured_an_enrolled_account_is_not_let_through,
     an_enrolled_account_joins_only_from_a_session_with_its_second_factor,
+    a_tenant_that_requires_a_second_factor_has_every_sign_in_give_one,
     one_code_used_twice_at_once_signs_in_once
 );

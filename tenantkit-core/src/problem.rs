@@ -39,6 +39,9 @@ pub enum ErrorCode {
     InsufficientUserAuthentication,
     /// 403: authenticated but not allowed.
     Forbidden,
+    /// 403: the password was right, but the tenant requires a second factor the account does
+    /// not have: the problem's `mfa_token` can only enroll one (`POST /v1/auth/mfa/enroll`).
+    MfaEnrollmentRequired,
     /// 403: the password was right, but the account's email address is not proven yet (in an
     /// enumeration-safe signup mode, where signing in waits for it).
     EmailUnverified,
@@ -85,9 +88,10 @@ impl ErrorCode {
             | ErrorCode::RefreshTokenReused
             | ErrorCode::MfaRequired
             | ErrorCode::InsufficientUserAuthentication => StatusCode::UNAUTHORIZED,
-            ErrorCode::Forbidden | ErrorCode::EmailUnverified | ErrorCode::QuotaExceeded => {
-                StatusCode::FORBIDDEN
-            }
+            ErrorCode::Forbidden
+            | ErrorCode::EmailUnverified
+            | ErrorCode::QuotaExceeded
+            | ErrorCode::MfaEnrollmentRequired => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -120,6 +124,7 @@ impl ErrorCode {
             ErrorCode::MfaRequired => "mfa_required",
             ErrorCode::InsufficientUserAuthentication => "insufficient_user_authentication",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::MfaEnrollmentRequired => "mfa_enrollment_required",
             ErrorCode::EmailUnverified => "email_unverified",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
@@ -151,6 +156,7 @@ impl ErrorCode {
             ErrorCode::MfaRequired => "Second factor required",
             ErrorCode::InsufficientUserAuthentication => "Stronger sign-in required",
             ErrorCode::Forbidden => "Forbidden",
+            ErrorCode::MfaEnrollmentRequired => "Second factor enrollment required",
             ErrorCode::EmailUnverified => "Email address not verified",
             ErrorCode::NotFound => "Not found",
             ErrorCode::MethodNotAllowed => "Method not allowed",
@@ -391,6 +397,7 @@ mod tests {
             MfaRequired,
             InsufficientUserAuthentication,
             Forbidden,
+            MfaEnrollmentRequired,
             EmailUnverified,
             NotFound,
             MethodNotAllowed,
@@ -414,6 +421,7 @@ mod tests {
                 && code != ErrorCode::MfaRequired
                 && code != ErrorCode::InsufficientUserAuthentication
                 && code != ErrorCode::EmailUnverified
+                && code != ErrorCode::MfaEnrollmentRequired
                 && code != ErrorCode::InvalidSignature
                 && code != ErrorCode::QuotaExceeded
                 && code != ErrorCode::UploadIncomplete

@@ -349,8 +349,198 @@ async fn pending_sign_ins_are_per_account(server: TestServer) {
     assert_eq!(caller.user_id(), a.id);
 }
 
+/// A tenant that requires a second factor: set by its owner from a session that gave one, and
+/// an invited account without one enrolls before its first session (`403
+/// mfa_enrollment_required`, then the enrollment routes, which sign in).
+async fn a_tenant_policy_through_the_api(server: TestServer) {
+    let Some(python) = required_service("TENANTKIT_TEST_STRIPE_PYTHON", "TOTP (pyotp)") else {
+        return;
+    };
+    let email = "policy-owner@example.com";
+    let signed_up = server.signup(email, "policy-owner").await;
+    let password_only = signed_up["access_token"].as_str().expect("token");
+    let enrolled = server
+        .call_with_token(Some(password_only), Method::POST, "/v1/auth/mfa/totp", None)
+        .await;
+    let app = Authenticator::from_uri(&python, enrolled.body["otpauth_uri"].as_str().expect("uri"));
+    let confirmed = server
+        .call_with_token(
+            Some(password_only),
+            Method::POST,
+            "/v1/auth/mfa/totp/confirm",
+            Some(json!({"code": app.code().await})),
+        )
+        .await;
+    assert_eq!(confirmed.status, StatusCode::OK, "{}", confirmed.body);
+
+    // From the password-only session: step up first (RFC 9470), nothing changes.
+    let on = json!({"mfa_required": true});
+    let refused = server
+        .call_with_token(
+            Some(password_only),
+            Method::PATCH,
+            "/v1/tenant",
+            Some(on.clone()),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+    assert_eq!(refused.body["code"], "insufficient_user_authentication");
+    assert!(
+        refused.headers["www-authenticate"]
+            .to_str()
+            .expect("ascii")
+            .contains("insufficient_user_authentication")
+    );
+    let tenant = server
+        .call_with_token(Some(password_only), Method::GET, "/v1/tenant", None)
+        .await;
+    assert_eq!(tenant.body["mfa_required"], false, "{}", tenant.body);
+
+    let pending = login(&server, email).await;
+    let done = verify(
+        &server,
+        json!({"mfa_token": pending.body["mfa_token"], "code": app.code().await}),
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    let owner = done.body["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    for bad in [
+        json!({"mfa_required": "yes"}),
+        json!({"mfa_required": true, "sso": 1}),
+    ] {
+        let reply = server
+            .call_with_token(Some(&owner), Method::PATCH, "/v1/tenant", Some(bad.clone()))
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            reply.body
+        );
+    }
+    let changed = server
+        .call_with_token(Some(&owner), Method::PATCH, "/v1/tenant", Some(on))
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    assert_eq!(changed.body["mfa_required"], true);
+    assert_eq!(changed.body["slug"], "policy-owner");
+    // The owner's password-only session ended with the change.
+    let ended = server
+        .call(
+            None,
+            Method::POST,
+            "/v1/auth/refresh",
+            Some(json!({"refresh_token": signed_up["refresh_token"]})),
+        )
+        .await;
+    assert_eq!(ended.status, StatusCode::UNAUTHORIZED, "{}", ended.body);
+
+    // An invited account without a second factor: joined, then enrollment before a session.
+    let invited = server
+        .call_with_token(
+            Some(&owner),
+            Method::POST,
+            "/v1/invitations",
+            Some(json!({"email": "policy-member@example.com", "role": "member"})),
+        )
+        .await;
+    assert_eq!(invited.status, StatusCode::CREATED, "{}", invited.body);
+    let mailed = server
+        .mailed_token("policy-member@example.com", "invited")
+        .await;
+    let joined = server
+        .call(
+            None,
+            Method::POST,
+            "/v1/invitations/accept",
+            Some(json!({"token": mailed, "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(joined.status, StatusCode::FORBIDDEN, "{}", joined.body);
+    assert_eq!(joined.body["code"], "mfa_enrollment_required");
+    assert_eq!(joined.headers["cache-control"], "no-store");
+    assert!(joined.body.get("access_token").is_none());
+    let mfa_token = joined.body["mfa_token"]
+        .as_str()
+        .expect("mfa_token")
+        .to_owned();
+    // The token only enrolls.
+    let misused = verify(&server, json!({"mfa_token": mfa_token, "code": "123456"})).await;
+    assert_eq!(misused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(misused.body["code"], "invalid_token");
+    let seed = server
+        .call(
+            None,
+            Method::POST,
+            "/v1/auth/mfa/enroll",
+            Some(json!({"mfa_token": mfa_token})),
+        )
+        .await;
+    assert_eq!(seed.status, StatusCode::CREATED, "{}", seed.body);
+    assert_eq!(seed.headers["cache-control"], "no-store");
+    let member_app =
+        Authenticator::from_uri(&python, seed.body["otpauth_uri"].as_str().expect("uri"));
+    let confirm = "/v1/auth/mfa/enroll/confirm";
+    let wrong = server
+        .call(
+            None,
+            Method::POST,
+            confirm,
+            Some(json!({"mfa_token": mfa_token, "code": "000000"})),
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{}", wrong.body);
+    let signed_in = server
+        .call(
+            None,
+            Method::POST,
+            confirm,
+            Some(json!({"mfa_token": mfa_token, "code": member_app.code().await})),
+        )
+        .await;
+    assert_eq!(signed_in.status, StatusCode::OK, "{}", signed_in.body);
+    assert_eq!(signed_in.headers["cache-control"], "no-store");
+    assert_eq!(
+        signed_in.body["recovery_codes"].as_array().map(Vec::len),
+        Some(10)
+    );
+    let member = server
+        .tokens
+        .verify(signed_in.body["access_token"].as_str().expect("token"))
+        .expect("a valid token");
+    assert!(member.has_amr("otp") && member.has_amr("pwd"));
+    let me = server
+        .call_with_token(
+            signed_in.body["access_token"].as_str(),
+            Method::GET,
+            "/v1/me",
+            None,
+        )
+        .await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.body);
+    assert_eq!(me.body["tenant"]["slug"], "policy-owner");
+    let replayed = server
+        .call(
+            None,
+            Method::POST,
+            confirm,
+            Some(json!({"mfa_token": mfa_token, "code": member_app.code().await})),
+        )
+        .await;
+    assert_eq!(
+        replayed.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        replayed.body
+    );
+}
+
 tenantkit_core::backend_tests!(
     fixture = tenantkit_e2e::server;
     a_second_factor_through_the_api,
-    pending_sign_ins_are_per_account
+    pending_sign_ins_are_per_account,
+    a_tenant_policy_through_the_api
 );

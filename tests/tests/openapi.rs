@@ -17,6 +17,8 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("post", "/v1/auth/logout"),
     ("post", "/v1/auth/logout-all"),
     ("post", "/v1/auth/mfa/verify"),
+    ("post", "/v1/auth/mfa/enroll"),
+    ("post", "/v1/auth/mfa/enroll/confirm"),
     ("post", "/v1/auth/mfa/totp"),
     ("delete", "/v1/auth/mfa/totp"),
     ("post", "/v1/auth/mfa/totp/confirm"),

@@ -9,7 +9,7 @@ use tenantkit_core::{
 };
 use time::OffsetDateTime;
 
-use super::{AuthFlows, SignInVia, TokenPair, event};
+use super::{AuthFlows, SignIn, SignInVia, TokenPair, event};
 use crate::{Attempt, AuthMethods, Error, Message, OneTimeToken, Password, Result};
 
 const INVITATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -207,14 +207,18 @@ impl AuthFlows {
     /// # Errors
     /// `validation_failed` on `token` (invalid, used, revoked, expired, or its sender lost the
     /// right) or `password`; [`Error::LoginRequired`] when the address has an account and no
-    /// token was sent; `forbidden` when signed in as someone else.
+    /// token was sent; `forbidden` when signed in as someone else;
+    /// [`Error::InsufficientAuthentication`] when the account has a second factor on, or the
+    /// tenant requires one, and the caller's session did not give it. A new account joining a
+    /// tenant that requires a second factor joins, and the answer is
+    /// [`SignIn::MfaEnrollmentRequired`] (enroll, then sign in).
     #[tracing::instrument(skip_all)]
     pub async fn accept_invitation(
         &self,
         client: &ClientInfo,
         caller: Option<&Principal>,
         request: AcceptInvitation,
-    ) -> Result<Joined> {
+    ) -> Result<SignIn<Joined>> {
         self.limits
             .check(Attempt::AcceptInvitation, client.ip)
             .await?;
@@ -243,13 +247,16 @@ impl AuthFlows {
                 Some(self.passwords.hash_new(&password, "password").await?)
             }
         };
-        // A signed-in account with a second factor on joins only from a session that gave
-        // it: refused before anything is accepted (the sign-in at the end would otherwise
-        // stop at the second factor after the membership was made).
+        // A signed-in account with a second factor on, or joining a tenant that requires
+        // one, joins only from a session that gave it: refused before anything is accepted
+        // (the sign-in at the end would otherwise stop at the second factor after the
+        // membership was made). A new account joining such a tenant is accepted, and its
+        // sign-in answers `MfaEnrollmentRequired`.
         let amr = caller.map_or_else(AuthMethods::password, |c| AuthMethods::new(c.amr()));
         if let Some(account) = &existing
             && !amr.contains(tenantkit_core::amr::OTP)
-            && self.has_second_factor(account.id).await?
+            && (self.has_second_factor(account.id).await?
+                || self.policy_of(invitation.tenant_id).await?.mfa_required)
         {
             return Err(Error::InsufficientAuthentication(tenantkit_core::amr::OTP));
         }
@@ -312,10 +319,10 @@ impl AuthFlows {
         let signed_in = self
             .complete_sign_in(client, &user, &membership, amr, None, SignInVia::Invitation)
             .await?;
-        Ok(Joined {
-            tokens: signed_in.into_complete()?.tokens,
+        Ok(signed_in.map(|done| Joined {
+            tokens: done.tokens,
             tenant_id: membership.tenant_id,
             role: membership.role,
-        })
+        }))
     }
 }

@@ -7,7 +7,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use tenantkit_core::{ClientInfo, Principal, SystemTx, TenantId, UserId, amr, with_conn};
+use tenantkit_core::{ClientInfo, Principal, SystemTx, TenantId, User, UserId, amr, with_conn};
 use time::OffsetDateTime;
 
 use super::{AuthFlows, LoggedIn, SignIn, SignInVia, event};
@@ -121,6 +121,86 @@ fn factor<'a>(code: Option<&'a str>, recovery: Option<&'a str>) -> Result<Factor
     }
 }
 
+/// The first step of an enrollment that a tenant's policy requires
+/// (`POST /v1/auth/mfa/enroll`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PendingEnrollment {
+    /// The `mfa_token` of the `mfa_enrollment_required` answer.
+    pub mfa_token: String,
+}
+
+impl fmt::Debug for PendingEnrollment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PendingEnrollment(..)")
+    }
+}
+
+/// The second step of an enrollment that a tenant's policy requires
+/// (`POST /v1/auth/mfa/enroll/confirm`): the token and a first code.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PendingConfirmation {
+    /// The `mfa_token` of the `mfa_enrollment_required` answer.
+    pub mfa_token: String,
+    /// Six digits from the authenticator, made from the new seed.
+    pub code: String,
+}
+
+impl fmt::Debug for PendingConfirmation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PendingConfirmation(..)")
+    }
+}
+
+/// A sign-in completed by enrolling a second factor: the recovery codes (shown once) beside
+/// the login answer (tokens and memberships), in one flat object.
+#[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[non_exhaustive]
+pub struct EnrolledSignIn {
+    /// Ten single-use codes, each a replacement for one authenticator code.
+    pub recovery_codes: Vec<String>,
+    /// The tokens and memberships, as a login answers them.
+    #[serde(flatten)]
+    pub signed_in: LoggedIn,
+}
+
+impl fmt::Debug for EnrolledSignIn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnrolledSignIn")
+            .field("recovery_codes", &self.recovery_codes.len())
+            .field("signed_in", &self.signed_in)
+            .finish()
+    }
+}
+
+/// What a pending sign-in waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// A code of the account's second factor (`mfa_required`).
+    Verify,
+    /// An enrollment: the tenant requires a second factor the account lacks
+    /// (`mfa_enrollment_required`).
+    Enroll,
+}
+
+impl Purpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Verify => "verify",
+            Self::Enroll => "enroll",
+        }
+    }
+}
+
+/// The one answer for a pending-sign-in token that does not open one.
+fn unknown_challenge() -> Error {
+    Error::InvalidToken("unknown, used or expired mfa token")
+}
+
 /// A pending sign-in, as stored.
 struct Challenge {
     user: UserId,
@@ -157,13 +237,18 @@ impl AuthFlows {
     /// `404` without [`AuthFlows::with_mfa`]; `409 conflict` when a second factor is already
     /// on (disable it first); [`Error::RateLimited`].
     pub async fn totp_enroll(&self, principal: &Principal) -> Result<TotpEnrollment> {
-        let mfa = self.mfa()?;
-        let user_id = principal.user_id();
-        self.limits
-            .check_account_action("mfa_enroll", user_id)
-            .await?;
+        self.mfa()?;
         let user = self.current_user(principal).await?;
-        let (sealed, secret, otpauth_uri) = mfa.new_seed(user_id, user.email.as_str())?;
+        self.start_enrollment(&user).await
+    }
+
+    /// A fresh seed for `user`, stored unconfirmed (replacing an unconfirmed one).
+    async fn start_enrollment(&self, user: &User) -> Result<TotpEnrollment> {
+        let mfa = self.mfa()?;
+        self.limits
+            .check_account_action("mfa_enroll", user.id)
+            .await?;
+        let (sealed, secret, otpauth_uri) = mfa.new_seed(user.id, user.email.as_str())?;
         let now = mfa.now();
         let mut tx = self.db.begin_system().await?;
         let stored = with_conn!(&mut tx, |c| {
@@ -172,7 +257,7 @@ impl AuthFlows {
                  ON CONFLICT (user_id) DO UPDATE SET secret = excluded.secret, \
                  created_at = excluded.created_at WHERE mfa_totp.confirmed_at IS NULL",
             )
-            .bind(user_id)
+            .bind(user.id)
             .bind(&sealed)
             .bind(now)
             .execute(c)
@@ -205,8 +290,18 @@ impl AuthFlows {
         principal: &Principal,
         code: &TotpCode,
     ) -> Result<RecoveryCodes> {
-        let mfa = self.mfa()?;
         let user = principal.user_id();
+        let step = self.check_enrollment_code(user, &code.code).await?;
+        let codes = self.confirm_enrollment(user, step).await?;
+        let entry = event(client, "auth.mfa_enabled", Some(user), "user", user);
+        self.audit(principal.tenant_id(), entry).await?;
+        Ok(codes)
+    }
+
+    /// The step `code` proves of `user`'s unconfirmed seed, counted against the account's
+    /// code budget.
+    async fn check_enrollment_code(&self, user: UserId, code: &str) -> Result<(String, i64)> {
+        let mfa = self.mfa()?;
         self.limits.check_account_action("mfa_code", user).await?;
         let pending = self.totp_row(user).await?;
         let Some((sealed, None)) = pending else {
@@ -215,9 +310,19 @@ impl AuthFlows {
             )
             .into());
         };
-        let Some(step) = mfa.matching_step(user, &sealed, &code.code)? else {
+        let Some(step) = mfa.matching_step(user, &sealed, code)? else {
             return Err(Error::InvalidCode);
         };
+        Ok((sealed, step))
+    }
+
+    /// Turns `user`'s checked enrollment on and gives it fresh recovery codes.
+    async fn confirm_enrollment(
+        &self,
+        user: UserId,
+        (sealed, step): (String, i64),
+    ) -> Result<RecoveryCodes> {
+        let mfa = self.mfa()?;
         let codes = mfa::new_recovery_codes();
         let now = mfa.now();
         let mut tx = self.db.begin_system().await?;
@@ -243,8 +348,6 @@ impl AuthFlows {
         }
         replace_recovery_codes(&mut tx, user, &codes).await?;
         tx.commit().await?;
-        let entry = event(client, "auth.mfa_enabled", Some(user), "user", user);
-        self.audit(principal.tenant_id(), entry).await?;
         Ok(RecoveryCodes {
             recovery_codes: codes,
         })
@@ -296,7 +399,8 @@ impl AuthFlows {
     }
 
     /// Whether a sign-in of `user` (into `tenant`, with the methods `amr` so far) must first
-    /// give a second factor: when the account has one on and `amr` does not include one yet.
+    /// give a second factor: when `amr` does not include one yet and the account has one on
+    /// (a code is due), or the tenant requires one and the account has none (it must enroll).
     /// Then the pending sign-in is stored and its token returned.
     ///
     /// # Errors
@@ -306,10 +410,17 @@ impl AuthFlows {
         user: &tenantkit_core::User,
         tenant: TenantId,
         amr: &AuthMethods,
-    ) -> Result<Option<String>> {
-        if amr.contains(amr::OTP) || !self.has_second_factor(user.id).await? {
+    ) -> Result<Option<(Purpose, String)>> {
+        if amr.contains(amr::OTP) {
             return Ok(None);
         }
+        let purpose = if self.has_second_factor(user.id).await? {
+            Purpose::Verify
+        } else if self.policy_of(tenant).await?.mfa_required {
+            Purpose::Enroll
+        } else {
+            return Ok(None);
+        };
         let (token, hash) = mfa::new_challenge();
         let now = self.mfa_now();
         let mut tx = self.db.begin_system().await?;
@@ -322,7 +433,7 @@ impl AuthFlows {
                 .await?;
             sqlx::query(
                 "INSERT INTO mfa_challenges (token_hash, user_id, tenant_id, credentials_epoch, \
-                 amr, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                 amr, expires_at, purpose) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(&hash[..])
             .bind(user.id)
@@ -330,12 +441,13 @@ impl AuthFlows {
             .bind(user.credentials_epoch)
             .bind(amr.to_column())
             .bind(now + CHALLENGE_TTL)
+            .bind(purpose.as_str())
             .execute(&mut *c)
             .await
             .map(drop)
         })?;
         tx.commit().await?;
-        Ok(Some(token))
+        Ok(Some((purpose, token)))
     }
 
     /// The second step of a sign-in that answered `mfa_required`: the pending sign-in's token
@@ -345,8 +457,8 @@ impl AuthFlows {
     /// a wrong code as `auth.mfa_failed`.
     ///
     /// # Errors
-    /// [`Error::InvalidToken`] for an unknown, used, expired or dropped token;
-    /// [`Error::InvalidCode`]; `422` unless exactly one factor is given;
+    /// [`Error::InvalidToken`] for an unknown, used, expired or dropped token (or one that
+    /// can only enroll); [`Error::InvalidCode`]; `422` unless exactly one factor is given;
     /// [`Error::RateLimited`] (per client network, and per account);
     /// [`Error::InvalidCredentials`] when the password changed meanwhile; `404` without
     /// [`AuthFlows::with_mfa`].
@@ -354,14 +466,7 @@ impl AuthFlows {
         self.limits.check(Attempt::Login, client.ip).await?;
         self.mfa()?;
         let given = factor(request.code.as_deref(), request.recovery_code.as_deref())?;
-        let unknown = Error::InvalidToken("unknown, used or expired mfa token");
-        let Some(hash) = mfa::challenge_hash(&request.mfa_token) else {
-            return Err(unknown);
-        };
-        let now = self.mfa_now();
-        let Some(challenge) = self.open_challenge(&hash, now).await? else {
-            return Err(unknown);
-        };
+        let (hash, challenge) = self.pending(&request.mfa_token, Purpose::Verify).await?;
         self.limits
             .check_account_action("mfa_code", challenge.user)
             .await?;
@@ -379,8 +484,11 @@ impl AuthFlows {
         }
         // Single use: of two requests that both passed the factor check (one code and one
         // recovery code), only one takes the pending sign-in.
-        if !self.take_challenge(&hash, now).await? {
-            return Err(unknown);
+        if !self
+            .take_challenge(&hash, Purpose::Verify, self.mfa_now())
+            .await?
+        {
+            return Err(unknown_challenge());
         }
         if let Factor::Recovery(_) = given {
             let entry = event(
@@ -392,13 +500,115 @@ impl AuthFlows {
             );
             self.audit(challenge.tenant, entry).await?;
         }
+        self.finish_pending(client, challenge).await
+    }
+
+    /// The first step of a sign-in that answered `mfa_enrollment_required` (the tenant
+    /// requires a second factor, the account has none): a fresh seed for the pending
+    /// sign-in's account, shown once. The token is not used up: confirm with
+    /// [`AuthFlows::mfa_confirm_pending`]. Enrolling is all such a token can do.
+    ///
+    /// # Errors
+    /// [`Error::InvalidToken`] for an unknown, used or expired token, or one that is not for
+    /// enrolling; `409 conflict` when the account has a second factor on meanwhile;
+    /// [`Error::RateLimited`]; `404` without [`AuthFlows::with_mfa`].
+    pub async fn mfa_enroll_pending(
+        &self,
+        client: &ClientInfo,
+        request: &PendingEnrollment,
+    ) -> Result<TotpEnrollment> {
+        self.limits.check(Attempt::Login, client.ip).await?;
+        self.mfa()?;
+        let (_, challenge) = self.pending(&request.mfa_token, Purpose::Enroll).await?;
+        let user = self
+            .db
+            .find_user(challenge.user)
+            .await?
+            .ok_or_else(unknown_challenge)?;
+        self.start_enrollment(&user).await
+    }
+
+    /// The second step of a sign-in that answered `mfa_enrollment_required`: a first code of
+    /// the seed from [`AuthFlows::mfa_enroll_pending`] turns the second factor on (audited as
+    /// `auth.mfa_enabled`) and completes the sign-in (`amr` gains `otp`); the answer holds the
+    /// recovery codes, shown once, beside the tokens. The token is used once; five wrong codes
+    /// drop it.
+    ///
+    /// # Errors
+    /// As [`AuthFlows::mfa_enroll_pending`]; [`Error::InvalidCode`]; `409 conflict` when no
+    /// enrollment waits for confirmation; [`Error::InvalidCredentials`] when the password
+    /// changed meanwhile.
+    pub async fn mfa_confirm_pending(
+        &self,
+        client: &ClientInfo,
+        request: &PendingConfirmation,
+    ) -> Result<EnrolledSignIn> {
+        self.limits.check(Attempt::Login, client.ip).await?;
+        self.mfa()?;
+        let (hash, challenge) = self.pending(&request.mfa_token, Purpose::Enroll).await?;
+        let checked = match self
+            .check_enrollment_code(challenge.user, &request.code)
+            .await
+        {
+            Err(Error::InvalidCode) => {
+                self.count_wrong_code(&hash).await?;
+                let entry = event(
+                    client,
+                    "auth.mfa_failed",
+                    Some(challenge.user),
+                    "user",
+                    challenge.user,
+                );
+                self.audit(challenge.tenant, entry).await?;
+                return Err(Error::InvalidCode);
+            }
+            other => other?,
+        };
+        // The pending sign-in is taken before the factor turns on: two confirmations of one
+        // token sign in once.
+        if !self
+            .take_challenge(&hash, Purpose::Enroll, self.mfa_now())
+            .await?
+        {
+            return Err(unknown_challenge());
+        }
+        let codes = self.confirm_enrollment(challenge.user, checked).await?;
+        let entry = event(
+            client,
+            "auth.mfa_enabled",
+            Some(challenge.user),
+            "user",
+            challenge.user,
+        );
+        self.audit(challenge.tenant, entry).await?;
+        let signed_in = self.finish_pending(client, challenge).await?;
+        Ok(EnrolledSignIn {
+            recovery_codes: codes.recovery_codes,
+            signed_in,
+        })
+    }
+
+    /// The open pending sign-in `token` names for `purpose`, with its hash.
+    async fn pending(&self, token: &str, purpose: Purpose) -> Result<(Vec<u8>, Challenge)> {
+        let Some(hash) = mfa::challenge_hash(token) else {
+            return Err(unknown_challenge());
+        };
+        let challenge = self
+            .open_challenge(&hash, purpose, self.mfa_now())
+            .await?
+            .ok_or_else(unknown_challenge)?;
+        Ok((hash.to_vec(), challenge))
+    }
+
+    /// Completes a pending sign-in whose second factor was given: the session the first step
+    /// would have started, under the credentials epoch it was checked at (a reset or "log out
+    /// everywhere" since then leaves no session behind), with `otp` added to its methods.
+    async fn finish_pending(&self, client: &ClientInfo, challenge: Challenge) -> Result<LoggedIn> {
         let mut user = self
             .db
             .find_user(challenge.user)
             .await?
             .ok_or(Error::InvalidCredentials)?;
-        // The session is made under the epoch the password was checked at: a reset or "log
-        // out everywhere" since then leaves no session behind.
         user.credentials_epoch = challenge.credentials_epoch;
         let memberships = self.db.memberships_of(user.id).await?;
         let membership = memberships
@@ -429,10 +639,11 @@ impl AuthFlows {
                 memberships,
             }),
             // `otp` is in the methods: no further factor is asked for.
-            SignIn::MfaRequired { .. } => Err(Error::LoginRequired),
+            SignIn::MfaRequired { .. } | SignIn::MfaEnrollmentRequired { .. } => {
+                Err(Error::LoginRequired)
+            }
         }
     }
-
     /// Whether `user` has a second factor on (a confirmed seed).
     ///
     /// # Errors
@@ -505,14 +716,20 @@ impl AuthFlows {
         Ok(used == 1)
     }
 
-    async fn open_challenge(&self, hash: &[u8], now: OffsetDateTime) -> Result<Option<Challenge>> {
+    async fn open_challenge(
+        &self,
+        hash: &[u8],
+        purpose: Purpose,
+        now: OffsetDateTime,
+    ) -> Result<Option<Challenge>> {
         let mut tx = self.db.begin_system_read().await?;
         let row = with_conn!(&mut tx, |c| {
             sqlx::query_as::<_, (UserId, TenantId, i64, String)>(
                 "SELECT user_id, tenant_id, credentials_epoch, amr FROM mfa_challenges \
-                 WHERE token_hash = $1 AND expires_at > $2 AND attempts < $3",
+                 WHERE token_hash = $1 AND purpose = $2 AND expires_at > $3 AND attempts < $4",
             )
             .bind(hash)
+            .bind(purpose.as_str())
             .bind(now)
             .bind(CHALLENGE_ATTEMPTS)
             .fetch_optional(c)
@@ -545,14 +762,20 @@ impl AuthFlows {
         Ok(())
     }
 
-    async fn take_challenge(&self, hash: &[u8], now: OffsetDateTime) -> Result<bool> {
+    async fn take_challenge(
+        &self,
+        hash: &[u8],
+        purpose: Purpose,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
         let mut tx = self.db.begin_system().await?;
         let taken = with_conn!(&mut tx, |c| {
             sqlx::query(
-                "DELETE FROM mfa_challenges WHERE token_hash = $1 AND expires_at > $2 \
-                 AND attempts < $3",
+                "DELETE FROM mfa_challenges WHERE token_hash = $1 AND purpose = $2 \
+                 AND expires_at > $3 AND attempts < $4",
             )
             .bind(hash)
+            .bind(purpose.as_str())
             .bind(now)
             .bind(CHALLENGE_ATTEMPTS)
             .execute(c)

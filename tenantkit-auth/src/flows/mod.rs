@@ -62,6 +62,7 @@ mod members;
 mod mfa;
 mod operator;
 mod password;
+mod policy;
 mod session;
 mod sign_in;
 
@@ -77,9 +78,13 @@ use tenantkit_core::{
 pub use invitations::{
     AcceptInvitation, INVITATION_SUBJECT, InvitationCreated, InviteRequest, Joined,
 };
-pub use mfa::{MfaVerify, RecoveryCodes, SecondFactor, TotpCode, TotpEnrollment};
+pub use mfa::{
+    EnrolledSignIn, MfaVerify, PendingConfirmation, PendingEnrollment, RecoveryCodes, SecondFactor,
+    TotpCode, TotpEnrollment,
+};
 pub use operator::{TenantCreated, UserAdded};
 pub use password::{ChangePassword, ResetConfirm, ResetRequest, VerifyConfirm};
+pub use policy::{TenantPolicy, TenantPolicyPatch};
 pub use session::{LoggedIn, LoginRequest, SignedUp, SignupOutcome, SignupRequest, SwitchTenant};
 pub use sign_in::{CheckedCredentials, SignIn, SignInVia, SignedIn};
 

@@ -5,6 +5,7 @@
 
 use tenantkit_core::{ClientInfo, Email, Membership, Role, Slug, TenantId, User};
 
+use super::mfa::Purpose;
 use super::{AuthFlows, LoginRequest, TokenPair, event};
 use crate::refresh::SessionRecord;
 use crate::{Attempt, AuthMethods, Error, Result, Verification};
@@ -78,6 +79,15 @@ pub enum SignIn<T = SignedIn> {
         /// The short-lived token that continues this sign-in once the second factor is given.
         mfa_token: String,
     },
+    /// The credentials were right, but the tenant requires a second factor and the account
+    /// has none: no session started. The token can only enroll one
+    /// ([`AuthFlows::mfa_enroll_pending`], then [`AuthFlows::mfa_confirm_pending`], which
+    /// signs in).
+    #[non_exhaustive]
+    MfaEnrollmentRequired {
+        /// The short-lived token that enrolls a second factor and then continues this sign-in.
+        mfa_token: String,
+    },
 }
 
 impl<T> SignIn<T> {
@@ -86,6 +96,9 @@ impl<T> SignIn<T> {
         match self {
             Self::Complete(done) => SignIn::Complete(f(done)),
             Self::MfaRequired { mfa_token } => SignIn::MfaRequired { mfa_token },
+            Self::MfaEnrollmentRequired { mfa_token } => {
+                SignIn::MfaEnrollmentRequired { mfa_token }
+            }
         }
     }
 
@@ -97,7 +110,9 @@ impl<T> SignIn<T> {
     pub fn into_complete(self) -> Result<T> {
         match self {
             Self::Complete(done) => Ok(done),
-            Self::MfaRequired { .. } => Err(Error::LoginRequired),
+            Self::MfaRequired { .. } | Self::MfaEnrollmentRequired { .. } => {
+                Err(Error::LoginRequired)
+            }
         }
     }
 }
@@ -236,14 +251,24 @@ impl AuthFlows {
             return Err(tenantkit_core::Error::Forbidden.into());
         }
         let tenant = membership.tenant_id;
-        // A new sign-in of an account with a second factor on: nothing starts until it is
-        // given. A tenant switch derives from a live session and keeps its methods (a session
-        // started before the account enrolled keeps working, without `otp`, until it ends).
-        if parent.is_none()
-            && let Some(mfa_token) = self.second_factor_due(user, tenant, &amr).await?
+        // A new sign-in of an account with a second factor on, or into a tenant that requires
+        // one: nothing starts until it is given (or enrolled). A tenant switch derives from a
+        // live session and keeps its methods (a session started before the account enrolled
+        // keeps working, without `otp`, until it ends), except into a tenant that requires a
+        // second factor the session did not give.
+        if parent.is_none() {
+            if let Some((purpose, mfa_token)) = self.second_factor_due(user, tenant, &amr).await? {
+                tracing::info!(user = %user.id, tenant = %tenant, ?via, ?purpose, "second factor due");
+                return Ok(match purpose {
+                    Purpose::Verify => SignIn::MfaRequired { mfa_token },
+                    Purpose::Enroll => SignIn::MfaEnrollmentRequired { mfa_token },
+                });
+            }
+        } else if !amr.contains(tenantkit_core::amr::OTP)
+            && self.policy_of(tenant).await?.mfa_required
         {
-            tracing::info!(user = %user.id, tenant = %tenant, ?via, "second factor due");
-            return Ok(SignIn::MfaRequired { mfa_token });
+            tracing::info!(user = %user.id, tenant = %tenant, "tenant switch refused: the tenant requires a second factor");
+            return Err(Error::InsufficientAuthentication(tenantkit_core::amr::OTP));
         }
         let (session, refresh) = match parent {
             Some(parent) => self.sessions.start_derived(parent, tenant).await?,

@@ -125,7 +125,9 @@ impl Flows {
                 },
             )
             .await
-            .expect("accept");
+            .expect("accept")
+            .into_complete()
+            .expect("no second factor due");
         (invited, joined)
     }
 

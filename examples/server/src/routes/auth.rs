@@ -8,8 +8,9 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Serialize;
 use tenantkit_auth::flows::{
-    ChangePassword, LoggedIn, LoginRequest, MfaVerify, RecoveryCodes, SecondFactor, SignedUp,
-    SignupRequest, SwitchTenant, TokenPair, TotpCode, TotpEnrollment,
+    ChangePassword, EnrolledSignIn, LoggedIn, LoginRequest, MfaVerify, PendingConfirmation,
+    PendingEnrollment, RecoveryCodes, SecondFactor, SignedUp, SignupRequest, SwitchTenant,
+    TokenPair, TotpCode, TotpEnrollment,
 };
 use tenantkit_auth::routes::{AuthRoutes, CheckEmail, RefreshRequest};
 use tenantkit_core::{Error, Membership, Principal, Role, Tenant, User};
@@ -27,7 +28,7 @@ pub(crate) fn no_store() -> [(header::HeaderName, &'static str); 1] {
 /// The library's routes with this document's entries: signup, login, refresh, logout and
 /// logout-all (which verifies its caller with the layer `routes` were given, the same as the
 /// other protected routes).
-pub(crate) fn library_routes(routes: &AuthRoutes) -> [UtoipaMethodRouter<AppState>; 8] {
+pub(crate) fn library_routes(routes: &AuthRoutes) -> [UtoipaMethodRouter<AppState>; 10] {
     let with = |(schemas, paths, _): UtoipaMethodRouter<AppState>, route| (schemas, paths, route);
     [
         with(routes!(signup), routes.signup()),
@@ -36,6 +37,8 @@ pub(crate) fn library_routes(routes: &AuthRoutes) -> [UtoipaMethodRouter<AppStat
         with(routes!(logout), routes.logout()),
         with(routes!(logout_all), routes.logout_all()),
         with(routes!(mfa_verify), routes.mfa_verify()),
+        with(routes!(mfa_enroll), routes.mfa_enroll()),
+        with(routes!(mfa_enroll_confirm), routes.mfa_enroll_confirm()),
         with(routes!(totp_enroll, totp_disable), routes.mfa_totp()),
         with(routes!(totp_confirm), routes.mfa_totp_confirm()),
     ]
@@ -62,7 +65,7 @@ async fn signup() -> StatusCode {
     path = "/v1/auth/login",
     tag = "auth",
     request_body(content = LoginRequest, content_type = "application/json"),
-    responses((status = 200, description = "Signed in", body = LoggedIn, headers(("Cache-Control" = String, description = "no-store"))), (status = 401, description = "Wrong email, password or tenant (one answer for all: invalid_credentials); or mfa_required with an mfa_token (the password is right and a second factor is on: continue at /v1/auth/mfa/verify)", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json"))
+    responses((status = 200, description = "Signed in", body = LoggedIn, headers(("Cache-Control" = String, description = "no-store"))), (status = 401, description = "Wrong email, password or tenant (one answer for all: invalid_credentials); or mfa_required with an mfa_token (the password is right and a second factor is on: continue at /v1/auth/mfa/verify)", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 403, description = "mfa_enrollment_required with an mfa_token: the tenant requires a second factor the account lacks (enroll at /v1/auth/mfa/enroll)", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json"))
 )]
 async fn login() -> StatusCode {
     StatusCode::NOT_FOUND
@@ -115,6 +118,32 @@ async fn logout_all() -> StatusCode {
     responses((status = 200, description = "Signed in; the tokens' amr include otp", body = LoggedIn, headers(("Cache-Control" = String, description = "no-store"))), (status = 401, description = "Unknown, used or expired mfa_token (invalid_token), or a wrong, expired or used code (invalid_credentials)", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 422, description = "Not exactly one of code and recovery_code", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json"))
 )]
 async fn mfa_verify() -> StatusCode {
+    StatusCode::NOT_FOUND
+}
+
+/// `POST /v1/auth/mfa/enroll`: a new authenticator seed for the account of a sign-in that
+/// answered `mfa_enrollment_required` (shown once).
+#[utoipa::path(
+    post,
+    path = "/v1/auth/mfa/enroll",
+    tag = "auth",
+    request_body(content = PendingEnrollment, content_type = "application/json"),
+    responses((status = 201, description = "The seed, in base32 and as an otpauth URI", body = TotpEnrollment, headers(("Cache-Control" = String, description = "no-store"))), (status = 401, description = "Unknown, used or expired mfa_token, or one that is not for enrolling (invalid_token)", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 409, description = "A second factor is already on", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json"))
+)]
+async fn mfa_enroll() -> StatusCode {
+    StatusCode::NOT_FOUND
+}
+
+/// `POST /v1/auth/mfa/enroll/confirm`: a first code turns the second factor on and completes
+/// the sign-in that answered `mfa_enrollment_required`.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/mfa/enroll/confirm",
+    tag = "auth",
+    request_body(content = PendingConfirmation, content_type = "application/json"),
+    responses((status = 200, description = "Signed in (amr include otp), with ten single-use recovery codes shown once", body = EnrolledSignIn, headers(("Cache-Control" = String, description = "no-store"))), (status = 401, description = "Unknown, used or expired mfa_token (invalid_token), or a wrong code (invalid_credentials)", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 409, description = "No enrollment waits for confirmation", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json"))
+)]
+async fn mfa_enroll_confirm() -> StatusCode {
     StatusCode::NOT_FOUND
 }
 

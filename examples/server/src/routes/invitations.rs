@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use tenantkit_auth::flows::{AcceptInvitation, InvitationCreated, InviteRequest, Joined};
+use tenantkit_auth::routes::sign_in_response;
 use tenantkit_core::{Invitation, InvitationId, Page, Permission, Principal, TenantScope};
 
 use super::auth::no_store;
@@ -39,7 +40,7 @@ pub(crate) async fn invite(
     path = "/v1/invitations/accept",
     tag = "invitations",
     request_body(content = AcceptInvitation, content_type = "application/json"),
-    responses((status = 200, description = "Joined; signed in to the tenant", body = Joined, headers(("Cache-Control" = String, description = "no-store"))), (status = 401, description = "Invalid, used, revoked or expired invitation", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "Joined; signed in to the tenant", body = Joined, headers(("Cache-Control" = String, description = "no-store"))), (status = 403, description = "Joined, but the tenant requires a second factor: mfa_enrollment_required with an mfa_token (enroll at /v1/auth/mfa/enroll)", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 401, description = "Invalid, used, revoked or expired invitation; or insufficient_user_authentication (an existing account's session without the second factor it has or the tenant requires)", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json")),
     security((), ("bearer" = []))
 )]
 pub(crate) async fn accept(
@@ -52,7 +53,7 @@ pub(crate) async fn accept(
         .auth
         .accept_invitation(&client, caller.as_ref(), body)
         .await?;
-    Ok((no_store(), Json(joined)))
+    Ok(sign_in_response(joined))
 }
 
 /// `GET /v1/invitations`: pending invitations (never their tokens).

@@ -3,8 +3,9 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tenantkit_auth::flows::{TenantPolicy, TenantPolicyPatch};
 use tenantkit_core::{
     AuditEntry, AuditFilter, Cursor, Membership, Page, Permission, Principal, Role, Tenant,
     TenantScope, UserId,
@@ -15,39 +16,55 @@ use utoipa::IntoParams;
 use crate::extract::{ApiId, ApiJson, Client, Listing, NoFilter, PageQuery, QueryFilter};
 use crate::{AppState, Result};
 
+/// The caller's tenant with its sign-in policy, in one flat object.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct TenantView {
+    #[serde(flatten)]
+    tenant: Tenant,
+    #[serde(flatten)]
+    policy: TenantPolicy,
+}
+
 /// `GET /v1/tenant`.
 #[utoipa::path(
     get,
     path = "/v1/tenant",
     tag = "tenant",
-    responses((status = 200, description = "The caller's tenant", body = Tenant)),
+    responses((status = 200, description = "The caller's tenant and its sign-in policy", body = TenantView)),
     security(("bearer" = []))
 )]
 pub(crate) async fn get_tenant(
     State(state): State<AppState>,
     principal: Principal,
-) -> Result<Json<Tenant>> {
+) -> Result<Json<TenantView>> {
     principal.require(Permission::Read)?;
     let mut tx = state.db.begin_read(&TenantScope::of(&principal)).await?;
     let tenant = tx.tenant().await?;
+    let policy = state.auth.tenant_policy(&mut tx).await?;
     tx.commit().await?;
-    Ok(Json(tenant))
+    Ok(Json(TenantView { tenant, policy }))
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[derive(utoipa::ToSchema)]
 pub(crate) struct TenantPatch {
-    name: String,
+    /// A new display name (admin+).
+    #[serde(default)]
+    name: Option<String>,
+    /// Every sign-in into the tenant gives a second factor (owner only; turning it on needs a
+    /// session that gave one, and ends the tenant's sessions that did not).
+    #[serde(default)]
+    mfa_required: Option<bool>,
 }
 
-/// `PATCH /v1/tenant`: renames the tenant (the slug is immutable).
+/// `PATCH /v1/tenant`: renames the tenant (the slug is immutable) and sets its sign-in policy.
 #[utoipa::path(
     patch,
     path = "/v1/tenant",
     tag = "tenant",
     request_body(content = TenantPatch, content_type = "application/json"),
-    responses((status = 200, description = "Renamed", body = Tenant)),
+    responses((status = 200, description = "Changed", body = TenantView), (status = 401, description = "Turning mfa_required on from a session without a second factor (insufficient_user_authentication)", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 403, description = "Not an admin (name) or not the owner (the policy)", body = tenantkit_core::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub(crate) async fn patch_tenant(
@@ -55,18 +72,33 @@ pub(crate) async fn patch_tenant(
     client: Client,
     principal: Principal,
     ApiJson(body): ApiJson<TenantPatch>,
-) -> Result<Json<Tenant>> {
+) -> Result<Json<TenantView>> {
     principal.require(Permission::ManageTenant)?;
     let mut tx = state.db.begin(&TenantScope::of(&principal)).await?;
     let before = tx.tenant().await?;
-    let tenant = tx.rename_tenant(&body.name).await?;
-    let event = client
-        .event("tenant.updated", Some(principal.user_id()))
-        .target("tenant", tenant.id)
-        .details(json!({ "name": { "from": before.name, "to": tenant.name } }));
-    tx.audit(event).await?;
+    let tenant = match &body.name {
+        Some(name) => {
+            let tenant = tx.rename_tenant(name).await?;
+            let event = client
+                .event("tenant.updated", Some(principal.user_id()))
+                .target("tenant", tenant.id)
+                .details(json!({ "name": { "from": before.name, "to": tenant.name } }));
+            tx.audit(event).await?;
+            tenant
+        }
+        None => before,
+    };
+    let mut patch = TenantPolicyPatch::default();
+    patch.mfa_required = body.mfa_required;
+    let policy = if patch.is_empty() {
+        state.auth.tenant_policy(&mut tx).await?
+    } else {
+        (state.auth)
+            .update_tenant_policy(&mut tx, &client, &principal, patch)
+            .await?
+    };
     tx.commit().await?;
-    Ok(Json(tenant))
+    Ok(Json(TenantView { tenant, policy }))
 }
 
 /// `GET /v1/members`.

@@ -1,0 +1,159 @@
+//! A tenant's sign-in policy, set by its owner: **MFA required** makes every new sign-in into
+//! the tenant give a second factor. An account without one gets
+//! [`SignIn::MfaEnrollmentRequired`](super::SignIn::MfaEnrollmentRequired) and a token that can
+//! only enroll ([`AuthFlows::mfa_enroll_pending`], then [`AuthFlows::mfa_confirm_pending`],
+//! which signs in with `otp`); a tenant switch into the tenant from a session without `otp` is
+//! refused with `insufficient_user_authentication`.
+//!
+//! Turning the policy on ends, in the same transaction, every live session of the tenant that
+//! did not sign in with a second factor (their refresh tokens stop working; their access tokens
+//! end with their short lifetime, or at once behind a strict layer); the owner turning it on
+//! must hold a session with `otp` themselves, so nobody locks the tenant out by accident.
+
+use serde::{Deserialize, Serialize};
+use tenantkit_core::{ClientInfo, Principal, Role, SessionId, TenantId, TenantTx, amr, with_conn};
+
+use super::AuthFlows;
+use crate::{Error, Result};
+
+/// A tenant's sign-in policy (`GET /v1/tenant` shows it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[non_exhaustive]
+pub struct TenantPolicy {
+    /// Every sign-in into the tenant gives a second factor; an account without one must
+    /// enroll before its first session there.
+    pub mfa_required: bool,
+}
+
+/// A change of a tenant's sign-in policy (`PATCH /v1/tenant`): the fields given change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TenantPolicyPatch {
+    /// Turns "MFA required" on or off.
+    #[serde(default)]
+    pub mfa_required: Option<bool>,
+}
+
+impl TenantPolicyPatch {
+    /// A patch turning "MFA required" on or off.
+    pub fn mfa_required(on: bool) -> Self {
+        Self {
+            mfa_required: Some(on),
+        }
+    }
+
+    /// Whether the patch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.mfa_required.is_none()
+    }
+}
+
+impl AuthFlows {
+    /// The policy of the tenant of `tx`.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn tenant_policy(&self, tx: &mut TenantTx) -> Result<TenantPolicy> {
+        let tenant = tx.tenant_id();
+        read_policy(tx, tenant).await
+    }
+
+    /// The policy of `tenant`, for a sign-in (which has no tenant transaction yet).
+    pub(crate) async fn policy_of(&self, tenant: TenantId) -> Result<TenantPolicy> {
+        let mut tx = self.db.begin_system_read().await?;
+        let policy = read_policy(&mut tx, tenant).await?;
+        tx.commit().await?;
+        Ok(policy)
+    }
+
+    /// Changes the policy of the caller's tenant inside `tx` (the caller's tenant
+    /// transaction, so it commits with the rest of the request's change, or not at all), and
+    /// audits it as `tenant.policy_changed`. Turning "MFA required" on revokes the tenant's
+    /// live sessions that signed in without a second factor, published once `tx` commits.
+    ///
+    /// # Errors
+    /// `403 forbidden` unless the caller is the tenant's owner;
+    /// [`Error::InsufficientAuthentication`] when turning "MFA required" on from a session
+    /// without `otp`; storage errors.
+    pub async fn update_tenant_policy(
+        &self,
+        tx: &mut TenantTx,
+        client: &ClientInfo,
+        principal: &Principal,
+        patch: TenantPolicyPatch,
+    ) -> Result<TenantPolicy> {
+        let tenant = tx.tenant_id();
+        if principal.role() != Role::Owner || principal.tenant_id() != tenant {
+            return Err(tenantkit_core::Error::Forbidden.into());
+        }
+        let before = read_policy(tx, tenant).await?;
+        let after = TenantPolicy {
+            mfa_required: patch.mfa_required.unwrap_or(before.mfa_required),
+        };
+        if after.mfa_required && !before.mfa_required && !principal.has_amr(amr::OTP) {
+            return Err(Error::InsufficientAuthentication(amr::OTP));
+        }
+        if after == before {
+            return Ok(after);
+        }
+        let now = self.sessions.now();
+        with_conn!(tx, |c| {
+            sqlx::query(
+                "INSERT INTO tenant_auth_policies (tenant_id, mfa_required, updated_at) \
+                 VALUES ($1, $2, $3) ON CONFLICT (tenant_id) DO UPDATE \
+                 SET mfa_required = excluded.mfa_required, updated_at = excluded.updated_at",
+            )
+            .bind(tenant)
+            .bind(after.mfa_required)
+            .bind(now)
+            .execute(c)
+            .await
+            .map(drop)
+        })?;
+        let mut ended = 0;
+        if after.mfa_required && !before.mfa_required {
+            let without_otp = with_conn!(tx, |c| {
+                sqlx::query_scalar::<_, SessionId>(
+                    "SELECT id FROM sessions WHERE tenant_id = $1 AND revoked_at IS NULL \
+                     AND (' ' || amr || ' ') NOT LIKE '% otp %'",
+                )
+                .bind(tenant)
+                .fetch_all(c)
+                .await
+            })?;
+            ended = (self.sessions.revocations())
+                .revoke_listed_in(tx, &without_otp, "mfa_required", now)
+                .await?
+                .len();
+        }
+        let event = client
+            .event("tenant.policy_changed", Some(principal.user_id()))
+            .target("tenant", tenant)
+            .details(serde_json::json!({
+                "mfa_required": { "from": before.mfa_required, "to": after.mfa_required },
+                "sessions_ended": ended,
+            }));
+        tx.audit(event).await?;
+        tracing::info!(tenant = %tenant, mfa_required = after.mfa_required, sessions_ended = ended, "tenant policy changed");
+        Ok(after)
+    }
+}
+
+async fn read_policy<T: tenantkit_core::Transaction>(
+    tx: &mut T,
+    tenant: TenantId,
+) -> Result<TenantPolicy> {
+    let row = with_conn!(tx, |c| {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT mfa_required FROM tenant_auth_policies WHERE tenant_id = $1",
+        )
+        .bind(tenant)
+        .fetch_optional(c)
+        .await
+    })?;
+    Ok(TenantPolicy {
+        mfa_required: row.unwrap_or(false),
+    })
+}
