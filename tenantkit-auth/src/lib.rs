@@ -74,6 +74,12 @@
 //!   (`Principal`, `Option<Principal>`, the client, a tenant transaction, ...).
 //! - `routes` (feature `axum`, with a backend): the flows as mountable axum routes (signup,
 //!   login, refresh, logout, logout-all), for any app state.
+//! - `mfa` and the flows' second factor (TOTP with recovery codes) and tenant policies ("MFA
+//!   required", "SSO required"), with a backend.
+//! - `sso` (feature `sso`, with a backend): per-tenant OpenID Connect single sign-on (PKCE,
+//!   state bound to the browser, ID tokens verified against the provider's rotating keys,
+//!   accounts linked by subject, just-in-time membership for verified domains) over an
+//!   SSRF-guarded HTTP client.
 //!
 //! Verifying needs no database at all:
 //!
@@ -122,6 +128,8 @@ mod revocation;
 pub mod routes;
 #[cfg(feature = "smtp")]
 mod smtp;
+#[cfg(all(feature = "sso", any(feature = "sqlite", feature = "postgres")))]
+pub mod sso;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod store;
 

@@ -15,6 +15,9 @@ pub mod amr {
     pub const OTP: &str = "otp";
     /// More than one factor.
     pub const MFA: &str = "mfa";
+    /// A tenant's own identity provider (single sign-on). Not an RFC 8176 value: tenantkit's,
+    /// beside the provider's own values.
+    pub const SSO: &str = "sso";
 }
 
 /// The verified caller of a request: who they are, in which tenant, with which role.

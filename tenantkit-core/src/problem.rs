@@ -37,6 +37,12 @@ pub enum ErrorCode {
     /// 401: the caller's session did not sign in with a method this action requires (a
     /// second factor): sign in again with it (RFC 9470 `insufficient_user_authentication`).
     InsufficientUserAuthentication,
+    /// 401: a single sign-on login did not complete (its state, the provider's answer or
+    /// its ID token did not check out): start it again.
+    SsoFailed,
+    /// 403: the tenant signs its members in through its identity provider only: a password
+    /// sign-in is refused.
+    SsoRequired,
     /// 403: authenticated but not allowed.
     Forbidden,
     /// 403: the password was right, but the tenant requires a second factor the account does
@@ -87,11 +93,13 @@ impl ErrorCode {
             | ErrorCode::InvalidCredentials
             | ErrorCode::RefreshTokenReused
             | ErrorCode::MfaRequired
+            | ErrorCode::SsoFailed
             | ErrorCode::InsufficientUserAuthentication => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden
             | ErrorCode::EmailUnverified
             | ErrorCode::QuotaExceeded
-            | ErrorCode::MfaEnrollmentRequired => StatusCode::FORBIDDEN,
+            | ErrorCode::MfaEnrollmentRequired
+            | ErrorCode::SsoRequired => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -123,6 +131,8 @@ impl ErrorCode {
             ErrorCode::RefreshTokenReused => "refresh_token_reused",
             ErrorCode::MfaRequired => "mfa_required",
             ErrorCode::InsufficientUserAuthentication => "insufficient_user_authentication",
+            ErrorCode::SsoFailed => "sso_failed",
+            ErrorCode::SsoRequired => "sso_required",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::MfaEnrollmentRequired => "mfa_enrollment_required",
             ErrorCode::EmailUnverified => "email_unverified",
@@ -155,6 +165,8 @@ impl ErrorCode {
             ErrorCode::RefreshTokenReused => "Refresh token reused",
             ErrorCode::MfaRequired => "Second factor required",
             ErrorCode::InsufficientUserAuthentication => "Stronger sign-in required",
+            ErrorCode::SsoFailed => "Single sign-on failed",
+            ErrorCode::SsoRequired => "Single sign-on required",
             ErrorCode::Forbidden => "Forbidden",
             ErrorCode::MfaEnrollmentRequired => "Second factor enrollment required",
             ErrorCode::EmailUnverified => "Email address not verified",
@@ -396,6 +408,8 @@ mod tests {
             RefreshTokenReused,
             MfaRequired,
             InsufficientUserAuthentication,
+            SsoFailed,
+            SsoRequired,
             Forbidden,
             MfaEnrollmentRequired,
             EmailUnverified,
@@ -422,6 +436,8 @@ mod tests {
                 && code != ErrorCode::InsufficientUserAuthentication
                 && code != ErrorCode::EmailUnverified
                 && code != ErrorCode::MfaEnrollmentRequired
+                && code != ErrorCode::SsoFailed
+                && code != ErrorCode::SsoRequired
                 && code != ErrorCode::InvalidSignature
                 && code != ErrorCode::QuotaExceeded
                 && code != ErrorCode::UploadIncomplete

@@ -48,6 +48,8 @@ pub struct TestServer {
     pub mailer: std::sync::Arc<tenantkit_auth::MemoryMailer>,
     /// The server's realtime broadcaster (to publish directly, read its counters).
     pub realtime: tenantkit_realtime::Realtime,
+    /// The server's single sign-on (for what an operator does outside HTTP).
+    pub sso: Option<tenantkit_auth::sso::Sso>,
     /// The server's data folder (dev keys, outbox; shared with the instances beside it).
     pub data_dir: std::sync::Arc<tempfile::TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -89,6 +91,40 @@ impl TestServer {
         )
     }
 
+    /// Starts a server whose configuration knows its own address: `config` gets the base URL
+    /// (`http://127.0.0.1:<port>`, bound before the server starts), for settings that name
+    /// it (the public URL single sign-on's callback is under).
+    ///
+    /// # Panics
+    /// When the server cannot start.
+    pub async fn start_at(
+        backend: Backend,
+        config: impl FnOnce(&str) -> Config,
+    ) -> Option<TestServer> {
+        let test_db = TestDb::new(backend, &tenantkit_server::domain::all_migrations()).await?;
+        let mut world = TwoTenants::create(&test_db.db).await;
+        for fixture in [&mut world.a, &mut world.b] {
+            fixture.principal = live_session(&test_db.db, &fixture.principal).await;
+        }
+        let data_dir = std::sync::Arc::new(tempfile::tempdir().expect("a data folder"));
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let base_url = format!("http://{}", listener.local_addr().expect("local address"));
+        let config = config(&base_url);
+        Some(
+            Self::launch_on(
+                std::sync::Arc::new(test_db),
+                world,
+                data_dir,
+                backend,
+                config,
+                Some(listener),
+            )
+            .await,
+        )
+    }
+
     /// A second instance of the same deployment: the same database, data folder (so the
     /// same keys) and world, with `config` (which should name the same Redis for events and
     /// revocations to cross). The database lives as long as any instance does.
@@ -114,6 +150,17 @@ impl TestServer {
         backend: Backend,
         config: Config,
     ) -> TestServer {
+        Self::launch_on(test_db, world, data_dir, backend, config, None).await
+    }
+
+    async fn launch_on(
+        test_db: std::sync::Arc<TestDb>,
+        world: TwoTenants,
+        data_dir: std::sync::Arc<tempfile::TempDir>,
+        backend: Backend,
+        config: Config,
+        listener: Option<TcpListener>,
+    ) -> TestServer {
         let config = Config {
             data_dir: data_dir.path().to_owned(),
             database_url: Some(test_db.app_url.clone()),
@@ -130,9 +177,13 @@ impl TestServer {
         let tokens = server.state().auth.tokens().clone();
         let flows = server.state().auth.clone();
         let realtime = server.state().realtime.clone();
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
+        let sso = server.state().sso.clone();
+        let listener = match listener {
+            Some(listener) => listener,
+            None => TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind 127.0.0.1:0"),
+        };
         let base_url = format!("http://{}", listener.local_addr().expect("local address"));
         let (shutdown, stopped) = oneshot::channel::<()>();
         let serving = tokio::spawn(async move {
@@ -149,6 +200,7 @@ impl TestServer {
             tokens,
             flows,
             realtime,
+            sso,
             mailer,
             data_dir,
             shutdown: Some(shutdown),

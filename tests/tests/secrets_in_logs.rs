@@ -1,5 +1,6 @@
 //! No password, access token, refresh token, hash, second-factor seed, recovery code or
-//! pending sign-in token ever reaches the logs, at any level.
+//! pending sign-in token, single sign-on client secret or exchange code ever reaches the logs,
+//! at any level.
 //! (Its own test binary: it installs a global subscriber that records everything.)
 
 use std::io::Write;
@@ -132,6 +133,20 @@ async fn login_and_refresh_never_log_secrets() {
     .await;
     assert!(second["access_token"].is_string(), "{second}");
 
+    // A single sign-on client secret and exchange code (refused: nothing to connect to).
+    let client_secret = "Client-Secret-Never-Logged-789";
+    let refused = server
+        .call_with_token(
+            Some(&access),
+            Method::POST,
+            "/v1/sso/connections",
+            Some(json!({"issuer": "https://127.0.0.1/", "client_id": "c", "client_secret": client_secret})),
+        )
+        .await;
+    assert_eq!(refused.status, reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    let sso_code = "sso_Exchange-Code-Never-Logged-456";
+    post("/v1/auth/sso/exchange", json!({"code": sso_code})).await;
+
     let user = server
         .test_db
         .db
@@ -158,6 +173,8 @@ async fn login_and_refresh_never_log_secrets() {
         mfa_token,
         second["access_token"].as_str().expect("a").to_owned(),
         second["refresh_token"].as_str().expect("r").to_owned(),
+        client_secret.to_owned(),
+        sso_code.to_owned(),
     ];
     for secret in &secrets {
         // Check a distinctive slice too, in case a secret was logged truncated.

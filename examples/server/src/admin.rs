@@ -63,6 +63,33 @@ pub async fn create_user(
     Ok(serde_json::to_value(result?).unwrap_or_default())
 }
 
+/// Marks `domain` verified for the tenant `slug`'s single sign-on (audited as
+/// `sso.domain_verified`); prints `{tenant, domain, verified}`.
+///
+/// # Errors
+/// Unknown tenant or a domain it does not claim (404), a domain another tenant verified
+/// (409), database errors.
+pub async fn sso_verify_domain(
+    config: &Config,
+    slug: &str,
+    domain: &str,
+) -> Result<serde_json::Value, ServerError> {
+    let db = open_database(config).await?;
+    let flows = auth_flows(config, &db)?;
+    let sso = crate::run::parts::sso(config, &flows)?;
+    let parsed = tenantkit_core::Slug::parse(slug).map_err(tenantkit_auth::Error::from);
+    let result = match parsed {
+        Ok(parsed) => {
+            sso.verify_domain(&ClientInfo::operator(), &parsed, domain)
+                .await
+        }
+        Err(err) => Err(err),
+    };
+    db.close().await;
+    result?;
+    Ok(serde_json::json!({ "tenant": slug, "domain": domain, "verified": true }))
+}
+
 /// Verifies every tenant's audit chain: hashes, order, the anchors of the audit key and, with
 /// `checkpoint` (a file written by [`audit_checkpoint`]), that no chain was cut or rewritten
 /// since. Returns one JSON line per tenant and whether all chains are intact.

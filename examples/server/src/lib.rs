@@ -70,6 +70,9 @@ pub struct StateParts {
     pub stripe: Option<tenantkit_billing::StripeSessions>,
     /// The WebSocket broadcaster (tenantkit-realtime).
     pub realtime: tenantkit_realtime::Realtime,
+    /// Single sign-on through each tenant's identity provider (tenantkit-auth's `sso`); the
+    /// routes answer 404 without it.
+    pub sso: Option<tenantkit_auth::sso::Sso>,
 }
 
 /// The extractors' view of the state: the trusted proxies for the client's address
@@ -129,7 +132,14 @@ impl AppState {
             proxies: Arc::default(),
             storage,
             local_storage,
+            sso: None,
         }))
+    }
+
+    /// Serves single sign-on with `sso`.
+    pub fn with_sso(mut self, sso: Option<tenantkit_auth::sso::Sso>) -> Self {
+        self.parts_mut().sso = sso;
+        self
     }
 
     /// Verifies Stripe deliveries with `verifier` (without one every delivery is refused)

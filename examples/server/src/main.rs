@@ -53,6 +53,11 @@ enum Command {
         #[command(subcommand)]
         command: StorageCommand,
     },
+    /// Single sign-on: verify a tenant's email domain.
+    Sso {
+        #[command(subcommand)]
+        command: SsoCommand,
+    },
     /// Manage the development signing keys under `<data dir>/keys`.
     Keys {
         #[command(subcommand)]
@@ -139,6 +144,20 @@ enum StorageCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum SsoCommand {
+    /// Mark an email domain a tenant's connection claims as verified (the operator's word,
+    /// instead of its DNS record): addresses there may join the tenant just in time.
+    VerifyDomain {
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+        /// The domain (example.com).
+        #[arg(long)]
+        domain: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum KeysCommand {
     /// Create a new key that signs from the next start on; older keys keep verifying until
     /// their files are deleted.
@@ -197,6 +216,11 @@ async fn main() -> ExitCode {
         } => admin::billing_replay(&cli.config, &event_id)
             .await
             .map(|()| println!("{{\"replayed\":\"{event_id}\"}}")),
+        Command::Sso {
+            command: SsoCommand::VerifyDomain { tenant, domain },
+        } => admin::sso_verify_domain(&cli.config, &tenant, &domain)
+            .await
+            .map(|report| println!("{report}")),
         Command::Storage {
             command: StorageCommand::Sweep,
         } => admin::storage_sweep(&cli.config)

@@ -1,7 +1,7 @@
 //! Starting, serving and stopping.
 
 mod error;
-mod parts;
+pub(crate) mod parts;
 mod workers;
 
 use std::future::Future;
@@ -73,7 +73,9 @@ impl Server {
             _ => None,
         };
         let realtime = crate::realtime::realtime(&config, &db, &auth, backplane.backplane);
+        let sso = parts::sso(&config, &auth)?;
         let state = AppState::new(db, auth, files, local)
+            .with_sso(Some(sso))
             .with_realtime(realtime)
             .with_proxies(config.proxies())
             .with_billing(verifier, plans)

@@ -253,12 +253,20 @@ impl AuthFlows {
         // membership was made). A new account joining such a tenant is accepted, and its
         // sign-in answers `MfaEnrollmentRequired`.
         let amr = caller.map_or_else(AuthMethods::password, |c| AuthMethods::new(c.amr()));
+        let policy = self.policy_of(invitation.tenant_id).await?;
         if let Some(account) = &existing
-            && !amr.contains(tenantkit_core::amr::OTP)
-            && (self.has_second_factor(account.id).await?
-                || self.policy_of(invitation.tenant_id).await?.mfa_required)
+            && !super::policy::TenantPolicy::second_factor(&amr)
+            && (self.has_second_factor(account.id).await? || policy.mfa_required)
         {
             return Err(Error::InsufficientAuthentication(tenantkit_core::amr::OTP));
+        }
+        // A tenant that signs in through its identity provider takes new members from it
+        // (just in time), not by invitation with a password; an owner's invitation stands.
+        if policy.sso_required
+            && invitation.role != Role::Owner
+            && !amr.contains(tenantkit_core::amr::SSO)
+        {
+            return Err(Error::SsoRequired);
         }
         // The tenant comes from the stored invitation, which the token proved.
         let mut tx = self

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use tenantkit_core::{ClientInfo, Principal, SystemTx, TenantId, User, UserId, amr, with_conn};
 use time::OffsetDateTime;
 
+use super::policy::TenantPolicy;
 use super::{AuthFlows, LoggedIn, SignIn, SignInVia, event};
 use crate::mfa::{self, CHALLENGE_ATTEMPTS, CHALLENGE_TTL, Mfa};
 use crate::{Attempt, AuthMethods, Error, Result};
@@ -398,9 +399,10 @@ impl AuthFlows {
         Ok(())
     }
 
-    /// Whether a sign-in of `user` (into `tenant`, with the methods `amr` so far) must first
-    /// give a second factor: when `amr` does not include one yet and the account has one on
-    /// (a code is due), or the tenant requires one and the account has none (it must enroll).
+    /// Whether a sign-in of `user` (into `tenant`, with the methods `amr` so far, under the
+    /// tenant's `policy`) must first give a second factor: when `amr` does not include one
+    /// yet (`otp`, or a provider's `mfa`) and the account has one on (a code is due), or the
+    /// tenant requires one and the account has none (it must enroll).
     /// Then the pending sign-in is stored and its token returned.
     ///
     /// # Errors
@@ -410,13 +412,15 @@ impl AuthFlows {
         user: &tenantkit_core::User,
         tenant: TenantId,
         amr: &AuthMethods,
+        policy: &TenantPolicy,
     ) -> Result<Option<(Purpose, String)>> {
-        if amr.contains(amr::OTP) {
+        // Ours, or the tenant's identity provider's second factor.
+        if TenantPolicy::second_factor(amr) {
             return Ok(None);
         }
         let purpose = if self.has_second_factor(user.id).await? {
             Purpose::Verify
-        } else if self.policy_of(tenant).await?.mfa_required {
+        } else if policy.mfa_required {
             Purpose::Enroll
         } else {
             return Ok(None);
@@ -471,16 +475,7 @@ impl AuthFlows {
             .check_account_action("mfa_code", challenge.user)
             .await?;
         if !self.use_factor(challenge.user, &given).await? {
-            self.count_wrong_code(&hash).await?;
-            let entry = event(
-                client,
-                "auth.mfa_failed",
-                Some(challenge.user),
-                "user",
-                challenge.user,
-            );
-            self.audit(challenge.tenant, entry).await?;
-            return Err(Error::InvalidCode);
+            return Err(self.wrong_code(client, &hash, &challenge).await);
         }
         // Single use: of two requests that both passed the factor check (one code and one
         // recovery code), only one takes the pending sign-in.
@@ -551,16 +546,7 @@ impl AuthFlows {
             .await
         {
             Err(Error::InvalidCode) => {
-                self.count_wrong_code(&hash).await?;
-                let entry = event(
-                    client,
-                    "auth.mfa_failed",
-                    Some(challenge.user),
-                    "user",
-                    challenge.user,
-                );
-                self.audit(challenge.tenant, entry).await?;
-                return Err(Error::InvalidCode);
+                return Err(self.wrong_code(client, &hash, &challenge).await);
             }
             other => other?,
         };
@@ -586,6 +572,21 @@ impl AuthFlows {
             recovery_codes: codes.recovery_codes,
             signed_in,
         })
+    }
+
+    /// A wrong code given for a pending sign-in: counted against it (five drop it) and
+    /// audited as `auth.mfa_failed`; answers the error to return.
+    async fn wrong_code(&self, client: &ClientInfo, hash: &[u8], challenge: &Challenge) -> Error {
+        let user = challenge.user;
+        let entry = event(client, "auth.mfa_failed", Some(user), "user", user);
+        let recorded = match self.count_wrong_code(hash).await {
+            Ok(()) => self.audit(challenge.tenant, entry).await,
+            Err(err) => Err(err),
+        };
+        match recorded {
+            Ok(()) => Error::InvalidCode,
+            Err(err) => err,
+        }
     }
 
     /// The open pending sign-in `token` names for `purpose`, with its hash.

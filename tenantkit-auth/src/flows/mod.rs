@@ -223,6 +223,40 @@ impl AuthFlows {
         self
     }
 
+    /// Makes `user` a member of `tx`'s tenant with `role` (a join the tenant did not invite:
+    /// single sign-on's just-in-time membership): within the tenant's seats, and told to the
+    /// [`MemberEvents`] hook.
+    ///
+    /// # Errors
+    /// `403 quota_exceeded` when the seats are taken; `409` when already a member.
+    #[cfg_attr(not(feature = "sso"), allow(dead_code))]
+    pub(crate) async fn join_tenant(
+        &self,
+        tx: &mut tenantkit_core::TenantTx,
+        user: UserId,
+        role: Role,
+    ) -> Result<tenantkit_core::Membership> {
+        if let Some(limit) = &self.seats
+            && let Some(seats) = limit.seats(tx).await?
+            && tx.seats_in_use().await? >= seats
+        {
+            return Err(tenantkit_core::Error::QuotaExceeded(format!(
+                "the tenant's plan has {seats} seats, all taken"
+            ))
+            .into());
+        }
+        let membership = tx.add_member(user, role).await?;
+        let change = MemberChange {
+            kind: MemberChangeKind::Added,
+            user_id: user,
+            role,
+            previous: None,
+            by: None,
+        };
+        self.member_changed(tx, change).await?;
+        Ok(membership)
+    }
+
     /// Tells the [`MemberEvents`] hook, if any, about `change` inside `tx`.
     async fn member_changed(
         &self,
@@ -329,7 +363,7 @@ impl AuthFlows {
 
     /// Records `event` in `tenant`'s audit log in a transaction of its own (for events that
     /// change nothing else in that tenant, such as a login).
-    async fn audit(&self, tenant: TenantId, event: AuditEvent) -> Result<()> {
+    pub(crate) async fn audit(&self, tenant: TenantId, event: AuditEvent) -> Result<()> {
         // The tenant comes from our own records (a session, a membership), never a request.
         let mut tx = self.db.begin(&TenantScope::for_system(tenant)).await?;
         tx.audit(event).await?;

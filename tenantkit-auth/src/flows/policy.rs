@@ -1,5 +1,13 @@
-//! A tenant's sign-in policy, set by its owner: **MFA required** makes every new sign-in into
-//! the tenant give a second factor. An account without one gets
+//! A tenant's sign-in policy, set by its owner.
+//!
+//! **SSO required** refuses every sign-in into the tenant that did not come through its
+//! identity provider (`403 sso_required`): password logins, tenant switches and invitations
+//! with a password. Owners keep a break-glass password sign-in, audited as
+//! `auth.sso_bypassed`, so a broken provider never locks the tenant out. Turning it on needs a
+//! connection, and ends the sessions of non-owners that did not sign in through it.
+//!
+//! **MFA required** makes every new sign-in into the tenant give a second factor (`otp`, or
+//! `mfa` from the tenant's identity provider). An account without one gets
 //! [`SignIn::MfaEnrollmentRequired`](super::SignIn::MfaEnrollmentRequired) and a token that can
 //! only enroll ([`AuthFlows::mfa_enroll_pending`], then [`AuthFlows::mfa_confirm_pending`],
 //! which signs in with `otp`); a tenant switch into the tenant from a session without `otp` is
@@ -24,6 +32,16 @@ pub struct TenantPolicy {
     /// Every sign-in into the tenant gives a second factor; an account without one must
     /// enroll before its first session there.
     pub mfa_required: bool,
+    /// Members sign in through the tenant's identity provider only (owners keep an audited
+    /// password sign-in).
+    pub sso_required: bool,
+}
+
+impl TenantPolicy {
+    /// Whether `amr` holds a second factor: ours (`otp`) or a provider's (`mfa`).
+    pub(crate) fn second_factor(amr: &crate::AuthMethods) -> bool {
+        amr.contains(amr::OTP) || amr.contains(amr::MFA)
+    }
 }
 
 /// A change of a tenant's sign-in policy (`PATCH /v1/tenant`): the fields given change.
@@ -34,6 +52,9 @@ pub struct TenantPolicyPatch {
     /// Turns "MFA required" on or off.
     #[serde(default)]
     pub mfa_required: Option<bool>,
+    /// Turns "SSO required" on or off.
+    #[serde(default)]
+    pub sso_required: Option<bool>,
 }
 
 impl TenantPolicyPatch {
@@ -41,12 +62,21 @@ impl TenantPolicyPatch {
     pub fn mfa_required(on: bool) -> Self {
         Self {
             mfa_required: Some(on),
+            sso_required: None,
+        }
+    }
+
+    /// A patch turning "SSO required" on or off.
+    pub fn sso_required(on: bool) -> Self {
+        Self {
+            mfa_required: None,
+            sso_required: Some(on),
         }
     }
 
     /// Whether the patch changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.mfa_required.is_none()
+        self.mfa_required.is_none() && self.sso_required.is_none()
     }
 }
 
@@ -76,7 +106,8 @@ impl AuthFlows {
     /// # Errors
     /// `403 forbidden` unless the caller is the tenant's owner;
     /// [`Error::InsufficientAuthentication`] when turning "MFA required" on from a session
-    /// without `otp`; storage errors.
+    /// without a second factor; `409 conflict` when turning "SSO required" on without a
+    /// single sign-on connection; storage errors.
     pub async fn update_tenant_policy(
         &self,
         tx: &mut TenantTx,
@@ -91,9 +122,30 @@ impl AuthFlows {
         let before = read_policy(tx, tenant).await?;
         let after = TenantPolicy {
             mfa_required: patch.mfa_required.unwrap_or(before.mfa_required),
+            sso_required: patch.sso_required.unwrap_or(before.sso_required),
         };
-        if after.mfa_required && !before.mfa_required && !principal.has_amr(amr::OTP) {
+        let mfa_on = after.mfa_required && !before.mfa_required;
+        let sso_on = after.sso_required && !before.sso_required;
+        if mfa_on && !principal.has_amr(amr::OTP) && !principal.has_amr(amr::MFA) {
             return Err(Error::InsufficientAuthentication(amr::OTP));
+        }
+        if sso_on {
+            let connections = with_conn!(tx, |c| {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM sso_connections WHERE tenant_id = $1",
+                )
+                .bind(tenant)
+                .fetch_one(c)
+                .await
+            })?;
+            if connections == 0 {
+                return Err(tenantkit_core::Error::Conflict(
+                    "the tenant has no single sign-on connection: connect its identity \
+                     provider first"
+                        .into(),
+                )
+                .into());
+            }
         }
         if after == before {
             return Ok(after);
@@ -101,30 +153,45 @@ impl AuthFlows {
         let now = self.sessions.now();
         with_conn!(tx, |c| {
             sqlx::query(
-                "INSERT INTO tenant_auth_policies (tenant_id, mfa_required, updated_at) \
-                 VALUES ($1, $2, $3) ON CONFLICT (tenant_id) DO UPDATE \
-                 SET mfa_required = excluded.mfa_required, updated_at = excluded.updated_at",
+                "INSERT INTO tenant_auth_policies (tenant_id, mfa_required, sso_required, \
+                 updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id) DO UPDATE \
+                 SET mfa_required = excluded.mfa_required, \
+                 sso_required = excluded.sso_required, updated_at = excluded.updated_at",
             )
             .bind(tenant)
             .bind(after.mfa_required)
+            .bind(after.sso_required)
             .bind(now)
             .execute(c)
             .await
             .map(drop)
         })?;
         let mut ended = 0;
-        if after.mfa_required && !before.mfa_required {
-            let without_otp = with_conn!(tx, |c| {
+        if mfa_on || sso_on {
+            // The sessions the new policy would not have let in: without a second factor
+            // (MFA required), or a non-owner's not through the provider (SSO required).
+            let outside = with_conn!(tx, |c| {
                 sqlx::query_scalar::<_, SessionId>(
-                    "SELECT id FROM sessions WHERE tenant_id = $1 AND revoked_at IS NULL \
-                     AND (' ' || amr || ' ') NOT LIKE '% otp %'",
+                    "SELECT s.id FROM sessions s JOIN memberships m \
+                     ON m.tenant_id = s.tenant_id AND m.user_id = s.user_id \
+                     WHERE s.tenant_id = $1 AND s.revoked_at IS NULL AND (\
+                     ($2 AND (' ' || s.amr || ' ') NOT LIKE '% otp %' \
+                         AND (' ' || s.amr || ' ') NOT LIKE '% mfa %') \
+                     OR ($3 AND m.role <> 'owner' AND (' ' || s.amr || ' ') NOT LIKE '% sso %'))",
                 )
                 .bind(tenant)
+                .bind(mfa_on)
+                .bind(sso_on)
                 .fetch_all(c)
                 .await
             })?;
+            let reason = if mfa_on {
+                "mfa_required"
+            } else {
+                "sso_required"
+            };
             ended = (self.sessions.revocations())
-                .revoke_listed_in(tx, &without_otp, "mfa_required", now)
+                .revoke_listed_in(tx, &outside, reason, now)
                 .await?
                 .len();
         }
@@ -133,10 +200,11 @@ impl AuthFlows {
             .target("tenant", tenant)
             .details(serde_json::json!({
                 "mfa_required": { "from": before.mfa_required, "to": after.mfa_required },
+                "sso_required": { "from": before.sso_required, "to": after.sso_required },
                 "sessions_ended": ended,
             }));
         tx.audit(event).await?;
-        tracing::info!(tenant = %tenant, mfa_required = after.mfa_required, sessions_ended = ended, "tenant policy changed");
+        tracing::info!(tenant = %tenant, mfa_required = after.mfa_required, sso_required = after.sso_required, sessions_ended = ended, "tenant policy changed");
         Ok(after)
     }
 }
@@ -146,14 +214,16 @@ async fn read_policy<T: tenantkit_core::Transaction>(
     tenant: TenantId,
 ) -> Result<TenantPolicy> {
     let row = with_conn!(tx, |c| {
-        sqlx::query_scalar::<_, bool>(
-            "SELECT mfa_required FROM tenant_auth_policies WHERE tenant_id = $1",
+        sqlx::query_as::<_, (bool, bool)>(
+            "SELECT mfa_required, sso_required FROM tenant_auth_policies WHERE tenant_id = $1",
         )
         .bind(tenant)
         .fetch_optional(c)
         .await
     })?;
+    let (mfa_required, sso_required) = row.unwrap_or_default();
     Ok(TenantPolicy {
-        mfa_required: row.unwrap_or(false),
+        mfa_required,
+        sso_required,
     })
 }

@@ -6,6 +6,7 @@
 use tenantkit_core::{ClientInfo, Email, Membership, Role, Slug, TenantId, User};
 
 use super::mfa::Purpose;
+use super::policy::TenantPolicy;
 use super::{AuthFlows, LoginRequest, TokenPair, event};
 use crate::refresh::SessionRecord;
 use crate::{Attempt, AuthMethods, Error, Result, Verification};
@@ -251,22 +252,30 @@ impl AuthFlows {
             return Err(tenantkit_core::Error::Forbidden.into());
         }
         let tenant = membership.tenant_id;
+        let policy = self.policy_of(tenant).await?;
+        // SSO required: only a sign-in through the tenant's provider, except an owner's
+        // (break-glass, audited below), so a broken provider never locks the tenant out.
+        let bypass = policy.sso_required && !amr.contains(tenantkit_core::amr::SSO);
+        if bypass && membership.role != tenantkit_core::Role::Owner {
+            tracing::info!(user = %user.id, tenant = %tenant, ?via, "sign-in refused: the tenant requires single sign-on");
+            return Err(Error::SsoRequired);
+        }
         // A new sign-in of an account with a second factor on, or into a tenant that requires
         // one: nothing starts until it is given (or enrolled). A tenant switch derives from a
         // live session and keeps its methods (a session started before the account enrolled
         // keeps working, without `otp`, until it ends), except into a tenant that requires a
         // second factor the session did not give.
         if parent.is_none() {
-            if let Some((purpose, mfa_token)) = self.second_factor_due(user, tenant, &amr).await? {
+            if let Some((purpose, mfa_token)) =
+                self.second_factor_due(user, tenant, &amr, &policy).await?
+            {
                 tracing::info!(user = %user.id, tenant = %tenant, ?via, ?purpose, "second factor due");
                 return Ok(match purpose {
                     Purpose::Verify => SignIn::MfaRequired { mfa_token },
                     Purpose::Enroll => SignIn::MfaEnrollmentRequired { mfa_token },
                 });
             }
-        } else if !amr.contains(tenantkit_core::amr::OTP)
-            && self.policy_of(tenant).await?.mfa_required
-        {
+        } else if policy.mfa_required && !TenantPolicy::second_factor(&amr) {
             tracing::info!(user = %user.id, tenant = %tenant, "tenant switch refused: the tenant requires a second factor");
             return Err(Error::InsufficientAuthentication(tenantkit_core::amr::OTP));
         }
@@ -281,6 +290,17 @@ impl AuthFlows {
         if let Some(action) = via.audit_action() {
             let entry = event(client, action, Some(user.id), "session", session.id);
             self.audit(tenant, entry).await?;
+        }
+        if bypass {
+            let entry = event(
+                client,
+                "auth.sso_bypassed",
+                Some(user.id),
+                "session",
+                session.id,
+            );
+            self.audit(tenant, entry).await?;
+            tracing::warn!(user = %user.id, tenant = %tenant, "an owner signed in without the tenant's required single sign-on");
         }
         tracing::info!(user = %user.id, tenant = %tenant, session = %session.id, ?via, "signed in");
         let tokens = self.token_pair(&session, membership.role, &refresh)?;

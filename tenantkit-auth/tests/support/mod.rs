@@ -42,15 +42,20 @@ pub(crate) struct Flows {
 
 /// The flows over a fresh `backend` database (`None` when the backend is not available).
 pub(crate) async fn flows(backend: Backend) -> Option<Flows> {
+    let tokens = AccessTokens::new(
+        KeySet::new(SigningKey::generate_ed25519().expect("key")),
+        JwtConfig::new("tests", "tests"),
+    );
+    flows_with(backend, tokens).await
+}
+
+/// [`flows`] issuing `tokens` (on a clock of the test's, say).
+pub(crate) async fn flows_with(backend: Backend, tokens: AccessTokens) -> Option<Flows> {
     let test_db = TestDb::new(
         backend,
         &Migrations::new().with(tenantkit_auth::migrations()),
     )
     .await?;
-    let tokens = AccessTokens::new(
-        KeySet::new(SigningKey::generate_ed25519().expect("key")),
-        JwtConfig::new("tests", "tests"),
-    );
     let sessions = RefreshSessions::new(test_db.db.clone(), &[5u8; 32], RefreshConfig::default())
         .expect("sessions");
     let mailer = Arc::new(MemoryMailer::new());

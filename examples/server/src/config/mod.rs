@@ -109,6 +109,17 @@ pub struct Config {
     #[arg(long, env = "TENANTKIT_SECRET_KEY_ID", default_value = "k1")]
     pub secret_key_id: String,
 
+    /// Hosts a tenant's single sign-on issuer may be on over plain http or at a private or
+    /// loopback address, comma-separated (an on-premises provider; a test provider on
+    /// 127.0.0.1). None by default: issuers are https on public addresses.
+    #[arg(long, env = "TENANTKIT_SSO_ALLOW_HOSTS", value_delimiter = ',')]
+    pub sso_allow_hosts: Vec<String>,
+
+    /// Where a finished single sign-on lands (with `?sso_code=`) [default: the public URL's
+    /// `/`]. A login's `redirect_to` may also name the public URL's or a CORS origin.
+    #[arg(long, env = "TENANTKIT_SSO_APP_URL")]
+    pub sso_app_url: Option<String>,
+
     /// The name authenticator apps show for second-factor accounts.
     #[arg(long, env = "TENANTKIT_MFA_ISSUER", default_value = "tenantkit")]
     pub mfa_issuer: String,
@@ -378,6 +389,8 @@ impl Default for Config {
             secret_key_file: None,
             secret_key_id: "k1".to_owned(),
             mfa_issuer: "tenantkit".to_owned(),
+            sso_allow_hosts: Vec::new(),
+            sso_app_url: None,
             jwt_algorithm: Algorithm::EdDSA,
             jwt_issuer: "tenantkit".to_owned(),
             jwt_audience: "tenantkit-api".to_owned(),
@@ -449,6 +462,8 @@ impl fmt::Debug for Config {
             .field("secret_key_file", &self.secret_key_file)
             .field("secret_key_id", &self.secret_key_id)
             .field("mfa_issuer", &self.mfa_issuer)
+            .field("sso_allow_hosts", &self.sso_allow_hosts)
+            .field("sso_app_url", &self.sso_app_url)
             .field("jwt_algorithm", &self.jwt_algorithm)
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)

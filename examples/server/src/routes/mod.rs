@@ -15,6 +15,7 @@ mod projects;
 mod realtime;
 pub(crate) mod records;
 mod recovery;
+mod sso;
 mod tasks;
 mod teams;
 mod tenancy;
@@ -46,6 +47,11 @@ pub(crate) fn router(state: &AppState, config: &crate::Config) -> (Router<AppSta
         .routes(routes!(recovery::request_reset))
         .routes(routes!(recovery::confirm_reset))
         .routes(routes!(recovery::confirm_verification))
+        .routes(routes!(sso::login))
+        .routes(routes!(sso::initiate))
+        .routes(routes!(sso::callback))
+        .routes(routes!(sso::exchange))
+        .routes(routes!(sso::discover))
         .routes(billing::webhook(state));
     // tenantkit-auth's signup, login, refresh, logout and logout-all; logout-all verifies its
     // caller with the protected routes' layer.
@@ -116,6 +122,8 @@ fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(files::list_files))
         .routes(routes!(files::get_file, files::delete_file))
         .routes(routes!(realtime::ticket))
+        .routes(routes!(sso::create_connection, sso::list_connections))
+        .routes(routes!(sso::delete_connection))
 }
 
 /// The routes answering local storage's signed URLs (outside the API document: their

@@ -56,6 +56,11 @@ pub(crate) struct TenantPatch {
     /// session that gave one, and ends the tenant's sessions that did not).
     #[serde(default)]
     mfa_required: Option<bool>,
+    /// Members sign in through the tenant's identity provider only (owner only; needs a
+    /// connection; ends the sessions of non-owners that did not sign in through it). Owners
+    /// keep an audited password sign-in.
+    #[serde(default)]
+    sso_required: Option<bool>,
 }
 
 /// `PATCH /v1/tenant`: renames the tenant (the slug is immutable) and sets its sign-in policy.
@@ -64,7 +69,7 @@ pub(crate) struct TenantPatch {
     path = "/v1/tenant",
     tag = "tenant",
     request_body(content = TenantPatch, content_type = "application/json"),
-    responses((status = 200, description = "Changed", body = TenantView), (status = 401, description = "Turning mfa_required on from a session without a second factor (insufficient_user_authentication)", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 403, description = "Not an admin (name) or not the owner (the policy)", body = tenantkit_core::Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "Changed", body = TenantView), (status = 401, description = "Turning mfa_required on from a session without a second factor (insufficient_user_authentication)", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 403, description = "Not an admin (name) or not the owner (the policy)", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 409, description = "sso_required without a single sign-on connection", body = tenantkit_core::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub(crate) async fn patch_tenant(
@@ -90,6 +95,7 @@ pub(crate) async fn patch_tenant(
     };
     let mut patch = TenantPolicyPatch::default();
     patch.mfa_required = body.mfa_required;
+    patch.sso_required = body.sso_required;
     let policy = if patch.is_empty() {
         state.auth.tenant_policy(&mut tx).await?
     } else {

@@ -136,16 +136,7 @@ pub fn auth_flows_on(
     if let Some(waiting) = config.password_queue {
         passwords = passwords.with_queue_limit(waiting);
     }
-    let key_file = config
-        .secret_key_file
-        .clone()
-        .unwrap_or_else(|| config.data_dir.join("secret.key"));
-    let key = tenantkit_core::SecretKey::load_or_create(&config.secret_key_id, &key_file)
-        .map_err(|e| ServerError::Keys(format!("the secret key {}: {e}", key_file.display())))?;
-    let mfa = tenantkit_auth::mfa::Mfa::new(
-        tenantkit_core::Keyring::new(key),
-        config.mfa_issuer.as_str(),
-    );
+    let mfa = tenantkit_auth::mfa::Mfa::new(secret_keyring(config)?, config.mfa_issuer.as_str());
     Ok(AuthFlows::new(db.clone(), tokens, sessions)
         .with_mfa(mfa)
         .with_passwords(passwords)
@@ -154,6 +145,53 @@ pub fn auth_flows_on(
         .with_public_url(&config.public_url())
         .with_signup_mode(config.signup_mode.into())
         .with_member_events(Arc::new(tenantkit_realtime::MemberEventsToRealtime)))
+}
+
+/// The key that seals secrets at rest (second-factor seeds, single sign-on client secrets):
+/// `TENANTKIT_SECRET_KEY_FILE`, or `<data dir>/secret.key`, made on first use.
+///
+/// # Errors
+/// [`ServerError::Keys`] when the key cannot be loaded or made.
+pub(crate) fn secret_keyring(config: &Config) -> Result<tenantkit_core::Keyring, ServerError> {
+    let key_file = config
+        .secret_key_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("secret.key"));
+    let key = tenantkit_core::SecretKey::load_or_create(&config.secret_key_id, &key_file)
+        .map_err(|e| ServerError::Keys(format!("the secret key {}: {e}", key_file.display())))?;
+    Ok(tenantkit_core::Keyring::new(key))
+}
+
+/// Single sign-on over `auth` as `config` says: the public URL, the app URL, the CORS
+/// origins as allowed redirect targets, the operator's allowed issuer hosts.
+///
+/// # Errors
+/// [`ServerError::Keys`] when the secret key or a URL setting is bad.
+pub(crate) fn sso(
+    config: &Config,
+    auth: &AuthFlows,
+) -> Result<tenantkit_auth::sso::Sso, ServerError> {
+    use tenantkit_auth::sso::{OutboundPolicy, Sso, SsoConfig};
+    let bad = |e: tenantkit_auth::Error| ServerError::Keys(format!("single sign-on: {e}"));
+    let mut settings = SsoConfig::new(&config.public_url()).map_err(bad)?;
+    if let Some(app) = &config.sso_app_url {
+        settings = settings.with_app_url(app).map_err(bad)?;
+    }
+    for origin in &config.cors_origins {
+        settings = settings.allow_redirect_origin(origin);
+    }
+    let outbound = config
+        .sso_allow_hosts
+        .iter()
+        .map(|h| h.trim())
+        .filter(|h| !h.is_empty())
+        .fold(OutboundPolicy::new(), OutboundPolicy::allow_host);
+    Sso::new(
+        auth.clone(),
+        secret_keyring(config)?,
+        settings.with_outbound(outbound),
+    )
+    .map_err(bad)
 }
 
 /// The upload lifecycle configured by `config` over `db`: the local store under
