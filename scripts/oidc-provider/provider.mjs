@@ -16,7 +16,7 @@ import Provider, { errors } from 'oidc-provider';
 
 const HOST = '127.0.0.1';
 const SCOPES = ['openid', 'email', 'profile'];
-const TAMPER_MODES = new Set(['nonce', 'aud', 'expired', 'iss', 'alg_none', 'hs256', 'wrong_key', 'azp']);
+const TAMPER_MODES = new Set(['nonce', 'aud', 'expired', 'iss', 'alg_none', 'hs256', 'wrong_key', 'azp', 'azp_only', 'amr']);
 // Algorithms a client may ask for with id_token_signed_response_alg; RS256 is the default.
 const KEY_ALGS = ['RS256', 'ES256', 'EdDSA'];
 
@@ -324,6 +324,14 @@ function tamperIdToken(idToken, mode, value) {
       payload.azp = other;
       return resign();
     }
+    case 'azp_only':
+      // One audience (the client's) but another authorized party.
+      payload.azp = value ?? otherClientId(clientId);
+      return resign();
+    case 'amr':
+      // The methods the provider says it checked (comma-separated `value`), re-signed.
+      payload.amr = (value ?? 'pwd,otp').split(',');
+      return resign();
     default:
       throw new Error(`unknown tamper mode ${mode}`);
   }

@@ -848,7 +848,35 @@ async fn a_tenant_that_requires_a_second_factor_has_every_sign_in_give_one(
         .mfa_enroll_pending(&f.client, &pending_enrollment)
         .await;
     assert!(matches!(again, Err(Error::InvalidToken(_))), "{again:?}");
-    f.pending("mem@example.com").await;
+    let verify_token = f.pending("mem@example.com").await;
+    // A token for a code does not enroll either.
+    let misused = f
+        .flows
+        .mfa_enroll_pending(
+            &f.client,
+            &PendingEnrollment {
+                mfa_token: verify_token.clone(),
+            },
+        )
+        .await;
+    assert!(
+        matches!(misused, Err(Error::InvalidToken(_))),
+        "{misused:?}"
+    );
+    let misused = f
+        .flows
+        .mfa_confirm_pending(
+            &f.client,
+            &PendingConfirmation {
+                mfa_token: verify_token,
+                code: code(&seed.secret, &clock, 0),
+            },
+        )
+        .await;
+    assert!(
+        matches!(misused, Err(Error::InvalidToken(_))),
+        "{misused:?}"
+    );
     let actions = f.actions(owner.tenant_id()).await;
     assert!(
         actions.contains(&"auth.mfa_enabled".to_owned()),

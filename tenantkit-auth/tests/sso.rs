@@ -73,6 +73,15 @@ impl Idp {
         .await;
     }
 
+    /// The next ID token of `client_id` says the provider checked `methods` (its `amr`).
+    async fn claim_methods(&self, client_id: &str, methods: &str) {
+        self.post(
+            "/test/tamper",
+            json!({"mode": "amr", "client_id": client_id, "value": methods}),
+        )
+        .await;
+    }
+
     /// Rotates the provider's signing keys (the old ones are no longer published).
     async fn rotate(&self) {
         self.post("/test/rotate", json!({"keep_old": false})).await;
@@ -345,6 +354,15 @@ impl World {
         entries.into_iter().map(|e| e.action).collect()
     }
 
+    /// The verified caller of `tokens`.
+    fn caller(&self, tokens: &tenantkit_auth::flows::TokenPair) -> Principal {
+        self.f
+            .flows
+            .tokens()
+            .verify(&tokens.access_token)
+            .expect("token")
+    }
+
     /// Why the tenant's last single sign-on failed, as audited.
     async fn last_failure(&self) -> String {
         let mut tx = (self.f.flows.db())
@@ -412,15 +430,23 @@ async fn a_member_signs_in_through_the_tenants_provider(w: World) {
     );
     assert!(!location.contains("eyJ"), "no token in a URL: {location}");
     let done = w.exchange(&location).await.expect("exchange");
-    let caller =
-        w.f.flows
-            .tokens()
-            .verify(&done.tokens.access_token)
-            .expect("token");
+    let caller = w.caller(&done.tokens);
     assert_eq!(caller.tenant_id(), w.owner.tenant_id());
     assert_eq!(caller.role(), tenantkit_core::Role::Member);
     assert!(caller.has_amr("sso"), "{:?}", caller.amr());
     assert!(!caller.has_amr("pwd"));
+    // A provider's methods are not taken as they come: `pwd,otp` from it is `sso_mfa`, never
+    // this server's `otp`.
+    let start = w.start(&w.slug).await;
+    let query = w.idp.sign_in(&start, "jo@acme.test", true).await;
+    w.idp.claim_methods(&w.client_id, "pwd,otp").await;
+    let claimed = w
+        .callback(&query, Some(&World::cookie(&start)))
+        .await
+        .expect("callback");
+    let claimed = w.exchange(&claimed).await.expect("exchange");
+    let claimed = w.caller(&claimed.tokens);
+    assert_eq!(claimed.amr(), ["sso", "sso_mfa"]);
     // The exchange code works once.
     assert!(matches!(
         w.exchange(&location).await,
@@ -433,11 +459,7 @@ async fn a_member_signs_in_through_the_tenants_provider(w: World) {
         .await
         .expect("callback");
     let again = w.exchange(&again).await.expect("exchange");
-    let second =
-        w.f.flows
-            .tokens()
-            .verify(&again.tokens.access_token)
-            .expect("token");
+    let second = w.caller(&again.tokens);
     assert_eq!(second.user_id(), caller.user_id());
     assert_eq!(w.users().await, users);
     let actions = w.actions(w.owner.tenant_id()).await;
@@ -530,6 +552,8 @@ async fn states_are_single_use_and_bound_to_the_browser(w: World) {
         w.callback(&injected, Some(&World::cookie(&second))).await,
         "a code under another login's state",
     );
+    // Refused by the provider at the exchange (the PKCE verifier is the other login's).
+    assert_eq!(w.last_failure().await, "the code exchange failed");
     // The provider refusing, and a wrong issuer in the answer (RFC 9207).
     let start = w.start(&w.slug).await;
     let query = w.idp.sign_in(&start, "lee@acme.test", true).await;
@@ -579,6 +603,8 @@ async fn forged_id_tokens_are_refused(w: World) {
         ("wrong_key", signature),
         // Two audiences (ours and another client's): refused for the other audience.
         ("azp", "the ID token is for another audience"),
+        // Our audience alone, but issued to another client.
+        ("azp_only", "the ID token is for another client (azp)"),
     ] {
         let start = w.start(&w.slug).await;
         let query = w.idp.sign_in(&start, "eve@acme.test", true).await;
@@ -619,15 +645,73 @@ async fn joining_needs_a_verified_address_in_a_verified_domain(w: World) {
     assert_eq!(w.users().await, users + 1, "only Pat's own signup");
 }
 
+async fn a_password_member_links_the_provider_from_a_session(w: World) {
+    let (_, member) = w.f.invite_and_accept(&w.owner, "pw@acme.test").await;
+    let member = w.caller(&member.tokens);
+    // Not by email alone.
+    let taken = w.login(&w.slug, "pw@acme.test", true).await;
+    assert!(
+        matches!(taken, Err(Error::Core(tenantkit_core::Error::Conflict(_)))),
+        "{taken:?}"
+    );
+    // A link whose provider identity has another address (a leaked link URL, say): refused.
+    let link = w.sso.link_url(&member).await.expect("link url");
+    let ticket = link.link_url.rsplit('/').next().expect("ticket").to_owned();
+    assert!(
+        link.link_url
+            .starts_with(&format!("{PUBLIC_URL}/v1/sso/link/"))
+    );
+    let start = w.sso.start_link(&w.f.client, &ticket).await.expect("start");
+    let query = w.idp.sign_in(&start, "mallory@acme.test", true).await;
+    let refused = w.callback(&query, Some(&World::cookie(&start))).await;
+    assert!(
+        matches!(refused, Err(Error::Core(tenantkit_core::Error::Forbidden))),
+        "{refused:?}"
+    );
+    // The ticket worked once.
+    let again = w.sso.start_link(&w.f.client, &ticket).await;
+    assert!(
+        matches!(again, Err(Error::Core(tenantkit_core::Error::NotFound))),
+        "{again:?}"
+    );
+    // The provider vouching for the account's own address: linked, and signed in.
+    let link = w.sso.link_url(&member).await.expect("link url");
+    let ticket = link.link_url.rsplit('/').next().expect("ticket").to_owned();
+    let start = w.sso.start_link(&w.f.client, &ticket).await.expect("start");
+    let query = w.idp.sign_in(&start, "pw@acme.test", true).await;
+    let location = w
+        .callback(&query, Some(&World::cookie(&start)))
+        .await
+        .expect("linked");
+    let done = w.exchange(&location).await.expect("exchange");
+    let linked = w.caller(&done.tokens);
+    assert_eq!(linked.user_id(), member.user_id());
+    // From now on the provider signs the account in directly.
+    let location = w
+        .login(&w.slug, "pw@acme.test", true)
+        .await
+        .expect("direct");
+    let direct = w.exchange(&location).await.expect("exchange");
+    let direct = w.caller(&direct.tokens);
+    assert_eq!(direct.user_id(), member.user_id());
+    // The link is audited.
+    assert!(
+        w.actions(w.owner.tenant_id())
+            .await
+            .contains(&"sso.linked".to_owned())
+    );
+    let unknown = w.sso.start_link(&w.f.client, "no-such-ticket").await;
+    assert!(
+        matches!(unknown, Err(Error::Core(tenantkit_core::Error::NotFound))),
+        "{unknown:?}"
+    );
+}
+
 async fn one_tenants_connection_does_not_open_another(w: World) {
     // A member of Acme through Acme's provider.
     let location = w.login(&w.slug, "jo@acme.test", true).await.expect("acme");
     let jo = w.exchange(&location).await.expect("exchange");
-    let jo =
-        w.f.flows
-            .tokens()
-            .verify(&jo.tokens.access_token)
-            .expect("token");
+    let jo = w.caller(&jo.tokens);
     // Another tenant connects the same provider (its own client) and claims acme.test: it
     // cannot verify a domain Acme verified, so Acme's people do not join it.
     let other = w.f.signed_up("boss@other.test", "Other").await;
@@ -861,11 +945,7 @@ async fn domains_verify_by_dns_record(w: World) {
         .await
         .expect("joins now");
     let ann = w.exchange(&location).await.expect("exchange");
-    let ann =
-        w.f.flows
-            .tokens()
-            .verify(&ann.tokens.access_token)
-            .expect("token");
+    let ann = w.caller(&ann.tokens);
     assert_eq!(ann.tenant_id(), boss.tenant_id());
     // A domain the tenant does not claim is not found.
     let unclaimed = w
@@ -897,7 +977,31 @@ async fn a_tenant_that_requires_sso_refuses_passwords_but_its_owners(w: World) {
         .await
         .expect("callback");
     let sso_member = w.exchange(&sso_member).await.expect("exchange");
+    // Not while a member could not sign in through the provider: it links first.
+    let unlinked = w.require_sso(&w.owner).await;
+    assert!(
+        matches!(
+            unlinked,
+            Err(Error::Core(tenantkit_core::Error::Conflict(_)))
+        ),
+        "{unlinked:?}"
+    );
+    let member_caller = w.caller(&member.tokens);
+    let link = w.sso.link_url(&member_caller).await.expect("link url");
+    let ticket = link.link_url.rsplit('/').next().expect("ticket").to_owned();
+    let start = w.sso.start_link(&w.f.client, &ticket).await.expect("start");
+    let query = w.idp.sign_in(&start, "pw@acme.test", true).await;
+    w.callback(&query, Some(&World::cookie(&start)))
+        .await
+        .expect("linked");
     w.require_sso(&w.owner).await.expect("policy");
+    // Its last connection stays while the policy is on.
+    let id = w.sso.connections(&w.owner).await.expect("list")[0].id;
+    let kept = w.sso.delete_connection(&w.f.client, &w.owner, id).await;
+    assert!(
+        matches!(kept, Err(Error::Core(tenantkit_core::Error::Conflict(_)))),
+        "{kept:?}"
+    );
     // The password member's session ended; the provider's member's and the owner's did not.
     let ended =
         w.f.flows
@@ -999,6 +1103,36 @@ async fn a_tenant_that_requires_sso_refuses_passwords_but_its_owners(w: World) {
             )
             .await;
     assert!(matches!(refused, Err(Error::SsoRequired)), "{refused:?}");
+    // A session through one tenant's provider does not meet another tenant's "SSO
+    // required": a switch drops what Acme's provider vouched for.
+    let beta = w.f.signed_up("boss@beta.test", "Beta").await;
+    let boss = verify(&w.f, &beta);
+    let client_id = format!("tk-{}", uuid_like());
+    w.idp.register(&client_id, "s3cret-of-the-client").await;
+    w.connect(&boss, &client_id, &[]).await;
+    w.require_sso(&boss).await.expect("beta's policy");
+    let jo = w.caller(&sso_member.tokens);
+    let mut tx =
+        w.f.flows
+            .db()
+            .begin(&TenantScope::of(&boss))
+            .await
+            .expect("begin");
+    tx.add_member(jo.user_id(), tenantkit_core::Role::Member)
+        .await
+        .expect("member");
+    tx.commit().await.expect("commit");
+    let refused =
+        w.f.flows
+            .switch_tenant(
+                &w.f.client,
+                &jo,
+                SwitchTenant {
+                    tenant_id: boss.tenant_id().to_string(),
+                },
+            )
+            .await;
+    assert!(matches!(refused, Err(Error::SsoRequired)), "{refused:?}");
 }
 
 fn password_login(email: &str) -> LoginRequest {
@@ -1084,6 +1218,7 @@ tenantkit_core::backend_tests!(
     states_are_single_use_and_bound_to_the_browser,
     forged_id_tokens_are_refused,
     joining_needs_a_verified_address_in_a_verified_domain,
+    a_password_member_links_the_provider_from_a_session,
     one_tenants_connection_does_not_open_another,
     connections_are_checked_before_they_are_stored,
     domains_verify_by_dns_record,

@@ -15,9 +15,15 @@ pub mod amr {
     pub const OTP: &str = "otp";
     /// More than one factor.
     pub const MFA: &str = "mfa";
-    /// A tenant's own identity provider (single sign-on). Not an RFC 8176 value: tenantkit's,
-    /// beside the provider's own values.
+    /// A tenant's own identity provider (single sign-on). Not an RFC 8176 value: tenantkit's.
+    /// A provider's own values are never stored as they come (a tenant's provider could then
+    /// claim `otp` for anyone it signs in): see [`SSO_MFA`].
     pub const SSO: &str = "sso";
+    /// The tenant's identity provider said it checked more than one factor (its `amr` held
+    /// `mfa`, or several methods). Counts as a second factor for that tenant's "MFA required"
+    /// policy only: a tenant switch or an invitation into another tenant drops it (and
+    /// [`SSO`]). Never satisfies a step-up for [`OTP`], which is this server's own factor.
+    pub const SSO_MFA: &str = "sso_mfa";
 }
 
 /// The verified caller of a request: who they are, in which tenant, with which role.

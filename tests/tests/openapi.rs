@@ -22,6 +22,8 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("post", "/v1/auth/sso/exchange"),
     ("get", "/v1/sso/{tenant_slug}/login"),
     ("get", "/v1/sso/{tenant_slug}/initiate"),
+    ("post", "/v1/sso/link"),
+    ("get", "/v1/sso/link/{ticket}"),
     ("get", "/v1/sso/callback"),
     ("post", "/v1/sso/discover"),
     ("post", "/v1/sso/connections"),
@@ -134,7 +136,9 @@ async fn the_document_covers_every_route_with_schemas_and_security() {
                 // Stripe's deliveries authenticate by their signature, not a bearer token.
                 || path == "/v1/billing/stripe/webhook"
                 // Single sign-on's browser steps and discovery come before any token.
-                || (path.starts_with("/v1/sso/") && !path.starts_with("/v1/sso/connections"));
+                || (path.starts_with("/v1/sso/")
+                    && !path.starts_with("/v1/sso/connections")
+                    && path != "/v1/sso/link");
             if !public {
                 assert!(secured, "{method} {path} lacks the bearer requirement");
                 assert!(responses.contains_key("401"), "{method} {path} lacks 401");

@@ -41,8 +41,19 @@ async fn login_and_refresh_never_log_secrets() {
         .with_ansi(false)
         .init();
 
-    let config = tenantkit_server::Config::default();
-    let Some(server) = TestServer::start_with(Backend::Sqlite, config).await else {
+    let Some(issuer) = tenantkit_core::testing::required_service(
+        "TENANTKIT_TEST_OIDC_ISSUER",
+        "single sign-on (oidc-provider)",
+    ) else {
+        return;
+    };
+    let Some(server) = TestServer::start_at(Backend::Sqlite, |base| tenantkit_server::Config {
+        public_url: Some(base.to_owned()),
+        sso_allow_hosts: vec!["127.0.0.1".into()],
+        ..tenantkit_server::Config::default()
+    })
+    .await
+    else {
         return;
     };
     let password = "Sup3r-Secret-Passphrase-xyz";
@@ -133,17 +144,44 @@ async fn login_and_refresh_never_log_secrets() {
     .await;
     assert!(second["access_token"].is_string(), "{second}");
 
-    // A single sign-on client secret and exchange code (refused: nothing to connect to).
+    // A single sign-on client secret (sealed, then unsealed to start a login) and an exchange
+    // code.
     let client_secret = "Client-Secret-Never-Logged-789";
-    let refused = server
+    let client_id = format!("quiet-{}", tenantkit_core::SessionId::new());
+    let registered = reqwest::Client::new()
+        .post(format!("{issuer}/test/clients"))
+        .json(&json!({
+            "client_id": client_id, "client_secret": client_secret,
+            "redirect_uris": [format!("{}/v1/sso/callback", server.base_url)],
+        }))
+        .send()
+        .await
+        .expect("register");
+    assert!(registered.status().is_success());
+    let created = server
         .call_with_token(
             Some(&access),
             Method::POST,
             "/v1/sso/connections",
-            Some(json!({"issuer": "https://127.0.0.1/", "client_id": "c", "client_secret": client_secret})),
+            Some(json!({"issuer": issuer, "client_id": client_id, "client_secret": client_secret})),
         )
         .await;
-    assert_eq!(refused.status, reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        created.status,
+        reqwest::StatusCode::CREATED,
+        "{}",
+        created.body
+    );
+    let slug = signup["tenant"]["slug"].as_str().expect("slug").to_owned();
+    let started = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .get(format!("{}/v1/sso/{slug}/login", server.base_url))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(started.status(), reqwest::StatusCode::FOUND);
     let sso_code = "sso_Exchange-Code-Never-Logged-456";
     post("/v1/auth/sso/exchange", json!({"code": sso_code})).await;
 

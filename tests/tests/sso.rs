@@ -347,11 +347,48 @@ async fn a_tenant_signs_in_through_its_provider(fixture: (TestServer, String)) {
         .await;
     assert_eq!(owner_login.status, StatusCode::OK, "{}", owner_login.body);
 
-    // Deleting the connection (admin).
+    // A link URL for a signed-in account: single use, starting a login.
+    let link = server
+        .call_with_token(Some(&owner), Method::POST, "/v1/sso/link", None)
+        .await;
+    assert_eq!(link.status, StatusCode::CREATED, "{}", link.body);
+    assert_eq!(link.headers["cache-control"], "no-store");
+    let link_url = link.body["link_url"].as_str().expect("url").to_owned();
+    assert!(
+        link_url.starts_with(&format!("{base}/v1/sso/link/")),
+        "{link_url}"
+    );
+    let (opened, to_provider) = browser.send(browser.http.get(&link_url), &base).await;
+    assert_eq!(opened.status(), StatusCode::FOUND);
+    assert!(to_provider.expect("location").starts_with(&issuer));
+    let (again, _) = browser.send(browser.http.get(&link_url), &base).await;
+    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+    let anonymous = server.call(None, Method::POST, "/v1/sso/link", None).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+
+    // Deleting the connection (admin): not the last one while SSO is required.
     let listed = server
         .call_with_token(Some(&owner), Method::GET, connections, None)
         .await;
     let id = listed.body[0]["id"].as_str().expect("id").to_owned();
+    let kept = server
+        .call_with_token(
+            Some(&owner),
+            Method::DELETE,
+            &format!("{connections}/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(kept.status, StatusCode::CONFLICT, "{}", kept.body);
+    let off = server
+        .call_with_token(
+            Some(&owner),
+            Method::PATCH,
+            "/v1/tenant",
+            Some(json!({"sso_required": false})),
+        )
+        .await;
+    assert_eq!(off.status, StatusCode::OK, "{}", off.body);
     let deleted = server
         .call_with_token(
             Some(&owner),

@@ -252,7 +252,10 @@ impl AuthFlows {
         // (the sign-in at the end would otherwise stop at the second factor after the
         // membership was made). A new account joining such a tenant is accepted, and its
         // sign-in answers `MfaEnrollmentRequired`.
-        let amr = caller.map_or_else(AuthMethods::password, |c| AuthMethods::new(c.amr()));
+        // A signed-in caller's methods, less what another tenant's provider vouched for.
+        let amr = caller.map_or_else(AuthMethods::password, |c| {
+            AuthMethods::new(c.amr()).in_another_tenant()
+        });
         let policy = self.policy_of(invitation.tenant_id).await?;
         if let Some(account) = &existing
             && !super::policy::TenantPolicy::second_factor(&amr)

@@ -414,13 +414,15 @@ impl AuthFlows {
         amr: &AuthMethods,
         policy: &TenantPolicy,
     ) -> Result<Option<(Purpose, String)>> {
-        // Ours, or the tenant's identity provider's second factor.
-        if TenantPolicy::second_factor(amr) {
+        // The account's own second factor is asked for unless this server checked it (`otp`):
+        // a tenant's identity provider never vouches for it. The tenant's policy is met by
+        // either (its own provider's `sso_mfa` included).
+        if amr.contains(amr::OTP) {
             return Ok(None);
         }
         let purpose = if self.has_second_factor(user.id).await? {
             Purpose::Verify
-        } else if policy.mfa_required {
+        } else if policy.mfa_required && !TenantPolicy::second_factor(amr) {
             Purpose::Enroll
         } else {
             return Ok(None);

@@ -7,7 +7,7 @@
 //! connection, and ends the sessions of non-owners that did not sign in through it.
 //!
 //! **MFA required** makes every new sign-in into the tenant give a second factor (`otp`, or
-//! `mfa` from the tenant's identity provider). An account without one gets
+//! `sso_mfa`: the tenant's own identity provider checked one). An account without one gets
 //! [`SignIn::MfaEnrollmentRequired`](super::SignIn::MfaEnrollmentRequired) and a token that can
 //! only enroll ([`AuthFlows::mfa_enroll_pending`], then [`AuthFlows::mfa_confirm_pending`],
 //! which signs in with `otp`); a tenant switch into the tenant from a session without `otp` is
@@ -38,9 +38,11 @@ pub struct TenantPolicy {
 }
 
 impl TenantPolicy {
-    /// Whether `amr` holds a second factor: ours (`otp`) or a provider's (`mfa`).
+    /// Whether `amr` holds a second factor for this tenant's policy: ours (`otp`), or its
+    /// identity provider's (`sso_mfa`, which a session only carries in the tenant whose
+    /// provider vouched for it).
     pub(crate) fn second_factor(amr: &crate::AuthMethods) -> bool {
-        amr.contains(amr::OTP) || amr.contains(amr::MFA)
+        amr.contains(amr::OTP) || amr.contains(amr::SSO_MFA)
     }
 }
 
@@ -107,7 +109,8 @@ impl AuthFlows {
     /// `403 forbidden` unless the caller is the tenant's owner;
     /// [`Error::InsufficientAuthentication`] when turning "MFA required" on from a session
     /// without a second factor; `409 conflict` when turning "SSO required" on without a
-    /// single sign-on connection; storage errors.
+    /// single sign-on connection or while a non-owner member has not linked the provider, or
+    /// "MFA required" on a server without second factors; storage errors.
     pub async fn update_tenant_policy(
         &self,
         tx: &mut TenantTx,
@@ -126,7 +129,7 @@ impl AuthFlows {
         };
         let mfa_on = after.mfa_required && !before.mfa_required;
         let sso_on = after.sso_required && !before.sso_required;
-        if mfa_on && !principal.has_amr(amr::OTP) && !principal.has_amr(amr::MFA) {
+        if mfa_on && !principal.has_amr(amr::OTP) && !principal.has_amr(amr::SSO_MFA) {
             return Err(Error::InsufficientAuthentication(amr::OTP));
         }
         if sso_on {
@@ -146,6 +149,32 @@ impl AuthFlows {
                 )
                 .into());
             }
+            // A member who cannot sign in through the provider yet would be locked out: each
+            // links their account first (`POST /v1/sso/link`), or joins through it.
+            let unlinked = with_conn!(tx, |c| {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM memberships m WHERE m.tenant_id = $1 \
+                     AND m.role <> 'owner' AND NOT EXISTS (SELECT 1 FROM sso_identities i \
+                     JOIN sso_connections s ON s.issuer = i.issuer AND s.tenant_id = m.tenant_id \
+                     WHERE i.user_id = m.user_id)",
+                )
+                .bind(tenant)
+                .fetch_one(c)
+                .await
+            })?;
+            if unlinked > 0 {
+                return Err(tenantkit_core::Error::Conflict(format!(
+                    "{unlinked} members cannot sign in through the identity provider yet: \
+                     each links their account first (POST /v1/sso/link)"
+                ))
+                .into());
+            }
+        }
+        if mfa_on && self.mfa.is_none() {
+            return Err(tenantkit_core::Error::Conflict(
+                "second factors are not set up on this server".into(),
+            )
+            .into());
         }
         if after == before {
             return Ok(after);
@@ -176,7 +205,7 @@ impl AuthFlows {
                      ON m.tenant_id = s.tenant_id AND m.user_id = s.user_id \
                      WHERE s.tenant_id = $1 AND s.revoked_at IS NULL AND (\
                      ($2 AND (' ' || s.amr || ' ') NOT LIKE '% otp %' \
-                         AND (' ' || s.amr || ' ') NOT LIKE '% mfa %') \
+                         AND (' ' || s.amr || ' ') NOT LIKE '% sso_mfa %') \
                      OR ($3 AND m.role <> 'owner' AND (' ' || s.amr || ' ') NOT LIKE '% sso %'))",
                 )
                 .bind(tenant)

@@ -252,6 +252,11 @@ impl AuthFlows {
             return Err(tenantkit_core::Error::Forbidden.into());
         }
         let tenant = membership.tenant_id;
+        // A session derived in another tenant keeps only the account's own methods.
+        let amr = match parent {
+            Some(parent) if parent.tenant_id != tenant => amr.in_another_tenant(),
+            _ => amr,
+        };
         let policy = self.policy_of(tenant).await?;
         // SSO required: only a sign-in through the tenant's provider, except an owner's
         // (break-glass, audited below), so a broken provider never locks the tenant out.

@@ -250,8 +250,9 @@ impl<S: SessionStore> RefreshSessions<S> {
     }
 
     /// Starts a session in `tenant` derived from `parent` (a tenant switch): same user, same
-    /// credentials epoch, the same authentication methods (the sign-in is the parent's), and
-    /// ending no later than the parent.
+    /// credentials epoch, the same authentication methods (the sign-in is the parent's; in
+    /// another tenant without what the parent's tenant's identity provider vouched for, see
+    /// [`AuthMethods::in_another_tenant`]), and ending no later than the parent.
     ///
     /// # Errors
     /// As [`RefreshSessions::start`].
@@ -265,7 +266,11 @@ impl<S: SessionStore> RefreshSessions<S> {
             tenant,
             parent.credentials_epoch,
             Some(parent.expires_at),
-            parent.amr.clone(),
+            if tenant == parent.tenant_id {
+                parent.amr.clone()
+            } else {
+                parent.amr.in_another_tenant()
+            },
         )
         .await
     }

@@ -124,6 +124,22 @@ impl AuthMethods {
         self.0.is_empty()
     }
 
+    /// The methods a session derived in another tenant keeps (a tenant switch, an accepted
+    /// invitation): the account's own (`pwd`, `otp`, ...), not what one tenant's identity
+    /// provider vouched for ([`tenantkit_core::amr::SSO`], [`tenantkit_core::amr::SSO_MFA`]),
+    /// which only that tenant trusts.
+    #[must_use]
+    pub fn in_another_tenant(&self) -> Self {
+        use tenantkit_core::amr::{SSO, SSO_MFA};
+        Self(
+            self.0
+                .iter()
+                .filter(|m| *m != SSO && *m != SSO_MFA)
+                .cloned()
+                .collect(),
+        )
+    }
+
     /// The values, space-separated, as the session stores keep them.
     pub fn to_column(&self) -> String {
         self.0.join(" ")
@@ -140,5 +156,18 @@ impl From<String> for AuthMethods {
 impl From<AuthMethods> for Vec<String> {
     fn from(methods: AuthMethods) -> Self {
         methods.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AuthMethods;
+
+    #[test]
+    fn another_tenant_keeps_the_accounts_methods_only() {
+        let methods = AuthMethods::new(["pwd", "otp", "sso", "sso_mfa"]);
+        assert_eq!(methods.in_another_tenant().as_slice(), ["pwd", "otp"]);
+        let provider_only = AuthMethods::new(["sso", "sso_mfa"]);
+        assert!(provider_only.in_another_tenant().is_empty());
     }
 }

@@ -18,8 +18,9 @@
 //!   the provider announced; an unknown `kid` fetches the key set again at most once per
 //!   interval, so a provider's key rotation needs no restart) and never puts a token in a URL:
 //!   it redirects to the app with a **single-use 60-second code** that
-//!   [`Sso::exchange`] trades for a normal token pair (`amr`: the provider's methods and
-//!   `sso`).
+//!   [`Sso::exchange`] trades for a normal token pair (`amr`: `sso`, and `sso_mfa` when the
+//!   provider checked more than one factor; the provider's own values are never stored, and
+//!   a session derived in another tenant drops both).
 //! - **Accounts** are linked by (issuer, subject), never by email alone. A provider's first
 //!   sign-in of an unknown address creates the account and its membership (the connection's
 //!   role) only when the provider says `email_verified` and the address is in a domain the
@@ -78,6 +79,8 @@ pub const AMR_SSO: &str = tenantkit_core::amr::SSO;
 pub const LOGIN_TTL: Duration = Duration::from_secs(10 * 60);
 /// How long the code a callback hands the app is good for.
 pub const CODE_TTL: Duration = Duration::from_secs(60);
+/// How long a link ticket ([`Sso::link_url`]) waits to be opened.
+pub const LINK_TTL: Duration = Duration::from_secs(2 * 60);
 /// Domains one connection may claim.
 const MAX_DOMAINS: usize = 20;
 /// Providers whose metadata is kept in memory (the least recently fetched goes first).
@@ -319,19 +322,16 @@ impl fmt::Debug for LoginStart {
 /// The query of the provider's redirect back (`GET /v1/sso/callback`). Other parameters a
 /// provider adds are ignored.
 #[derive(Default, Deserialize)]
+#[serde(default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 pub struct CallbackParams {
     /// The authorization code.
-    #[serde(default)]
     pub code: Option<String>,
     /// The state the login was sent with.
-    #[serde(default)]
     pub state: Option<String>,
     /// The provider's error, when it refused.
-    #[serde(default)]
     pub error: Option<String>,
     /// The issuer (RFC 9207), when the provider sends it: must be the connection's.
-    #[serde(default)]
     pub iss: Option<String>,
 }
 
@@ -360,13 +360,12 @@ impl CallbackParams {
 
 /// The query of `GET /v1/sso/{tenant_slug}/login`.
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 pub struct LoginParams {
     /// Where the app wants the browser back (an allowed origin only).
-    #[serde(default)]
     pub redirect_to: Option<String>,
     /// Passed to the provider (the address the user typed).
-    #[serde(default)]
     pub login_hint: Option<String>,
 }
 
@@ -384,16 +383,14 @@ impl LoginParams {
 /// The query of a login the provider starts (`GET /v1/sso/{tenant_slug}/initiate`, OpenID
 /// Connect Core §4).
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 pub struct InitiatedParams {
     /// The provider's issuer (required): the tenant's connection to it is used.
-    #[serde(default)]
     pub iss: Option<String>,
     /// The account the provider suggests.
-    #[serde(default)]
     pub login_hint: Option<String>,
     /// Where the browser should end (kept only when it is an allowed address).
-    #[serde(default)]
     pub target_link_uri: Option<String>,
 }
 
@@ -457,6 +454,21 @@ impl fmt::Debug for SsoExchange {
 pub struct SsoDiscover {
     /// The address someone wants to sign in with.
     pub email: String,
+}
+
+/// Where the caller's browser goes to link its account to the tenant's identity provider.
+#[derive(Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[non_exhaustive]
+pub struct SsoLinkUrl {
+    /// Open it in the browser (single use, 2 minutes).
+    pub link_url: String,
+}
+
+impl fmt::Debug for SsoLinkUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SsoLinkUrl(..)")
+    }
 }
 
 /// Where an address signs in.
@@ -604,14 +616,19 @@ impl Sso {
             .execute(&mut *c)
             .await?;
             for domain in &domains {
+                // A domain another live connection of the tenant claimed stays that one's.
                 sqlx::query(
-                    "INSERT INTO sso_domains (tenant_id, domain, dns_token, created_at) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, domain) DO NOTHING",
+                    "INSERT INTO sso_domains (tenant_id, domain, dns_token, created_at, \
+                     connection_id) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (tenant_id, domain) DO UPDATE \
+                     SET connection_id = excluded.connection_id \
+                     WHERE sso_domains.connection_id IS NULL",
                 )
                 .bind(tenant)
                 .bind(domain)
                 .bind(OneTimeToken::generate().expose())
                 .bind(now)
+                .bind(id)
                 .execute(&mut *c)
                 .await?;
             }
@@ -666,11 +683,13 @@ impl Sso {
     }
 
     /// Deletes a connection of the caller's tenant (admin+); logins under way through it end.
-    /// Accounts keep their links (a new connection to the same issuer finds them). Audited as
+    /// Accounts keep their links (a new connection to the same issuer finds them); its domains
+    /// stay claimed (and verified) for the next connection that names them. Audited as
     /// `sso.connection_deleted`.
     ///
     /// # Errors
-    /// `403` below admin; `404` for another tenant's or an unknown connection.
+    /// `403` below admin; `404` for another tenant's or an unknown connection; `409` for the
+    /// last connection of a tenant that requires single sign-on.
     pub async fn delete_connection(
         &self,
         client: &ClientInfo,
@@ -690,6 +709,30 @@ impl Sso {
             .await
         })?
         .ok_or(tenantkit_core::Error::NotFound)?;
+        // "SSO required" needs a connection: the last one stays while the policy is on.
+        let (left, required) = with_conn!(&mut tx, |c| {
+            let left = sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM sso_connections WHERE tenant_id = $1",
+            )
+            .bind(tenant)
+            .fetch_one(&mut *c)
+            .await?;
+            let required = sqlx::query_scalar::<_, bool>(
+                "SELECT sso_required FROM tenant_auth_policies WHERE tenant_id = $1",
+            )
+            .bind(tenant)
+            .fetch_optional(&mut *c)
+            .await?;
+            Ok::<_, sqlx::Error>((left, required.unwrap_or(false)))
+        })?;
+        if left == 0 && required {
+            return Err(tenantkit_core::Error::Conflict(
+                "the tenant requires single sign-on: turn that off before deleting its last \
+                 connection"
+                    .into(),
+            )
+            .into());
+        }
         let event = client
             .event("sso.connection_deleted", Some(principal.user_id()))
             .target("sso_connection", id)
@@ -833,7 +876,7 @@ impl Sso {
             sqlx::query_scalar::<_, String>(
                 "SELECT t.slug FROM sso_domains d JOIN tenants t ON t.id = d.tenant_id \
                  WHERE d.domain = $1 AND d.verified_at IS NOT NULL AND t.deleted_at IS NULL \
-                 AND EXISTS (SELECT 1 FROM sso_connections s WHERE s.tenant_id = d.tenant_id)",
+                 AND d.connection_id IS NOT NULL",
             )
             .bind(domain)
             .fetch_optional(c)
@@ -871,7 +914,7 @@ impl Sso {
                 .filter(|t| self.config.allows_redirect(t))
                 .ok_or_else(|| invalid("redirect_to", "is not an allowed address"))?,
         };
-        self.start(slug, redirect_to, login_hint, None).await
+        self.start(slug, redirect_to, login_hint, None, None).await
     }
 
     /// A login the provider started (OpenID Connect Core §4, the connection's
@@ -907,8 +950,92 @@ impl Sso {
             redirect_to,
             params.login_hint.as_deref(),
             Some(issuer),
+            None,
         )
         .await
+    }
+
+    /// Asks for a link between the caller's account and its tenant's identity provider: a
+    /// URL (`<public_url>/v1/sso/link/<ticket>`, single use, 2 minutes) for the caller's
+    /// browser, which starts a login ([`Sso::start_link`]) whose identity is linked to this
+    /// account. How an account with a password (which a provider's first sign-in never takes
+    /// over) comes to sign in through its tenant's provider. The provider must vouch for
+    /// the account's own address (verified), so a leaked URL links no one else's identity.
+    ///
+    /// # Errors
+    /// `404` when the caller's tenant has no connection; [`Error::RateLimited`].
+    pub async fn link_url(&self, principal: &Principal) -> Result<SsoLinkUrl> {
+        self.flows
+            .limits()
+            .check_account_action("sso_link", principal.user_id())
+            .await?;
+        let tenant = principal.tenant_id();
+        self.connection_of(tenant, None)
+            .await?
+            .ok_or(tenantkit_core::Error::NotFound)?;
+        let ticket = OneTimeToken::generate();
+        let now = self.now();
+        let mut tx = self.flows.db().begin_system().await?;
+        with_conn!(&mut tx, |c| {
+            sqlx::query("DELETE FROM sso_link_tickets WHERE expires_at <= $1")
+                .bind(now)
+                .execute(&mut *c)
+                .await?;
+            sqlx::query(
+                "INSERT INTO sso_link_tickets (ticket_hash, user_id, tenant_id, expires_at) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&ticket.hash()[..])
+            .bind(principal.user_id())
+            .bind(tenant)
+            .bind(now + LINK_TTL)
+            .execute(&mut *c)
+            .await
+            .map(drop)
+        })?;
+        tx.commit().await?;
+        Ok(SsoLinkUrl {
+            link_url: format!(
+                "{}/v1/sso/link/{}",
+                self.config.public_url.as_str().trim_end_matches('/'),
+                ticket.expose()
+            ),
+        })
+    }
+
+    /// Opens a link ticket of [`Sso::link_url`] (once): the login, as [`Sso::start_login`]'s,
+    /// that links the provider's identity to the ticket's account.
+    ///
+    /// # Errors
+    /// `404` for an unknown, used or expired ticket; as [`Sso::start_login`].
+    pub async fn start_link(&self, client: &ClientInfo, ticket: &str) -> Result<LoginStart> {
+        self.flows.limits().check(Attempt::Login, client.ip).await?;
+        if ticket.len() > 100 {
+            return Err(tenantkit_core::Error::NotFound.into());
+        }
+        let now = self.now();
+        let mut tx = self.flows.db().begin_system().await?;
+        let row = with_conn!(&mut tx, |c| {
+            sqlx::query_as::<_, (UserId, TenantId)>(
+                "DELETE FROM sso_link_tickets WHERE ticket_hash = $1 AND expires_at > $2 \
+                 RETURNING user_id, tenant_id",
+            )
+            .bind(&OneTimeToken::new(ticket).hash()[..])
+            .bind(now)
+            .fetch_optional(c)
+            .await
+        })?;
+        tx.commit().await?;
+        let (user, tenant) = row.ok_or(tenantkit_core::Error::NotFound)?;
+        let tenant = self
+            .flows
+            .db()
+            .find_tenant(tenant)
+            .await?
+            .ok_or(tenantkit_core::Error::NotFound)?;
+        let app = self.config.app_url.clone();
+        self.start(tenant.slug.as_str(), app, None, None, Some(user))
+            .await
     }
 
     /// Sends a login into the tenant `slug` to its provider (the one of `issuer`, or its
@@ -919,6 +1046,7 @@ impl Sso {
         redirect_to: url::Url,
         login_hint: Option<&str>,
         issuer: Option<&str>,
+        link_user: Option<UserId>,
     ) -> Result<LoginStart> {
         let slug = Slug::parse(slug).map_err(|_| tenantkit_core::Error::NotFound)?;
         let tenant = self
@@ -974,8 +1102,8 @@ impl Sso {
                 .await?;
             sqlx::query(
                 "INSERT INTO sso_logins (state_hash, connection_id, tenant_id, browser_hash, \
-                 nonce, pkce_verifier, redirect_to, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 nonce, pkce_verifier, redirect_to, link_user, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(&state.hash()[..])
             .bind(connection.id)
@@ -984,6 +1112,7 @@ impl Sso {
             .bind(nonce.expose())
             .bind(&sealed_verifier)
             .bind(redirect_to.as_str())
+            .bind(link_user)
             .bind(now + LOGIN_TTL)
             .execute(&mut *c)
             .await
@@ -998,8 +1127,10 @@ impl Sso {
         Ok(LoginStart {
             location: location.to_string(),
             set_cookie: format!(
-                "{SSO_COOKIE}={}; Path=/v1/sso; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+                "{SSO_COOKIE}={}; Path={}/v1/sso; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
                 browser.expose(),
+                // Under the public URL's path, when it has one (behind a path prefix).
+                self.config.public_url.path().trim_end_matches('/'),
                 LOGIN_TTL.as_secs()
             ),
         })
@@ -1070,11 +1201,11 @@ impl Sso {
             Ok(identity) => identity,
             Err(reason) => return Err(self.failed(client, login.tenant, reason).await),
         };
-        let (user, _membership) = self.account(client, &connection, &identity).await?;
-        let mut amr: Vec<String> = identity.amr.clone();
-        if !amr.iter().any(|m| m == AMR_SSO) {
-            amr.push(AMR_SSO.to_owned());
-        }
+        let user = match login.link_user {
+            Some(account) => self.link(client, &connection, &identity, account).await?,
+            None => self.account(client, &connection, &identity).await?.0,
+        };
+        let amr = std::iter::once(AMR_SSO.to_owned()).chain(identity.amr.iter().cloned());
         let code = OneTimeToken::generate();
         let token = format!("{CODE_PREFIX}{}", code.expose());
         let now = self.now();
@@ -1105,10 +1236,11 @@ impl Sso {
         Ok(target.to_string())
     }
 
-    /// Trades a callback's code for a session in its tenant: the token pair (`amr`: the
-    /// provider's methods and `sso`) and the account's memberships. The code works once, for
-    /// 60 seconds. An account with a second factor on gives it as after a password, unless
-    /// the provider said it checked one (`otp` or `mfa` in its `amr`).
+    /// Trades a callback's code for a session in its tenant: the token pair (`amr`: `sso`,
+    /// and `sso_mfa` when the provider said it checked more than one factor) and the
+    /// account's memberships. The code works once, for 60 seconds. An account with a second
+    /// factor of this server's on gives it as after a password (a provider never vouches for
+    /// it); the tenant's "MFA required" is met by `sso_mfa`.
     ///
     /// # Errors
     /// [`Error::InvalidToken`] for an unknown, used or expired code; [`Error::RateLimited`];
@@ -1192,9 +1324,10 @@ impl Sso {
         let now = self.now();
         let mut tx = self.flows.db().begin_system().await?;
         let row = with_conn!(&mut tx, |c| {
-            sqlx::query_as::<_, (SsoConnectionId, TenantId, Vec<u8>, String, String, String)>(
+            sqlx::query_as::<_, LoginRow>(
                 "DELETE FROM sso_logins WHERE state_hash = $1 AND expires_at > $2 \
-                 RETURNING connection_id, tenant_id, browser_hash, nonce, pkce_verifier, redirect_to",
+                 RETURNING connection_id, tenant_id, browser_hash, nonce, pkce_verifier, \
+                 redirect_to, link_user",
             )
             .bind(&state_hash[..])
             .bind(now)
@@ -1202,22 +1335,23 @@ impl Sso {
             .await
         })?;
         tx.commit().await?;
-        let Some((connection, tenant, browser_hash, nonce, sealed, redirect_to)) = row else {
+        let Some(row) = row else {
             return Ok(None);
         };
         let verifier = self
             .keyring
-            .decrypt(&sealed, &verifier_context(state_hash))
+            .decrypt(&row.pkce_verifier, &verifier_context(state_hash))
             .map_err(|e| Error::Core(e.into()))?;
         let verifier = String::from_utf8(verifier.expose().to_vec())
             .map_err(|_| Error::Sso("stored verifier is not text"))?;
         Ok(Some(PendingLogin {
-            connection,
-            tenant,
-            browser_hash,
-            nonce,
+            connection: row.connection_id,
+            tenant: row.tenant_id,
+            browser_hash: row.browser_hash,
+            nonce: row.nonce,
             verifier,
-            redirect_to,
+            redirect_to: row.redirect_to,
+            link_user: row.link_user,
         }))
     }
 
@@ -1289,7 +1423,10 @@ impl Sso {
         let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
             .await
             .map_err(|e| discovery_error(&e))?;
+        // The authorization endpoint is only the browser's, but a 302 to it must not be an
+        // open redirect: the same rules as the others.
         for url in [
+            Some(metadata.authorization_endpoint().url()),
             Some(metadata.jwks_uri().url()),
             metadata.token_endpoint().map(|u| u.url()),
         ]
@@ -1428,16 +1565,24 @@ impl Sso {
         {
             return Err("the ID token is for another client (azp)");
         }
-        let amr = claims
+        // The provider's methods are never stored as they come (it could claim `otp` for
+        // anyone): only whether it checked more than one factor, as `sso_mfa`.
+        let methods: Vec<String> = claims
             .auth_method_refs()
             .map(|refs| {
                 refs.iter()
-                    .map(|r| r.as_str().to_owned())
-                    .filter(|r| r.len() <= 32 && r.chars().all(|c| c.is_ascii_graphic()))
-                    .take(8)
+                    .map(|r| r.as_str().to_ascii_lowercase())
                     .collect()
             })
             .unwrap_or_default();
+        let mut distinct = methods.clone();
+        distinct.sort();
+        distinct.dedup();
+        let amr = if methods.iter().any(|m| m == "mfa") || distinct.len() > 1 {
+            vec![tenantkit_core::amr::SSO_MFA.to_owned()]
+        } else {
+            Vec::new()
+        };
         Ok(Identity {
             issuer: connection.issuer.clone(),
             subject: claims.subject().as_str().to_owned(),
@@ -1571,10 +1716,11 @@ impl Sso {
         let verified = with_conn!(&mut tx, |c| {
             sqlx::query_scalar::<_, i64>(
                 "SELECT count(*) FROM sso_domains WHERE tenant_id = $1 AND domain = $2 \
-                 AND verified_at IS NOT NULL",
+                 AND verified_at IS NOT NULL AND connection_id = $3",
             )
             .bind(tenant)
             .bind(&domain)
+            .bind(connection.id)
             .fetch_one(c)
             .await
         })?;
@@ -1623,6 +1769,78 @@ impl Sso {
         Ok((user, membership))
     }
 
+    /// Links `identity` to `account` (a link the account asked for from a signed-in session):
+    /// only when the provider vouches for the account's own address, and the identity is not
+    /// another account's. The account must still be a member of the connection's tenant.
+    async fn link(
+        &self,
+        client: &ClientInfo,
+        connection: &ConnectionRow,
+        identity: &Identity,
+        account: UserId,
+    ) -> Result<User> {
+        let tenant = connection.tenant_id;
+        let user = self
+            .flows
+            .db()
+            .find_user(account)
+            .await?
+            .ok_or(tenantkit_core::Error::NotFound)?;
+        let vouched = identity
+            .email
+            .as_deref()
+            .and_then(|e| Email::parse(e).ok())
+            .is_some_and(|e| e == user.email);
+        if !vouched || !identity.email_verified {
+            return Err(self.refused(
+                tenant,
+                "a link needs the provider to vouch for the account's own address",
+            ));
+        }
+        if self
+            .flows
+            .db()
+            .membership_of(user.id, tenant)
+            .await?
+            .is_none()
+        {
+            return Err(self.refused(tenant, "the account is no longer a member"));
+        }
+        let mut tx = self
+            .flows
+            .db()
+            .begin(&TenantScope::for_system(tenant))
+            .await?;
+        let linked = with_conn!(&mut tx, |c| {
+            sqlx::query_scalar::<_, UserId>(
+                "SELECT user_id FROM sso_identities WHERE issuer = $1 AND subject = $2",
+            )
+            .bind(&identity.issuer)
+            .bind(&identity.subject)
+            .fetch_optional(c)
+            .await
+        })?;
+        match linked {
+            Some(owner) if owner == user.id => {}
+            Some(_) => {
+                return Err(tenantkit_core::Error::Conflict(
+                    "this identity is linked to another account".into(),
+                )
+                .into());
+            }
+            None => {
+                link(&mut tx, identity, user.id, self.now()).await?;
+                let event = client
+                    .event("sso.linked", Some(user.id))
+                    .target("user", user.id)
+                    .details(serde_json::json!({ "issuer": identity.issuer, "asked": true }));
+                tx.audit(event).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(user)
+    }
+
     fn refused(&self, tenant: TenantId, reason: &'static str) -> Error {
         tracing::info!(tenant = %tenant, reason, "sso: joining refused");
         Error::Core(tenantkit_core::Error::Forbidden)
@@ -1637,6 +1855,19 @@ struct PendingLogin {
     nonce: String,
     verifier: String,
     redirect_to: String,
+    link_user: Option<UserId>,
+}
+
+/// A stored login, as taken.
+#[derive(sqlx::FromRow)]
+struct LoginRow {
+    connection_id: SsoConnectionId,
+    tenant_id: TenantId,
+    browser_hash: Vec<u8>,
+    nonce: String,
+    pkce_verifier: String,
+    redirect_to: String,
+    link_user: Option<UserId>,
 }
 
 /// Who the provider says signed in.
@@ -1692,9 +1923,10 @@ async fn connection_view(
     let domains = with_conn!(tx, |c| {
         sqlx::query_as::<_, (String, String, Option<OffsetDateTime>)>(
             "SELECT domain, dns_token, verified_at FROM sso_domains WHERE tenant_id = $1 \
-             ORDER BY domain",
+             AND connection_id = $2 ORDER BY domain",
         )
         .bind(tenant)
+        .bind(id)
         .fetch_all(c)
         .await
     })?;

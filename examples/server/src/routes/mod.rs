@@ -49,6 +49,7 @@ pub(crate) fn router(state: &AppState, config: &crate::Config) -> (Router<AppSta
         .routes(routes!(recovery::confirm_verification))
         .routes(routes!(sso::login))
         .routes(routes!(sso::initiate))
+        .routes(routes!(sso::open_link))
         .routes(routes!(sso::callback))
         .routes(routes!(sso::exchange))
         .routes(routes!(sso::discover))
@@ -124,6 +125,7 @@ fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(realtime::ticket))
         .routes(routes!(sso::create_connection, sso::list_connections))
         .routes(routes!(sso::delete_connection))
+        .routes(routes!(sso::link))
 }
 
 /// The routes answering local storage's signed URLs (outside the API document: their

@@ -10,7 +10,7 @@ use tenantkit_auth::flows::LoggedIn;
 use tenantkit_auth::routes::sign_in_response;
 use tenantkit_auth::sso::{
     CallbackParams, InitiatedParams, LoginParams, LoginStart, NewSsoConnection, Sso, SsoConnection,
-    SsoConnectionId, SsoDiscover, SsoExchange, SsoLoginUrl, browser_cookie,
+    SsoConnectionId, SsoDiscover, SsoExchange, SsoLinkUrl, SsoLoginUrl, browser_cookie,
 };
 use tenantkit_core::{Error, Principal};
 
@@ -76,7 +76,7 @@ pub(crate) async fn list_connections(
     path = "/v1/sso/connections/{id}",
     tag = "sso",
     params(("id" = String, Path, description = "The connection's id")),
-    responses((status = 204, description = "Deleted"), (status = 403, description = "Below admin", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 404, description = "No such connection in the caller's tenant", body = tenantkit_core::Problem, content_type = "application/problem+json")),
+    responses((status = 204, description = "Deleted"), (status = 403, description = "Below admin", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 404, description = "No such connection in the caller's tenant", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 409, description = "The tenant's last connection while it requires single sign-on", body = tenantkit_core::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
 )]
 pub(crate) async fn delete_connection(
@@ -97,7 +97,7 @@ pub(crate) async fn delete_connection(
     path = "/v1/sso/{tenant_slug}/login",
     tag = "sso",
     params(("tenant_slug" = String, Path, description = "The tenant's slug"), LoginParams),
-    responses((status = 302, description = "To the identity provider; sets the cookie binding the login to this browser"), (status = 404, description = "No such tenant, or it has no connection", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 422, description = "redirect_to is not an allowed address", body = tenantkit_core::Problem, content_type = "application/problem+json"))
+    responses((status = 302, description = "To the identity provider; sets the cookie binding the login to this browser"), (status = 404, description = "No such tenant, or it has no connection", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 422, description = "redirect_to is not an allowed address", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json"))
 )]
 pub(crate) async fn login(
     State(state): State<AppState>,
@@ -124,7 +124,7 @@ pub(crate) async fn login(
     path = "/v1/sso/{tenant_slug}/initiate",
     tag = "sso",
     params(("tenant_slug" = String, Path, description = "The tenant's slug"), InitiatedParams),
-    responses((status = 302, description = "To the identity provider, as a login started here; sets the cookie binding it to this browser"), (status = 404, description = "No such tenant, or no connection to iss", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 422, description = "No iss", body = tenantkit_core::Problem, content_type = "application/problem+json"))
+    responses((status = 302, description = "To the identity provider, as a login started here; sets the cookie binding it to this browser"), (status = 404, description = "No such tenant, or no connection to iss", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 422, description = "No iss", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json"))
 )]
 pub(crate) async fn initiate(
     State(state): State<AppState>,
@@ -154,7 +154,7 @@ fn login_redirect(start: &LoginStart) -> Result<Response> {
     path = "/v1/sso/callback",
     tag = "sso",
     params(CallbackParams),
-    responses((status = 302, description = "To the app, with ?sso_code= (60 s, single use)"), (status = 401, description = "sso_failed: an unknown, used, expired or another browser's login, the provider's refusal, or an ID token that does not verify", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 403, description = "The account may not join the tenant (an unverified address, or a domain the tenant has not verified)", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 409, description = "A password account has this address: sign in with it and link", body = tenantkit_core::Problem, content_type = "application/problem+json"))
+    responses((status = 302, description = "To the app, with ?sso_code= (60 s, single use)"), (status = 401, description = "sso_failed: an unknown, used, expired or another browser's login, the provider's refusal, or an ID token that does not verify", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 403, description = "The account may not join the tenant (an unverified address, or a domain the tenant has not verified)", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 409, description = "A password account has this address: sign in with it and link", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json"))
 )]
 pub(crate) async fn callback(
     State(state): State<AppState>,
@@ -167,6 +167,43 @@ pub(crate) async fn callback(
         .callback(&client, &params, browser_cookie(&headers))
         .await?;
     redirect(&location)
+}
+
+/// `POST /v1/sso/link`: a single-use URL for the caller's browser that links the caller's
+/// account to the tenant's identity provider (for an account with a password).
+#[utoipa::path(
+    post,
+    path = "/v1/sso/link",
+    tag = "sso",
+    responses((status = 201, description = "Open link_url in the browser (single use, 2 minutes); the provider must vouch for the account's own address", body = SsoLinkUrl, headers(("Cache-Control" = String, description = "no-store"))), (status = 404, description = "The tenant has no connection", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
+pub(crate) async fn link(State(state): State<AppState>, principal: Principal) -> Result<Response> {
+    let url = sso(&state)?.link_url(&principal).await?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(url),
+    )
+        .into_response())
+}
+
+/// `GET /v1/sso/link/{ticket}`: opens a link URL: a login whose identity is linked to the
+/// account that asked.
+#[utoipa::path(
+    get,
+    path = "/v1/sso/link/{ticket}",
+    tag = "sso",
+    params(("ticket" = String, Path, description = "The ticket of the link URL")),
+    responses((status = 302, description = "To the identity provider; sets the cookie binding the login to this browser"), (status = 404, description = "Unknown, used or expired ticket", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json"))
+)]
+pub(crate) async fn open_link(
+    State(state): State<AppState>,
+    client: Client,
+    axum::extract::Path(ticket): axum::extract::Path<String>,
+) -> Result<Response> {
+    let start = sso(&state)?.start_link(&client, &ticket).await?;
+    login_redirect(&start)
 }
 
 /// `POST /v1/auth/sso/exchange`: trades a callback's code for a token pair.
@@ -192,7 +229,7 @@ pub(crate) async fn exchange(
     path = "/v1/sso/discover",
     tag = "sso",
     request_body(content = SsoDiscover, content_type = "application/json"),
-    responses((status = 200, description = "The tenant that verified the address's domain signs it in here", body = SsoLoginUrl), (status = 404, description = "No tenant signs this address in through single sign-on", body = tenantkit_core::Problem, content_type = "application/problem+json"))
+    responses((status = 200, description = "The tenant that verified the address's domain signs it in here", body = SsoLoginUrl), (status = 404, description = "No tenant signs this address in through single sign-on", body = tenantkit_core::Problem, content_type = "application/problem+json"), (status = 429, description = "Too many attempts; see Retry-After", body = tenantkit_core::Problem, content_type = "application/problem+json"))
 )]
 pub(crate) async fn discover(
     State(state): State<AppState>,
