@@ -28,7 +28,7 @@ impl Requirement {
             Requirement::Permission(permission) => principal.can(*permission),
             Requirement::Scope(scope) => principal.has_scope(scope),
             Requirement::Amr(method) => {
-                return if principal.amr().iter().any(|m| m == method) {
+                return if principal.has_amr(method) {
                     Ok(())
                 } else {
                     Err(Error::InsufficientAuthentication(method))

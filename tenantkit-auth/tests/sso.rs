@@ -179,6 +179,12 @@ impl Drop for OwnProvider {
 
 /// [`world`] on a provider started for this test alone.
 async fn world_own_provider(backend: Backend) -> Option<World> {
+    let (provider, issuer) = start_provider().await?;
+    world_on(backend, issuer, Some(provider)).await
+}
+
+/// A provider of the caller's own, and its issuer.
+async fn start_provider() -> Option<(OwnProvider, String)> {
     let node = required_service("TENANTKIT_TEST_OIDC_NODE", "single sign-on (oidc-provider)")?;
     let script = required_service(
         "TENANTKIT_TEST_OIDC_SCRIPT",
@@ -211,7 +217,7 @@ async fn world_own_provider(backend: Backend) -> Option<World> {
         .unwrap_or_else(|| panic!("the provider did not start: {issuer:?}"))
         .trim()
         .to_owned();
-    world_on(backend, issuer, Some(provider)).await
+    Some((provider, issuer))
 }
 
 async fn world_on(backend: Backend, issuer: String, own: Option<OwnProvider>) -> Option<World> {
@@ -760,6 +766,59 @@ async fn one_tenants_connection_does_not_open_another(w: World) {
     );
 }
 
+async fn a_domain_joins_only_through_the_connection_that_claimed_it(w: World) {
+    // An admin adds a second connection, to a provider of their own, naming the tenant's
+    // verified domain: the claim stays the first connection's.
+    let Some((_second, issuer)) = start_provider().await else {
+        return;
+    };
+    let rogue = Idp {
+        issuer: issuer.clone(),
+        http: w.idp.http.clone(),
+    };
+    let client_id = format!("tk-{}", uuid_like());
+    rogue.register(&client_id, "s3cret-of-the-client").await;
+    w.sso
+        .create_connection(
+            &w.f.client,
+            &w.owner,
+            NewSsoConnection {
+                issuer: issuer.clone(),
+                client_id,
+                client_secret: "s3cret-of-the-client".into(),
+                domains: vec!["acme.test".into()],
+                default_role: None,
+            },
+        )
+        .await
+        .expect("a second connection");
+    let listed = w.sso.connections(&w.owner).await.expect("list");
+    let second = listed.iter().find(|c| c.issuer == issuer).expect("listed");
+    assert!(second.domains.is_empty(), "{second:?}");
+    // Its provider vouching for a new address in that domain does not make a member.
+    let users = w.users().await;
+    let params = InitiatedParams::from_query(Some(&format!(
+        "iss={}",
+        url::form_urlencoded::byte_serialize(issuer.as_bytes()).collect::<String>()
+    )));
+    let start = w
+        .sso
+        .start_initiated(&w.f.client, &w.slug, &params)
+        .await
+        .expect("through the second connection");
+    let query = rogue.sign_in(&start, "planted@acme.test", true).await;
+    let refused = w.callback(&query, Some(&World::cookie(&start))).await;
+    assert!(
+        matches!(refused, Err(Error::Core(tenantkit_core::Error::Forbidden))),
+        "{refused:?}"
+    );
+    assert_eq!(w.users().await, users);
+    // Through the connection that claimed it, the same address joins.
+    w.login(&w.slug, "planted@acme.test", true)
+        .await
+        .expect("through the first connection");
+}
+
 async fn connections_are_checked_before_they_are_stored(w: World) {
     let bad =
         |issuer: &str, domains: Vec<String>, role: Option<tenantkit_core::Role>| NewSsoConnection {
@@ -1221,6 +1280,7 @@ tenantkit_core::backend_tests!(
     a_password_member_links_the_provider_from_a_session,
     one_tenants_connection_does_not_open_another,
     connections_are_checked_before_they_are_stored,
+    a_domain_joins_only_through_the_connection_that_claimed_it,
     domains_verify_by_dns_record,
     a_tenant_that_requires_sso_refuses_passwords_but_its_owners,
     a_login_the_provider_starts_bounces_into_the_normal_flow;

@@ -258,8 +258,8 @@ impl AuthFlows {
         });
         let policy = self.policy_of(invitation.tenant_id).await?;
         if let Some(account) = &existing
-            && !super::policy::TenantPolicy::second_factor(&amr)
-            && (self.has_second_factor(account.id).await? || policy.mfa_required)
+            && !super::policy::TenantPolicy::second_factor(amr.as_slice())
+            && (policy.mfa_required || self.has_second_factor(account.id).await?)
         {
             return Err(Error::InsufficientAuthentication(tenantkit_core::amr::OTP));
         }

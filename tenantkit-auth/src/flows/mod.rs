@@ -84,6 +84,8 @@ pub use mfa::{
 };
 pub use operator::{TenantCreated, UserAdded};
 pub use password::{ChangePassword, ResetConfirm, ResetRequest, VerifyConfirm};
+#[cfg_attr(not(feature = "sso"), allow(unused_imports))]
+pub(crate) use policy::sso_connections;
 pub use policy::{TenantPolicy, TenantPolicyPatch};
 pub use session::{LoggedIn, LoginRequest, SignedUp, SignupOutcome, SignupRequest, SwitchTenant};
 pub use sign_in::{CheckedCredentials, SignIn, SignInVia, SignedIn};

@@ -41,8 +41,8 @@ impl TenantPolicy {
     /// Whether `amr` holds a second factor for this tenant's policy: ours (`otp`), or its
     /// identity provider's (`sso_mfa`, which a session only carries in the tenant whose
     /// provider vouched for it).
-    pub(crate) fn second_factor(amr: &crate::AuthMethods) -> bool {
-        amr.contains(amr::OTP) || amr.contains(amr::SSO_MFA)
+    pub(crate) fn second_factor(amr: &[String]) -> bool {
+        amr.iter().any(|m| m == amr::OTP || m == amr::SSO_MFA)
     }
 }
 
@@ -129,19 +129,11 @@ impl AuthFlows {
         };
         let mfa_on = after.mfa_required && !before.mfa_required;
         let sso_on = after.sso_required && !before.sso_required;
-        if mfa_on && !principal.has_amr(amr::OTP) && !principal.has_amr(amr::SSO_MFA) {
+        if mfa_on && !TenantPolicy::second_factor(principal.amr()) {
             return Err(Error::InsufficientAuthentication(amr::OTP));
         }
         if sso_on {
-            let connections = with_conn!(tx, |c| {
-                sqlx::query_scalar::<_, i64>(
-                    "SELECT count(*) FROM sso_connections WHERE tenant_id = $1",
-                )
-                .bind(tenant)
-                .fetch_one(c)
-                .await
-            })?;
-            if connections == 0 {
+            if sso_connections(tx, tenant).await? == 0 {
                 return Err(tenantkit_core::Error::Conflict(
                     "the tenant has no single sign-on connection: connect its identity \
                      provider first"
@@ -236,6 +228,16 @@ impl AuthFlows {
         tracing::info!(tenant = %tenant, mfa_required = after.mfa_required, sso_required = after.sso_required, sessions_ended = ended, "tenant policy changed");
         Ok(after)
     }
+}
+
+/// How many single sign-on connections `tenant` has ("SSO required" needs one).
+pub(crate) async fn sso_connections(tx: &mut TenantTx, tenant: TenantId) -> Result<i64> {
+    Ok(with_conn!(tx, |c| {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sso_connections WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_one(c)
+            .await
+    })?)
 }
 
 async fn read_policy<T: tenantkit_core::Transaction>(

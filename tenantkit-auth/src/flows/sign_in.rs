@@ -280,7 +280,7 @@ impl AuthFlows {
                     Purpose::Enroll => SignIn::MfaEnrollmentRequired { mfa_token },
                 });
             }
-        } else if policy.mfa_required && !TenantPolicy::second_factor(&amr) {
+        } else if policy.mfa_required && !TenantPolicy::second_factor(amr.as_slice()) {
             tracing::info!(user = %user.id, tenant = %tenant, "tenant switch refused: the tenant requires a second factor");
             return Err(Error::InsufficientAuthentication(tenantkit_core::amr::OTP));
         }
@@ -313,6 +313,47 @@ impl AuthFlows {
             tokens,
             session,
             role: membership.role,
+        }))
+    }
+
+    /// Completes a sign-in whose credentials were checked earlier (a pending second factor, a
+    /// single sign-on code): `user` into `tenant` with `amr`, under the credentials epoch read
+    /// when they were checked (a reset or "log out everywhere" since then leaves no session
+    /// behind: [`Error::InvalidCredentials`], as for an account or membership gone meanwhile).
+    /// Answers as a login does, with every membership of the account.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCredentials`]; as [`AuthFlows::complete_sign_in`].
+    pub(crate) async fn resume_sign_in(
+        &self,
+        client: &ClientInfo,
+        user: tenantkit_core::UserId,
+        tenant: TenantId,
+        credentials_epoch: i64,
+        amr: AuthMethods,
+    ) -> Result<SignIn<super::LoggedIn>> {
+        let mut user = self
+            .db
+            .find_user(user)
+            .await?
+            .ok_or(Error::InvalidCredentials)?;
+        user.credentials_epoch = credentials_epoch;
+        let memberships = self.db.memberships_of(user.id).await?;
+        let membership = memberships
+            .iter()
+            .find(|m| m.tenant_id == tenant)
+            .cloned()
+            .ok_or(Error::InvalidCredentials)?;
+        let signed_in = match self
+            .complete_sign_in(client, &user, &membership, amr, None, SignInVia::Login)
+            .await
+        {
+            Err(Error::CredentialsChanged) => return Err(Error::InvalidCredentials),
+            other => other?,
+        };
+        Ok(signed_in.map(|done| super::LoggedIn {
+            tokens: done.tokens,
+            memberships,
         }))
     }
 
